@@ -1,0 +1,22 @@
+//! kinglet: a `no_std`, allocation-free LLaMA inference engine.
+//!
+//! The caller owns every byte: a [`ModelFile`] borrows the file bytes (flash,
+//! `include_bytes!`, mmap, a `Vec`), and a session works inside a caller-provided
+//! `f32` buffer whose exact size [`session_floats`] computes up front.
+#![no_std]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod checksum;
+pub mod config;
+pub mod error;
+pub mod format;
+pub mod tensor;
+
+pub use config::Config;
+pub use error::Error;
+pub use format::ModelFile;
+pub use tensor::{Dtype, Matrix};

@@ -1,0 +1,124 @@
+//! Element types of weight tensors and the borrowed matrix view kernels take.
+
+/// Elements in one Q8_0 or Q4_0 block (ggml's QK8_0 / QK4_0).
+pub const BLOCK_LEN: usize = 32;
+/// Bytes of one Q8_0 block: an f16 scale and 32 signed bytes.
+pub const Q8_0_BLOCK_BYTES: usize = 2 + BLOCK_LEN;
+/// Bytes of one Q4_0 block: an f16 scale and 16 bytes of packed nibbles.
+pub const Q4_0_BLOCK_BYTES: usize = 2 + BLOCK_LEN / 2;
+
+/// Element type of a stored tensor. The discriminant is the on-disk code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Dtype {
+    /// IEEE binary32, little-endian.
+    F32 = 0,
+    /// IEEE binary16, little-endian.
+    F16 = 1,
+    /// bfloat16 (the top half of an f32), little-endian.
+    BF16 = 2,
+    /// ggml Q8_0 blocks: f16 scale `d`, then 32 × i8 `q`; value = d·q.
+    Q8_0 = 3,
+    /// ggml Q4_0 blocks: f16 scale `d`, then 16 bytes; byte j holds element j
+    /// in its low nibble and element j+16 in its high nibble; value = d·(q−8).
+    Q4_0 = 4,
+}
+
+impl Dtype {
+    /// Every dtype, in code order.
+    pub const ALL: [Dtype; 5] = [
+        Dtype::F32,
+        Dtype::F16,
+        Dtype::BF16,
+        Dtype::Q8_0,
+        Dtype::Q4_0,
+    ];
+
+    /// The dtype with this on-disk code.
+    pub const fn from_code(code: u32) -> Option<Dtype> {
+        match code {
+            0 => Some(Dtype::F32),
+            1 => Some(Dtype::F16),
+            2 => Some(Dtype::BF16),
+            3 => Some(Dtype::Q8_0),
+            4 => Some(Dtype::Q4_0),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name, as the CLIs spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::BF16 => "bf16",
+            Dtype::Q8_0 => "q8_0",
+            Dtype::Q4_0 => "q4_0",
+        }
+    }
+
+    /// Whether this is a block-quantized type (rows must be whole blocks).
+    pub const fn is_quantized(self) -> bool {
+        matches!(self, Dtype::Q8_0 | Dtype::Q4_0)
+    }
+
+    /// Bytes of one row of `cols` elements, or `None` when a quantized row is
+    /// not a whole number of blocks or the size overflows.
+    pub const fn row_bytes(self, cols: usize) -> Option<usize> {
+        match self {
+            Dtype::F32 => cols.checked_mul(4),
+            Dtype::F16 | Dtype::BF16 => cols.checked_mul(2),
+            Dtype::Q8_0 | Dtype::Q4_0 => {
+                if !cols.is_multiple_of(BLOCK_LEN) {
+                    return None;
+                }
+                let block = if matches!(self, Dtype::Q8_0) {
+                    Q8_0_BLOCK_BYTES
+                } else {
+                    Q4_0_BLOCK_BYTES
+                };
+                (cols / BLOCK_LEN).checked_mul(block)
+            }
+        }
+    }
+}
+
+/// A borrowed, row-major `rows × cols` weight matrix (PyTorch's `(out, in)`
+/// layout: `y = W x`). Built only by the model file reader, which has checked
+/// that `data.len() == rows * dtype.row_bytes(cols)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Matrix<'a> {
+    /// Element type.
+    pub dtype: Dtype,
+    /// Output rows.
+    pub rows: usize,
+    /// Input columns.
+    pub cols: usize,
+    /// The raw little-endian bytes.
+    pub data: &'a [u8],
+}
+
+impl<'a> Matrix<'a> {
+    /// Wraps bytes as a matrix, checking that the length matches exactly.
+    pub fn new(dtype: Dtype, rows: usize, cols: usize, data: &'a [u8]) -> Option<Self> {
+        let row = dtype.row_bytes(cols)?;
+        (row.checked_mul(rows)? == data.len()).then_some(Matrix {
+            dtype,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.data.len() / self.rows.max(1)
+    }
+
+    /// The raw bytes of row `r` (panics if `r >= rows`; callers index with
+    /// values they have range-checked).
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let n = self.row_bytes();
+        &self.data[r * n..(r + 1) * n]
+    }
+}

@@ -1,0 +1,1 @@
+//! The .klt writer and reader agree.

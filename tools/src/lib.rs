@@ -1,0 +1,1 @@
+//! kinglet-tools: the library behind the `kinglet` command.

@@ -1,0 +1,1 @@
+//! kinglet-trainer: trains LLaMA models on a CPU and exports .klt files.
