@@ -1,0 +1,139 @@
+//! Helpers shared by the end-to-end tests: tiny model files and reference data.
+#![allow(dead_code)]
+
+use kinglet::format::{sort_pieces, write_model, IoSink, TensorSpec, TokenizerKind, TokenizerSpec};
+use kinglet::{Config, Dtype};
+use std::path::PathBuf;
+
+/// A small seeded PRNG (xorshift64*), so tests need no extra crates.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// A tiny config with grouped KV heads and an untied classifier.
+pub fn tiny_config() -> Config {
+    Config {
+        dim: 24,
+        hidden_dim: 40,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        vocab_size: 6,
+        max_seq_len: 32,
+        rope_theta: 10000.0,
+        norm_eps: 1e-5,
+        tied_classifier: false,
+    }
+}
+
+/// Canonical tensor names and shapes for `config`, in file order.
+pub fn tensor_layout(config: &Config) -> Vec<(String, Vec<u32>)> {
+    let (d, h, v, kv) = (
+        config.dim,
+        config.hidden_dim,
+        config.vocab_size,
+        config.kv_dim() as u32,
+    );
+    let mut out = vec![("tok_embedding".to_string(), vec![v, d])];
+    for l in 0..config.n_layers {
+        let p = |n: &str| format!("layers.{l}.{n}");
+        out.push((p("attn_norm"), vec![d]));
+        out.push((p("wq"), vec![d, d]));
+        out.push((p("wk"), vec![kv, d]));
+        out.push((p("wv"), vec![kv, d]));
+        out.push((p("wo"), vec![d, d]));
+        out.push((p("ffn_norm"), vec![d]));
+        out.push((p("w1"), vec![h, d]));
+        out.push((p("w2"), vec![d, h]));
+        out.push((p("w3"), vec![h, d]));
+    }
+    out.push(("norm".to_string(), vec![d]));
+    if !config.tied_classifier {
+        out.push(("classifier".to_string(), vec![v, d]));
+    }
+    out
+}
+
+/// Writes a model with random F32 weights (norm gains near 1) and a
+/// character vocabulary "abcdef…" of `vocab_size` letters.
+pub fn random_model(config: &Config, seed: u64, metadata: &[(&str, &str)]) -> Vec<u8> {
+    let mut rng = Rng(seed.max(1));
+    let layout = tensor_layout(config);
+    let data: Vec<Vec<u8>> = layout
+        .iter()
+        .map(|(name, shape)| {
+            let n: u32 = shape.iter().product();
+            let norm = shape.len() == 1;
+            (0..n)
+                .flat_map(|_| {
+                    let x = if norm {
+                        1.0 + 0.1 * rng.uniform()
+                    } else {
+                        0.3 * rng.uniform()
+                    };
+                    let _ = name;
+                    x.to_le_bytes()
+                })
+                .collect()
+        })
+        .collect();
+    let tensors: Vec<TensorSpec> = layout
+        .iter()
+        .zip(&data)
+        .map(|((name, shape), data)| TensorSpec {
+            name,
+            dtype: Dtype::F32,
+            shape,
+            data,
+        })
+        .collect();
+    let chars: Vec<String> = (0..config.vocab_size)
+        .map(|i| char::from_u32('a' as u32 + i).unwrap_or('?').to_string())
+        .collect();
+    let pieces: Vec<&[u8]> = chars.iter().map(|c| c.as_bytes()).collect();
+    let scores = vec![0.0; pieces.len()];
+    let mut sorted = vec![0; pieces.len()];
+    sort_pieces(&pieces, &mut sorted);
+    let tok = TokenizerSpec {
+        kind: TokenizerKind::Char,
+        bos: None,
+        eos: None,
+        pieces: &pieces,
+        scores: &scores,
+        sorted: &sorted,
+    };
+    let mut out = IoSink(Vec::new());
+    write_model(&mut out, config, &tok, &tensors, metadata).expect("valid tiny model");
+    out.0
+}
+
+/// The folder holding the reference data, or `None` (with a note) when the
+/// file is missing. With `KINGLET_REQUIRE_DATA=1` a missing file fails.
+pub fn data_file(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("KINGLET_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data")));
+    let path = dir.join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var("KINGLET_REQUIRE_DATA").as_deref() == Ok("1") {
+        panic!(
+            "reference file {} is missing and KINGLET_REQUIRE_DATA=1",
+            path.display()
+        );
+    }
+    eprintln!("skipped: reference file {} is missing", path.display());
+    None
+}
