@@ -13,6 +13,7 @@ extern crate std;
 pub mod checksum;
 pub mod config;
 pub mod error;
+pub mod float16;
 pub mod format;
 pub mod tensor;
 
