@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod format;
 pub mod tensor;
+pub mod tokenizer;
 
 pub use config::Config;
 pub use error::Error;
