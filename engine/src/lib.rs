@@ -16,6 +16,7 @@ pub mod error;
 pub mod float16;
 pub mod format;
 pub mod tensor;
+pub mod tokenizer;
 
 pub use config::Config;
 pub use error::Error;
