@@ -1,1 +1,3 @@
 //! kinglet-trainer: trains LLaMA models on a CPU and exports .klt files.
+
+pub mod download;
