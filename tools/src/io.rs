@@ -26,7 +26,13 @@ pub fn open_model(path: &Path) -> Result<ModelFile<Vec<u8>>> {
     if bytes.is_empty() {
         bail!("{}: file is empty", path.display());
     }
-    match ModelFile::new_checked(bytes) {
+    // A short file of another kind is "not a .klt file", not "truncated".
+    let opened = if bytes.starts_with(&kinglet::format::MAGIC) {
+        ModelFile::new_checked(bytes)
+    } else {
+        Err(kinglet::Error::BadMagic)
+    };
+    match opened {
         Ok(file) => Ok(file),
         Err(kinglet::Error::BadMagic) if looks_like_llama2c(path) => bail!(
             "{}: not a .klt model file; it is a llama2.c checkpoint: \
