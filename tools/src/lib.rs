@@ -1,1 +1,10 @@
-//! kinglet-tools: the library behind the `kinglet` command.
+//! kinglet-tools: the library behind the `kinglet` command — importing
+//! llama2.c checkpoints, re-encoding, synthesizing and inspecting .klt files.
+
+pub mod cmd;
+pub mod import;
+pub mod io;
+pub mod model;
+pub mod synth;
+
+pub use model::{OwnedModel, OwnedTensor, OwnedVocab};

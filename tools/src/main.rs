@@ -1,1 +1,67 @@
-fn main() {}
+//! The `kinglet` command. Every failure ends as one line on stderr,
+//! `kinglet: error: ...`, and a non-zero exit: 1 for a failed command or
+//! check, 2 for a command line clap could not parse.
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::Parser;
+use kinglet_tools::cmd::{Cli, Status};
+
+/// Clap's multi-line error as one line: its message lines, without the
+/// usage block and the "For more information" hint.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let message: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let joined = message.join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            return match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    // Help was asked for (or is the useful answer): print it as clap does.
+                    let _ = e.print();
+                    ExitCode::from(e.exit_code().clamp(0, 255) as u8)
+                }
+                _ => {
+                    eprintln!("kinglet: error: {} (see 'kinglet --help')", one_line(&e));
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match cli.command.run(&mut out) {
+        Ok(Status::Ok) => ExitCode::SUCCESS,
+        Ok(Status::Failed) => ExitCode::from(1),
+        // A reader that stopped early (`kinglet inspect m.klt | head`) got
+        // what it wanted: no complaint.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kinglet: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The `kinglet` command line: one file per subcommand, each with an `Args`
+//! struct (clap derive) and a `run(args, out)` function. Adding a subcommand
+//! is a file here, a `mod` line and one variant + match arm in [`Command`].
+
+use std::io::Write;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use kinglet::Dtype;
+
+pub mod checksum;
+pub mod convert;
+pub mod inspect;
+pub mod synth;
+pub mod verify;
+
+const EXAMPLES: &str = "\
+Examples:
+  kinglet convert stories260K.bin --tokenizer tok512.bin -o stories260K.klt
+  kinglet convert stories260K.klt --dtype bf16 -o stories260K-bf16.klt
+  kinglet verify stories260K.klt
+  kinglet checksum stories260K.klt > stories260K.sha256
+  kinglet checksum --check stories260K.sha256
+  kinglet inspect stories260K.klt --max-seq 256
+  kinglet synth --shape 15m --dtype f16 --seed 7 -o synth15m.klt";
+
+/// Convert, verify, checksum and inspect .klt model files.
+#[derive(Debug, Parser)]
+#[command(name = "kinglet", version, after_help = EXAMPLES)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import a llama2.c checkpoint, or re-encode a .klt file to another dtype.
+    Convert(convert::Args),
+    /// Check a .klt file's layout and every tensor checksum.
+    Verify(verify::Args),
+    /// Print a file's SHA-256 and its tensors' CRC32C, or check a manifest.
+    Checksum(checksum::Args),
+    /// Describe a .klt file: config, tokenizer, tensors, memory needs.
+    Inspect(inspect::Args),
+    /// Write a model with random weights and a synthetic vocabulary.
+    Synth(synth::Args),
+}
+
+/// How a command that ran to completion ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Everything checked out.
+    Ok,
+    /// The command ran but found problems (already printed); exit code 1.
+    Failed,
+}
+
+impl Command {
+    /// Runs the subcommand, writing its report to `out`. An `Err` is a
+    /// problem that stopped the command (missing file, wrong format, …).
+    pub fn run(self, out: &mut dyn Write) -> Result<Status> {
+        match self {
+            Command::Convert(a) => convert::run(a, out),
+            Command::Verify(a) => verify::run(a, out),
+            Command::Checksum(a) => checksum::run(a, out),
+            Command::Inspect(a) => inspect::run(a, out),
+            Command::Synth(a) => synth::run(a, out),
+        }
+    }
+}
+
+/// The float dtypes whole-model conversion writes (norm gains stay f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FloatDtype {
+    /// IEEE binary32.
+    F32,
+    /// IEEE binary16, rounded to nearest even.
+    F16,
+    /// bfloat16, rounded to nearest even.
+    Bf16,
+}
+
+impl From<FloatDtype> for Dtype {
+    fn from(d: FloatDtype) -> Dtype {
+        match d {
+            FloatDtype::F32 => Dtype::F32,
+            FloatDtype::F16 => Dtype::F16,
+            FloatDtype::Bf16 => Dtype::BF16,
+        }
+    }
+}
+
+/// Thousands separators for byte and parameter counts: `1,056,540`.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(1_056_540), "1,056,540");
+    }
+}

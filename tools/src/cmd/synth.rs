@@ -1,0 +1,92 @@
+//! `kinglet synth`: write a model with random weights and a synthetic
+//! vocabulary, in the shape of a known model — for benchmarks and tests.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use kinglet::Dtype;
+
+use super::{grouped, FloatDtype, Status};
+use crate::io::write_atomic;
+use crate::synth::{preset, synth_model};
+
+const EXAMPLES: &str = "\
+Shapes: 260k (dim 64, hidden 172, 5 layers, 8 heads, 4 kv heads, vocab 512, seq 512),
+        15m  (dim 288, hidden 768, 6 layers, 6 heads, vocab 32000, seq 256),
+        110m (dim 768, hidden 2048, 12 layers, 12 heads, vocab 32000, seq 1024).
+Any field can be overridden (--dim, --n-layers, ...) for a custom shape.
+Weights are N(0, 0.02^2) from --seed; norm gains are 1.
+
+Examples:
+  kinglet synth --shape 15m -o synth15m.klt
+  kinglet synth --shape 110m --dtype bf16 --seed 3 -o synth110m-bf16.klt
+  kinglet synth --shape 260k --n-layers 2 --vocab-size 300 --untied -o tiny.klt";
+
+/// Write a model with random weights and a synthetic vocabulary.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// Base shape: 260k, 15m or 110m.
+    #[arg(long, default_value = "260k", value_parser = ["260k", "15m", "110m"])]
+    pub shape: String,
+    /// Element type of the weight matrices; norm gains are always f32.
+    #[arg(long, value_enum, default_value_t = FloatDtype::F32)]
+    pub dtype: FloatDtype,
+    /// Seed of the weight generator.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to write the .klt file (replaced atomically).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Override the shape's dim.
+    #[arg(long)]
+    pub dim: Option<u32>,
+    /// Override the shape's hidden_dim.
+    #[arg(long)]
+    pub hidden_dim: Option<u32>,
+    /// Override the shape's n_layers.
+    #[arg(long)]
+    pub n_layers: Option<u32>,
+    /// Override the shape's n_heads.
+    #[arg(long)]
+    pub n_heads: Option<u32>,
+    /// Override the shape's n_kv_heads.
+    #[arg(long)]
+    pub n_kv_heads: Option<u32>,
+    /// Override the shape's vocab_size.
+    #[arg(long)]
+    pub vocab_size: Option<u32>,
+    /// Override the shape's max_seq_len.
+    #[arg(long)]
+    pub max_seq_len: Option<u32>,
+    /// Give the model its own classifier instead of tying it to the embedding.
+    #[arg(long)]
+    pub untied: bool,
+}
+
+/// Runs `kinglet synth`.
+pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
+    let mut c = preset(&args.shape).with_context(|| format!("unknown shape {}", args.shape))?;
+    c.dim = args.dim.unwrap_or(c.dim);
+    c.hidden_dim = args.hidden_dim.unwrap_or(c.hidden_dim);
+    c.n_layers = args.n_layers.unwrap_or(c.n_layers);
+    c.n_heads = args.n_heads.unwrap_or(c.n_heads);
+    c.n_kv_heads = args.n_kv_heads.unwrap_or(c.n_kv_heads);
+    c.vocab_size = args.vocab_size.unwrap_or(c.vocab_size);
+    c.max_seq_len = args.max_seq_len.unwrap_or(c.max_seq_len);
+    c.tied_classifier = !args.untied;
+    let model = synth_model(&c, args.seed)?;
+    let dtype = Dtype::from(args.dtype);
+    let bytes = write_atomic(&args.output, |w| model.write_klt(dtype, w))?;
+    writeln!(
+        out,
+        "wrote {}: {} tensors, {} parameters, {} bytes, {} (norms f32)",
+        args.output.display(),
+        model.tensors.len(),
+        grouped(model.parameter_count()),
+        grouped(bytes),
+        dtype.name()
+    )?;
+    Ok(Status::Ok)
+}

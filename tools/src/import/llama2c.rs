@@ -1,0 +1,567 @@
+//! Importer for llama2.c checkpoints (`run.c`'s legacy version 0 and
+//! `export.py`'s version 1, both f32) and llama2.c `tokenizer.bin` files.
+//!
+//! Version 0: a 28-byte header of 7 little-endian i32 (dim, hidden_dim,
+//! n_layers, n_heads, n_kv_heads, vocab_size, seq_len; a negative vocab_size
+//! means an unshared classifier), then f32 weights: token_embedding
+//! [vocab, dim], rms_att [L, dim], wq [L, dim, dim], wk [L, kv_dim, dim],
+//! wv [L, kv_dim, dim], wo [L, dim, dim], rms_ffn [L, dim], w1 [L, hidden, dim],
+//! w2 [L, dim, hidden], w3 [L, hidden, dim], rms_final [dim],
+//! freq_cis_real [seq, head_dim/2], freq_cis_imag [seq, head_dim/2] (unused:
+//! RoPE is recomputed), then wcls [vocab, dim] when unshared.
+//!
+//! Version 1: a 256-byte header: u32 magic "ak42", i32 version 1, the 7 i32
+//! params (vocab positive), u8 shared_classifier, zero padding. Then f32: the
+//! attention norms of all layers, the ffn norms of all layers, the final norm,
+//! tok_embeddings, then wq, wk, wv, wo, w1, w2, w3 each for all layers, then
+//! the classifier unless shared.
+
+use anyhow::{bail, Context, Result};
+use kinglet::format::TokenizerKind;
+use kinglet::Config;
+
+use crate::model::{f32s_from_le, OwnedModel, OwnedTensor, OwnedVocab};
+
+/// `"ak42"` read as a little-endian u32: the first field of versions ≥ 1.
+pub const MAGIC: u32 = 0x616b_3432;
+/// Bytes of the version 0 header.
+pub const V0_HEADER_BYTES: usize = 28;
+/// Bytes of the version 1 (and 2) header.
+pub const V1_HEADER_BYTES: usize = 256;
+/// llama2.c's RoPE base frequency (hard-coded in run.c).
+pub const ROPE_THETA: f32 = 10000.0;
+/// llama2.c's RMSNorm epsilon (hard-coded in run.c).
+pub const NORM_EPS: f32 = 1e-5;
+/// llama2.c's beginning-of-sequence id.
+pub const BOS: u32 = 1;
+/// llama2.c's end-of-sequence id.
+pub const EOS: u32 = 2;
+
+/// The weights of a llama2.c checkpoint, in the canonical .klt order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// The llama2.c format version (0 or 1).
+    pub version: u32,
+    /// Hyperparameters (rope_theta and norm_eps are llama2.c's constants).
+    pub config: Config,
+    /// Tensors with canonical .klt names, in canonical order.
+    pub tensors: Vec<OwnedTensor>,
+}
+
+/// Whether `bytes` start with the version ≥ 1 magic (a version 0 file starts
+/// with `dim`, which is never this large).
+pub fn has_magic(bytes: &[u8]) -> bool {
+    le_u32(bytes, 0) == Some(MAGIC)
+}
+
+/// Parses a llama2.c checkpoint of version 0 or 1, checking the header
+/// against the file size.
+pub fn parse_checkpoint(bytes: &[u8]) -> Result<Checkpoint> {
+    if has_magic(bytes) {
+        parse_v1(bytes)
+    } else {
+        parse_v0(bytes)
+    }
+}
+
+/// Imports a checkpoint and its `tokenizer.bin` as one model.
+pub fn import(checkpoint: &[u8], tokenizer: &[u8]) -> Result<OwnedModel> {
+    let ckpt = parse_checkpoint(checkpoint)?;
+    let vocab = parse_tokenizer(tokenizer, ckpt.config.vocab_size).context("tokenizer")?;
+    Ok(OwnedModel {
+        config: ckpt.config,
+        vocab,
+        tensors: ckpt.tensors,
+        metadata: vec![(
+            "source".to_string(),
+            format!("llama2.c checkpoint version {}", ckpt.version),
+        )],
+    })
+}
+
+/// Parses a llama2.c `tokenizer.bin` holding `vocab_size` tokens: i32
+/// max_token_length, then per token an f32 score, an i32 length and the
+/// bytes. BOS is id 1 and EOS id 2, as in llama2.c.
+pub fn parse_tokenizer(bytes: &[u8], vocab_size: u32) -> Result<OwnedVocab> {
+    let max_len = le_i32(bytes, 0).with_context(|| {
+        format!(
+            "file is {} bytes, too short for the 4-byte max_token_length",
+            bytes.len()
+        )
+    })?;
+    if max_len <= 0 {
+        bail!("max_token_length is {max_len}, must be positive");
+    }
+    if vocab_size <= EOS {
+        bail!("vocab_size {vocab_size} leaves no room for BOS (1) and EOS (2)");
+    }
+    let mut pieces = Vec::with_capacity(vocab_size as usize);
+    let mut scores = Vec::with_capacity(vocab_size as usize);
+    let mut pos = 4usize;
+    let truncated = |id: u32, needed: usize| {
+        anyhow::anyhow!(
+            "truncated at token {id} of {vocab_size}: needs at least {needed} bytes, the file has {}",
+            bytes.len()
+        )
+    };
+    for id in 0..vocab_size {
+        let (Some(score), Some(len)) = (le_f32(bytes, pos), le_i32(bytes, pos + 4)) else {
+            return Err(truncated(id, pos + 8));
+        };
+        if !score.is_finite() {
+            bail!("token {id} has a non-finite score {score}");
+        }
+        if len < 0 || len > max_len {
+            bail!("token {id} has length {len}, outside 0..={max_len} (max_token_length)");
+        }
+        let start = pos + 8;
+        let end = start + len as usize;
+        let piece = bytes.get(start..end).ok_or_else(|| truncated(id, end))?;
+        pieces.push(piece.to_vec());
+        scores.push(score);
+        pos = end;
+    }
+    if pos != bytes.len() {
+        bail!(
+            "{} trailing bytes after {vocab_size} tokens (the checkpoint's vocab_size): \
+             {pos} bytes expected, the file has {}; is it the tokenizer of this model?",
+            bytes.len() - pos,
+            bytes.len()
+        );
+    }
+    Ok(OwnedVocab {
+        kind: TokenizerKind::Bpe,
+        bos: Some(BOS),
+        eos: Some(EOS),
+        pieces,
+        scores,
+    })
+}
+
+fn le_u32(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn le_i32(b: &[u8], off: usize) -> Option<i32> {
+    le_u32(b, off).map(|v| v as i32)
+}
+
+fn le_f32(b: &[u8], off: usize) -> Option<f32> {
+    le_u32(b, off).map(f32::from_bits)
+}
+
+/// The seven header parameters, in file order.
+const PARAM_NAMES: [&str; 7] = [
+    "dim",
+    "hidden_dim",
+    "n_layers",
+    "n_heads",
+    "n_kv_heads",
+    "vocab_size",
+    "seq_len",
+];
+
+/// Builds a validated config from the seven header i32s.
+fn config_from_params(params: [i32; 7], tied: bool) -> Result<Config> {
+    let mut p = [0u32; 7];
+    for (i, (&v, name)) in params.iter().zip(PARAM_NAMES).enumerate() {
+        p[i] = u32::try_from(v).map_err(|_| anyhow::anyhow!("header {name} = {v} is negative"))?;
+    }
+    let config = Config {
+        dim: p[0],
+        hidden_dim: p[1],
+        n_layers: p[2],
+        n_heads: p[3],
+        n_kv_heads: p[4],
+        vocab_size: p[5],
+        max_seq_len: p[6],
+        rope_theta: ROPE_THETA,
+        norm_eps: NORM_EPS,
+        tied_classifier: tied,
+    };
+    config.validate().context("llama2.c header")?;
+    Ok(config)
+}
+
+fn read_params(bytes: &[u8], start: usize) -> Option<[i32; 7]> {
+    let mut p = [0i32; 7];
+    for (i, v) in p.iter_mut().enumerate() {
+        *v = le_i32(bytes, start + 4 * i)?;
+    }
+    Some(p)
+}
+
+fn describe(config: &Config) -> String {
+    format!(
+        "dim {}, hidden_dim {}, {} layers, {} heads, {} kv heads, vocab {} ({}), seq_len {}",
+        config.dim,
+        config.hidden_dim,
+        config.n_layers,
+        config.n_heads,
+        config.n_kv_heads,
+        config.vocab_size,
+        if config.tied_classifier {
+            "shared classifier"
+        } else {
+            "separate classifier"
+        },
+        config.max_seq_len
+    )
+}
+
+/// Errors unless the file is exactly `header + 4 * floats` bytes.
+fn check_size(bytes: &[u8], version: u32, header: usize, floats: u64, c: &Config) -> Result<()> {
+    let expected = header as u64 + 4 * floats;
+    let found = bytes.len() as u64;
+    if expected != found {
+        let how = if found < expected {
+            format!("{} bytes missing", expected - found)
+        } else {
+            format!("{} trailing bytes", found - expected)
+        };
+        bail!(
+            "llama2.c version {version} header ({}) implies a file of {expected} bytes, \
+             but the file has {found} bytes ({how})",
+            describe(c)
+        );
+    }
+    Ok(())
+}
+
+/// Element counts of the per-layer tensors, from the config.
+struct Sizes {
+    dim: usize,
+    hidden: usize,
+    kv: usize,
+    vocab: usize,
+    layers: usize,
+}
+
+impl Sizes {
+    fn new(c: &Config) -> Sizes {
+        Sizes {
+            dim: c.dim as usize,
+            hidden: c.hidden_dim as usize,
+            kv: c.kv_dim(),
+            vocab: c.vocab_size as usize,
+            layers: c.n_layers as usize,
+        }
+    }
+
+    /// Floats of every weight except the RoPE tables and the classifier.
+    /// A validated config keeps every factor small, so this cannot overflow u64.
+    fn weights(&self) -> u64 {
+        let (d, h, kv, v, l) = (
+            self.dim as u64,
+            self.hidden as u64,
+            self.kv as u64,
+            self.vocab as u64,
+            self.layers as u64,
+        );
+        v * d + l * (2 * d + 2 * d * d + 2 * kv * d + 3 * h * d) + d
+    }
+}
+
+/// Takes consecutive f32 arrays from the weight bytes.
+struct Floats<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Floats<'_> {
+    fn take(&mut self, n: usize) -> Result<Vec<f32>> {
+        let end = self.pos + 4 * n;
+        let s = self.bytes.get(self.pos..end).context("weights end early")?;
+        self.pos = end;
+        Ok(f32s_from_le(s))
+    }
+
+    /// `layers` arrays of `n` floats each.
+    fn take_layers(&mut self, layers: usize, n: usize) -> Result<Vec<Vec<f32>>> {
+        (0..layers).map(|_| self.take(n)).collect()
+    }
+
+    fn skip(&mut self, n: usize) {
+        self.pos += 4 * n;
+    }
+}
+
+/// Per-layer arrays, each `[L][...]`.
+struct LayerArrays {
+    attn_norm: Vec<Vec<f32>>,
+    wq: Vec<Vec<f32>>,
+    wk: Vec<Vec<f32>>,
+    wv: Vec<Vec<f32>>,
+    wo: Vec<Vec<f32>>,
+    ffn_norm: Vec<Vec<f32>>,
+    w1: Vec<Vec<f32>>,
+    w2: Vec<Vec<f32>>,
+    w3: Vec<Vec<f32>>,
+}
+
+/// Arranges llama2.c arrays in the canonical .klt order with canonical names.
+fn assemble(
+    c: &Config,
+    embedding: Vec<f32>,
+    layers: LayerArrays,
+    final_norm: Vec<f32>,
+    classifier: Option<Vec<f32>>,
+) -> Vec<OwnedTensor> {
+    let s = Sizes::new(c);
+    let (dim, hidden, kv, vocab) = (c.dim, c.hidden_dim, s.kv as u32, c.vocab_size);
+    let t = |name: String, shape: Vec<u32>, values| OwnedTensor {
+        name,
+        shape,
+        values,
+    };
+    let mut out = vec![t("tok_embedding".into(), vec![vocab, dim], embedding)];
+    let LayerArrays {
+        attn_norm,
+        wq,
+        wk,
+        wv,
+        wo,
+        ffn_norm,
+        w1,
+        w2,
+        w3,
+    } = layers;
+    let per_layer = attn_norm
+        .into_iter()
+        .zip(wq)
+        .zip(wk)
+        .zip(wv)
+        .zip(wo)
+        .zip(ffn_norm)
+        .zip(w1)
+        .zip(w2)
+        .zip(w3);
+    for (l, ((((((((an, q), k), v), o), fnorm), g), down), up)) in per_layer.enumerate() {
+        let name = |part: &str| format!("layers.{l}.{part}");
+        out.push(t(name("attn_norm"), vec![dim], an));
+        out.push(t(name("wq"), vec![dim, dim], q));
+        out.push(t(name("wk"), vec![kv, dim], k));
+        out.push(t(name("wv"), vec![kv, dim], v));
+        out.push(t(name("wo"), vec![dim, dim], o));
+        out.push(t(name("ffn_norm"), vec![dim], fnorm));
+        out.push(t(name("w1"), vec![hidden, dim], g));
+        out.push(t(name("w2"), vec![dim, hidden], down));
+        out.push(t(name("w3"), vec![hidden, dim], up));
+    }
+    out.push(t("norm".into(), vec![dim], final_norm));
+    if let Some(cls) = classifier {
+        out.push(t("classifier".into(), vec![vocab, dim], cls));
+    }
+    out
+}
+
+fn parse_v0(bytes: &[u8]) -> Result<Checkpoint> {
+    let params = read_params(bytes, 0).with_context(|| {
+        format!(
+            "file is {} bytes, too short for a llama2.c header ({V0_HEADER_BYTES} bytes)",
+            bytes.len()
+        )
+    })?;
+    let mut params = params;
+    // A negative vocab_size marks an unshared classifier.
+    let tied = params[5] > 0;
+    params[5] = params[5].checked_abs().unwrap_or(-1);
+    let c = config_from_params(params, tied)
+        .context("not a .klt file, and not a valid llama2.c version 0 checkpoint")?;
+    let s = Sizes::new(&c);
+    let rope_floats = c.max_seq_len as u64 * c.head_dim() as u64; // real + imag tables
+    let classifier_floats = if tied { 0 } else { (s.vocab * s.dim) as u64 };
+    check_size(
+        bytes,
+        0,
+        V0_HEADER_BYTES,
+        s.weights() + rope_floats + classifier_floats,
+        &c,
+    )?;
+
+    let mut r = Floats {
+        bytes: &bytes[V0_HEADER_BYTES..],
+        pos: 0,
+    };
+    let (d, h, kv, l) = (s.dim, s.hidden, s.kv, s.layers);
+    let embedding = r.take(s.vocab * d)?; // [vocab, dim]
+    let attn_norm = r.take_layers(l, d)?; // [L][dim]
+    let wq = r.take_layers(l, d * d)?; // [L][dim, dim]
+    let wk = r.take_layers(l, kv * d)?; // [L][kv_dim, dim]
+    let wv = r.take_layers(l, kv * d)?; // [L][kv_dim, dim]
+    let wo = r.take_layers(l, d * d)?; // [L][dim, dim]
+    let ffn_norm = r.take_layers(l, d)?; // [L][dim]
+    let w1 = r.take_layers(l, h * d)?; // [L][hidden, dim]
+    let w2 = r.take_layers(l, d * h)?; // [L][dim, hidden]
+    let w3 = r.take_layers(l, h * d)?; // [L][hidden, dim]
+    let final_norm = r.take(d)?; // [dim]
+    r.skip(rope_floats as usize); // freq_cis_real, freq_cis_imag [seq, head_dim/2]
+    let classifier = if tied {
+        None
+    } else {
+        Some(r.take(s.vocab * d)?) // [vocab, dim]
+    };
+    let layers = LayerArrays {
+        attn_norm,
+        wq,
+        wk,
+        wv,
+        wo,
+        ffn_norm,
+        w1,
+        w2,
+        w3,
+    };
+    Ok(Checkpoint {
+        version: 0,
+        tensors: assemble(&c, embedding, layers, final_norm, classifier),
+        config: c,
+    })
+}
+
+fn parse_v1(bytes: &[u8]) -> Result<Checkpoint> {
+    let version = le_i32(bytes, 4).context("file ends inside the llama2.c header")?;
+    match version {
+        1 => {}
+        2 => bail!("llama2.c checkpoint version 2 (int8) is not supported yet"),
+        v => bail!("unknown llama2.c checkpoint version {v} (supported: 0 and 1)"),
+    }
+    if bytes.len() < V1_HEADER_BYTES {
+        bail!(
+            "file is {} bytes, too short for a llama2.c version 1 header ({V1_HEADER_BYTES} bytes)",
+            bytes.len()
+        );
+    }
+    let params = read_params(bytes, 8).context("file ends inside the llama2.c header")?;
+    let tied = match bytes[36] {
+        0 => false,
+        1 => true,
+        b => bail!("llama2.c header: shared_classifier is {b}, must be 0 or 1"),
+    };
+    if params[5] < 0 {
+        bail!(
+            "llama2.c version 1 header: vocab_size {} is negative",
+            params[5]
+        );
+    }
+    let c = config_from_params(params, tied)?;
+    let s = Sizes::new(&c);
+    let classifier_floats = if tied { 0 } else { (s.vocab * s.dim) as u64 };
+    check_size(
+        bytes,
+        1,
+        V1_HEADER_BYTES,
+        s.weights() + classifier_floats,
+        &c,
+    )?;
+
+    let mut r = Floats {
+        bytes: &bytes[V1_HEADER_BYTES..],
+        pos: 0,
+    };
+    let (d, h, kv, l) = (s.dim, s.hidden, s.kv, s.layers);
+    let attn_norm = r.take_layers(l, d)?; // [L][dim]
+    let ffn_norm = r.take_layers(l, d)?; // [L][dim]
+    let final_norm = r.take(d)?; // [dim]
+    let embedding = r.take(s.vocab * d)?; // [vocab, dim]
+    let wq = r.take_layers(l, d * d)?; // [L][dim, dim]
+    let wk = r.take_layers(l, kv * d)?; // [L][kv_dim, dim]
+    let wv = r.take_layers(l, kv * d)?; // [L][kv_dim, dim]
+    let wo = r.take_layers(l, d * d)?; // [L][dim, dim]
+    let w1 = r.take_layers(l, h * d)?; // [L][hidden, dim]
+    let w2 = r.take_layers(l, d * h)?; // [L][dim, hidden]
+    let w3 = r.take_layers(l, h * d)?; // [L][hidden, dim]
+    let classifier = if tied {
+        None
+    } else {
+        Some(r.take(s.vocab * d)?) // [vocab, dim]
+    };
+    let layers = LayerArrays {
+        attn_norm,
+        wq,
+        wk,
+        wv,
+        wo,
+        ffn_norm,
+        w1,
+        w2,
+        w3,
+    };
+    Ok(Checkpoint {
+        version: 1,
+        tensors: assemble(&c, embedding, layers, final_norm, classifier),
+        config: c,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v0_header(params: [i32; 7]) -> Vec<u8> {
+        params.iter().flat_map(|p| p.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn rejects_short_and_mis_sized_files() {
+        let e = parse_checkpoint(&[1, 2, 3]).unwrap_err();
+        assert!(format!("{e:#}").contains("too short"), "{e:#}");
+        // A valid header with no weights: names both sizes.
+        let bytes = v0_header([8, 16, 1, 2, 2, 4, 4]);
+        let e = format!("{:#}", parse_checkpoint(&bytes).unwrap_err());
+        assert!(
+            e.contains("implies a file of") && e.contains("has 28 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_dims() {
+        for (params, word) in [
+            ([0, 16, 1, 2, 2, 4, 4], "dim"),
+            ([8, -16, 1, 2, 2, 4, 4], "hidden_dim = -16 is negative"),
+            ([8, 16, 1, 3, 3, 4, 4], "n_heads"),
+            ([8, 16, 100000, 2, 2, 4, 4], "n_layers"),
+        ] {
+            let e = format!("{:#}", parse_checkpoint(&v0_header(params)).unwrap_err());
+            assert!(e.contains(word), "{params:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn rejects_version_2_and_unknown_versions() {
+        let mut b = vec![0u8; 256];
+        b[..4].copy_from_slice(&MAGIC.to_le_bytes());
+        b[4..8].copy_from_slice(&2i32.to_le_bytes());
+        let e = parse_checkpoint(&b).unwrap_err().to_string();
+        assert!(e.contains("version 2 (int8) is not supported yet"), "{e}");
+        b[4..8].copy_from_slice(&7i32.to_le_bytes());
+        let e = parse_checkpoint(&b).unwrap_err().to_string();
+        assert!(e.contains("unknown llama2.c checkpoint version 7"), "{e}");
+    }
+
+    #[test]
+    fn tokenizer_round_trip_and_errors() {
+        let mut t = 5i32.to_le_bytes().to_vec();
+        for (i, piece) in [&b"<unk>"[..], b"<s>", b"</s>", b" a"].iter().enumerate() {
+            t.extend((-(i as f32)).to_le_bytes());
+            t.extend((piece.len() as i32).to_le_bytes());
+            t.extend_from_slice(piece);
+        }
+        let v = parse_tokenizer(&t, 4).unwrap();
+        assert_eq!(v.pieces[3], b" a");
+        assert_eq!(v.scores[2], -2.0);
+        assert_eq!((v.bos, v.eos), (Some(1), Some(2)));
+        let e = parse_tokenizer(&t[..t.len() - 1], 4)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("truncated at token 3 of 4"), "{e}");
+        let e = parse_tokenizer(&t, 3).unwrap_err().to_string();
+        assert!(e.contains("trailing bytes"), "{e}");
+        let mut long = t.clone();
+        long[..4].copy_from_slice(&2i32.to_le_bytes());
+        let e = parse_tokenizer(&long, 4).unwrap_err().to_string();
+        assert!(e.contains("token 0 has length 5"), "{e}");
+    }
+}

@@ -1,0 +1,3 @@
+//! Importers from other model formats.
+
+pub mod llama2c;

@@ -1,0 +1,178 @@
+//! Reading input files with errors a person can act on, and writing output
+//! files atomically so that a failed or interrupted command never leaves a
+//! torn file behind.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use kinglet::ModelFile;
+
+/// Reads a whole file, refusing directories with a clear message.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let shown = path.display();
+    let meta = fs::metadata(path).map_err(|e| describe_io(path, &e))?;
+    if meta.is_dir() {
+        bail!("{shown}: is a directory, not a file");
+    }
+    fs::read(path).map_err(|e| describe_io(path, &e))
+}
+
+/// Reads and opens a .klt file with [`ModelFile::new_checked`] (header,
+/// layout and shapes validated; tensor checksums are not read).
+pub fn open_model(path: &Path) -> Result<ModelFile<Vec<u8>>> {
+    let bytes = read_file(path)?;
+    if bytes.is_empty() {
+        bail!("{}: file is empty", path.display());
+    }
+    // A short file of another kind is "not a .klt file", not "truncated".
+    let opened = if bytes.starts_with(&kinglet::format::MAGIC) {
+        ModelFile::new_checked(bytes)
+    } else {
+        Err(kinglet::Error::BadMagic)
+    };
+    match opened {
+        Ok(file) => Ok(file),
+        Err(kinglet::Error::BadMagic) if looks_like_llama2c(path) => bail!(
+            "{}: not a .klt model file; it is a llama2.c checkpoint: \
+             import it with `kinglet convert {} --tokenizer TOK.bin -o OUT.klt`",
+            path.display(),
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("{}", path.display())),
+    }
+}
+
+/// Whether the file parses as a llama2.c checkpoint, for a helpful hint.
+fn looks_like_llama2c(path: &Path) -> bool {
+    fs::read(path).is_ok_and(|b| crate::import::llama2c::parse_checkpoint(&b).is_ok())
+}
+
+/// `path: reason` for an I/O error, without Rust's "(os error N)" noise.
+pub fn describe_io(path: &Path, e: &io::Error) -> anyhow::Error {
+    let reason = match e.kind() {
+        io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    };
+    anyhow::anyhow!("{}: {reason}", path.display())
+}
+
+/// Removes the temporary file unless the write completed.
+struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            // Best effort: the error that got us here is the one to report.
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes `path` atomically: `write` fills a temporary file in the same
+/// directory, which is flushed, fsynced and renamed over `path`. If `write`
+/// fails (or panics) the temporary file is removed and `path` is untouched.
+/// Returns what `write` returned.
+pub fn write_atomic<T>(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<T>,
+) -> Result<T> {
+    let shown = path.display();
+    if path.is_dir() {
+        bail!("{shown}: is a directory; give an output file name");
+    }
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("{shown}: not a file name"))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(file_name);
+    temp_name.push(format!(".tmp{}", std::process::id()));
+    let temp_path = dir.join(temp_name);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp_path)
+        .map_err(|e| describe_io(&temp_path, &e))?;
+    let mut guard = TempFile {
+        path: temp_path,
+        armed: true,
+    };
+    let mut out = BufWriter::new(file);
+    let value = write(&mut out)?;
+    let file = out
+        .into_inner()
+        .map_err(|e| describe_io(&guard.path, e.error()))?;
+    file.sync_all().map_err(|e| describe_io(&guard.path, &e))?;
+    drop(file);
+    fs::rename(&guard.path, path).map_err(|e| describe_io(path, &e))?;
+    guard.armed = false;
+    // Make the rename itself durable; not every platform lets a directory be
+    // opened for this, and the data is already safe, so failure is ignored.
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("kinglet-io-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_file() {
+        let dir = scratch("ok");
+        let path = dir.join("out.bin");
+        fs::write(&path, b"old").unwrap();
+        let n = write_atomic(&path, |w| {
+            w.write_all(b"new contents")?;
+            Ok(12)
+        })
+        .unwrap();
+        assert_eq!(n, 12);
+        assert_eq!(fs::read(&path).unwrap(), b"new contents");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "temp file left");
+    }
+
+    #[test]
+    fn failed_write_leaves_old_file_and_no_temp() {
+        let dir = scratch("fail");
+        let path = dir.join("out.bin");
+        fs::write(&path, b"old").unwrap();
+        let r: Result<()> = write_atomic(&path, |w| {
+            w.write_all(b"partial")?;
+            bail!("bad weights")
+        });
+        assert!(r.is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "temp file left");
+    }
+
+    #[test]
+    fn read_errors_name_the_path() {
+        let dir = scratch("read");
+        let e = read_file(&dir).unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+        let missing = dir.join("nope");
+        let e = read_file(&missing).unwrap_err().to_string();
+        assert!(e.contains("nope") && e.contains("no such file"), "{e}");
+        let e = write_atomic(&dir, |_| Ok(())).unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+    }
+}

@@ -1,0 +1,357 @@
+//! A model held in memory as f32 values: what importers and the synthesizer
+//! produce, and what `convert` re-encodes into any float dtype and writes as
+//! a .klt file through [`kinglet::format::write_model`].
+
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
+use half::{bf16, f16};
+use kinglet::format::{
+    sort_pieces, write_model, IoSink, TensorInfo, TensorSpec, TokenizerKind, TokenizerSpec,
+    WriteError,
+};
+use kinglet::tensor::{BLOCK_LEN, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
+use kinglet::{Config, Dtype, ModelFile};
+
+/// One tensor: canonical name, shape (`[len]` for norms, `[rows, cols]` for
+/// matrices) and row-major values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnedTensor {
+    /// Canonical name, e.g. `layers.0.wq`.
+    pub name: String,
+    /// `[len]` or `[rows, cols]`.
+    pub shape: Vec<u32>,
+    /// Row-major values; `shape` product long.
+    pub values: Vec<f32>,
+}
+
+/// A vocabulary: one piece and score per id, and the special ids.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnedVocab {
+    /// How text becomes tokens.
+    pub kind: TokenizerKind,
+    /// Beginning-of-sequence id.
+    pub bos: Option<u32>,
+    /// End-of-sequence id.
+    pub eos: Option<u32>,
+    /// The bytes of each piece, indexed by id.
+    pub pieces: Vec<Vec<u8>>,
+    /// The merge score of each piece, indexed by id.
+    pub scores: Vec<f32>,
+}
+
+/// A whole model in memory, tensors in the canonical .klt order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnedModel {
+    /// Hyperparameters.
+    pub config: Config,
+    /// Vocabulary.
+    pub vocab: OwnedVocab,
+    /// Tensors, in canonical order.
+    pub tensors: Vec<OwnedTensor>,
+    /// Key/value metadata written into the file.
+    pub metadata: Vec<(String, String)>,
+}
+
+impl OwnedModel {
+    /// Decodes every tensor of an opened .klt file to f32 (lossless for F32,
+    /// F16 and BF16; Q8_0 and Q4_0 are dequantized).
+    pub fn from_klt<T: AsRef<[u8]>>(file: &ModelFile<T>) -> OwnedModel {
+        let v = file.vocab();
+        let vocab = OwnedVocab {
+            kind: v.kind(),
+            bos: v.bos(),
+            eos: v.eos(),
+            pieces: (0..v.len()).map(|id| v.piece(id).to_vec()).collect(),
+            scores: (0..v.len()).map(|id| v.score(id)).collect(),
+        };
+        let tensors = file
+            .tensors()
+            .map(|t| OwnedTensor {
+                name: t.name.to_string(),
+                shape: if t.ndim == 1 {
+                    vec![t.shape[1]]
+                } else {
+                    t.shape.to_vec()
+                },
+                values: decode_tensor(&t),
+            })
+            .collect();
+        OwnedModel {
+            config: *file.config(),
+            vocab,
+            tensors,
+            metadata: file
+                .metadata()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Writes the model as a .klt file: matrices in `dtype` (F32, F16 or
+    /// BF16), norm gains always F32. Refuses NaN or infinite weights, and
+    /// values that overflow `dtype`, naming the tensor. Returns the bytes
+    /// written.
+    pub fn write_klt(&self, dtype: Dtype, out: &mut impl Write) -> Result<u64> {
+        let encoded: Vec<Vec<u8>> = self
+            .tensors
+            .iter()
+            .map(|t| {
+                let dt = if t.shape.len() == 1 {
+                    Dtype::F32
+                } else {
+                    dtype
+                };
+                encode_values(&t.name, &t.values, dt)
+            })
+            .collect::<Result<_>>()?;
+        let specs: Vec<TensorSpec<'_>> = self
+            .tensors
+            .iter()
+            .zip(&encoded)
+            .map(|(t, data)| TensorSpec {
+                name: &t.name,
+                dtype: if t.shape.len() == 1 {
+                    Dtype::F32
+                } else {
+                    dtype
+                },
+                shape: &t.shape,
+                data,
+            })
+            .collect();
+        let pieces: Vec<&[u8]> = self.vocab.pieces.iter().map(|p| p.as_slice()).collect();
+        let mut sorted = vec![0u32; pieces.len()];
+        sort_pieces(&pieces, &mut sorted);
+        let tokenizer = TokenizerSpec {
+            kind: self.vocab.kind,
+            bos: self.vocab.bos,
+            eos: self.vocab.eos,
+            pieces: &pieces,
+            scores: &self.vocab.scores,
+            sorted: &sorted,
+        };
+        let metadata: Vec<(&str, &str)> = self
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut sink = IoSink(out);
+        match write_model(&mut sink, &self.config, &tokenizer, &specs, &metadata) {
+            Ok(n) => Ok(n),
+            Err(WriteError::Invalid(e)) => {
+                let name = match e {
+                    kinglet::Error::TensorName { index }
+                    | kinglet::Error::TensorDtype { index, .. }
+                    | kinglet::Error::TensorShape { index, .. }
+                    | kinglet::Error::TensorPlacement { index, .. } => self
+                        .tensors
+                        .get(index as usize)
+                        .map(|t| format!(" ({})", t.name)),
+                    _ => None,
+                };
+                bail!("cannot write the model: {e}{}", name.unwrap_or_default())
+            }
+            Err(WriteError::Sink(e)) => Err(e).context("write failed"),
+        }
+    }
+
+    /// Number of weights (all tensor elements).
+    pub fn parameter_count(&self) -> u64 {
+        self.tensors.iter().map(|t| t.values.len() as u64).sum()
+    }
+}
+
+/// Little-endian bytes of `values` in `dtype` (F32, F16 or BF16, rounding to
+/// nearest even). Errors name `name` and the element that is NaN, infinite,
+/// or too large for `dtype`.
+pub fn encode_values(name: &str, values: &[f32], dtype: Dtype) -> Result<Vec<u8>> {
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "tensor {name}: element {i} is {}; refusing to write a non-finite weight",
+            values[i]
+        );
+    }
+    let overflow = |i: usize| -> Result<Vec<u8>> {
+        bail!(
+            "tensor {name}: element {i} = {} does not fit in {}",
+            values[i],
+            dtype.name()
+        )
+    };
+    let mut out = Vec::with_capacity(values.len() * 4);
+    match dtype {
+        Dtype::F32 => values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        Dtype::F16 => {
+            for (i, &v) in values.iter().enumerate() {
+                let h = f16::from_f32(v);
+                if h.is_infinite() {
+                    return overflow(i);
+                }
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+        }
+        Dtype::BF16 => {
+            for (i, &v) in values.iter().enumerate() {
+                let h = bf16::from_f32(v);
+                if h.is_infinite() {
+                    return overflow(i);
+                }
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+        }
+        Dtype::Q8_0 | Dtype::Q4_0 => bail!(
+            "tensor {name}: writing {} is not supported by this tool",
+            dtype.name()
+        ),
+    }
+    Ok(out)
+}
+
+/// The values of a validated tensor as f32.
+pub fn decode_tensor(t: &TensorInfo<'_>) -> Vec<f32> {
+    let d = t.data;
+    match t.dtype {
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => d
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => d
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        // ggml Q8_0: f16 scale d, 32 × i8 q; value = d·q.
+        Dtype::Q8_0 => d
+            .chunks_exact(Q8_0_BLOCK_BYTES)
+            .flat_map(|b| {
+                let scale = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                b[2..].iter().map(move |&q| scale * q as i8 as f32)
+            })
+            .collect(),
+        // ggml Q4_0: f16 scale d, 16 bytes; byte j holds element j (low
+        // nibble) and element j+16 (high nibble); value = d·(q−8).
+        Dtype::Q4_0 => d
+            .chunks_exact(Q4_0_BLOCK_BYTES)
+            .flat_map(|b| {
+                let scale = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                let nibbles = &b[2..];
+                (0..BLOCK_LEN).map(move |i| {
+                    let byte = nibbles[i % (BLOCK_LEN / 2)];
+                    let q = if i < BLOCK_LEN / 2 {
+                        byte & 0x0F
+                    } else {
+                        byte >> 4
+                    };
+                    scale * (q as f32 - 8.0)
+                })
+            })
+            .collect(),
+    }
+}
+
+/// f32 values from little-endian bytes (`bytes.len()` a multiple of 4).
+pub fn f32s_from_le(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// The canonical tensor names and shapes for `config`, in file order.
+pub fn canonical_tensors(config: &Config) -> Vec<(String, Vec<u32>)> {
+    let (dim, hidden, vocab) = (config.dim, config.hidden_dim, config.vocab_size);
+    let kv = config.kv_dim() as u32;
+    let mut out = vec![("tok_embedding".to_string(), vec![vocab, dim])];
+    for l in 0..config.n_layers {
+        for (part, shape) in [
+            ("attn_norm", vec![dim]),
+            ("wq", vec![dim, dim]),
+            ("wk", vec![kv, dim]),
+            ("wv", vec![kv, dim]),
+            ("wo", vec![dim, dim]),
+            ("ffn_norm", vec![dim]),
+            ("w1", vec![hidden, dim]),
+            ("w2", vec![dim, hidden]),
+            ("w3", vec![hidden, dim]),
+        ] {
+            out.push((format!("layers.{l}.{part}"), shape));
+        }
+    }
+    out.push(("norm".to_string(), vec![dim]));
+    if !config.tied_classifier {
+        out.push(("classifier".to_string(), vec![vocab, dim]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_and_bf16_round_to_nearest_even() {
+        // 1 + 2^-11 lies exactly between two f16 values: ties go to even (1.0).
+        let tie = 1.0 + f32::powi(2.0, -11);
+        let b = encode_values("t", &[tie], Dtype::F16).unwrap();
+        assert_eq!(f16::from_le_bytes([b[0], b[1]]).to_f32(), 1.0);
+        // 1 + 3·2^-11 ties between 1+2^-10 (odd) and 1+2^-9 (even).
+        let tie = 1.0 + 3.0 * f32::powi(2.0, -11);
+        let b = encode_values("t", &[tie], Dtype::F16).unwrap();
+        assert_eq!(
+            f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            1.0 + f32::powi(2.0, -9)
+        );
+        let tie = f32::from_bits(0x3F80_8000); // halfway between two bf16
+        let b = encode_values("t", &[tie], Dtype::BF16).unwrap();
+        assert_eq!(bf16::from_le_bytes([b[0], b[1]]).to_bits(), 0x3F80);
+    }
+
+    #[test]
+    fn refuses_non_finite_and_overflow_naming_the_tensor() {
+        let e = encode_values("layers.2.wq", &[0.0, f32::NAN], Dtype::F32).unwrap_err();
+        assert!(e.to_string().contains("layers.2.wq"), "{e}");
+        assert!(e.to_string().contains("element 1"), "{e}");
+        let e = encode_values("w", &[1e6], Dtype::F16).unwrap_err();
+        assert!(e.to_string().contains("does not fit in f16"), "{e}");
+        assert!(encode_values("w", &[1e6], Dtype::BF16).is_ok());
+    }
+
+    #[test]
+    fn decodes_ggml_blocks() {
+        // Q8_0: scale 0.5, q = -16..16.
+        let mut q8 = f16::from_f32(0.5).to_le_bytes().to_vec();
+        q8.extend((0..32).map(|i| (i as i8 - 16) as u8));
+        let t = TensorInfo {
+            index: 0,
+            name: "w",
+            dtype: Dtype::Q8_0,
+            ndim: 2,
+            shape: [1, 32],
+            offset: 0,
+            crc32c: 0,
+            data: &q8,
+        };
+        let v = decode_tensor(&t);
+        assert_eq!(v[0], -8.0);
+        assert_eq!(v[31], 7.5);
+        // Q4_0: scale 2, byte j = (j+16 element in high nibble) | (j element).
+        let mut q4 = f16::from_f32(2.0).to_le_bytes().to_vec();
+        q4.extend((0..16u8).map(|j| (15 - j) << 4 | j));
+        let t = TensorInfo {
+            dtype: Dtype::Q4_0,
+            data: &q4,
+            ..t
+        };
+        let v = decode_tensor(&t);
+        assert_eq!(v[0], -16.0); // (0 - 8) * 2
+        assert_eq!(v[15], 14.0); // (15 - 8) * 2
+        assert_eq!(v[16], 14.0); // element 16: high nibble of byte 0 = 15
+        assert_eq!(v[31], -16.0);
+    }
+}

@@ -1,0 +1,214 @@
+//! Synthetic models for benchmarks and tests: the shapes of the llama2.c
+//! "stories" models, random weights from a seeded generator, and a
+//! byte-level BPE vocabulary whose merges are well-formed.
+
+use anyhow::{bail, Result};
+use kinglet::format::TokenizerKind;
+use kinglet::Config;
+
+use crate::model::{canonical_tensors, OwnedModel, OwnedTensor, OwnedVocab};
+
+/// Standard deviation of the random weights (GPT-2's initialization).
+pub const WEIGHT_STD: f32 = 0.02;
+
+/// The named shapes: `260k` (stories260K), `15m` (stories15M), `110m`
+/// (stories110M). All tie the classifier to the embedding.
+pub fn preset(name: &str) -> Option<Config> {
+    let (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, max_seq_len) =
+        match name.to_ascii_lowercase().as_str() {
+            "260k" => (64, 172, 5, 8, 4, 512, 512),
+            "15m" => (288, 768, 6, 6, 6, 32000, 256),
+            "110m" => (768, 2048, 12, 12, 12, 32000, 1024),
+            _ => return None,
+        };
+    Some(Config {
+        dim,
+        hidden_dim,
+        n_layers,
+        n_heads,
+        n_kv_heads,
+        vocab_size,
+        max_seq_len,
+        rope_theta: 10000.0,
+        norm_eps: 1e-5,
+        tied_classifier: true,
+    })
+}
+
+/// SplitMix64: tiny, fast, and good enough for weight noise.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1]: never 0, so its logarithm is finite.
+    fn unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Fills `out` with N(0, std²) samples (Box–Muller, two per draw).
+    pub fn fill_normal(&mut self, out: &mut [f32], std: f32) {
+        for pair in out.chunks_mut(2) {
+            let r = (-2.0 * self.unit().ln()).sqrt();
+            let theta = std::f64::consts::TAU * self.unit();
+            pair[0] = (r * theta.cos()) as f32 * std;
+            if let Some(second) = pair.get_mut(1) {
+                *second = (r * theta.sin()) as f32 * std;
+            }
+        }
+    }
+}
+
+/// A llama2.c-style vocabulary of `size` pieces: `<unk>`, BOS `\n<s>\n`,
+/// EOS `\n</s>\n`, the 256 byte-fallback pieces `<0x00>`..`<0xFF>`, the 95
+/// printable ASCII characters, then merges of growing length — lower-case
+/// words and space-prefixed words — each the concatenation of an earlier
+/// piece and one character, scored so that shorter merges win. Truncated to
+/// `size` (at least 3).
+pub fn synth_vocab(size: u32) -> Result<OwnedVocab> {
+    if size < 3 {
+        bail!("vocab_size {size} is too small: needs at least 3 (unk, BOS, EOS)");
+    }
+    let size = size as usize;
+    let mut pieces: Vec<Vec<u8>> =
+        vec![b"<unk>".to_vec(), b"\n<s>\n".to_vec(), b"\n</s>\n".to_vec()];
+    pieces.extend((0..=255u8).map(|b| format!("<0x{b:02X}>").into_bytes()));
+    pieces.extend((b' '..=b'~').map(|c| vec![c]));
+    let mut scores = vec![0.0f32; pieces.len()];
+    // Merges of length `len` = 2, 3, ...: a space followed by every
+    // lower-case word of length `len - 1`, then every word of length `len`.
+    // `words`: every lower-case word of length `len - 1`.
+    let mut words: Vec<Vec<u8>> = (b'a'..=b'z').map(|c| vec![c]).collect();
+    let mut rank = 0u32;
+    'lengths: while pieces.len() < size {
+        let spaced = words.iter().map(|w| {
+            let mut x = vec![b' '];
+            x.extend_from_slice(w);
+            x
+        });
+        let longer: Vec<Vec<u8>> = words
+            .iter()
+            .flat_map(|w| {
+                (b'a'..=b'z').map(move |c| {
+                    let mut x = w.clone();
+                    x.push(c);
+                    x
+                })
+            })
+            .collect();
+        for piece in spaced.chain(longer.iter().cloned()) {
+            if pieces.len() >= size {
+                break 'lengths;
+            }
+            rank += 1;
+            pieces.push(piece);
+            scores.push(-(rank as f32));
+        }
+        words = longer;
+    }
+    pieces.truncate(size);
+    scores.truncate(size);
+    Ok(OwnedVocab {
+        kind: TokenizerKind::Bpe,
+        bos: Some(1),
+        eos: Some(2),
+        pieces,
+        scores,
+    })
+}
+
+/// A model of shape `config` with N(0, 0.02²) weights from `seed`, norm gains
+/// of 1, and [`synth_vocab`]. The same seed always gives the same model.
+pub fn synth_model(config: &Config, seed: u64) -> Result<OwnedModel> {
+    config.validate()?;
+    let vocab = synth_vocab(config.vocab_size)?;
+    let mut rng = Rng::new(seed);
+    let tensors = canonical_tensors(config)
+        .into_iter()
+        .map(|(name, shape)| {
+            let len = shape.iter().map(|&d| d as usize).product();
+            let mut values = vec![1.0f32; len];
+            if shape.len() == 2 {
+                rng.fill_normal(&mut values, WEIGHT_STD);
+            }
+            OwnedTensor {
+                name,
+                shape,
+                values,
+            }
+        })
+        .collect();
+    Ok(OwnedModel {
+        config: *config,
+        vocab,
+        tensors,
+        metadata: vec![
+            (
+                "source".to_string(),
+                "synthetic (kinglet synth)".to_string(),
+            ),
+            ("synth.seed".to_string(), seed.to_string()),
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid() {
+        for name in ["260k", "15m", "110m"] {
+            let c = preset(name).unwrap();
+            assert_eq!(c.validate(), Ok(()), "{name}");
+        }
+        assert!(preset("7b").is_none());
+    }
+
+    #[test]
+    fn normal_samples_have_the_right_spread() {
+        let mut v = vec![0f32; 100_001];
+        Rng::new(1).fill_normal(&mut v, 0.02);
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        assert!(mean.abs() < 3e-4, "{mean}");
+        assert!((var.sqrt() - 0.02).abs() < 3e-4, "{}", var.sqrt());
+    }
+
+    #[test]
+    fn vocab_merges_are_built_from_earlier_pieces() {
+        let v = synth_vocab(32000).unwrap();
+        assert_eq!(v.pieces.len(), 32000);
+        let set: std::collections::HashSet<&[u8]> = v.pieces.iter().map(|p| p.as_slice()).collect();
+        assert_eq!(set.len(), 32000, "pieces are distinct");
+        for p in &v.pieces[3 + 256 + 95..] {
+            assert!(p.len() >= 2);
+            assert!(set.contains(&p[..p.len() - 1]), "{p:?}");
+        }
+        assert_eq!(synth_vocab(512).unwrap().pieces.len(), 512);
+        assert!(synth_vocab(2).is_err());
+    }
+
+    #[test]
+    fn same_seed_same_model() {
+        let c = preset("260k").unwrap();
+        let a = synth_model(&c, 5).unwrap();
+        assert_eq!(a, synth_model(&c, 5).unwrap());
+        assert_ne!(a.tensors[1..], synth_model(&c, 6).unwrap().tensors[1..]);
+        assert!(a.tensors[1].values.iter().all(|&g| g == 1.0), "attn_norm");
+    }
+}

@@ -1,0 +1,399 @@
+//! The `kinglet` binary, run as a user would: each subcommand's happy path,
+//! and every bad input ending in one `kinglet: error:` line and a non-zero
+//! exit, never a panic.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kinglet::ModelFile;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kinglet");
+
+/// A fresh, empty directory for one test.
+fn scratch(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{test}"));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn data_file(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("KINGLET_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data"))
+        });
+    let path = dir.join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("KINGLET_REQUIRE_DATA").as_deref() != Ok("1"),
+        "{} missing (KINGLET_REQUIRE_DATA=1)",
+        path.display()
+    );
+    eprintln!("skipped: {} not found", path.display());
+    None
+}
+
+fn kinglet_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_ok(o: &Output) {
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
+}
+
+/// Exit code `code` and exactly one `kinglet: error:` line on stderr that
+/// contains `needle`.
+fn assert_error(o: &Output, code: i32, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    assert!(err.starts_with("kinglet: error: "), "{err:?}");
+    assert!(err.contains(needle), "{needle:?} not in {err:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A small synthetic model (260k shape, 2 layers) written by `kinglet synth`.
+fn synth(dir: &Path, name: &str, extra: &[&str]) {
+    let mut args = vec!["synth", "--shape", "260k", "--n-layers", "2", "-o", name];
+    args.extend_from_slice(extra);
+    let o = kinglet_in(dir, &args);
+    assert_ok(&o);
+    assert!(stdout(&o).starts_with(&format!("wrote {name}: ")));
+}
+
+#[test]
+fn convert_stories260k_then_verify_and_inspect() {
+    let (Some(ckpt), Some(tok)) = (data_file("stories260K.bin"), data_file("tok512.bin")) else {
+        return;
+    };
+    let dir = scratch("convert260k");
+    let (ckpt, tok) = (ckpt.to_str().unwrap(), tok.to_str().unwrap());
+    let o = kinglet_in(&dir, &["convert", ckpt, "--tokenizer", tok, "-o", "s.klt"]);
+    assert_ok(&o);
+    assert!(
+        stdout(&o).contains("47 tensors, 260,032 parameters"),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = kinglet_in(&dir, &["verify", "s.klt"]);
+    assert_ok(&o);
+    assert_eq!(stdout(&o), "OK\n");
+
+    let o = kinglet_in(&dir, &["inspect", "s.klt", "--max-seq", "256"]);
+    assert_ok(&o);
+    let text = stdout(&o);
+    for needle in [
+        "dim 64  hidden_dim 172  n_layers 5  n_heads 8  n_kv_heads 4",
+        "vocab_size 512  max_seq_len 512",
+        "kind bpe  pieces 512  bos 1  eos 2",
+        "1 \"\\n<s>\\n\"",
+        "layers.4.w3",
+        "parameters 260,032",
+        "source = llama2.c checkpoint version 0",
+        // (64*4 + 172*2 + 8*256 + 512 + 2*5*256*32) floats * 4 bytes
+        "256 positions need 340,320 bytes",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in\n{text}");
+    }
+
+    // A llama2.c checkpoint given where a .klt file is expected: a hint.
+    let o = kinglet_in(&dir, &["inspect", ckpt]);
+    assert_error(&o, 1, "it is a llama2.c checkpoint");
+    // A checkpoint without its tokenizer, and a tokenizer that is not its own.
+    let o = kinglet_in(&dir, &["convert", ckpt, "-o", "x.klt"]);
+    assert_error(&o, 1, "--tokenizer");
+    let o = kinglet_in(&dir, &["convert", ckpt, "--tokenizer", ckpt, "-o", "x.klt"]);
+    assert_error(&o, 1, "tokenizer");
+    assert!(!dir.join("x.klt").exists());
+}
+
+#[test]
+fn convert_to_f16_and_bf16_then_verify() {
+    let dir = scratch("dtypes");
+    synth(&dir, "m.klt", &["--seed", "3"]);
+    for dtype in ["f16", "bf16", "f32"] {
+        let out = format!("m-{dtype}.klt");
+        let o = kinglet_in(&dir, &["convert", "m.klt", "--dtype", dtype, "-o", &out]);
+        assert_ok(&o);
+        assert!(stdout(&o).contains(&format!("{dtype} (norms f32)")));
+        let o = kinglet_in(&dir, &["verify", &out]);
+        assert_ok(&o);
+        assert_eq!(stdout(&o), "OK\n");
+        let inspect = stdout(&kinglet_in(&dir, &["inspect", &out]));
+        assert!(
+            inspect.contains(&format!("layers.1.wq         {dtype:5}")),
+            "{inspect}"
+        );
+        assert!(inspect.contains("layers.1.ffn_norm   f32"), "{inspect}");
+    }
+    // f32 → f32 re-encoding is lossless: byte-identical file.
+    assert_eq!(
+        fs::read(dir.join("m.klt")).unwrap(),
+        fs::read(dir.join("m-f32.klt")).unwrap()
+    );
+}
+
+/// A llama2.c version 0 checkpoint of a tiny shape, all weights 0.01 except
+/// one NaN in layers.0.wq, and a matching tokenizer.bin.
+fn nan_checkpoint(dir: &Path) {
+    let (dim, hidden, layers, heads, kv_heads, vocab, seq) = (8usize, 16, 1, 2, 2, 4, 4);
+    let kv = dim * kv_heads / heads;
+    let floats = vocab * dim
+        + layers * (2 * dim + 2 * dim * dim + 2 * kv * dim + 3 * hidden * dim)
+        + dim
+        + seq * (dim / heads);
+    let mut w = vec![0.01f32; floats];
+    w[vocab * dim + layers * dim] = f32::NAN; // first element of layers.0.wq
+    let mut b: Vec<u8> = [dim, hidden, layers, heads, kv_heads, vocab, seq]
+        .iter()
+        .flat_map(|&p| (p as i32).to_le_bytes())
+        .collect();
+    b.extend(w.iter().flat_map(|v| v.to_le_bytes()));
+    fs::write(dir.join("nan.bin"), b).unwrap();
+    let mut t = 8i32.to_le_bytes().to_vec(); // max_token_length
+    for piece in ["<unk>", "<s>", "</s>", "a"] {
+        t.extend(0f32.to_le_bytes());
+        t.extend((piece.len() as i32).to_le_bytes());
+        t.extend(piece.as_bytes());
+    }
+    fs::write(dir.join("tok.bin"), t).unwrap();
+}
+
+#[test]
+fn failed_convert_leaves_no_output_file() {
+    let dir = scratch("failed-convert");
+    nan_checkpoint(&dir);
+    let o = kinglet_in(
+        &dir,
+        &[
+            "convert",
+            "nan.bin",
+            "--tokenizer",
+            "tok.bin",
+            "-o",
+            "out.klt",
+        ],
+    );
+    assert_error(&o, 1, "layers.0.wq");
+    assert!(!dir.join("out.klt").exists());
+    // An existing output stays as it was.
+    fs::write(dir.join("out.klt"), b"previous").unwrap();
+    let o = kinglet_in(
+        &dir,
+        &[
+            "convert",
+            "nan.bin",
+            "--tokenizer",
+            "tok.bin",
+            "-o",
+            "out.klt",
+        ],
+    );
+    assert_error(&o, 1, "non-finite");
+    assert_eq!(fs::read(dir.join("out.klt")).unwrap(), b"previous");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["nan.bin", "out.klt", "tok.bin"],
+        "no temp files left"
+    );
+}
+
+#[test]
+fn bad_inputs_give_one_error_line() {
+    let dir = scratch("bad-inputs");
+    fs::write(dir.join("empty.klt"), b"").unwrap();
+    fs::write(dir.join("text.klt"), b"hello, this is not a model\n").unwrap();
+    fs::create_dir(dir.join("folder")).unwrap();
+    for cmd in ["verify", "inspect", "checksum"] {
+        assert_error(
+            &kinglet_in(&dir, &[cmd, "missing.klt"]),
+            1,
+            "missing.klt: no such file",
+        );
+        assert_error(&kinglet_in(&dir, &[cmd, "empty.klt"]), 1, "file is empty");
+        assert_error(&kinglet_in(&dir, &[cmd, "folder"]), 1, "is a directory");
+        assert_error(
+            &kinglet_in(&dir, &[cmd, "text.klt"]),
+            1,
+            "not a .klt model file",
+        );
+    }
+    for input in ["missing.klt", "empty.klt", "folder", "text.klt"] {
+        let o = kinglet_in(&dir, &["convert", input, "-o", "out.klt"]);
+        assert_error(&o, 1, input);
+    }
+    assert!(!dir.join("out.klt").exists());
+    // Output into a directory.
+    synth(&dir, "m.klt", &[]);
+    let o = kinglet_in(&dir, &["convert", "m.klt", "-o", "folder"]);
+    assert_error(&o, 1, "is a directory");
+    // Bad flags: usage errors exit 2.
+    let o = kinglet_in(&dir, &["convert", "m.klt", "-o", "x.klt", "--dtype", "f8"]);
+    assert_error(&o, 2, "invalid value 'f8'");
+    assert_error(&kinglet_in(&dir, &["frobnicate"]), 2, "frobnicate");
+    assert_error(&kinglet_in(&dir, &["verify"]), 2, "<FILE>");
+    assert_error(
+        &kinglet_in(&dir, &["verify", "m.klt", "--fast"]),
+        2,
+        "--fast",
+    );
+    assert_error(
+        &kinglet_in(&dir, &["inspect", "m.klt", "--max-seq", "100000"]),
+        1,
+        "--max-seq 100000",
+    );
+    assert_error(
+        &kinglet_in(&dir, &["synth", "--shape", "7b", "-o", "x.klt"]),
+        2,
+        "7b",
+    );
+    assert_error(
+        &kinglet_in(&dir, &["synth", "--n-heads", "7", "-o", "x.klt"]),
+        1,
+        "n_heads",
+    );
+    // Help helps: examples for the tool and each subcommand.
+    for args in [
+        &["--help"][..],
+        &["convert", "--help"],
+        &["checksum", "--help"],
+    ] {
+        let o = kinglet_in(&dir, args);
+        assert_ok(&o);
+        assert!(stdout(&o).contains("Examples:"), "{args:?}");
+    }
+}
+
+#[test]
+fn bit_flip_in_a_tensor_is_named_by_verify_and_checksum() {
+    let dir = scratch("bit-flip");
+    synth(&dir, "m.klt", &[]);
+    let path = dir.join("m.klt");
+    let mut bytes = fs::read(&path).unwrap();
+    let offset = {
+        let file = ModelFile::new_checked(&bytes[..]).unwrap();
+        let t = file.tensors().find(|t| t.name == "layers.1.wv").unwrap();
+        t.offset as usize + 17
+    };
+    bytes[offset] ^= 0x10;
+    fs::write(&path, &bytes).unwrap();
+
+    let o = kinglet_in(&dir, &["verify", "m.klt"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains("layers.1.wv") && out.contains("checksum mismatch"),
+        "{out}"
+    );
+
+    let o = kinglet_in(&dir, &["checksum", "m.klt"]);
+    assert_eq!(o.status.code(), Some(1));
+    let flagged: Vec<String> = stdout(&o)
+        .lines()
+        .filter(|l| l.contains("MISMATCH"))
+        .map(String::from)
+        .collect();
+    assert_eq!(flagged.len(), 1, "{flagged:?}");
+    assert!(flagged[0].starts_with("# layers.1.wv "), "{flagged:?}");
+
+    // Converting a damaged file is refused.
+    let o = kinglet_in(&dir, &["convert", "m.klt", "--dtype", "f16", "-o", "c.klt"]);
+    assert_error(&o, 1, "damaged");
+    assert!(!dir.join("c.klt").exists());
+}
+
+#[test]
+fn checksum_matches_sha256sum_and_checks_manifests() {
+    let dir = scratch("checksum");
+    synth(&dir, "a.klt", &["--seed", "1"]);
+    synth(&dir, "b.klt", &["--seed", "2", "--dtype", "bf16"]);
+    let o = kinglet_in(&dir, &["checksum", "a.klt"]);
+    assert_ok(&o);
+    let out = stdout(&o);
+    let first = out.lines().next().unwrap();
+    let expected = kinglet_tools::cmd::checksum::sha256_hex(&fs::read(dir.join("a.klt")).unwrap());
+    assert_eq!(first, format!("{expected}  a.klt"));
+    // Where coreutils is installed, its output is the reference.
+    if let Ok(s) = Command::new("sha256sum")
+        .arg("a.klt")
+        .current_dir(&dir)
+        .output()
+    {
+        assert_eq!(format!("{first}\n"), String::from_utf8_lossy(&s.stdout));
+    }
+    let tensor_lines: Vec<&str> = out.lines().skip(2).collect();
+    assert_eq!(tensor_lines.len(), 20);
+    assert!(tensor_lines[0].starts_with("# tok_embedding"));
+    assert!(tensor_lines.iter().all(|l| !l.contains("MISMATCH")));
+
+    // The output is a manifest: a good one passes.
+    let b_line = stdout(&kinglet_in(&dir, &["checksum", "b.klt"]));
+    fs::write(dir.join("good.sha256"), format!("{out}\n{b_line}")).unwrap();
+    let o = kinglet_in(&dir, &["checksum", "--check", "good.sha256"]);
+    assert_ok(&o);
+    assert_eq!(stdout(&o), "a.klt: OK\nb.klt: OK\n");
+
+    // A wrong hash, and a file that is gone: both FAILED, exit 1.
+    let wrong = format!("{}  b.klt\n", "0".repeat(64));
+    let bad = format!("{first}\n{wrong}{expected}  gone.klt\n");
+    fs::write(dir.join("bad.sha256"), bad).unwrap();
+    let o = kinglet_in(&dir, &["checksum", "--check", "bad.sha256"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "a.klt: OK\nb.klt: FAILED\ngone.klt: FAILED open or read (no such file or directory)\n"
+    );
+
+    // A manifest with no checksum lines at all, and a missing manifest.
+    fs::write(dir.join("junk.txt"), "just some text\n").unwrap();
+    let o = kinglet_in(&dir, &["checksum", "--check", "junk.txt"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("junk.txt:1: improperly formatted"));
+    assert!(stderr(&o).contains("no properly formatted checksum lines"));
+    let o = kinglet_in(&dir, &["checksum", "--check", "nope.sha256"]);
+    assert_error(&o, 1, "nope.sha256: no such file");
+    let o = kinglet_in(&dir, &["checksum", "a.klt", "--check", "good.sha256"]);
+    assert_error(&o, 2, "cannot be used with");
+}
+
+#[test]
+fn synth_is_deterministic_and_verifies() {
+    let dir = scratch("synth");
+    synth(&dir, "a.klt", &["--seed", "9", "--untied"]);
+    synth(&dir, "b.klt", &["--seed", "9", "--untied"]);
+    synth(&dir, "c.klt", &["--seed", "10", "--untied"]);
+    let a = fs::read(dir.join("a.klt")).unwrap();
+    assert_eq!(a, fs::read(dir.join("b.klt")).unwrap());
+    assert_ne!(a, fs::read(dir.join("c.klt")).unwrap());
+    let file = ModelFile::new_checked(&a[..]).unwrap();
+    file.verify().unwrap();
+    assert!(!file.config().tied_classifier);
+    assert_eq!(file.tensor_count(), 21);
+    assert_eq!(file.vocab().find(b" q"), Some(3 + 256 + 95 + 16));
+    assert!(file.vocab().find(b"ab").is_some());
+    assert_eq!(file.vocab().piece(1), b"\n<s>\n");
+    assert_eq!(file.metadata_value("synth.seed"), Some("9"));
+}
