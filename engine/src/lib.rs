@@ -14,6 +14,7 @@ pub mod checksum;
 pub mod config;
 pub mod error;
 pub mod format;
+pub mod quant;
 pub mod tensor;
 
 pub use config::Config;
