@@ -3,6 +3,8 @@
 
 use core::fmt;
 
+use crate::tensor::Dtype;
+
 /// Where in a model file a problem was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Section {
@@ -170,6 +172,22 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A row to block-quantize is not a whole number of 32-element blocks.
+    PartialBlock {
+        /// Elements in the row.
+        len: usize,
+    },
+    /// A value cannot be stored in the requested dtype.
+    Unrepresentable {
+        /// Index of the offending element in the row.
+        index: usize,
+        /// The element.
+        value: f32,
+        /// The dtype it was being stored as.
+        dtype: Dtype,
+        /// Why, e.g. `"not finite"`.
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -254,6 +272,20 @@ impl fmt::Display for Error {
                 write!(f, "tensor {index}: no compute kernel for its dtype yet")
             }
             Error::InvalidInput { reason } => write!(f, "invalid input: {reason}"),
+            Error::PartialBlock { len } => write!(
+                f,
+                "a row of {len} elements is not a whole number of 32-element blocks"
+            ),
+            Error::Unrepresentable {
+                index,
+                value,
+                dtype,
+                reason,
+            } => write!(
+                f,
+                "element {index} ({value}) cannot be stored as {}: {reason}",
+                dtype.name()
+            ),
         }
     }
 }

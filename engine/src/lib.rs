@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod float16;
 pub mod format;
+pub mod quant;
 pub mod tensor;
 pub mod tokenizer;
 
