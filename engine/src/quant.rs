@@ -51,7 +51,9 @@
 //! validates its whole input before writing, so on error the output is untouched.
 #![forbid(unsafe_code)]
 
-use half::{bf16, f16};
+use crate::float16::{
+    bf16_is_infinite, bf16_to_f32, f16_is_infinite, f16_to_f32, f32_to_bf16, f32_to_f16,
+};
 
 use crate::error::Error;
 use crate::tensor::{Dtype, Matrix, BLOCK_LEN, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
@@ -115,12 +117,12 @@ pub fn quantize_row(dtype: Dtype, src: &[f32], dst: &mut [u8]) -> Result<(), Err
         }
         Dtype::F16 => {
             for (out, &v) in dst.chunks_exact_mut(2).zip(src) {
-                out.copy_from_slice(&f16::from_f32(v).to_le_bytes());
+                out.copy_from_slice(&f32_to_f16(v).to_le_bytes());
             }
         }
         Dtype::BF16 => {
             for (out, &v) in dst.chunks_exact_mut(2).zip(src) {
-                out.copy_from_slice(&bf16::from_f32(v).to_le_bytes());
+                out.copy_from_slice(&f32_to_bf16(v).to_le_bytes());
             }
         }
         Dtype::Q8_0 => {
@@ -158,12 +160,12 @@ pub fn dequantize_row(dtype: Dtype, src: &[u8], dst: &mut [f32]) -> Result<(), E
         }
         Dtype::F16 => {
             for (out, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *out = f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]));
+                *out = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
             }
         }
         Dtype::BF16 => {
             for (out, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *out = bf16::from_le_bytes([b[0], b[1]]).to_f32();
+                *out = bf16_to_f32(u16::from_le_bytes([b[0], b[1]]));
             }
         }
         Dtype::Q8_0 => {
@@ -190,10 +192,8 @@ pub fn fake_quantize(dtype: Dtype, x: &mut [f32]) -> Result<(), Error> {
     check_representable(dtype, x)?;
     match dtype {
         Dtype::F32 => {}
-        Dtype::F16 => x
-            .iter_mut()
-            .for_each(|v| *v = f16_bits_to_f32(f16::from_f32(*v).to_bits())),
-        Dtype::BF16 => x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32()),
+        Dtype::F16 => x.iter_mut().for_each(|v| *v = f16_to_f32(f32_to_f16(*v))),
+        Dtype::BF16 => x.iter_mut().for_each(|v| *v = bf16_to_f32(f32_to_bf16(*v))),
         Dtype::Q8_0 => {
             for block in f32_blocks_mut(x) {
                 let encoded = encode_q8_0(block);
@@ -432,7 +432,7 @@ fn q4_0_extreme(x: &[f32; BLOCK_LEN]) -> (f32, usize) {
 fn encode_q8_0(x: &[f32; BLOCK_LEN]) -> [u8; Q8_0_BLOCK_BYTES] {
     let block = quantize_block_q8(x);
     let mut out = [0u8; Q8_0_BLOCK_BYTES];
-    out[..SCALE_BYTES].copy_from_slice(&f16::from_f32(block.d).to_le_bytes());
+    out[..SCALE_BYTES].copy_from_slice(&f32_to_f16(block.d).to_le_bytes());
     for (o, &q) in out[SCALE_BYTES..].iter_mut().zip(&block.qs) {
         *o = q as u8;
     }
@@ -447,7 +447,7 @@ fn encode_q4_0(x: &[f32; BLOCK_LEN]) -> [u8; Q4_0_BLOCK_BYTES] {
     // x·id + 8.5 ≥ 0.5 − rounding, so the lower clamp never changes a value.
     let level = |v: f32| ((v * id + 8.5) as i32).clamp(0, 15) as u8;
     let mut out = [0u8; Q4_0_BLOCK_BYTES];
-    out[..SCALE_BYTES].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    out[..SCALE_BYTES].copy_from_slice(&f32_to_f16(d).to_le_bytes());
     let (low, high) = x.split_at(Q4_PACKED_BYTES);
     for ((o, &a), &b) in out[SCALE_BYTES..].iter_mut().zip(low).zip(high) {
         *o = level(a) | (level(b) << 4);
@@ -457,30 +457,7 @@ fn encode_q4_0(x: &[f32; BLOCK_LEN]) -> [u8; Q4_0_BLOCK_BYTES] {
 
 /// The f16 scale at the start of a Q8_0 / Q4_0 block.
 fn scale_of(block: &[u8]) -> f32 {
-    f16_bits_to_f32(u16::from_le_bytes([block[0], block[1]]))
-}
-
-/// Exact f16 → f32 without branches on the data. `half`'s portable fallback
-/// (used without the `f16c` target feature) costs more than the 32 products of
-/// a block. Subnormals go through `mantissa · 2⁻²⁴`, whose operands and result
-/// are normal f32, so the FPU's denormal mode cannot change it. NaNs come out
-/// quiet, as from the F16C instruction and from `half`.
-fn f16_bits_to_f32(h: u16) -> f32 {
-    let sign = u32::from(h & 0x8000) << 16;
-    let exponent = u32::from(h >> 10) & 0x1f;
-    let mantissa = u32::from(h & 0x03ff);
-    let normal = ((exponent + 112) << 23) | (mantissa << 13);
-    let subnormal = (mantissa as f32 * (1.0 / 16_777_216.0)).to_bits();
-    let quiet = if mantissa != 0 { 0x0040_0000 } else { 0 };
-    let inf_or_nan = 0x7f80_0000 | quiet | (mantissa << 13);
-    let magnitude = if exponent == 0 {
-        subnormal
-    } else if exponent == 0x1f {
-        inf_or_nan
-    } else {
-        normal
-    };
-    f32::from_bits(sign | magnitude)
+    f16_to_f32(u16::from_le_bytes([block[0], block[1]]))
 }
 
 fn decode_q8_0(block: &[u8; Q8_0_BLOCK_BYTES], out: &mut [f32; BLOCK_LEN]) {
@@ -581,11 +558,11 @@ fn check_representable(dtype: Dtype, x: &[f32]) -> Result<(), Error> {
     };
     match dtype {
         Dtype::F32 => Ok(()),
-        Dtype::F16 => match x.iter().position(|&v| f16::from_f32(v).is_infinite()) {
+        Dtype::F16 => match x.iter().position(|&v| f16_is_infinite(f32_to_f16(v))) {
             None => Ok(()),
             Some(index) => Err(too_large(index, "overflows f16")),
         },
-        Dtype::BF16 => match x.iter().position(|&v| bf16::from_f32(v).is_infinite()) {
+        Dtype::BF16 => match x.iter().position(|&v| bf16_is_infinite(f32_to_bf16(v))) {
             None => Ok(()),
             Some(index) => Err(too_large(index, "overflows bf16")),
         },
@@ -598,7 +575,7 @@ fn check_representable(dtype: Dtype, x: &[f32]) -> Result<(), Error> {
                 } else {
                     max / Q4_EXTREME_LEVEL
                 };
-                if f16::from_f32(d).is_infinite() {
+                if f16_is_infinite(f32_to_f16(d)) {
                     return Err(too_large(
                         b * BLOCK_LEN + at,
                         "its block's scale overflows f16",
