@@ -1,0 +1,343 @@
+//! Reference kernels: plain Rust, always compiled, the oracle for every
+//! accelerated version.
+//!
+//! Weights are read straight from the little-endian file bytes with
+//! `from_le_bytes` (the bytes need no alignment). The inner loops keep
+//! [`LANES`] independent partial sums so the compiler can unroll and
+//! vectorize them without reassociating floating-point additions; the sum
+//! order is fixed, so results are deterministic.
+//!
+//! Preconditions (checked by the caller, asserted only in debug builds):
+//! `w.data.len() == w.rows * w.dtype.row_bytes(w.cols)`, `x.len() == w.cols`,
+//! `out.len() == w.rows`. If they are violated the kernels do not panic: they
+//! stop at the shorter of the slices. Block-quantized weights (Q8_0, Q4_0)
+//! have no kernel yet; sessions reject them at construction, and here they
+//! leave `out` filled with zeros.
+
+use crate::tensor::{Dtype, Matrix};
+
+/// Independent partial sums per dot product.
+pub const LANES: usize = 8;
+
+/// Converts IEEE binary16 bits to an `f32`, exactly (every f16 value is an
+/// f32 value; NaN payloads are kept, signalling NaNs are not quieted).
+///
+/// F. Giesen's branch-free method, which vectorizes: put the f16 exponent and
+/// mantissa in the low bits of an f32 and multiply by 2^112 to rebias the
+/// exponent (this also normalizes f16 subnormals, which land on f32
+/// subnormals first); whatever reaches 2^16 was Inf or NaN and gets the
+/// all-ones exponent. Tested against the `half` crate on all 65,536 inputs.
+/// Under a denormals-are-zero floating-point mode (not Rust's default, but
+/// C code built with `-Ofast` may set it) f16 subnormals, |v| < 6.1e-5,
+/// read as zero.
+#[inline(always)]
+pub fn f16_bits_to_f32(h: u16) -> f32 {
+    const REBIAS: u32 = (254 - 15) << 23; // 2^112
+    const WAS_INF_OR_NAN: u32 = (127 + 16) << 23; // 2^16
+    let magnitude = f32::from_bits(((h & 0x7fff) as u32) << 13) * f32::from_bits(REBIAS);
+    let inf_or_nan = if magnitude >= f32::from_bits(WAS_INF_OR_NAN) {
+        255 << 23
+    } else {
+        0
+    };
+    let sign = ((h & 0x8000) as u32) << 16;
+    f32::from_bits(magnitude.to_bits() | inf_or_nan | sign)
+}
+
+/// Converts bfloat16 bits (the top half of an f32) to an `f32`.
+#[inline(always)]
+pub fn bf16_bits_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+#[inline(always)]
+fn f32_at(c: &[u8]) -> f32 {
+    f32::from_le_bytes([c[0], c[1], c[2], c[3]])
+}
+
+#[inline(always)]
+fn u16_at(c: &[u8]) -> u16 {
+    u16::from_le_bytes([c[0], c[1]])
+}
+
+/// Dot product of a row of `B`-byte little-endian elements with `x`, each
+/// element decoded by `decode`. Lane `j` sums elements `j, j+LANES, …`; the
+/// lanes are added pairwise at the end, then the tail in order.
+#[inline(always)]
+fn dot_row<const B: usize>(row: &[u8], x: &[f32], decode: impl Fn([u8; B]) -> f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let row_blocks = row.chunks_exact(B * LANES);
+    let x_blocks = x.chunks_exact(LANES);
+    let (row_tail, x_tail) = (row_blocks.remainder(), x_blocks.remainder());
+    for (wb, xb) in row_blocks.zip(x_blocks) {
+        // Fixed-size, bounds-check-free body: the compiler turns it into
+        // vector loads, conversions and multiply-adds.
+        let w: [f32; LANES] =
+            core::array::from_fn(|j| decode(core::array::from_fn(|k| wb[j * B + k])));
+        for j in 0..LANES {
+            lanes[j] += w[j] * xb[j];
+        }
+    }
+    let mut sum = reduce_lanes(lanes);
+    for (w, &xv) in row_tail.chunks_exact(B).zip(x_tail) {
+        sum += decode(core::array::from_fn(|k| w[k])) * xv;
+    }
+    sum
+}
+
+/// Sums the lanes pairwise, in a fixed order.
+#[inline(always)]
+fn reduce_lanes(l: [f32; LANES]) -> f32 {
+    ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
+}
+
+/// `out[r] = Σ_c w[r][c] · x[c]` for every row `r` of `w`.
+/// `out`: `[w.rows]`, `x`: `[w.cols]`.
+pub fn matvec(out: &mut [f32], w: &Matrix<'_>, x: &[f32]) {
+    debug_assert_eq!(out.len(), w.rows, "matvec: out length");
+    debug_assert_eq!(x.len(), w.cols, "matvec: x length");
+    let row_bytes = match w.dtype.row_bytes(w.cols) {
+        Some(n) if n > 0 => n,
+        _ => {
+            out.fill(0.0);
+            return;
+        }
+    };
+    let rows = out.iter_mut().zip(w.data.chunks_exact(row_bytes));
+    match w.dtype {
+        Dtype::F32 => rows.for_each(|(o, row)| *o = dot_row(row, x, f32::from_le_bytes)),
+        Dtype::F16 => rows
+            .for_each(|(o, row)| *o = dot_row(row, x, |b| f16_bits_to_f32(u16::from_le_bytes(b)))),
+        Dtype::BF16 => rows
+            .for_each(|(o, row)| *o = dot_row(row, x, |b| bf16_bits_to_f32(u16::from_le_bytes(b)))),
+        Dtype::Q8_0 | Dtype::Q4_0 => {
+            debug_assert!(false, "matvec: no kernel for {:?} yet", w.dtype);
+            out.fill(0.0);
+        }
+    }
+}
+
+/// Decodes row `row` of `w` into `out` (`[w.cols]`): the embedding lookup.
+/// Precondition: `row < w.rows`; past the end `out` is left unchanged.
+pub fn row_to_f32(w: &Matrix<'_>, row: usize, out: &mut [f32]) {
+    debug_assert!(row < w.rows, "row_to_f32: row {row} of {}", w.rows);
+    debug_assert_eq!(out.len(), w.cols, "row_to_f32: out length");
+    let Some(row_bytes) = w.dtype.row_bytes(w.cols) else {
+        return;
+    };
+    let Some(bytes) = row
+        .checked_mul(row_bytes)
+        .and_then(|start| w.data.get(start..start.checked_add(row_bytes)?))
+    else {
+        return;
+    };
+    match w.dtype {
+        Dtype::F32 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32_at(c);
+            }
+        }
+        Dtype::F16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16_bits_to_f32(u16_at(c));
+            }
+        }
+        Dtype::BF16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = bf16_bits_to_f32(u16_at(c));
+            }
+        }
+        Dtype::Q8_0 | Dtype::Q4_0 => {
+            debug_assert!(false, "row_to_f32: no kernel for {:?} yet", w.dtype);
+        }
+    }
+}
+
+/// Dot product of two `f32` slices of equal length (attention scores).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len(), "dot: lengths");
+    let mut lanes = [0.0f32; LANES];
+    let a_blocks = a.chunks_exact(LANES);
+    let b_blocks = b.chunks_exact(LANES);
+    let (a_tail, b_tail) = (a_blocks.remainder(), b_blocks.remainder());
+    for (ab, bb) in a_blocks.zip(b_blocks) {
+        for ((lane, &av), &bv) in lanes.iter_mut().zip(ab).zip(bb) {
+            *lane += av * bv;
+        }
+    }
+    let mut sum = reduce_lanes(lanes);
+    for (&av, &bv) in a_tail.iter().zip(b_tail) {
+        sum += av * bv;
+    }
+    sum
+}
+
+/// `y += a · x` elementwise (attention's weighted sum of values).
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    debug_assert_eq!(y.len(), x.len(), "axpy: lengths");
+    for (yv, &xv) in y.iter_mut().zip(x) {
+        *yv += a * xv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    /// xorshift64*, uniform in [-1, 1).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f32 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let u = (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u32 << 24) as f32;
+            2.0 * u - 1.0
+        }
+        fn vec(&mut self, n: usize) -> Vec<f32> {
+            (0..n).map(|_| self.next()).collect()
+        }
+    }
+
+    fn encode(dtype: Dtype, values: &[f32]) -> Vec<u8> {
+        match dtype {
+            Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Dtype::F16 => values
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes())
+                .collect(),
+            Dtype::BF16 => values
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_bits().to_le_bytes())
+                .collect(),
+            _ => unreachable!(),
+        }
+    }
+
+    /// The values the stored bytes actually hold.
+    fn decode_all(dtype: Dtype, bytes: &[u8]) -> Vec<f64> {
+        match dtype {
+            Dtype::F32 => bytes.chunks_exact(4).map(|c| f32_at(c) as f64).collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_bits(u16_at(c)).to_f64())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_bits(u16_at(c)).to_f64())
+                .collect(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn f16_conversion_matches_half_on_every_input() {
+        for h in 0..=u16::MAX {
+            let ours = f16_bits_to_f32(h);
+            let theirs = half::f16::from_bits(h).to_f32();
+            // `half` quiets signalling NaNs; a NaN stays a NaN either way.
+            if theirs.is_nan() {
+                assert!(ours.is_nan(), "f16 bits {h:#06x}");
+            } else {
+                assert_eq!(ours.to_bits(), theirs.to_bits(), "f16 bits {h:#06x}");
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_conversion_matches_half() {
+        for b in (0..=u16::MAX).step_by(7) {
+            let (ours, theirs) = (bf16_bits_to_f32(b), half::bf16::from_bits(b).to_f32());
+            if theirs.is_nan() {
+                assert!(ours.is_nan(), "bf16 bits {b:#06x}");
+            } else {
+                assert_eq!(ours.to_bits(), theirs.to_bits(), "bf16 bits {b:#06x}");
+            }
+        }
+    }
+
+    #[test]
+    fn matvec_matches_f64_for_every_float_dtype_and_awkward_sizes() {
+        let mut rng = Rng(0x1234_5678);
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            for (rows, cols) in [(1, 1), (3, 7), (5, 8), (4, 17), (13, 64), (2, 333)] {
+                let values = rng.vec(rows * cols);
+                let data = encode(dtype, &values);
+                let w = Matrix::new(dtype, rows, cols, &data).unwrap();
+                let x = rng.vec(cols);
+                let mut out = std::vec![f32::NAN; rows];
+                matvec(&mut out, &w, &x);
+                let exact = decode_all(dtype, &data);
+                for r in 0..rows {
+                    let want: f64 = (0..cols).map(|c| exact[r * cols + c] * x[c] as f64).sum();
+                    let scale: f64 = (0..cols)
+                        .map(|c| (exact[r * cols + c] * x[c] as f64).abs())
+                        .sum();
+                    let err = (out[r] as f64 - want).abs();
+                    assert!(
+                        err <= 1e-6 * scale.max(1e-30),
+                        "{dtype:?} {rows}x{cols} row {r}: {} vs {want}",
+                        out[r]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn half_precision_matvec_equals_f32_matvec_of_dequantized_weights() {
+        let mut rng = Rng(99);
+        let (rows, cols) = (9, 45);
+        let values = rng.vec(rows * cols);
+        let x = rng.vec(cols);
+        for dtype in [Dtype::F16, Dtype::BF16] {
+            let data = encode(dtype, &values);
+            let w = Matrix::new(dtype, rows, cols, &data).unwrap();
+            let dequantized: Vec<f32> =
+                decode_all(dtype, &data).iter().map(|&v| v as f32).collect();
+            let f32_data = encode(Dtype::F32, &dequantized);
+            let w32 = Matrix::new(Dtype::F32, rows, cols, &f32_data).unwrap();
+            let (mut a, mut b) = (std::vec![0.0; rows], std::vec![0.0; rows]);
+            matvec(&mut a, &w, &x);
+            matvec(&mut b, &w32, &x);
+            // Same decoded values, same summation order: bit-identical.
+            assert_eq!(a, b, "{dtype:?}");
+        }
+    }
+
+    #[test]
+    fn row_to_f32_decodes_each_dtype() {
+        let mut rng = Rng(7);
+        let (rows, cols) = (4, 11);
+        let values = rng.vec(rows * cols);
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            let data = encode(dtype, &values);
+            let w = Matrix::new(dtype, rows, cols, &data).unwrap();
+            let exact = decode_all(dtype, &data);
+            for r in 0..rows {
+                let mut out = std::vec![f32::NAN; cols];
+                row_to_f32(&w, r, &mut out);
+                for c in 0..cols {
+                    assert_eq!(out[c] as f64, exact[r * cols + c], "{dtype:?} {r},{c}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dot_and_axpy_match_f64() {
+        let mut rng = Rng(3);
+        for n in [0, 1, 7, 8, 9, 31, 100] {
+            let (a, b) = (rng.vec(n), rng.vec(n));
+            let want: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            assert!((dot(&a, &b) as f64 - want).abs() <= 1e-6 * n.max(1) as f64);
+            let mut y = b.clone();
+            axpy(&mut y, 0.5, &a);
+            for i in 0..n {
+                assert!(((y[i] as f64) - (b[i] as f64 + 0.5 * a[i] as f64)).abs() < 1e-6);
+            }
+        }
+    }
+}
