@@ -4,6 +4,25 @@
 //! The buffer's exact size is [`session_floats`], a `const fn`, so firmware can
 //! size a `static`. A session never allocates, and every failure (buffer too
 //! small, token out of range, sequence full) is an `Err`, never a panic.
+//!
+//! ```no_run
+//! use kinglet::{session_floats, ModelFile, Sampler, SamplerConfig, Session};
+//! # fn main() -> Result<(), kinglet::Error> {
+//! # let file_bytes: &[u8] = &[];
+//! let model = ModelFile::new_checked(file_bytes)?;
+//! let max_seq = 256;
+//! // Firmware would use a `static mut [f32; session_floats(&CONFIG, 256)]`.
+//! let mut buffer = vec![0.0f32; session_floats(model.config(), max_seq)];
+//! let mut session = Session::new(&model, &mut buffer, max_seq)?;
+//! let mut sampler = Sampler::new(model.config().vocab_size, SamplerConfig::default())?;
+//! let mut token = model.vocab().bos().unwrap_or(0);
+//! for _ in 0..32 {
+//!     session.forward(token)?;
+//!     token = sampler.sample(session.logits_mut());
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 use crate::config::Config;
 use crate::error::Error;

@@ -85,6 +85,38 @@ fn dot_row<const B: usize>(row: &[u8], x: &[f32], decode: impl Fn([u8; B]) -> f3
     sum
 }
 
+/// [`dot_row`] for 2-byte elements, in the same lanes and the same sum order
+/// (so an F16 row and the F32 row of its decoded values give bit-identical
+/// results), but loading 32-bit words: word `i` of a block holds elements
+/// `2i` (low half) and `2i+1` (high half). Gathering the halves from single
+/// bytes defeats the vectorizer; words keep it to loads, masks and shifts.
+#[inline(always)]
+fn dot_row_u16(row: &[u8], x: &[f32], decode: impl Fn(u16) -> f32) -> f32 {
+    const WORDS: usize = LANES / 2;
+    let mut even = [0.0f32; WORDS]; // lane 2i
+    let mut odd = [0.0f32; WORDS]; // lane 2i+1
+    let row_blocks = row.chunks_exact(2 * LANES);
+    let x_blocks = x.chunks_exact(LANES);
+    let (row_tail, x_tail) = (row_blocks.remainder(), x_blocks.remainder());
+    for (wb, xb) in row_blocks.zip(x_blocks) {
+        let words: [u32; WORDS] = core::array::from_fn(|i| {
+            u32::from_le_bytes([wb[4 * i], wb[4 * i + 1], wb[4 * i + 2], wb[4 * i + 3]])
+        });
+        for i in 0..WORDS {
+            even[i] += decode(words[i] as u16) * xb[2 * i];
+            odd[i] += decode((words[i] >> 16) as u16) * xb[2 * i + 1];
+        }
+    }
+    let lanes = [
+        even[0], odd[0], even[1], odd[1], even[2], odd[2], even[3], odd[3],
+    ];
+    let mut sum = reduce_lanes(lanes);
+    for (w, &xv) in row_tail.chunks_exact(2).zip(x_tail) {
+        sum += decode(u16::from_le_bytes([w[0], w[1]])) * xv;
+    }
+    sum
+}
+
 /// Sums the lanes pairwise, in a fixed order.
 #[inline(always)]
 fn reduce_lanes(l: [f32; LANES]) -> f32 {
@@ -106,10 +138,8 @@ pub fn matvec(out: &mut [f32], w: &Matrix<'_>, x: &[f32]) {
     let rows = out.iter_mut().zip(w.data.chunks_exact(row_bytes));
     match w.dtype {
         Dtype::F32 => rows.for_each(|(o, row)| *o = dot_row(row, x, f32::from_le_bytes)),
-        Dtype::F16 => rows
-            .for_each(|(o, row)| *o = dot_row(row, x, |b| f16_bits_to_f32(u16::from_le_bytes(b)))),
-        Dtype::BF16 => rows
-            .for_each(|(o, row)| *o = dot_row(row, x, |b| bf16_bits_to_f32(u16::from_le_bytes(b)))),
+        Dtype::F16 => rows.for_each(|(o, row)| *o = dot_row_u16(row, x, f16_bits_to_f32)),
+        Dtype::BF16 => rows.for_each(|(o, row)| *o = dot_row_u16(row, x, bf16_bits_to_f32)),
         Dtype::Q8_0 | Dtype::Q4_0 => {
             debug_assert!(false, "matvec: no kernel for {:?} yet", w.dtype);
             out.fill(0.0);
