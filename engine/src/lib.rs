@@ -15,11 +15,17 @@ pub mod config;
 pub mod error;
 pub mod float16;
 pub mod format;
+pub mod kernels;
+pub mod ops;
 pub mod quant;
+pub mod sampler;
+pub mod session;
 pub mod tensor;
 pub mod tokenizer;
 
 pub use config::Config;
 pub use error::Error;
 pub use format::ModelFile;
+pub use sampler::{Sampler, SamplerConfig};
+pub use session::{session_bytes, session_floats, Session};
 pub use tensor::{Dtype, Matrix};

@@ -1,0 +1,398 @@
+//! The element-wise and per-head operations of the forward pass, one function
+//! each, writing into output arguments. The arithmetic follows llama2.c's
+//! `run.c` operation for operation (f32 throughout, `libm` for the
+//! transcendental functions since `no_std` has none), so a correct model
+//! reproduces llama2.c's greedy token stream.
+//!
+//! Slices that should have equal lengths are zipped: a caller that breaks a
+//! documented shape gets a truncated result (and a debug assertion), never a
+//! panic.
+
+use crate::config::Config;
+use crate::kernels;
+use crate::tensor::{Dtype, Matrix};
+
+/// RMSNorm: `out[i] = gain[i] · (x[i] / sqrt(mean(x²) + eps))`.
+/// `out`, `x`: `[dim]`; `gain`: a `1 × dim` matrix (F32 in model files; F16
+/// and BF16 are read too).
+pub fn rmsnorm(out: &mut [f32], x: &[f32], gain: &Matrix<'_>, eps: f32) {
+    debug_assert_eq!(out.len(), x.len(), "rmsnorm: out length");
+    debug_assert_eq!(gain.rows * gain.cols, x.len(), "rmsnorm: gain length");
+    let mut sum_squares = 0.0f32;
+    for &v in x {
+        sum_squares += v * v;
+    }
+    let mean = sum_squares / x.len().max(1) as f32;
+    let scale = 1.0 / libm::sqrtf(mean + eps);
+    let scaled = out.iter_mut().zip(x);
+    match gain.dtype {
+        Dtype::F32 => {
+            for ((o, &v), g) in scaled.zip(gain.data.chunks_exact(4)) {
+                *o = f32::from_le_bytes([g[0], g[1], g[2], g[3]]) * (scale * v);
+            }
+        }
+        Dtype::F16 => {
+            for ((o, &v), g) in scaled.zip(gain.data.chunks_exact(2)) {
+                *o = crate::float16::f16_to_f32(u16::from_le_bytes([g[0], g[1]])) * (scale * v);
+            }
+        }
+        Dtype::BF16 => {
+            for ((o, &v), g) in scaled.zip(gain.data.chunks_exact(2)) {
+                *o = crate::float16::bf16_to_f32(u16::from_le_bytes([g[0], g[1]])) * (scale * v);
+            }
+        }
+        Dtype::Q8_0 | Dtype::Q4_0 => {
+            debug_assert!(false, "rmsnorm: quantized gain");
+            out.fill(0.0);
+        }
+    }
+}
+
+/// Rotary position embedding, in place, on every head of `v`
+/// (`[n × head_dim]`, a query or key vector). Each adjacent pair
+/// `(h[2i], h[2i+1])` of a head is rotated by
+/// `pos · theta^(−2i/head_dim)`, computed as llama2.c does:
+/// `freq = 1 / powf(theta, 2i / head_dim)`, `angle = pos · freq`.
+pub fn rope(v: &mut [f32], head_dim: usize, pos: u32, theta: f32) {
+    debug_assert!(
+        head_dim >= 2 && head_dim.is_multiple_of(2),
+        "rope: head_dim"
+    );
+    for pair in 0..head_dim / 2 {
+        let i = 2 * pair;
+        let freq = 1.0 / libm::powf(theta, i as f32 / head_dim as f32);
+        let angle = pos as f32 * freq;
+        let (cos, sin) = (libm::cosf(angle), libm::sinf(angle));
+        // The angle depends only on the position within the head: compute it
+        // once, apply it to every head.
+        for head in v.chunks_exact_mut(head_dim) {
+            let (v0, v1) = (head[i], head[i + 1]);
+            head[i] = v0 * cos - v1 * sin;
+            head[i + 1] = v0 * sin + v1 * cos;
+        }
+    }
+}
+
+/// Softmax in place, with the maximum subtracted first so `exp` cannot
+/// overflow. An empty slice is left alone.
+pub fn softmax(x: &mut [f32]) {
+    let Some(&first) = x.first() else {
+        return;
+    };
+    let mut max = first;
+    for &v in x.iter() {
+        if v > max {
+            max = v;
+        }
+    }
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = libm::expf(*v - max);
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
+}
+
+/// SwiGLU's gate, in place: `gate[i] = silu(gate[i]) · up[i]` with
+/// `silu(g) = g / (1 + exp(−g))`. `gate`, `up`: `[hidden_dim]`.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    debug_assert_eq!(gate.len(), up.len(), "silu_mul: lengths");
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let silu = *g * (1.0 / (1.0 + libm::expf(-*g)));
+        *g = silu * u;
+    }
+}
+
+/// `x += y` elementwise (the residual connections).
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    debug_assert_eq!(x.len(), y.len(), "add_assign: lengths");
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// How the attention heads are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heads {
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads; divides `n_heads`. Query head `h` reads KV head
+    /// `h / (n_heads / n_kv_heads)`.
+    pub n_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+impl Heads {
+    /// The layout a (validated) config describes.
+    pub const fn of(config: &Config) -> Heads {
+        Heads {
+            n_heads: config.n_heads as usize,
+            n_kv_heads: config.n_kv_heads as usize,
+            head_dim: config.head_dim(),
+        }
+    }
+
+    /// Width of one position's key (or value) vector.
+    pub const fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+}
+
+/// Causal multi-head attention of one query position over `positions`
+/// cached positions (the query's own included), with grouped KV heads.
+///
+/// - `out`: `[n_heads × head_dim]`, each head's attention-weighted sum of values;
+/// - `q`: `[n_heads × head_dim]`, the query (RoPE applied);
+/// - `keys`, `values`: `[positions × kv_dim]`, this layer's cache rows `0..positions`;
+/// - `scores`: `[n_heads × stride]` scratch with `stride ≥ positions`; on
+///   return head `h`'s attention weights are `scores[h·stride ..][..positions]`.
+///
+/// Scores are `q·k / sqrt(head_dim)`, softmaxed over the positions.
+pub fn attention(
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    scores: &mut [f32],
+    heads: Heads,
+) {
+    let Heads {
+        n_heads,
+        n_kv_heads,
+        head_dim,
+    } = heads;
+    let kv_dim = heads.kv_dim();
+    if n_heads == 0 || n_kv_heads == 0 || head_dim == 0 {
+        return;
+    }
+    let group = n_heads / n_kv_heads; // query heads per KV head
+    let positions = keys.len() / kv_dim;
+    let stride = scores.len() / n_heads;
+    debug_assert!(n_heads.is_multiple_of(n_kv_heads), "attention: heads");
+    debug_assert_eq!(keys.len(), positions * kv_dim, "attention: keys");
+    debug_assert_eq!(values.len(), keys.len(), "attention: values");
+    debug_assert!(positions <= stride, "attention: scores stride");
+    debug_assert_eq!(q.len(), n_heads * head_dim, "attention: q");
+    let scale = libm::sqrtf(head_dim as f32);
+
+    let per_head = q
+        .chunks_exact(head_dim)
+        .zip(out.chunks_exact_mut(head_dim))
+        .zip(scores.chunks_exact_mut(stride.max(1)))
+        .take(n_heads);
+    for (h, ((q_head, out_head), head_scores)) in per_head.enumerate() {
+        let kv_start = (h / group.max(1)) * head_dim;
+        let Some(kv_range) = kv_start
+            .checked_add(head_dim)
+            .filter(|&end| end <= kv_dim)
+            .map(|end| kv_start..end)
+        else {
+            continue;
+        };
+        let weights = &mut head_scores[..positions.min(stride)];
+        for (w, key_row) in weights.iter_mut().zip(keys.chunks_exact(kv_dim)) {
+            *w = kernels::dot(q_head, &key_row[kv_range.clone()]) / scale;
+        }
+        softmax(weights);
+        out_head.fill(0.0);
+        for (&w, value_row) in weights.iter().zip(values.chunks_exact(kv_dim)) {
+            kernels::axpy(out_head, w, &value_row[kv_range.clone()]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f32 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let u = (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u32 << 24) as f32;
+            2.0 * u - 1.0
+        }
+        fn vec(&mut self, n: usize) -> Vec<f32> {
+            (0..n).map(|_| self.next()).collect()
+        }
+    }
+
+    fn close(a: f32, b: f64, rel: f64) -> bool {
+        (a as f64 - b).abs() <= rel * b.abs().max(1e-3)
+    }
+
+    fn f32_matrix(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn rmsnorm_matches_f64() {
+        let mut rng = Rng(1);
+        for n in [1, 5, 64, 77] {
+            let x = rng.vec(n);
+            let g = rng.vec(n);
+            let bytes = f32_matrix(&g);
+            let gain = Matrix::new(Dtype::F32, 1, n, &bytes).unwrap();
+            let mut out = std::vec![0.0; n];
+            rmsnorm(&mut out, &x, &gain, 1e-5);
+            let ms: f64 = x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n as f64;
+            let inv = 1.0 / (ms + 1e-5).sqrt();
+            for i in 0..n {
+                assert!(
+                    close(out[i], g[i] as f64 * x[i] as f64 * inv, 1e-5),
+                    "{n} {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rmsnorm_reads_half_precision_gains() {
+        let x = [1.0f32, -2.0, 3.0, 0.5];
+        let g = [0.5f32, 1.0, -1.5, 2.0]; // exactly representable in f16 and bf16
+        let f32_bytes = f32_matrix(&g);
+        let f16_bytes: Vec<u8> = g
+            .iter()
+            .flat_map(|&v| crate::float16::f32_to_f16(v).to_le_bytes())
+            .collect();
+        let bf16_bytes: Vec<u8> = g
+            .iter()
+            .flat_map(|&v| crate::float16::f32_to_bf16(v).to_le_bytes())
+            .collect();
+        let mut want = [0.0; 4];
+        rmsnorm(
+            &mut want,
+            &x,
+            &Matrix::new(Dtype::F32, 1, 4, &f32_bytes).unwrap(),
+            1e-5,
+        );
+        for (dtype, bytes) in [(Dtype::F16, &f16_bytes), (Dtype::BF16, &bf16_bytes)] {
+            let mut out = [0.0; 4];
+            rmsnorm(
+                &mut out,
+                &x,
+                &Matrix::new(dtype, 1, 4, bytes).unwrap(),
+                1e-5,
+            );
+            assert_eq!(out, want, "{dtype:?}");
+        }
+    }
+
+    #[test]
+    fn rope_matches_f64_rotation() {
+        let mut rng = Rng(2);
+        let (head_dim, n_heads, theta) = (8, 3, 10000.0f32);
+        for pos in [0u32, 1, 7, 300] {
+            let v = rng.vec(head_dim * n_heads);
+            let mut out = v.clone();
+            rope(&mut out, head_dim, pos, theta);
+            for h in 0..n_heads {
+                for p in 0..head_dim / 2 {
+                    let i = h * head_dim + 2 * p;
+                    let angle =
+                        pos as f64 * (theta as f64).powf(-((2 * p) as f64) / head_dim as f64);
+                    let (c, s) = (angle.cos(), angle.sin());
+                    let (a, b) = (v[i] as f64, v[i + 1] as f64);
+                    // Absolute tolerance: the f32 angle at pos 300 carries ~1e-5 error.
+                    assert!((out[i] as f64 - (a * c - b * s)).abs() < 1e-4, "{pos} {i}");
+                    assert!(
+                        (out[i + 1] as f64 - (a * s + b * c)).abs() < 1e-4,
+                        "{pos} {i}"
+                    );
+                }
+            }
+        }
+        let v = rng.vec(16);
+        let mut same = v.clone();
+        rope(&mut same, 8, 0, theta);
+        assert_eq!(same, v, "position 0 is the identity");
+    }
+
+    #[test]
+    fn softmax_matches_f64_and_survives_large_inputs() {
+        let mut rng = Rng(3);
+        let x: Vec<f32> = rng.vec(37).iter().map(|v| v * 20.0).collect();
+        let mut p = x.clone();
+        softmax(&mut p);
+        let max = x.iter().cloned().fold(f64::MIN, |m, v| m.max(v as f64));
+        let z: f64 = x.iter().map(|&v| (v as f64 - max).exp()).sum();
+        for i in 0..x.len() {
+            assert!(close(p[i], (x[i] as f64 - max).exp() / z, 1e-5));
+        }
+        let mut big = [1000.0f32, 1000.0, -1000.0];
+        softmax(&mut big);
+        assert_eq!(big, [0.5, 0.5, 0.0]);
+        let mut empty: [f32; 0] = [];
+        softmax(&mut empty);
+    }
+
+    #[test]
+    fn silu_mul_and_add_match_f64() {
+        let mut rng = Rng(4);
+        let gate: Vec<f32> = rng.vec(50).iter().map(|v| v * 8.0).collect();
+        let up = rng.vec(50);
+        let mut out = gate.clone();
+        silu_mul(&mut out, &up);
+        for i in 0..50 {
+            let g = gate[i] as f64;
+            assert!(close(out[i], g / (1.0 + (-g).exp()) * up[i] as f64, 1e-5));
+        }
+        let mut x = up.clone();
+        add_assign(&mut x, &gate);
+        for i in 0..50 {
+            assert_eq!(x[i], up[i] + gate[i]);
+        }
+    }
+
+    #[test]
+    fn grouped_attention_matches_f64() {
+        let mut rng = Rng(5);
+        let heads = Heads {
+            n_heads: 6,
+            n_kv_heads: 2,
+            head_dim: 4,
+        };
+        let (kv_dim, stride) = (heads.kv_dim(), 9);
+        for positions in [1, 2, 5, 9] {
+            let q = rng.vec(24);
+            let keys = rng.vec(positions * kv_dim);
+            let values = rng.vec(positions * kv_dim);
+            let mut scores = std::vec![f32::NAN; heads.n_heads * stride];
+            let mut out = std::vec![f32::NAN; 24];
+            attention(&mut out, &q, &keys, &values, &mut scores, heads);
+            for h in 0..6 {
+                let kv = h / 3;
+                let s: Vec<f64> = (0..positions)
+                    .map(|t| {
+                        (0..4)
+                            .map(|i| q[h * 4 + i] as f64 * keys[t * kv_dim + kv * 4 + i] as f64)
+                            .sum::<f64>()
+                            / 2.0
+                    })
+                    .collect();
+                let max = s.iter().cloned().fold(f64::MIN, f64::max);
+                let z: f64 = s.iter().map(|v| (v - max).exp()).sum();
+                for t in 0..positions {
+                    let w = (s[t] - max).exp() / z;
+                    assert!(close(scores[h * stride + t], w, 1e-5));
+                }
+                for i in 0..4 {
+                    let want: f64 = (0..positions)
+                        .map(|t| (s[t] - max).exp() / z * values[t * kv_dim + kv * 4 + i] as f64)
+                        .sum();
+                    assert!(
+                        (out[h * 4 + i] as f64 - want).abs() < 1e-5,
+                        "{positions} {h} {i}"
+                    );
+                }
+            }
+        }
+    }
+}
