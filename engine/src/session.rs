@@ -29,7 +29,8 @@ use crate::error::Error;
 use crate::format::ModelFile;
 use crate::kernels;
 use crate::ops::{self, Heads};
-use crate::tensor::Dtype;
+use crate::quant::{self, BlockQ8};
+use crate::tensor::{Matrix, BLOCK_LEN};
 
 /// The exact number of `f32` elements a session of `max_seq` positions needs
 /// for `config`:
@@ -41,6 +42,7 @@ use crate::tensor::Dtype;
 /// | `att`          | `n_heads × max_seq`               |
 /// | `logits`       | `vocab_size`                      |
 /// | KV cache       | `2 × n_layers × max_seq × kv_dim` |
+/// | `xq`           | `9 × ⌈max(dim, hidden_dim) / 32⌉` (Q8 activation blocks) |
 ///
 /// Saturates at `usize::MAX` (which no buffer can meet) on targets where the
 /// size overflows, and never panics, even for an unvalidated config.
@@ -65,6 +67,15 @@ pub const fn session_floats(config: &Config, max_seq: u32) -> usize {
         .saturating_add(att)
         .saturating_add(config.vocab_size as usize)
         .saturating_add(kv_cache)
+        .saturating_add(activation_block_floats(dim, hidden))
+}
+
+/// Floats holding the Q8 blocks of the widest matrix input, `dim` or `hidden_dim`.
+const fn activation_block_floats(dim: usize, hidden: usize) -> usize {
+    let widest = if dim > hidden { dim } else { hidden };
+    widest
+        .div_ceil(BLOCK_LEN)
+        .saturating_mul(kernels::FLOATS_PER_BLOCK_Q8)
 }
 
 /// [`session_floats`] in bytes.
@@ -99,6 +110,8 @@ pub struct Session<'a, T: AsRef<[u8]>> {
     key_cache: &'a mut [f32],
     /// Values, `[n_layers × max_seq × kv_dim]`.
     value_cache: &'a mut [f32],
+    /// The input of a quantized matrix, as Q8 blocks, `[max(dim, hidden) / 32]`.
+    xq: &'a mut [BlockQ8],
 }
 
 impl<'a, T: AsRef<[u8]>> Session<'a, T> {
@@ -108,8 +121,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     /// matter: every element is written before it is read.
     ///
     /// Errors: [`Error::InvalidInput`] when `max_seq` is 0 or larger than the
-    /// model's `max_seq_len`; [`Error::UnsupportedDtype`] for a weight this
-    /// engine has no kernel for yet (Q8_0, Q4_0); [`Error::BufferTooSmall`].
+    /// model's `max_seq_len`; [`Error::BufferTooSmall`].
     pub fn new(
         model: &'a ModelFile<T>,
         buffer: &'a mut [f32],
@@ -120,12 +132,6 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             return Err(Error::InvalidInput {
                 reason: "max_seq must be between 1 and the model's max_seq_len",
             });
-        }
-        if let Some(t) = model
-            .tensors()
-            .find(|t| !matches!(t.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16))
-        {
-            return Err(Error::UnsupportedDtype { index: t.index });
         }
         let needed = session_floats(&config, max_seq);
         if buffer.len() < needed {
@@ -148,7 +154,9 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
         let (att, rest) = rest.split_at_mut(config.n_heads as usize * seq);
         let (logits, rest) = rest.split_at_mut(config.vocab_size as usize);
         let (key_cache, rest) = rest.split_at_mut(cache);
-        let (value_cache, _unused) = rest.split_at_mut(cache);
+        let (value_cache, rest) = rest.split_at_mut(cache);
+        let (xq, _unused) = rest.split_at_mut(activation_block_floats(dim, hidden));
+        let xq = kernels::blocks_in_floats(xq);
         Ok(Session {
             model,
             max_seq,
@@ -163,6 +171,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             logits,
             key_cache,
             value_cache,
+            xq,
         })
     }
 
@@ -235,9 +244,9 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
 
             // Attention: project, rotate, write k and v into the cache, attend.
             ops::rmsnorm(self.xb, self.x, &w.attn_norm, eps);
-            kernels::matvec(self.q, &w.wq, self.xb);
-            kernels::matvec(&mut keys[new_row.clone()], &w.wk, self.xb);
-            kernels::matvec(&mut values[new_row.clone()], &w.wv, self.xb);
+            project(self.q, &w.wq, self.xb, self.xq)?;
+            project(&mut keys[new_row.clone()], &w.wk, self.xb, self.xq)?;
+            project(&mut values[new_row.clone()], &w.wv, self.xb, self.xq)?;
             ops::rope(self.q, heads.head_dim, self.pos, config.rope_theta);
             ops::rope(
                 &mut keys[new_row],
@@ -254,22 +263,37 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
                 self.att,
                 heads,
             );
-            kernels::matvec(self.xb2, &w.wo, self.xb);
+            project(self.xb2, &w.wo, self.xb, self.xq)?;
             ops::add_assign(self.x, self.xb2);
 
             // SwiGLU MLP: w2(silu(w1 x) * w3 x).
             ops::rmsnorm(self.xb, self.x, &w.ffn_norm, eps);
-            kernels::matvec(self.hb, &w.w1, self.xb);
-            kernels::matvec(self.hb2, &w.w3, self.xb);
+            project(self.hb, &w.w1, self.xb, self.xq)?;
+            project(self.hb2, &w.w3, self.xb, self.xq)?;
             ops::silu_mul(self.hb, self.hb2);
-            kernels::matvec(self.xb2, &w.w2, self.hb);
+            project(self.xb2, &w.w2, self.hb, self.xq)?;
             ops::add_assign(self.x, self.xb2);
         }
 
         ops::rmsnorm(self.xb, self.x, &model.final_norm(), eps);
-        kernels::matvec(self.logits, &model.classifier(), self.xb);
+        project(self.logits, &model.classifier(), self.xb, self.xq)?;
         self.pos += 1;
         Ok(&*self.logits)
+    }
+}
+
+/// `out = W x` for any weight dtype. Quantized weights multiply `x` quantized
+/// on the fly to Q8 blocks in `xq`, with integer dot products per block.
+/// Shapes were checked when the model was opened, so the quantized path's
+/// length errors cannot occur; they are passed on rather than unwrapped.
+fn project(out: &mut [f32], w: &Matrix<'_>, x: &[f32], xq: &mut [BlockQ8]) -> Result<(), Error> {
+    if w.dtype.is_quantized() {
+        let blocks = &mut xq[..x.len() / BLOCK_LEN];
+        quant::quantize_activations(x, blocks)?;
+        kernels::matvec_quantized(out, w, blocks)
+    } else {
+        kernels::matvec(out, w, x);
+        Ok(())
     }
 }
 
@@ -297,7 +321,8 @@ mod tests {
     fn session_floats_counts_every_region() {
         let (dim, hidden, heads, seq, vocab, layers) = (288, 768, 6, 256, 32000, 6);
         let kv_dim = 288;
-        let want = 4 * dim + 2 * hidden + heads * seq + vocab + 2 * layers * seq * kv_dim;
+        let xq = 9 * (hidden / 32); // Q8 blocks of the widest input
+        let want = 4 * dim + 2 * hidden + heads * seq + vocab + 2 * layers * seq * kv_dim + xq;
         assert_eq!(STORIES15M_FLOATS, want);
         assert_eq!(session_bytes(&STORIES15M, 256), 4 * want);
         let gqa = Config {
@@ -306,7 +331,7 @@ mod tests {
         };
         assert_eq!(
             session_floats(&gqa, 10),
-            4 * dim + 2 * hidden + heads * 10 + vocab + 2 * layers * 10 * 96
+            4 * dim + 2 * hidden + heads * 10 + vocab + 2 * layers * 10 * 96 + xq
         );
     }
 
@@ -316,7 +341,10 @@ mod tests {
             n_heads: 0,
             ..STORIES15M
         };
-        assert_eq!(session_floats(&zero_heads, 4), 4 * 288 + 2 * 768 + 32000);
+        assert_eq!(
+            session_floats(&zero_heads, 4),
+            4 * 288 + 2 * 768 + 32000 + 9 * 768 / 32
+        );
         let huge = Config {
             dim: u32::MAX,
             hidden_dim: u32::MAX,

@@ -4,13 +4,13 @@
 
 use std::io::Write;
 
-use anyhow::{bail, Context, Result};
-use half::{bf16, f16};
+use anyhow::{anyhow, bail, Context, Result};
+
 use kinglet::format::{
     sort_pieces, write_model, IoSink, TensorInfo, TensorSpec, TokenizerKind, TokenizerSpec,
     WriteError,
 };
-use kinglet::tensor::{BLOCK_LEN, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
+use kinglet::quant;
 use kinglet::{Config, Dtype, ModelFile};
 
 /// One tensor: canonical name, shape (`[len]` for norms, `[rows, cols]` for
@@ -162,97 +162,31 @@ impl OwnedModel {
     }
 }
 
-/// Little-endian bytes of `values` in `dtype` (F32, F16 or BF16, rounding to
-/// nearest even). Errors name `name` and the element that is NaN, infinite,
-/// or too large for `dtype`.
+/// The bytes of `values` in `dtype`, through the engine's one quantizer
+/// (round to nearest even for F16/BF16, ggml's rounding for Q8_0/Q4_0).
+/// Errors name the tensor and say why: a NaN or infinite weight, a value too
+/// large for `dtype`, or a row that is not whole 32-element blocks.
 pub fn encode_values(name: &str, values: &[f32], dtype: Dtype) -> Result<Vec<u8>> {
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "tensor {name}: element {i} is {}; refusing to write a non-finite weight",
-            values[i]
-        );
-    }
-    let overflow = |i: usize| -> Result<Vec<u8>> {
-        bail!(
-            "tensor {name}: element {i} = {} does not fit in {}",
-            values[i],
+    let len = dtype.row_bytes(values.len()).with_context(|| {
+        format!(
+            "tensor {name}: {} values are not whole {} blocks",
+            values.len(),
             dtype.name()
         )
-    };
-    let mut out = Vec::with_capacity(values.len() * 4);
-    match dtype {
-        Dtype::F32 => values
-            .iter()
-            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
-        Dtype::F16 => {
-            for (i, &v) in values.iter().enumerate() {
-                let h = f16::from_f32(v);
-                if h.is_infinite() {
-                    return overflow(i);
-                }
-                out.extend_from_slice(&h.to_le_bytes());
-            }
-        }
-        Dtype::BF16 => {
-            for (i, &v) in values.iter().enumerate() {
-                let h = bf16::from_f32(v);
-                if h.is_infinite() {
-                    return overflow(i);
-                }
-                out.extend_from_slice(&h.to_le_bytes());
-            }
-        }
-        Dtype::Q8_0 | Dtype::Q4_0 => bail!(
-            "tensor {name}: writing {} is not supported by this tool",
-            dtype.name()
-        ),
-    }
+    })?;
+    let mut out = vec![0u8; len];
+    quant::quantize_row(dtype, values, &mut out).map_err(|e| anyhow!("tensor {name}: {e}"))?;
     Ok(out)
 }
 
 /// The values of a validated tensor as f32.
 pub fn decode_tensor(t: &TensorInfo<'_>) -> Vec<f32> {
-    let d = t.data;
-    match t.dtype {
-        Dtype::F32 => d
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => d
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => d
-            .chunks_exact(2)
-            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        // ggml Q8_0: f16 scale d, 32 × i8 q; value = d·q.
-        Dtype::Q8_0 => d
-            .chunks_exact(Q8_0_BLOCK_BYTES)
-            .flat_map(|b| {
-                let scale = f16::from_le_bytes([b[0], b[1]]).to_f32();
-                b[2..].iter().map(move |&q| scale * q as i8 as f32)
-            })
-            .collect(),
-        // ggml Q4_0: f16 scale d, 16 bytes; byte j holds element j (low
-        // nibble) and element j+16 (high nibble); value = d·(q−8).
-        Dtype::Q4_0 => d
-            .chunks_exact(Q4_0_BLOCK_BYTES)
-            .flat_map(|b| {
-                let scale = f16::from_le_bytes([b[0], b[1]]).to_f32();
-                let nibbles = &b[2..];
-                (0..BLOCK_LEN).map(move |i| {
-                    let byte = nibbles[i % (BLOCK_LEN / 2)];
-                    let q = if i < BLOCK_LEN / 2 {
-                        byte & 0x0F
-                    } else {
-                        byte >> 4
-                    };
-                    scale * (q as f32 - 8.0)
-                })
-            })
-            .collect(),
+    let mut out = vec![0.0; t.elements() as usize];
+    // A validated tensor's length always matches its shape.
+    if quant::dequantize_row(t.dtype, t.data, &mut out).is_err() {
+        out.fill(f32::NAN);
     }
+    out
 }
 
 /// f32 values from little-endian bytes (`bytes.len()` a multiple of 4).
@@ -293,23 +227,24 @@ pub fn canonical_tensors(config: &Config) -> Vec<(String, Vec<u32>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kinglet::float16::{f16_to_f32, f32_to_f16};
 
     #[test]
     fn f16_and_bf16_round_to_nearest_even() {
         // 1 + 2^-11 lies exactly between two f16 values: ties go to even (1.0).
         let tie = 1.0 + f32::powi(2.0, -11);
         let b = encode_values("t", &[tie], Dtype::F16).unwrap();
-        assert_eq!(f16::from_le_bytes([b[0], b[1]]).to_f32(), 1.0);
+        assert_eq!(f16_to_f32(u16::from_le_bytes([b[0], b[1]])), 1.0);
         // 1 + 3·2^-11 ties between 1+2^-10 (odd) and 1+2^-9 (even).
         let tie = 1.0 + 3.0 * f32::powi(2.0, -11);
         let b = encode_values("t", &[tie], Dtype::F16).unwrap();
         assert_eq!(
-            f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            f16_to_f32(u16::from_le_bytes([b[0], b[1]])),
             1.0 + f32::powi(2.0, -9)
         );
         let tie = f32::from_bits(0x3F80_8000); // halfway between two bf16
         let b = encode_values("t", &[tie], Dtype::BF16).unwrap();
-        assert_eq!(bf16::from_le_bytes([b[0], b[1]]).to_bits(), 0x3F80);
+        assert_eq!(u16::from_le_bytes([b[0], b[1]]), 0x3F80);
     }
 
     #[test]
@@ -318,14 +253,14 @@ mod tests {
         assert!(e.to_string().contains("layers.2.wq"), "{e}");
         assert!(e.to_string().contains("element 1"), "{e}");
         let e = encode_values("w", &[1e6], Dtype::F16).unwrap_err();
-        assert!(e.to_string().contains("does not fit in f16"), "{e}");
+        assert!(e.to_string().contains("overflows f16"), "{e}");
         assert!(encode_values("w", &[1e6], Dtype::BF16).is_ok());
     }
 
     #[test]
     fn decodes_ggml_blocks() {
         // Q8_0: scale 0.5, q = -16..16.
-        let mut q8 = f16::from_f32(0.5).to_le_bytes().to_vec();
+        let mut q8 = f32_to_f16(0.5).to_le_bytes().to_vec();
         q8.extend((0..32).map(|i| (i as i8 - 16) as u8));
         let t = TensorInfo {
             index: 0,
@@ -341,7 +276,7 @@ mod tests {
         assert_eq!(v[0], -8.0);
         assert_eq!(v[31], 7.5);
         // Q4_0: scale 2, byte j = (j+16 element in high nibble) | (j element).
-        let mut q4 = f16::from_f32(2.0).to_le_bytes().to_vec();
+        let mut q4 = f32_to_f16(2.0).to_le_bytes().to_vec();
         q4.extend((0..16u8).map(|j| (15 - j) << 4 | j));
         let t = TensorInfo {
             dtype: Dtype::Q4_0,

@@ -206,7 +206,7 @@ fn failed_convert_leaves_no_output_file() {
             "out.klt",
         ],
     );
-    assert_error(&o, 1, "non-finite");
+    assert_error(&o, 1, "not finite");
     assert_eq!(fs::read(dir.join("out.klt")).unwrap(), b"previous");
     let mut names: Vec<String> = fs::read_dir(&dir)
         .unwrap()

@@ -6,6 +6,8 @@
 
 pub mod scalar;
 
+use crate::error::Error;
+use crate::quant::{self, BlockQ8};
 use crate::tensor::Matrix;
 
 /// `out[r] = Σ_c w[r][c] · x[c]`; `out`: `[w.rows]`, `x`: `[w.cols]`.
@@ -15,10 +17,18 @@ pub fn matvec(out: &mut [f32], w: &Matrix<'_>, x: &[f32]) {
     scalar::matvec(out, w, x)
 }
 
-/// Decodes row `row` of `w` into `out` (`[w.cols]`). See [`scalar::row_to_f32`].
+/// Decodes row `row` of `w` into `out` (`[w.cols]`), any dtype.
 #[inline]
 pub fn row_to_f32(w: &Matrix<'_>, row: usize, out: &mut [f32]) {
-    scalar::row_to_f32(w, row, out)
+    if w.dtype.is_quantized() {
+        // Lengths were checked when the model was opened; should they not
+        // match, the row reads as zeros rather than panicking.
+        if quant::dequantize_row(w.dtype, w.row(row), out).is_err() {
+            out.fill(0.0);
+        }
+    } else {
+        scalar::row_to_f32(w, row, out)
+    }
 }
 
 /// Dot product of two equal-length slices. See [`scalar::dot`].
@@ -31,4 +41,32 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[inline]
 pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     scalar::axpy(y, a, x)
+}
+
+/// `out = W x` for Q8_0/Q4_0 weights, with `x` already quantized to Q8
+/// blocks (`xq`: `[w.cols / 32]`). See [`quant::matvec_quantized`].
+#[inline]
+pub fn matvec_quantized(out: &mut [f32], w: &Matrix<'_>, xq: &[BlockQ8]) -> Result<(), Error> {
+    quant::matvec_quantized(out, w, xq)
+}
+
+/// Floats per [`BlockQ8`]: sessions keep activation blocks in their `f32`
+/// buffer, nine floats a block.
+pub const FLOATS_PER_BLOCK_Q8: usize = core::mem::size_of::<BlockQ8>() / 4;
+
+const _: () = assert!(core::mem::size_of::<BlockQ8>() == 4 * FLOATS_PER_BLOCK_Q8);
+const _: () = assert!(core::mem::align_of::<BlockQ8>() <= core::mem::align_of::<f32>());
+
+/// Views a region of `f32` scratch as Q8 activation blocks, so a session
+/// needs only one caller buffer: `floats.len() / 9` blocks (any remainder is
+/// left out).
+#[allow(unsafe_code)]
+pub fn blocks_in_floats(floats: &mut [f32]) -> &mut [BlockQ8] {
+    let n = floats.len() / FLOATS_PER_BLOCK_Q8;
+    // SAFETY: `BlockQ8` is `repr(C)` { f32, [i8; 32] }: 36 bytes with no
+    // padding (asserted above), alignment 4 ≤ the alignment of the f32 slice,
+    // and every bit pattern is a valid f32 and i8. The `n` blocks span
+    // `36·n ≤ 4·floats.len()` bytes of the slice, and the exclusive borrow of
+    // `floats` moves to the returned slice for the same lifetime.
+    unsafe { core::slice::from_raw_parts_mut(floats.as_mut_ptr().cast::<BlockQ8>(), n) }
 }

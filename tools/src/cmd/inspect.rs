@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use kinglet::format::TokenizerKind;
-use kinglet::{Config, Dtype};
+use kinglet::{session_bytes, Dtype};
 
 use super::{grouped, Status};
 use crate::io::open_model;
@@ -26,20 +26,6 @@ pub struct Args {
     /// Positions to size the session buffer for (default: the model's max_seq_len).
     #[arg(long, value_name = "N")]
     pub max_seq: Option<u32>,
-}
-
-// MERGE: replace with `kinglet::session::session_bytes(config, max_seq)`
-// once the session module lands; this is its formula.
-fn session_bytes(config: &Config, max_seq: u32) -> usize {
-    let (dim, hidden) = (config.dim as usize, config.hidden_dim as usize);
-    let seq = max_seq as usize;
-    let floats = dim * 3 // x, xb, xb2
-        + hidden * 2 // hb, hb2
-        + dim // q
-        + config.n_heads as usize * seq // att [n_heads, seq]
-        + config.vocab_size as usize // logits
-        + 2 * config.n_layers as usize * seq * config.kv_dim(); // key + value cache
-    floats * 4
 }
 
 /// Bytes shown with their exact count; large ones also in MiB.
@@ -206,25 +192,6 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn session_bytes_of_stories260k() {
-        let c = Config {
-            dim: 64,
-            hidden_dim: 172,
-            n_layers: 5,
-            n_heads: 8,
-            n_kv_heads: 4,
-            vocab_size: 512,
-            max_seq_len: 512,
-            rope_theta: 10000.0,
-            norm_eps: 1e-5,
-            tied_classifier: true,
-        };
-        // 64*4 + 172*2 + 8*512 + 512 + 2*5*512*32 floats.
-        let floats = 256 + 344 + 4096 + 512 + 163_840;
-        assert_eq!(session_bytes(&c, 512), floats * 4);
-    }
 
     #[test]
     fn quotes_pieces() {
