@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod float16;
 pub mod format;
+pub mod generate;
 pub mod kernels;
 pub mod ops;
 pub mod quant;
