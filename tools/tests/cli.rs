@@ -397,3 +397,103 @@ fn synth_is_deterministic_and_verifies() {
     assert_eq!(file.vocab().piece(1), b"\n<s>\n");
     assert_eq!(file.metadata_value("synth.seed"), Some("9"));
 }
+
+#[test]
+fn generate_streams_llama2c_text_and_reports_speed() {
+    let (Some(bin), Some(tok)) = (data_file("stories260K.bin"), data_file("tok512.bin")) else {
+        return;
+    };
+    let dir = scratch("generate");
+    let (bin, tok) = (bin.to_str().unwrap(), tok.to_str().unwrap());
+    assert_ok(&kinglet_in(
+        &dir,
+        &["convert", bin, "--tokenizer", tok, "-o", "s.klt"],
+    ));
+    let greedy = [
+        "generate",
+        "s.klt",
+        "--prompt",
+        "Once upon a time",
+        "--temperature",
+        "0",
+        "-n",
+        "300",
+    ];
+    let o = kinglet_in(&dir, &greedy);
+    assert_ok(&o);
+    let want = include_str!("../../tests/data/stories260K_greedy.txt");
+    assert_eq!(stdout(&o), format!("{want}\n"));
+    let last = stderr(&o).lines().last().unwrap_or_default().to_string();
+    assert!(
+        last.contains("prompt 5 tokens, generated 300 tokens"),
+        "{last}"
+    );
+    let rate: f64 = last
+        .trim_end_matches(" tok/s")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rate > 0.0, "{last}");
+
+    // The same seed gives the same text; another seed, other text.
+    let sampled = |seed: &str| {
+        stdout(&kinglet_in(
+            &dir,
+            &["generate", "s.klt", "-n", "50", "--seed", seed],
+        ))
+    };
+    assert_eq!(sampled("7"), sampled("7"));
+    assert_ne!(sampled("7"), sampled("8"));
+    let topk = [
+        "generate", "s.klt", "-n", "30", "--top-k", "5", "--seed", "1", "--top-p", "1",
+    ];
+    assert_ok(&kinglet_in(&dir, &topk));
+
+    // Bad settings: one readable line each.
+    assert_error(
+        &kinglet_in(&dir, &["generate", "s.klt", "--top-p", "1.5"]),
+        1,
+        "top_p",
+    );
+    assert_error(
+        &kinglet_in(&dir, &["generate", "s.klt", "--temperature=-1"]),
+        1,
+        "temperature",
+    );
+    assert_error(
+        &kinglet_in(&dir, &["generate", "s.klt", "--max-seq", "9999"]),
+        1,
+        "--max-seq",
+    );
+    let long = [
+        "generate",
+        "s.klt",
+        "--max-seq",
+        "3",
+        "--prompt",
+        "Once upon a time",
+    ];
+    assert_error(&kinglet_in(&dir, &long), 1, "positions");
+    assert_error(
+        &kinglet_in(&dir, &["generate", "missing.klt"]),
+        1,
+        "missing.klt",
+    );
+
+    // A damaged file is refused unless --no-verify.
+    let mut bytes = fs::read(dir.join("s.klt")).unwrap();
+    let last_byte = bytes.len() - 1;
+    bytes[last_byte] ^= 1;
+    fs::write(dir.join("bad.klt"), &bytes).unwrap();
+    assert_error(
+        &kinglet_in(&dir, &["generate", "bad.klt", "-n", "5"]),
+        1,
+        "damaged",
+    );
+    assert_ok(&kinglet_in(
+        &dir,
+        &["generate", "bad.klt", "-n", "5", "--no-verify"],
+    ));
+}

@@ -10,6 +10,7 @@ use kinglet::Dtype;
 
 pub mod checksum;
 pub mod convert;
+pub mod generate;
 pub mod inspect;
 pub mod synth;
 pub mod verify;
@@ -18,13 +19,14 @@ const EXAMPLES: &str = "\
 Examples:
   kinglet convert stories260K.bin --tokenizer tok512.bin -o stories260K.klt
   kinglet convert stories260K.klt --dtype bf16 -o stories260K-bf16.klt
+  kinglet generate stories260K.klt --prompt \"Once upon a time\" --temperature 0
   kinglet verify stories260K.klt
   kinglet checksum stories260K.klt > stories260K.sha256
   kinglet checksum --check stories260K.sha256
   kinglet inspect stories260K.klt --max-seq 256
   kinglet synth --shape 15m --dtype f16 --seed 7 -o synth15m.klt";
 
-/// Convert, verify, checksum and inspect .klt model files.
+/// Run, convert, verify, checksum and inspect .klt model files.
 #[derive(Debug, Parser)]
 #[command(name = "kinglet", version, after_help = EXAMPLES)]
 pub struct Cli {
@@ -38,6 +40,8 @@ pub struct Cli {
 pub enum Command {
     /// Import a llama2.c checkpoint, or re-encode a .klt file to another dtype.
     Convert(convert::Args),
+    /// Generate text from a model, streaming it as it comes.
+    Generate(generate::Args),
     /// Check a .klt file's layout and every tensor checksum.
     Verify(verify::Args),
     /// Print a file's SHA-256 and its tensors' CRC32C, or check a manifest.
@@ -63,6 +67,7 @@ impl Command {
     pub fn run(self, out: &mut dyn Write) -> Result<Status> {
         match self {
             Command::Convert(a) => convert::run(a, out),
+            Command::Generate(a) => generate::run(a, out),
             Command::Verify(a) => verify::run(a, out),
             Command::Checksum(a) => checksum::run(a, out),
             Command::Inspect(a) => inspect::run(a, out),
