@@ -7,4 +7,4 @@ pub mod io;
 pub mod model;
 pub mod synth;
 
-pub use model::{OwnedModel, OwnedTensor, OwnedVocab};
+pub use model::{DtypePlan, OwnedModel, OwnedTensor, OwnedVocab};

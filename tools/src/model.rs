@@ -11,6 +11,7 @@ use kinglet::format::{
     WriteError,
 };
 use kinglet::quant;
+use kinglet::tensor::BLOCK_LEN;
 use kinglet::{Config, Dtype, ModelFile};
 
 /// One tensor: canonical name, shape (`[len]` for norms, `[rows, cols]` for
@@ -88,34 +89,26 @@ impl OwnedModel {
         }
     }
 
-    /// Writes the model as a .klt file: matrices in `dtype` (F32, F16 or
-    /// BF16), norm gains always F32. Refuses NaN or infinite weights, and
-    /// values that overflow `dtype`, naming the tensor. Returns the bytes
-    /// written.
-    pub fn write_klt(&self, dtype: Dtype, out: &mut impl Write) -> Result<u64> {
+    /// Writes the model as a .klt file with each tensor in the dtype `plan`
+    /// gives it. Refuses NaN or infinite weights, and values that overflow
+    /// their dtype, naming the tensor. Returns the bytes written.
+    pub fn write_klt(&self, plan: impl Into<DtypePlan>, out: &mut impl Write) -> Result<u64> {
+        let plan = plan.into();
+        let dtypes: Vec<Dtype> = self.tensors.iter().map(|t| plan.dtype_of(t).0).collect();
         let encoded: Vec<Vec<u8>> = self
             .tensors
             .iter()
-            .map(|t| {
-                let dt = if t.shape.len() == 1 {
-                    Dtype::F32
-                } else {
-                    dtype
-                };
-                encode_values(&t.name, &t.values, dt)
-            })
+            .zip(&dtypes)
+            .map(|(t, &dtype)| encode_values(&t.name, &t.values, dtype))
             .collect::<Result<_>>()?;
         let specs: Vec<TensorSpec<'_>> = self
             .tensors
             .iter()
             .zip(&encoded)
-            .map(|(t, data)| TensorSpec {
+            .zip(&dtypes)
+            .map(|((t, data), &dtype)| TensorSpec {
                 name: &t.name,
-                dtype: if t.shape.len() == 1 {
-                    Dtype::F32
-                } else {
-                    dtype
-                },
+                dtype,
                 shape: &t.shape,
                 data,
             })
@@ -159,6 +152,59 @@ impl OwnedModel {
     /// Number of weights (all tensor elements).
     pub fn parameter_count(&self) -> u64 {
         self.tensors.iter().map(|t| t.values.len() as u64).sum()
+    }
+}
+
+/// Which dtype each tensor is written in: norm gains always F32; the token
+/// embedding and the classifier in `embedding` when given (they matter most
+/// for small models), everything else in `matrices`. A matrix whose rows are
+/// not whole 32-element blocks cannot be Q8_0/Q4_0; it is kept in F16, which
+/// is more precise than either, and [`DtypePlan::dtype_of`] says so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DtypePlan {
+    /// Dtype of the weight matrices.
+    pub matrices: Dtype,
+    /// Dtype of `tok_embedding` and `classifier`, if not `matrices`.
+    pub embedding: Option<Dtype>,
+}
+
+impl From<Dtype> for DtypePlan {
+    fn from(matrices: Dtype) -> Self {
+        DtypePlan {
+            matrices,
+            embedding: None,
+        }
+    }
+}
+
+impl DtypePlan {
+    /// The dtype of `t`, and a note when it is not the one asked for.
+    pub fn dtype_of(&self, t: &OwnedTensor) -> (Dtype, Option<String>) {
+        let &[_, cols] = t.shape.as_slice() else {
+            return (Dtype::F32, None);
+        };
+        let asked = match t.name.as_str() {
+            "tok_embedding" | "classifier" => self.embedding.unwrap_or(self.matrices),
+            _ => self.matrices,
+        };
+        if asked.is_quantized() && cols as usize % BLOCK_LEN != 0 {
+            let note = format!(
+                "{}: rows of {cols} are not whole blocks of {BLOCK_LEN}, so it stays f16 instead of {}",
+                t.name,
+                asked.name()
+            );
+            return (Dtype::F16, Some(note));
+        }
+        (asked, None)
+    }
+
+    /// The notes of every tensor of `model` that could not take the dtype asked for.
+    pub fn notes(&self, model: &OwnedModel) -> Vec<String> {
+        model
+            .tensors
+            .iter()
+            .filter_map(|t| self.dtype_of(t).1)
+            .collect()
     }
 }
 

@@ -1,5 +1,5 @@
 //! `kinglet convert`: llama2.c checkpoint → .klt, or .klt → .klt in another
-//! float dtype. The output is written atomically.
+//! dtype (float or ggml-quantized). The output is written atomically.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,17 +8,19 @@ use anyhow::{bail, Context, Result};
 use kinglet::format::MAGIC;
 use kinglet::{Dtype, ModelFile};
 
-use super::{grouped, FloatDtype, Status};
+use super::{grouped, Status, WeightDtype};
 use crate::import::llama2c;
 use crate::io::{read_file, write_atomic};
-use crate::model::OwnedModel;
+use crate::model::{DtypePlan, OwnedModel};
 
 const EXAMPLES: &str = "\
 Examples:
   # Import a llama2.c checkpoint (version 0 or 1) with its tokenizer.bin
   kinglet convert stories260K.bin --tokenizer tok512.bin -o stories260K.klt
   # Re-encode a .klt file; norm gains stay f32
-  kinglet convert stories260K.klt --dtype f16 -o stories260K-f16.klt";
+  kinglet convert stories260K.klt --dtype f16 -o stories260K-f16.klt
+  # Quantize to ggml Q8_0 blocks, keeping the embedding in f16
+  kinglet convert model.klt --dtype q8_0 --embedding-dtype f16 -o model-q8.klt";
 
 /// Import a llama2.c checkpoint, or re-encode a .klt file to another dtype.
 #[derive(Debug, clap::Args)]
@@ -33,8 +35,13 @@ pub struct Args {
     #[arg(long, value_name = "TOK.bin")]
     pub tokenizer: Option<PathBuf>,
     /// Element type of the weight matrices; norm gains are always f32.
-    #[arg(long, value_enum, default_value_t = FloatDtype::F32)]
-    pub dtype: FloatDtype,
+    /// Matrices whose rows are not whole blocks of 32 stay f16 under q8_0/q4_0 (with a note).
+    #[arg(long, value_enum, default_value_t = WeightDtype::F32)]
+    pub dtype: WeightDtype,
+    /// Element type of the token embedding and classifier, when it should
+    /// differ from --dtype (small models lose the most there).
+    #[arg(long, value_enum, value_name = "DTYPE")]
+    pub embedding_dtype: Option<WeightDtype>,
 }
 
 /// Builds the model in memory from the input file's bytes: a .klt file
@@ -84,16 +91,26 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
     let model = load_model(&input, tokenizer.as_deref())
         .with_context(|| args.input.display().to_string())?;
     drop(input);
-    let dtype = Dtype::from(args.dtype);
-    let bytes = write_atomic(&args.output, |w| model.write_klt(dtype, w))?;
+    let plan = DtypePlan {
+        matrices: args.dtype.into(),
+        embedding: args.embedding_dtype.map(Dtype::from),
+    };
+    let bytes = write_atomic(&args.output, |w| model.write_klt(plan, w))?;
+    for note in plan.notes(&model) {
+        writeln!(out, "note: {note}")?;
+    }
+    let embedding = plan
+        .embedding
+        .map(|d| format!(", embedding {}", d.name()))
+        .unwrap_or_default();
     writeln!(
         out,
-        "wrote {}: {} tensors, {} parameters, {} bytes, {} (norms f32)",
+        "wrote {}: {} tensors, {} parameters, {} bytes, {}{embedding} (norms f32)",
         args.output.display(),
         model.tensors.len(),
         grouped(model.parameter_count()),
         grouped(bytes),
-        dtype.name()
+        plan.matrices.name()
     )?;
     Ok(Status::Ok)
 }

@@ -76,23 +76,31 @@ impl Command {
     }
 }
 
-/// The float dtypes whole-model conversion writes (norm gains stay f32).
+/// The dtypes a model's matrices can be written in (norm gains stay f32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum FloatDtype {
+pub enum WeightDtype {
     /// IEEE binary32.
     F32,
     /// IEEE binary16, rounded to nearest even.
     F16,
     /// bfloat16, rounded to nearest even.
     Bf16,
+    /// ggml Q8_0: blocks of 32 int8 with an f16 scale (8.5 bits a weight).
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// ggml Q4_0: blocks of 32 4-bit values with an f16 scale (4.5 bits a weight).
+    #[value(name = "q4_0")]
+    Q4_0,
 }
 
-impl From<FloatDtype> for Dtype {
-    fn from(d: FloatDtype) -> Dtype {
+impl From<WeightDtype> for Dtype {
+    fn from(d: WeightDtype) -> Dtype {
         match d {
-            FloatDtype::F32 => Dtype::F32,
-            FloatDtype::F16 => Dtype::F16,
-            FloatDtype::Bf16 => Dtype::BF16,
+            WeightDtype::F32 => Dtype::F32,
+            WeightDtype::F16 => Dtype::F16,
+            WeightDtype::Bf16 => Dtype::BF16,
+            WeightDtype::Q8_0 => Dtype::Q8_0,
+            WeightDtype::Q4_0 => Dtype::Q4_0,
         }
     }
 }

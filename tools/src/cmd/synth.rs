@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use kinglet::Dtype;
 
-use super::{grouped, FloatDtype, Status};
+use super::{grouped, Status, WeightDtype};
 use crate::io::write_atomic;
 use crate::synth::{preset, synth_model};
 
@@ -31,8 +31,8 @@ pub struct Args {
     #[arg(long, default_value = "260k", value_parser = ["260k", "15m", "110m"])]
     pub shape: String,
     /// Element type of the weight matrices; norm gains are always f32.
-    #[arg(long, value_enum, default_value_t = FloatDtype::F32)]
-    pub dtype: FloatDtype,
+    #[arg(long, value_enum, default_value_t = WeightDtype::F32)]
+    pub dtype: WeightDtype,
     /// Seed of the weight generator.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -1,1 +1,0 @@
-//! The .klt writer and reader agree.
