@@ -187,7 +187,7 @@ impl DtypePlan {
             "tok_embedding" | "classifier" => self.embedding.unwrap_or(self.matrices),
             _ => self.matrices,
         };
-        if asked.is_quantized() && cols as usize % BLOCK_LEN != 0 {
+        if asked.is_quantized() && !(cols as usize).is_multiple_of(BLOCK_LEN) {
             let note = format!(
                 "{}: rows of {cols} are not whole blocks of {BLOCK_LEN}, so it stays f16 instead of {}",
                 t.name,
