@@ -565,3 +565,50 @@ fn convert_to_q8_0_and_q4_0_keeps_partial_rows_in_f16() {
         );
     }
 }
+
+#[test]
+fn eval_scores_a_text_and_refuses_bad_input() {
+    let dir = scratch("eval");
+    synth(&dir, "m.klt", &["--max-seq-len", "16"]);
+    let text: String = "the cat sat on the mat. ".repeat(20);
+    fs::write(dir.join("t.txt"), &text).unwrap();
+    let o = kinglet_in(&dir, &["eval", "m.klt", "--text", "t.txt"]);
+    assert_ok(&o);
+    let out = stdout(&o);
+    let loss: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("loss: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ppl: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("perplexity: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(loss > 0.0 && (ppl - loss.exp()).abs() < 1e-3 * ppl, "{out}");
+
+    assert_error(
+        &kinglet_in(&dir, &["eval", "m.klt", "--text", "t.txt", "--tail", "0"]),
+        1,
+        "--tail",
+    );
+    fs::write(dir.join("short.txt"), "the cat").unwrap();
+    assert_error(
+        &kinglet_in(&dir, &["eval", "m.klt", "--text", "short.txt"]),
+        1,
+        "window",
+    );
+    fs::write(dir.join("bin.txt"), [0x66, 0xff, 0x00]).unwrap();
+    assert_error(
+        &kinglet_in(&dir, &["eval", "m.klt", "--text", "bin.txt"]),
+        1,
+        "UTF-8",
+    );
+    assert_error(
+        &kinglet_in(&dir, &["eval", "m.klt", "--text", "nope.txt"]),
+        1,
+        "nope.txt",
+    );
+}

@@ -10,6 +10,7 @@ use kinglet::Dtype;
 
 pub mod checksum;
 pub mod convert;
+pub mod eval;
 pub mod generate;
 pub mod inspect;
 pub mod synth;
@@ -20,6 +21,7 @@ Examples:
   kinglet convert stories260K.bin --tokenizer tok512.bin -o stories260K.klt
   kinglet convert stories260K.klt --dtype bf16 -o stories260K-bf16.klt
   kinglet generate stories260K.klt --prompt \"Once upon a time\" --temperature 0
+  kinglet eval shakespeare.klt --text tinyshakespeare.txt --tail 0.1
   kinglet verify stories260K.klt
   kinglet checksum stories260K.klt > stories260K.sha256
   kinglet checksum --check stories260K.sha256
@@ -42,6 +44,8 @@ pub enum Command {
     Convert(convert::Args),
     /// Generate text from a model, streaming it as it comes.
     Generate(generate::Args),
+    /// Measure a model's mean cross-entropy on a text.
+    Eval(eval::Args),
     /// Check a .klt file's layout and every tensor checksum.
     Verify(verify::Args),
     /// Print a file's SHA-256 and its tensors' CRC32C, or check a manifest.
@@ -68,6 +72,7 @@ impl Command {
         match self {
             Command::Convert(a) => convert::run(a, out),
             Command::Generate(a) => generate::run(a, out),
+            Command::Eval(a) => eval::run(a, out),
             Command::Verify(a) => verify::run(a, out),
             Command::Checksum(a) => checksum::run(a, out),
             Command::Inspect(a) => inspect::run(a, out),
