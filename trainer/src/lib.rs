@@ -4,19 +4,27 @@
 //! Layout: flat f32 arenas with named views ([`params`]), one file per
 //! operation with its forward and backward ([`layers`]), the model as a loop
 //! over blocks ([`model`]), the optimizer ([`adamw`], [`schedule`]), data
-//! ([`data`]), checkpoints ([`checkpoint`]), and the CLI's commands.
+//! ([`data`]), the training state ([`trainer`]), checkpoints
+//! ([`checkpoint`]), and the CLI's commands ([`run`], [`eval`], [`export`],
+//! [`reference`]).
 
 pub mod activations;
 pub mod adamw;
+pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod error;
+pub mod eval;
+pub mod export;
 pub mod gemm;
 pub mod layers;
 pub mod model;
 pub mod params;
 pub mod reference;
 pub mod rng;
+pub mod run;
 pub mod schedule;
+pub mod trainer;
 
 pub use config::{ModelConfig, TrainConfig};
 pub use error::{Result, TrainError};
