@@ -32,6 +32,8 @@ pub struct LayerActs<'a> {
     pub h1: &'a mut [f32],
     /// W3 x. [n, hidden]
     pub h3: &'a mut [f32],
+    /// sigmoid(h1), saved for the backward. [n, hidden]
+    pub sig: &'a mut [f32],
     /// silu(h1) · h3. [n, hidden]
     pub gate: &'a mut [f32],
 }
@@ -114,6 +116,7 @@ fn sizes(c: &ModelConfig, batch: usize, context: usize) -> (Vec<usize>, Vec<usiz
         n * f,
         n * f,
         n * f,
+        n * f,
     ];
     let head = vec![n * d, n * d, n, n * v, n];
     let grad = vec![
@@ -171,7 +174,7 @@ impl Activations {
         for _ in 0..self.config.n_layers {
             let mut s = layer.iter().zip(&used_layer).map(|(&f, &u)| (f, u));
             let mut next = || {
-                let (f, u) = s.next().expect("14 layer buffers");
+                let (f, u) = s.next().expect("15 layer buffers");
                 take(f, u)
             };
             layers.push(LayerActs {
@@ -188,6 +191,7 @@ impl Activations {
                 ffn_rstd: next(),
                 h1: next(),
                 h3: next(),
+                sig: next(),
                 gate: next(),
             });
         }

@@ -71,9 +71,16 @@ fn block_forward(
 ) {
     let (d, kv, f, eps) = (c.dim, c.kv_dim(), c.hidden_dim, c.norm_eps);
     rmsnorm::forward(la.attn_xn, la.attn_rstd, la.resid_in, lw.attn_norm, d, eps);
-    linear::forward(la.q, la.attn_xn, lw.wq, d, d, false);
-    linear::forward(la.k, la.attn_xn, lw.wk, d, kv, false);
-    linear::forward(la.v, la.attn_xn, lw.wv, d, kv, false);
+    let (xn, q, k, v) = (&*la.attn_xn, &mut *la.q, &mut *la.k, &mut *la.v);
+    rayon::join(
+        || linear::forward(q, xn, lw.wq, d, d, false),
+        || {
+            rayon::join(
+                || linear::forward(k, xn, lw.wk, d, kv, false),
+                || linear::forward(v, xn, lw.wv, d, kv, false),
+            )
+        },
+    );
     rope::forward(la.q, rope_table, context, d);
     rope::forward(la.k, rope_table, context, kv);
     let shape = attention_shape(c, context);
@@ -81,9 +88,12 @@ fn block_forward(
     la.resid_mid.copy_from_slice(la.resid_in);
     linear::forward(la.resid_mid, la.att_y, lw.wo, d, d, true);
     rmsnorm::forward(la.ffn_xn, la.ffn_rstd, la.resid_mid, lw.ffn_norm, d, eps);
-    linear::forward(la.h1, la.ffn_xn, lw.w1, d, f, false);
-    linear::forward(la.h3, la.ffn_xn, lw.w3, d, f, false);
-    swiglu::forward(la.gate, la.h1, la.h3);
+    let (xn, h1, h3) = (&*la.ffn_xn, &mut *la.h1, &mut *la.h3);
+    rayon::join(
+        || linear::forward(h1, xn, lw.w1, d, f, false),
+        || linear::forward(h3, xn, lw.w3, d, f, false),
+    );
+    swiglu::forward(la.gate, la.sig, la.h1, la.h3);
     out.copy_from_slice(la.resid_mid);
     linear::forward(out, la.gate, lw.w2, f, d, true);
 }
@@ -155,7 +165,7 @@ fn block_backward(
     // MLP branch: out = resid_mid + W2·gate; dresid passes straight through.
     g.dgate.fill(0.0);
     linear::backward(g.dgate, gw.w2, g.dresid, la.gate, lw.w2, f, d);
-    swiglu::backward(g.dh1, g.dh3, g.dgate, la.h1, la.h3);
+    swiglu::backward(g.dh1, g.dh3, g.dgate, la.sig, la.h1, la.h3);
     g.dxn.fill(0.0);
     linear::backward(g.dxn, gw.w1, g.dh1, la.ffn_xn, lw.w1, d, f);
     linear::backward(g.dxn, gw.w3, g.dh3, la.ffn_xn, lw.w3, d, f);

@@ -169,12 +169,14 @@ fn swiglu_backward_matches_finite_differences() {
     let mut inputs = vec![random(n, &mut rng, 2.0), random(n, &mut rng, 1.0)];
     let r = random(n, &mut rng, 1.0);
     let loss = |i: &[Vec<f32>]| {
-        let mut g = vec![0.0; n];
-        swiglu::forward(&mut g, &i[0], &i[1]);
+        let (mut g, mut sig) = (vec![0.0; n], vec![0.0; n]);
+        swiglu::forward(&mut g, &mut sig, &i[0], &i[1]);
         project(&g, &r)
     };
+    let (mut g, mut sig) = (vec![0.0; n], vec![0.0; n]);
+    swiglu::forward(&mut g, &mut sig, &inputs[0], &inputs[1]);
     let (mut d1, mut d3) = (vec![0.0; n], vec![0.0; n]);
-    swiglu::backward(&mut d1, &mut d3, &r, &inputs[0], &inputs[1]);
+    swiglu::backward(&mut d1, &mut d3, &r, &sig, &inputs[0], &inputs[1]);
     assert_gradient("swiglu h1", &mut inputs, 0, &d1, &loss);
     assert_gradient("swiglu h3", &mut inputs, 1, &d3, &loss);
 }

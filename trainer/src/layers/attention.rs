@@ -1,6 +1,7 @@
 //! Causal multi-head attention with grouped KV heads: query head `h` reads
 //! KV head `h / (n_heads / n_kv_heads)`; scores are scaled by 1/sqrt(head_dim).
 
+use super::fast_exp::exp;
 use rayon::prelude::*;
 
 /// The sizes attention needs.
@@ -64,7 +65,7 @@ pub fn forward(
                     }
                     let mut sum = 0.0f32;
                     for p in &mut p[..=t] {
-                        *p = (*p - max).exp();
+                        *p = exp(*p - max);
                         sum += *p;
                     }
                     let inv = 1.0 / sum;

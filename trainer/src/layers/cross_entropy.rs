@@ -1,5 +1,6 @@
 //! Softmax cross-entropy over the classifier's logits.
 
+use super::fast_exp::exp;
 use super::ROW_CHUNK;
 use rayon::prelude::*;
 
@@ -36,7 +37,7 @@ pub fn backward(dlogits: &mut [f32], logits: &[f32], targets: &[u32], vocab: usi
             for ((d, row), &t) in it.zip(targets) {
                 let lse = log_sum_exp(row);
                 for (d, &z) in d.iter_mut().zip(row) {
-                    *d = (z - lse).exp() * scale;
+                    *d = exp(z - lse) * scale;
                 }
                 d[t as usize] -= scale;
             }
@@ -46,6 +47,6 @@ pub fn backward(dlogits: &mut [f32], logits: &[f32], targets: &[u32], vocab: usi
 /// `log Σ exp(row)`, shifted by the maximum so it cannot overflow.
 pub fn log_sum_exp(row: &[f32]) -> f32 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = row.iter().map(|&z| (z - max).exp()).sum();
+    let sum: f32 = row.iter().map(|&z| exp(z - max)).sum();
     max + sum.ln()
 }

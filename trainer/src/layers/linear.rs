@@ -3,10 +3,13 @@
 use crate::gemm::{sgemm, Layout};
 use rayon::prelude::*;
 
-/// Rows of `x` per parallel matmul task.
-const ROWS_PER_TASK: usize = 64;
+/// Rows of `x` per parallel matmul task. Large on purpose: sgemm packs its
+/// operands once per call, and with small tasks the repacking of W costs as
+/// much as the multiply. Fixed (not derived from the thread count) so the
+/// results do not depend on it.
+const ROWS_PER_TASK: usize = 256;
 /// Rows of W per parallel task in the weight-gradient matmul.
-const OUTS_PER_TASK: usize = 32;
+const OUTS_PER_TASK: usize = 128;
 
 /// `y = x Wᵀ`, or `y += x Wᵀ` when `accumulate` (a residual add for free).
 /// y: [n, out]; x: [n, inp]; w: [out, inp].
@@ -38,8 +41,11 @@ pub fn backward(
     inp: usize,
     out: usize,
 ) {
-    backward_input(dx, dy, w, inp, out);
-    backward_weight(dw, dy, x, inp, out);
+    // Independent products: one thread each when two are free.
+    rayon::join(
+        || backward_input(dx, dy, w, inp, out),
+        || backward_weight(dw, dy, x, inp, out),
+    );
 }
 
 /// `dx += dy W`. dx: [n, inp]; dy: [n, out]; w: [out, inp].

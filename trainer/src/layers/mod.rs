@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod cross_entropy;
 pub mod embedding;
+pub mod fast_exp;
 pub mod linear;
 pub mod rmsnorm;
 pub mod rope;
