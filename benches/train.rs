@@ -6,8 +6,10 @@
 
 use kinglet_trainer::activations::Activations;
 use kinglet_trainer::adamw::{global_norm, AdamW, AdamWStep};
-use kinglet_trainer::config::preset;
+use kinglet_trainer::config::{preset, ModelConfig};
 use kinglet_trainer::data::{sample_batch, Corpus};
+use kinglet_trainer::layers::attention::{self, AttentionShape};
+use kinglet_trainer::layers::linear;
 use kinglet_trainer::model;
 use kinglet_trainer::rng::Rng;
 use kinglet_trainer::trainer::Trainer;
@@ -37,6 +39,79 @@ fn corpus() -> Corpus {
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
+}
+
+/// Median time of the step's matrix products (every linear's forward, dx
+/// and dW, all layers and the classifier) and of attention (forward and
+/// backward), on random data of the step's shapes.
+fn matmul_and_attention_ms(c: &ModelConfig, batch: usize) -> (f64, f64) {
+    let n = batch * c.context;
+    let (d, kv, f, v) = (c.dim, c.kv_dim(), c.hidden_dim, c.vocab_size);
+    // (in, out) of every product in one layer
+    let shapes = [(d, d), (d, kv), (d, kv), (d, d), (d, f), (d, f), (f, d)];
+    let mut rng = Rng::new(9);
+    let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
+    let big = d.max(f).max(v);
+    let (x, w, dy) = (random(n * big), random(big * big), random(n * big));
+    let (mut y, mut dx, mut dw) = (vec![0.0; n * big], vec![0.0; n * big], vec![0.0; big * big]);
+    let mut matmul = Vec::new();
+    for _ in 0..7 {
+        let start = Instant::now();
+        for _ in 0..c.n_layers {
+            for &(i, o) in &shapes {
+                linear::forward(&mut y[..n * o], &x[..n * i], &w[..o * i], i, o, false);
+                linear::backward(
+                    &mut dx[..n * i],
+                    &mut dw[..o * i],
+                    &dy[..n * o],
+                    &x[..n * i],
+                    &w[..o * i],
+                    i,
+                    o,
+                );
+            }
+        }
+        linear::forward(&mut y[..n * v], &x[..n * d], &w[..v * d], d, v, false);
+        linear::backward(
+            &mut dx[..n * d],
+            &mut dw[..v * d],
+            &dy[..n * v],
+            &x[..n * d],
+            &w[..v * d],
+            d,
+            v,
+        );
+        matmul.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let shape = AttentionShape {
+        context: c.context,
+        n_heads: c.n_heads,
+        n_kv_heads: c.n_kv_heads,
+        head_dim: c.head_dim(),
+    };
+    let (q, k, vv) = (random(n * d), random(n * kv), random(n * kv));
+    let mut probs = vec![0.0; batch * c.n_heads * c.context * c.context];
+    let (mut dq, mut dk, mut dv) = (vec![0.0; n * d], vec![0.0; n * kv], vec![0.0; n * kv]);
+    let mut att = Vec::new();
+    for _ in 0..7 {
+        let start = Instant::now();
+        for _ in 0..c.n_layers {
+            attention::forward(&mut y[..n * d], &mut probs, &q, &k, &vv, shape);
+            attention::backward(
+                &mut dq,
+                &mut dk,
+                &mut dv,
+                &dy[..n * d],
+                &probs,
+                &q,
+                &k,
+                &vv,
+                shape,
+            );
+        }
+        att.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    (median(matmul), median(att))
 }
 
 fn main() {
@@ -131,6 +206,8 @@ fn main() {
                 .map(|(n, v)| format!("{n} {:.2} ms", median(v)))
                 .collect();
             println!("  per step: {}", line.join(", "));
+            let (matmul_ms, attention_ms) = matmul_and_attention_ms(&model_cfg, p.train.batch);
+            println!("  of which: matmuls {matmul_ms:.2} ms, attention {attention_ms:.2} ms (forward + backward, all layers)");
         });
     }
 }
