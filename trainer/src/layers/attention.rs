@@ -1,6 +1,7 @@
 //! Causal multi-head attention with grouped KV heads: query head `h` reads
 //! KV head `h / (n_heads / n_kv_heads)`; scores are scaled by 1/sqrt(head_dim).
 
+use super::dot::dot;
 use super::fast_exp::exp;
 use rayon::prelude::*;
 
@@ -30,10 +31,6 @@ impl AttentionShape {
     fn scale(&self) -> f32 {
         1.0 / (self.head_dim as f32).sqrt()
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// y: [b·T, H·hd]; probs: [b, H, T, T] (saved for backward; zero above the

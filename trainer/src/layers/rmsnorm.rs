@@ -1,5 +1,6 @@
 //! RMSNorm: `y = x · 1/sqrt(mean(x²) + eps) · g`, per row (as llama2.c's run.c).
 
+use super::dot::dot;
 use super::ROW_CHUNK;
 use rayon::prelude::*;
 
@@ -10,10 +11,7 @@ pub fn forward(out: &mut [f32], rstd: &mut [f32], x: &[f32], gain: &[f32], dim: 
         .zip(x.par_chunks(ROW_CHUNK * dim))
         .for_each(|((out, rstd), x)| {
             for ((o, r), x) in out.chunks_exact_mut(dim).zip(rstd).zip(x.chunks_exact(dim)) {
-                let mut ss = 0.0f32;
-                for v in x {
-                    ss += v * v;
-                }
+                let ss = dot(x, x);
                 let scale = 1.0 / (ss / dim as f32 + eps).sqrt();
                 *r = scale;
                 for ((o, v), g) in o.iter_mut().zip(x).zip(gain) {
