@@ -7,6 +7,9 @@
 //! ([`data`]), the training state ([`trainer`]), checkpoints
 //! ([`checkpoint`]), and the CLI's commands ([`run`], [`eval`], [`export`],
 //! [`reference`]).
+//!
+//! The only `unsafe` is the sgemm call in [`gemm`], behind bounds checks.
+#![deny(unsafe_code)]
 
 pub mod activations;
 pub mod adamw;
