@@ -1,4 +1,35 @@
-//! kinglet-trainer: trains LLaMA models on a CPU and exports .klt files.
+//! kinglet-trainer: trains LLaMA models on a CPU with hand-written backward
+//! passes and AdamW, and exports .klt files the kinglet engine runs.
+//!
+//! Layout: flat f32 arenas with named views ([`params`]), one file per
+//! operation with its forward and backward ([`layers`]), the model as a loop
+//! over blocks ([`model`]), the optimizer ([`adamw`], [`schedule`]), data
+//! ([`data`], [`download`]), the training state ([`trainer`]), checkpoints
+//! ([`checkpoint`]), the loss curve ([`plot`]), and the CLI's commands
+//! ([`run`], [`eval`], [`export`], [`reference`]).
+//!
+//! The only `unsafe` is the sgemm call in [`gemm`], behind bounds checks.
+#![deny(unsafe_code)]
 
+pub mod activations;
+pub mod adamw;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
 pub mod download;
+pub mod error;
+pub mod eval;
+pub mod export;
+pub mod gemm;
+pub mod layers;
+pub mod model;
+pub mod params;
 pub mod plot;
+pub mod reference;
+pub mod rng;
+pub mod run;
+pub mod schedule;
+pub mod trainer;
+
+pub use config::{ModelConfig, TrainConfig};
+pub use error::{Result, TrainError};

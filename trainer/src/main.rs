@@ -1,1 +1,394 @@
-fn main() {}
+//! `kinglet-train`: train a LLaMA model from scratch on a CPU, evaluate it,
+//! export it as .klt, or check the trainer against a PyTorch reference dump.
+
+use clap::{Args, Parser, Subcommand};
+use kinglet_trainer::checkpoint::Checkpoint;
+use kinglet_trainer::config::{preset, Decay, PRESET_NAMES};
+use kinglet_trainer::data::Corpus;
+use kinglet_trainer::download;
+use kinglet_trainer::error::{Result, TrainError};
+use kinglet_trainer::eval::whole_split_loss;
+use kinglet_trainer::export::{export, parse_dtype};
+use kinglet_trainer::params::ParamLayout;
+use kinglet_trainer::reference::{check_reference, TOLERANCE};
+use kinglet_trainer::run::{run, RunOptions};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Train a LLaMA model from scratch on a CPU (hand-written backward passes,
+/// AdamW), then export it as a .klt file the kinglet engine runs.
+///
+/// Without a subcommand, trains: `kinglet-train --preset seed --data input.txt --steps 1000`.
+#[derive(Parser)]
+#[command(
+    name = "kinglet-train",
+    version,
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Mean cross-entropy over the whole validation split (last 10%), in
+    /// consecutive non-overlapping windows of the context length; prints `loss: <number>`.
+    Eval {
+        /// A checkpoint written by training (e.g. out/last.ckpt).
+        checkpoint: PathBuf,
+        /// The corpus the model was trained on.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Windows per forward pass.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Write a .klt model file (char tokenizer, training metadata).
+    Export {
+        /// A checkpoint written by training.
+        checkpoint: PathBuf,
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Weight type of the matrices: f32, f16, bf16, q8_0 or q4_0 (norm gains stay f32).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+    },
+    /// Replay a PyTorch reference dump (reference-dump-1 JSON, .bin beside it)
+    /// and print each quantity's worst error relative to its largest magnitude;
+    /// fails if any exceeds 1e-4.
+    CheckReference {
+        /// e.g. ../shared/data/torch-ref/tiny_f64.json
+        dump: PathBuf,
+    },
+}
+
+/// Training flags. Every hyperparameter can override the preset.
+#[derive(Args)]
+struct TrainArgs {
+    /// Starting point: `seed` (context 16, d_model 128, 4 layers, constant lr
+    /// 1e-3) or `small` (context 128, d_model 192, 6 layers, warmup + cosine).
+    #[arg(long, default_value = "seed")]
+    preset: String,
+    /// UTF-8 text to train on (characters become tokens; first 90% trains,
+    /// last 10% validates). Without it, TinyShakespeare is downloaded once
+    /// into the cache ($KINGLET_CACHE_DIR, else ~/.cache/kinglet) and its
+    /// sha256 checked.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Optimizer steps to stop at (counted from the start, also when resuming).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Output directory for last.ckpt and metrics.jsonl.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// JSON Lines metrics file [default: <out>/metrics.jsonl].
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// Validation loss and a text sample every N steps (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    eval_every: u64,
+    /// Validation windows per evaluation (fixed, evenly spread).
+    #[arg(long, default_value_t = 256)]
+    eval_windows: usize,
+    /// Save last.ckpt every N steps (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    save_every: u64,
+    /// Write a metrics line every N steps.
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+    /// Continue from a checkpoint (same preset and shape flags).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Worker threads (default: all cores). Results are identical for any count.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Characters per evaluation sample (0: none).
+    #[arg(long, default_value_t = 200)]
+    sample_len: usize,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+
+    /// Window length (tokens).
+    #[arg(long, help_heading = "Model")]
+    context: Option<usize>,
+    /// Residual stream width.
+    #[arg(long, help_heading = "Model")]
+    dim: Option<usize>,
+    /// Transformer blocks.
+    #[arg(long, help_heading = "Model")]
+    layers: Option<usize>,
+    /// Attention (query) heads.
+    #[arg(long, help_heading = "Model")]
+    heads: Option<usize>,
+    /// Key/value heads (divides --heads) [default: --heads].
+    #[arg(long, help_heading = "Model")]
+    kv_heads: Option<usize>,
+    /// SwiGLU hidden width.
+    #[arg(long, help_heading = "Model")]
+    hidden: Option<usize>,
+    /// Tie the classifier to the token embedding (true/false).
+    #[arg(long, help_heading = "Model")]
+    tied: Option<bool>,
+    /// RoPE base frequency.
+    #[arg(long, help_heading = "Model")]
+    rope_theta: Option<f32>,
+    /// RMSNorm epsilon.
+    #[arg(long, help_heading = "Model")]
+    norm_eps: Option<f32>,
+
+    /// Sequences per micro-batch.
+    #[arg(long, help_heading = "Optimization")]
+    batch: Option<usize>,
+    /// Micro-batches accumulated per optimizer step.
+    #[arg(long, help_heading = "Optimization")]
+    accum: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long, help_heading = "Optimization")]
+    lr: Option<f32>,
+    /// Learning-rate floor of the cosine decay.
+    #[arg(long, help_heading = "Optimization")]
+    min_lr: Option<f32>,
+    /// Linear warmup steps.
+    #[arg(long, help_heading = "Optimization")]
+    warmup: Option<u64>,
+    /// After warmup: constant or cosine.
+    #[arg(long, help_heading = "Optimization")]
+    decay: Option<String>,
+    /// AdamW beta1.
+    #[arg(long, help_heading = "Optimization")]
+    beta1: Option<f32>,
+    /// AdamW beta2.
+    #[arg(long, help_heading = "Optimization")]
+    beta2: Option<f32>,
+    /// AdamW epsilon.
+    #[arg(long, help_heading = "Optimization")]
+    adam_eps: Option<f32>,
+    /// Decoupled weight decay (2-D weights only unless --decay-norms).
+    #[arg(long, help_heading = "Optimization")]
+    weight_decay: Option<f32>,
+    /// Also apply weight decay to the norm gains.
+    #[arg(long, help_heading = "Optimization")]
+    decay_norms: bool,
+    /// Clip the global gradient norm (0: off).
+    #[arg(long, help_heading = "Optimization")]
+    grad_clip: Option<f32>,
+    /// Standard deviation of the normal initialization.
+    #[arg(long, help_heading = "Optimization")]
+    init_std: Option<f32>,
+    /// Seed for initialization and batch sampling.
+    #[arg(long, help_heading = "Optimization")]
+    seed: Option<u64>,
+}
+
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(TrainError::new("--threads must be at least 1"));
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| TrainError::new(format!("cannot start {n} threads: {e}")))?;
+    }
+    Ok(())
+}
+
+fn read_corpus(data: Option<&Path>, context: usize) -> Result<Corpus> {
+    match data {
+        Some(path) => Corpus::load(path, context),
+        None => {
+            let url = std::env::var("KINGLET_TINYSHAKESPEARE_URL")
+                .unwrap_or_else(|_| download::TINYSHAKESPEARE_URL.to_string());
+            let path = download::ensure_tinyshakespeare(
+                &download::default_cache_dir(),
+                &url,
+                &mut |line| eprintln!("{line}"),
+            )
+            .map_err(|e| TrainError::new(e.to_string()))?;
+            Corpus::load(&path, context)
+        }
+    }
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let Some(p) = preset(&a.preset) else {
+        return Err(TrainError::new(format!(
+            "unknown --preset {:?}: choose one of {}",
+            a.preset,
+            PRESET_NAMES.join(", ")
+        )));
+    };
+    let (mut m, mut t) = (p.model, p.train);
+    m.context = a.context.unwrap_or(m.context);
+    m.dim = a.dim.unwrap_or(m.dim);
+    m.n_layers = a.layers.unwrap_or(m.n_layers);
+    m.n_heads = a.heads.unwrap_or(m.n_heads);
+    m.n_kv_heads = a.kv_heads.unwrap_or(m.n_heads);
+    m.hidden_dim = a.hidden.unwrap_or(m.hidden_dim);
+    m.tied_classifier = a.tied.unwrap_or(m.tied_classifier);
+    m.rope_theta = a.rope_theta.unwrap_or(m.rope_theta);
+    m.norm_eps = a.norm_eps.unwrap_or(m.norm_eps);
+    t.batch = a.batch.unwrap_or(t.batch);
+    t.accum_steps = a.accum.unwrap_or(t.accum_steps);
+    t.steps = a.steps.unwrap_or(t.steps);
+    t.lr = a.lr.unwrap_or(t.lr);
+    t.min_lr = a
+        .min_lr
+        .unwrap_or(if a.lr.is_some() && t.decay == Decay::Constant {
+            t.lr
+        } else {
+            t.min_lr
+        });
+    t.warmup_steps = a.warmup.unwrap_or(t.warmup_steps);
+    t.decay = match a.decay.as_deref() {
+        None => t.decay,
+        Some("constant") => Decay::Constant,
+        Some("cosine") => Decay::Cosine,
+        Some(other) => {
+            return Err(TrainError::new(format!(
+                "unknown --decay {other:?}: constant or cosine"
+            )))
+        }
+    };
+    t.beta1 = a.beta1.unwrap_or(t.beta1);
+    t.beta2 = a.beta2.unwrap_or(t.beta2);
+    t.eps = a.adam_eps.unwrap_or(t.eps);
+    t.weight_decay = a.weight_decay.unwrap_or(t.weight_decay);
+    t.decay_norms = a.decay_norms || t.decay_norms;
+    t.grad_clip = a.grad_clip.unwrap_or(t.grad_clip);
+    t.init_std = a.init_std.unwrap_or(t.init_std);
+    t.seed = a.seed.unwrap_or(t.seed);
+    // Shape errors before reading a large corpus.
+    m.validate()?;
+    t.validate()?;
+    set_threads(a.threads)?;
+    let corpus = read_corpus(a.data.as_deref(), m.context)?;
+    m.vocab_size = corpus.tokenizer.len();
+    m.validate()?;
+    let metrics = a.metrics.unwrap_or_else(|| a.out.join("metrics.jsonl"));
+    let params = ParamLayout::new(&m).total;
+    eprintln!(
+        "model: {params} parameters (dim {}, {} layers, {} heads / {} kv, hidden {}, context {}, vocab {}); \
+         corpus: {} train / {} val tokens",
+        m.dim,
+        m.n_layers,
+        m.n_heads,
+        m.n_kv_heads,
+        m.hidden_dim,
+        m.context,
+        m.vocab_size,
+        corpus.train.len(),
+        corpus.val.len()
+    );
+    let options = RunOptions {
+        model: m,
+        train: t,
+        corpus,
+        out_dir: a.out.clone(),
+        metrics,
+        eval_every: a.eval_every,
+        eval_windows: a.eval_windows.max(1),
+        save_every: a.save_every,
+        log_every: a.log_every,
+        resume: a.resume,
+        sample_len: a.sample_len,
+        temperature: a.temperature,
+        progress: !a.quiet && std::io::stderr().is_terminal(),
+    };
+    let s = run(&options)?;
+    let val = s
+        .val_loss
+        .map(|v| format!("{v:.4}"))
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "done: {} steps, train loss {:.4}, val loss {val}, {:.1} s, {:.0} tokens/s; checkpoint {}",
+        s.steps,
+        s.train_loss,
+        s.elapsed_s,
+        s.tokens_per_s,
+        a.out.join("last.ckpt").display()
+    );
+    Ok(())
+}
+
+fn eval(
+    checkpoint: &Path,
+    data: Option<&Path>,
+    batch: usize,
+    threads: Option<usize>,
+) -> Result<()> {
+    set_threads(threads)?;
+    let c = Checkpoint::load(checkpoint)?;
+    let Some(path) = data else {
+        return read_corpus(None, c.model.context).map(|_| ());
+    };
+    let bytes = std::fs::read(path)
+        .map_err(|e| TrainError::new(format!("cannot read corpus {}: {e}", path.display())))?;
+    let corpus = Corpus::from_bytes(&bytes, Some(&c.tokenizer), c.model.context)
+        .map_err(|e| TrainError::new(format!("corpus {}: {e}", path.display())))?;
+    let layout = ParamLayout::new(&c.model);
+    let loss = whole_split_loss(&layout, &c.params, &corpus.val, batch.max(1));
+    println!("loss: {loss:.6}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => train(cli.train),
+        Some(Command::Eval {
+            checkpoint,
+            data,
+            batch,
+            threads,
+        }) => eval(&checkpoint, data.as_deref(), batch, threads),
+        Some(Command::Export {
+            checkpoint,
+            output,
+            dtype,
+        }) => parse_dtype(&dtype).and_then(|dtype| {
+            let c = Checkpoint::load(&checkpoint)?;
+            let bytes = export(&c, &output, dtype)?;
+            println!(
+                "wrote {} ({bytes} bytes, step {})",
+                output.display(),
+                c.step
+            );
+            Ok(())
+        }),
+        Some(Command::CheckReference { dump }) => check_reference(&dump).and_then(|report| {
+            for row in &report.rows {
+                println!("{:<40} {:.3e}", row.quantity, row.worst_relative);
+            }
+            println!("worst: {:.3e} (tolerance {TOLERANCE:e})", report.worst());
+            if report.passes() {
+                Ok(())
+            } else {
+                Err(TrainError::new(format!(
+                    "the trainer differs from the reference by {:.3e} > {TOLERANCE:e}",
+                    report.worst()
+                )))
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kinglet-train: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! AdamW (bias-corrected moments, decoupled weight decay, PyTorch's update
+//! order) and gradient clipping by global norm.
+
+use crate::params::ParamLayout;
+use rayon::prelude::*;
+
+/// Elements per parallel optimizer task.
+const CHUNK: usize = 16 * 1024;
+
+/// The optimizer's numbers for one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWStep {
+    /// Learning rate for this step.
+    pub lr: f32,
+    /// First-moment decay.
+    pub beta1: f32,
+    /// Second-moment decay.
+    pub beta2: f32,
+    /// Denominator epsilon.
+    pub eps: f32,
+    /// Decoupled weight decay.
+    pub weight_decay: f32,
+    /// Also decay 1-D tensors (norm gains).
+    pub decay_norms: bool,
+    /// 1-based step number, for bias correction.
+    pub t: u64,
+}
+
+/// First and second moment arenas, laid out like the parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdamW {
+    /// [params]
+    pub m: Vec<f32>,
+    /// [params]
+    pub v: Vec<f32>,
+}
+
+impl AdamW {
+    /// Zero moments for `n` parameters.
+    pub fn new(n: usize) -> Self {
+        AdamW {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+        }
+    }
+
+    /// One update of `params` from `grads`:
+    /// `m = β1 m + (1-β1) g; v = β2 v + (1-β2) g²;
+    ///  p ← p (1 - lr·wd); p ← p - lr/(1-β1ᵗ) · m / (sqrt(v)/sqrt(1-β2ᵗ) + eps)`.
+    pub fn step(&mut self, layout: &ParamLayout, params: &mut [f32], grads: &[f32], s: AdamWStep) {
+        let bc1 = 1.0 - (s.beta1 as f64).powi(s.t.min(i32::MAX as u64) as i32);
+        let bc2 = 1.0 - (s.beta2 as f64).powi(s.t.min(i32::MAX as u64) as i32);
+        let step_size = (s.lr as f64 / bc1) as f32;
+        let inv_sqrt_bc2 = (1.0 / bc2.sqrt()) as f32;
+        for slot in &layout.slots {
+            let r = slot.range();
+            let decay = if slot.is_matrix() || s.decay_norms {
+                1.0 - s.lr * s.weight_decay
+            } else {
+                1.0
+            };
+            params[r.clone()]
+                .par_chunks_mut(CHUNK)
+                .zip(grads[r.clone()].par_chunks(CHUNK))
+                .zip(self.m[r.clone()].par_chunks_mut(CHUNK))
+                .zip(self.v[r].par_chunks_mut(CHUNK))
+                .for_each(|(((p, g), m), v)| {
+                    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+                        *m = s.beta1 * *m + (1.0 - s.beta1) * g;
+                        *v = s.beta2 * *v + (1.0 - s.beta2) * g * g;
+                        *p *= decay;
+                        *p -= step_size * *m / (v.sqrt() * inv_sqrt_bc2 + s.eps);
+                    }
+                });
+        }
+    }
+}
+
+/// The L2 norm of all gradients, summed in f64 in a fixed order.
+pub fn global_norm(grads: &[f32]) -> f64 {
+    let partial: Vec<f64> = grads
+        .par_chunks(CHUNK)
+        .map(|c| c.iter().map(|&g| g as f64 * g as f64).sum())
+        .collect();
+    partial.iter().sum::<f64>().sqrt()
+}
+
+/// Scales gradients so their global norm is at most `max_norm` (PyTorch's
+/// `clip_grad_norm_` rule). Returns the norm before clipping.
+pub fn clip_global_norm(grads: &mut [f32], max_norm: f32) -> f64 {
+    let norm = global_norm(grads);
+    let coef = max_norm as f64 / (norm + 1e-6);
+    if max_norm > 0.0 && coef < 1.0 {
+        let coef = coef as f32;
+        grads
+            .par_chunks_mut(CHUNK)
+            .for_each(|c| c.iter_mut().for_each(|g| *g *= coef));
+    }
+    norm
+}

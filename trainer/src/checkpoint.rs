@@ -1,0 +1,286 @@
+//! Checkpoints: the whole training state in one file of our own format.
+//!
+//! Layout (little-endian): magic `KLTCKPT\0`, version u32, the model config,
+//! the training config, step, data-sampler RNG state, last val loss, corpus
+//! sha256, the tokenizer's characters (UTF-8), the parameter count, then
+//! params, AdamW m and v (f32 each), and last a CRC32C of every byte before it.
+//! Written to `<path>.tmp`, fsynced, then renamed over `<path>`.
+
+use crate::bail;
+use crate::config::{Decay, ModelConfig, TrainConfig};
+use crate::data::CharTokenizer;
+use crate::error::{Result, TrainError};
+use crate::params::ParamLayout;
+use kinglet::checksum::crc32c;
+use std::io::Write;
+use std::path::Path;
+
+const MAGIC: &[u8; 8] = b"KLTCKPT\0";
+const VERSION: u32 = 1;
+
+/// Everything needed to continue training exactly where it stopped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    /// Model shape.
+    pub model: ModelConfig,
+    /// Optimization settings of the run.
+    pub train: TrainConfig,
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// State of the batch-sampling RNG (the data position).
+    pub data_rng: u64,
+    /// Validation loss at the last evaluation, if any.
+    pub val_loss: Option<f32>,
+    /// sha256 of the corpus file, lowercase hex.
+    pub corpus_sha256: String,
+    /// The character vocabulary.
+    pub tokenizer: CharTokenizer,
+    /// Parameter arena. [layout.total]
+    pub params: Vec<f32>,
+    /// AdamW first moments. [layout.total]
+    pub m: Vec<f32>,
+    /// AdamW second moments. [layout.total]
+    pub v: Vec<f32>,
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_f32(out: &mut Vec<u8>, v: f32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// Reads fields in order; running out of bytes is a "truncated" error.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if n > self.bytes.len() {
+            bail!("checkpoint is truncated");
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+    fn u32(&mut self) -> Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(self.u32()? as u64 | (self.u32()? as u64) << 32)
+    }
+    fn f32(&mut self) -> Result<f32> {
+        Ok(f32::from_bits(self.u32()?))
+    }
+    fn usize(&mut self) -> Result<usize> {
+        Ok(self.u32()? as usize)
+    }
+    fn floats(&mut self, n: usize) -> Result<Vec<f32>> {
+        let bytes = self.take(
+            n.checked_mul(4)
+                .ok_or_else(|| TrainError::new("checkpoint is corrupted"))?,
+        )?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+}
+
+impl Checkpoint {
+    /// The file's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128 + 12 * self.params.len());
+        out.extend_from_slice(MAGIC);
+        put_u32(&mut out, VERSION);
+        let m = &self.model;
+        for v in [
+            m.vocab_size,
+            m.context,
+            m.dim,
+            m.n_layers,
+            m.n_heads,
+            m.n_kv_heads,
+            m.hidden_dim,
+        ] {
+            put_u32(&mut out, v as u32);
+        }
+        put_u32(&mut out, m.tied_classifier as u32);
+        put_f32(&mut out, m.rope_theta);
+        put_f32(&mut out, m.norm_eps);
+        let t = &self.train;
+        put_u32(&mut out, t.batch as u32);
+        put_u32(&mut out, t.accum_steps as u32);
+        put_u64(&mut out, t.steps);
+        put_f32(&mut out, t.lr);
+        put_f32(&mut out, t.min_lr);
+        put_u64(&mut out, t.warmup_steps);
+        put_u32(&mut out, matches!(t.decay, Decay::Cosine) as u32);
+        for v in [t.beta1, t.beta2, t.eps, t.weight_decay] {
+            put_f32(&mut out, v);
+        }
+        put_u32(&mut out, t.decay_norms as u32);
+        put_f32(&mut out, t.grad_clip);
+        put_f32(&mut out, t.init_std);
+        put_u64(&mut out, t.seed);
+        put_u64(&mut out, self.step);
+        put_u64(&mut out, self.data_rng);
+        put_f32(&mut out, self.val_loss.unwrap_or(f32::NAN));
+        let mut sha = [0u8; 64];
+        for (s, b) in sha.iter_mut().zip(self.corpus_sha256.bytes()) {
+            *s = b;
+        }
+        out.extend_from_slice(&sha);
+        let chars: String = self.tokenizer.chars().iter().collect();
+        put_u32(&mut out, chars.len() as u32);
+        out.extend_from_slice(chars.as_bytes());
+        put_u64(&mut out, self.params.len() as u64);
+        for arena in [&self.params, &self.m, &self.v] {
+            for x in arena.iter() {
+                put_f32(&mut out, *x);
+            }
+        }
+        let crc = crc32c(&out);
+        put_u32(&mut out, crc);
+        out
+    }
+
+    /// Parses and checks a checkpoint file's bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
+        if bytes.len() < MAGIC.len() + 8 {
+            bail!("checkpoint is truncated ({} bytes)", bytes.len());
+        }
+        if &bytes[..8] != MAGIC {
+            bail!("not a kinglet-train checkpoint (bad magic)");
+        }
+        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        if version != VERSION {
+            bail!("checkpoint version {version} is not supported (expected {VERSION})");
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32c(body).to_le_bytes() != crc {
+            bail!("checkpoint is truncated or corrupted (checksum mismatch)");
+        }
+        let mut r = Reader { bytes: &body[12..] };
+        let model = ModelConfig {
+            vocab_size: r.usize()?,
+            context: r.usize()?,
+            dim: r.usize()?,
+            n_layers: r.usize()?,
+            n_heads: r.usize()?,
+            n_kv_heads: r.usize()?,
+            hidden_dim: r.usize()?,
+            tied_classifier: r.u32()? != 0,
+            rope_theta: r.f32()?,
+            norm_eps: r.f32()?,
+        };
+        model
+            .validate()
+            .map_err(|e| TrainError::new(format!("checkpoint holds a bad model config: {e}")))?;
+        let train = TrainConfig {
+            batch: r.usize()?,
+            accum_steps: r.usize()?,
+            steps: r.u64()?,
+            lr: r.f32()?,
+            min_lr: r.f32()?,
+            warmup_steps: r.u64()?,
+            decay: if r.u32()? != 0 {
+                Decay::Cosine
+            } else {
+                Decay::Constant
+            },
+            beta1: r.f32()?,
+            beta2: r.f32()?,
+            eps: r.f32()?,
+            weight_decay: r.f32()?,
+            decay_norms: r.u32()? != 0,
+            grad_clip: r.f32()?,
+            init_std: r.f32()?,
+            seed: r.u64()?,
+        };
+        let step = r.u64()?;
+        let data_rng = r.u64()?;
+        let val_loss = Some(r.f32()?).filter(|v| !v.is_nan());
+        let sha = r.take(64)?;
+        let corpus_sha256 = String::from_utf8_lossy(sha)
+            .trim_end_matches('\0')
+            .to_string();
+        let chars_len = r.usize()?;
+        let chars = std::str::from_utf8(r.take(chars_len)?)
+            .map_err(|_| TrainError::new("checkpoint vocabulary is not UTF-8"))?;
+        let tokenizer = CharTokenizer::from_chars(chars.chars().collect())?;
+        if tokenizer.len() != model.vocab_size {
+            bail!(
+                "checkpoint vocabulary has {} characters but the model {}",
+                tokenizer.len(),
+                model.vocab_size
+            );
+        }
+        let n = r.u64()? as usize;
+        let expected = ParamLayout::new(&model).total;
+        if n != expected {
+            bail!("checkpoint holds {n} parameters, its config needs {expected}");
+        }
+        let params = r.floats(n)?;
+        let m = r.floats(n)?;
+        let v = r.floats(n)?;
+        if !r.bytes.is_empty() {
+            bail!("checkpoint has {} unexpected trailing bytes", r.bytes.len());
+        }
+        Ok(Checkpoint {
+            model,
+            train,
+            step,
+            data_rng,
+            val_loss,
+            corpus_sha256,
+            tokenizer,
+            params,
+            m,
+            v,
+        })
+    }
+
+    /// Reads a checkpoint file.
+    pub fn load(path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            TrainError::new(format!("cannot read checkpoint {}: {e}", path.display()))
+        })?;
+        Checkpoint::from_bytes(&bytes)
+            .map_err(|e| TrainError::new(format!("{}: {e}", path.display())))
+    }
+
+    /// Writes atomically: a crash leaves the old file or the new one, never a torn one.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomically(path, &self.to_bytes())
+    }
+}
+
+/// Writes `bytes` to `<path>.tmp`, fsyncs it, renames it over `path`, and
+/// fsyncs the directory so the rename itself survives a crash.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let fail = |what: &str, e: std::io::Error| {
+        TrainError::new(format!("cannot {what} {}: {e}", path.display()))
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let mut file =
+        std::fs::File::create(&tmp).map_err(|e| fail("create a temporary file for", e))?;
+    file.write_all(bytes).map_err(|e| fail("write", e))?;
+    file.sync_all().map_err(|e| fail("sync", e))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(|e| fail("rename into place", e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Best effort: not every platform can open a directory for syncing.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}

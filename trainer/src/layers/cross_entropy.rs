@@ -1,0 +1,52 @@
+//! Softmax cross-entropy over the classifier's logits.
+
+use super::fast_exp::exp;
+use super::ROW_CHUNK;
+use rayon::prelude::*;
+
+/// Writes each position's loss `logsumexp(logits) - logits[target]` into
+/// `losses` and returns their mean (summed in f64, in position order).
+/// losses: [n]; logits: [n, vocab]; targets: [n], each < vocab.
+pub fn forward(losses: &mut [f32], logits: &[f32], targets: &[u32], vocab: usize) -> f64 {
+    losses
+        .par_chunks_mut(ROW_CHUNK)
+        .zip(logits.par_chunks(ROW_CHUNK * vocab))
+        .zip(targets.par_chunks(ROW_CHUNK))
+        .for_each(|((losses, logits), targets)| {
+            for ((loss, row), &t) in losses
+                .iter_mut()
+                .zip(logits.chunks_exact(vocab))
+                .zip(targets)
+            {
+                *loss = log_sum_exp(row) - row[t as usize];
+            }
+        });
+    losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len().max(1) as f64
+}
+
+/// `dlogits = (softmax(logits) - onehot(target)) · scale`, where `scale` is
+/// `1 / (positions · accumulation steps)` for a mean loss.
+/// dlogits, logits: [n, vocab]; targets: [n].
+pub fn backward(dlogits: &mut [f32], logits: &[f32], targets: &[u32], vocab: usize, scale: f32) {
+    dlogits
+        .par_chunks_mut(ROW_CHUNK * vocab)
+        .zip(logits.par_chunks(ROW_CHUNK * vocab))
+        .zip(targets.par_chunks(ROW_CHUNK))
+        .for_each(|((drows, rows), targets)| {
+            let it = drows.chunks_exact_mut(vocab).zip(rows.chunks_exact(vocab));
+            for ((d, row), &t) in it.zip(targets) {
+                let lse = log_sum_exp(row);
+                for (d, &z) in d.iter_mut().zip(row) {
+                    *d = exp(z - lse) * scale;
+                }
+                d[t as usize] -= scale;
+            }
+        });
+}
+
+/// `log Σ exp(row)`, shifted by the maximum so it cannot overflow.
+pub fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = row.iter().map(|&z| exp(z - max)).sum();
+    max + sum.ln()
+}

@@ -1,0 +1,95 @@
+//! Linear layer `y = x Wᵀ` with W stored (out, in), as in the .klt format.
+
+use crate::gemm::{sgemm, Layout};
+use rayon::prelude::*;
+
+/// Rows of `x` per parallel matmul task. Large on purpose: sgemm packs its
+/// operands once per call, and with small tasks the repacking of W costs as
+/// much as the multiply. Fixed (not derived from the thread count) so the
+/// results do not depend on it.
+const ROWS_PER_TASK: usize = 256;
+/// Rows of W per parallel task in the weight-gradient matmul.
+const OUTS_PER_TASK: usize = 128;
+
+/// `y = x Wᵀ`, or `y += x Wᵀ` when `accumulate` (a residual add for free).
+/// y: [n, out]; x: [n, inp]; w: [out, inp].
+pub fn forward(y: &mut [f32], x: &[f32], w: &[f32], inp: usize, out: usize, accumulate: bool) {
+    y.par_chunks_mut(ROWS_PER_TASK * out)
+        .zip(x.par_chunks(ROWS_PER_TASK * inp))
+        .for_each(|(y, x)| {
+            let rows = x.len() / inp;
+            sgemm(
+                x,
+                Layout::row_major(rows, inp),
+                w,
+                Layout::transposed(inp, out),
+                y,
+                Layout::row_major(rows, out),
+                accumulate,
+            );
+        });
+}
+
+/// Accumulates `dx += dy W` and `dw += dyᵀ x`.
+/// dx: [n, inp]; dw: [out, inp]; dy: [n, out]; x: [n, inp]; w: [out, inp].
+pub fn backward(
+    dx: &mut [f32],
+    dw: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    inp: usize,
+    out: usize,
+) {
+    // Independent products: one thread each when two are free.
+    rayon::join(
+        || backward_input(dx, dy, w, inp, out),
+        || backward_weight(dw, dy, x, inp, out),
+    );
+}
+
+/// `dx += dy W`. dx: [n, inp]; dy: [n, out]; w: [out, inp].
+pub fn backward_input(dx: &mut [f32], dy: &[f32], w: &[f32], inp: usize, out: usize) {
+    dx.par_chunks_mut(ROWS_PER_TASK * inp)
+        .zip(dy.par_chunks(ROWS_PER_TASK * out))
+        .for_each(|(dx, dy)| {
+            let rows = dy.len() / out;
+            sgemm(
+                dy,
+                Layout::row_major(rows, out),
+                w,
+                Layout::row_major(out, inp),
+                dx,
+                Layout::row_major(rows, inp),
+                true,
+            );
+        });
+}
+
+/// `dw += dyᵀ x`, split over rows of W so no two tasks touch the same sum.
+/// dw: [out, inp]; dy: [n, out]; x: [n, inp].
+pub fn backward_weight(dw: &mut [f32], dy: &[f32], x: &[f32], inp: usize, out: usize) {
+    let n = x.len() / inp;
+    dw.par_chunks_mut(OUTS_PER_TASK * inp)
+        .enumerate()
+        .for_each(|(task, dw)| {
+            let first = task * OUTS_PER_TASK;
+            let outs = dw.len() / inp;
+            // dyᵀ restricted to columns first..first+outs: an (outs × n) view.
+            let dy_t = Layout {
+                rows: outs,
+                cols: n,
+                row_stride: 1,
+                col_stride: out,
+            };
+            sgemm(
+                &dy[first..],
+                dy_t,
+                x,
+                Layout::row_major(n, inp),
+                dw,
+                Layout::row_major(outs, inp),
+                true,
+            );
+        });
+}

@@ -1,0 +1,207 @@
+//! The whole model: the forward pass as a straight loop over blocks, and the
+//! backward pass as the same loop reversed. Exactly the engine's math.
+
+use crate::activations::{Activations, GradScratch, LayerActs};
+use crate::config::ModelConfig;
+use crate::layers::attention::{self, AttentionShape};
+use crate::layers::rope::{self, RopeTable};
+use crate::layers::{cross_entropy, embedding, linear, rmsnorm, swiglu};
+use crate::params::{LayerWeights, ParamLayout};
+
+fn attention_shape(c: &ModelConfig, context: usize) -> AttentionShape {
+    AttentionShape {
+        context,
+        n_heads: c.n_heads,
+        n_kv_heads: c.n_kv_heads,
+        head_dim: c.head_dim(),
+    }
+}
+
+/// Runs the model on `inputs` (whole windows of `acts.context` tokens, at
+/// most `acts.batch` of them), saving activations for [`backward`]. Returns
+/// the mean cross-entropy against `targets`, or NaN without targets. The
+/// logits are then in [`logits`].
+///
+/// params: the arena of `layout`; inputs, targets: [sequences · context],
+/// every id < vocab (the caller checks ids from outside).
+pub fn forward(
+    layout: &ParamLayout,
+    params: &[f32],
+    acts: &mut Activations,
+    inputs: &[u32],
+    targets: Option<&[u32]>,
+) -> f64 {
+    let c = &layout.config;
+    let context = acts.context;
+    assert!(
+        inputs.len().is_multiple_of(context),
+        "inputs must be whole windows"
+    );
+    let w = layout.views(params);
+    let (mut a, rope) = acts.views(inputs.len() / context);
+    let (d, v) = (c.dim, c.vocab_size);
+    embedding::forward(a.layers[0].resid_in, w.tok_embedding, inputs, d);
+    for l in 0..c.n_layers {
+        let (done, rest) = a.layers.split_at_mut(l + 1);
+        let out: &mut [f32] = match rest.first_mut() {
+            Some(next) => next.resid_in,
+            None => a.head.resid_out,
+        };
+        block_forward(&mut done[l], out, &w.layers[l], c, rope, context);
+    }
+    let h = a.head;
+    rmsnorm::forward(h.xn, h.rstd, h.resid_out, w.norm, d, c.norm_eps);
+    let classifier = w.classifier.unwrap_or(w.tok_embedding);
+    linear::forward(h.logits, h.xn, classifier, d, v, false);
+    match targets {
+        Some(targets) => cross_entropy::forward(h.losses, h.logits, targets, v),
+        None => f64::NAN,
+    }
+}
+
+/// One block: `x += Wo·attn(rope(Wq·n1(x)), rope(Wk·n1(x)), Wv·n1(x))`, then
+/// `x += W2·(silu(W1·n2(x)) · W3·n2(x))`, written into `out`. out: [n, dim].
+fn block_forward(
+    la: &mut LayerActs<'_>,
+    out: &mut [f32],
+    lw: &LayerWeights<&[f32]>,
+    c: &ModelConfig,
+    rope_table: &RopeTable,
+    context: usize,
+) {
+    let (d, kv, f, eps) = (c.dim, c.kv_dim(), c.hidden_dim, c.norm_eps);
+    rmsnorm::forward(la.attn_xn, la.attn_rstd, la.resid_in, lw.attn_norm, d, eps);
+    let (xn, q, k, v) = (&*la.attn_xn, &mut *la.q, &mut *la.k, &mut *la.v);
+    rayon::join(
+        || linear::forward(q, xn, lw.wq, d, d, false),
+        || {
+            rayon::join(
+                || linear::forward(k, xn, lw.wk, d, kv, false),
+                || linear::forward(v, xn, lw.wv, d, kv, false),
+            )
+        },
+    );
+    rope::forward(la.q, rope_table, context, d);
+    rope::forward(la.k, rope_table, context, kv);
+    let shape = attention_shape(c, context);
+    attention::forward(la.att_y, la.probs, la.q, la.k, la.v, shape);
+    la.resid_mid.copy_from_slice(la.resid_in);
+    linear::forward(la.resid_mid, la.att_y, lw.wo, d, d, true);
+    rmsnorm::forward(la.ffn_xn, la.ffn_rstd, la.resid_mid, lw.ffn_norm, d, eps);
+    let (xn, h1, h3) = (&*la.ffn_xn, &mut *la.h1, &mut *la.h3);
+    rayon::join(
+        || linear::forward(h1, xn, lw.w1, d, f, false),
+        || linear::forward(h3, xn, lw.w3, d, f, false),
+    );
+    swiglu::forward(la.gate, la.sig, la.h1, la.h3);
+    out.copy_from_slice(la.resid_mid);
+    linear::forward(out, la.gate, lw.w2, f, d, true);
+}
+
+/// The logits of the last [`forward`]: [sequences · context, vocab].
+pub fn logits(acts: &mut Activations, sequences: usize) -> &[f32] {
+    let (views, _) = acts.views(sequences);
+    views.head.logits
+}
+
+/// Accumulates `∂(scale · Σ position losses)/∂params` into `grads`, using the
+/// activations of the last [`forward`] on the same `inputs` and `targets`.
+/// For the mean loss, `scale = 1 / positions` (divided again by the number
+/// of accumulated micro-batches).
+pub fn backward(
+    layout: &ParamLayout,
+    params: &[f32],
+    grads: &mut [f32],
+    acts: &mut Activations,
+    inputs: &[u32],
+    targets: &[u32],
+    scale: f32,
+) {
+    let c = &layout.config;
+    let context = acts.context;
+    let w = layout.views(params);
+    let mut gw = layout.views_mut(grads);
+    let (mut a, rope) = acts.views(inputs.len() / context);
+    let (d, v) = (c.dim, c.vocab_size);
+    let (h, g) = (a.head, &mut a.grad);
+
+    cross_entropy::backward(g.dlogits, h.logits, targets, v, scale);
+    let classifier = w.classifier.unwrap_or(w.tok_embedding);
+    let dclassifier: &mut [f32] = match gw.classifier.as_mut() {
+        Some(dc) => dc,
+        None => gw.tok_embedding,
+    };
+    g.dxn.fill(0.0);
+    linear::backward(g.dxn, dclassifier, g.dlogits, h.xn, classifier, d, v);
+    g.dresid.fill(0.0);
+    rmsnorm::backward(g.dresid, gw.norm, g.dxn, h.resid_out, h.rstd, w.norm, d);
+
+    for l in (0..c.n_layers).rev() {
+        block_backward(
+            &a.layers[l],
+            g,
+            &mut gw.layers[l],
+            &w.layers[l],
+            c,
+            rope,
+            context,
+        );
+    }
+    embedding::backward(gw.tok_embedding, g.dresid, inputs, d);
+}
+
+/// Turns `g.dresid = ∂L/∂(block output)` into `∂L/∂(block input)`,
+/// accumulating the block's weight gradients into `gw`.
+fn block_backward(
+    la: &LayerActs<'_>,
+    g: &mut GradScratch<'_>,
+    gw: &mut LayerWeights<&mut [f32]>,
+    lw: &LayerWeights<&[f32]>,
+    c: &ModelConfig,
+    rope_table: &RopeTable,
+    context: usize,
+) {
+    let (d, kv, f) = (c.dim, c.kv_dim(), c.hidden_dim);
+    // MLP branch: out = resid_mid + W2·gate; dresid passes straight through.
+    g.dgate.fill(0.0);
+    linear::backward(g.dgate, gw.w2, g.dresid, la.gate, lw.w2, f, d);
+    swiglu::backward(g.dh1, g.dh3, g.dgate, la.sig, la.h1, la.h3);
+    g.dxn.fill(0.0);
+    linear::backward(g.dxn, gw.w1, g.dh1, la.ffn_xn, lw.w1, d, f);
+    linear::backward(g.dxn, gw.w3, g.dh3, la.ffn_xn, lw.w3, d, f);
+    rmsnorm::backward(
+        g.dresid,
+        gw.ffn_norm,
+        g.dxn,
+        la.resid_mid,
+        la.ffn_rstd,
+        lw.ffn_norm,
+        d,
+    );
+
+    // Attention branch: resid_mid = resid_in + Wo·att_y.
+    g.datt_y.fill(0.0);
+    linear::backward(g.datt_y, gw.wo, g.dresid, la.att_y, lw.wo, d, d);
+    g.dq.fill(0.0);
+    g.dk.fill(0.0);
+    g.dv.fill(0.0);
+    let shape = attention_shape(c, context);
+    attention::backward(
+        g.dq, g.dk, g.dv, g.datt_y, la.probs, la.q, la.k, la.v, shape,
+    );
+    rope::backward(g.dq, rope_table, context, d);
+    rope::backward(g.dk, rope_table, context, kv);
+    g.dxn.fill(0.0);
+    linear::backward(g.dxn, gw.wq, g.dq, la.attn_xn, lw.wq, d, d);
+    linear::backward(g.dxn, gw.wk, g.dk, la.attn_xn, lw.wk, d, kv);
+    linear::backward(g.dxn, gw.wv, g.dv, la.attn_xn, lw.wv, d, kv);
+    rmsnorm::backward(
+        g.dresid,
+        gw.attn_norm,
+        g.dxn,
+        la.resid_in,
+        la.attn_rstd,
+        lw.attn_norm,
+        d,
+    );
+}

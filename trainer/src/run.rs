@@ -1,0 +1,246 @@
+//! The training command: the step loop with progress bar, periodic
+//! evaluation and samples, JSON Lines metrics, and checkpoints.
+
+use crate::bail;
+use crate::checkpoint::Checkpoint;
+use crate::config::{ModelConfig, TrainConfig};
+use crate::data::Corpus;
+use crate::error::{Result, TrainError};
+use crate::eval::{fixed_val_loss, sample};
+use crate::plot::{self, LossPoint};
+use crate::rng::Rng;
+use crate::trainer::Trainer;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Everything the training command was asked to do.
+pub struct RunOptions {
+    /// Model shape (vocab size from the corpus).
+    pub model: ModelConfig,
+    /// Optimization settings; `train.steps` is the step to stop at.
+    pub train: TrainConfig,
+    /// The tokenized corpus.
+    pub corpus: Corpus,
+    /// Receives `last.ckpt` (and `metrics.jsonl` by default).
+    pub out_dir: PathBuf,
+    /// JSON Lines metrics file.
+    pub metrics: PathBuf,
+    /// Evaluate every this many steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Validation windows per evaluation.
+    pub eval_windows: usize,
+    /// Checkpoint every this many steps (0 = only at the end).
+    pub save_every: u64,
+    /// Write a metrics line every this many steps.
+    pub log_every: u64,
+    /// Continue from this checkpoint.
+    pub resume: Option<PathBuf>,
+    /// Characters in each evaluation sample (0 = none).
+    pub sample_len: usize,
+    /// Sampling temperature (0 = greedy).
+    pub temperature: f32,
+    /// Draw a progress bar on a terminal.
+    pub progress: bool,
+}
+
+/// How the run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    /// Steps taken in total (including before a resume).
+    pub steps: u64,
+    /// Training loss of the last step.
+    pub train_loss: f64,
+    /// Validation loss at the end.
+    pub val_loss: Option<f32>,
+    /// Wall time of this process's steps and evaluations.
+    pub elapsed_s: f64,
+    /// Training tokens per second over this process's steps.
+    pub tokens_per_s: f64,
+}
+
+fn open_trainer(o: &RunOptions) -> Result<Trainer> {
+    let Some(path) = &o.resume else {
+        return Trainer::new(
+            o.model,
+            o.train,
+            o.corpus.tokenizer.clone(),
+            o.corpus.sha256.clone(),
+        );
+    };
+    let c = Checkpoint::load(path)?;
+    if c.model != o.model {
+        bail!(
+            "checkpoint {} is from another config: it holds {:?}, this run asks for {:?} \
+             (pass the same --preset and shape flags as the original run)",
+            path.display(),
+            c.model,
+            o.model
+        );
+    }
+    if c.tokenizer != o.corpus.tokenizer {
+        bail!(
+            "checkpoint {} was trained on a corpus with other characters",
+            path.display()
+        );
+    }
+    if c.corpus_sha256 != o.corpus.sha256 {
+        eprintln!("note: the corpus differs from the one the checkpoint was trained on");
+    }
+    Trainer::from_checkpoint(c, o.train)
+}
+
+/// Trains until `train.steps`, writing metrics and checkpoints as it goes.
+pub fn run(o: &RunOptions) -> Result<RunSummary> {
+    let mut trainer = open_trainer(o)?;
+    std::fs::create_dir_all(&o.out_dir)
+        .map_err(|e| TrainError::new(format!("cannot create {}: {e}", o.out_dir.display())))?;
+    let ckpt_path = o.out_dir.join("last.ckpt");
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(o.resume.is_some())
+        .write(true)
+        .truncate(o.resume.is_none())
+        .open(&o.metrics)
+        .map_err(|e| {
+            TrainError::new(format!(
+                "cannot open metrics file {}: {e}",
+                o.metrics.display()
+            ))
+        })?;
+
+    let total = o.train.steps;
+    let bar = if o.progress {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(trainer.step);
+    let say = |line: String| {
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
+    let prompt: Vec<u32> = trainer.tokenizer.encode("\n").unwrap_or_default();
+    let start = Instant::now();
+    let (mut tokens_done, mut last_loss, mut last_saved) = (0usize, f64::NAN, None::<u64>);
+    while trainer.step < total {
+        let stats = match trainer.step(&o.corpus.train) {
+            Ok(s) => s,
+            Err(e) => {
+                bar.abandon();
+                let kept = match last_saved {
+                    Some(s) => format!(
+                        "; the last good checkpoint (step {s}) is kept at {}",
+                        ckpt_path.display()
+                    ),
+                    None if ckpt_path.exists() => {
+                        format!("; the earlier checkpoint {} is kept", ckpt_path.display())
+                    }
+                    None => "; no checkpoint was written".into(),
+                };
+                bail!("{e}{kept}");
+            }
+        };
+        tokens_done += trainer.tokens_per_step();
+        last_loss = stats.loss;
+        let elapsed = start.elapsed().as_secs_f64();
+        let tokens_per_s = tokens_done as f64 / elapsed.max(1e-9);
+        let s = trainer.step;
+        bar.set_position(s);
+        bar.set_message(format!(
+            "loss {:.4} | {:.0} tok/s",
+            stats.loss, tokens_per_s
+        ));
+
+        let evaluate = s == total || (o.eval_every > 0 && s % o.eval_every == 0);
+        let mut val_loss = None;
+        if evaluate {
+            let v = fixed_val_loss(
+                &trainer.layout,
+                &trainer.params,
+                &o.corpus.val,
+                o.eval_windows,
+                o.train.batch,
+            );
+            trainer.val_loss = Some(v as f32);
+            val_loss = Some(v);
+            say(format!(
+                "step {s}: train loss {:.4}, val loss {v:.4}",
+                stats.loss
+            ));
+            if o.sample_len > 0 {
+                let mut rng = Rng::new(o.train.seed.wrapping_add(s));
+                let ids = sample(
+                    &trainer.layout,
+                    &trainer.params,
+                    &prompt,
+                    o.sample_len,
+                    o.temperature,
+                    &mut rng,
+                );
+                say(format!(
+                    "sample: {}",
+                    trainer.tokenizer.decode(&ids).replace('\n', "\n        ")
+                ));
+            }
+        }
+        if evaluate || (o.log_every > 0 && s % o.log_every == 0) {
+            let mut line = serde_json::json!({
+                "step": s,
+                "train_loss": stats.loss,
+                "lr": stats.lr,
+                "tokens_per_s": tokens_per_s,
+                "elapsed_s": elapsed,
+            });
+            if let Some(v) = val_loss {
+                line["val_loss"] = serde_json::json!(v);
+            }
+            writeln!(metrics, "{line}").map_err(|e| {
+                TrainError::new(format!("cannot write {}: {e}", o.metrics.display()))
+            })?;
+        }
+        if s == total || (o.save_every > 0 && s % o.save_every == 0) {
+            trainer.checkpoint().save(&ckpt_path)?;
+            last_saved = Some(s);
+        }
+    }
+    bar.finish();
+    drop(metrics);
+    let svg = o.out_dir.join("loss.svg");
+    plot::write_loss_svg(&svg, &loss_points(&o.metrics)?, "kinglet-train: loss")
+        .map_err(|e| TrainError::new(format!("cannot write {}: {e}", svg.display())))?;
+    let elapsed_s = start.elapsed().as_secs_f64();
+    Ok(RunSummary {
+        steps: trainer.step,
+        train_loss: last_loss,
+        val_loss: trainer.val_loss,
+        elapsed_s,
+        tokens_per_s: tokens_done as f64 / elapsed_s.max(1e-9),
+    })
+}
+
+/// The loss curve of every step logged in the metrics file, including those
+/// of earlier runs a resumed run appended to.
+fn loss_points(metrics: &std::path::Path) -> Result<Vec<LossPoint>> {
+    let text = std::fs::read_to_string(metrics)
+        .map_err(|e| TrainError::new(format!("cannot read {}: {e}", metrics.display())))?;
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|v| {
+            Some(LossPoint {
+                step: v["step"].as_u64()?,
+                train_loss: v["train_loss"].as_f64()? as f32,
+                val_loss: v["val_loss"].as_f64().map(|x| x as f32),
+            })
+        })
+        .collect())
+}

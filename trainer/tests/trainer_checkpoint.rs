@@ -1,0 +1,154 @@
+//! Checkpoints: resuming is bit-identical, damaged files are refused, and
+//! results do not depend on the thread count.
+
+mod common;
+
+use kinglet_trainer::checkpoint::Checkpoint;
+use kinglet_trainer::config::{preset, ModelConfig, TrainConfig};
+use kinglet_trainer::data::Corpus;
+use kinglet_trainer::trainer::Trainer;
+
+fn tiny() -> (ModelConfig, TrainConfig, Corpus) {
+    let corpus = Corpus::from_bytes(common::tiny_text().as_bytes(), None, 8).expect("corpus");
+    let p = preset("small").expect("preset");
+    let model = ModelConfig {
+        vocab_size: corpus.tokenizer.len(),
+        context: 8,
+        dim: 16,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        hidden_dim: 24,
+        ..p.model
+    };
+    // warmup + cosine + clipping + accumulation: every piece of state matters.
+    let train = TrainConfig {
+        batch: 3,
+        accum_steps: 2,
+        steps: 8,
+        warmup_steps: 3,
+        ..p.train
+    };
+    (model, train, corpus)
+}
+
+fn fresh() -> (Trainer, Corpus) {
+    let (model, train, corpus) = tiny();
+    let t = Trainer::new(
+        model,
+        train,
+        corpus.tokenizer.clone(),
+        corpus.sha256.clone(),
+    )
+    .expect("trainer");
+    (t, corpus)
+}
+
+#[test]
+fn resume_continues_bit_identically() {
+    let (mut straight, corpus) = fresh();
+    for _ in 0..8 {
+        straight.step(&corpus.train).expect("step");
+    }
+    let (mut first_half, _) = fresh();
+    for _ in 0..4 {
+        first_half.step(&corpus.train).expect("step");
+    }
+    let bytes = first_half.checkpoint().to_bytes();
+    drop(first_half);
+    let loaded = Checkpoint::from_bytes(&bytes).expect("checkpoint reads back");
+    let train = loaded.train;
+    let mut resumed = Trainer::from_checkpoint(loaded, train).expect("resume");
+    for _ in 0..4 {
+        resumed.step(&corpus.train).expect("step");
+    }
+    assert_eq!(resumed.step, 8);
+    let same_bits = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    assert!(
+        same_bits(&straight.params, &resumed.params),
+        "parameters differ"
+    );
+    assert!(
+        same_bits(&straight.adamw.m, &resumed.adamw.m),
+        "first moments differ"
+    );
+    assert!(
+        same_bits(&straight.adamw.v, &resumed.adamw.v),
+        "second moments differ"
+    );
+    assert_eq!(straight.data_rng, resumed.data_rng);
+    assert_eq!(
+        straight.checkpoint().to_bytes(),
+        resumed.checkpoint().to_bytes()
+    );
+}
+
+#[test]
+fn damaged_checkpoints_are_refused() {
+    let (t, _) = fresh();
+    let bytes = t.checkpoint().to_bytes();
+    for cut in [0, 5, 20, bytes.len() / 2, bytes.len() - 1] {
+        let e = Checkpoint::from_bytes(&bytes[..cut]).unwrap_err();
+        assert!(e.message().contains("truncated"), "cut at {cut}: {e}");
+    }
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 3] ^= 1;
+    assert!(Checkpoint::from_bytes(&flipped)
+        .unwrap_err()
+        .message()
+        .contains("corrupted"));
+    let mut other = bytes.clone();
+    other[0] = b'X';
+    assert!(Checkpoint::from_bytes(&other)
+        .unwrap_err()
+        .message()
+        .contains("magic"));
+    assert_eq!(
+        Checkpoint::from_bytes(&bytes).expect("intact").params,
+        t.params
+    );
+}
+
+#[test]
+fn same_results_with_one_or_two_threads() {
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        pool.install(|| {
+            let (mut t, corpus) = fresh();
+            for _ in 0..3 {
+                t.step(&corpus.train).expect("step");
+            }
+            t.params
+        })
+    };
+    let (one, two) = (run(1), run(2));
+    assert!(one
+        .iter()
+        .zip(&two)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+#[test]
+fn training_lowers_the_loss() {
+    let (model, mut train, corpus) = tiny();
+    train.steps = 60;
+    train.lr = 1e-2;
+    let mut t = Trainer::new(
+        model,
+        train,
+        corpus.tokenizer.clone(),
+        corpus.sha256.clone(),
+    )
+    .expect("trainer");
+    let first = t.step(&corpus.train).expect("step").loss;
+    let mut last = first;
+    for _ in 1..60 {
+        last = t.step(&corpus.train).expect("step").loss;
+    }
+    // ln(vocab) ≈ 3.2 at the start; the word structure is easy to learn.
+    assert!(first > 2.8, "{first}");
+    assert!(last < first - 0.8, "loss went from {first} to {last}");
+}

@@ -1,0 +1,293 @@
+//! The `kinglet-train` binary: training, resume, eval, export, and one
+//! readable error line for every kind of bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kinglet-train"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kinglet-train-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn corpus(dir: &Path) -> PathBuf {
+    let path = dir.join("corpus.txt");
+    std::fs::write(&path, common::tiny_text()).expect("write corpus");
+    path
+}
+
+const TINY: [&str; 16] = [
+    "--context",
+    "8",
+    "--dim",
+    "16",
+    "--layers",
+    "2",
+    "--heads",
+    "2",
+    "--hidden",
+    "24",
+    "--batch",
+    "4",
+    "--eval-windows",
+    "8",
+    "--threads",
+    "2",
+];
+
+fn train(dir: &Path, data: &Path, out: &str, extra: &[&str]) -> Output {
+    bin()
+        .args(TINY)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(dir.join(out))
+        .args(["--sample-len", "0", "--quiet"])
+        .args(extra)
+        .output()
+        .expect("run kinglet-train")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Fails with one readable `kinglet-train: ...` line containing `needle`.
+fn assert_fails_with(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, stderr: {err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("kinglet-train: ") && last.contains(needle),
+        "stderr: {err}"
+    );
+}
+
+#[test]
+fn resume_reproduces_an_uninterrupted_run_byte_for_byte() {
+    let dir = scratch("resume");
+    let data = corpus(&dir);
+    let straight = train(
+        &dir,
+        &data,
+        "straight",
+        &["--steps", "6", "--eval-every", "3"],
+    );
+    assert!(straight.status.success(), "{}", stderr(&straight));
+    let half = train(&dir, &data, "split", &["--steps", "3", "--eval-every", "3"]);
+    assert!(half.status.success(), "{}", stderr(&half));
+    let ckpt = dir.join("split/last.ckpt");
+    let rest = train(
+        &dir,
+        &data,
+        "split",
+        &[
+            "--steps",
+            "6",
+            "--eval-every",
+            "3",
+            "--resume",
+            ckpt.to_str().unwrap_or(""),
+        ],
+    );
+    assert!(rest.status.success(), "{}", stderr(&rest));
+    let a = std::fs::read(dir.join("straight/last.ckpt")).expect("checkpoint");
+    let b = std::fs::read(&ckpt).expect("checkpoint");
+    assert!(
+        a == b,
+        "resumed checkpoint differs from the uninterrupted one"
+    );
+    let metrics = std::fs::read_to_string(dir.join("split/metrics.jsonl")).expect("metrics");
+    let lines: Vec<&str> = metrics.lines().collect();
+    assert_eq!(lines.len(), 2, "{metrics}");
+    for key in [
+        "\"step\":6",
+        "\"train_loss\"",
+        "\"val_loss\"",
+        "\"lr\"",
+        "\"tokens_per_s\"",
+        "\"elapsed_s\"",
+    ] {
+        assert!(lines[1].contains(key), "{key} missing in {}", lines[1]);
+    }
+}
+
+#[test]
+fn eval_and_export_work_on_a_checkpoint() {
+    let dir = scratch("export");
+    let data = corpus(&dir);
+    let o = train(&dir, &data, "run", &["--steps", "2", "--eval-every", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ckpt = dir.join("run/last.ckpt");
+    let eval = bin()
+        .arg("eval")
+        .arg(&ckpt)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .expect("eval");
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    let out = String::from_utf8_lossy(&eval.stdout);
+    let loss: f64 = out
+        .trim()
+        .strip_prefix("loss: ")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected eval output {out:?}"));
+    assert!(loss > 1.0 && loss < 4.0, "{loss}");
+    let klt = dir.join("model.klt");
+    let export = bin()
+        .arg("export")
+        .arg(&ckpt)
+        .arg("-o")
+        .arg(&klt)
+        .args(["--dtype", "bf16"])
+        .output()
+        .expect("export");
+    assert!(export.status.success(), "{}", stderr(&export));
+    let bytes = std::fs::read(&klt).expect("model file");
+    kinglet::ModelFile::new_checked(&bytes[..])
+        .expect("opens")
+        .verify()
+        .expect("verifies");
+    let bad = bin()
+        .arg("export")
+        .arg(&ckpt)
+        .arg("-o")
+        .arg(&klt)
+        .args(["--dtype", "q3"])
+        .output()
+        .expect("export");
+    assert_fails_with(&bad, "--dtype");
+}
+
+#[test]
+fn bad_corpora_are_clear_errors() {
+    let dir = scratch("corpora");
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).expect("write");
+        p
+    };
+    let empty = write("empty.txt", b"");
+    assert_fails_with(&train(&dir, &empty, "o", &["--steps", "1"]), "empty");
+    let short = write("short.txt", b"to be or not to be");
+    assert_fails_with(&train(&dir, &short, "o", &["--steps", "1"]), "too short");
+    let binary = write("binary.bin", &[b'a', b'b', 0xC3, 0x28, b'c']);
+    assert_fails_with(&train(&dir, &binary, "o", &["--steps", "1"]), "not UTF-8");
+    let missing = dir.join("missing.txt");
+    assert_fails_with(
+        &train(&dir, &missing, "o", &["--steps", "1"]),
+        "cannot read corpus",
+    );
+    let none = bin().args(["--steps", "1"]).output().expect("run");
+    assert_fails_with(&none, "--data");
+}
+
+#[test]
+fn bad_shapes_and_settings_are_clear_errors() {
+    let dir = scratch("shapes");
+    let data = corpus(&dir);
+    assert_fails_with(
+        &train(&dir, &data, "o", &["--heads", "3"]),
+        "not divisible by --heads",
+    );
+    assert_fails_with(&train(&dir, &data, "o", &["--batch", "0"]), "--batch");
+    assert_fails_with(&train(&dir, &data, "o", &["--context", "0"]), "--context");
+    assert_fails_with(
+        &train(&dir, &data, "o", &["--preset", "huge"]),
+        "unknown --preset",
+    );
+}
+
+#[test]
+fn damaged_or_foreign_checkpoints_are_refused() {
+    let dir = scratch("foreign");
+    let data = corpus(&dir);
+    let o = train(&dir, &data, "run", &["--steps", "1", "--eval-every", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ckpt = dir.join("run/last.ckpt");
+    let resume = ["--steps", "2", "--resume", ckpt.to_str().unwrap_or("")];
+    let other = train(
+        &dir,
+        &data,
+        "run2",
+        &[&["--dim", "32"][..], &resume].concat(),
+    );
+    assert_fails_with(&other, "another config");
+    let bytes = std::fs::read(&ckpt).expect("checkpoint");
+    let cut = dir.join("cut.ckpt");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).expect("write");
+    let truncated = bin()
+        .arg("eval")
+        .arg(&cut)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .expect("eval");
+    assert_fails_with(&truncated, "truncated");
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
+    let dir = scratch("nan");
+    let data = corpus(&dir);
+    let o = train(
+        &dir,
+        &data,
+        "run",
+        &[
+            "--steps",
+            "50",
+            "--lr",
+            "1e30",
+            "--save-every",
+            "1",
+            "--eval-every",
+            "0",
+        ],
+    );
+    assert_fails_with(&o, "at step");
+    let err = stderr(&o);
+    assert!(err.contains("last good checkpoint"), "{err}");
+    let kept = kinglet_trainer::checkpoint::Checkpoint::load(&dir.join("run/last.ckpt"))
+        .expect("kept checkpoint loads");
+    assert!(kept.step >= 1 && kept.step < 50);
+    assert!(kept.params.iter().all(|p| p.is_finite()));
+}
+
+#[test]
+fn check_reference_passes_on_the_shared_dump() {
+    let data = std::env::var_os("KINGLET_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data"))
+        });
+    let dump = data.join("torch-ref/tiny_f64.json");
+    if !dump.exists() {
+        assert!(
+            std::env::var("KINGLET_REQUIRE_DATA").as_deref() != Ok("1"),
+            "{} missing",
+            dump.display()
+        );
+        eprintln!("skipped: {} not found", dump.display());
+        return;
+    }
+    let o = bin()
+        .arg("check-reference")
+        .arg(&dump)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("grad.layers.1.w2") && out.contains("step_losses") && out.contains("worst:"),
+        "{out}"
+    );
+}

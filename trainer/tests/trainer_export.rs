@@ -1,0 +1,89 @@
+//! Exported .klt files open in the engine's reader with the trainer's weights,
+//! vocabulary and metadata.
+
+mod common;
+
+use kinglet::format::TokenizerKind;
+use kinglet::{Dtype, ModelFile};
+use kinglet_trainer::config::{preset, ModelConfig};
+use kinglet_trainer::data::Corpus;
+use kinglet_trainer::export::model_file_bytes;
+use kinglet_trainer::trainer::Trainer;
+
+fn trained() -> Trainer {
+    let corpus = Corpus::from_bytes(common::tiny_text().as_bytes(), None, 8).expect("corpus");
+    let p = preset("seed").expect("preset");
+    let model = ModelConfig {
+        vocab_size: corpus.tokenizer.len(),
+        context: 8,
+        dim: 16,
+        n_layers: 2,
+        n_heads: 2,
+        n_kv_heads: 1,
+        hidden_dim: 24,
+        ..p.model
+    };
+    let train = kinglet_trainer::TrainConfig {
+        batch: 2,
+        ..p.train
+    };
+    let mut t = Trainer::new(
+        model,
+        train,
+        corpus.tokenizer.clone(),
+        corpus.sha256.clone(),
+    )
+    .expect("trainer");
+    t.step(&corpus.train).expect("step");
+    t.val_loss = Some(2.5);
+    t
+}
+
+#[test]
+fn f32_export_round_trips_exactly() {
+    let t = trained();
+    let c = t.checkpoint();
+    let bytes = model_file_bytes(&c, Dtype::F32).expect("export");
+    let file = ModelFile::new_checked(&bytes[..]).expect("engine opens it");
+    file.verify().expect("checksums");
+    assert_eq!(*file.config(), c.model.to_engine());
+    let vocab = file.vocab();
+    assert_eq!(vocab.kind(), TokenizerKind::Char);
+    assert_eq!(vocab.len() as usize, c.tokenizer.len());
+    assert_eq!(vocab.bos(), None);
+    for (id, ch) in c.tokenizer.chars().iter().enumerate() {
+        assert_eq!(vocab.piece(id as u32), ch.to_string().as_bytes());
+        assert_eq!(vocab.find(ch.to_string().as_bytes()), Some(id as u32));
+    }
+    let layout = &t.layout;
+    for (info, slot) in file.tensors().zip(&layout.slots) {
+        assert_eq!(info.name, slot.name);
+        let values: Vec<f32> = info
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(values, &c.params[slot.range()], "{}", slot.name);
+    }
+    assert_eq!(file.metadata_value("training.steps"), Some("1"));
+    assert_eq!(file.metadata_value("training.val_loss"), Some("2.500000"));
+    assert_eq!(
+        file.metadata_value("corpus.sha256"),
+        Some(c.corpus_sha256.as_str())
+    );
+    assert_eq!(file.metadata_value("source"), Some("kinglet-train"));
+}
+
+#[test]
+fn half_precision_exports_keep_norms_in_f32() {
+    let c = trained().checkpoint();
+    for (dtype, expected) in [(Dtype::F16, Dtype::F16), (Dtype::BF16, Dtype::BF16)] {
+        let bytes = model_file_bytes(&c, dtype).expect("export");
+        let file = ModelFile::new_checked(&bytes[..]).expect("engine opens it");
+        file.verify().expect("checksums");
+        for info in file.tensors() {
+            let want = if info.ndim == 1 { Dtype::F32 } else { expected };
+            assert_eq!(info.dtype, want, "{}", info.name);
+        }
+    }
+}
