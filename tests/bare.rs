@@ -1,0 +1,98 @@
+//! The bare binary (`examples/bare`, no libc, no allocator, raw system
+//! calls): builds it around stories260K in Q8_0, runs it, and checks that it
+//! prints exactly what `kinglet generate` prints for the same model, prompt,
+//! seed and settings.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kinglet::Dtype;
+use kinglet_tools::cmd::generate;
+use kinglet_tools::import::llama2c;
+
+const WORKSPACE: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The settings compiled into `examples/bare/src/main.rs`.
+const PROMPT: &str = "Once upon a time";
+const NEW_TOKENS: u32 = 100;
+const TEMPERATURE: f32 = 0.8;
+const TOP_P: f32 = 0.9;
+const SEED: u64 = 42;
+const MAX_SEQ: u32 = 128;
+
+/// A target directory of its own: the bare package is a workspace of its
+/// own with its own profiles, and the outer `cargo test` holds the lock on
+/// the default one.
+fn target_dir() -> PathBuf {
+    Path::new(WORKSPACE).join("target/bare-test")
+}
+
+/// stories260K converted to Q8_0, written to disk; `None` without the data.
+fn q8_model() -> Option<PathBuf> {
+    let checkpoint = std::fs::read(common::data_file("stories260K.bin")?).unwrap();
+    let tokenizer = std::fs::read(common::data_file("tok512.bin")?).unwrap();
+    let model = llama2c::import(&checkpoint, &tokenizer).expect("stories260K imports");
+    let mut bytes = Vec::new();
+    model.write_klt(Dtype::Q8_0, &mut bytes).expect("writes");
+    std::fs::create_dir_all(target_dir()).unwrap();
+    let path = target_dir().join("stories260K_q8_0.klt");
+    std::fs::write(&path, bytes).unwrap();
+    Some(path)
+}
+
+fn build_bare(model: &Path) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--manifest-path",
+            "examples/bare/Cargo.toml",
+        ])
+        .arg("--target-dir")
+        .arg(target_dir())
+        .env("KINGLET_BARE_MODEL", model)
+        .current_dir(WORKSPACE)
+        .status()
+        .expect("runs cargo");
+    assert!(status.success(), "building examples/bare failed");
+    target_dir().join("release/kinglet-bare")
+}
+
+#[test]
+fn bare_binary_prints_what_kinglet_generate_prints() {
+    let Some(model) = q8_model() else { return };
+    let binary = build_bare(&model);
+
+    // A static executable (ELF type EXEC, not a PIE or shared object) that
+    // needs no environment.
+    let elf = std::fs::read(&binary).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF");
+    assert_eq!(u16::from_le_bytes([elf[16], elf[17]]), 2, "ET_EXEC");
+    let output = Command::new(&binary)
+        .env_clear()
+        .output()
+        .expect("runs kinglet-bare");
+    assert!(output.status.success(), "exit status {:?}", output.status);
+    assert!(output.stderr.is_empty());
+    let bare = String::from_utf8(output.stdout).expect("UTF-8");
+
+    let args = generate::Args {
+        model: model.clone(),
+        prompt: PROMPT.into(),
+        tokens: NEW_TOKENS,
+        temperature: TEMPERATURE,
+        top_k: 0,
+        top_p: TOP_P,
+        seed: Some(SEED),
+        max_seq: Some(MAX_SEQ),
+        no_verify: false,
+    };
+    let mut cli = Vec::new();
+    generate::run(args, &mut cli).expect("kinglet generate runs");
+    let cli = String::from_utf8(cli).expect("UTF-8");
+    assert!(cli.starts_with("Once upon a time, there was"), "{cli}");
+    assert_eq!(bare, cli);
+}
