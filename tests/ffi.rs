@@ -235,3 +235,54 @@ fn each_error_path_prints_its_message() {
         )
     );
 }
+
+/// The `no_std` flavor for C firmware (`--no-default-features`, built with
+/// `-C panic=abort`) links with nothing but the C library's memcpy, memmove,
+/// memset, memcmp, bcmp, strlen and abort — no -lm, -lpthread or -ldl — and
+/// generates the same text.
+#[test]
+fn no_std_static_library_links_without_std_and_generates_the_same_text() {
+    let Some(model) = model_path() else { return };
+    let target = Path::new(WORKSPACE).join("target/ffi-c-nostd");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            "kinglet-ffi",
+            "--no-default-features",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .env("RUSTFLAGS", "-C panic=abort")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .current_dir(WORKSPACE)
+        .status()
+        .expect("runs cargo");
+    assert!(status.success(), "no_std build of kinglet-ffi failed");
+    let program = target.join("generate-nostd");
+    let status = Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .arg(Path::new(WORKSPACE).join("tests/c/generate.c"))
+        .arg("-I")
+        .arg(Path::new(WORKSPACE).join("ffi/include"))
+        .arg(target.join("debug/libkinglet_ffi.a"))
+        .arg("-o")
+        .arg(&program)
+        .status()
+        .expect("runs cc");
+    assert!(status.success(), "cc against the no_std library failed");
+    let want = rust_pieces(model, "Once upon a time", 40, 0.0, 1).concat();
+    let (code, text) = run_c(&program, model, ["Once upon a time", "40", "0", "1"], "run");
+    assert_eq!((code, text), (0, want));
+    let (code, text) = run_c(
+        &program,
+        model,
+        ["Once upon a time", "5", "0", "1"],
+        "bad-utf8",
+    );
+    assert_eq!(
+        (code, text.trim_end()),
+        (2, "error -4: the prompt is not valid UTF-8")
+    );
+}

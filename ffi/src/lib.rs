@@ -234,3 +234,10 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
     // SAFETY: the C library's abort() takes nothing and never returns.
     unsafe { abort() }
 }
+
+/// Rust's precompiled `core` refers to the unwinding personality routine
+/// even when everything is built with `panic=abort`; with std absent nothing
+/// else defines it, and with `panic=abort` nothing ever calls it.
+#[cfg(all(not(feature = "std"), not(test)))]
+#[no_mangle]
+extern "C" fn rust_eh_personality() {}
