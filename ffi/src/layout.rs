@@ -1,0 +1,121 @@
+//! Where things go inside the caller's arena: the session state at the first
+//! 64-byte boundary, then the engine's `f32` session buffer, then the prompt
+//! token slots. Plain arithmetic on addresses, checked, no pointers.
+
+use kinglet::{session_floats, Config};
+
+/// Alignment of the session state and of the `f32` buffer after it. The
+/// arena itself may have any alignment: up to `ARENA_ALIGN - 1` bytes at its
+/// start are skipped, and [`arena_bytes`] counts them.
+pub const ARENA_ALIGN: usize = 64;
+
+/// A prompt may have at most this many bytes per session position. Encoding
+/// needs a slot per byte before merging (plus BOS and the dummy prefix), so
+/// the arena holds `PROMPT_BYTES_PER_POSITION × max_seq + 2` token slots.
+pub const PROMPT_BYTES_PER_POSITION: usize = 4;
+
+/// Byte offsets, from the start of the arena, of each region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The session state (`state_bytes` bytes, 64-byte aligned).
+    pub state: usize,
+    /// The engine buffer, `[floats]` f32, 64-byte aligned.
+    pub floats_at: usize,
+    /// Elements of the engine buffer ([`session_floats`]).
+    pub floats: usize,
+    /// The prompt token slots, `[token_slots]` u32.
+    pub tokens_at: usize,
+    /// Number of token slots.
+    pub token_slots: usize,
+    /// One past the last byte used.
+    pub end: usize,
+}
+
+/// Token slots for a session of `max_seq` positions, `None` on overflow.
+pub fn token_slots(max_seq: u32) -> Option<usize> {
+    (max_seq as usize)
+        .checked_mul(PROMPT_BYTES_PER_POSITION)?
+        .checked_add(2)
+}
+
+/// The regions of an arena starting at address `base`, for a state of
+/// `state_bytes` bytes; `None` when a size overflows.
+pub fn layout(base: usize, state_bytes: usize, config: &Config, max_seq: u32) -> Option<Layout> {
+    let skip = base.wrapping_neg() % ARENA_ALIGN;
+    let state = skip;
+    let floats_at = state.checked_add(round_up(state_bytes)?)?;
+    let floats = session_floats(config, max_seq);
+    let tokens_at = floats_at.checked_add(floats.checked_mul(4)?)?;
+    let token_slots = token_slots(max_seq)?;
+    let end = tokens_at.checked_add(token_slots.checked_mul(4)?)?;
+    Some(Layout {
+        state,
+        floats_at,
+        floats,
+        tokens_at,
+        token_slots,
+        end,
+    })
+}
+
+/// Arena bytes that suffice at any alignment: the worst-case skip plus the
+/// regions. `None` on overflow.
+pub fn arena_bytes(state_bytes: usize, config: &Config, max_seq: u32) -> Option<usize> {
+    // An address one past a 64-byte boundary skips the most: 63 bytes.
+    layout(1, state_bytes, config, max_seq).map(|l| l.end)
+}
+
+fn round_up(n: usize) -> Option<usize> {
+    Some(n.checked_add(ARENA_ALIGN - 1)? / ARENA_ALIGN * ARENA_ALIGN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            dim: 64,
+            hidden_dim: 172,
+            n_layers: 5,
+            n_heads: 8,
+            n_kv_heads: 4,
+            vocab_size: 512,
+            max_seq_len: 512,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+            tied_classifier: true,
+        }
+    }
+
+    #[test]
+    fn regions_are_aligned_disjoint_and_within_arena_bytes() {
+        let c = config();
+        let worst = arena_bytes(200, &c, 16).unwrap();
+        for base in [0usize, 1, 4, 63, 64, 4096 + 17] {
+            let l = layout(base, 200, &c, 16).unwrap();
+            assert_eq!((base + l.state) % ARENA_ALIGN, 0);
+            assert_eq!((base + l.floats_at) % ARENA_ALIGN, 0);
+            assert!(l.floats_at >= l.state + 200);
+            assert_eq!(l.tokens_at, l.floats_at + 4 * session_floats(&c, 16));
+            assert_eq!(l.end, l.tokens_at + 4 * (4 * 16 + 2));
+            assert!(l.end <= worst, "base {base}");
+        }
+        assert_eq!(layout(1, 200, &c, 16).unwrap().end, worst);
+        assert_eq!(worst, 63 + 256 + 4 * session_floats(&c, 16) + 4 * 66);
+    }
+
+    #[test]
+    fn overflow_is_none() {
+        let c = config();
+        assert_eq!(arena_bytes(usize::MAX - 10, &c, 16), None);
+        let huge = Config {
+            dim: u32::MAX,
+            n_heads: 1,
+            n_kv_heads: u32::MAX,
+            n_layers: u32::MAX,
+            ..c
+        };
+        assert_eq!(arena_bytes(200, &huge, u32::MAX), None);
+    }
+}
