@@ -308,3 +308,58 @@ fn unwritable_cache_is_a_cache_error() {
     assert!(matches!(err, DownloadError::Cache { .. }), "{err:?}");
     assert_eq!(server.requests(), 0, "fails before touching the network");
 }
+
+/// The CLI end to end: no --data, so `kinglet-train` downloads the corpus
+/// (from the local server named by KINGLET_TINYSHAKESPEARE_URL) into
+/// KINGLET_CACHE_DIR, trains, and leaves a checkpoint, metrics and the loss
+/// curve in --out.
+#[test]
+fn training_without_data_downloads_then_trains() {
+    let Some(corpus) = tinyshakespeare("training_without_data_downloads_then_trains") else {
+        return;
+    };
+    let (cache, out) = (fresh_dir("cli-cache"), fresh_dir("cli-out"));
+    let server = TestServer::start(Reply::Ok(corpus));
+    let tiny = [
+        "--context",
+        "8",
+        "--dim",
+        "16",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--hidden",
+        "32",
+    ];
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_kinglet-train"))
+        .args(tiny)
+        .args([
+            "--batch",
+            "2",
+            "--steps",
+            "2",
+            "--eval-every",
+            "2",
+            "--eval-windows",
+            "4",
+        ])
+        .args(["--sample-len", "0", "--quiet", "--out"])
+        .arg(&out)
+        .env("KINGLET_TINYSHAKESPEARE_URL", server.url())
+        .env("KINGLET_CACHE_DIR", &cache)
+        .output()
+        .expect("run kinglet-train");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("sha256 verified"), "{stderr}");
+    assert_eq!(entries(&cache), [TINYSHAKESPEARE_FILE_NAME]);
+    for file in ["last.ckpt", "metrics.jsonl", "loss.svg"] {
+        assert!(
+            out.join(file).is_file(),
+            "{file} missing: {:?}",
+            entries(&out)
+        );
+    }
+    assert_eq!(server.requests(), 1);
+}
