@@ -105,8 +105,8 @@ fn align_up(n: usize, align: usize) -> Option<usize> {
     Some(n.checked_add(align - 1)? & !(align - 1))
 }
 
-/// The part of a layer a tensor belongs to, in directory order.
-const LAYER_TENSORS: [&str; 9] = [
+/// The tensors of one layer, in directory order (`layers.{l}.{part}`).
+pub const LAYER_TENSORS: [&str; 9] = [
     "attn_norm",
     "wq",
     "wk",

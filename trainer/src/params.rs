@@ -48,18 +48,8 @@ pub struct ParamLayout {
     pub total: usize,
 }
 
-/// Per-layer field names, in canonical order.
-pub const LAYER_FIELDS: [&str; 9] = [
-    "attn_norm",
-    "wq",
-    "wk",
-    "wv",
-    "wo",
-    "ffn_norm",
-    "w1",
-    "w2",
-    "w3",
-];
+/// Per-layer field names, in the .klt file's canonical order.
+pub use kinglet::format::LAYER_TENSORS as LAYER_FIELDS;
 
 impl ParamLayout {
     /// The layout for `config`.
