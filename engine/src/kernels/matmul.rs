@@ -104,20 +104,21 @@ fn dot_group<const G: usize, const B: usize>(
     let mut lanes = [[0.0f32; LANES]; G];
     let row_blocks = row.chunks_exact(B * LANES);
     let row_tail = row_blocks.remainder();
-    let whole = row.len() / (B * LANES) * LANES; // elements in whole blocks
-    for (b, wb) in row_blocks.enumerate() {
+    let mut x_blocks = xs.map(|x| x.chunks_exact(LANES));
+    for wb in row_blocks {
         let w: [f32; LANES] =
             core::array::from_fn(|j| decode(core::array::from_fn(|k| wb[j * B + k])));
-        for (lane, x) in lanes.iter_mut().zip(xs) {
-            let xb = &x[b * LANES..][..LANES];
-            for j in 0..LANES {
-                lane[j] += w[j] * xb[j];
+        for (lane, x) in lanes.iter_mut().zip(x_blocks.iter_mut()) {
+            if let Some(xb) = x.next() {
+                for j in 0..LANES {
+                    lane[j] += w[j] * xb[j];
+                }
             }
         }
     }
     core::array::from_fn(|g| {
         let mut sum = reduce_lanes(lanes[g]);
-        let x_tail = &xs[g][whole..];
+        let x_tail = x_blocks[g].remainder();
         for (w, &xv) in row_tail.chunks_exact(B).zip(x_tail) {
             sum += decode(core::array::from_fn(|k| w[k])) * xv;
         }
@@ -188,15 +189,13 @@ pub fn matmul_quantized(
             }
             _ => {
                 for (b, block) in row.chunks_exact(Q4_0_BLOCK_BYTES).enumerate() {
-                    let levels: [i8; BLOCK_LEN] = core::array::from_fn(|j| {
-                        let byte = block[SCALE_BYTES + j % (BLOCK_LEN / 2)];
-                        let nibble = if j < BLOCK_LEN / 2 {
-                            byte & 0x0f
-                        } else {
-                            byte >> 4
-                        };
-                        nibble as i8 - 8
-                    });
+                    // Byte j: element j in the low nibble, j + 16 in the high.
+                    let mut levels = [0i8; BLOCK_LEN];
+                    let (low, high) = levels.split_at_mut(BLOCK_LEN / 2);
+                    for ((lo, hi), &byte) in low.iter_mut().zip(high).zip(&block[SCALE_BYTES..]) {
+                        *lo = (byte & 0x0f) as i8 - 8;
+                        *hi = (byte >> 4) as i8 - 8;
+                    }
                     add_block_products(o, scale_of(block), &levels, xq, blocks, b);
                 }
             }
@@ -205,8 +204,13 @@ pub fn matmul_quantized(
     Ok(())
 }
 
+/// Positions whose integer block sums are computed in one call.
+const ISUM_GROUP: usize = 16;
+
 /// `out[t] += d_w · xq[t][b].d · isum` for every position `t` (`out`: `[n]`,
-/// `xq`: `[n × blocks]`): one decoded weight block used `n` times.
+/// `xq`: `[n × blocks]`): one decoded weight block used `n` times. The
+/// integer sums come first, a group of positions at a time, in a loop of
+/// their own; the float accumulation follows in block order.
 #[inline(always)]
 fn add_block_products(
     out: &mut [f32],
@@ -216,21 +220,42 @@ fn add_block_products(
     blocks: usize,
     b: usize,
 ) {
-    for (o, x_row) in out.iter_mut().zip(xq.chunks_exact(blocks)) {
-        let x = &x_row[b];
-        *o += d_w * x.d * block_isum(levels, &x.qs) as f32;
+    let groups = out
+        .chunks_mut(ISUM_GROUP)
+        .zip(xq.chunks(ISUM_GROUP * blocks));
+    for (o_group, x_group) in groups {
+        let mut isums = [0i32; ISUM_GROUP];
+        block_isums(levels, x_group, blocks, b, &mut isums);
+        let products = o_group
+            .iter_mut()
+            .zip(x_group.chunks_exact(blocks))
+            .zip(isums);
+        for ((o, x_row), isum) in products {
+            *o += d_w * x_row[b].d * isum as f32;
+        }
     }
 }
 
-/// Σ w_j · x_j over one block, exact in i32. Kept out of line for the same
-/// reason as the quantizer's block sums: alone, it compiles to pmaddwd.
+/// `isums[g] = Σ_j w_j · x_j` over block `b` of each position `g` of
+/// `x_group` (`[≤ ISUM_GROUP × blocks]`), exact in i32. Kept out of line for
+/// the same reason as the quantizer's block sums: alone, the loop compiles
+/// to pmaddwd.
 #[inline(never)]
-fn block_isum(w: &[i8; BLOCK_LEN], x: &[i8; BLOCK_LEN]) -> i32 {
-    let mut isum = 0i32;
-    for j in 0..BLOCK_LEN {
-        isum += i32::from(w[j]) * i32::from(x[j]);
+fn block_isums(
+    w: &[i8; BLOCK_LEN],
+    x_group: &[BlockQ8],
+    blocks: usize,
+    b: usize,
+    isums: &mut [i32; ISUM_GROUP],
+) {
+    for (isum, x_row) in isums.iter_mut().zip(x_group.chunks_exact(blocks)) {
+        let x = &x_row[b].qs;
+        let mut sum = 0i32;
+        for j in 0..BLOCK_LEN {
+            sum += i32::from(w[j]) * i32::from(x[j]);
+        }
+        *isum = sum;
     }
-    isum
 }
 
 /// The f16 scale at the start of a Q8_0 / Q4_0 block.
