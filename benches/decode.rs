@@ -1,19 +1,24 @@
 //! Decode speed: tokens per second after the prompt, and the effective weight
-//! bandwidth beside it (weight bytes one step reads × tok/s).
+//! bandwidth beside it (weight bytes one step reads × tok/s); and prefill
+//! speed: prompt tokens per second through `Session::prefill`, which reads
+//! each weight row once per chunk of `PREFILL_CHUNK` positions.
 //!
 //! Models: stories260K (imported from the reference data when present), and
 //! random-weight models of the stories15M shape (and, with
 //! `KINGLET_BENCH_LARGE=1`, the stories110M shape) written by the same code
 //! as `kinglet synth`, so anyone can reproduce the numbers offline. Dtypes:
 //! f32, q8_0, q4_0 (override with `KINGLET_BENCH_DTYPES=f32,f16,...`). Each
-//! figure is the median of 5 runs of `KINGLET_BENCH_STEPS` (default 128)
-//! greedy steps, single thread.
+//! decode figure is the median of 5 runs of `KINGLET_BENCH_STEPS` (default
+//! 128) greedy steps; each prefill figure the median of 5 prefills of a
+//! `KINGLET_BENCH_PROMPT`-token prompt (default 64). Both run on a rayon pool
+//! of each thread count in `KINGLET_BENCH_THREADS` (default `1,2`).
 //!
 //! `cargo bench --bench decode`
 
 use std::time::Instant;
 
 use kinglet::{session_floats, Dtype, ModelFile, Sampler, SamplerConfig, Session};
+use kinglet_tools::threads::Threads;
 use kinglet_tools::{import::llama2c, synth, DtypePlan, OwnedModel};
 
 const RUNS: usize = 5;
@@ -56,15 +61,33 @@ fn weight_bytes_per_token<T: AsRef<[u8]>>(model: &ModelFile<T>) -> usize {
     }
 }
 
+fn thread_counts() -> Vec<usize> {
+    let list = std::env::var("KINGLET_BENCH_THREADS").unwrap_or_else(|_| "1,2".into());
+    list.split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("bad thread count {n:?} in KINGLET_BENCH_THREADS"))
+        })
+        .collect()
+}
+
+fn median(mut rates: Vec<f64>) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
 /// Median decode tok/s of `steps` greedy steps after a one-token prompt.
-fn decode_rate(file: &[u8], steps: u32) -> f64 {
+fn decode_rate(file: &[u8], steps: u32, threads: &Threads) -> f64 {
     let model = ModelFile::new_checked(file).expect("bench model opens");
     let config = *model.config();
     let max_seq = config.max_seq_len.min(steps + 1);
     let mut buffer = vec![0.0f32; session_floats(&config, max_seq)];
-    let mut rates: Vec<f64> = (0..RUNS)
+    let rates: Vec<f64> = (0..RUNS)
         .map(|_| {
-            let mut session = Session::new(&model, &mut buffer, max_seq).expect("session");
+            let mut session = Session::new(&model, &mut buffer, max_seq)
+                .expect("session")
+                .with_parallel(threads);
             let mut sampler =
                 Sampler::new(config.vocab_size, SamplerConfig::default()).expect("sampler");
             let mut token = model.vocab().bos().unwrap_or(0);
@@ -77,12 +100,37 @@ fn decode_rate(file: &[u8], steps: u32) -> f64 {
             (max_seq - 1) as f64 / start.elapsed().as_secs_f64()
         })
         .collect();
-    rates.sort_by(f64::total_cmp);
-    rates[RUNS / 2]
+    median(rates)
+}
+
+/// Median prefill tok/s of a `prompt_len`-token prompt (BOS, then tokens
+/// spread over the vocabulary) from position 0.
+fn prefill_rate(file: &[u8], prompt_len: u32, threads: &Threads) -> f64 {
+    let model = ModelFile::new_checked(file).expect("bench model opens");
+    let config = *model.config();
+    let max_seq = config.max_seq_len.min(prompt_len);
+    let bos = model.vocab().bos().unwrap_or(0);
+    let prompt: Vec<u32> = std::iter::once(bos)
+        .chain((1..max_seq).map(|i| i.wrapping_mul(7919) % config.vocab_size))
+        .collect();
+    let mut buffer = vec![0.0f32; session_floats(&config, max_seq)];
+    let mut session = Session::new(&model, &mut buffer, max_seq)
+        .expect("session")
+        .with_parallel(threads);
+    let rates: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            session.reset();
+            let start = Instant::now();
+            session.prefill(&prompt).expect("prefill");
+            prompt.len() as f64 / start.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(rates)
 }
 
 fn main() {
     let steps: u32 = env_or("KINGLET_BENCH_STEPS", 128);
+    let prompt_len: u32 = env_or("KINGLET_BENCH_PROMPT", 64);
     let mut models: Vec<(String, OwnedModel)> = Vec::new();
     match stories260k() {
         Some(m) => models.push(("stories260K".into(), m)),
@@ -99,11 +147,18 @@ fn main() {
             synth::synth_model(&config, 1).expect("synth"),
         ));
     }
-    println!("decode, single thread, median of {RUNS} runs of {steps} steps");
     println!(
-        "{:<24} {:>6} {:>10} {:>12} {:>10}",
-        "model", "dtype", "tok/s", "MB/token", "GB/s"
+        "decode: median of {RUNS} runs of {steps} steps; \
+         prefill: median of {RUNS} prompts of {prompt_len} tokens"
     );
+    println!(
+        "{:<24} {:>6} {:>7} {:>10} {:>12} {:>10} {:>12} {:>9}",
+        "model", "dtype", "threads", "tok/s", "MB/token", "GB/s", "prefill tok/s", "prefill ×"
+    );
+    let pools: Vec<Threads> = thread_counts()
+        .into_iter()
+        .map(|n| Threads::new(n).expect("thread pool"))
+        .collect();
     for (name, model) in &models {
         for dtype in dtypes() {
             let mut file = Vec::new();
@@ -112,13 +167,20 @@ fn main() {
                 .expect("encodes");
             let per_token =
                 weight_bytes_per_token(&ModelFile::new_checked(&file[..]).expect("opens"));
-            let rate = decode_rate(&file, steps);
-            println!(
-                "{name:<24} {:>6} {rate:>10.1} {:>12.2} {:>10.2}",
-                dtype.name(),
-                per_token as f64 / 1e6,
-                per_token as f64 * rate / 1e9
-            );
+            for pool in &pools {
+                // Inside the pool, as `kinglet generate` runs: the session's
+                // many short parallel calls then start from a pool thread.
+                let rate = pool.install(|| decode_rate(&file, steps, pool));
+                let prefill = pool.install(|| prefill_rate(&file, prompt_len, pool));
+                println!(
+                    "{name:<24} {:>6} {:>7} {rate:>10.1} {:>12.2} {:>10.2} {prefill:>13.1} {:>9.1}",
+                    dtype.name(),
+                    pool.count(),
+                    per_token as f64 / 1e6,
+                    per_token as f64 * rate / 1e9,
+                    prefill / rate
+                );
+            }
         }
     }
 }

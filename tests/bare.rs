@@ -120,6 +120,7 @@ fn bare_binary_prints_what_kinglet_generate_prints() {
         seed: Some(SEED),
         max_seq: Some(MAX_SEQ),
         no_verify: false,
+        threads: Some(2),
     };
     let mut cli = Vec::new();
     generate::run(args, &mut cli).expect("kinglet generate runs");

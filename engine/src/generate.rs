@@ -1,5 +1,7 @@
 //! Streaming generation, one token per call, for firmware and CLIs alike: the
-//! prompt is fed through the session, then tokens are sampled until the
+//! prompt is run through the session in one [`Session::prefill`] (at the
+//! first step; its tokens are still handed out one per step), then tokens are
+//! sampled until the
 //! caller's limit, an end-of-text token, or a full context. Text comes out as
 //! whole UTF-8 characters as soon as they are complete.
 //!
@@ -54,6 +56,8 @@ pub struct Generator<'g, 'a, T: AsRef<[u8]>> {
     decoder: Decoder,
     /// Prompt tokens handed out so far.
     prompt_done: usize,
+    /// Whether the prompt has been run through the session.
+    prompt_run: bool,
     new_tokens: u32,
     max_new_tokens: u32,
     stop: Option<Stop>,
@@ -92,6 +96,7 @@ impl<'g, 'a, T: AsRef<[u8]>> Generator<'g, 'a, T> {
             prompt,
             decoder: Decoder::new(),
             prompt_done: 0,
+            prompt_run: false,
             new_tokens: 0,
             max_new_tokens,
             stop: None,
@@ -105,6 +110,19 @@ impl<'g, 'a, T: AsRef<[u8]>> Generator<'g, 'a, T> {
     pub fn step(&mut self, mut emit: impl FnMut(&str)) -> Result<Option<Token>, Error> {
         if self.stop.is_some() {
             return Ok(None);
+        }
+        if !self.prompt_run {
+            // Every prompt token but the last feeds the next one; the last
+            // only when something will be sampled from its logits.
+            let run = if self.max_new_tokens > 0 {
+                self.prompt
+            } else {
+                &self.prompt[..self.prompt.len() - 1]
+            };
+            if !run.is_empty() {
+                self.session.prefill(run)?;
+            }
+            self.prompt_run = true;
         }
         let vocab = self.session.model().vocab();
         let token = if let Some(&id) = self.prompt.get(self.prompt_done) {
@@ -127,10 +145,9 @@ impl<'g, 'a, T: AsRef<[u8]>> Generator<'g, 'a, T> {
             }
         };
         self.decoder.push(&vocab, token.id, &mut emit)?;
-        // Run the token to get the logits for the next one, unless nothing
-        // more will be sampled from them.
-        let more = self.prompt_done < self.prompt.len() || self.new_tokens < self.max_new_tokens;
-        if more {
+        // Run a sampled token to get the logits for the next one, unless
+        // nothing more will be sampled from them (the prompt ran above).
+        if !token.from_prompt && self.new_tokens < self.max_new_tokens {
             if self.session.pos() < self.session.max_seq() {
                 self.session.forward(token.id)?;
             } else {

@@ -1,5 +1,13 @@
 //! An inference session: fixed buffers carved from one caller-provided `f32`
-//! slice, a KV cache, and the forward pass of one token at a time.
+//! slice, a KV cache, and the forward pass — one token at a time
+//! ([`Session::forward`]) or a prompt in chunks of [`PREFILL_CHUNK`]
+//! positions ([`Session::prefill`]), whose matrix products read each weight
+//! row once per chunk instead of once per token.
+//!
+//! Matrix products (split by output rows) and attention (split by heads) go
+//! through a [`Parallel`] hook, [`Sequential`](crate::parallel::Sequential)
+//! unless [`Session::with_parallel`] gives another; the split depends on the
+//! shapes only, so the results are the same bits for any number of threads.
 //!
 //! The buffer's exact size is [`session_floats`], a `const fn`, so firmware can
 //! size a `static`. A session never allocates, and every failure (buffer too
@@ -24,25 +32,34 @@
 //! # }
 //! ```
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use crate::config::Config;
 use crate::error::Error;
 use crate::format::ModelFile;
-use crate::kernels;
+use crate::kernels::{self, matmul};
 use crate::ops::{self, Heads};
+use crate::parallel::{Parallel, SEQUENTIAL};
 use crate::quant::{self, BlockQ8};
 use crate::tensor::{Matrix, BLOCK_LEN};
 
+/// Prompt positions [`Session::prefill`] runs together. Every activation
+/// buffer holds this many positions, so it sets the session's extra memory
+/// (see [`session_floats`]) as well as how often a weight row is reused.
+pub const PREFILL_CHUNK: usize = 16;
+
 /// The exact number of `f32` elements a session of `max_seq` positions needs
-/// for `config`:
+/// for `config` (`C` = [`PREFILL_CHUNK`]):
 ///
 /// | region         | elements                          |
 /// |----------------|-----------------------------------|
-/// | `x`, `xb`, `xb2`, `q` | `dim` each                 |
-/// | `hb`, `hb2`    | `hidden_dim` each                 |
-/// | `att`          | `n_heads × max_seq`               |
+/// | `x`, `xb`, `xb2`, `q` | `C × dim` each             |
+/// | `hb`, `hb2`    | `C × hidden_dim` each             |
+/// | `att`          | `n_heads × (max_seq + C × head_dim)` (per head: scores, then outputs) |
 /// | `logits`       | `vocab_size`                      |
 /// | KV cache       | `2 × n_layers × max_seq × kv_dim` |
-/// | `xq`           | `9 × ⌈max(dim, hidden_dim) / 32⌉` (Q8 activation blocks) |
+/// | `products`     | `C × max(dim, hidden_dim)` (matrix products, weight-row major) |
+/// | `xq`           | `C × 9 × ⌈max(dim, hidden_dim) / 32⌉` (Q8 activation blocks) |
 ///
 /// Saturates at `usize::MAX` (which no buffer can meet) on targets where the
 /// size overflows, and never panics, even for an unvalidated config.
@@ -57,8 +74,9 @@ pub const fn session_floats(config: &Config, max_seq: u32) -> usize {
     let kv_dim = head_dim.saturating_mul(config.n_kv_heads as usize);
     let activations = dim
         .saturating_mul(4)
-        .saturating_add(hidden.saturating_mul(2));
-    let att = (config.n_heads as usize).saturating_mul(seq);
+        .saturating_add(hidden.saturating_mul(2))
+        .saturating_mul(PREFILL_CHUNK);
+    let att = (config.n_heads as usize).saturating_mul(attention_stride(seq, head_dim));
     let kv_cache = (config.n_layers as usize)
         .saturating_mul(2)
         .saturating_mul(seq)
@@ -67,15 +85,31 @@ pub const fn session_floats(config: &Config, max_seq: u32) -> usize {
         .saturating_add(att)
         .saturating_add(config.vocab_size as usize)
         .saturating_add(kv_cache)
+        .saturating_add(widest(dim, hidden).saturating_mul(PREFILL_CHUNK))
         .saturating_add(activation_block_floats(dim, hidden))
 }
 
-/// Floats holding the Q8 blocks of the widest matrix input, `dim` or `hidden_dim`.
+/// The wider of the two matrix inputs, `dim` or `hidden_dim`.
+const fn widest(dim: usize, hidden: usize) -> usize {
+    if dim > hidden {
+        dim
+    } else {
+        hidden
+    }
+}
+
+/// Floats of one head's attention workspace: its scores over `max_seq`
+/// positions, then its outputs for a chunk, `[C × head_dim]`.
+const fn attention_stride(max_seq: usize, head_dim: usize) -> usize {
+    max_seq.saturating_add(PREFILL_CHUNK.saturating_mul(head_dim))
+}
+
+/// Floats holding the Q8 blocks of a chunk of the widest matrix input.
 const fn activation_block_floats(dim: usize, hidden: usize) -> usize {
-    let widest = if dim > hidden { dim } else { hidden };
-    widest
+    widest(dim, hidden)
         .div_ceil(BLOCK_LEN)
         .saturating_mul(kernels::FLOATS_PER_BLOCK_Q8)
+        .saturating_mul(PREFILL_CHUNK)
 }
 
 /// [`session_floats`] in bytes.
@@ -84,33 +118,44 @@ pub const fn session_bytes(config: &Config, max_seq: u32) -> usize {
 }
 
 /// One sequence being decoded: the model, the activations and the KV cache.
+///
+/// Activation buffers hold up to [`PREFILL_CHUNK`] positions, position-major
+/// (`[C × width]`); a single-token [`forward`](Self::forward) uses their
+/// first row.
 pub struct Session<'a, T: AsRef<[u8]>> {
     model: &'a ModelFile<T>,
+    /// Runs the row-split matrix products and the per-head attention.
+    parallel: &'a dyn Parallel,
     /// Positions the KV cache holds.
     max_seq: u32,
     /// Positions already run (the next token goes at this position).
     pos: u32,
-    /// Residual stream, `[dim]`.
+    /// Residual stream, `[C × dim]`.
     x: &'a mut [f32],
-    /// Normalized input of a sublayer, then attention output, `[dim]`.
+    /// Normalized input of a sublayer, then attention output, `[C × dim]`.
     xb: &'a mut [f32],
-    /// Output of a projection back into the residual stream, `[dim]`.
+    /// Output of a projection back into the residual stream, `[C × dim]`.
     xb2: &'a mut [f32],
-    /// Query of the current position, `[dim]` (= `n_heads × head_dim`).
+    /// Queries, `[C × dim]` (= `n_heads × head_dim` per position).
     q: &'a mut [f32],
-    /// SwiGLU gate `w1·x`, then the gated hidden vector, `[hidden_dim]`.
+    /// SwiGLU gate `w1·x`, then the gated hidden vector, `[C × hidden_dim]`.
     hb: &'a mut [f32],
-    /// SwiGLU up projection `w3·x`, `[hidden_dim]`.
+    /// SwiGLU up projection `w3·x`, `[C × hidden_dim]`.
     hb2: &'a mut [f32],
-    /// Attention weights, `[n_heads × max_seq]`.
+    /// Per head: attention weights `[max_seq]`, then the head's outputs
+    /// `[C × head_dim]`; `[n_heads × (max_seq + C × head_dim)]`.
     att: &'a mut [f32],
-    /// Output of the last forward, `[vocab_size]`.
+    /// Output of the last forward or prefill, `[vocab_size]`.
     logits: &'a mut [f32],
     /// Keys, `[n_layers × max_seq × kv_dim]`.
     key_cache: &'a mut [f32],
     /// Values, `[n_layers × max_seq × kv_dim]`.
     value_cache: &'a mut [f32],
-    /// The input of a quantized matrix, as Q8 blocks, `[max(dim, hidden) / 32]`.
+    /// A chunk's matrix product, weight-row major `[rows × C]` (rows ≤
+    /// `max(dim, hidden_dim)`), before it is transposed into place.
+    products: &'a mut [f32],
+    /// The inputs of a quantized matrix, as Q8 blocks,
+    /// `[C × ⌈max(dim, hidden) / 32⌉]`.
     xq: &'a mut [BlockQ8],
 }
 
@@ -118,7 +163,8 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     /// Starts an empty session of up to `max_seq` positions in `buffer`, which
     /// must hold at least [`session_floats`]`(model.config(), max_seq)`
     /// elements (any excess is left unused). The buffer's contents do not
-    /// matter: every element is written before it is read.
+    /// matter: every element is written before it is read. The session runs
+    /// on the calling thread until [`with_parallel`](Self::with_parallel).
     ///
     /// Errors: [`Error::InvalidInput`] when `max_seq` is 0 or larger than the
     /// model's `max_seq_len`; [`Error::BufferTooSmall`].
@@ -140,25 +186,30 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
                 available: buffer.len(),
             });
         }
+        let chunk_dim = PREFILL_CHUNK * config.dim as usize;
+        let chunk_hidden = PREFILL_CHUNK * config.hidden_dim as usize;
+        let seq = max_seq as usize;
         let dim = config.dim as usize;
         let hidden = config.hidden_dim as usize;
-        let seq = max_seq as usize;
+        let att = config.n_heads as usize * attention_stride(seq, config.head_dim());
         let cache = config.n_layers as usize * seq * config.kv_dim();
         // Every size below sums to `needed`, which fits in `buffer`.
-        let (x, rest) = buffer.split_at_mut(dim);
-        let (xb, rest) = rest.split_at_mut(dim);
-        let (xb2, rest) = rest.split_at_mut(dim);
-        let (q, rest) = rest.split_at_mut(dim);
-        let (hb, rest) = rest.split_at_mut(hidden);
-        let (hb2, rest) = rest.split_at_mut(hidden);
-        let (att, rest) = rest.split_at_mut(config.n_heads as usize * seq);
+        let (x, rest) = buffer.split_at_mut(chunk_dim);
+        let (xb, rest) = rest.split_at_mut(chunk_dim);
+        let (xb2, rest) = rest.split_at_mut(chunk_dim);
+        let (q, rest) = rest.split_at_mut(chunk_dim);
+        let (hb, rest) = rest.split_at_mut(chunk_hidden);
+        let (hb2, rest) = rest.split_at_mut(chunk_hidden);
+        let (att, rest) = rest.split_at_mut(att);
         let (logits, rest) = rest.split_at_mut(config.vocab_size as usize);
         let (key_cache, rest) = rest.split_at_mut(cache);
         let (value_cache, rest) = rest.split_at_mut(cache);
+        let (products, rest) = rest.split_at_mut(PREFILL_CHUNK * widest(dim, hidden));
         let (xq, _unused) = rest.split_at_mut(activation_block_floats(dim, hidden));
         let xq = kernels::blocks_in_floats(xq);
         Ok(Session {
             model,
+            parallel: &SEQUENTIAL,
             max_seq,
             pos: 0,
             x,
@@ -171,8 +222,17 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             logits,
             key_cache,
             value_cache,
+            products,
             xq,
         })
+    }
+
+    /// Runs the session's matrix products and attention heads through
+    /// `parallel` (e.g. a thread pool). The results do not change: every
+    /// hook computes the same chunks with the same code.
+    pub fn with_parallel(mut self, parallel: &'a dyn Parallel) -> Self {
+        self.parallel = parallel;
+        self
     }
 
     /// The model this session runs.
@@ -195,8 +255,9 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
         self.pos = 0;
     }
 
-    /// The logits of the last [`forward`](Self::forward), `[vocab_size]`
-    /// (unspecified before the first one).
+    /// The logits of the last [`forward`](Self::forward) or
+    /// [`prefill`](Self::prefill), `[vocab_size]` (unspecified before the
+    /// first one).
     pub fn logits(&self) -> &[f32] {
         &*self.logits
     }
@@ -210,90 +271,340 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     /// values to the cache, advances the position and returns the logits for
     /// the next token, `[vocab_size]`.
     ///
-    /// Errors: [`Error::TokenOutOfRange`], [`Error::SequenceFull`]; the
-    /// session is unchanged when one is returned.
+    /// Errors: [`Error::TokenOutOfRange`], [`Error::SequenceFull`],
+    /// [`Error::Unrepresentable`] when a quantized model's activations
+    /// overflow to infinity or NaN; the position is unchanged when one is
+    /// returned.
     pub fn forward(&mut self, token: u32) -> Result<&[f32], Error> {
-        let config = *self.model.config();
-        if token >= config.vocab_size {
-            return Err(Error::TokenOutOfRange {
-                token,
-                vocab_size: config.vocab_size,
-            });
+        self.check_tokens(&[token])?;
+        self.run_chunk(&[token], true)?;
+        Ok(&*self.logits)
+    }
+
+    /// Runs `tokens` at positions [`pos`](Self::pos)`..pos + tokens.len()`,
+    /// [`PREFILL_CHUNK`] at a time, appends their keys and values to the
+    /// cache, advances the position and returns the logits after the last
+    /// one, `[vocab_size]`: what as many [`forward`](Self::forward) calls
+    /// would give, with every weight row read once per chunk. (The float
+    /// reference kernels give the same bits as `forward`; accelerated
+    /// kernels may differ in the last bits.)
+    ///
+    /// Errors: [`Error::EmptyPrompt`] for no tokens, and as `forward`; the
+    /// position is unchanged when one is returned.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], Error> {
+        if tokens.is_empty() {
+            return Err(Error::EmptyPrompt);
         }
-        if self.pos >= self.max_seq {
+        self.check_tokens(tokens)?;
+        let start = self.pos;
+        let last = (tokens.len() - 1) / PREFILL_CHUNK;
+        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+            if let Err(e) = self.run_chunk(chunk, i == last) {
+                self.pos = start;
+                return Err(e);
+            }
+        }
+        Ok(&*self.logits)
+    }
+
+    /// Whether every token is in the vocabulary and they all fit.
+    fn check_tokens(&self, tokens: &[u32]) -> Result<(), Error> {
+        let vocab_size = self.model.config().vocab_size;
+        if let Some(&token) = tokens.iter().find(|&&t| t >= vocab_size) {
+            return Err(Error::TokenOutOfRange { token, vocab_size });
+        }
+        if tokens.len() > (self.max_seq - self.pos) as usize {
             return Err(Error::SequenceFull {
                 max_seq_len: self.max_seq,
             });
         }
-        let model = self.model;
-        let heads = Heads::of(&config);
-        let kv_dim = config.kv_dim();
-        let seq = self.max_seq as usize;
-        let pos = self.pos as usize;
-        let eps = config.norm_eps;
+        Ok(())
+    }
 
-        kernels::row_to_f32(&model.token_embedding(), token as usize, self.x);
+    /// The forward pass of `tokens` (checked, 1 to [`PREFILL_CHUNK`] of
+    /// them, fitting in the cache) at positions `pos..pos + n`; the logits
+    /// of the last one when `want_logits`. Advances `pos` on success.
+    fn run_chunk(&mut self, tokens: &[u32], want_logits: bool) -> Result<(), Error> {
+        let config = *self.model.config();
+        let model = self.model;
+        let parallel = self.parallel;
+        let heads = Heads::of(&config);
+        let (dim, hidden, kv_dim) = (
+            config.dim as usize,
+            config.hidden_dim as usize,
+            config.kv_dim(),
+        );
+        let seq = self.max_seq as usize;
+        let start = self.pos as usize;
+        let n = tokens.len();
+        let eps = config.norm_eps;
+        // This chunk's rows of each activation buffer.
+        let x = &mut self.x[..n * dim];
+        let xb = &mut self.xb[..n * dim];
+        let xb2 = &mut self.xb2[..n * dim];
+        let q = &mut self.q[..n * dim];
+        let hb = &mut self.hb[..n * hidden];
+        let hb2 = &mut self.hb2[..n * hidden];
+        let mut scratch = Scratch {
+            parallel,
+            products: self.products,
+            xq: self.xq,
+        };
+
+        let embedding = model.token_embedding();
+        for (&token, x_row) in tokens.iter().zip(x.chunks_exact_mut(dim)) {
+            kernels::row_to_f32(&embedding, token as usize, x_row);
+        }
 
         for layer in 0..config.n_layers as usize {
             let w = model.layer(layer);
-            // This layer's cache, `[max_seq × kv_dim]` each; row `pos` is new.
+            // This layer's cache, `[max_seq × kv_dim]` each; rows
+            // `start..start + n` are new.
             let layer_cache = layer * seq * kv_dim..(layer + 1) * seq * kv_dim;
             let keys = &mut self.key_cache[layer_cache.clone()];
             let values = &mut self.value_cache[layer_cache];
-            let new_row = pos * kv_dim..(pos + 1) * kv_dim;
+            let new_rows = start * kv_dim..(start + n) * kv_dim;
 
             // Attention: project, rotate, write k and v into the cache, attend.
-            ops::rmsnorm(self.xb, self.x, &w.attn_norm, eps);
-            project(self.q, &w.wq, self.xb, self.xq)?;
-            project(&mut keys[new_row.clone()], &w.wk, self.xb, self.xq)?;
-            project(&mut values[new_row.clone()], &w.wv, self.xb, self.xq)?;
-            ops::rope(self.q, heads.head_dim, self.pos, config.rope_theta);
-            ops::rope(
-                &mut keys[new_row],
-                heads.head_dim,
-                self.pos,
-                config.rope_theta,
-            );
-            let visible = ..(pos + 1) * kv_dim; // positions 0..=pos
-            ops::attention(
-                self.xb,
-                self.q,
+            rmsnorm_rows(xb, x, &w.attn_norm, eps, dim);
+            scratch.project(q, &w.wq, xb, n)?;
+            scratch.project(&mut keys[new_rows.clone()], &w.wk, xb, n)?;
+            scratch.project(&mut values[new_rows.clone()], &w.wv, xb, n)?;
+            let new_keys = keys[new_rows].chunks_exact_mut(kv_dim);
+            for (t, (q_row, k_row)) in q.chunks_exact_mut(dim).zip(new_keys).enumerate() {
+                let pos = (start + t) as u32;
+                ops::rope(q_row, heads.head_dim, pos, config.rope_theta);
+                ops::rope(k_row, heads.head_dim, pos, config.rope_theta);
+            }
+            let visible = ..(start + n) * kv_dim; // positions 0..start + n
+            attend(
+                parallel,
+                xb,
+                q,
                 &keys[visible],
                 &values[visible],
                 self.att,
                 heads,
+                start,
+                seq,
             );
-            project(self.xb2, &w.wo, self.xb, self.xq)?;
-            ops::add_assign(self.x, self.xb2);
+            scratch.project(xb2, &w.wo, xb, n)?;
+            ops::add_assign(x, xb2);
 
             // SwiGLU MLP: w2(silu(w1 x) * w3 x).
-            ops::rmsnorm(self.xb, self.x, &w.ffn_norm, eps);
-            project(self.hb, &w.w1, self.xb, self.xq)?;
-            project(self.hb2, &w.w3, self.xb, self.xq)?;
-            ops::silu_mul(self.hb, self.hb2);
-            project(self.xb2, &w.w2, self.hb, self.xq)?;
-            ops::add_assign(self.x, self.xb2);
+            rmsnorm_rows(xb, x, &w.ffn_norm, eps, dim);
+            scratch.project(hb, &w.w1, xb, n)?;
+            scratch.project(hb2, &w.w3, xb, n)?;
+            ops::silu_mul(hb, hb2);
+            scratch.project(xb2, &w.w2, hb, n)?;
+            ops::add_assign(x, xb2);
         }
 
-        ops::rmsnorm(self.xb, self.x, &model.final_norm(), eps);
-        project(self.logits, &model.classifier(), self.xb, self.xq)?;
-        self.pos += 1;
-        Ok(&*self.logits)
+        if want_logits {
+            let last = &x[(n - 1) * dim..];
+            let normed = &mut xb[..dim];
+            ops::rmsnorm(normed, last, &model.final_norm(), eps);
+            scratch.project(self.logits, &model.classifier(), normed, 1)?;
+        }
+        self.pos += n as u32;
+        Ok(())
     }
 }
 
-/// `out = W x` for any weight dtype. Quantized weights multiply `x` quantized
-/// on the fly to Q8 blocks in `xq`, with integer dot products per block.
-/// Shapes were checked when the model was opened, so the quantized path's
-/// length errors cannot occur; they are passed on rather than unwrapped.
-fn project(out: &mut [f32], w: &Matrix<'_>, x: &[f32], xq: &mut [BlockQ8]) -> Result<(), Error> {
-    if w.dtype.is_quantized() {
-        let blocks = &mut xq[..x.len() / BLOCK_LEN];
-        quant::quantize_activations(x, blocks)?;
-        kernels::matvec_quantized(out, w, blocks)
-    } else {
-        kernels::matvec(out, w, x);
+/// RMSNorm of every position: `out`, `x`: `[n × dim]`.
+fn rmsnorm_rows(out: &mut [f32], x: &[f32], gain: &Matrix<'_>, eps: f32, dim: usize) {
+    for (o, x_row) in out.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+        ops::rmsnorm(o, x_row, gain, eps);
+    }
+}
+
+/// Weight bytes (times the positions multiplied) one task of a matrix
+/// product covers: enough work that handing it to another thread costs
+/// little, and still several tasks for a 288-row matrix.
+const TASK_BYTES: usize = 16 * 1024;
+
+/// Rows per task: a multiple of 8 (so kernels that take rows in groups see
+/// whole groups), from the shapes alone — never from the thread count, so
+/// the split, and with it every bit of the result, is the same on any pool.
+fn rows_per_task(w: &Matrix<'_>, n: usize) -> usize {
+    let work_per_row = w.row_bytes().saturating_mul(n).max(1);
+    (TASK_BYTES / work_per_row)
+        .clamp(1, w.rows.max(1))
+        .next_multiple_of(8)
+}
+
+/// What a matrix product needs besides its operands.
+struct Scratch<'s> {
+    parallel: &'s dyn Parallel,
+    /// `[rows × n]` products before they are transposed into place.
+    products: &'s mut [f32],
+    /// `[n × cols / 32]` quantized inputs.
+    xq: &'s mut [BlockQ8],
+}
+
+impl Scratch<'_> {
+    /// `out[t] = W x[t]` for `n` positions, any weight dtype, split by rows
+    /// of `W` over the parallel hook. `out`: `[n × w.rows]`, `x`:
+    /// `[n × w.cols]`. Quantized weights multiply the positions quantized on
+    /// the fly to Q8 blocks, with integer dot products per block. One
+    /// position goes through the matrix-vector kernels straight into `out`;
+    /// more go through the matrix-matrix kernels (each weight row read once
+    /// for all of them) into `products` and are transposed into `out`.
+    ///
+    /// Shapes were checked when the model was opened, so the kernels' length
+    /// errors cannot occur; they are passed on rather than unwrapped.
+    fn project(
+        &mut self,
+        out: &mut [f32],
+        w: &Matrix<'_>,
+        x: &[f32],
+        n: usize,
+    ) -> Result<(), Error> {
+        let (rows, cols) = (w.rows, w.cols);
+        if rows == 0 || cols == 0 || n == 0 {
+            out.fill(0.0);
+            return Ok(());
+        }
+        let quantized = w.dtype.is_quantized();
+        let xq: &[BlockQ8] = if quantized {
+            let blocks = cols / BLOCK_LEN;
+            let xq = self.xq.get_mut(..n * blocks).ok_or(Error::InvalidInput {
+                reason: "matrix input wider than the session's buffers",
+            })?;
+            for (x_row, q_row) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(blocks.max(1))) {
+                quant::quantize_activations(x_row, q_row)?;
+            }
+            xq
+        } else {
+            &[]
+        };
+        let rows_per_task = rows_per_task(w, n);
+        let failed = AtomicBool::new(false);
+        if n == 1 {
+            self.parallel
+                .for_each_chunk(out, rows_per_task, &|first, part| {
+                    let ok = match w.rows(first..first + part.len()) {
+                        Some(part_w) if quantized => {
+                            kernels::matvec_quantized(part, &part_w, xq).is_ok()
+                        }
+                        Some(part_w) => {
+                            kernels::matvec(part, &part_w, x);
+                            true
+                        }
+                        None => false,
+                    };
+                    if !ok {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                });
+        } else {
+            let products = self
+                .products
+                .get_mut(..rows * n)
+                .ok_or(Error::InvalidInput {
+                    reason: "matrix output taller than the session's buffers",
+                })?;
+            self.parallel
+                .for_each_chunk(products, rows_per_task * n, &|first, part| {
+                    let first_row = first / n;
+                    let ok = match w.rows(first_row..first_row + part.len() / n) {
+                        Some(part_w) if quantized => {
+                            matmul::matmul_quantized(part, &part_w, xq, n).is_ok()
+                        }
+                        Some(part_w) => {
+                            matmul::matmul(part, &part_w, x, n);
+                            true
+                        }
+                        None => false,
+                    };
+                    if !ok {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                });
+            // `[rows × n]` → `[n × rows]`.
+            for (t, out_row) in out.chunks_exact_mut(rows).enumerate() {
+                for (o, row_products) in out_row.iter_mut().zip(products.chunks_exact(n)) {
+                    *o = row_products[t];
+                }
+            }
+        }
+        if failed.load(Ordering::Relaxed) {
+            return Err(Error::InvalidInput {
+                reason: "a weight matrix does not match its input",
+            });
+        }
         Ok(())
+    }
+}
+
+/// Causal attention of the chunk's `n` query positions (`start..start + n`)
+/// over the cache, one task per query head through the hook, each exactly as
+/// [`ops::attention`] computes a head (scores `q·k / sqrt(head_dim)`,
+/// softmax, weighted sum of values), so a chunk gives the bits of as many
+/// single positions.
+///
+/// - `out`: `[n × dim]`, the heads' outputs;
+/// - `q`: `[n × dim]`, the queries (RoPE applied);
+/// - `keys`, `values`: `[(start + n) × kv_dim]`, this layer's cache rows;
+/// - `att`: `[n_heads × (max_seq + C × head_dim)]` workspace.
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    parallel: &dyn Parallel,
+    out: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    att: &mut [f32],
+    heads: Heads,
+    start: usize,
+    max_seq: usize,
+) {
+    let Heads {
+        n_heads,
+        n_kv_heads,
+        head_dim,
+    } = heads;
+    if n_heads == 0 || n_kv_heads == 0 || head_dim == 0 {
+        return;
+    }
+    let (dim, kv_dim) = (n_heads * head_dim, heads.kv_dim());
+    let group = n_heads / n_kv_heads; // query heads per KV head
+    let stride = attention_stride(max_seq, head_dim);
+    let Some(att) = att.get_mut(..n_heads * stride) else {
+        return;
+    };
+    let scale = libm::sqrtf(head_dim as f32);
+    parallel.for_each_chunk(att, stride, &|first, workspace| {
+        let h = first / stride;
+        let (scores, head_out) = workspace.split_at_mut(max_seq.min(workspace.len()));
+        let kv_start = (h / group.max(1)) * head_dim;
+        if kv_start + head_dim > kv_dim {
+            return; // n_heads not a multiple of n_kv_heads: refused at open
+        }
+        let kv_range = kv_start..kv_start + head_dim;
+        let queries = q
+            .chunks_exact(dim)
+            .map(|q_row| &q_row[h * head_dim..][..head_dim]);
+        for (t, (q_head, out_head)) in queries.zip(head_out.chunks_exact_mut(head_dim)).enumerate()
+        {
+            let positions = start + t + 1; // causal: 0..=start + t
+            let weights = &mut scores[..positions.min(max_seq)];
+            for (w, key_row) in weights.iter_mut().zip(keys.chunks_exact(kv_dim)) {
+                *w = kernels::dot(q_head, &key_row[kv_range.clone()]) / scale;
+            }
+            ops::softmax(weights);
+            out_head.fill(0.0);
+            for (&w, value_row) in weights.iter().zip(values.chunks_exact(kv_dim)) {
+                kernels::axpy(out_head, w, &value_row[kv_range.clone()]);
+            }
+        }
+    });
+    // Each head's `[n × head_dim]` outputs into the position-major `out`.
+    for (h, workspace) in att.chunks_exact(stride).enumerate() {
+        let head_out = workspace[max_seq..].chunks_exact(head_dim);
+        for (out_row, o) in out.chunks_exact_mut(dim).zip(head_out) {
+            out_row[h * head_dim..][..head_dim].copy_from_slice(o);
+        }
     }
 }
 
@@ -320,9 +631,16 @@ mod tests {
     #[test]
     fn session_floats_counts_every_region() {
         let (dim, hidden, heads, seq, vocab, layers) = (288, 768, 6, 256, 32000, 6);
-        let kv_dim = 288;
-        let xq = 9 * (hidden / 32); // Q8 blocks of the widest input
-        let want = 4 * dim + 2 * hidden + heads * seq + vocab + 2 * layers * seq * kv_dim + xq;
+        let (head_dim, kv_dim, c) = (48, 288, PREFILL_CHUNK);
+        let activations = c * (4 * dim + 2 * hidden);
+        let products = c * hidden; // the widest matrix input
+        let xq = c * 9 * (hidden / 32); // Q8 blocks of a chunk of the widest input
+        let want = activations
+            + heads * (seq + c * head_dim)
+            + vocab
+            + 2 * layers * seq * kv_dim
+            + products
+            + xq;
         assert_eq!(STORIES15M_FLOATS, want);
         assert_eq!(session_bytes(&STORIES15M, 256), 4 * want);
         let gqa = Config {
@@ -331,7 +649,12 @@ mod tests {
         };
         assert_eq!(
             session_floats(&gqa, 10),
-            4 * dim + 2 * hidden + heads * 10 + vocab + 2 * layers * 10 * 96 + xq
+            activations
+                + heads * (10 + c * head_dim)
+                + vocab
+                + 2 * layers * 10 * 96
+                + products
+                + xq
         );
     }
 
@@ -341,9 +664,10 @@ mod tests {
             n_heads: 0,
             ..STORIES15M
         };
+        let c = PREFILL_CHUNK;
         assert_eq!(
             session_floats(&zero_heads, 4),
-            4 * 288 + 2 * 768 + 32000 + 9 * 768 / 32
+            c * (4 * 288 + 2 * 768) + 32000 + c * 768 + c * 9 * 768 / 32
         );
         let huge = Config {
             dim: u32::MAX,
@@ -356,5 +680,17 @@ mod tests {
         };
         assert_eq!(session_floats(&huge, u32::MAX), usize::MAX);
         assert_eq!(session_bytes(&huge, u32::MAX), usize::MAX);
+    }
+
+    #[test]
+    fn rows_per_task_depends_on_the_shape_only() {
+        let data = [0u8; 100 * 64 * 4];
+        let w = Matrix::new(crate::Dtype::F32, 100, 64, &data).unwrap();
+        // 256-byte rows: 64 rows of 16 KB for one position, 8 for sixteen.
+        assert_eq!(rows_per_task(&w, 1), 64);
+        assert_eq!(rows_per_task(&w, PREFILL_CHUNK), 8);
+        let wide = [0u8; 2 * 8192 * 4];
+        let w = Matrix::new(crate::Dtype::F32, 2, 8192, &wide).unwrap();
+        assert_eq!(rows_per_task(&w, 1), 8);
     }
 }

@@ -121,4 +121,44 @@ impl<'a> Matrix<'a> {
         let n = self.row_bytes();
         &self.data[r * n..(r + 1) * n]
     }
+
+    /// The rows `range` as a matrix of their own (`range.len() × cols`, the
+    /// same bytes), e.g. one thread's share of a matrix product; `None` when
+    /// the range is reversed or runs past the last row.
+    pub fn rows(&self, range: core::ops::Range<usize>) -> Option<Matrix<'a>> {
+        if range.start > range.end || range.end > self.rows {
+            return None;
+        }
+        let n = self.row_bytes();
+        let data = self.data.get(range.start * n..range.end * n)?;
+        Some(Matrix {
+            dtype: self.dtype,
+            rows: range.end - range.start,
+            cols: self.cols,
+            data,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_views_a_range_of_rows() {
+        let data: [u8; 3 * Q8_0_BLOCK_BYTES] = core::array::from_fn(|i| i as u8);
+        let w = Matrix::new(Dtype::Q8_0, 3, BLOCK_LEN, &data).unwrap();
+        let middle = w.rows(1..3).unwrap();
+        assert_eq!(
+            (middle.rows, middle.cols, middle.dtype),
+            (2, BLOCK_LEN, Dtype::Q8_0)
+        );
+        assert_eq!(middle.data, &data[Q8_0_BLOCK_BYTES..]);
+        assert_eq!(middle.row(0), w.row(1));
+        assert_eq!(w.rows(3..3).unwrap().data.len(), 0);
+        assert!(w.rows(2..4).is_none());
+        #[allow(clippy::reversed_empty_ranges)]
+        let reversed = w.rows(2..1);
+        assert!(reversed.is_none());
+    }
 }

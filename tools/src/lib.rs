@@ -6,5 +6,6 @@ pub mod import;
 pub mod io;
 pub mod model;
 pub mod synth;
+pub mod threads;
 
 pub use model::{DtypePlan, OwnedModel, OwnedTensor, OwnedVocab};

@@ -4,6 +4,7 @@
 //!
 //! Every function here has the preconditions of its scalar counterpart.
 
+pub mod matmul;
 pub mod scalar;
 
 use crate::error::Error;

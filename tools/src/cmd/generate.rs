@@ -1,9 +1,16 @@
 //! `kinglet generate`: stream text from a model. The prompt is printed as it
 //! is read, then the sampled text as each token arrives; a last line on
-//! stderr gives the counts and the generation speed.
+//! stderr gives the counts and the prompt and generation speeds.
+//!
+//! The model runs on a pool of `--threads` threads: the session's matrix
+//! products and attention heads are split over them (the text is the same
+//! for any count). Generation itself runs on a pool thread, so the
+//! session's many short parallel calls start inside the pool, and sends its
+//! text back to this thread, which writes it.
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -14,12 +21,14 @@ use kinglet::{session_floats, tokenizer, Sampler, SamplerConfig, Session};
 use super::verify::problems;
 use super::Status;
 use crate::io::open_model;
+use crate::threads::Threads;
 
 const EXAMPLES: &str = "\
 Examples:
   kinglet generate stories260K.klt --prompt \"Once upon a time\" --temperature 0
   kinglet generate stories260K.klt -n 100 --temperature 0.8 --top-p 0.9 --seed 42
-  kinglet generate shakespeare.klt --prompt \"ROMEO:\" --top-k 40";
+  kinglet generate shakespeare.klt --prompt \"ROMEO:\" --top-k 40
+  kinglet generate stories15M.klt --threads 1 --temperature 0";
 
 /// Generate text from a model.
 #[derive(Debug, clap::Args)]
@@ -52,6 +61,19 @@ pub struct Args {
     /// Skip the tensor checksum verification at load.
     #[arg(long)]
     pub no_verify: bool,
+    /// Threads to run the model on (default: one per core). The text does
+    /// not depend on it.
+    #[arg(long, short = 'j')]
+    pub threads: Option<usize>,
+}
+
+/// What the generation thread reports.
+struct Counts {
+    /// Seconds from the start to the end of the prompt (its prefill included).
+    prompt_seconds: f64,
+    /// Seconds from the end of the prompt to the end.
+    generation_seconds: f64,
+    generated: u32,
 }
 
 /// Runs `kinglet generate`.
@@ -105,42 +127,88 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
         seed,
     };
     let mut sampler = Sampler::new(config.vocab_size, sampling).context("bad sampling settings")?;
-    let mut buffer = vec![0.0f32; session_floats(&config, max_seq)];
-    let mut session = Session::new(&model, &mut buffer, max_seq)?;
-    let mut generator = Generator::new(&mut session, &mut sampler, &prompt, args.tokens)?;
+    let threads = Threads::new(args.threads.unwrap_or(0))?;
 
+    let (text_tx, text_rx) = mpsc::channel::<String>();
+    let mut counts = None;
     let mut write_error = None;
-    let mut emit = |piece: &str| {
-        if write_error.is_none() {
+    threads.in_place_scope(|scope| {
+        let (model, prompt, sampler, threads, counts) =
+            (&model, &prompt, &mut sampler, &threads, &mut counts);
+        scope.spawn(move |_| {
+            // Text goes to the writing thread until it hangs up (a write
+            // failed), which stops generation.
+            let emit = |piece: &str| text_tx.send(piece.to_string()).is_ok();
+            *counts = Some(generate(
+                model,
+                max_seq,
+                prompt,
+                sampler,
+                args.tokens,
+                threads,
+                emit,
+            ));
+        });
+        for piece in text_rx {
             if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
                 write_error = Some(e);
+                break; // drops the receiver
             }
         }
-    };
-    let started = Instant::now();
-    let mut generation_started = None;
-    while generator.step(&mut emit)?.is_some() {
-        if generation_started.is_none() && generator.prompt_tokens_done() == prompt.len() {
-            generation_started = Some(Instant::now());
-        }
-    }
-    emit("\n");
+    });
     if let Some(e) = write_error {
         return Err(e).context("cannot write the text");
     }
-    let generated = generator.new_tokens();
-    let seconds = generation_started
-        .unwrap_or(started)
-        .elapsed()
-        .as_secs_f64();
-    let rate = if seconds > 0.0 {
-        generated as f64 / seconds
-    } else {
-        0.0
-    };
+    let counts = counts.context("the generation thread stopped without a result")??;
+    if let Err(e) = out.write_all(b"\n").and_then(|_| out.flush()) {
+        return Err(e).context("cannot write the text");
+    }
+    let rate = |tokens: f64, seconds: f64| if seconds > 0.0 { tokens / seconds } else { 0.0 };
+    let Counts {
+        prompt_seconds,
+        generation_seconds,
+        generated,
+    } = counts;
     eprintln!(
-        "seed {seed}, prompt {} tokens, generated {generated} tokens in {seconds:.3} s, {rate:.1} tok/s",
-        prompt.len()
+        "seed {seed}, {} threads, prefill {:.1} tok/s, prompt {} tokens, generated {generated} tokens in {generation_seconds:.3} s, {:.1} tok/s",
+        threads.count(),
+        rate(prompt.len() as f64, prompt_seconds),
+        prompt.len(),
+        rate(generated as f64, generation_seconds),
     );
     Ok(Status::Ok)
+}
+
+/// Runs the prompt and samples up to `max_new_tokens` on `threads`, passing
+/// the text to `emit` until it returns false.
+fn generate<T: AsRef<[u8]>>(
+    model: &kinglet::ModelFile<T>,
+    max_seq: u32,
+    prompt: &[u32],
+    sampler: &mut Sampler,
+    max_new_tokens: u32,
+    threads: &Threads,
+    emit: impl Fn(&str) -> bool,
+) -> Result<Counts> {
+    let mut buffer = vec![0.0f32; session_floats(model.config(), max_seq)];
+    let mut session = Session::new(model, &mut buffer, max_seq)?.with_parallel(threads);
+    let mut generator = Generator::new(&mut session, sampler, prompt, max_new_tokens)?;
+    let started = Instant::now();
+    let mut prompt_done = None;
+    let mut listening = true;
+    while listening {
+        let step = generator.step(|piece| listening &= emit(piece))?;
+        if prompt_done.is_none() && generator.prompt_tokens_done() == prompt.len() {
+            prompt_done = Some(Instant::now());
+        }
+        if step.is_none() {
+            break;
+        }
+    }
+    let prompt_done = prompt_done.unwrap_or(started);
+    Ok(Counts {
+        prompt_seconds: prompt_done.duration_since(started).as_secs_f64(),
+        generation_seconds: prompt_done.elapsed().as_secs_f64(),
+        generated: generator.new_tokens(),
+    })
 }

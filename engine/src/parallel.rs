@@ -1,0 +1,79 @@
+//! The "parallel for" hook: how a session spreads independent work (rows of
+//! a matrix product, attention heads) over threads without the engine
+//! knowing about threads.
+//!
+//! The engine cuts an output slice into chunks of a size it chooses from the
+//! shapes alone, never from the thread count, and each chunk is computed by
+//! the same code whichever thread runs it; so the results are bit-identical
+//! for every implementation of [`Parallel`] and every number of threads.
+//! Each chunk is a disjoint `&mut` sub-slice, so no `unsafe` is needed on
+//! either side.
+//!
+//! [`Sequential`] runs the chunks in order on the calling thread (the
+//! default). A host with threads implements [`Parallel`] with its own pool;
+//! the std tools use rayon's `par_chunks_mut`.
+
+/// Work handed to [`Parallel::for_each_chunk`]: called with the index in
+/// `out` of a chunk's first element and the chunk itself.
+pub type ChunkFn<'f> = dyn Fn(usize, &mut [f32]) + Sync + 'f;
+
+/// Runs a function over the chunks of a slice, possibly on several threads.
+/// `Sync`, so that a session using it can itself move between threads.
+pub trait Parallel: Sync {
+    /// Calls `f(first, chunk)` exactly once for every chunk of
+    /// `out.chunks_mut(chunk)` (`chunk ≥ 1`; the last chunk may be shorter),
+    /// where `first` is the chunk's first element index in `out`, in any
+    /// order and on any threads, and returns when every call has returned.
+    ///
+    /// An implementation must not merge or split chunks: the engine relies
+    /// on every chunk being computed by one call.
+    fn for_each_chunk(&self, out: &mut [f32], chunk: usize, f: &ChunkFn<'_>);
+}
+
+/// Every chunk in order, on the calling thread.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sequential;
+
+impl Parallel for Sequential {
+    fn for_each_chunk(&self, out: &mut [f32], chunk: usize, f: &ChunkFn<'_>) {
+        let chunk = chunk.max(1);
+        for (i, part) in out.chunks_mut(chunk).enumerate() {
+            f(i * chunk, part);
+        }
+    }
+}
+
+/// The [`Sequential`] hook sessions start with.
+pub static SEQUENTIAL: Sequential = Sequential;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn sequential_visits_every_chunk_once_with_its_offset() {
+        let mut out = [0.0f32; 10];
+        let calls = AtomicUsize::new(0);
+        SEQUENTIAL.for_each_chunk(&mut out, 4, &|first, chunk| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            for (i, v) in chunk.iter_mut().enumerate() {
+                *v = (first + i) as f32;
+            }
+        });
+        assert_eq!(calls.load(Ordering::Relaxed), 3); // 4 + 4 + 2
+        for (i, &v) in out.iter().enumerate() {
+            assert_eq!(v, i as f32);
+        }
+    }
+
+    #[test]
+    fn sequential_treats_a_zero_chunk_as_one() {
+        let mut out = [0.0f32; 3];
+        SEQUENTIAL.for_each_chunk(&mut out, 0, &|first, chunk| {
+            assert_eq!(chunk.len(), 1);
+            chunk[0] = first as f32 + 1.0;
+        });
+        assert_eq!(out, [1.0, 2.0, 3.0]);
+    }
+}

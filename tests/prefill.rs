@@ -1,0 +1,185 @@
+//! Chunked prefill against token-by-token forward: same logits after the
+//! prompt, same KV cache (the tokens decoded after it agree too), for every
+//! weight dtype, with grouped KV heads, for prompts shorter than, equal to
+//! and longer than a chunk, from position 0 and from a later position.
+
+use kinglet::session::PREFILL_CHUNK;
+use kinglet::{session_floats, Config, Dtype, Error, ModelFile, Session};
+use kinglet_tools::synth;
+
+/// Grouped KV heads (4 query heads on 2 KV heads), an untied classifier,
+/// widths that are whole Q8 blocks, and a vocabulary that is not.
+fn config() -> Config {
+    Config {
+        dim: 64,
+        hidden_dim: 96,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        vocab_size: 300,
+        max_seq_len: 80,
+        rope_theta: 10000.0,
+        norm_eps: 1e-5,
+        tied_classifier: false,
+    }
+}
+
+/// A random model in `dtype`, its weights scaled up from the synth default
+/// so that attention is far from uniform and the logits far from flat.
+fn model_file(dtype: Dtype) -> Vec<u8> {
+    let mut model = synth::synth_model(&config(), 7).expect("synth");
+    for t in &mut model.tensors {
+        if t.shape.len() == 2 {
+            t.values.iter_mut().for_each(|v| *v *= 8.0);
+        }
+    }
+    let mut file = Vec::new();
+    model.write_klt(dtype, &mut file).expect("writes");
+    file
+}
+
+fn tokens(n: usize, seed: u32) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(97)) % 300)
+        .collect()
+}
+
+/// Whether `got` matches `want`: the same bits, or — for float weights,
+/// whose accelerated matrix-vector kernels may round differently from the
+/// reference matrix-matrix kernel — within 1e-5 of the largest logit.
+fn agree(dtype: Dtype, got: &[f32], want: &[f32]) -> Result<(), String> {
+    let same_bits = got
+        .iter()
+        .zip(want)
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    if same_bits && got.len() == want.len() {
+        return Ok(());
+    }
+    if dtype.is_quantized() {
+        return Err("quantized logits differ in bits".into());
+    }
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    if worst <= 1e-5 * scale {
+        Ok(())
+    } else {
+        Err(format!(
+            "max difference {worst} against logits up to {scale}"
+        ))
+    }
+}
+
+/// Logits after each position, token by token.
+fn forward_all(
+    model: &ModelFile<&[u8]>,
+    start: &[u32],
+    prompt: &[u32],
+    after: &[u32],
+) -> Vec<Vec<f32>> {
+    let max_seq = model.config().max_seq_len;
+    let mut buffer = vec![0.0f32; session_floats(model.config(), max_seq)];
+    let mut session = Session::new(model, &mut buffer, max_seq).unwrap();
+    start
+        .iter()
+        .chain(prompt)
+        .chain(after)
+        .map(|&t| session.forward(t).unwrap().to_vec())
+        .collect()
+}
+
+#[test]
+fn prefill_gives_forward_logits_and_cache_for_every_dtype() {
+    for dtype in [Dtype::F32, Dtype::F16, Dtype::Q8_0, Dtype::Q4_0] {
+        let file = model_file(dtype);
+        let model = ModelFile::new_checked(&file[..]).expect("opens");
+        let max_seq = model.config().max_seq_len;
+        let mut buffer = vec![f32::NAN; session_floats(model.config(), max_seq)];
+        for start_len in [0, 3] {
+            for prompt_len in [
+                1,
+                5,
+                PREFILL_CHUNK,
+                PREFILL_CHUNK + 1,
+                2 * PREFILL_CHUNK + 5,
+            ] {
+                let start = tokens(start_len, 1);
+                let prompt = tokens(prompt_len, prompt_len as u32 + 2);
+                let after = tokens(4, 3);
+                let want = forward_all(&model, &start, &prompt, &after);
+                let label = format!("{dtype:?} start {start_len} prompt {prompt_len}");
+
+                let mut session = Session::new(&model, &mut buffer, max_seq).unwrap();
+                for &t in &start {
+                    session.forward(t).unwrap();
+                }
+                let logits = session.prefill(&prompt).unwrap().to_vec();
+                assert_eq!(session.pos() as usize, start_len + prompt_len, "{label}");
+                let at_prompt_end = start_len + prompt_len - 1;
+                agree(dtype, &logits, &want[at_prompt_end])
+                    .unwrap_or_else(|e| panic!("{label}: {e}"));
+                // The cache holds what forward would have put there.
+                for (i, &t) in after.iter().enumerate() {
+                    let got = session.forward(t).unwrap();
+                    agree(dtype, got, &want[at_prompt_end + 1 + i])
+                        .unwrap_or_else(|e| panic!("{label}, token {i} after: {e}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn prefill_in_pieces_equals_one_prefill() {
+    let file = model_file(Dtype::F32);
+    let model = ModelFile::new_checked(&file[..]).unwrap();
+    let max_seq = model.config().max_seq_len;
+    let prompt = tokens(40, 9);
+    let mut buffer = vec![0.0f32; session_floats(model.config(), max_seq)];
+    let mut session = Session::new(&model, &mut buffer, max_seq).unwrap();
+    let whole = session.prefill(&prompt).unwrap().to_vec();
+    session.reset();
+    session.prefill(&prompt[..7]).unwrap();
+    session.prefill(&prompt[7..30]).unwrap();
+    let pieces = session.prefill(&prompt[30..]).unwrap();
+    // The same kernels on the same positions: the same bits.
+    assert!(whole
+        .iter()
+        .zip(pieces)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+#[test]
+fn prefill_refuses_bad_prompts_and_leaves_the_session_alone() {
+    let file = model_file(Dtype::Q8_0);
+    let model = ModelFile::new_checked(&file[..]).unwrap();
+    let max_seq = 20;
+    let mut buffer = vec![0.0f32; session_floats(model.config(), max_seq)];
+    let mut session = Session::new(&model, &mut buffer, max_seq).unwrap();
+    session.prefill(&tokens(3, 1)).unwrap();
+    let before = session.logits().to_vec();
+    assert_eq!(session.prefill(&[]).err(), Some(Error::EmptyPrompt));
+    assert_eq!(
+        session.prefill(&[1, 2, 300, 4]).err(),
+        Some(Error::TokenOutOfRange {
+            token: 300,
+            vocab_size: 300
+        })
+    );
+    assert_eq!(
+        session.prefill(&tokens(18, 2)).err(),
+        Some(Error::SequenceFull { max_seq_len: 20 })
+    );
+    assert_eq!(session.pos(), 3);
+    assert_eq!(session.logits(), before.as_slice());
+    // Exactly filling the context is fine; one more position is not.
+    session.prefill(&tokens(17, 2)).unwrap();
+    assert_eq!(session.pos(), 20);
+    assert_eq!(
+        session.forward(5).err(),
+        Some(Error::SequenceFull { max_seq_len: 20 })
+    );
+}
