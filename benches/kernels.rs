@@ -21,7 +21,7 @@ use kinglet::tensor::BLOCK_LEN;
 use kinglet::{Dtype, Matrix};
 
 const RUNS: usize = 5;
-const RUN_SECONDS: f64 = 0.2;
+const RUN_SECONDS: f64 = 0.3;
 const SHAPES: [(usize, usize); 3] = [(288, 288), (768, 2048), (32000, 288)];
 const DTYPES: [Dtype; 5] = [
     Dtype::F32,
@@ -147,10 +147,15 @@ fn encode(dtype: Dtype, rows: usize, cols: usize, values: &[f32]) -> Vec<u8> {
 
 /// Median over `RUNS` runs of the seconds one call of `f` takes.
 fn median_seconds(mut f: impl FnMut()) -> f64 {
-    // Warm up and size a run.
-    let start = Clock::new();
-    f();
-    let once = start.seconds().max(1e-9);
+    // Warm up, and size a run by wall time (the on-CPU clock is too coarse
+    // to time one call).
+    let start = Instant::now();
+    let mut calls = 0usize;
+    while calls < 3 || start.elapsed().as_secs_f64() < RUN_SECONDS / 4.0 {
+        f();
+        calls += 1;
+    }
+    let once = start.elapsed().as_secs_f64() / calls as f64;
     let reps = ((RUN_SECONDS / once).ceil() as usize).max(1);
     let mut times: Vec<f64> = (0..RUNS)
         .map(|_| {

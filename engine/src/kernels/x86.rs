@@ -41,6 +41,8 @@ const _: () = assert!(LANES == super::scalar::LANES);
 const ROW_GROUP: usize = 4;
 /// Blocks whose integer sums are reduced together by the quantized dots.
 const BLOCK_GROUP: usize = 8;
+/// Bytes per cache line, the unit of prefetching.
+const CACHE_LINE: usize = 64;
 /// The f16 scale in front of each Q8_0 / Q4_0 block.
 const SCALE_BYTES: usize = 2;
 
@@ -128,12 +130,22 @@ pub unsafe fn matvec_float<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
         while c < whole {
             // SAFETY: c + 8 <= whole <= cols, so x[c..c + 8] is in bounds.
             let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add(c)) };
+            let offset = (c / LANES) * step;
             for (r, a) in acc.iter_mut().enumerate() {
                 // SAFETY: row r spans bytes r·row_bytes .. (r+1)·row_bytes of
                 // this chunk of ROW_GROUP·row_bytes bytes, and
                 // (c + 8)·element_bytes <= row_bytes.
-                let wv = unsafe { load8::<DT>(base.add(r * row_bytes + (c / LANES) * step)) };
+                let wv = unsafe { load8::<DT>(base.add(r * row_bytes + offset)) };
                 *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, xv));
+                if offset.is_multiple_of(CACHE_LINE) {
+                    // Four short interleaved streams defeat the hardware
+                    // prefetcher on matrices that come from DRAM: ask for
+                    // the same line of the next group. A prefetch is only a
+                    // hint and never faults; the address is formed with
+                    // wrapping arithmetic and not dereferenced.
+                    let ahead = base.wrapping_add((ROW_GROUP + r) * row_bytes + offset);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast::<i8>());
+                }
             }
             c += LANES;
         }
