@@ -394,57 +394,72 @@ fn sum_lanes_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(total)
 }
 
-/// Continues a row sum over a stretch of at most [`CHUNK_BLOCKS`] blocks:
-/// `sum += (d_w · d_x) · isum` block after block, as the reference does.
-/// `side` holds the activation side of the same blocks.
+/// Continues the sums of `R` rows over a stretch of at most
+/// [`CHUNK_BLOCKS`] blocks: per row, `sum += (d_w · d_x) · isum` block after
+/// block, as the reference does. The rows share the activation loads, and
+/// their independent add chains overlap. `side` holds the activation side of
+/// the same blocks.
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available and
-/// `w.len() >= x.len() · block_bytes(Q4)`, `x.len() <= CHUNK_BLOCKS`.
+/// AVX2, FMA and F16C are available, `x.len() <= CHUNK_BLOCKS`, and every
+/// `rows[i].len() >= x.len() · block_bytes(Q4)`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn quantized_stretch<const Q4: bool>(
-    mut sum: f32,
-    w: &[u8],
+unsafe fn quantized_stretch<const Q4: bool, const R: usize>(
+    sums: &mut [f32; R],
+    rows: [&[u8]; R],
     x: &[BlockQ8],
     side: &XSide,
-) -> f32 {
+) {
     let bb = block_bytes(Q4);
     let groups = x.len() / BLOCK_GROUP;
     let mut products = [0.0f32; BLOCK_GROUP];
     for g in 0..groups {
         let first = g * BLOCK_GROUP;
-        // SAFETY: blocks first .. first + 8 are whole blocks of `w` (first + 8
-        // <= x.len()), and `x` holds activations for each.
-        let (isums, dw) = unsafe {
-            let base = w.as_ptr().add(first * bb);
-            let isums: [__m256i; BLOCK_GROUP] =
-                core::array::from_fn(|k| block_isums::<Q4>(base.add(k * bb), &x[first + k]));
-            (isums, eight_scales::<Q4>(base))
-        };
-        let mut totals = transpose_sum(&isums);
-        if Q4 {
-            totals = _mm256_sub_epi32(totals, side.q4_offsets[g]);
+        let mut isums = [[_mm256_setzero_si256(); BLOCK_GROUP]; R];
+        for k in 0..BLOCK_GROUP {
+            // SAFETY: block first + k < x.len() is a whole block of every row,
+            // and `x[first + k].qs` is 32 bytes.
+            unsafe {
+                let xq = _mm256_loadu_si256(x[first + k].qs.as_ptr().cast::<__m256i>());
+                for (row, isum) in rows.iter().zip(isums.iter_mut()) {
+                    let block = row.as_ptr().add((first + k) * bb);
+                    isum[k] = if Q4 {
+                        nibble_products(q4_0_nibbles(block), xq)
+                    } else {
+                        block_products(q8_0_levels(block), xq)
+                    };
+                }
+            }
         }
-        let totals = _mm256_cvtepi32_ps(totals);
-        let scaled = _mm256_mul_ps(_mm256_mul_ps(dw, side.scales[g]), totals);
-        // SAFETY: `products` holds 8 f32.
-        unsafe { _mm256_storeu_ps(products.as_mut_ptr(), scaled) };
-        for &p in &products {
-            sum += p;
+        for ((row, isum), sum) in rows.iter().zip(&isums).zip(sums.iter_mut()) {
+            // SAFETY: blocks first .. first + 8 are whole blocks of the row.
+            let dw = unsafe { eight_scales::<Q4>(row.as_ptr().add(first * bb)) };
+            let mut totals = transpose_sum(isum);
+            if Q4 {
+                totals = _mm256_sub_epi32(totals, side.q4_offsets[g]);
+            }
+            let totals = _mm256_cvtepi32_ps(totals);
+            let scaled = _mm256_mul_ps(_mm256_mul_ps(dw, side.scales[g]), totals);
+            // SAFETY: `products` holds 8 f32.
+            unsafe { _mm256_storeu_ps(products.as_mut_ptr(), scaled) };
+            for &p in &products {
+                *sum += p;
+            }
         }
     }
-    for (b, xb) in x.iter().enumerate().skip(groups * BLOCK_GROUP) {
-        let start = b * bb;
-        // SAFETY: block b < x.len() lies inside `w`.
-        let mut isum = sum_lanes_i32(unsafe { block_isums::<Q4>(w.as_ptr().add(start), xb) });
-        if Q4 {
-            isum -= side.block_offsets[b];
+    for (row, sum) in rows.iter().zip(sums.iter_mut()) {
+        for (b, xb) in x.iter().enumerate().skip(groups * BLOCK_GROUP) {
+            let start = b * bb;
+            // SAFETY: block b < x.len() lies inside the row.
+            let mut isum = sum_lanes_i32(unsafe { block_isums::<Q4>(row.as_ptr().add(start), xb) });
+            if Q4 {
+                isum -= side.block_offsets[b];
+            }
+            let dw = f16_to_f32(u16::from_le_bytes([row[start], row[start + 1]]));
+            *sum += dw * xb.d * isum as f32;
         }
-        let dw = f16_to_f32(u16::from_le_bytes([w[start], w[start + 1]]));
-        sum += dw * xb.d * isum as f32;
     }
-    sum
 }
 
 /// Q4_0 stores level `q − 8` as `q`.
@@ -520,10 +535,23 @@ pub unsafe fn matvec_quantized<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[B
     for (c, xs) in x.chunks(CHUNK_BLOCKS).enumerate() {
         let side = XSide::new(xs);
         let skip = c * CHUNK_BLOCKS * bb;
-        for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
-            let stretch = &row[skip..skip + xs.len() * bb];
-            // SAFETY: `stretch` holds exactly xs.len() <= CHUNK_BLOCKS blocks.
-            *o = unsafe { quantized_stretch::<Q4>(*o, stretch, xs, &side) };
+        let stretch = skip..skip + xs.len() * bb;
+        let mut out_pairs = out.chunks_exact_mut(2);
+        let mut w_pairs = w.chunks_exact(2 * row_bytes);
+        for (o, rows) in (&mut out_pairs).zip(&mut w_pairs) {
+            let (first, second) = rows.split_at(row_bytes);
+            let mut sums = [o[0], o[1]];
+            let stretches = [&first[stretch.clone()], &second[stretch.clone()]];
+            // SAFETY: each stretch holds exactly xs.len() <= CHUNK_BLOCKS blocks.
+            unsafe { quantized_stretch::<Q4, 2>(&mut sums, stretches, xs, &side) };
+            o.copy_from_slice(&sums);
+        }
+        let last_row = w_pairs.remainder().chunks_exact(row_bytes);
+        for (o, row) in out_pairs.into_remainder().iter_mut().zip(last_row) {
+            let mut sums = [*o];
+            // SAFETY: as above, for the one row left over.
+            unsafe { quantized_stretch::<Q4, 1>(&mut sums, [&row[stretch.clone()]], xs, &side) };
+            *o = sums[0];
         }
     }
 }
