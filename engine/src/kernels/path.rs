@@ -17,8 +17,10 @@ use crate::tensor::{Dtype, Matrix};
 
 use super::scalar;
 
-/// A kernel implementation.
+/// A kernel implementation. More may be added (an AVX-512 path needs a CPU
+/// to test it on), hence `non_exhaustive`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Path {
     /// Plain Rust: the reference, available everywhere.
     Scalar,
