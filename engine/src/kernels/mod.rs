@@ -1,11 +1,17 @@
 //! Kernel dispatch: decides which implementation runs. The definitions live
-//! in [`scalar`] (the reference, always compiled); architecture files added
-//! later only accelerate them and are tested against it.
+//! in [`scalar`] (the reference, always compiled); `x86.rs` only accelerates
+//! them, and [`Path`] chooses (see `path.rs`). Each accelerated kernel gives
+//! the reference's bits, so the choice never changes a result.
 //!
 //! Every function here has the preconditions of its scalar counterpart.
 
 pub mod matmul;
+mod path;
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use path::{active_path, Path};
 
 use crate::error::Error;
 use crate::quant::{self, BlockQ8};
@@ -15,7 +21,7 @@ use crate::tensor::Matrix;
 /// F32, F16 and BF16 weights. See [`scalar::matvec`].
 #[inline]
 pub fn matvec(out: &mut [f32], w: &Matrix<'_>, x: &[f32]) {
-    scalar::matvec(out, w, x)
+    Path::active().matvec(out, w, x)
 }
 
 /// Decodes row `row` of `w` into `out` (`[w.cols]`), any dtype.
@@ -35,20 +41,21 @@ pub fn row_to_f32(w: &Matrix<'_>, row: usize, out: &mut [f32]) {
 /// Dot product of two equal-length slices. See [`scalar::dot`].
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    scalar::dot(a, b)
+    Path::active().dot(a, b)
 }
 
 /// `y += a · x`. See [`scalar::axpy`].
 #[inline]
 pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    scalar::axpy(y, a, x)
+    Path::active().axpy(y, a, x)
 }
 
-/// `out = W x` for Q8_0/Q4_0 weights, with `x` already quantized to Q8
-/// blocks (`xq`: `[w.cols / 32]`). See [`quant::matvec_quantized`].
+/// `out = W · x` for a Q8_0 or Q4_0 matrix and activations quantized with
+/// [`crate::quant::quantize_activations`]; the bits and errors of
+/// [`crate::quant::matvec_quantized`].
 #[inline]
 pub fn matvec_quantized(out: &mut [f32], w: &Matrix<'_>, xq: &[BlockQ8]) -> Result<(), Error> {
-    quant::matvec_quantized(out, w, xq)
+    Path::active().matvec_quantized(out, w, xq)
 }
 
 /// Floats per [`BlockQ8`]: sessions keep activation blocks in their `f32`

@@ -1,0 +1,572 @@
+//! x86-64 intrinsics for AVX2 + FMA + F16C: the same arithmetic as
+//! [`super::scalar`] and [`crate::quant`], only faster.
+//!
+//! Every kernel here reproduces its reference **bit for bit**:
+//!
+//! - Float rows keep the reference's eight lanes (lane `j` sums the products
+//!   of elements `j, j+8, …` with a separate multiply and add, never a fused
+//!   one), its pairwise lane reduction and its in-order tail. Speed comes from
+//!   walking four rows at once (four independent add chains), not from
+//!   splitting one row's sum.
+//! - Q8_0 / Q4_0 rows compute each block's i32 sum exactly with integer SIMD,
+//!   eight blocks at a time, then add `d_w · d_x · isum` to the row sum one
+//!   block after another, as the reference does.
+//!
+//! Preconditions shared by every function (the `# Safety` sections refer to
+//! them): the CPU supports AVX2, FMA and F16C; `out`, weight bytes and
+//! activations have the lengths stated in each function, which the safe
+//! callers in `super::path` establish with checked arithmetic before calling.
+//! Within those lengths every load below is in bounds, which each `unsafe`
+//! block restates.
+#![allow(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use core::arch::x86_64::*;
+
+use crate::float16::{bf16_to_f32, f16_to_f32};
+use crate::quant::BlockQ8;
+use crate::tensor::{BLOCK_LEN, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
+
+/// Element encodings of float rows, as const-generic tags.
+pub const F32: u8 = 0;
+/// IEEE half precision.
+pub const F16: u8 = 1;
+/// bfloat16.
+pub const BF16: u8 = 2;
+
+/// Lanes of one `__m256`, equal to the reference's `LANES`.
+const LANES: usize = 8;
+const _: () = assert!(LANES == super::scalar::LANES);
+/// Rows walked together by the float matvec.
+const ROW_GROUP: usize = 4;
+/// Blocks whose integer sums are reduced together by the quantized dots.
+const BLOCK_GROUP: usize = 8;
+/// Bytes per cache line, the unit of prefetching.
+const CACHE_LINE: usize = 64;
+/// The f16 scale in front of each Q8_0 / Q4_0 block.
+const SCALE_BYTES: usize = 2;
+
+/// Bytes per element of encoding `DT`.
+const fn element_bytes(dt: u8) -> usize {
+    if dt == F32 {
+        4
+    } else {
+        2
+    }
+}
+
+/// Decodes one element (for row tails).
+#[inline(always)]
+fn decode_one<const DT: u8>(bytes: &[u8]) -> f32 {
+    match DT {
+        F32 => f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+        F16 => f16_to_f32(u16::from_le_bytes([bytes[0], bytes[1]])),
+        _ => bf16_to_f32(u16::from_le_bytes([bytes[0], bytes[1]])),
+    }
+}
+
+/// Loads and widens eight elements of encoding `DT` to f32.
+///
+/// # Safety
+/// AVX2 and F16C are available, and `p` points to `8 · element_bytes(DT)`
+/// readable bytes (no alignment needed).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8<const DT: u8>(p: *const u8) -> __m256 {
+    // SAFETY: the caller guarantees the bytes are readable; the loads are
+    // unaligned variants.
+    unsafe {
+        match DT {
+            F32 => _mm256_loadu_ps(p.cast::<f32>()),
+            F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())),
+            // bf16 is the high half of an f32: widen and shift into place.
+            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                _mm_loadu_si128(p.cast::<__m128i>()),
+            ))),
+        }
+    }
+}
+
+/// The reference's lane reduction, `((l0+l4)+(l1+l5)) + ((l2+l6)+(l3+l7))`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn reduce_lanes(v: __m256) -> f32 {
+    // [l0+l4, l1+l5, l2+l6, l3+l7]
+    let halves = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    // [(l0+l4)+(l1+l5), (l2+l6)+(l3+l7), …]
+    let pairs = _mm_hadd_ps(halves, halves);
+    _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)))
+}
+
+/// The reference's in-order tail after the whole lanes: `sum += w · x`.
+#[inline(always)]
+fn tail_sum<const DT: u8>(mut sum: f32, row_tail: &[u8], x_tail: &[f32]) -> f32 {
+    for (w, &xv) in row_tail.chunks_exact(element_bytes(DT)).zip(x_tail) {
+        sum += decode_one::<DT>(w) * xv;
+    }
+    sum
+}
+
+/// `out[r] = Σ_c w[r][c] · x[c]` for float rows of encoding `DT`, equal bit
+/// for bit to `scalar::matvec`.
+///
+/// `out`: `[rows]`, `w`: `[rows][x.len()]` encoded, `x`: `[cols]`.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `x.len() > 0` and
+/// `w.len() >= out.len() · x.len() · element_bytes(DT)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn matvec_float<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
+    let cols = x.len();
+    let row_bytes = cols * element_bytes(DT);
+    let whole = cols - cols % LANES;
+    let step = LANES * element_bytes(DT);
+    let mut out_groups = out.chunks_exact_mut(ROW_GROUP);
+    let mut w_groups = w.chunks_exact(ROW_GROUP * row_bytes);
+    for (o, rows) in (&mut out_groups).zip(&mut w_groups) {
+        let base = rows.as_ptr();
+        let mut acc = [_mm256_setzero_ps(); ROW_GROUP];
+        let mut c = 0;
+        while c < whole {
+            // SAFETY: c + 8 <= whole <= cols, so x[c..c + 8] is in bounds.
+            let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add(c)) };
+            let offset = (c / LANES) * step;
+            for (r, a) in acc.iter_mut().enumerate() {
+                // SAFETY: row r spans bytes r·row_bytes .. (r+1)·row_bytes of
+                // this chunk of ROW_GROUP·row_bytes bytes, and
+                // (c + 8)·element_bytes <= row_bytes.
+                let wv = unsafe { load8::<DT>(base.add(r * row_bytes + offset)) };
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, xv));
+                if offset.is_multiple_of(CACHE_LINE) {
+                    // Four short interleaved streams defeat the hardware
+                    // prefetcher on matrices that come from DRAM: ask for
+                    // the same line of the next group. A prefetch is only a
+                    // hint and never faults; the address is formed with
+                    // wrapping arithmetic and not dereferenced.
+                    let ahead = base.wrapping_add((ROW_GROUP + r) * row_bytes + offset);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast::<i8>());
+                }
+            }
+            c += LANES;
+        }
+        for (r, (a, o)) in acc.iter().zip(o.iter_mut()).enumerate() {
+            let row = &rows[r * row_bytes..(r + 1) * row_bytes];
+            *o = tail_sum::<DT>(
+                reduce_lanes(*a),
+                &row[whole * element_bytes(DT)..],
+                &x[whole..],
+            );
+        }
+    }
+    let rest = w_groups.remainder();
+    for (o, row) in out_groups
+        .into_remainder()
+        .iter_mut()
+        .zip(rest.chunks_exact(row_bytes))
+    {
+        // SAFETY: `row` holds exactly `cols` elements, as `dot_row` needs.
+        *o = unsafe { dot_row::<DT>(row, x) };
+    }
+}
+
+/// One float row dot product, equal bit for bit to the reference's.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `row.len() >= x.len() · element_bytes(DT)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_row<const DT: u8>(row: &[u8], x: &[f32]) -> f32 {
+    let whole = x.len() - x.len() % LANES;
+    let mut acc = _mm256_setzero_ps();
+    let mut c = 0;
+    while c < whole {
+        // SAFETY: c + 8 <= x.len(), and the row holds x.len() elements.
+        let (wv, xv) = unsafe {
+            (
+                load8::<DT>(row.as_ptr().add(c * element_bytes(DT))),
+                _mm256_loadu_ps(x.as_ptr().add(c)),
+            )
+        };
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(wv, xv));
+        c += LANES;
+    }
+    tail_sum::<DT>(
+        reduce_lanes(acc),
+        &row[whole * element_bytes(DT)..],
+        &x[whole..],
+    )
+}
+
+/// Dot product of two f32 slices, equal bit for bit to `scalar::dot`.
+/// Only the common length is used.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let whole = n - n % LANES;
+    let mut acc = _mm256_setzero_ps();
+    let mut c = 0;
+    while c < whole {
+        // SAFETY: c + 8 <= n <= both lengths.
+        let (av, bv) = unsafe {
+            (
+                _mm256_loadu_ps(a.as_ptr().add(c)),
+                _mm256_loadu_ps(b.as_ptr().add(c)),
+            )
+        };
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(av, bv));
+        c += LANES;
+    }
+    let mut sum = reduce_lanes(acc);
+    for (&av, &bv) in a[whole..n].iter().zip(&b[whole..n]) {
+        sum += av * bv;
+    }
+    sum
+}
+
+/// `y += a · x` over the common length, equal bit for bit to `scalar::axpy`
+/// (a multiply, then an add: no fused rounding).
+///
+/// # Safety
+/// AVX2, FMA and F16C are available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    let n = y.len().min(x.len());
+    let whole = n - n % LANES;
+    let av = _mm256_set1_ps(a);
+    let mut c = 0;
+    while c < whole {
+        // SAFETY: c + 8 <= n <= both lengths; `y` is borrowed mutably, so the
+        // store aliases nothing else.
+        unsafe {
+            let p = y.as_mut_ptr().add(c);
+            let xv = _mm256_loadu_ps(x.as_ptr().add(c));
+            _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), _mm256_mul_ps(av, xv)));
+        }
+        c += LANES;
+    }
+    for (yv, &xv) in y[whole..n].iter_mut().zip(&x[whole..n]) {
+        *yv += a * xv;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Q8_0 / Q4_0 against BlockQ8 activations
+// ---------------------------------------------------------------------------
+
+/// Eight i32 partial sums of `Σ w_j · x_j` over one block of 32 signed
+/// weights `w` and activation levels `x`.
+///
+/// Exact for every weight byte and activation levels in −127..=127 (what the
+/// quantizer produces): `|w|` fits u8 (128 for −128), `x · sign(w)` fits i8,
+/// and a pair of products is at most 2·128·127 < 2¹⁵, so `maddubs` never
+/// saturates.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn block_products(w: __m256i, x: __m256i) -> __m256i {
+    let abs_w = _mm256_sign_epi8(w, w);
+    let signed_x = _mm256_sign_epi8(x, w);
+    let pairs = _mm256_maddubs_epi16(abs_w, signed_x);
+    _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+}
+
+/// The 32 signed levels of a Q8_0 block (`block` points at its scale).
+///
+/// # Safety
+/// AVX2 is available and `block` points to `Q8_0_BLOCK_BYTES` readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_levels(block: *const u8) -> __m256i {
+    // SAFETY: bytes SCALE_BYTES .. SCALE_BYTES + 32 of the block are readable.
+    unsafe { _mm256_loadu_si256(block.add(SCALE_BYTES).cast::<__m256i>()) }
+}
+
+/// The 32 stored nibbles `q` (0..=15, the level is `q − 8`) of a Q4_0
+/// block: byte `j` holds element `j` in its low nibble and element `j + 16`
+/// in its high nibble.
+///
+/// # Safety
+/// AVX2 is available and `block` points to `Q4_0_BLOCK_BYTES` readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_nibbles(block: *const u8) -> __m256i {
+    // SAFETY: bytes SCALE_BYTES .. SCALE_BYTES + 16 of the block are readable.
+    let packed = unsafe { _mm_loadu_si128(block.add(SCALE_BYTES).cast::<__m128i>()) };
+    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(packed), packed);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
+}
+
+/// Eight partial sums of `Σ q_j · x_j` for unsigned nibbles `q` (exact:
+/// a pair of products is at most 2·15·128).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn nibble_products(q: __m256i, x: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1))
+}
+
+/// Reduces eight vectors of partial sums to one vector of their totals:
+/// lane `k` = Σ of `v[k]`'s lanes (exact: integer adds).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn transpose_sum(v: &[__m256i; BLOCK_GROUP]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(v[0], v[1]);
+    let h23 = _mm256_hadd_epi32(v[2], v[3]);
+    let h45 = _mm256_hadd_epi32(v[4], v[5]);
+    let h67 = _mm256_hadd_epi32(v[6], v[7]);
+    // [v0lo v1lo v2lo v3lo | v0hi v1hi v2hi v3hi], lo/hi = lanes 0..4 / 4..8.
+    let h0123 = _mm256_hadd_epi32(h01, h23);
+    let h4567 = _mm256_hadd_epi32(h45, h67);
+    let low = _mm256_permute2x128_si256::<0x20>(h0123, h4567);
+    let high = _mm256_permute2x128_si256::<0x31>(h0123, h4567);
+    _mm256_add_epi32(low, high)
+}
+
+/// Blocks of activations whose scales are gathered once per matvec (and
+/// per row, a stretch of this many blocks is summed at a time).
+const CHUNK_BLOCKS: usize = 8 * BLOCK_GROUP;
+
+/// Bytes of one Q8_0 (`Q4` false) or Q4_0 (`Q4` true) block.
+const fn block_bytes(q4: bool) -> usize {
+    if q4 {
+        Q4_0_BLOCK_BYTES
+    } else {
+        Q8_0_BLOCK_BYTES
+    }
+}
+
+/// Eight partial sums of one block's products: `Σ w_j · x_j` for Q8_0,
+/// `Σ q_j · x_j` for Q4_0 (the caller subtracts `8 · Σ x_j`, see [`XSide`]).
+///
+/// # Safety
+/// AVX2 is available and `block` points to one whole block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_isums<const Q4: bool>(block: *const u8, x: &BlockQ8) -> __m256i {
+    // SAFETY: forwarded precondition; `x.qs` is 32 bytes.
+    unsafe {
+        let xq = _mm256_loadu_si256(x.qs.as_ptr().cast::<__m256i>());
+        if Q4 {
+            nibble_products(q4_0_nibbles(block), xq)
+        } else {
+            block_products(q8_0_levels(block), xq)
+        }
+    }
+}
+
+/// The f16 scales of eight consecutive blocks, widened to f32.
+///
+/// # Safety
+/// AVX2 and F16C are available and `first` points to eight whole blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn eight_scales<const Q4: bool>(first: *const u8) -> __m256 {
+    let stride = block_bytes(Q4) as i32;
+    let offsets = _mm256_setr_epi32(
+        0,
+        stride,
+        2 * stride,
+        3 * stride,
+        4 * stride,
+        5 * stride,
+        6 * stride,
+        7 * stride,
+    );
+    // SAFETY: each gathered 4-byte word is the first 4 bytes of one of the
+    // eight blocks (a block is at least 18 bytes).
+    let words = unsafe { _mm256_i32gather_epi32::<1>(first.cast::<i32>(), offsets) };
+    // Keep the low 16 bits (the scale), pack to u16 (exact: 0..=65535) and
+    // gather the two 128-bit halves' results into the low half.
+    let scales = _mm256_and_si256(words, _mm256_set1_epi32(0xffff));
+    let packed = _mm256_packus_epi32(scales, scales);
+    let low = _mm256_permute4x64_epi64::<0b1000>(packed);
+    _mm256_cvtph_ps(_mm256_castsi256_si128(low))
+}
+
+/// Sum of the eight lanes of an integer vector (exact).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sum_lanes_i32(v: __m256i) -> i32 {
+    let halves = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let pairs = _mm_add_epi32(halves, _mm_unpackhi_epi64(halves, halves));
+    let total = _mm_add_epi32(pairs, _mm_shuffle_epi32::<0b01>(pairs));
+    _mm_cvtsi128_si32(total)
+}
+
+/// Continues the sums of `R` rows over a stretch of at most
+/// [`CHUNK_BLOCKS`] blocks: per row, `sum += (d_w · d_x) · isum` block after
+/// block, as the reference does. The rows share the activation loads, and
+/// their independent add chains overlap. `side` holds the activation side of
+/// the same blocks.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available, `x.len() <= CHUNK_BLOCKS`, and every
+/// `rows[i].len() >= x.len() · block_bytes(Q4)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantized_stretch<const Q4: bool, const R: usize>(
+    sums: &mut [f32; R],
+    rows: [&[u8]; R],
+    x: &[BlockQ8],
+    side: &XSide,
+) {
+    let bb = block_bytes(Q4);
+    let groups = x.len() / BLOCK_GROUP;
+    let mut products = [0.0f32; BLOCK_GROUP];
+    for g in 0..groups {
+        let first = g * BLOCK_GROUP;
+        let mut isums = [[_mm256_setzero_si256(); BLOCK_GROUP]; R];
+        for k in 0..BLOCK_GROUP {
+            // SAFETY: block first + k < x.len() is a whole block of every row,
+            // and `x[first + k].qs` is 32 bytes.
+            unsafe {
+                let xq = _mm256_loadu_si256(x[first + k].qs.as_ptr().cast::<__m256i>());
+                for (row, isum) in rows.iter().zip(isums.iter_mut()) {
+                    let block = row.as_ptr().add((first + k) * bb);
+                    isum[k] = if Q4 {
+                        nibble_products(q4_0_nibbles(block), xq)
+                    } else {
+                        block_products(q8_0_levels(block), xq)
+                    };
+                }
+            }
+        }
+        for ((row, isum), sum) in rows.iter().zip(&isums).zip(sums.iter_mut()) {
+            // SAFETY: blocks first .. first + 8 are whole blocks of the row.
+            let dw = unsafe { eight_scales::<Q4>(row.as_ptr().add(first * bb)) };
+            let mut totals = transpose_sum(isum);
+            if Q4 {
+                totals = _mm256_sub_epi32(totals, side.q4_offsets[g]);
+            }
+            let totals = _mm256_cvtepi32_ps(totals);
+            let scaled = _mm256_mul_ps(_mm256_mul_ps(dw, side.scales[g]), totals);
+            // SAFETY: `products` holds 8 f32.
+            unsafe { _mm256_storeu_ps(products.as_mut_ptr(), scaled) };
+            for &p in &products {
+                *sum += p;
+            }
+        }
+    }
+    for (row, sum) in rows.iter().zip(sums.iter_mut()) {
+        for (b, xb) in x.iter().enumerate().skip(groups * BLOCK_GROUP) {
+            let start = b * bb;
+            // SAFETY: block b < x.len() lies inside the row.
+            let mut isum = sum_lanes_i32(unsafe { block_isums::<Q4>(row.as_ptr().add(start), xb) });
+            if Q4 {
+                isum -= side.block_offsets[b];
+            }
+            let dw = f16_to_f32(u16::from_le_bytes([row[start], row[start + 1]]));
+            *sum += dw * xb.d * isum as f32;
+        }
+    }
+}
+
+/// Q4_0 stores level `q − 8` as `q`.
+const Q4_OFFSET: i32 = 8;
+
+/// What the quantized kernels need of up to [`CHUNK_BLOCKS`] activation
+/// blocks, computed once per matvec: vector `g` covers blocks `8g .. 8g+8`
+/// (missing blocks get 0).
+struct XSide {
+    /// Block scales `d_x`.
+    scales: [__m256; CHUNK_BLOCKS / BLOCK_GROUP],
+    /// `8 · Σ_j x_j` per block: `Σ (q_j − 8) · x_j = Σ q_j · x_j − 8 · Σ x_j`.
+    q4_offsets: [__m256i; CHUNK_BLOCKS / BLOCK_GROUP],
+    /// The same offsets, one per block (for the blocks after the last group).
+    block_offsets: [i32; CHUNK_BLOCKS],
+}
+
+/// Σ of a block's activation levels.
+fn level_sum(x: &BlockQ8) -> i32 {
+    x.qs.iter().map(|&q| i32::from(q)).sum()
+}
+
+impl XSide {
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn new(x: &[BlockQ8]) -> XSide {
+        let mut side = XSide {
+            scales: [_mm256_setzero_ps(); CHUNK_BLOCKS / BLOCK_GROUP],
+            q4_offsets: [_mm256_setzero_si256(); CHUNK_BLOCKS / BLOCK_GROUP],
+            block_offsets: [0; CHUNK_BLOCKS],
+        };
+        for (o, b) in side.block_offsets.iter_mut().zip(x) {
+            *o = Q4_OFFSET * level_sum(b);
+        }
+        let offsets = side.block_offsets.chunks_exact(BLOCK_GROUP);
+        for (((scale, offset), group), o) in side
+            .scales
+            .iter_mut()
+            .zip(side.q4_offsets.iter_mut())
+            .zip(x.chunks(BLOCK_GROUP))
+            .zip(offsets)
+        {
+            let mut d = [0.0f32; BLOCK_GROUP];
+            for (d, b) in d.iter_mut().zip(group) {
+                *d = b.d;
+            }
+            // SAFETY: `d` and `o` hold 8 elements of 4 bytes.
+            unsafe {
+                *scale = _mm256_loadu_ps(d.as_ptr());
+                *offset = _mm256_loadu_si256(o.as_ptr().cast::<__m256i>());
+            }
+        }
+        side
+    }
+}
+
+/// `out[r] = q8_0_dot(row r, x)` (`Q4` false) or `q4_0_dot(row r, x)`
+/// (`Q4` true) for `out.len()` rows of `x.len()` blocks each, equal bit for
+/// bit to the reference: exact integer block sums, then
+/// `sum += (d_w · d_x) · isum` block by block.
+///
+/// Rows are walked in stretches of [`CHUNK_BLOCKS`] blocks (one stretch
+/// for rows of up to 2048 elements), each row's sum carried over in `out`.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available, `x.len() > 0`, and
+/// `w.len() >= out.len() · x.len() · block_bytes`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn matvec_quantized<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[BlockQ8]) {
+    let bb = block_bytes(Q4);
+    let row_bytes = x.len() * bb;
+    out.fill(0.0);
+    for (c, xs) in x.chunks(CHUNK_BLOCKS).enumerate() {
+        let side = XSide::new(xs);
+        let skip = c * CHUNK_BLOCKS * bb;
+        let stretch = skip..skip + xs.len() * bb;
+        let mut out_pairs = out.chunks_exact_mut(2);
+        let mut w_pairs = w.chunks_exact(2 * row_bytes);
+        for (o, rows) in (&mut out_pairs).zip(&mut w_pairs) {
+            let (first, second) = rows.split_at(row_bytes);
+            let mut sums = [o[0], o[1]];
+            let stretches = [&first[stretch.clone()], &second[stretch.clone()]];
+            // SAFETY: each stretch holds exactly xs.len() <= CHUNK_BLOCKS blocks.
+            unsafe { quantized_stretch::<Q4, 2>(&mut sums, stretches, xs, &side) };
+            o.copy_from_slice(&sums);
+        }
+        let last_row = w_pairs.remainder().chunks_exact(row_bytes);
+        for (o, row) in out_pairs.into_remainder().iter_mut().zip(last_row) {
+            let mut sums = [*o];
+            // SAFETY: as above, for the one row left over.
+            unsafe { quantized_stretch::<Q4, 1>(&mut sums, [&row[stretch.clone()]], xs, &side) };
+            *o = sums[0];
+        }
+    }
+}
+
+/// One Q8_0 / Q4_0 row dot product (see [`matvec_quantized`]).
+///
+/// # Safety
+/// AVX2, FMA and F16C are available and
+/// `w_row.len() >= x.len() · block_bytes`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantized_dot<const Q4: bool>(w_row: &[u8], x: &[BlockQ8]) -> f32 {
+    let mut out = [0.0f32];
+    // SAFETY: forwarded precondition, for one row.
+    unsafe { matvec_quantized::<Q4>(&mut out, w_row, x) };
+    out[0]
+}
+
+const _: () = assert!(BLOCK_LEN == 32, "one __m256i per block of levels");

@@ -1,0 +1,331 @@
+//! Every accelerated kernel path against the scalar reference, on random
+//! inputs of awkward sizes.
+//!
+//! The claim under test is the strong one: every path gives the reference's
+//! result **bit for bit** (float kernels keep the reference's lanes and sum
+//! order, quantized kernels sum each block exactly in integers and then
+//! accumulate the blocks in order). Paths this CPU lacks are reported and
+//! skipped.
+
+use kinglet::kernels::{self, scalar, Path};
+use kinglet::quant::{self, quantize_activations, quantize_row, BlockQ8};
+use kinglet::tensor::BLOCK_LEN;
+use kinglet::{Dtype, Error, Matrix};
+
+/// splitmix64: deterministic test data without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    /// `n` values whose magnitudes vary by 2^-12 .. 2^12 from one stretch
+    /// of 32 to the next, so that sums lose bits to rounding.
+    fn values(&mut self, n: usize) -> Vec<f32> {
+        let mut scale = 1.0;
+        (0..n)
+            .map(|i| {
+                if i % BLOCK_LEN == 0 {
+                    scale = 2f32.powi((self.next_u64() % 25) as i32 - 12);
+                }
+                self.unit() * scale
+            })
+            .collect()
+    }
+}
+
+const ROWS: [usize; 3] = [1, 3, 17];
+const FLOAT_COLS: [usize; 6] = [1, 31, 33, 64, 257, 1000];
+const QUANT_COLS: [usize; 4] = [32, 96, 288, 1024];
+
+/// The paths to test against the reference, announcing the ones skipped.
+fn accelerated_paths() -> Vec<Path> {
+    Path::ALL
+        .into_iter()
+        .filter(|&p| p != Path::Scalar)
+        .filter(|p| {
+            let ok = p.is_supported();
+            if !ok {
+                println!("skipped: this CPU has no {} path", p.name());
+            }
+            ok
+        })
+        .collect()
+}
+
+fn encode(dtype: Dtype, values: &[f32], rows: usize) -> Vec<u8> {
+    let cols = values.len() / rows;
+    let row_bytes = dtype.row_bytes(cols).expect("test shape");
+    let mut bytes = vec![0u8; row_bytes * rows];
+    for (dst, src) in bytes
+        .chunks_exact_mut(row_bytes)
+        .zip(values.chunks_exact(cols))
+    {
+        quantize_row(dtype, src, dst).expect("finite test data");
+    }
+    bytes
+}
+
+fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.to_bits(), w.to_bits(), "{what}: element {i}: {g} vs {w}");
+    }
+}
+
+#[test]
+fn float_matvec_equals_reference_bit_for_bit() {
+    let mut rng = Rng(1);
+    for path in accelerated_paths() {
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            for rows in ROWS {
+                for cols in FLOAT_COLS {
+                    let data = encode(dtype, &rng.values(rows * cols), rows);
+                    let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
+                    let x = rng.values(cols);
+                    let mut want = vec![f32::NAN; rows];
+                    let mut got = vec![f32::NAN; rows];
+                    scalar::matvec(&mut want, &w, &x);
+                    path.matvec(&mut got, &w, &x);
+                    let what = format!("{} {dtype:?} {rows}x{cols}", path.name());
+                    assert_bits_eq(&got, &want, &what);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn float_matvec_is_close_to_exact_arithmetic() {
+    // The reference itself, hence every path, within 1e-6 of Σ|w·x| of the
+    // f64 result: guards against a path and the reference sharing a bug in
+    // the test's own encoding.
+    let mut rng = Rng(2);
+    for path in Path::ALL.into_iter().filter(|p| p.is_supported()) {
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            let (rows, cols) = (17, 1000);
+            let data = encode(dtype, &rng.values(rows * cols), rows);
+            let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
+            let x = rng.values(cols);
+            let mut got = vec![0.0; rows];
+            path.matvec(&mut got, &w, &x);
+            let mut row = vec![0.0; cols];
+            for (r, &g) in got.iter().enumerate() {
+                scalar::row_to_f32(&w, r, &mut row);
+                let exact: f64 = row.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let scale: f64 = row
+                    .iter()
+                    .zip(&x)
+                    .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                    .sum();
+                assert!(
+                    (g as f64 - exact).abs() <= 1e-6 * scale,
+                    "{} {dtype:?} row {r}: {g} vs {exact}",
+                    path.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dot_and_axpy_equal_reference_bit_for_bit() {
+    let mut rng = Rng(3);
+    for path in accelerated_paths() {
+        for n in [0, 1, 7, 8, 9, 31, 33, 48, 64, 257, 1000] {
+            let (a, b) = (rng.values(n), rng.values(n));
+            let what = format!("{} n={n}", path.name());
+            assert_eq!(
+                path.dot(&a, &b).to_bits(),
+                scalar::dot(&a, &b).to_bits(),
+                "dot {what}"
+            );
+            let factor = rng.unit() * 3.0;
+            let (mut want, mut got) = (b.clone(), b.clone());
+            scalar::axpy(&mut want, factor, &a);
+            path.axpy(&mut got, factor, &a);
+            assert_bits_eq(&got, &want, &format!("axpy {what}"));
+        }
+    }
+}
+
+/// Activation blocks for `x`, with the quantizer everybody uses.
+fn activations(x: &[f32]) -> Vec<BlockQ8> {
+    let mut blocks = vec![BlockQ8::ZERO; x.len() / BLOCK_LEN];
+    quantize_activations(x, &mut blocks).expect("finite test data");
+    blocks
+}
+
+fn quantized_case(path: Path, dtype: Dtype, rows: usize, data: &[u8], xq: &[BlockQ8], what: &str) {
+    let cols = xq.len() * BLOCK_LEN;
+    let w = Matrix::new(dtype, rows, cols, data).expect("shape");
+    let mut want = vec![f32::NAN; rows];
+    let mut got = vec![f32::NAN; rows];
+    quant::matvec_quantized(&mut want, &w, xq).expect("reference");
+    path.matvec_quantized(&mut got, &w, xq).expect("path");
+    assert_bits_eq(&got, &want, what);
+    for r in 0..rows {
+        let row = w.row(r);
+        let (reference, single) = if dtype == Dtype::Q8_0 {
+            (quant::q8_0_dot(row, xq), path.q8_0_dot(row, xq))
+        } else {
+            (quant::q4_0_dot(row, xq), path.q4_0_dot(row, xq))
+        };
+        assert_eq!(
+            single.expect("path").to_bits(),
+            reference.expect("reference").to_bits(),
+            "{what}: single row {r}"
+        );
+    }
+}
+
+#[test]
+fn quantized_matvec_equals_reference_bit_for_bit() {
+    let mut rng = Rng(4);
+    for path in accelerated_paths() {
+        for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
+            for rows in ROWS {
+                for cols in QUANT_COLS {
+                    let data = encode(dtype, &rng.values(rows * cols), rows);
+                    let xq = activations(&rng.values(cols));
+                    let what = format!("{} {dtype:?} {rows}x{cols}", path.name());
+                    quantized_case(path, dtype, rows, &data, &xq, &what);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn quantized_kernels_are_exact_at_the_extreme_levels() {
+    // Raw blocks the quantizer never writes (Q8_0 level −128) and the
+    // largest activation levels: the integer sums must neither saturate nor
+    // wrap. Scales are finite f16 values with random exponents.
+    let mut rng = Rng(5);
+    for path in accelerated_paths() {
+        for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
+            let (rows, cols) = (5, 288);
+            let mut data = vec![0u8; rows * dtype.row_bytes(cols).expect("shape")];
+            let block_bytes = if dtype == Dtype::Q8_0 { 34 } else { 18 };
+            for (i, block) in data.chunks_exact_mut(block_bytes).enumerate() {
+                let scale = half::f16::from_f32(rng.unit() * 2f32.powi(i as i32 % 20 - 10));
+                block[..2].copy_from_slice(&scale.to_le_bytes());
+                for (j, byte) in block[2..].iter_mut().enumerate() {
+                    *byte = match (i + j) % 3 {
+                        0 => 0x80, // Q8_0: −128; Q4_0: levels −8 and 0
+                        1 => 0x7f, // Q8_0: 127; Q4_0: levels 7 and −1
+                        _ => rng.next_u64() as u8,
+                    };
+                }
+            }
+            let mut xq = activations(&rng.values(cols));
+            for (i, block) in xq.iter_mut().enumerate() {
+                for (j, q) in block.qs.iter_mut().enumerate() {
+                    if (i + j) % 2 == 0 {
+                        *q = if j % 4 == 0 { -127 } else { 127 };
+                    }
+                }
+            }
+            let what = format!("{} {dtype:?} extreme levels", path.name());
+            quantized_case(path, dtype, rows, &data, &xq, &what);
+        }
+    }
+}
+
+#[test]
+fn quantized_paths_report_the_reference_errors() {
+    let mut rng = Rng(6);
+    let (rows, cols) = (3, 64);
+    let data = encode(Dtype::Q8_0, &rng.values(rows * cols), rows);
+    let w = Matrix::new(Dtype::Q8_0, rows, cols, &data).expect("shape");
+    let xq = activations(&rng.values(cols));
+    let float_data = encode(Dtype::F32, &rng.values(rows * cols), rows);
+    let float_w = Matrix::new(Dtype::F32, rows, cols, &float_data).expect("shape");
+    for path in Path::ALL.into_iter().filter(|p| p.is_supported()) {
+        let name = path.name();
+        let mut out = vec![0.0; rows];
+        let mut short = vec![0.0; rows - 1];
+        let cases: [(Result<(), Error>, Result<(), Error>); 3] = [
+            (
+                path.matvec_quantized(&mut out, &w, &xq[..1]),
+                quant::matvec_quantized(&mut out, &w, &xq[..1]),
+            ),
+            (
+                path.matvec_quantized(&mut short, &w, &xq),
+                quant::matvec_quantized(&mut short, &w, &xq),
+            ),
+            (
+                path.matvec_quantized(&mut out, &float_w, &xq),
+                quant::matvec_quantized(&mut out, &float_w, &xq),
+            ),
+        ];
+        for (i, (got, want)) in cases.into_iter().enumerate() {
+            assert!(want.is_err(), "{name} case {i}: the reference refuses");
+            assert_eq!(got, want, "{name} case {i}");
+        }
+        assert_eq!(
+            path.q4_0_dot(&data[..34], &xq),
+            quant::q4_0_dot(&data[..34], &xq),
+            "{name}: q4_0_dot length error"
+        );
+        assert_eq!(path.q8_0_dot(&[], &[]), Ok(0.0), "{name}: empty row");
+    }
+}
+
+#[test]
+fn dispatching_functions_use_the_active_path() {
+    let active = Path::active();
+    assert!(active.is_supported());
+    assert_eq!(kernels::active_path(), active.name());
+    // Without an override the active path is the fastest supported one.
+    if std::env::var_os("KINGLET_KERNELS").is_none() {
+        let best = Path::ALL.into_iter().rfind(|p| p.is_supported());
+        assert_eq!(Some(active), best);
+    }
+    let mut rng = Rng(7);
+    let (rows, cols) = (17, 257);
+    let data = encode(Dtype::F16, &rng.values(rows * cols), rows);
+    let w = Matrix::new(Dtype::F16, rows, cols, &data).expect("shape");
+    let x = rng.values(cols);
+    let (mut got, mut want) = (vec![0.0; rows], vec![0.0; rows]);
+    kernels::matvec(&mut got, &w, &x);
+    scalar::matvec(&mut want, &w, &x);
+    assert_bits_eq(&got, &want, "kernels::matvec");
+}
+
+/// Prints the active path; the next test runs it in a child process.
+#[test]
+fn child_prints_active_path() {
+    println!("active kernel path: {}", kernels::active_path());
+}
+
+#[test]
+fn kinglet_kernels_env_forces_a_path() {
+    let exe = std::env::current_exe().expect("test binary path");
+    for path in Path::ALL.into_iter().filter(|p| p.is_supported()) {
+        let output = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "child_prints_active_path",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("KINGLET_KERNELS", path.name())
+            .output()
+            .expect("run the test binary");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "child failed: {stdout}");
+        let line = format!("active kernel path: {}\n", path.name());
+        assert!(stdout.contains(&line), "forcing {}: {stdout}", path.name());
+    }
+}
