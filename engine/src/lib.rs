@@ -25,6 +25,9 @@ pub mod session;
 pub mod tensor;
 pub mod tokenizer;
 
+#[cfg(test)]
+mod test_rng;
+
 pub use config::Config;
 pub use error::Error;
 pub use format::ModelFile;

@@ -210,19 +210,7 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> f32 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            let u = (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u32 << 24) as f32;
-            2.0 * u - 1.0
-        }
-        fn vec(&mut self, n: usize) -> Vec<f32> {
-            (0..n).map(|_| self.next()).collect()
-        }
-    }
+    use crate::test_rng::Rng;
 
     fn close(a: f32, b: f64, rel: f64) -> bool {
         (a as f64 - b).abs() <= rel * b.abs().max(1e-3)

@@ -186,20 +186,7 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
-    /// xorshift64*, uniform in [-1, 1).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> f32 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            let u = (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u32 << 24) as f32;
-            2.0 * u - 1.0
-        }
-        fn vec(&mut self, n: usize) -> Vec<f32> {
-            (0..n).map(|_| self.next()).collect()
-        }
-    }
+    use crate::test_rng::Rng;
 
     fn encode(dtype: Dtype, values: &[f32]) -> Vec<u8> {
         match dtype {
