@@ -3,9 +3,10 @@
 //! weight dtype, with grouped KV heads, for prompts shorter than, equal to
 //! and longer than a chunk, from position 0 and from a later position.
 
+mod common;
+
 use kinglet::session::PREFILL_CHUNK;
 use kinglet::{session_floats, Config, Dtype, Error, ModelFile, Session};
-use kinglet_tools::synth;
 
 /// Grouped KV heads (4 query heads on 2 KV heads), an untied classifier,
 /// widths that are whole Q8 blocks, and a vocabulary that is not.
@@ -24,18 +25,8 @@ fn config() -> Config {
     }
 }
 
-/// A random model in `dtype`, its weights scaled up from the synth default
-/// so that attention is far from uniform and the logits far from flat.
 fn model_file(dtype: Dtype) -> Vec<u8> {
-    let mut model = synth::synth_model(&config(), 7).expect("synth");
-    for t in &mut model.tensors {
-        if t.shape.len() == 2 {
-            t.values.iter_mut().for_each(|v| *v *= 8.0);
-        }
-    }
-    let mut file = Vec::new();
-    model.write_klt(dtype, &mut file).expect("writes");
-    file
+    common::sharp_synth_model(&config(), 7, dtype)
 }
 
 fn tokens(n: usize, seed: u32) -> Vec<u32> {

@@ -2,8 +2,9 @@
 //! decoded greedily on rayon pools of 1, 2 and 3 threads give the same token
 //! stream and the same logits, bit for bit, as the sequential session.
 
+mod common;
+
 use kinglet::{session_floats, Config, Dtype, ModelFile, Parallel, Session};
-use kinglet_tools::synth;
 use kinglet_tools::threads::Threads;
 
 /// Wide enough that every matrix product and the attention split into
@@ -24,15 +25,7 @@ fn config() -> Config {
 }
 
 fn model_file(dtype: Dtype) -> Vec<u8> {
-    let mut model = synth::synth_model(&config(), 11).expect("synth");
-    for t in &mut model.tensors {
-        if t.shape.len() == 2 {
-            t.values.iter_mut().for_each(|v| *v *= 8.0);
-        }
-    }
-    let mut file = Vec::new();
-    model.write_klt(dtype, &mut file).expect("writes");
-    file
+    common::sharp_synth_model(&config(), 11, dtype)
 }
 
 /// Greedy decoding of 64 tokens after a 21-token prompt: the tokens, and

@@ -137,3 +137,18 @@ pub fn data_file(name: &str) -> Option<PathBuf> {
     eprintln!("skipped: reference file {} is missing", path.display());
     None
 }
+
+/// A random model of `config` in `dtype`, its matrices scaled up from the
+/// synth default so that attention is far from uniform and the logits far
+/// from flat (differences between code paths then show).
+pub fn sharp_synth_model(config: &Config, seed: u64, dtype: Dtype) -> Vec<u8> {
+    let mut model = kinglet_tools::synth::synth_model(config, seed).expect("synth");
+    for t in &mut model.tensors {
+        if t.shape.len() == 2 {
+            t.values.iter_mut().for_each(|v| *v *= 8.0);
+        }
+    }
+    let mut file = Vec::new();
+    model.write_klt(dtype, &mut file).expect("writes");
+    file
+}
