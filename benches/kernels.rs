@@ -174,22 +174,25 @@ fn median_seconds(mut f: impl FnMut()) -> f64 {
 /// field of `/proc/thread-self/schedstat`, nanoseconds, updated every
 /// scheduler tick: hence runs of [`RUN_SECONDS`]), else wall time.
 enum Clock {
-    OnCpu(u64),
+    OnCpu(u64, Instant),
     Wall(Instant),
 }
 
 impl Clock {
     fn new() -> Clock {
         match on_cpu_nanos() {
-            Some(ns) => Clock::OnCpu(ns),
+            Some(ns) => Clock::OnCpu(ns, Instant::now()),
             None => Clock::Wall(Instant::now()),
         }
     }
 
     fn seconds(&self) -> f64 {
         match self {
-            Clock::OnCpu(start) => match on_cpu_nanos() {
-                Some(now) => now.saturating_sub(*start) as f64 * 1e-9,
+            // A counter that has not moved (a run shorter than its update
+            // period) falls back to the wall clock rather than dividing by 0.
+            Clock::OnCpu(start, wall) => match on_cpu_nanos() {
+                Some(now) if now > *start => (now - start) as f64 * 1e-9,
+                Some(_) => wall.elapsed().as_secs_f64(),
                 None => fail("/proc/thread-self/schedstat stopped answering"),
             },
             Clock::Wall(start) => start.elapsed().as_secs_f64(),
@@ -198,7 +201,7 @@ impl Clock {
 
     fn name(&self) -> &'static str {
         match self {
-            Clock::OnCpu(_) => "thread on-CPU time",
+            Clock::OnCpu(..) => "thread on-CPU time",
             Clock::Wall(_) => "wall time",
         }
     }
