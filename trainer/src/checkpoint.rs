@@ -2,8 +2,11 @@
 //!
 //! Layout (little-endian): magic `KLTCKPT\0`, version u32, the model config,
 //! the training config, step, data-sampler RNG state, last val loss, corpus
-//! sha256, the tokenizer's characters (UTF-8), the parameter count, then
-//! params, AdamW m and v (f32 each), and last a CRC32C of every byte before it.
+//! sha256, the tokenizer's characters (UTF-8), [version 2: the QAT settings —
+//! dtype code u32 (0 none, else the engine's dtype code), start step u64,
+//! activations u32], the parameter count, then params, AdamW m and v (f32
+//! each), and last a CRC32C of every byte before it. Version 1 files (before
+//! QAT) read as "no QAT".
 //! Written to `<path>.tmp`, fsynced, then renamed over `<path>`.
 
 use crate::bail;
@@ -11,12 +14,18 @@ use crate::config::{Decay, ModelConfig, TrainConfig};
 use crate::data::CharTokenizer;
 use crate::error::{Result, TrainError};
 use crate::params::ParamLayout;
+use crate::qat::Qat;
 use kinglet::checksum::crc32c;
+use kinglet::Dtype;
 use std::io::Write;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"KLTCKPT\0";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The first version, without QAT settings; still read.
+const VERSION_BEFORE_QAT: u32 = 1;
+/// QAT dtype code meaning "no QAT".
+const NO_QAT: u32 = 0;
 
 /// Everything needed to continue training exactly where it stopped.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +50,8 @@ pub struct Checkpoint {
     pub m: Vec<f32>,
     /// AdamW second moments. [layout.total]
     pub v: Vec<f32>,
+    /// Quantization-aware training settings, if the run used them.
+    pub qat: Option<Qat>,
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
@@ -139,6 +150,18 @@ impl Checkpoint {
         let chars: String = self.tokenizer.chars().iter().collect();
         put_u32(&mut out, chars.len() as u32);
         out.extend_from_slice(chars.as_bytes());
+        match &self.qat {
+            Some(q) => {
+                put_u32(&mut out, q.dtype as u32);
+                put_u64(&mut out, q.start);
+                put_u32(&mut out, q.activations as u32);
+            }
+            None => {
+                put_u32(&mut out, NO_QAT);
+                put_u64(&mut out, 0);
+                put_u32(&mut out, 0);
+            }
+        }
         put_u64(&mut out, self.params.len() as u64);
         for arena in [&self.params, &self.m, &self.v] {
             for x in arena.iter() {
@@ -159,8 +182,11 @@ impl Checkpoint {
             bail!("not a kinglet-train checkpoint (bad magic)");
         }
         let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if version != VERSION {
-            bail!("checkpoint version {version} is not supported (expected {VERSION})");
+        if version != VERSION && version != VERSION_BEFORE_QAT {
+            bail!(
+                "checkpoint version {version} is not supported \
+                 (this kinglet-train reads versions {VERSION_BEFORE_QAT} and {VERSION})"
+            );
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
         if crc32c(body).to_le_bytes() != crc {
@@ -221,6 +247,15 @@ impl Checkpoint {
                 model.vocab_size
             );
         }
+        let qat = if version == VERSION_BEFORE_QAT {
+            None
+        } else {
+            read_qat(&mut r)?
+        };
+        if let Some(q) = &qat {
+            q.check_model(&model)
+                .map_err(|e| TrainError::new(format!("checkpoint holds bad QAT settings: {e}")))?;
+        }
         let n = r.u64()? as usize;
         let expected = ParamLayout::new(&model).total;
         if n != expected {
@@ -243,6 +278,7 @@ impl Checkpoint {
             params,
             m,
             v,
+            qat,
         })
     }
 
@@ -259,6 +295,28 @@ impl Checkpoint {
     pub fn save(&self, path: &Path) -> Result<()> {
         write_atomically(path, &self.to_bytes())
     }
+}
+
+/// The version-2 QAT fields.
+fn read_qat(r: &mut Reader<'_>) -> Result<Option<Qat>> {
+    let code = r.u32()?;
+    let start = r.u64()?;
+    let activations = match r.u32()? {
+        0 => false,
+        1 => true,
+        other => bail!("checkpoint has a bad QAT activations flag {other}"),
+    };
+    if code == NO_QAT {
+        return Ok(None);
+    }
+    let Some(dtype) = Dtype::ALL.into_iter().find(|d| *d as u32 == code) else {
+        bail!("checkpoint has an unknown QAT dtype code {code}");
+    };
+    Ok(Some(Qat {
+        dtype,
+        start,
+        activations,
+    }))
 }
 
 /// Writes `bytes` to `<path>.tmp`, fsyncs it, renames it over `path`, and

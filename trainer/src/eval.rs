@@ -3,9 +3,11 @@
 
 use crate::activations::Activations;
 use crate::data::fixed_window_starts;
+use crate::error::Result;
 use crate::layers::cross_entropy::log_sum_exp;
 use crate::model;
 use crate::params::ParamLayout;
+use crate::qat::{quantized_weights, Qat};
 use crate::rng::Rng;
 
 /// Mean loss over `windows` (start positions) of `tokens`, `batch` at a time.
@@ -15,6 +17,7 @@ fn windows_loss(
     tokens: &[u32],
     starts: &[usize],
     batch: usize,
+    quantize_inputs: bool,
 ) -> f64 {
     let context = layout.config.context;
     let mut acts = Activations::new(&layout.config, batch.min(starts.len()).max(1), context);
@@ -27,7 +30,14 @@ fn windows_loss(
             inputs.extend_from_slice(&tokens[s..s + context]);
             targets.extend_from_slice(&tokens[s + 1..s + context + 1]);
         }
-        let loss = model::forward(layout, params, &mut acts, &inputs, Some(&targets));
+        let loss = model::forward_with(
+            layout,
+            params,
+            &mut acts,
+            &inputs,
+            Some(&targets),
+            quantize_inputs,
+        );
         sum += loss * group.len() as f64;
         count += group.len();
     }
@@ -44,7 +54,7 @@ pub fn fixed_val_loss(
     batch: usize,
 ) -> f64 {
     let starts = fixed_window_starts(val.len(), layout.config.context, count);
-    windows_loss(layout, params, val, &starts, batch)
+    windows_loss(layout, params, val, &starts, batch, false)
 }
 
 /// Mean cross-entropy over the whole of `val`, in consecutive
@@ -55,7 +65,52 @@ pub fn whole_split_loss(layout: &ParamLayout, params: &[f32], val: &[u32], batch
     let context = layout.config.context;
     let windows = val.len().saturating_sub(1) / context;
     let starts: Vec<usize> = (0..windows).map(|k| k * context).collect();
-    windows_loss(layout, params, val, &starts, batch)
+    windows_loss(layout, params, val, &starts, batch, false)
+}
+
+/// [`fixed_val_loss`] of the model a QAT run simulates (and the engine runs
+/// after export): fake-quantized weights and, if on, matvec inputs.
+pub fn fixed_val_loss_qat(
+    layout: &ParamLayout,
+    params: &[f32],
+    val: &[u32],
+    count: usize,
+    batch: usize,
+    qat: &Qat,
+) -> Result<f64> {
+    let weights = quantized_weights(layout, params, qat.dtype)?;
+    let starts = fixed_window_starts(val.len(), layout.config.context, count);
+    Ok(windows_loss(
+        layout,
+        &weights,
+        val,
+        &starts,
+        batch,
+        qat.activations,
+    ))
+}
+
+/// [`whole_split_loss`] of the model a QAT run simulates: the number
+/// `kinglet eval --tail 0.1` computes on the exported file.
+pub fn whole_split_loss_qat(
+    layout: &ParamLayout,
+    params: &[f32],
+    val: &[u32],
+    batch: usize,
+    qat: &Qat,
+) -> Result<f64> {
+    let weights = quantized_weights(layout, params, qat.dtype)?;
+    let context = layout.config.context;
+    let windows = val.len().saturating_sub(1) / context;
+    let starts: Vec<usize> = (0..windows).map(|k| k * context).collect();
+    Ok(windows_loss(
+        layout,
+        &weights,
+        val,
+        &starts,
+        batch,
+        qat.activations,
+    ))
 }
 
 /// Continues `prompt` by `length` tokens: greedy when `temperature` is 0,

@@ -25,6 +25,7 @@ pub mod layers;
 pub mod model;
 pub mod params;
 pub mod plot;
+pub mod qat;
 pub mod reference;
 pub mod rng;
 pub mod run;

@@ -2,14 +2,16 @@
 //! export it as .klt, or check the trainer against a PyTorch reference dump.
 
 use clap::{Args, Parser, Subcommand};
+use kinglet::Dtype;
 use kinglet_trainer::checkpoint::Checkpoint;
 use kinglet_trainer::config::{preset, Decay, PRESET_NAMES};
 use kinglet_trainer::data::Corpus;
 use kinglet_trainer::download;
 use kinglet_trainer::error::{Result, TrainError};
-use kinglet_trainer::eval::whole_split_loss;
+use kinglet_trainer::eval::{whole_split_loss, whole_split_loss_qat};
 use kinglet_trainer::export::{export, parse_dtype};
 use kinglet_trainer::params::ParamLayout;
+use kinglet_trainer::qat::Qat;
 use kinglet_trainer::reference::{check_reference, TOLERANCE};
 use kinglet_trainer::run::{run, RunOptions};
 use std::io::IsTerminal;
@@ -58,9 +60,10 @@ enum Command {
         /// Output file.
         #[arg(short, long)]
         output: PathBuf,
-        /// Weight type of the matrices: f32, f16, bf16, q8_0 or q4_0 (norm gains stay f32).
-        #[arg(long, default_value = "f32")]
-        dtype: String,
+        /// Weight type of the matrices: f32, f16, bf16, q8_0 or q4_0 (norm gains
+        /// stay f32) [default: the checkpoint's --qat dtype, else f32].
+        #[arg(long)]
+        dtype: Option<String>,
     },
     /// Replay a PyTorch reference dump (reference-dump-1 JSON, .bin beside it)
     /// and print each quantity's worst error relative to its largest magnitude;
@@ -120,6 +123,24 @@ struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+
+    /// Quantization-aware training for this export dtype: q8_0 or q4_0. The
+    /// forward pass uses the weights as the engine will (straight-through
+    /// gradients); evaluations measure the quantized model.
+    #[arg(long, help_heading = "Quantization-aware training")]
+    qat: Option<String>,
+    /// Optimizer steps in float before fake quantization starts.
+    #[arg(
+        long,
+        default_value_t = 0,
+        help_heading = "Quantization-aware training"
+    )]
+    qat_start: u64,
+    /// Also round the inputs of every quantized matvec to 8-bit blocks, as
+    /// the engine's integer kernels do.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"],
+          help_heading = "Quantization-aware training")]
+    qat_activations: String,
 
     /// Window length (tokens).
     #[arg(long, help_heading = "Model")]
@@ -274,6 +295,18 @@ fn train(a: TrainArgs) -> Result<()> {
     // Shape errors before reading a large corpus.
     m.validate()?;
     t.validate()?;
+    let qat = match &a.qat {
+        Some(dtype) => {
+            let q = Qat {
+                dtype: Qat::parse_dtype(dtype)?,
+                start: a.qat_start,
+                activations: a.qat_activations == "on",
+            };
+            q.check_model(&m)?;
+            Some(q)
+        }
+        None => None,
+    };
     set_threads(a.threads)?;
     let corpus = read_corpus(a.data.as_deref(), m.context)?;
     m.vocab_size = corpus.tokenizer.len();
@@ -307,6 +340,7 @@ fn train(a: TrainArgs) -> Result<()> {
         sample_len: a.sample_len,
         temperature: a.temperature,
         progress: !a.quiet && std::io::stderr().is_terminal(),
+        qat,
     };
     let s = run(&options)?;
     let val = s
@@ -340,9 +374,38 @@ fn eval(
     let corpus = Corpus::from_bytes(&bytes, Some(&c.tokenizer), c.model.context)
         .map_err(|e| TrainError::new(format!("corpus {}: {e}", path.display())))?;
     let layout = ParamLayout::new(&c.model);
-    let loss = whole_split_loss(&layout, &c.params, &corpus.val, batch.max(1));
+    let loss = match &c.qat {
+        Some(q) => whole_split_loss_qat(&layout, &c.params, &corpus.val, batch.max(1), q)?,
+        None => whole_split_loss(&layout, &c.params, &corpus.val, batch.max(1)),
+    };
     println!("loss: {loss:.6}");
     Ok(())
+}
+
+/// `--dtype` if given (warning when it is not what a QAT checkpoint was
+/// trained for), else the checkpoint's QAT dtype, else f32.
+fn export_dtype(c: &Checkpoint, asked: Option<&str>) -> Result<Dtype> {
+    match (asked, &c.qat) {
+        (Some(s), qat) => {
+            let dtype = parse_dtype(s)?;
+            if let Some(q) = qat.filter(|q| q.dtype != dtype) {
+                eprintln!(
+                    "warning: the checkpoint was trained for {} (--qat) but is exported as {}",
+                    q.dtype.name(),
+                    dtype.name()
+                );
+            }
+            Ok(dtype)
+        }
+        (None, Some(q)) => {
+            eprintln!(
+                "exporting as {}, the dtype the checkpoint was trained for (--qat)",
+                q.dtype.name()
+            );
+            Ok(q.dtype)
+        }
+        (None, None) => Ok(Dtype::F32),
+    }
 }
 
 fn main() -> ExitCode {
@@ -359,8 +422,8 @@ fn main() -> ExitCode {
             checkpoint,
             output,
             dtype,
-        }) => parse_dtype(&dtype).and_then(|dtype| {
-            let c = Checkpoint::load(&checkpoint)?;
+        }) => Checkpoint::load(&checkpoint).and_then(|c| {
+            let dtype = export_dtype(&c, dtype.as_deref())?;
             let bytes = export(&c, &output, dtype)?;
             println!(
                 "wrote {} ({bytes} bytes, step {})",

@@ -7,6 +7,7 @@ use crate::layers::attention::{self, AttentionShape};
 use crate::layers::rope::{self, RopeTable};
 use crate::layers::{cross_entropy, embedding, linear, rmsnorm, swiglu};
 use crate::params::{LayerWeights, ParamLayout};
+use crate::qat;
 
 fn attention_shape(c: &ModelConfig, context: usize) -> AttentionShape {
     AttentionShape {
@@ -31,6 +32,21 @@ pub fn forward(
     inputs: &[u32],
     targets: Option<&[u32]>,
 ) -> f64 {
+    forward_with(layout, params, acts, inputs, targets, false)
+}
+
+/// [`forward`], with the input of every linear layer rounded to Q8 blocks
+/// when `quantize_inputs` (quantization-aware training: what the engine's
+/// integer kernels see). The rounded inputs are what [`backward`] then uses
+/// for the weight gradients; the input gradients pass straight through.
+pub fn forward_with(
+    layout: &ParamLayout,
+    params: &[f32],
+    acts: &mut Activations,
+    inputs: &[u32],
+    targets: Option<&[u32]>,
+    quantize_inputs: bool,
+) -> f64 {
     let c = &layout.config;
     let context = acts.context;
     assert!(
@@ -47,10 +63,21 @@ pub fn forward(
             Some(next) => next.resid_in,
             None => a.head.resid_out,
         };
-        block_forward(&mut done[l], out, &w.layers[l], c, rope, context);
+        block_forward(
+            &mut done[l],
+            out,
+            &w.layers[l],
+            c,
+            rope,
+            context,
+            quantize_inputs,
+        );
     }
     let h = a.head;
     rmsnorm::forward(h.xn, h.rstd, h.resid_out, w.norm, d, c.norm_eps);
+    if quantize_inputs {
+        qat::quantize_activations(h.xn);
+    }
     let classifier = w.classifier.unwrap_or(w.tok_embedding);
     linear::forward(h.logits, h.xn, classifier, d, v, false);
     match targets {
@@ -68,9 +95,18 @@ fn block_forward(
     c: &ModelConfig,
     rope_table: &RopeTable,
     context: usize,
+    quantize_inputs: bool,
 ) {
+    // The norm, attention and SwiGLU backward passes recompute from their
+    // own saved inputs, so the matvec inputs may be rounded in place.
+    let round = |x: &mut [f32]| {
+        if quantize_inputs {
+            qat::quantize_activations(x);
+        }
+    };
     let (d, kv, f, eps) = (c.dim, c.kv_dim(), c.hidden_dim, c.norm_eps);
     rmsnorm::forward(la.attn_xn, la.attn_rstd, la.resid_in, lw.attn_norm, d, eps);
+    round(la.attn_xn);
     let (xn, q, k, v) = (&*la.attn_xn, &mut *la.q, &mut *la.k, &mut *la.v);
     rayon::join(
         || linear::forward(q, xn, lw.wq, d, d, false),
@@ -85,15 +121,18 @@ fn block_forward(
     rope::forward(la.k, rope_table, context, kv);
     let shape = attention_shape(c, context);
     attention::forward(la.att_y, la.probs, la.q, la.k, la.v, shape);
+    round(la.att_y);
     la.resid_mid.copy_from_slice(la.resid_in);
     linear::forward(la.resid_mid, la.att_y, lw.wo, d, d, true);
     rmsnorm::forward(la.ffn_xn, la.ffn_rstd, la.resid_mid, lw.ffn_norm, d, eps);
+    round(la.ffn_xn);
     let (xn, h1, h3) = (&*la.ffn_xn, &mut *la.h1, &mut *la.h3);
     rayon::join(
         || linear::forward(h1, xn, lw.w1, d, f, false),
         || linear::forward(h3, xn, lw.w3, d, f, false),
     );
     swiglu::forward(la.gate, la.sig, la.h1, la.h3);
+    round(la.gate);
     out.copy_from_slice(la.resid_mid);
     linear::forward(out, la.gate, lw.w2, f, d, true);
 }

@@ -6,8 +6,9 @@ use crate::checkpoint::Checkpoint;
 use crate::config::{ModelConfig, TrainConfig};
 use crate::data::Corpus;
 use crate::error::{Result, TrainError};
-use crate::eval::{fixed_val_loss, sample};
+use crate::eval::{fixed_val_loss, fixed_val_loss_qat, sample};
 use crate::plot::{self, LossPoint};
+use crate::qat::Qat;
 use crate::rng::Rng;
 use crate::trainer::Trainer;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -43,6 +44,8 @@ pub struct RunOptions {
     pub temperature: f32,
     /// Draw a progress bar on a terminal.
     pub progress: bool,
+    /// Quantization-aware training; `None` keeps a resumed run's setting.
+    pub qat: Option<Qat>,
 }
 
 /// How the run ended.
@@ -62,12 +65,14 @@ pub struct RunSummary {
 
 fn open_trainer(o: &RunOptions) -> Result<Trainer> {
     let Some(path) = &o.resume else {
-        return Trainer::new(
+        let mut t = Trainer::new(
             o.model,
             o.train,
             o.corpus.tokenizer.clone(),
             o.corpus.sha256.clone(),
-        );
+        )?;
+        t.set_qat(o.qat)?;
+        return Ok(t);
     };
     let c = Checkpoint::load(path)?;
     if c.model != o.model {
@@ -88,7 +93,16 @@ fn open_trainer(o: &RunOptions) -> Result<Trainer> {
     if c.corpus_sha256 != o.corpus.sha256 {
         eprintln!("note: the corpus differs from the one the checkpoint was trained on");
     }
-    Trainer::from_checkpoint(c, o.train)
+    let qat = match (c.qat, o.qat) {
+        (Some(had), Some(asked)) if had != asked => bail!(
+            "checkpoint {} was trained with {had:?}, this run asks for {asked:?}",
+            path.display()
+        ),
+        (had, asked) => asked.or(had),
+    };
+    let mut t = Trainer::from_checkpoint(c, o.train)?;
+    t.set_qat(qat)?;
+    Ok(t)
 }
 
 /// Trains until `train.steps`, writing metrics and checkpoints as it goes.
@@ -163,13 +177,23 @@ pub fn run(o: &RunOptions) -> Result<RunSummary> {
         let evaluate = s == total || (o.eval_every > 0 && s % o.eval_every == 0);
         let mut val_loss = None;
         if evaluate {
-            let v = fixed_val_loss(
-                &trainer.layout,
-                &trainer.params,
-                &o.corpus.val,
-                o.eval_windows,
-                o.train.batch,
-            );
+            let v = match &trainer.qat {
+                Some(q) => fixed_val_loss_qat(
+                    &trainer.layout,
+                    &trainer.params,
+                    &o.corpus.val,
+                    o.eval_windows,
+                    o.train.batch,
+                    q,
+                )?,
+                None => fixed_val_loss(
+                    &trainer.layout,
+                    &trainer.params,
+                    &o.corpus.val,
+                    o.eval_windows,
+                    o.train.batch,
+                ),
+            };
             trainer.val_loss = Some(v as f32);
             val_loss = Some(v);
             say(format!(

@@ -10,6 +10,7 @@ use crate::data::{sample_batch, CharTokenizer};
 use crate::error::Result;
 use crate::model;
 use crate::params::ParamLayout;
+use crate::qat::{quantize_weights_into, Qat};
 use crate::rng::Rng;
 use crate::schedule::learning_rate;
 
@@ -49,6 +50,10 @@ pub struct Trainer {
     pub tokenizer: CharTokenizer,
     /// sha256 of the corpus, hex.
     pub corpus_sha256: String,
+    /// Quantization-aware training, if on (set with [`Trainer::set_qat`]).
+    pub qat: Option<Qat>,
+    /// The fake-quantized weights the forward pass runs with under QAT. [layout.total]
+    shadow: Vec<f32>,
     acts: Activations,
     inputs: Vec<u32>,
     targets: Vec<u32>,
@@ -84,6 +89,8 @@ impl Trainer {
             val_loss: None,
             tokenizer,
             corpus_sha256,
+            qat: None,
+            shadow: Vec::new(),
             acts: Activations::new(&model, train.batch, model.context),
             inputs: Vec::new(),
             targets: Vec::new(),
@@ -107,6 +114,8 @@ impl Trainer {
             val_loss: c.val_loss,
             tokenizer: c.tokenizer,
             corpus_sha256: c.corpus_sha256,
+            qat: c.qat,
+            shadow: Vec::new(),
             acts: Activations::new(&c.model, train.batch, c.model.context),
             inputs: Vec::new(),
             targets: Vec::new(),
@@ -127,7 +136,18 @@ impl Trainer {
             params: self.params.clone(),
             m: self.adamw.m.clone(),
             v: self.adamw.v.clone(),
+            qat: self.qat,
         }
+    }
+
+    /// Turns quantization-aware training on (or off with `None`) for the
+    /// steps still to come.
+    pub fn set_qat(&mut self, qat: Option<Qat>) -> Result<()> {
+        if let Some(q) = &qat {
+            q.check_model(&self.layout.config)?;
+        }
+        self.qat = qat;
+        Ok(())
     }
 
     /// The model's shape.
@@ -147,6 +167,18 @@ impl Trainer {
         let context = self.layout.config.context;
         let scale = 1.0 / (t.batch * context * t.accum_steps) as f32;
         self.grads.fill(0.0);
+        // Straight-through estimator: forward and backward run with the
+        // rounded weights, and AdamW applies their gradients to the floats.
+        let qat = self.qat.filter(|q| q.active_at(self.step));
+        if let Some(q) = &qat {
+            quantize_weights_into(&self.layout, &self.params, &mut self.shadow, q.dtype)?;
+        }
+        let weights: &[f32] = if qat.is_some() {
+            &self.shadow
+        } else {
+            &self.params
+        };
+        let quantize_inputs = qat.is_some_and(|q| q.activations);
         let mut loss_sum = 0.0;
         for _ in 0..t.accum_steps {
             sample_batch(
@@ -157,12 +189,13 @@ impl Trainer {
                 &mut self.inputs,
                 &mut self.targets,
             );
-            let loss = model::forward(
+            let loss = model::forward_with(
                 &self.layout,
-                &self.params,
+                weights,
                 &mut self.acts,
                 &self.inputs,
                 Some(&self.targets),
+                quantize_inputs,
             );
             if !loss.is_finite() {
                 bail!(
@@ -172,7 +205,7 @@ impl Trainer {
             }
             model::backward(
                 &self.layout,
-                &self.params,
+                weights,
                 &mut self.grads,
                 &mut self.acts,
                 &self.inputs,
