@@ -111,7 +111,7 @@ fn bare_binary_prints_what_kinglet_generate_prints() {
     let bare = String::from_utf8(output.stdout).expect("UTF-8");
 
     let args = generate::Args {
-        model: model.to_path_buf(),
+        model: Some(model.to_path_buf()),
         prompt: PROMPT.into(),
         tokens: NEW_TOKENS,
         temperature: TEMPERATURE,

@@ -1,6 +1,7 @@
 //! kinglet-tools: the library behind the `kinglet` command — importing
 //! llama2.c checkpoints, re-encoding, synthesizing and inspecting .klt files.
 
+pub mod bundled;
 pub mod cmd;
 pub mod import;
 pub mod io;

@@ -613,3 +613,15 @@ fn eval_scores_a_text_and_refuses_bad_input() {
         "nope.txt",
     );
 }
+
+#[test]
+fn generate_without_a_model_runs_the_bundled_one() {
+    let dir = scratch("bundled");
+    let o = kinglet_in(
+        &dir,
+        &["generate", "--prompt", "ROMEO:", "-n", "40", "--seed", "1"],
+    );
+    assert_ok(&o);
+    assert!(stdout(&o).starts_with("ROMEO:"), "{}", stdout(&o));
+    assert!(stdout(&o).len() > 40, "{}", stdout(&o));
+}

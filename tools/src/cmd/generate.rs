@@ -15,11 +15,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use kinglet::format::TokenizerKind;
-use kinglet::generate::Generator;
-use kinglet::{session_floats, tokenizer, Sampler, SamplerConfig, Session};
+use kinglet::generate::{Generator, Stop};
+use kinglet::{session_floats, tokenizer, ModelFile, Sampler, SamplerConfig, Session};
 
 use super::verify::problems;
 use super::Status;
+use crate::bundled;
 use crate::io::open_model;
 use crate::threads::Threads;
 
@@ -34,8 +35,8 @@ Examples:
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// The .klt model file.
-    pub model: PathBuf,
+    /// The .klt model file (default: the bundled TinyShakespeare model).
+    pub model: Option<PathBuf>,
     /// Text to start from (BPE models also get BOS first). Character-level
     /// models start from a newline when no prompt is given.
     #[arg(long, short, default_value = "")]
@@ -78,13 +79,16 @@ struct Counts {
 
 /// Runs `kinglet generate`.
 pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
-    let model = open_model(&args.model)?;
+    let (model, name) = match &args.model {
+        Some(path) => (open_model(path)?, path.display().to_string()),
+        None => (
+            ModelFile::new_checked(bundled::BYTES.to_vec())?,
+            bundled::PATH.to_string(),
+        ),
+    };
     if !args.no_verify {
         if let Some(first) = problems(&model).first() {
-            bail!(
-                "{}: {first} (the file is damaged; --no-verify skips this check)",
-                args.model.display()
-            );
+            bail!("{name}: {first} (the file is damaged; --no-verify skips this check)");
         }
     }
     let config = *model.config();
@@ -192,23 +196,50 @@ fn generate<T: AsRef<[u8]>>(
 ) -> Result<Counts> {
     let mut buffer = vec![0.0f32; session_floats(model.config(), max_seq)];
     let mut session = Session::new(model, &mut buffer, max_seq)?.with_parallel(threads);
-    let mut generator = Generator::new(&mut session, sampler, prompt, max_new_tokens)?;
     let started = Instant::now();
     let mut prompt_done = None;
     let mut listening = true;
-    while listening {
-        let step = generator.step(|piece| listening &= emit(piece))?;
-        if prompt_done.is_none() && generator.prompt_tokens_done() == prompt.len() {
-            prompt_done = Some(Instant::now());
+    let mut generated = 0;
+    // The whole sequence so far, and the part of it the context starts from.
+    let mut history = prompt.to_vec();
+    let mut window = prompt.to_vec();
+    let mut first_round = true;
+    loop {
+        session.reset();
+        let mut generator =
+            Generator::new(&mut session, sampler, &window, max_new_tokens - generated)?;
+        while listening {
+            // A window replayed into a fresh context was printed already.
+            let replaying = !first_round && generator.prompt_tokens_done() < window.len();
+            let step = generator.step(|piece| {
+                if !replaying {
+                    listening &= emit(piece);
+                }
+            })?;
+            if prompt_done.is_none() && generator.prompt_tokens_done() == window.len() {
+                prompt_done = Some(Instant::now());
+            }
+            match step {
+                Some(token) if !token.from_prompt => history.push(token.id),
+                Some(_) => {}
+                None => break,
+            }
         }
-        if step.is_none() {
+        generated += generator.new_tokens();
+        let context_full = generator.stop() == Some(Stop::ContextFull);
+        if !listening || !context_full || generated >= max_new_tokens {
             break;
         }
+        // The context is full: continue in a fresh one that starts from the
+        // last half of the text, positions from 0 again (as in training).
+        let keep = (max_seq as usize / 2).max(1);
+        window = history[history.len().saturating_sub(keep)..].to_vec();
+        first_round = false;
     }
     let prompt_done = prompt_done.unwrap_or(started);
     Ok(Counts {
         prompt_seconds: prompt_done.duration_since(started).as_secs_f64(),
         generation_seconds: prompt_done.elapsed().as_secs_f64(),
-        generated: generator.new_tokens(),
+        generated,
     })
 }
