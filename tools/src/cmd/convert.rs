@@ -15,7 +15,7 @@ use crate::model::{DtypePlan, OwnedModel};
 
 const EXAMPLES: &str = "\
 Examples:
-  # Import a llama2.c checkpoint (version 0 or 1) with its tokenizer.bin
+  # Import a llama2.c checkpoint (version 0, 1, or 2 = int8) with its tokenizer.bin
   kinglet convert stories260K.bin --tokenizer tok512.bin -o stories260K.klt
   # Re-encode a .klt file; norm gains stay f32
   kinglet convert stories260K.klt --dtype f16 -o stories260K-f16.klt
@@ -26,7 +26,7 @@ Examples:
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// A llama2.c checkpoint (version 0 or 1, f32) or a .klt file.
+    /// A llama2.c checkpoint (version 0 or 1 in f32, version 2 in int8) or a .klt file.
     pub input: PathBuf,
     /// Where to write the .klt file (replaced atomically).
     #[arg(short, long)]

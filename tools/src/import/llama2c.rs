@@ -15,6 +15,14 @@
 //! attention norms of all layers, the ffn norms of all layers, the final norm,
 //! tok_embeddings, then wq, wk, wv, wo, w1, w2, w3 each for all layers, then
 //! the classifier unless shared.
+//!
+//! Version 2 (`export.py`'s int8 "Q8_0"): the version 1 header with an i32
+//! group size after shared_classifier. Then f32: the attention norms, the ffn
+//! norms, the final norm; then each matrix in the version 1 order (every
+//! layer's wq, then every wk, …, the classifier unless shared), each as its
+//! int8 values followed by one f32 scale per group of `group_size` values of
+//! the flattened matrix: value = q · scale. Imported values are dequantized;
+//! `convert --dtype` requantizes them with kinglet's own quantizer.
 
 use anyhow::{bail, Context, Result};
 use kinglet::format::TokenizerKind;
@@ -287,6 +295,43 @@ impl Floats<'_> {
     }
 }
 
+/// Takes consecutive int8 matrices with per-group f32 scales (version 2).
+struct Int8Groups<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    group: usize,
+}
+
+impl Int8Groups<'_> {
+    /// Bytes one matrix of `n` values takes: the values and their scales.
+    fn bytes_for(n: usize, group: usize) -> u64 {
+        n as u64 + 4 * (n / group) as u64
+    }
+
+    /// The dequantized values of the next matrix of `n` values.
+    fn take(&mut self, n: usize) -> Result<Vec<f32>> {
+        let q = self
+            .bytes
+            .get(self.pos..self.pos + n)
+            .context("weights end early")?;
+        let scales_at = self.pos + n;
+        let scales = self
+            .bytes
+            .get(scales_at..scales_at + 4 * (n / self.group))
+            .context("weights end early")?;
+        self.pos = scales_at + scales.len();
+        let scales = f32s_from_le(scales);
+        Ok(q.iter()
+            .enumerate()
+            .map(|(i, &v)| v as i8 as f32 * scales[i / self.group])
+            .collect())
+    }
+
+    fn take_layers(&mut self, layers: usize, n: usize) -> Result<Vec<Vec<f32>>> {
+        (0..layers).map(|_| self.take(n)).collect()
+    }
+}
+
 /// Per-layer arrays, each `[L][...]`.
 struct LayerArrays {
     attn_norm: Vec<Vec<f32>>,
@@ -424,8 +469,8 @@ fn parse_v1(bytes: &[u8]) -> Result<Checkpoint> {
     let version = le_i32(bytes, 4).context("file ends inside the llama2.c header")?;
     match version {
         1 => {}
-        2 => bail!("llama2.c checkpoint version 2 (int8) is not supported yet"),
-        v => bail!("unknown llama2.c checkpoint version {v} (supported: 0 and 1)"),
+        2 => return parse_v2(bytes),
+        v => bail!("unknown llama2.c checkpoint version {v} (supported: 0, 1 and 2)"),
     }
     if bytes.len() < V1_HEADER_BYTES {
         bail!(
@@ -495,6 +540,87 @@ fn parse_v1(bytes: &[u8]) -> Result<Checkpoint> {
     })
 }
 
+fn parse_v2(bytes: &[u8]) -> Result<Checkpoint> {
+    if bytes.len() < V1_HEADER_BYTES {
+        bail!(
+            "file is {} bytes, too short for a llama2.c version 2 header ({V1_HEADER_BYTES} bytes)",
+            bytes.len()
+        );
+    }
+    let params = read_params(bytes, 8).context("file ends inside the llama2.c header")?;
+    let tied = match bytes[36] {
+        0 => false,
+        1 => true,
+        b => bail!("llama2.c header: shared_classifier is {b}, must be 0 or 1"),
+    };
+    let group = le_i32(bytes, 37).context("file ends inside the llama2.c header")?;
+    let c = config_from_params(params, tied)?;
+    let s = Sizes::new(&c);
+    let (d, h, kv, l) = (s.dim, s.hidden, s.kv, s.layers);
+    // The matrices in file order, by element count.
+    let mut matrices = vec![s.vocab * d];
+    for n in [d * d, kv * d, kv * d, d * d, h * d, d * h, h * d] {
+        matrices.extend(std::iter::repeat_n(n, l));
+    }
+    if !tied {
+        matrices.push(s.vocab * d);
+    }
+    let group = match usize::try_from(group) {
+        Ok(g) if g > 0 && matrices.iter().all(|n| n % g == 0) => g,
+        _ => bail!("llama2.c version 2 header: group size {group} does not divide every matrix"),
+    };
+    let norms = (2 * l * d + d) as u64;
+    let expected = V1_HEADER_BYTES as u64
+        + 4 * norms
+        + matrices
+            .iter()
+            .map(|&n| Int8Groups::bytes_for(n, group))
+            .sum::<u64>();
+    if expected != bytes.len() as u64 {
+        bail!(
+            "llama2.c version 2 header ({}, group size {group}) implies a file of {expected} bytes, \
+             but the file has {} bytes",
+            describe(&c),
+            bytes.len()
+        );
+    }
+
+    let mut r = Floats {
+        bytes: &bytes[V1_HEADER_BYTES..],
+        pos: 0,
+    };
+    let attn_norm = r.take_layers(l, d)?; // [L][dim]
+    let ffn_norm = r.take_layers(l, d)?; // [L][dim]
+    let final_norm = r.take(d)?; // [dim]
+    let mut q = Int8Groups {
+        bytes: &bytes[V1_HEADER_BYTES + r.pos..],
+        pos: 0,
+        group,
+    };
+    let embedding = q.take(s.vocab * d)?; // [vocab, dim]
+    let layers = LayerArrays {
+        attn_norm,
+        wq: q.take_layers(l, d * d)?,
+        wk: q.take_layers(l, kv * d)?,
+        wv: q.take_layers(l, kv * d)?,
+        wo: q.take_layers(l, d * d)?,
+        ffn_norm,
+        w1: q.take_layers(l, h * d)?,
+        w2: q.take_layers(l, d * h)?,
+        w3: q.take_layers(l, h * d)?,
+    };
+    let classifier = if tied {
+        None
+    } else {
+        Some(q.take(s.vocab * d)?)
+    };
+    Ok(Checkpoint {
+        version: 2,
+        tensors: assemble(&c, embedding, layers, final_norm, classifier),
+        config: c,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,13 +655,121 @@ mod tests {
         }
     }
 
-    #[test]
-    fn rejects_version_2_and_unknown_versions() {
+    /// A version 2 file as export.py writes it, from `weights` in v1 order
+    /// (norms first, then the matrices), quantized per group of `group`.
+    fn v2_file(
+        params: [i32; 7],
+        tied: bool,
+        group: i32,
+        norms: &[f32],
+        matrices: &[Vec<f32>],
+    ) -> Vec<u8> {
         let mut b = vec![0u8; 256];
         b[..4].copy_from_slice(&MAGIC.to_le_bytes());
         b[4..8].copy_from_slice(&2i32.to_le_bytes());
-        let e = parse_checkpoint(&b).unwrap_err().to_string();
-        assert!(e.contains("version 2 (int8) is not supported yet"), "{e}");
+        for (i, p) in params.iter().enumerate() {
+            b[8 + 4 * i..12 + 4 * i].copy_from_slice(&p.to_le_bytes());
+        }
+        b[36] = tied as u8;
+        b[37..41].copy_from_slice(&group.to_le_bytes());
+        b.extend(norms.iter().flat_map(|v| v.to_le_bytes()));
+        for m in matrices {
+            let mut scales = Vec::new();
+            for g in m.chunks(group as usize) {
+                let scale = g.iter().fold(0.0f32, |a, v| a.max(v.abs())) / 127.0;
+                scales.push(scale);
+                b.extend(g.iter().map(|v| {
+                    if scale == 0.0 {
+                        0
+                    } else {
+                        (v / scale).round() as i8 as u8
+                    }
+                }));
+            }
+            b.extend(scales.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        b
+    }
+
+    #[test]
+    fn imports_version_2_int8_by_dequantizing() {
+        // dim 8, hidden 16, 1 layer, 2 heads, 1 kv head, vocab 4, seq 4; untied.
+        let (d, h, kv, v) = (8usize, 16usize, 4usize, 4usize);
+        let norms: Vec<f32> = (0..2 * d + d).map(|i| 1.0 + i as f32 / 64.0).collect();
+        let sizes = [
+            v * d,
+            d * d,
+            kv * d,
+            kv * d,
+            d * d,
+            h * d,
+            d * h,
+            h * d,
+            v * d,
+        ];
+        let matrices: Vec<Vec<f32>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(m, &n)| {
+                (0..n)
+                    .map(|i| ((i * 7 + m * 13) % 23) as f32 / 23.0 - 0.5)
+                    .collect()
+            })
+            .collect();
+        let file = v2_file([8, 16, 1, 2, 1, 4, 4], false, 8, &norms, &matrices);
+        let ckpt = parse_checkpoint(&file).expect("version 2 imports");
+        assert_eq!(ckpt.version, 2);
+        let by_name = |name: &str| &ckpt.tensors.iter().find(|t| t.name == name).unwrap().values;
+        assert_eq!(by_name("layers.0.attn_norm"), &norms[..d].to_vec());
+        assert_eq!(by_name("norm"), &norms[2 * d..].to_vec());
+        // Every matrix within half a quantization step of its source values.
+        for (name, m) in [
+            "tok_embedding",
+            "layers.0.wq",
+            "layers.0.wk",
+            "layers.0.wv",
+            "layers.0.wo",
+            "layers.0.w1",
+            "layers.0.w2",
+            "layers.0.w3",
+            "classifier",
+        ]
+        .iter()
+        .zip(&matrices)
+        {
+            let got = by_name(name);
+            assert_eq!(got.len(), m.len(), "{name}");
+            for (g, w) in got.iter().zip(m) {
+                assert!(
+                    (g - w).abs() <= 0.5 / 127.0 * 0.5 + 1e-6,
+                    "{name}: {g} vs {w}"
+                );
+            }
+        }
+        // A group size that does not divide the matrices, and a short file.
+        let e = format!(
+            "{:#}",
+            parse_checkpoint(&v2_file(
+                [8, 16, 1, 2, 1, 4, 4],
+                false,
+                5,
+                &norms,
+                &matrices
+            ))
+            .unwrap_err()
+        );
+        assert!(e.contains("group size 5"), "{e}");
+        let e = format!(
+            "{:#}",
+            parse_checkpoint(&file[..file.len() - 1]).unwrap_err()
+        );
+        assert!(e.contains("implies a file of"), "{e}");
+    }
+
+    #[test]
+    fn rejects_unknown_versions() {
+        let mut b = vec![0u8; 256];
+        b[..4].copy_from_slice(&MAGIC.to_le_bytes());
         b[4..8].copy_from_slice(&7i32.to_le_bytes());
         let e = parse_checkpoint(&b).unwrap_err().to_string();
         assert!(e.contains("unknown llama2.c checkpoint version 7"), "{e}");
