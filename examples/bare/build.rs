@@ -1,4 +1,5 @@
-//! Reads the model named by `KINGLET_BARE_MODEL` (an absolute path), checks
+//! Reads the model named by `KINGLET_BARE_MODEL` (an absolute path; default:
+//! the bundled models/shakespeare.klt), checks
 //! it, and writes `$OUT_DIR/model.rs`: the model's `Config` as a `const` (so
 //! the session buffer can be a static sized by the engine's `const fn`) and
 //! the file itself, embedded at 64-byte alignment. Also passes the linker
@@ -9,9 +10,10 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=KINGLET_BARE_MODEL");
-    let Some(path) = std::env::var_os("KINGLET_BARE_MODEL").map(PathBuf::from) else {
-        fail("set KINGLET_BARE_MODEL to the absolute path of the .klt model to embed");
-    };
+    // Default: the model bundled with kinglet.
+    let path = std::env::var_os("KINGLET_BARE_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/shakespeare.klt")));
     if !path.is_absolute() {
         fail(&format!(
             "KINGLET_BARE_MODEL must be an absolute path, not {}",
