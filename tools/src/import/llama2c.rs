@@ -472,18 +472,7 @@ fn parse_v1(bytes: &[u8]) -> Result<Checkpoint> {
         2 => return parse_v2(bytes),
         v => bail!("unknown llama2.c checkpoint version {v} (supported: 0, 1 and 2)"),
     }
-    if bytes.len() < V1_HEADER_BYTES {
-        bail!(
-            "file is {} bytes, too short for a llama2.c version 1 header ({V1_HEADER_BYTES} bytes)",
-            bytes.len()
-        );
-    }
-    let params = read_params(bytes, 8).context("file ends inside the llama2.c header")?;
-    let tied = match bytes[36] {
-        0 => false,
-        1 => true,
-        b => bail!("llama2.c header: shared_classifier is {b}, must be 0 or 1"),
-    };
+    let (params, tied) = read_ak42_header(bytes, 1)?;
     if params[5] < 0 {
         bail!(
             "llama2.c version 1 header: vocab_size {} is negative",
@@ -540,10 +529,11 @@ fn parse_v1(bytes: &[u8]) -> Result<Checkpoint> {
     })
 }
 
-fn parse_v2(bytes: &[u8]) -> Result<Checkpoint> {
+/// The parameters and the shared-classifier flag of a version 1 or 2 header.
+fn read_ak42_header(bytes: &[u8], version: u32) -> Result<([i32; 7], bool)> {
     if bytes.len() < V1_HEADER_BYTES {
         bail!(
-            "file is {} bytes, too short for a llama2.c version 2 header ({V1_HEADER_BYTES} bytes)",
+            "file is {} bytes, too short for a llama2.c version {version} header ({V1_HEADER_BYTES} bytes)",
             bytes.len()
         );
     }
@@ -553,6 +543,11 @@ fn parse_v2(bytes: &[u8]) -> Result<Checkpoint> {
         1 => true,
         b => bail!("llama2.c header: shared_classifier is {b}, must be 0 or 1"),
     };
+    Ok((params, tied))
+}
+
+fn parse_v2(bytes: &[u8]) -> Result<Checkpoint> {
+    let (params, tied) = read_ak42_header(bytes, 2)?;
     let group = le_i32(bytes, 37).context("file ends inside the llama2.c header")?;
     let c = config_from_params(params, tied)?;
     let s = Sizes::new(&c);
