@@ -1,4 +1,5 @@
-//! A seeded xorshift64* generator for the engine's unit tests.
+//! Test support for the engine's unit tests: a seeded xorshift64* generator
+//! and tensor encoding through the one quantizer.
 
 extern crate std;
 use std::vec::Vec;
@@ -20,4 +21,12 @@ impl Rng {
     pub fn vec(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.next()).collect()
     }
+}
+
+/// `values` (whole rows) as bytes of `dtype`, through [`crate::quant::quantize_row`].
+pub fn encode(dtype: crate::Dtype, values: &[f32], cols: usize) -> Vec<u8> {
+    let rows = values.len() / cols.max(1);
+    let mut out = std::vec![0u8; dtype.row_bytes(cols).unwrap_or(0) * rows];
+    crate::quant::quantize_row(dtype, values, &mut out).expect("test values encode");
+    out
 }

@@ -270,31 +270,8 @@ mod tests {
     use super::*;
     use crate::kernels::scalar;
     use crate::quant;
-    use std::vec::Vec;
 
-    use crate::test_rng::Rng;
-
-    fn encode(dtype: Dtype, values: &[f32], cols: usize) -> Vec<u8> {
-        match dtype {
-            Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            Dtype::F16 => values
-                .iter()
-                .flat_map(|&v| crate::float16::f32_to_f16(v).to_le_bytes())
-                .collect(),
-            Dtype::BF16 => values
-                .iter()
-                .flat_map(|&v| crate::float16::f32_to_bf16(v).to_le_bytes())
-                .collect(),
-            Dtype::Q8_0 | Dtype::Q4_0 => {
-                let row = dtype.row_bytes(cols).unwrap();
-                let mut out = std::vec![0u8; values.len() / cols * row];
-                for (src, dst) in values.chunks_exact(cols).zip(out.chunks_exact_mut(row)) {
-                    quant::quantize_row(dtype, src, dst).unwrap();
-                }
-                out
-            }
-        }
-    }
+    use crate::test_rng::{encode, Rng};
 
     #[test]
     fn float_matmul_is_bit_identical_to_matvec_per_position() {

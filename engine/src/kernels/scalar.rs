@@ -186,22 +186,7 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
-    use crate::test_rng::Rng;
-
-    fn encode(dtype: Dtype, values: &[f32]) -> Vec<u8> {
-        match dtype {
-            Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            Dtype::F16 => values
-                .iter()
-                .flat_map(|&v| crate::float16::f32_to_f16(v).to_le_bytes())
-                .collect(),
-            Dtype::BF16 => values
-                .iter()
-                .flat_map(|&v| crate::float16::f32_to_bf16(v).to_le_bytes())
-                .collect(),
-            _ => unreachable!(),
-        }
-    }
+    use crate::test_rng::{encode, Rng};
 
     /// The values the stored bytes actually hold.
     fn decode_all(dtype: Dtype, bytes: &[u8]) -> Vec<f64> {
@@ -225,7 +210,7 @@ mod tests {
         for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
             for (rows, cols) in [(1, 1), (3, 7), (5, 8), (4, 17), (13, 64), (2, 333)] {
                 let values = rng.vec(rows * cols);
-                let data = encode(dtype, &values);
+                let data = encode(dtype, &values, cols);
                 let w = Matrix::new(dtype, rows, cols, &data).unwrap();
                 let x = rng.vec(cols);
                 let mut out = std::vec![f32::NAN; rows];
@@ -254,11 +239,11 @@ mod tests {
         let values = rng.vec(rows * cols);
         let x = rng.vec(cols);
         for dtype in [Dtype::F16, Dtype::BF16] {
-            let data = encode(dtype, &values);
+            let data = encode(dtype, &values, cols);
             let w = Matrix::new(dtype, rows, cols, &data).unwrap();
             let dequantized: Vec<f32> =
                 decode_all(dtype, &data).iter().map(|&v| v as f32).collect();
-            let f32_data = encode(Dtype::F32, &dequantized);
+            let f32_data = encode(Dtype::F32, &dequantized, cols);
             let w32 = Matrix::new(Dtype::F32, rows, cols, &f32_data).unwrap();
             let (mut a, mut b) = (std::vec![0.0; rows], std::vec![0.0; rows]);
             matvec(&mut a, &w, &x);
@@ -274,7 +259,7 @@ mod tests {
         let (rows, cols) = (4, 11);
         let values = rng.vec(rows * cols);
         for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
-            let data = encode(dtype, &values);
+            let data = encode(dtype, &values, cols);
             let w = Matrix::new(dtype, rows, cols, &data).unwrap();
             let exact = decode_all(dtype, &data);
             for r in 0..rows {
