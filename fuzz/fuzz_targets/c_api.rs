@@ -96,7 +96,7 @@ fuzz_target!(|data: &[u8]| {
             )
         };
         assert!(
-            rc >= 0 && rc <= 3 || (-9..=-1).contains(&rc) || (-29..=-20).contains(&rc),
+            (0..=3).contains(&rc) || (-9..=-1).contains(&rc) || (-29..=-20).contains(&rc),
             "generate gave {rc}"
         );
     }
