@@ -48,7 +48,8 @@
  *   -26   KINGLET_E_BAD_METADATA       malformed metadata entry
  *   -27   KINGLET_E_CHECKSUM           header or tensor checksum mismatch
  *   -28   KINGLET_E_UNSUPPORTED_DTYPE  a tensor dtype without a compute kernel
- *   -29   KINGLET_E_BAD_MODEL          another model file problem (e.g. padding)
+ *   -29   KINGLET_E_BAD_MODEL          another model file problem: non-zero padding, or
+ *                                      weights that drive activations to inf/NaN
  *   -99   KINGLET_E_INTERNAL           a bug in kinglet; please report it
  *
  * Example:

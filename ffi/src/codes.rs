@@ -45,7 +45,8 @@ pub const KINGLET_E_BAD_METADATA: c_int = -26;
 pub const KINGLET_E_CHECKSUM: c_int = -27;
 /// A tensor has a dtype this library has no compute kernel for.
 pub const KINGLET_E_UNSUPPORTED_DTYPE: c_int = -28;
-/// Another problem with the model file (e.g. non-zero padding).
+/// Another problem with the model file: non-zero padding, or weights that
+/// drive a quantized model's activations to infinity or NaN.
 pub const KINGLET_E_BAD_MODEL: c_int = -29;
 /// A bug in kinglet (an internal invariant failed); please report it.
 pub const KINGLET_E_INTERNAL: c_int = -99;
@@ -183,7 +184,9 @@ pub fn code_of(error: &Error) -> c_int {
         | Error::TensorPlacement { .. } => KINGLET_E_BAD_TENSORS,
         Error::BadMetadata { .. } => KINGLET_E_BAD_METADATA,
         Error::HeaderChecksum { .. } | Error::TensorChecksum { .. } => KINGLET_E_CHECKSUM,
-        Error::NonZeroPadding { .. } => KINGLET_E_BAD_MODEL,
+        // A quantized model refuses non-finite activations: the weights are
+        // damaged or absurd (kinglet_check passes on absurd finite ones).
+        Error::NonZeroPadding { .. } | Error::Unrepresentable { .. } => KINGLET_E_BAD_MODEL,
         Error::UnsupportedDtype { .. } => KINGLET_E_UNSUPPORTED_DTYPE,
         Error::SequenceFull { .. } => KINGLET_E_CONTEXT_FULL,
         Error::EmptyPrompt => KINGLET_E_EMPTY_PROMPT,
@@ -194,8 +197,7 @@ pub fn code_of(error: &Error) -> c_int {
         Error::BufferTooSmall { .. }
         | Error::TokenOutOfRange { .. }
         | Error::InvalidInput { .. }
-        | Error::PartialBlock { .. }
-        | Error::Unrepresentable { .. } => KINGLET_E_INTERNAL,
+        | Error::PartialBlock { .. } => KINGLET_E_INTERNAL,
         _ => KINGLET_E_INTERNAL,
     }
 }
