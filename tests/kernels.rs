@@ -44,9 +44,9 @@ impl Rng {
     }
 }
 
-const ROWS: [usize; 3] = [1, 3, 17];
+const ROWS: [usize; 4] = [1, 3, 8, 17];
 const FLOAT_COLS: [usize; 6] = [1, 31, 33, 64, 257, 1000];
-const QUANT_COLS: [usize; 4] = [32, 96, 288, 1024];
+const QUANT_COLS: [usize; 5] = [32, 96, 288, 1024, 2080];
 
 /// The paths to test against the reference, announcing the ones skipped.
 fn accelerated_paths() -> Vec<Path> {
