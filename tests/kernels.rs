@@ -329,3 +329,72 @@ fn kinglet_kernels_env_forces_a_path() {
         assert!(stdout.contains(&line), "forcing {}: {stdout}", path.name());
     }
 }
+
+#[test]
+fn float_matmul_equals_matvec_per_position_bit_for_bit() {
+    let mut rng = Rng(8);
+    for path in Path::ALL.into_iter().filter(|p| p.is_supported()) {
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            for rows in [1, 3, 5, 17] {
+                for cols in [1, 31, 33, 257] {
+                    for n in [1, 2, 3, 4, 7, 16] {
+                        let data = encode(dtype, &rng.values(rows * cols), rows);
+                        let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
+                        let x = rng.values(n * cols);
+                        let mut got = vec![f32::NAN; rows * n];
+                        path.matmul(&mut got, &w, &x, n);
+                        let mut want = vec![f32::NAN; rows * n];
+                        for (t, x_t) in x.chunks_exact(cols).enumerate() {
+                            let mut column = vec![0.0; rows];
+                            scalar::matvec(&mut column, &w, x_t);
+                            for (r, v) in column.into_iter().enumerate() {
+                                want[r * n + t] = v;
+                            }
+                        }
+                        let what = format!("{} {dtype:?} {rows}x{cols} n={n}", path.name());
+                        assert_bits_eq(&got, &want, &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn quantized_matmul_equals_reference_dots_bit_for_bit() {
+    let mut rng = Rng(9);
+    for path in Path::ALL.into_iter().filter(|p| p.is_supported()) {
+        for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
+            for rows in [1, 3, 8, 17] {
+                for cols in [32, 288, 2080] {
+                    for n in [1, 2, 5, 16, 17] {
+                        let data = encode(dtype, &rng.values(rows * cols), rows);
+                        let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
+                        let blocks = cols / BLOCK_LEN;
+                        let xq: Vec<BlockQ8> = (0..n)
+                            .flat_map(|_| activations(&rng.values(cols)))
+                            .collect();
+                        let mut got = vec![f32::NAN; rows * n];
+                        path.matmul_quantized(&mut got, &w, &xq, n).expect("path");
+                        let mut want = vec![f32::NAN; rows * n];
+                        for (t, x_t) in xq.chunks_exact(blocks).enumerate() {
+                            let mut column = vec![0.0; rows];
+                            quant::matvec_quantized(&mut column, &w, x_t).expect("reference");
+                            for (r, v) in column.into_iter().enumerate() {
+                                want[r * n + t] = v;
+                            }
+                        }
+                        let what = format!("{} {dtype:?} {rows}x{cols} n={n}", path.name());
+                        assert_bits_eq(&got, &want, &what);
+                    }
+                }
+            }
+        }
+        let data = encode(Dtype::Q8_0, &rng.values(2 * 64), 2);
+        let w = Matrix::new(Dtype::Q8_0, 2, 64, &data).expect("shape");
+        let xq = activations(&rng.values(3 * 64));
+        let mut out = vec![0.0; 6];
+        assert!(path.matmul_quantized(&mut out[..5], &w, &xq, 3).is_err());
+        assert!(path.matmul_quantized(&mut out, &w, &xq[..5], 3).is_err());
+    }
+}

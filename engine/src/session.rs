@@ -37,7 +37,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crate::config::Config;
 use crate::error::Error;
 use crate::format::ModelFile;
-use crate::kernels::{self, matmul};
+use crate::kernels;
 use crate::ops::{self, Heads};
 use crate::parallel::{Parallel, SEQUENTIAL};
 use crate::quant::{self, BlockQ8};
@@ -285,9 +285,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     /// [`PREFILL_CHUNK`] at a time, appends their keys and values to the
     /// cache, advances the position and returns the logits after the last
     /// one, `[vocab_size]`: what as many [`forward`](Self::forward) calls
-    /// would give, with every weight row read once per chunk. (The float
-    /// reference kernels give the same bits as `forward`; accelerated
-    /// kernels may differ in the last bits.)
+    /// would give, bit for bit, with every weight row read once per chunk.
     ///
     /// Errors: [`Error::EmptyPrompt`] for no tokens, and as `forward`; the
     /// position is unchanged when one is returned.
@@ -509,10 +507,10 @@ impl Scratch<'_> {
                     let first_row = first / n;
                     let ok = match w.rows(first_row..first_row + part.len() / n) {
                         Some(part_w) if quantized => {
-                            matmul::matmul_quantized(part, &part_w, xq, n).is_ok()
+                            kernels::matmul_quantized(part, &part_w, xq, n).is_ok()
                         }
                         Some(part_w) => {
-                            matmul::matmul(part, &part_w, x, n);
+                            kernels::matmul(part, &part_w, x, n);
                             true
                         }
                         None => false,

@@ -58,6 +58,26 @@ pub fn matvec_quantized(out: &mut [f32], w: &Matrix<'_>, xq: &[BlockQ8]) -> Resu
     Path::active().matvec_quantized(out, w, xq)
 }
 
+/// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]`, F32, F16 and BF16 weights;
+/// `out`: `[w.rows × n]`, `x`: `[n × w.cols]`. The bits of
+/// [`matmul::matmul`] (and of [`matvec`] per position).
+#[inline]
+pub fn matmul(out: &mut [f32], w: &Matrix<'_>, x: &[f32], n: usize) {
+    Path::active().matmul(out, w, x, n)
+}
+
+/// Q8_0 / Q4_0 weights times `n` positions of quantized activations; the
+/// bits and errors of [`matmul::matmul_quantized`].
+#[inline]
+pub fn matmul_quantized(
+    out: &mut [f32],
+    w: &Matrix<'_>,
+    xq: &[BlockQ8],
+    n: usize,
+) -> Result<(), Error> {
+    Path::active().matmul_quantized(out, w, xq, n)
+}
+
 /// Floats per [`BlockQ8`]: sessions keep activation blocks in their `f32`
 /// buffer, nine floats a block.
 pub const FLOATS_PER_BLOCK_Q8: usize = core::mem::size_of::<BlockQ8>() / 4;

@@ -397,7 +397,8 @@ fn q4_offsets(x: &[BlockQ8]) -> [i32; CHUNK_BLOCKS] {
 /// Continues the sums of [`QUANT_ROWS`] consecutive rows (`first` points at
 /// the first row's block 0 of this stretch, the rows `row_bytes` apart) over
 /// the stretch `x` of activation blocks: per row, `sum += (d_w · d_x) · isum`
-/// block after block, one lane per row.
+/// block after block, one lane per row. With `PREFETCH`, the rows two groups
+/// further on are requested meanwhile.
 ///
 /// # Safety
 /// AVX2, FMA and F16C are available; `x.len() <= CHUNK_BLOCKS`; for every
@@ -405,7 +406,7 @@ fn q4_offsets(x: &[BlockQ8]) -> [i32; CHUNK_BLOCKS] {
 /// blocks; `7 · row_bytes <= i32::MAX`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn eight_rows<const Q4: bool>(
+unsafe fn eight_rows<const Q4: bool, const PREFETCH: bool>(
     sums: __m256,
     first: *const u8,
     row_bytes: usize,
@@ -420,7 +421,11 @@ unsafe fn eight_rows<const Q4: bool>(
     let ahead = first.wrapping_add(PREFETCH_GROUPS * QUANT_ROWS * row_bytes);
     for (b, (xb, &offset)) in x.iter().zip(offsets).enumerate() {
         let next = ahead.wrapping_add(b * QUANT_ROWS * bb);
-        for line in 0..(QUANT_ROWS * bb).div_ceil(CACHE_LINE) {
+        for line in 0..if PREFETCH {
+            (QUANT_ROWS * bb).div_ceil(CACHE_LINE)
+        } else {
+            0
+        } {
             // A prefetch is only a hint and never faults; the address is
             // formed with wrapping arithmetic and not dereferenced.
             _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(line * CACHE_LINE).cast::<i8>());
@@ -515,7 +520,7 @@ pub unsafe fn matvec_quantized<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[B
             unsafe {
                 let first = w.as_ptr().add(g * QUANT_ROWS * row_bytes + skip);
                 let sums = _mm256_loadu_ps(o.as_ptr());
-                let sums = eight_rows::<Q4>(sums, first, row_bytes, xs, &offsets);
+                let sums = eight_rows::<Q4, true>(sums, first, row_bytes, xs, &offsets);
                 _mm256_storeu_ps(o.as_mut_ptr(), sums);
             }
         }
@@ -538,6 +543,208 @@ pub unsafe fn quantized_dot<const Q4: bool>(w_row: &[u8], x: &[BlockQ8]) -> f32 
     // SAFETY: forwarded precondition, for one row.
     unsafe { matvec_quantized::<Q4>(&mut out, w_row, x) };
     out[0]
+}
+
+// ---------------------------------------------------------------------------
+// Matrix × several vectors (prefill)
+// ---------------------------------------------------------------------------
+
+/// Positions multiplied together against one loaded stretch of a group of
+/// float rows: `ROW_GROUP × MATMUL_POSITIONS` accumulators, plus the loads,
+/// fit the sixteen vector registers.
+const MATMUL_POSITIONS: usize = 3;
+
+/// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]` for float rows of encoding
+/// `DT`, each element equal bit for bit to `scalar::matvec` of row `r` and
+/// position `t` (the reference's lanes, unfused multiply and add, pairwise
+/// reduction, in-order tail). Each loaded stretch of a row is used for
+/// several positions.
+///
+/// `out`: `[rows × n]`, `w`: `[rows][cols]` encoded, `x`: `[n × cols]`.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `n > 0`, `cols > 0`,
+/// `x.len() >= n · cols`, `out.len() = rows · n` and
+/// `w.len() >= rows · cols · element_bytes(DT)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn matmul_float<const DT: u8>(
+    out: &mut [f32],
+    w: &[u8],
+    x: &[f32],
+    n: usize,
+    cols: usize,
+) {
+    let row_bytes = cols * element_bytes(DT);
+    let rows = out.len() / n;
+    let mut r = 0;
+    while r < rows {
+        let group = (rows - r).min(ROW_GROUP);
+        let mut t = 0;
+        while t < n {
+            let positions = (n - t).min(MATMUL_POSITIONS);
+            let at = Tile {
+                row: r,
+                position: t,
+                n,
+                cols,
+            };
+            // SAFETY: rows r .. r + group and positions t .. t + positions
+            // are in range (the function's preconditions).
+            unsafe {
+                match (group, positions) {
+                    (4, 3) => float_tile::<DT, 4, 3>(out, w, x, at, row_bytes),
+                    (4, 2) => float_tile::<DT, 4, 2>(out, w, x, at, row_bytes),
+                    (4, _) => float_tile::<DT, 4, 1>(out, w, x, at, row_bytes),
+                    (_, 3) => float_tile::<DT, 1, 3>(out, w, x, at, row_bytes),
+                    (_, 2) => float_tile::<DT, 1, 2>(out, w, x, at, row_bytes),
+                    _ => float_tile::<DT, 1, 1>(out, w, x, at, row_bytes),
+                }
+            }
+            t += positions;
+        }
+        // A group of fewer than four rows goes one row at a time.
+        r += if group == ROW_GROUP { ROW_GROUP } else { 1 };
+    }
+}
+
+/// Where a tile of a float matmul starts: its first row and position, and
+/// the matrix product's shape.
+#[derive(Clone, Copy)]
+struct Tile {
+    row: usize,
+    position: usize,
+    n: usize,
+    cols: usize,
+}
+
+/// `R` rows × `P` positions of [`matmul_float`].
+///
+/// # Safety
+/// As [`matmul_float`], with rows `at.row .. at.row + R` and positions
+/// `at.position .. at.position + P` in range.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn float_tile<const DT: u8, const R: usize, const P: usize>(
+    out: &mut [f32],
+    w: &[u8],
+    x: &[f32],
+    at: Tile,
+    row_bytes: usize,
+) {
+    let cols = at.cols;
+    let eb = element_bytes(DT);
+    let whole = cols - cols % LANES;
+    let mut acc = [[_mm256_setzero_ps(); P]; R];
+    let rows = w[at.row * row_bytes..(at.row + R) * row_bytes].as_ptr();
+    let xs = x[at.position * cols..(at.position + P) * cols].as_ptr();
+    let mut c = 0;
+    while c < whole {
+        // SAFETY: c + 8 <= whole <= cols: the loads stay inside rows
+        // at.row .. at.row + R of `w` and positions at.position .. + P of `x`.
+        unsafe {
+            let xv: [__m256; P] = core::array::from_fn(|p| _mm256_loadu_ps(xs.add(p * cols + c)));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let wv = load8::<DT>(rows.add(r * row_bytes + c * eb));
+                for (a, &xp) in acc_r.iter_mut().zip(&xv) {
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, xp));
+                }
+            }
+        }
+        c += LANES;
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        let row = &w[(at.row + r) * row_bytes..(at.row + r + 1) * row_bytes];
+        for (p, a) in acc_r.iter().enumerate() {
+            let t = at.position + p;
+            out[(at.row + r) * at.n + t] = tail_sum::<DT>(
+                reduce_lanes(*a),
+                &row[whole * eb..],
+                &x[t * cols + whole..(t + 1) * cols],
+            );
+        }
+    }
+}
+
+/// Positions whose Q4_0 offsets [`matmul_quantized`] keeps at once.
+const MATMUL_QUANT_POSITIONS: usize = 16;
+
+/// `out[r·n + t] = q8_0_dot(row r, xq[t])` (or `q4_0_dot`) for `rows` rows
+/// of `blocks` blocks and `n` positions of activations (`xq`:
+/// `[n × blocks]`), equal bit for bit to the reference: each element is the
+/// one-position kernel's lane for its row. A group of eight rows (a few KB)
+/// stays in L1 while every position is multiplied with it.
+///
+/// `out`: `[rows × n]`.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `n > 0`, `blocks > 0`,
+/// `xq.len() >= n · blocks`, `out.len() = rows · n`, and
+/// `w.len() >= rows · blocks · block_bytes`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn matmul_quantized<const Q4: bool>(
+    out: &mut [f32],
+    w: &[u8],
+    xq: &[BlockQ8],
+    n: usize,
+    blocks: usize,
+) {
+    let bb = block_bytes(Q4);
+    let row_bytes = blocks * bb;
+    let rows = out.len() / n;
+    let groups = if row_bytes <= i32::MAX as usize / QUANT_ROWS {
+        rows / QUANT_ROWS
+    } else {
+        0
+    };
+    out.fill(0.0);
+    let mut offsets = [[0i32; CHUNK_BLOCKS]; MATMUL_QUANT_POSITIONS];
+    for t0 in (0..n).step_by(MATMUL_QUANT_POSITIONS) {
+        let positions = (n - t0).min(MATMUL_QUANT_POSITIONS);
+        for c in (0..blocks).step_by(CHUNK_BLOCKS) {
+            let stretch = (blocks - c).min(CHUNK_BLOCKS);
+            let x_at = |t: usize| &xq[t * blocks + c..t * blocks + c + stretch];
+            if Q4 {
+                for (p, o) in offsets.iter_mut().take(positions).enumerate() {
+                    *o = q4_offsets(x_at(t0 + p));
+                }
+            }
+            let skip = c * bb;
+            for g in 0..groups {
+                // SAFETY: rows 8g .. 8g + 8 each hold `blocks` blocks, of
+                // which this stretch is c .. c + stretch; 7 · row_bytes fits
+                // i32 (checked above).
+                let first = unsafe { w.as_ptr().add(g * QUANT_ROWS * row_bytes + skip) };
+                for (p, o) in offsets.iter().take(positions).enumerate() {
+                    let t = t0 + p;
+                    let mut sums = [0.0f32; QUANT_ROWS];
+                    for (r, s) in sums.iter_mut().enumerate() {
+                        *s = out[(g * QUANT_ROWS + r) * n + t];
+                    }
+                    // SAFETY: as above; `sums` holds 8 floats.
+                    unsafe {
+                        let v = _mm256_loadu_ps(sums.as_ptr());
+                        let v = if p == 0 {
+                            eight_rows::<Q4, true>(v, first, row_bytes, x_at(t), o)
+                        } else {
+                            eight_rows::<Q4, false>(v, first, row_bytes, x_at(t), o)
+                        };
+                        _mm256_storeu_ps(sums.as_mut_ptr(), v);
+                    }
+                    for (r, s) in sums.iter().enumerate() {
+                        out[(g * QUANT_ROWS + r) * n + t] = *s;
+                    }
+                }
+            }
+            for r in groups * QUANT_ROWS..rows {
+                let row = &w[r * row_bytes + skip..r * row_bytes + skip + stretch * bb];
+                for (p, o) in offsets.iter().take(positions).enumerate() {
+                    let t = t0 + p;
+                    // SAFETY: the stretch holds exactly `stretch` blocks.
+                    out[r * n + t] = unsafe { one_row::<Q4>(out[r * n + t], row, x_at(t), o) };
+                }
+            }
+        }
+    }
 }
 
 const _: () = assert!(BLOCK_LEN == 32, "one __m256i per block of levels");
