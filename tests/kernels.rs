@@ -398,3 +398,33 @@ fn quantized_matmul_equals_reference_dots_bit_for_bit() {
         assert!(path.matmul_quantized(&mut out, &w, &xq[..5], 3).is_err());
     }
 }
+
+#[test]
+fn attention_kernels_equal_reference_bit_for_bit() {
+    let mut rng = Rng(10);
+    for path in accelerated_paths() {
+        for width in [1, 7, 8, 31, 33, 48, 64, 257] {
+            for positions in [1, 3, 4, 5, 9, 33] {
+                let (offset, stride) = (width % 5, width + width % 5 + 3);
+                let keys = rng.values(positions * stride);
+                let q = rng.values(width);
+                let what = format!("{} width {width} positions {positions}", path.name());
+                let mut want = vec![f32::NAN; positions];
+                let mut got = vec![f32::NAN; positions];
+                scalar::attention_scores(&mut want, &q, &keys, stride, offset);
+                path.attention_scores(&mut got, &q, &keys, stride, offset);
+                assert_bits_eq(&got, &want, &format!("scores {what}"));
+                for (p, &s) in want.iter().enumerate() {
+                    let k = &keys[p * stride + offset..][..width];
+                    assert_eq!(s.to_bits(), scalar::dot(&q, k).to_bits(), "{what}");
+                }
+                let weights = rng.values(positions);
+                let mut want = vec![f32::NAN; width];
+                let mut got = vec![f32::NAN; width];
+                scalar::weighted_sum(&mut want, &weights, &keys, stride, offset);
+                path.weighted_sum(&mut got, &weights, &keys, stride, offset);
+                assert_bits_eq(&got, &want, &format!("weighted sum {what}"));
+            }
+        }
+    }
+}

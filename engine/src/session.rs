@@ -587,14 +587,12 @@ fn attend(
         {
             let positions = start + t + 1; // causal: 0..=start + t
             let weights = &mut scores[..positions.min(max_seq)];
-            for (w, key_row) in weights.iter_mut().zip(keys.chunks_exact(kv_dim)) {
-                *w = kernels::dot(q_head, &key_row[kv_range.clone()]) / scale;
+            kernels::attention_scores(weights, q_head, keys, kv_dim, kv_range.start);
+            for w in weights.iter_mut() {
+                *w /= scale;
             }
             ops::softmax(weights);
-            out_head.fill(0.0);
-            for (&w, value_row) in weights.iter().zip(values.chunks_exact(kv_dim)) {
-                kernels::axpy(out_head, w, &value_row[kv_range.clone()]);
-            }
+            kernels::weighted_sum(out_head, weights, values, kv_dim, kv_range.start);
         }
     });
     // Each head's `[n × head_dim]` outputs into the position-major `out`.

@@ -50,6 +50,25 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     Path::active().axpy(y, a, x)
 }
 
+/// Attention scores of a query head against cached keys; see
+/// [`scalar::attention_scores`].
+#[inline]
+pub fn attention_scores(scores: &mut [f32], q: &[f32], keys: &[f32], stride: usize, offset: usize) {
+    Path::active().attention_scores(scores, q, keys, stride, offset)
+}
+
+/// Attention-weighted sum of cached values; see [`scalar::weighted_sum`].
+#[inline]
+pub fn weighted_sum(
+    out: &mut [f32],
+    weights: &[f32],
+    values: &[f32],
+    stride: usize,
+    offset: usize,
+) {
+    Path::active().weighted_sum(out, weights, values, stride, offset)
+}
+
 /// `out = W · x` for a Q8_0 or Q4_0 matrix and activations quantized with
 /// [`crate::quant::quantize_activations`]; the bits and errors of
 /// [`crate::quant::matvec_quantized`].

@@ -165,6 +165,50 @@ impl Path {
         quant::matvec_quantized(out, w, xq)
     }
 
+    /// [`scalar::attention_scores`] on this path: the same bits.
+    pub fn attention_scores(
+        self,
+        scores: &mut [f32],
+        q: &[f32],
+        keys: &[f32],
+        stride: usize,
+        offset: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self == Path::Avx2
+            && avx2_supported()
+            && rows_fit(scores.len(), q.len(), keys.len(), stride, offset)
+        {
+            // SAFETY: the features were detected; `rows_fit` checked that
+            // every key row holds `offset + q.len() <= stride` elements.
+            unsafe { x86::attention_scores(scores, q, keys, stride, offset) };
+            return;
+        }
+        scalar::attention_scores(scores, q, keys, stride, offset)
+    }
+
+    /// [`scalar::weighted_sum`] on this path: the same bits.
+    pub fn weighted_sum(
+        self,
+        out: &mut [f32],
+        weights: &[f32],
+        values: &[f32],
+        stride: usize,
+        offset: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self == Path::Avx2
+            && avx2_supported()
+            && rows_fit(weights.len(), out.len(), values.len(), stride, offset)
+        {
+            // SAFETY: the features were detected; `rows_fit` checked that
+            // every value row holds `offset + out.len() <= stride` elements.
+            unsafe { x86::weighted_sum(out, weights, values, stride, offset) };
+            return;
+        }
+        scalar::weighted_sum(out, weights, values, stride, offset)
+    }
+
     /// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]` for F32, F16 and BF16
     /// weights: [`matmul::matmul`](super::matmul::matmul) on this path, the
     /// same bits (each element is the one-vector kernel's).
@@ -232,6 +276,14 @@ fn float_rows(out_len: usize, w: &Matrix<'_>, x_len: usize) -> Option<usize> {
     let exact = x_len == w.cols && out_len == w.rows;
     let fits = row_bytes.checked_mul(out_len)? <= w.data.len();
     (float && x_len > 0 && exact && fits).then_some(out_len)
+}
+
+/// Whether `rows` rows of `stride` floats, each read at `offset ..
+/// offset + width`, lie inside a slice of `len` floats.
+#[cfg(target_arch = "x86_64")]
+fn rows_fit(rows: usize, width: usize, len: usize, stride: usize, offset: usize) -> bool {
+    offset.checked_add(width).is_some_and(|end| end <= stride)
+        && rows.checked_mul(stride).is_some_and(|n| n <= len)
 }
 
 /// Whether a float matmul has exactly the shapes the kernels need.

@@ -251,6 +251,114 @@ pub unsafe fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
+/// Keys whose scores [`attention_scores`] computes together (independent
+/// add chains).
+const SCORE_KEYS: usize = 4;
+
+/// `scores[p] = dot(q, keys[p·stride + offset ..][..q.len()])`, each equal
+/// bit for bit to [`dot`] (and `scalar::dot`), four keys at a time.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `offset + q.len() <= stride` and
+/// `keys.len() >= scores.len() · stride`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn attention_scores(
+    scores: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    stride: usize,
+    offset: usize,
+) {
+    let width = q.len();
+    let whole = width - width % LANES;
+    let base = keys.as_ptr().wrapping_add(offset);
+    let mut groups = scores.chunks_exact_mut(SCORE_KEYS);
+    let mut first = 0;
+    for group in &mut groups {
+        let mut acc = [_mm256_setzero_ps(); SCORE_KEYS];
+        let mut c = 0;
+        while c < whole {
+            // SAFETY: c + 8 <= width; key row first + k holds
+            // offset + width <= stride elements from its start.
+            unsafe {
+                let qv = _mm256_loadu_ps(q.as_ptr().add(c));
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let kv = _mm256_loadu_ps(base.add((first + k) * stride + c));
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(qv, kv));
+                }
+            }
+            c += LANES;
+        }
+        for (k, (s, a)) in group.iter_mut().zip(&acc).enumerate() {
+            let row = (first + k) * stride + offset;
+            let mut sum = reduce_lanes(*a);
+            for (&qv, &kv) in q[whole..].iter().zip(&keys[row + whole..row + width]) {
+                sum += qv * kv;
+            }
+            *s = sum;
+        }
+        first += SCORE_KEYS;
+    }
+    for (k, s) in groups.into_remainder().iter_mut().enumerate() {
+        let row = (first + k) * stride + offset;
+        // SAFETY: the features are available (this function's precondition).
+        *s = unsafe { dot(q, &keys[row..row + width]) };
+    }
+}
+
+/// Floats of the output [`weighted_sum`] keeps in registers per pass: a
+/// whole head of up to 64, so each value row is read once.
+const SUM_WIDTH: usize = 8 * LANES;
+
+/// `out = 0`, then `out += weights[p] · values[p·stride + offset ..]` for
+/// each position in order, equal bit for bit to `scalar::weighted_sum` (the
+/// same multiply and add per element, in the same order), with the output
+/// kept in registers across the positions.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `offset + out.len() <= stride` and
+/// `values.len() >= weights.len() · stride`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn weighted_sum(
+    out: &mut [f32],
+    weights: &[f32],
+    values: &[f32],
+    stride: usize,
+    offset: usize,
+) {
+    let width = out.len();
+    let whole = width - width % LANES;
+    let mut start = 0;
+    while start < whole {
+        let vectors = ((whole - start) / LANES).min(SUM_WIDTH / LANES);
+        let mut acc = [_mm256_setzero_ps(); SUM_WIDTH / LANES];
+        for (p, &w) in weights.iter().enumerate() {
+            let wv = _mm256_set1_ps(w);
+            for (i, a) in acc.iter_mut().take(vectors).enumerate() {
+                // SAFETY: start + 8·i + 8 <= whole <= width, and value row p
+                // holds offset + width <= stride elements from its start.
+                let v = unsafe {
+                    _mm256_loadu_ps(values.as_ptr().add(p * stride + offset + start + i * LANES))
+                };
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, v));
+            }
+        }
+        for (i, a) in acc.iter().take(vectors).enumerate() {
+            // SAFETY: as above, inside `out`.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(start + i * LANES), *a) };
+        }
+        start += vectors * LANES;
+    }
+    let tail = &mut out[whole..];
+    tail.fill(0.0);
+    for (p, &w) in weights.iter().enumerate() {
+        let row = p * stride + offset;
+        for (o, &v) in tail.iter_mut().zip(&values[row + whole..row + width]) {
+            *o += w * v;
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Q8_0 / Q4_0 against BlockQ8 activations
 // ---------------------------------------------------------------------------
