@@ -428,3 +428,59 @@ fn attention_kernels_equal_reference_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn activation_quantization_equals_reference_bit_for_bit() {
+    let mut rng = Rng(11);
+    for path in accelerated_paths() {
+        for blocks in [1, 2, 9, 24] {
+            let mut x = rng.values(blocks * BLOCK_LEN);
+            // Exact halves (the rounding's ties), zeros, a zero block, and
+            // magnitudes whose inverse scale overflows.
+            // Block 0: amax 127, so the scale is 1 and k + ½ are ties.
+            for (j, v) in x[..BLOCK_LEN].iter_mut().enumerate() {
+                *v = (j as f32 - 16.0) * 3.5 + 0.5 * (j % 2) as f32;
+            }
+            x[0] = 63.5;
+            x[1] = -63.5;
+            x[2] = 127.0;
+            x[3] = 0.0;
+            x[4] = -0.5;
+            if blocks > 1 {
+                x[BLOCK_LEN..2 * BLOCK_LEN].fill(0.0);
+            }
+            if blocks > 2 {
+                for v in &mut x[2 * BLOCK_LEN..3 * BLOCK_LEN] {
+                    *v *= 1e-39;
+                }
+            }
+            let mut want = vec![BlockQ8::ZERO; blocks];
+            let mut got = vec![BlockQ8::ZERO; blocks];
+            quantize_activations(&x, &mut want).expect("reference");
+            path.quantize_activations(&x, &mut got).expect("path");
+            for (b, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.d.to_bits(),
+                    w.d.to_bits(),
+                    "{} block {b} scale",
+                    path.name()
+                );
+                assert_eq!(g.qs, w.qs, "{} block {b} levels", path.name());
+            }
+        }
+        // Errors are the reference's, and leave the output alone.
+        let mut x = rng.values(64);
+        x[40] = f32::INFINITY;
+        let mut got = vec![BlockQ8::ZERO; 2];
+        let mut want = vec![BlockQ8::ZERO; 2];
+        assert_eq!(
+            path.quantize_activations(&x, &mut got),
+            quantize_activations(&x, &mut want)
+        );
+        assert!(got.iter().all(|b| *b == BlockQ8::ZERO));
+        x[40] = f32::NAN;
+        assert!(path.quantize_activations(&x, &mut got).is_err());
+        assert!(got.iter().all(|b| *b == BlockQ8::ZERO));
+        assert!(path.quantize_activations(&x[..63], &mut got).is_err());
+    }
+}

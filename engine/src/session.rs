@@ -40,7 +40,7 @@ use crate::format::ModelFile;
 use crate::kernels;
 use crate::ops::{self, Heads};
 use crate::parallel::{Parallel, SEQUENTIAL};
-use crate::quant::{self, BlockQ8};
+use crate::quant::BlockQ8;
 use crate::tensor::{Matrix, BLOCK_LEN};
 
 /// Prompt positions [`Session::prefill`] runs together. Every activation
@@ -470,7 +470,7 @@ impl Scratch<'_> {
                 reason: "matrix input wider than the session's buffers",
             })?;
             for (x_row, q_row) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(blocks.max(1))) {
-                quant::quantize_activations(x_row, q_row)?;
+                kernels::quantize_activations(x_row, q_row)?;
             }
             xq
         } else {

@@ -50,6 +50,13 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     Path::active().axpy(y, a, x)
 }
 
+/// Quantizes activations into Q8 blocks for the integer kernels; the bits
+/// and errors of [`quant::quantize_activations`].
+#[inline]
+pub fn quantize_activations(x: &[f32], dst: &mut [BlockQ8]) -> Result<(), Error> {
+    Path::active().quantize_activations(x, dst)
+}
+
 /// Attention scores of a query head against cached keys; see
 /// [`scalar::attention_scores`].
 #[inline]

@@ -165,6 +165,27 @@ impl Path {
         quant::matvec_quantized(out, w, xq)
     }
 
+    /// [`quant::quantize_activations`] on this path: the same blocks, bit
+    /// for bit, and the same errors (left to the reference to report, with
+    /// `dst` untouched).
+    pub fn quantize_activations(self, x: &[f32], dst: &mut [BlockQ8]) -> Result<(), Error> {
+        #[cfg(target_arch = "x86_64")]
+        if self == Path::Avx2
+            && avx2_supported()
+            && x.len().is_multiple_of(crate::tensor::BLOCK_LEN)
+            && dst.len() == x.len() / crate::tensor::BLOCK_LEN
+        {
+            // SAFETY: the features were detected.
+            if unsafe { x86::all_finite(x) } {
+                // SAFETY: the features were detected, `x` is finite and
+                // holds exactly dst.len() blocks.
+                unsafe { x86::quantize_activations(x, dst) };
+                return Ok(());
+            }
+        }
+        quant::quantize_activations(x, dst)
+    }
+
     /// [`scalar::attention_scores`] on this path: the same bits.
     pub fn attention_scores(
         self,

@@ -366,6 +366,84 @@ pub unsafe fn weighted_sum(
     }
 }
 
+/// Whether every element of `x` is finite.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn all_finite(x: &[f32]) -> bool {
+    let infinity = _mm256_set1_ps(f32::INFINITY);
+    let sign = _mm256_set1_ps(-0.0);
+    let mut finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        // SAFETY: `c` is 8 floats.
+        let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+        // |v| < ∞ is false for ±∞ and NaN.
+        let below = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(sign, v), infinity);
+        finite = _mm256_and_ps(finite, below);
+    }
+    _mm256_movemask_ps(finite) == 0xff && chunks.remainder().iter().all(|v| v.is_finite())
+}
+
+/// `quant::quantize_activations` for finite `x` of whole blocks, bit for
+/// bit: per block `amax = max |x|`, `d = amax / 127`, `id = 1/d` (0 when
+/// `d` is 0 or `1/d` overflows), `q = roundf(x · id)`, rounding halves away
+/// from zero (computed exactly as `trunc(p) + (|p − trunc(p)| ≥ ½ ? ±1 : 0)`,
+/// `p − trunc(p)` being exact for |p| < 2²³).
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; every element of `x` is finite and
+/// `dst.len() · 32 <= x.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_activations(x: &[f32], dst: &mut [BlockQ8]) {
+    let sign = _mm256_set1_ps(-0.0);
+    let half = _mm256_set1_ps(0.5);
+    let one = _mm256_set1_ps(1.0);
+    for (block, out) in x.chunks_exact(BLOCK_LEN).zip(dst.iter_mut()) {
+        // SAFETY: `block` is 32 floats.
+        let v: [__m256; 4] =
+            core::array::from_fn(|i| unsafe { _mm256_loadu_ps(block.as_ptr().add(i * LANES)) });
+        let abs = v.map(|v| _mm256_andnot_ps(sign, v));
+        // Exact whatever the order: the inputs are not NaN.
+        let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        let amax = _mm_cvtss_f32(m);
+        let d = amax / 127.0;
+        let id = if d == 0.0 {
+            0.0
+        } else {
+            let id = 1.0 / d;
+            if id.is_finite() {
+                id
+            } else {
+                0.0
+            }
+        };
+        let idv = _mm256_set1_ps(id);
+        let levels = v.map(|v| {
+            let p = _mm256_mul_ps(v, idv);
+            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
+            let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(p, t));
+            let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, half), one);
+            // ±1 with the sign of p where the fraction is at least ½, else ±0.
+            let step = _mm256_or_ps(up, _mm256_and_ps(sign, p));
+            _mm256_cvtps_epi32(_mm256_add_ps(t, step))
+        });
+        // i32 → i16 → i8 with saturation (the levels are within −128..=127
+        // anyway), undoing the per-128-bit-half interleaving of the packs.
+        let words01 = _mm256_packs_epi32(levels[0], levels[1]);
+        let words23 = _mm256_packs_epi32(levels[2], levels[3]);
+        let bytes = _mm256_packs_epi16(words01, words23);
+        let ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        out.d = d;
+        // SAFETY: `out.qs` is 32 bytes.
+        unsafe { _mm256_storeu_si256(out.qs.as_mut_ptr().cast::<__m256i>(), ordered) };
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Q8_0 / Q4_0 against BlockQ8 activations
 // ---------------------------------------------------------------------------
