@@ -12,11 +12,20 @@
 //! 128) greedy steps; each prefill figure the median of 5 prefills of a
 //! `KINGLET_BENCH_PROMPT`-token prompt (default 64). Both run on a rayon pool
 //! of each thread count in `KINGLET_BENCH_THREADS` (default `1,2`).
+//! `KINGLET_BENCH_MODELS=260k,15m,110m` picks the models (default: 260k and
+//! 15m, plus 110m with `KINGLET_BENCH_LARGE=1`).
+//!
+//! On a shared machine wall time counts other people's work against us, so
+//! each rate is also given from the median time of one step (a decode
+//! token; a prefill chunk of `PREFILL_CHUNK` tokens): on an idle machine the
+//! two agree, on a busy one the step figure is the one to compare across
+//! runs, and "prefill ×" is the ratio of the step figures.
 //!
 //! `cargo bench --bench decode`
 
 use std::time::Instant;
 
+use kinglet::session::PREFILL_CHUNK;
 use kinglet::{session_floats, Dtype, ModelFile, Sampler, SamplerConfig, Session};
 use kinglet_tools::threads::Threads;
 use kinglet_tools::{import::llama2c, synth, DtypePlan, OwnedModel};
@@ -77,35 +86,65 @@ fn median(mut rates: Vec<f64>) -> f64 {
     rates[rates.len() / 2]
 }
 
-/// Median decode tok/s of `steps` greedy steps after a one-token prompt.
-fn decode_rate(file: &[u8], steps: u32, threads: &Threads) -> f64 {
+/// Rates from one set of runs: items per second over whole runs (median
+/// of the runs), and one over the median time of a single step (a token,
+/// or a chunk of prefill), which a busy machine disturbs much less: most
+/// steps run between two preemptions.
+struct Rates {
+    whole: Vec<f64>,
+    steps: Vec<f64>,
+    items_per_step: f64,
+}
+
+impl Rates {
+    fn new(items_per_step: f64) -> Rates {
+        Rates {
+            whole: Vec::new(),
+            steps: Vec::new(),
+            items_per_step,
+        }
+    }
+
+    /// (median whole-run rate, rate of the median step).
+    fn medians(self) -> (f64, f64) {
+        let step = median(self.steps);
+        (median(self.whole), self.items_per_step / step)
+    }
+}
+
+/// Decode tok/s (median run, median token) of `steps` greedy steps after a
+/// one-token prompt.
+fn decode_rate(file: &[u8], steps: u32, threads: &Threads) -> (f64, f64) {
     let model = ModelFile::new_checked(file).expect("bench model opens");
     let config = *model.config();
     let max_seq = config.max_seq_len.min(steps + 1);
     let mut buffer = vec![0.0f32; session_floats(&config, max_seq)];
-    let rates: Vec<f64> = (0..RUNS)
-        .map(|_| {
-            let mut session = Session::new(&model, &mut buffer, max_seq)
-                .expect("session")
-                .with_parallel(threads);
-            let mut sampler =
-                Sampler::new(config.vocab_size, SamplerConfig::default()).expect("sampler");
-            let mut token = model.vocab().bos().unwrap_or(0);
+    let mut rates = Rates::new(1.0);
+    for _ in 0..RUNS {
+        let mut session = Session::new(&model, &mut buffer, max_seq)
+            .expect("session")
+            .with_parallel(threads);
+        let mut sampler =
+            Sampler::new(config.vocab_size, SamplerConfig::default()).expect("sampler");
+        let mut token = model.vocab().bos().unwrap_or(0);
+        session.forward(token).expect("forward");
+        let start = Instant::now();
+        for _ in 1..max_seq {
+            let step = Instant::now();
+            token = sampler.sample(session.logits_mut());
             session.forward(token).expect("forward");
-            let start = Instant::now();
-            for _ in 1..max_seq {
-                token = sampler.sample(session.logits_mut());
-                session.forward(token).expect("forward");
-            }
-            (max_seq - 1) as f64 / start.elapsed().as_secs_f64()
-        })
-        .collect();
-    median(rates)
+            rates.steps.push(step.elapsed().as_secs_f64());
+        }
+        rates
+            .whole
+            .push((max_seq - 1) as f64 / start.elapsed().as_secs_f64());
+    }
+    rates.medians()
 }
 
-/// Median prefill tok/s of a `prompt_len`-token prompt (BOS, then tokens
-/// spread over the vocabulary) from position 0.
-fn prefill_rate(file: &[u8], prompt_len: u32, threads: &Threads) -> f64 {
+/// Prefill tok/s (median run, median chunk) of a `prompt_len`-token prompt
+/// (BOS, then tokens spread over the vocabulary) from position 0.
+fn prefill_rate(file: &[u8], prompt_len: u32, threads: &Threads) -> (f64, f64) {
     let model = ModelFile::new_checked(file).expect("bench model opens");
     let config = *model.config();
     let max_seq = config.max_seq_len.min(prompt_len);
@@ -117,30 +156,44 @@ fn prefill_rate(file: &[u8], prompt_len: u32, threads: &Threads) -> f64 {
     let mut session = Session::new(&model, &mut buffer, max_seq)
         .expect("session")
         .with_parallel(threads);
-    let rates: Vec<f64> = (0..RUNS)
-        .map(|_| {
-            session.reset();
-            let start = Instant::now();
-            session.prefill(&prompt).expect("prefill");
-            prompt.len() as f64 / start.elapsed().as_secs_f64()
-        })
-        .collect();
-    median(rates)
+    let mut rates = Rates::new(PREFILL_CHUNK as f64);
+    for _ in 0..RUNS {
+        session.reset();
+        let start = Instant::now();
+        // Chunk by chunk (what one `prefill` call does inside), to time
+        // each; the last, partial chunk is left out of the step times.
+        for chunk in prompt.chunks(PREFILL_CHUNK) {
+            let step = Instant::now();
+            session.prefill(chunk).expect("prefill");
+            if chunk.len() == PREFILL_CHUNK {
+                rates.steps.push(step.elapsed().as_secs_f64());
+            }
+        }
+        rates
+            .whole
+            .push(prompt.len() as f64 / start.elapsed().as_secs_f64());
+    }
+    rates.medians()
 }
 
 fn main() {
     let steps: u32 = env_or("KINGLET_BENCH_STEPS", 128);
     let prompt_len: u32 = env_or("KINGLET_BENCH_PROMPT", 64);
+    let default_models = if env_or("KINGLET_BENCH_LARGE", 0) == 1 {
+        "260k,15m,110m"
+    } else {
+        "260k,15m"
+    };
+    let wanted = std::env::var("KINGLET_BENCH_MODELS").unwrap_or_else(|_| default_models.into());
+    let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
     let mut models: Vec<(String, OwnedModel)> = Vec::new();
-    match stories260k() {
-        Some(m) => models.push(("stories260K".into(), m)),
-        None => println!("stories260K.bin/tok512.bin not found under KINGLET_DATA: skipped"),
+    if wanted.contains(&"260k") {
+        match stories260k() {
+            Some(m) => models.push(("stories260K".into(), m)),
+            None => println!("stories260K.bin/tok512.bin not found under KINGLET_DATA: skipped"),
+        }
     }
-    let mut shapes = vec!["15m"];
-    if env_or("KINGLET_BENCH_LARGE", 0) == 1 {
-        shapes.push("110m");
-    }
-    for shape in shapes {
+    for shape in ["15m", "110m"].into_iter().filter(|s| wanted.contains(s)) {
         let config = synth::preset(shape).expect("known shape");
         models.push((
             format!("{shape}-shaped (random)"),
@@ -152,8 +205,17 @@ fn main() {
          prefill: median of {RUNS} prompts of {prompt_len} tokens"
     );
     println!(
-        "{:<24} {:>6} {:>7} {:>10} {:>12} {:>10} {:>12} {:>9}",
-        "model", "dtype", "threads", "tok/s", "MB/token", "GB/s", "prefill tok/s", "prefill ×"
+        "{:<24} {:>6} {:>7} {:>9} {:>10} {:>9} {:>7} {:>13} {:>13} {:>9}",
+        "model",
+        "dtype",
+        "threads",
+        "tok/s",
+        "step tok/s",
+        "MB/token",
+        "GB/s",
+        "prefill tok/s",
+        "prefill step",
+        "prefill ×"
     );
     let pools: Vec<Threads> = thread_counts()
         .into_iter()
@@ -170,15 +232,16 @@ fn main() {
             for pool in &pools {
                 // Inside the pool, as `kinglet generate` runs: the session's
                 // many short parallel calls then start from a pool thread.
-                let rate = pool.install(|| decode_rate(&file, steps, pool));
-                let prefill = pool.install(|| prefill_rate(&file, prompt_len, pool));
+                let (rate, step_rate) = pool.install(|| decode_rate(&file, steps, pool));
+                let (prefill, step_prefill) =
+                    pool.install(|| prefill_rate(&file, prompt_len, pool));
                 println!(
-                    "{name:<24} {:>6} {:>7} {rate:>10.1} {:>12.2} {:>10.2} {prefill:>13.1} {:>9.1}",
+                    "{name:<24} {:>6} {:>7} {rate:>9.1} {step_rate:>10.1} {:>9.2} {:>7.2} {prefill:>13.1} {step_prefill:>13.1} {:>9.1}",
                     dtype.name(),
                     pool.count(),
                     per_token as f64 / 1e6,
                     per_token as f64 * rate / 1e9,
-                    prefill / rate
+                    step_prefill / step_rate
                 );
             }
         }

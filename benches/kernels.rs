@@ -3,10 +3,10 @@
 //! 288×288 (wq), 768×2048 (w2 of 110M) and 32000×288 (15M classifier).
 //!
 //! Quantized rows use activations already quantized (that step is the
-//! caller's, once per vector). Each figure is the median of `RUNS` runs, a
-//! run repeating the kernel for at least `RUN_SECONDS`. Time is the thread's
-//! time on a CPU (Linux `/proc/thread-self/schedstat`; wall time elsewhere),
-//! so that other processes on a shared machine do not count against it.
+//! caller's, once per vector). Each figure is the best of `RUNS` runs, a
+//! run repeating the kernel for about `RUN_SECONDS` (1 ms) of wall time:
+//! on a shared machine most such runs fall between two preemptions, so the
+//! best one measures the kernel and not the other processes.
 //!
 //! `cargo bench --bench kernels [-- DTYPE...]` measures every path this CPU
 //! supports, directly (`KINGLET_KERNELS` does not matter here); names such as
@@ -20,8 +20,9 @@ use kinglet::quant::{quantize_activations, quantize_row, BlockQ8};
 use kinglet::tensor::BLOCK_LEN;
 use kinglet::{Dtype, Matrix};
 
-const RUNS: usize = 5;
-const RUN_SECONDS: f64 = 0.3;
+const RUNS: usize = 301;
+const RUN_SECONDS: f64 = 0.001;
+const WARM_UP_SECONDS: f64 = 0.05;
 const SHAPES: [(usize, usize); 3] = [(288, 288), (768, 2048), (32000, 288)];
 const DTYPES: [Dtype; 5] = [
     Dtype::F32,
@@ -47,8 +48,7 @@ fn main() {
         kinglet::kernels::active_path()
     );
     println!(
-        "median of {RUNS} runs, {}; GB/s = weight bytes / time, GFLOP/s = 2·rows·cols / time\n",
-        Clock::new().name()
+        "best of {RUNS} runs of ~{RUN_SECONDS} s; GB/s = weight bytes / time, GFLOP/s = 2·rows·cols / time\n"
     );
     let mut header = format!("{:<12} {:<6} {:>10}", "shape", "dtype", "weight MB");
     for p in &paths {
@@ -84,7 +84,7 @@ fn main() {
             );
             let mut seconds = Vec::new();
             for &path in &paths {
-                let t = median_seconds(|| {
+                let t = best_seconds(|| {
                     if dtype.is_quantized() {
                         if let Err(e) = path.matvec_quantized(&mut out, &w, &xq) {
                             fail(&format!("matvec_quantized: {e}"));
@@ -145,69 +145,27 @@ fn encode(dtype: Dtype, rows: usize, cols: usize, values: &[f32]) -> Vec<u8> {
     data
 }
 
-/// Median over `RUNS` runs of the seconds one call of `f` takes.
-fn median_seconds(mut f: impl FnMut()) -> f64 {
-    // Warm up, and size a run by wall time (the on-CPU clock is too coarse
-    // to time one call).
+/// The shortest of `RUNS` runs, in seconds per call of `f`: a run repeats
+/// `f` for about [`RUN_SECONDS`] of wall time, short enough that many runs
+/// fall between two preemptions on a busy machine, so the shortest is the
+/// kernel's own speed rather than other processes' share.
+fn best_seconds(mut f: impl FnMut()) -> f64 {
+    // Warm up (caches, frequency), and size a run.
     let start = Instant::now();
     let mut calls = 0usize;
-    while calls < 3 || start.elapsed().as_secs_f64() < RUN_SECONDS / 4.0 {
+    while calls < 3 || start.elapsed().as_secs_f64() < WARM_UP_SECONDS {
         f();
         calls += 1;
     }
     let once = start.elapsed().as_secs_f64() / calls as f64;
     let reps = ((RUN_SECONDS / once).ceil() as usize).max(1);
-    let mut times: Vec<f64> = (0..RUNS)
+    (0..RUNS)
         .map(|_| {
-            let start = Clock::new();
+            let start = Instant::now();
             for _ in 0..reps {
                 f();
             }
-            start.seconds() / reps as f64
+            start.elapsed().as_secs_f64() / reps as f64
         })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[RUNS / 2]
-}
-
-/// The calling thread's time on a CPU where Linux reports it (the first
-/// field of `/proc/thread-self/schedstat`, nanoseconds, updated every
-/// scheduler tick: hence runs of [`RUN_SECONDS`]), else wall time.
-enum Clock {
-    OnCpu(u64, Instant),
-    Wall(Instant),
-}
-
-impl Clock {
-    fn new() -> Clock {
-        match on_cpu_nanos() {
-            Some(ns) => Clock::OnCpu(ns, Instant::now()),
-            None => Clock::Wall(Instant::now()),
-        }
-    }
-
-    fn seconds(&self) -> f64 {
-        match self {
-            // A counter that has not moved (a run shorter than its update
-            // period) falls back to the wall clock rather than dividing by 0.
-            Clock::OnCpu(start, wall) => match on_cpu_nanos() {
-                Some(now) if now > *start => (now - start) as f64 * 1e-9,
-                Some(_) => wall.elapsed().as_secs_f64(),
-                None => fail("/proc/thread-self/schedstat stopped answering"),
-            },
-            Clock::Wall(start) => start.elapsed().as_secs_f64(),
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Clock::OnCpu(..) => "thread on-CPU time",
-            Clock::Wall(_) => "wall time",
-        }
-    }
-}
-
-fn on_cpu_nanos() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    text.split_whitespace().next()?.parse().ok()
+        .fold(f64::INFINITY, f64::min)
 }

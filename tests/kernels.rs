@@ -44,9 +44,9 @@ impl Rng {
     }
 }
 
-const ROWS: [usize; 3] = [1, 3, 17];
+const ROWS: [usize; 4] = [1, 3, 8, 17];
 const FLOAT_COLS: [usize; 6] = [1, 31, 33, 64, 257, 1000];
-const QUANT_COLS: [usize; 4] = [32, 96, 288, 1024];
+const QUANT_COLS: [usize; 5] = [32, 96, 288, 1024, 2080];
 
 /// The paths to test against the reference, announcing the ones skipped.
 fn accelerated_paths() -> Vec<Path> {
@@ -327,5 +327,160 @@ fn kinglet_kernels_env_forces_a_path() {
         assert!(output.status.success(), "child failed: {stdout}");
         let line = format!("active kernel path: {}\n", path.name());
         assert!(stdout.contains(&line), "forcing {}: {stdout}", path.name());
+    }
+}
+
+#[test]
+fn float_matmul_equals_matvec_per_position_bit_for_bit() {
+    let mut rng = Rng(8);
+    for path in Path::ALL.into_iter().filter(|p| p.is_supported()) {
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            for rows in [1, 3, 5, 17] {
+                for cols in [1, 31, 33, 257] {
+                    for n in [1, 2, 3, 4, 7, 16] {
+                        let data = encode(dtype, &rng.values(rows * cols), rows);
+                        let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
+                        let x = rng.values(n * cols);
+                        let mut got = vec![f32::NAN; rows * n];
+                        path.matmul(&mut got, &w, &x, n);
+                        let mut want = vec![f32::NAN; rows * n];
+                        for (t, x_t) in x.chunks_exact(cols).enumerate() {
+                            let mut column = vec![0.0; rows];
+                            scalar::matvec(&mut column, &w, x_t);
+                            for (r, v) in column.into_iter().enumerate() {
+                                want[r * n + t] = v;
+                            }
+                        }
+                        let what = format!("{} {dtype:?} {rows}x{cols} n={n}", path.name());
+                        assert_bits_eq(&got, &want, &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn quantized_matmul_equals_reference_dots_bit_for_bit() {
+    let mut rng = Rng(9);
+    for path in Path::ALL.into_iter().filter(|p| p.is_supported()) {
+        for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
+            for rows in [1, 3, 8, 17] {
+                for cols in [32, 288, 2080] {
+                    for n in [1, 2, 5, 16, 17] {
+                        let data = encode(dtype, &rng.values(rows * cols), rows);
+                        let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
+                        let blocks = cols / BLOCK_LEN;
+                        let xq: Vec<BlockQ8> = (0..n)
+                            .flat_map(|_| activations(&rng.values(cols)))
+                            .collect();
+                        let mut got = vec![f32::NAN; rows * n];
+                        path.matmul_quantized(&mut got, &w, &xq, n).expect("path");
+                        let mut want = vec![f32::NAN; rows * n];
+                        for (t, x_t) in xq.chunks_exact(blocks).enumerate() {
+                            let mut column = vec![0.0; rows];
+                            quant::matvec_quantized(&mut column, &w, x_t).expect("reference");
+                            for (r, v) in column.into_iter().enumerate() {
+                                want[r * n + t] = v;
+                            }
+                        }
+                        let what = format!("{} {dtype:?} {rows}x{cols} n={n}", path.name());
+                        assert_bits_eq(&got, &want, &what);
+                    }
+                }
+            }
+        }
+        let data = encode(Dtype::Q8_0, &rng.values(2 * 64), 2);
+        let w = Matrix::new(Dtype::Q8_0, 2, 64, &data).expect("shape");
+        let xq = activations(&rng.values(3 * 64));
+        let mut out = vec![0.0; 6];
+        assert!(path.matmul_quantized(&mut out[..5], &w, &xq, 3).is_err());
+        assert!(path.matmul_quantized(&mut out, &w, &xq[..5], 3).is_err());
+    }
+}
+
+#[test]
+fn attention_kernels_equal_reference_bit_for_bit() {
+    let mut rng = Rng(10);
+    for path in accelerated_paths() {
+        for width in [1, 7, 8, 31, 33, 48, 64, 257] {
+            for positions in [1, 3, 4, 5, 9, 33] {
+                let (offset, stride) = (width % 5, width + width % 5 + 3);
+                let keys = rng.values(positions * stride);
+                let q = rng.values(width);
+                let what = format!("{} width {width} positions {positions}", path.name());
+                let mut want = vec![f32::NAN; positions];
+                let mut got = vec![f32::NAN; positions];
+                scalar::attention_scores(&mut want, &q, &keys, stride, offset);
+                path.attention_scores(&mut got, &q, &keys, stride, offset);
+                assert_bits_eq(&got, &want, &format!("scores {what}"));
+                for (p, &s) in want.iter().enumerate() {
+                    let k = &keys[p * stride + offset..][..width];
+                    assert_eq!(s.to_bits(), scalar::dot(&q, k).to_bits(), "{what}");
+                }
+                let weights = rng.values(positions);
+                let mut want = vec![f32::NAN; width];
+                let mut got = vec![f32::NAN; width];
+                scalar::weighted_sum(&mut want, &weights, &keys, stride, offset);
+                path.weighted_sum(&mut got, &weights, &keys, stride, offset);
+                assert_bits_eq(&got, &want, &format!("weighted sum {what}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn activation_quantization_equals_reference_bit_for_bit() {
+    let mut rng = Rng(11);
+    for path in accelerated_paths() {
+        for blocks in [1, 2, 9, 24] {
+            let mut x = rng.values(blocks * BLOCK_LEN);
+            // Exact halves (the rounding's ties), zeros, a zero block, and
+            // magnitudes whose inverse scale overflows.
+            // Block 0: amax 127, so the scale is 1 and k + ½ are ties.
+            for (j, v) in x[..BLOCK_LEN].iter_mut().enumerate() {
+                *v = (j as f32 - 16.0) * 3.5 + 0.5 * (j % 2) as f32;
+            }
+            x[0] = 63.5;
+            x[1] = -63.5;
+            x[2] = 127.0;
+            x[3] = 0.0;
+            x[4] = -0.5;
+            if blocks > 1 {
+                x[BLOCK_LEN..2 * BLOCK_LEN].fill(0.0);
+            }
+            if blocks > 2 {
+                for v in &mut x[2 * BLOCK_LEN..3 * BLOCK_LEN] {
+                    *v *= 1e-39;
+                }
+            }
+            let mut want = vec![BlockQ8::ZERO; blocks];
+            let mut got = vec![BlockQ8::ZERO; blocks];
+            quantize_activations(&x, &mut want).expect("reference");
+            path.quantize_activations(&x, &mut got).expect("path");
+            for (b, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.d.to_bits(),
+                    w.d.to_bits(),
+                    "{} block {b} scale",
+                    path.name()
+                );
+                assert_eq!(g.qs, w.qs, "{} block {b} levels", path.name());
+            }
+        }
+        // Errors are the reference's, and leave the output alone.
+        let mut x = rng.values(64);
+        x[40] = f32::INFINITY;
+        let mut got = vec![BlockQ8::ZERO; 2];
+        let mut want = vec![BlockQ8::ZERO; 2];
+        assert_eq!(
+            path.quantize_activations(&x, &mut got),
+            quantize_activations(&x, &mut want)
+        );
+        assert!(got.iter().all(|b| *b == BlockQ8::ZERO));
+        x[40] = f32::NAN;
+        assert!(path.quantize_activations(&x, &mut got).is_err());
+        assert!(got.iter().all(|b| *b == BlockQ8::ZERO));
+        assert!(path.quantize_activations(&x[..63], &mut got).is_err());
     }
 }

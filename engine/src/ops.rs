@@ -193,14 +193,12 @@ pub fn attention(
             continue;
         };
         let weights = &mut head_scores[..positions.min(stride)];
-        for (w, key_row) in weights.iter_mut().zip(keys.chunks_exact(kv_dim)) {
-            *w = kernels::dot(q_head, &key_row[kv_range.clone()]) / scale;
+        kernels::attention_scores(weights, q_head, keys, kv_dim, kv_range.start);
+        for w in weights.iter_mut() {
+            *w /= scale;
         }
         softmax(weights);
-        out_head.fill(0.0);
-        for (&w, value_row) in weights.iter().zip(values.chunks_exact(kv_dim)) {
-            kernels::axpy(out_head, w, &value_row[kv_range.clone()]);
-        }
+        kernels::weighted_sum(out_head, weights, values, kv_dim, kv_range.start);
     }
 }
 

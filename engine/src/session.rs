@@ -37,10 +37,10 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crate::config::Config;
 use crate::error::Error;
 use crate::format::ModelFile;
-use crate::kernels::{self, matmul};
+use crate::kernels;
 use crate::ops::{self, Heads};
 use crate::parallel::{Parallel, SEQUENTIAL};
-use crate::quant::{self, BlockQ8};
+use crate::quant::BlockQ8;
 use crate::tensor::{Matrix, BLOCK_LEN};
 
 /// Prompt positions [`Session::prefill`] runs together. Every activation
@@ -285,9 +285,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     /// [`PREFILL_CHUNK`] at a time, appends their keys and values to the
     /// cache, advances the position and returns the logits after the last
     /// one, `[vocab_size]`: what as many [`forward`](Self::forward) calls
-    /// would give, with every weight row read once per chunk. (The float
-    /// reference kernels give the same bits as `forward`; accelerated
-    /// kernels may differ in the last bits.)
+    /// would give, bit for bit, with every weight row read once per chunk.
     ///
     /// Errors: [`Error::EmptyPrompt`] for no tokens, and as `forward`; the
     /// position is unchanged when one is returned.
@@ -472,7 +470,7 @@ impl Scratch<'_> {
                 reason: "matrix input wider than the session's buffers",
             })?;
             for (x_row, q_row) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(blocks.max(1))) {
-                quant::quantize_activations(x_row, q_row)?;
+                kernels::quantize_activations(x_row, q_row)?;
             }
             xq
         } else {
@@ -509,10 +507,10 @@ impl Scratch<'_> {
                     let first_row = first / n;
                     let ok = match w.rows(first_row..first_row + part.len() / n) {
                         Some(part_w) if quantized => {
-                            matmul::matmul_quantized(part, &part_w, xq, n).is_ok()
+                            kernels::matmul_quantized(part, &part_w, xq, n).is_ok()
                         }
                         Some(part_w) => {
-                            matmul::matmul(part, &part_w, x, n);
+                            kernels::matmul(part, &part_w, x, n);
                             true
                         }
                         None => false,
@@ -589,14 +587,12 @@ fn attend(
         {
             let positions = start + t + 1; // causal: 0..=start + t
             let weights = &mut scores[..positions.min(max_seq)];
-            for (w, key_row) in weights.iter_mut().zip(keys.chunks_exact(kv_dim)) {
-                *w = kernels::dot(q_head, &key_row[kv_range.clone()]) / scale;
+            kernels::attention_scores(weights, q_head, keys, kv_dim, kv_range.start);
+            for w in weights.iter_mut() {
+                *w /= scale;
             }
             ops::softmax(weights);
-            out_head.fill(0.0);
-            for (&w, value_row) in weights.iter().zip(values.chunks_exact(kv_dim)) {
-                kernels::axpy(out_head, w, &value_row[kv_range.clone()]);
-            }
+            kernels::weighted_sum(out_head, weights, values, kv_dim, kv_range.start);
         }
     });
     // Each head's `[n × head_dim]` outputs into the position-major `out`.

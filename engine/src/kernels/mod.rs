@@ -50,12 +50,58 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     Path::active().axpy(y, a, x)
 }
 
+/// Quantizes activations into Q8 blocks for the integer kernels; the bits
+/// and errors of [`quant::quantize_activations`].
+#[inline]
+pub fn quantize_activations(x: &[f32], dst: &mut [BlockQ8]) -> Result<(), Error> {
+    Path::active().quantize_activations(x, dst)
+}
+
+/// Attention scores of a query head against cached keys; see
+/// [`scalar::attention_scores`].
+#[inline]
+pub fn attention_scores(scores: &mut [f32], q: &[f32], keys: &[f32], stride: usize, offset: usize) {
+    Path::active().attention_scores(scores, q, keys, stride, offset)
+}
+
+/// Attention-weighted sum of cached values; see [`scalar::weighted_sum`].
+#[inline]
+pub fn weighted_sum(
+    out: &mut [f32],
+    weights: &[f32],
+    values: &[f32],
+    stride: usize,
+    offset: usize,
+) {
+    Path::active().weighted_sum(out, weights, values, stride, offset)
+}
+
 /// `out = W · x` for a Q8_0 or Q4_0 matrix and activations quantized with
 /// [`crate::quant::quantize_activations`]; the bits and errors of
 /// [`crate::quant::matvec_quantized`].
 #[inline]
 pub fn matvec_quantized(out: &mut [f32], w: &Matrix<'_>, xq: &[BlockQ8]) -> Result<(), Error> {
     Path::active().matvec_quantized(out, w, xq)
+}
+
+/// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]`, F32, F16 and BF16 weights;
+/// `out`: `[w.rows × n]`, `x`: `[n × w.cols]`. The bits of
+/// [`matmul::matmul`] (and of [`matvec`] per position).
+#[inline]
+pub fn matmul(out: &mut [f32], w: &Matrix<'_>, x: &[f32], n: usize) {
+    Path::active().matmul(out, w, x, n)
+}
+
+/// Q8_0 / Q4_0 weights times `n` positions of quantized activations; the
+/// bits and errors of [`matmul::matmul_quantized`].
+#[inline]
+pub fn matmul_quantized(
+    out: &mut [f32],
+    w: &Matrix<'_>,
+    xq: &[BlockQ8],
+    n: usize,
+) -> Result<(), Error> {
+    Path::active().matmul_quantized(out, w, xq, n)
 }
 
 /// Floats per [`BlockQ8`]: sessions keep activation blocks in their `f32`

@@ -164,6 +164,125 @@ impl Path {
         // The reference validates and reports every error.
         quant::matvec_quantized(out, w, xq)
     }
+
+    /// [`quant::quantize_activations`] on this path: the same blocks, bit
+    /// for bit, and the same errors (left to the reference to report, with
+    /// `dst` untouched).
+    pub fn quantize_activations(self, x: &[f32], dst: &mut [BlockQ8]) -> Result<(), Error> {
+        #[cfg(target_arch = "x86_64")]
+        if self == Path::Avx2
+            && avx2_supported()
+            && x.len().is_multiple_of(crate::tensor::BLOCK_LEN)
+            && dst.len() == x.len() / crate::tensor::BLOCK_LEN
+        {
+            // SAFETY: the features were detected.
+            if unsafe { x86::all_finite(x) } {
+                // SAFETY: the features were detected, `x` is finite and
+                // holds exactly dst.len() blocks.
+                unsafe { x86::quantize_activations(x, dst) };
+                return Ok(());
+            }
+        }
+        quant::quantize_activations(x, dst)
+    }
+
+    /// [`scalar::attention_scores`] on this path: the same bits.
+    pub fn attention_scores(
+        self,
+        scores: &mut [f32],
+        q: &[f32],
+        keys: &[f32],
+        stride: usize,
+        offset: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self == Path::Avx2
+            && avx2_supported()
+            && rows_fit(scores.len(), q.len(), keys.len(), stride, offset)
+        {
+            // SAFETY: the features were detected; `rows_fit` checked that
+            // every key row holds `offset + q.len() <= stride` elements.
+            unsafe { x86::attention_scores(scores, q, keys, stride, offset) };
+            return;
+        }
+        scalar::attention_scores(scores, q, keys, stride, offset)
+    }
+
+    /// [`scalar::weighted_sum`] on this path: the same bits.
+    pub fn weighted_sum(
+        self,
+        out: &mut [f32],
+        weights: &[f32],
+        values: &[f32],
+        stride: usize,
+        offset: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self == Path::Avx2
+            && avx2_supported()
+            && rows_fit(weights.len(), out.len(), values.len(), stride, offset)
+        {
+            // SAFETY: the features were detected; `rows_fit` checked that
+            // every value row holds `offset + out.len() <= stride` elements.
+            unsafe { x86::weighted_sum(out, weights, values, stride, offset) };
+            return;
+        }
+        scalar::weighted_sum(out, weights, values, stride, offset)
+    }
+
+    /// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]` for F32, F16 and BF16
+    /// weights: [`matmul::matmul`](super::matmul::matmul) on this path, the
+    /// same bits (each element is the one-vector kernel's).
+    pub fn matmul(self, out: &mut [f32], w: &Matrix<'_>, x: &[f32], n: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if self == Path::Avx2 && avx2_supported() && float_matmul_ok(out.len(), w, x.len(), n) {
+            // SAFETY: the features were detected; `float_matmul_ok` checked
+            // n > 0, cols > 0, x = n × cols, out = rows × n and that `w.data`
+            // holds rows × cols elements.
+            unsafe {
+                match w.dtype {
+                    Dtype::F32 => x86::matmul_float::<{ x86::F32 }>(out, w.data, x, n, w.cols),
+                    Dtype::F16 => x86::matmul_float::<{ x86::F16 }>(out, w.data, x, n, w.cols),
+                    _ => x86::matmul_float::<{ x86::BF16 }>(out, w.data, x, n, w.cols),
+                }
+            }
+            return;
+        }
+        super::matmul::matmul(out, w, x, n)
+    }
+
+    /// [`matmul::matmul_quantized`](super::matmul::matmul_quantized) on
+    /// this path: the same bits and errors.
+    pub fn matmul_quantized(
+        self,
+        out: &mut [f32],
+        w: &Matrix<'_>,
+        xq: &[BlockQ8],
+        n: usize,
+    ) -> Result<(), Error> {
+        #[cfg(target_arch = "x86_64")]
+        if self == Path::Avx2
+            && avx2_supported()
+            && n > 0
+            && quantized_shapes_ok(w.rows, w, w.cols / crate::tensor::BLOCK_LEN)
+            && Some(xq.len()) == n.checked_mul(w.cols / crate::tensor::BLOCK_LEN)
+            && Some(out.len()) == n.checked_mul(w.rows)
+        {
+            let blocks = w.cols / crate::tensor::BLOCK_LEN;
+            // SAFETY: the features were detected; the checks above give
+            // n > 0, blocks > 0, xq = n × blocks, out = rows × n, and
+            // `w.data` = rows rows of `blocks` blocks.
+            unsafe {
+                if w.dtype == Dtype::Q8_0 {
+                    x86::matmul_quantized::<false>(out, w.data, xq, n, blocks)
+                } else {
+                    x86::matmul_quantized::<true>(out, w.data, xq, n, blocks)
+                }
+            }
+            return Ok(());
+        }
+        super::matmul::matmul_quantized(out, w, xq, n)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -178,6 +297,31 @@ fn float_rows(out_len: usize, w: &Matrix<'_>, x_len: usize) -> Option<usize> {
     let exact = x_len == w.cols && out_len == w.rows;
     let fits = row_bytes.checked_mul(out_len)? <= w.data.len();
     (float && x_len > 0 && exact && fits).then_some(out_len)
+}
+
+/// Whether `rows` rows of `stride` floats, each read at `offset ..
+/// offset + width`, lie inside a slice of `len` floats.
+#[cfg(target_arch = "x86_64")]
+fn rows_fit(rows: usize, width: usize, len: usize, stride: usize, offset: usize) -> bool {
+    offset.checked_add(width).is_some_and(|end| end <= stride)
+        && rows.checked_mul(stride).is_some_and(|n| n <= len)
+}
+
+/// Whether a float matmul has exactly the shapes the kernels need.
+#[cfg(target_arch = "x86_64")]
+fn float_matmul_ok(out_len: usize, w: &Matrix<'_>, x_len: usize, n: usize) -> bool {
+    let float = matches!(w.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16);
+    let fits = w
+        .dtype
+        .row_bytes(w.cols)
+        .and_then(|b| b.checked_mul(w.rows))
+        .is_some_and(|bytes| bytes <= w.data.len());
+    float
+        && n > 0
+        && w.cols > 0
+        && fits
+        && Some(x_len) == n.checked_mul(w.cols)
+        && Some(out_len) == n.checked_mul(w.rows)
 }
 
 /// Whether a quantized matvec has exactly the shapes the reference accepts,

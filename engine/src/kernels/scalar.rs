@@ -180,6 +180,37 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
+/// Attention scores of one query head against `scores.len()` cached
+/// positions: `scores[p] = dot(q, keys[p·stride + offset ..][..q.len()])`.
+/// `keys`: `[positions × stride]`. Positions whose key row is cut short are
+/// left unchanged.
+pub fn attention_scores(scores: &mut [f32], q: &[f32], keys: &[f32], stride: usize, offset: usize) {
+    for (s, key_row) in scores.iter_mut().zip(keys.chunks_exact(stride.max(1))) {
+        if let Some(k) = key_row.get(offset..offset + q.len()) {
+            *s = dot(q, k);
+        }
+    }
+}
+
+/// Attention-weighted sum of values: `out = 0`, then for each position `p`
+/// in order `out += weights[p] · values[p·stride + offset ..][..out.len()]`
+/// (an [`axpy`] per position). `values`: `[positions × stride]`.
+pub fn weighted_sum(
+    out: &mut [f32],
+    weights: &[f32],
+    values: &[f32],
+    stride: usize,
+    offset: usize,
+) {
+    out.fill(0.0);
+    let width = out.len();
+    for (&w, value_row) in weights.iter().zip(values.chunks_exact(stride.max(1))) {
+        if let Some(v) = value_row.get(offset..offset + width) {
+            axpy(out, w, v);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;

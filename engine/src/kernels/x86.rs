@@ -8,9 +8,10 @@
 //!   one), its pairwise lane reduction and its in-order tail. Speed comes from
 //!   walking four rows at once (four independent add chains), not from
 //!   splitting one row's sum.
-//! - Q8_0 / Q4_0 rows compute each block's i32 sum exactly with integer SIMD,
-//!   eight blocks at a time, then add `d_w · d_x · isum` to the row sum one
-//!   block after another, as the reference does.
+//! - Q8_0 / Q4_0 rows compute each block's i32 sum exactly with integer SIMD
+//!   and add `d_w · d_x · isum` to the row sum one block after another, as
+//!   the reference does; eight rows go together, one f32 lane each, so the
+//!   scaling and the adds of eight rows are one vector operation each.
 //!
 //! Preconditions shared by every function (the `# Safety` sections refer to
 //! them): the CPU supports AVX2, FMA and F16C; `out`, weight bytes and
@@ -39,10 +40,11 @@ const LANES: usize = 8;
 const _: () = assert!(LANES == super::scalar::LANES);
 /// Rows walked together by the float matvec.
 const ROW_GROUP: usize = 4;
-/// Blocks whose integer sums are reduced together by the quantized dots.
-const BLOCK_GROUP: usize = 8;
 /// Bytes per cache line, the unit of prefetching.
 const CACHE_LINE: usize = 64;
+/// The float matvec prefetches the next group of rows only when a group is
+/// at most this many bytes (half of L1).
+const FLOAT_PREFETCH_MAX_BYTES: usize = 16 * 1024;
 /// The f16 scale in front of each Q8_0 / Q4_0 block.
 const SCALE_BYTES: usize = 2;
 
@@ -121,6 +123,10 @@ pub unsafe fn matvec_float<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
     let row_bytes = cols * element_bytes(DT);
     let whole = cols - cols % LANES;
     let step = LANES * element_bytes(DT);
+    // Wide rows are long streams the hardware prefetcher follows, and a
+    // group ahead would no longer fit in L1 beside the current one (768x2048
+    // f32: 43 GB/s with the prefetch, 66 without).
+    let prefetch = ROW_GROUP * row_bytes <= FLOAT_PREFETCH_MAX_BYTES;
     let mut out_groups = out.chunks_exact_mut(ROW_GROUP);
     let mut w_groups = w.chunks_exact(ROW_GROUP * row_bytes);
     for (o, rows) in (&mut out_groups).zip(&mut w_groups) {
@@ -137,7 +143,7 @@ pub unsafe fn matvec_float<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
                 // (c + 8)·element_bytes <= row_bytes.
                 let wv = unsafe { load8::<DT>(base.add(r * row_bytes + offset)) };
                 *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, xv));
-                if offset.is_multiple_of(CACHE_LINE) {
+                if prefetch && offset.is_multiple_of(CACHE_LINE) {
                     // Four short interleaved streams defeat the hardware
                     // prefetcher on matrices that come from DRAM: ask for
                     // the same line of the next group. A prefetch is only a
@@ -252,6 +258,192 @@ pub unsafe fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
+/// Keys whose scores [`attention_scores`] computes together (independent
+/// add chains).
+const SCORE_KEYS: usize = 4;
+
+/// `scores[p] = dot(q, keys[p·stride + offset ..][..q.len()])`, each equal
+/// bit for bit to [`dot`] (and `scalar::dot`), four keys at a time.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `offset + q.len() <= stride` and
+/// `keys.len() >= scores.len() · stride`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn attention_scores(
+    scores: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    stride: usize,
+    offset: usize,
+) {
+    let width = q.len();
+    let whole = width - width % LANES;
+    let base = keys.as_ptr().wrapping_add(offset);
+    let mut groups = scores.chunks_exact_mut(SCORE_KEYS);
+    let mut first = 0;
+    for group in &mut groups {
+        let mut acc = [_mm256_setzero_ps(); SCORE_KEYS];
+        let mut c = 0;
+        while c < whole {
+            // SAFETY: c + 8 <= width; key row first + k holds
+            // offset + width <= stride elements from its start.
+            unsafe {
+                let qv = _mm256_loadu_ps(q.as_ptr().add(c));
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let kv = _mm256_loadu_ps(base.add((first + k) * stride + c));
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(qv, kv));
+                }
+            }
+            c += LANES;
+        }
+        for (k, (s, a)) in group.iter_mut().zip(&acc).enumerate() {
+            let row = (first + k) * stride + offset;
+            let mut sum = reduce_lanes(*a);
+            for (&qv, &kv) in q[whole..].iter().zip(&keys[row + whole..row + width]) {
+                sum += qv * kv;
+            }
+            *s = sum;
+        }
+        first += SCORE_KEYS;
+    }
+    for (k, s) in groups.into_remainder().iter_mut().enumerate() {
+        let row = (first + k) * stride + offset;
+        // SAFETY: the features are available (this function's precondition).
+        *s = unsafe { dot(q, &keys[row..row + width]) };
+    }
+}
+
+/// Floats of the output [`weighted_sum`] keeps in registers per pass: a
+/// whole head of up to 64, so each value row is read once.
+const SUM_WIDTH: usize = 8 * LANES;
+
+/// `out = 0`, then `out += weights[p] · values[p·stride + offset ..]` for
+/// each position in order, equal bit for bit to `scalar::weighted_sum` (the
+/// same multiply and add per element, in the same order), with the output
+/// kept in registers across the positions.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `offset + out.len() <= stride` and
+/// `values.len() >= weights.len() · stride`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn weighted_sum(
+    out: &mut [f32],
+    weights: &[f32],
+    values: &[f32],
+    stride: usize,
+    offset: usize,
+) {
+    let width = out.len();
+    let whole = width - width % LANES;
+    let mut start = 0;
+    while start < whole {
+        let vectors = ((whole - start) / LANES).min(SUM_WIDTH / LANES);
+        let mut acc = [_mm256_setzero_ps(); SUM_WIDTH / LANES];
+        for (p, &w) in weights.iter().enumerate() {
+            let wv = _mm256_set1_ps(w);
+            for (i, a) in acc.iter_mut().take(vectors).enumerate() {
+                // SAFETY: start + 8·i + 8 <= whole <= width, and value row p
+                // holds offset + width <= stride elements from its start.
+                let v = unsafe {
+                    _mm256_loadu_ps(values.as_ptr().add(p * stride + offset + start + i * LANES))
+                };
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, v));
+            }
+        }
+        for (i, a) in acc.iter().take(vectors).enumerate() {
+            // SAFETY: as above, inside `out`.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(start + i * LANES), *a) };
+        }
+        start += vectors * LANES;
+    }
+    let tail = &mut out[whole..];
+    tail.fill(0.0);
+    for (p, &w) in weights.iter().enumerate() {
+        let row = p * stride + offset;
+        for (o, &v) in tail.iter_mut().zip(&values[row + whole..row + width]) {
+            *o += w * v;
+        }
+    }
+}
+
+/// Whether every element of `x` is finite.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn all_finite(x: &[f32]) -> bool {
+    let infinity = _mm256_set1_ps(f32::INFINITY);
+    let sign = _mm256_set1_ps(-0.0);
+    let mut finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        // SAFETY: `c` is 8 floats.
+        let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+        // |v| < ∞ is false for ±∞ and NaN.
+        let below = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(sign, v), infinity);
+        finite = _mm256_and_ps(finite, below);
+    }
+    _mm256_movemask_ps(finite) == 0xff && chunks.remainder().iter().all(|v| v.is_finite())
+}
+
+/// `quant::quantize_activations` for finite `x` of whole blocks, bit for
+/// bit: per block `amax = max |x|`, `d = amax / 127`, `id = 1/d` (0 when
+/// `d` is 0 or `1/d` overflows), `q = roundf(x · id)`, rounding halves away
+/// from zero (computed exactly as `trunc(p) + (|p − trunc(p)| ≥ ½ ? ±1 : 0)`,
+/// `p − trunc(p)` being exact for |p| < 2²³).
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; every element of `x` is finite and
+/// `dst.len() · 32 <= x.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_activations(x: &[f32], dst: &mut [BlockQ8]) {
+    let sign = _mm256_set1_ps(-0.0);
+    let half = _mm256_set1_ps(0.5);
+    let one = _mm256_set1_ps(1.0);
+    for (block, out) in x.chunks_exact(BLOCK_LEN).zip(dst.iter_mut()) {
+        // SAFETY: `block` is 32 floats.
+        let v: [__m256; 4] =
+            core::array::from_fn(|i| unsafe { _mm256_loadu_ps(block.as_ptr().add(i * LANES)) });
+        let abs = v.map(|v| _mm256_andnot_ps(sign, v));
+        // Exact whatever the order: the inputs are not NaN.
+        let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        let amax = _mm_cvtss_f32(m);
+        let d = amax / 127.0;
+        let id = if d == 0.0 {
+            0.0
+        } else {
+            let id = 1.0 / d;
+            if id.is_finite() {
+                id
+            } else {
+                0.0
+            }
+        };
+        let idv = _mm256_set1_ps(id);
+        let levels = v.map(|v| {
+            let p = _mm256_mul_ps(v, idv);
+            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
+            let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(p, t));
+            let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, half), one);
+            // ±1 with the sign of p where the fraction is at least ½, else ±0.
+            let step = _mm256_or_ps(up, _mm256_and_ps(sign, p));
+            _mm256_cvtps_epi32(_mm256_add_ps(t, step))
+        });
+        // i32 → i16 → i8 with saturation (the levels are within −128..=127
+        // anyway), undoing the per-128-bit-half interleaving of the packs.
+        let words01 = _mm256_packs_epi32(levels[0], levels[1]);
+        let words23 = _mm256_packs_epi32(levels[2], levels[3]);
+        let bytes = _mm256_packs_epi16(words01, words23);
+        let ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        out.d = d;
+        // SAFETY: `out.qs` is 32 bytes.
+        unsafe { _mm256_storeu_si256(out.qs.as_mut_ptr().cast::<__m256i>(), ordered) };
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Q8_0 / Q4_0 against BlockQ8 activations
 // ---------------------------------------------------------------------------
@@ -294,8 +486,11 @@ unsafe fn q8_0_levels(block: *const u8) -> __m256i {
 unsafe fn q4_0_nibbles(block: *const u8) -> __m256i {
     // SAFETY: bytes SCALE_BYTES .. SCALE_BYTES + 16 of the block are readable.
     let packed = unsafe { _mm_loadu_si128(block.add(SCALE_BYTES).cast::<__m128i>()) };
-    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(packed), packed);
-    _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
+    // The 16 bytes in both halves (a broadcast load), the high half shifted
+    // down by 4: one shift instead of a shift and an insert.
+    let both = _mm256_broadcastsi128_si256(packed);
+    let shifted = _mm256_srlv_epi32(both, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+    _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f))
 }
 
 /// Eight partial sums of `Σ q_j · x_j` for unsigned nibbles `q` (exact:
@@ -310,22 +505,36 @@ fn nibble_products(q: __m256i, x: __m256i) -> __m256i {
 /// lane `k` = Σ of `v[k]`'s lanes (exact: integer adds).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn transpose_sum(v: &[__m256i; BLOCK_GROUP]) -> __m256i {
-    let h01 = _mm256_hadd_epi32(v[0], v[1]);
-    let h23 = _mm256_hadd_epi32(v[2], v[3]);
-    let h45 = _mm256_hadd_epi32(v[4], v[5]);
-    let h67 = _mm256_hadd_epi32(v[6], v[7]);
-    // [v0lo v1lo v2lo v3lo | v0hi v1hi v2hi v3hi], lo/hi = lanes 0..4 / 4..8.
-    let h0123 = _mm256_hadd_epi32(h01, h23);
-    let h4567 = _mm256_hadd_epi32(h45, h67);
-    let low = _mm256_permute2x128_si256::<0x20>(h0123, h4567);
-    let high = _mm256_permute2x128_si256::<0x31>(h0123, h4567);
+fn transpose_sum(v: &[__m256i; 8]) -> __m256i {
+    // Single-uop unpacks rather than `hadd` (several uops on this CPU).
+    // Per 128-bit half: [a0+a2, b0+b2, a1+a3, b1+b3].
+    let pair = |a: __m256i, b: __m256i| {
+        _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b))
+    };
+    // Per half: [Σa, Σb, Σc, Σd] of the four vectors' lanes in that half.
+    let quad = |ab: __m256i, cd: __m256i| {
+        _mm256_add_epi32(_mm256_unpacklo_epi64(ab, cd), _mm256_unpackhi_epi64(ab, cd))
+    };
+    let q0123 = quad(pair(v[0], v[1]), pair(v[2], v[3]));
+    let q4567 = quad(pair(v[4], v[5]), pair(v[6], v[7]));
+    let low = _mm256_permute2x128_si256::<0x20>(q0123, q4567);
+    let high = _mm256_permute2x128_si256::<0x31>(q0123, q4567);
     _mm256_add_epi32(low, high)
 }
 
-/// Blocks of activations whose scales are gathered once per matvec (and
-/// per row, a stretch of this many blocks is summed at a time).
-const CHUNK_BLOCKS: usize = 8 * BLOCK_GROUP;
+/// Rows the quantized matvec walks together, one f32 lane per row: block
+/// `b` of eight rows is summed as eight integers, scaled and added to the
+/// eight row sums with one vector multiply and add, in the reference's
+/// order for each row.
+pub const QUANT_ROWS: usize = 8;
+
+/// How many groups of [`QUANT_ROWS`] rows ahead the quantized matvec
+/// prefetches.
+const PREFETCH_GROUPS: usize = 2;
+
+/// Blocks of activations whose Q4_0 offsets are computed once per matvec
+/// (rows are walked a stretch of this many blocks at a time).
+const CHUNK_BLOCKS: usize = 64;
 
 /// Bytes of one Q8_0 (`Q4` false) or Q4_0 (`Q4` true) block.
 const fn block_bytes(q4: bool) -> usize {
@@ -337,51 +546,22 @@ const fn block_bytes(q4: bool) -> usize {
 }
 
 /// Eight partial sums of one block's products: `Σ w_j · x_j` for Q8_0,
-/// `Σ q_j · x_j` for Q4_0 (the caller subtracts `8 · Σ x_j`, see [`XSide`]).
+/// `Σ q_j · x_j` for Q4_0 (the caller subtracts `8 · Σ x_j`, see
+/// [`q4_offsets`]); `xq` holds the block's 32 activation levels.
 ///
 /// # Safety
 /// AVX2 is available and `block` points to one whole block.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_isums<const Q4: bool>(block: *const u8, x: &BlockQ8) -> __m256i {
-    // SAFETY: forwarded precondition; `x.qs` is 32 bytes.
+unsafe fn block_isums<const Q4: bool>(block: *const u8, xq: __m256i) -> __m256i {
+    // SAFETY: forwarded precondition.
     unsafe {
-        let xq = _mm256_loadu_si256(x.qs.as_ptr().cast::<__m256i>());
         if Q4 {
             nibble_products(q4_0_nibbles(block), xq)
         } else {
             block_products(q8_0_levels(block), xq)
         }
     }
-}
-
-/// The f16 scales of eight consecutive blocks, widened to f32.
-///
-/// # Safety
-/// AVX2 and F16C are available and `first` points to eight whole blocks.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn eight_scales<const Q4: bool>(first: *const u8) -> __m256 {
-    let stride = block_bytes(Q4) as i32;
-    let offsets = _mm256_setr_epi32(
-        0,
-        stride,
-        2 * stride,
-        3 * stride,
-        4 * stride,
-        5 * stride,
-        6 * stride,
-        7 * stride,
-    );
-    // SAFETY: each gathered 4-byte word is the first 4 bytes of one of the
-    // eight blocks (a block is at least 18 bytes).
-    let words = unsafe { _mm256_i32gather_epi32::<1>(first.cast::<i32>(), offsets) };
-    // Keep the low 16 bits (the scale), pack to u16 (exact: 0..=65535) and
-    // gather the two 128-bit halves' results into the low half.
-    let scales = _mm256_and_si256(words, _mm256_set1_epi32(0xffff));
-    let packed = _mm256_packus_epi32(scales, scales);
-    let low = _mm256_permute4x64_epi64::<0b1000>(packed);
-    _mm256_cvtph_ps(_mm256_castsi256_si128(low))
 }
 
 /// Sum of the eight lanes of an integer vector (exact).
@@ -394,126 +574,106 @@ fn sum_lanes_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(total)
 }
 
-/// Continues the sums of `R` rows over a stretch of at most
-/// [`CHUNK_BLOCKS`] blocks: per row, `sum += (d_w · d_x) · isum` block after
-/// block, as the reference does. The rows share the activation loads, and
-/// their independent add chains overlap. `side` holds the activation side of
-/// the same blocks.
-///
-/// # Safety
-/// AVX2, FMA and F16C are available, `x.len() <= CHUNK_BLOCKS`, and every
-/// `rows[i].len() >= x.len() · block_bytes(Q4)`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn quantized_stretch<const Q4: bool, const R: usize>(
-    sums: &mut [f32; R],
-    rows: [&[u8]; R],
-    x: &[BlockQ8],
-    side: &XSide,
-) {
-    let bb = block_bytes(Q4);
-    let groups = x.len() / BLOCK_GROUP;
-    let mut products = [0.0f32; BLOCK_GROUP];
-    for g in 0..groups {
-        let first = g * BLOCK_GROUP;
-        let mut isums = [[_mm256_setzero_si256(); BLOCK_GROUP]; R];
-        for k in 0..BLOCK_GROUP {
-            // SAFETY: block first + k < x.len() is a whole block of every row,
-            // and `x[first + k].qs` is 32 bytes.
-            unsafe {
-                let xq = _mm256_loadu_si256(x[first + k].qs.as_ptr().cast::<__m256i>());
-                for (row, isum) in rows.iter().zip(isums.iter_mut()) {
-                    let block = row.as_ptr().add((first + k) * bb);
-                    isum[k] = if Q4 {
-                        nibble_products(q4_0_nibbles(block), xq)
-                    } else {
-                        block_products(q8_0_levels(block), xq)
-                    };
-                }
-            }
-        }
-        for ((row, isum), sum) in rows.iter().zip(&isums).zip(sums.iter_mut()) {
-            // SAFETY: blocks first .. first + 8 are whole blocks of the row.
-            let dw = unsafe { eight_scales::<Q4>(row.as_ptr().add(first * bb)) };
-            let mut totals = transpose_sum(isum);
-            if Q4 {
-                totals = _mm256_sub_epi32(totals, side.q4_offsets[g]);
-            }
-            let totals = _mm256_cvtepi32_ps(totals);
-            let scaled = _mm256_mul_ps(_mm256_mul_ps(dw, side.scales[g]), totals);
-            // SAFETY: `products` holds 8 f32.
-            unsafe { _mm256_storeu_ps(products.as_mut_ptr(), scaled) };
-            for &p in &products {
-                *sum += p;
-            }
-        }
-    }
-    for (row, sum) in rows.iter().zip(sums.iter_mut()) {
-        for (b, xb) in x.iter().enumerate().skip(groups * BLOCK_GROUP) {
-            let start = b * bb;
-            // SAFETY: block b < x.len() lies inside the row.
-            let mut isum = sum_lanes_i32(unsafe { block_isums::<Q4>(row.as_ptr().add(start), xb) });
-            if Q4 {
-                isum -= side.block_offsets[b];
-            }
-            let dw = f16_to_f32(u16::from_le_bytes([row[start], row[start + 1]]));
-            *sum += dw * xb.d * isum as f32;
-        }
-    }
-}
-
 /// Q4_0 stores level `q − 8` as `q`.
 const Q4_OFFSET: i32 = 8;
 
-/// What the quantized kernels need of up to [`CHUNK_BLOCKS`] activation
-/// blocks, computed once per matvec: vector `g` covers blocks `8g .. 8g+8`
-/// (missing blocks get 0).
-struct XSide {
-    /// Block scales `d_x`.
-    scales: [__m256; CHUNK_BLOCKS / BLOCK_GROUP],
-    /// `8 · Σ_j x_j` per block: `Σ (q_j − 8) · x_j = Σ q_j · x_j − 8 · Σ x_j`.
-    q4_offsets: [__m256i; CHUNK_BLOCKS / BLOCK_GROUP],
-    /// The same offsets, one per block (for the blocks after the last group).
-    block_offsets: [i32; CHUNK_BLOCKS],
-}
-
-/// Σ of a block's activation levels.
-fn level_sum(x: &BlockQ8) -> i32 {
-    x.qs.iter().map(|&q| i32::from(q)).sum()
-}
-
-impl XSide {
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn new(x: &[BlockQ8]) -> XSide {
-        let mut side = XSide {
-            scales: [_mm256_setzero_ps(); CHUNK_BLOCKS / BLOCK_GROUP],
-            q4_offsets: [_mm256_setzero_si256(); CHUNK_BLOCKS / BLOCK_GROUP],
-            block_offsets: [0; CHUNK_BLOCKS],
-        };
-        for (o, b) in side.block_offsets.iter_mut().zip(x) {
-            *o = Q4_OFFSET * level_sum(b);
-        }
-        let offsets = side.block_offsets.chunks_exact(BLOCK_GROUP);
-        for (((scale, offset), group), o) in side
-            .scales
-            .iter_mut()
-            .zip(side.q4_offsets.iter_mut())
-            .zip(x.chunks(BLOCK_GROUP))
-            .zip(offsets)
-        {
-            let mut d = [0.0f32; BLOCK_GROUP];
-            for (d, b) in d.iter_mut().zip(group) {
-                *d = b.d;
-            }
-            // SAFETY: `d` and `o` hold 8 elements of 4 bytes.
-            unsafe {
-                *scale = _mm256_loadu_ps(d.as_ptr());
-                *offset = _mm256_loadu_si256(o.as_ptr().cast::<__m256i>());
-            }
-        }
-        side
+/// `8 · Σ_j x_j` for each of up to [`CHUNK_BLOCKS`] activation blocks:
+/// `Σ (q_j − 8) · x_j = Σ q_j · x_j − 8 · Σ x_j` (missing blocks get 0).
+fn q4_offsets(x: &[BlockQ8]) -> [i32; CHUNK_BLOCKS] {
+    let mut offsets = [0; CHUNK_BLOCKS];
+    for (o, b) in offsets.iter_mut().zip(x) {
+        *o = Q4_OFFSET * b.qs.iter().map(|&q| i32::from(q)).sum::<i32>();
     }
+    offsets
+}
+
+/// Continues the sums of [`QUANT_ROWS`] consecutive rows (`first` points at
+/// the first row's block 0 of this stretch, the rows `row_bytes` apart) over
+/// the stretch `x` of activation blocks: per row, `sum += (d_w · d_x) · isum`
+/// block after block, one lane per row. With `PREFETCH`, the rows two groups
+/// further on are requested meanwhile.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `x.len() <= CHUNK_BLOCKS`; for every
+/// row `r < 8`, `first + r · row_bytes` is followed by `x.len()` whole
+/// blocks; `7 · row_bytes <= i32::MAX`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn eight_rows<const Q4: bool, const PREFETCH: bool>(
+    sums: __m256,
+    first: *const u8,
+    row_bytes: usize,
+    x: &[BlockQ8],
+    offsets: &[i32; CHUNK_BLOCKS],
+) -> __m256 {
+    let bb = block_bytes(Q4);
+    let mut sums = sums;
+    // While block b of these rows is summed, the next bytes of the rows
+    // that follow are requested: the group reads 8 short streams at once,
+    // which the hardware prefetcher follows poorly on matrices from DRAM.
+    let ahead = first.wrapping_add(PREFETCH_GROUPS * QUANT_ROWS * row_bytes);
+    for (b, (xb, &offset)) in x.iter().zip(offsets).enumerate() {
+        let next = ahead.wrapping_add(b * QUANT_ROWS * bb);
+        for line in 0..if PREFETCH {
+            (QUANT_ROWS * bb).div_ceil(CACHE_LINE)
+        } else {
+            0
+        } {
+            // A prefetch is only a hint and never faults; the address is
+            // formed with wrapping arithmetic and not dereferenced.
+            _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(line * CACHE_LINE).cast::<i8>());
+        }
+        // SAFETY: `xb.qs` is 32 bytes; block b of each of the eight rows is
+        // whole (the function's precondition).
+        unsafe {
+            let xq = _mm256_loadu_si256(xb.qs.as_ptr().cast::<__m256i>());
+            let block = first.add(b * bb);
+            let isums: [__m256i; QUANT_ROWS] =
+                core::array::from_fn(|r| block_isums::<Q4>(block.add(r * row_bytes), xq));
+            let mut totals = transpose_sum(&isums);
+            if Q4 {
+                totals = _mm256_sub_epi32(totals, _mm256_set1_epi32(offset));
+            }
+            let mut raw = [0u16; QUANT_ROWS];
+            for (r, v) in raw.iter_mut().enumerate() {
+                *v = block.add(r * row_bytes).cast::<u16>().read_unaligned();
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(raw.as_ptr().cast::<__m128i>()));
+            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(xb.d));
+            sums = _mm256_add_ps(sums, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(totals)));
+        }
+    }
+    sums
+}
+
+/// [`eight_rows`] for one row: the same arithmetic, one block at a time.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available and `row` holds at least `x.len()`
+/// whole blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn one_row<const Q4: bool>(
+    mut sum: f32,
+    row: &[u8],
+    x: &[BlockQ8],
+    offsets: &[i32; CHUNK_BLOCKS],
+) -> f32 {
+    let bb = block_bytes(Q4);
+    for (b, (xb, &offset)) in x.iter().zip(offsets).enumerate() {
+        let start = b * bb;
+        // SAFETY: block b lies inside the row; `xb.qs` is 32 bytes.
+        let mut isum = sum_lanes_i32(unsafe {
+            let xq = _mm256_loadu_si256(xb.qs.as_ptr().cast::<__m256i>());
+            block_isums::<Q4>(row.as_ptr().add(start), xq)
+        });
+        if Q4 {
+            isum -= offset;
+        }
+        let dw = f16_to_f32(u16::from_le_bytes([row[start], row[start + 1]]));
+        sum += dw * xb.d * isum as f32;
+    }
+    sum
 }
 
 /// `out[r] = q8_0_dot(row r, x)` (`Q4` false) or `q4_0_dot(row r, x)`
@@ -521,8 +681,8 @@ impl XSide {
 /// bit to the reference: exact integer block sums, then
 /// `sum += (d_w · d_x) · isum` block by block.
 ///
-/// Rows are walked in stretches of [`CHUNK_BLOCKS`] blocks (one stretch
-/// for rows of up to 2048 elements), each row's sum carried over in `out`.
+/// Rows go [`QUANT_ROWS`] at a time (one f32 lane each), in stretches of
+/// [`CHUNK_BLOCKS`] blocks, each row's sum carried over in `out`.
 ///
 /// # Safety
 /// AVX2, FMA and F16C are available, `x.len() > 0`, and
@@ -531,27 +691,36 @@ impl XSide {
 pub unsafe fn matvec_quantized<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[BlockQ8]) {
     let bb = block_bytes(Q4);
     let row_bytes = x.len() * bb;
+    // The gather's row offsets are i32; wider rows take the one-row path.
+    let groups = if row_bytes <= i32::MAX as usize / QUANT_ROWS {
+        out.len() / QUANT_ROWS
+    } else {
+        0
+    };
     out.fill(0.0);
     for (c, xs) in x.chunks(CHUNK_BLOCKS).enumerate() {
-        let side = XSide::new(xs);
+        let offsets = if Q4 {
+            q4_offsets(xs)
+        } else {
+            [0; CHUNK_BLOCKS]
+        };
         let skip = c * CHUNK_BLOCKS * bb;
-        let stretch = skip..skip + xs.len() * bb;
-        let mut out_pairs = out.chunks_exact_mut(2);
-        let mut w_pairs = w.chunks_exact(2 * row_bytes);
-        for (o, rows) in (&mut out_pairs).zip(&mut w_pairs) {
-            let (first, second) = rows.split_at(row_bytes);
-            let mut sums = [o[0], o[1]];
-            let stretches = [&first[stretch.clone()], &second[stretch.clone()]];
-            // SAFETY: each stretch holds exactly xs.len() <= CHUNK_BLOCKS blocks.
-            unsafe { quantized_stretch::<Q4, 2>(&mut sums, stretches, xs, &side) };
-            o.copy_from_slice(&sums);
+        let (grouped, rest) = out.split_at_mut(groups * QUANT_ROWS);
+        for (g, o) in grouped.chunks_exact_mut(QUANT_ROWS).enumerate() {
+            // SAFETY: rows 8g .. 8g + 8 < out.len() each hold x.len() blocks,
+            // of which this stretch is blocks c·64 .. c·64 + xs.len(); `o`
+            // is 8 floats; 7 · row_bytes fits i32 (checked above).
+            unsafe {
+                let first = w.as_ptr().add(g * QUANT_ROWS * row_bytes + skip);
+                let sums = _mm256_loadu_ps(o.as_ptr());
+                let sums = eight_rows::<Q4, true>(sums, first, row_bytes, xs, &offsets);
+                _mm256_storeu_ps(o.as_mut_ptr(), sums);
+            }
         }
-        let last_row = w_pairs.remainder().chunks_exact(row_bytes);
-        for (o, row) in out_pairs.into_remainder().iter_mut().zip(last_row) {
-            let mut sums = [*o];
-            // SAFETY: as above, for the one row left over.
-            unsafe { quantized_stretch::<Q4, 1>(&mut sums, [&row[stretch.clone()]], xs, &side) };
-            *o = sums[0];
+        let rest_rows = w[groups * QUANT_ROWS * row_bytes..].chunks_exact(row_bytes);
+        for (o, row) in rest.iter_mut().zip(rest_rows) {
+            // SAFETY: the stretch holds exactly xs.len() blocks of the row.
+            *o = unsafe { one_row::<Q4>(*o, &row[skip..skip + xs.len() * bb], xs, &offsets) };
         }
     }
 }
@@ -567,6 +736,208 @@ pub unsafe fn quantized_dot<const Q4: bool>(w_row: &[u8], x: &[BlockQ8]) -> f32 
     // SAFETY: forwarded precondition, for one row.
     unsafe { matvec_quantized::<Q4>(&mut out, w_row, x) };
     out[0]
+}
+
+// ---------------------------------------------------------------------------
+// Matrix × several vectors (prefill)
+// ---------------------------------------------------------------------------
+
+/// Positions multiplied together against one loaded stretch of a group of
+/// float rows: `ROW_GROUP × MATMUL_POSITIONS` accumulators, plus the loads,
+/// fit the sixteen vector registers.
+const MATMUL_POSITIONS: usize = 3;
+
+/// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]` for float rows of encoding
+/// `DT`, each element equal bit for bit to `scalar::matvec` of row `r` and
+/// position `t` (the reference's lanes, unfused multiply and add, pairwise
+/// reduction, in-order tail). Each loaded stretch of a row is used for
+/// several positions.
+///
+/// `out`: `[rows × n]`, `w`: `[rows][cols]` encoded, `x`: `[n × cols]`.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `n > 0`, `cols > 0`,
+/// `x.len() >= n · cols`, `out.len() = rows · n` and
+/// `w.len() >= rows · cols · element_bytes(DT)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn matmul_float<const DT: u8>(
+    out: &mut [f32],
+    w: &[u8],
+    x: &[f32],
+    n: usize,
+    cols: usize,
+) {
+    let row_bytes = cols * element_bytes(DT);
+    let rows = out.len() / n;
+    let mut r = 0;
+    while r < rows {
+        let group = (rows - r).min(ROW_GROUP);
+        let mut t = 0;
+        while t < n {
+            let positions = (n - t).min(MATMUL_POSITIONS);
+            let at = Tile {
+                row: r,
+                position: t,
+                n,
+                cols,
+            };
+            // SAFETY: rows r .. r + group and positions t .. t + positions
+            // are in range (the function's preconditions).
+            unsafe {
+                match (group, positions) {
+                    (4, 3) => float_tile::<DT, 4, 3>(out, w, x, at, row_bytes),
+                    (4, 2) => float_tile::<DT, 4, 2>(out, w, x, at, row_bytes),
+                    (4, _) => float_tile::<DT, 4, 1>(out, w, x, at, row_bytes),
+                    (_, 3) => float_tile::<DT, 1, 3>(out, w, x, at, row_bytes),
+                    (_, 2) => float_tile::<DT, 1, 2>(out, w, x, at, row_bytes),
+                    _ => float_tile::<DT, 1, 1>(out, w, x, at, row_bytes),
+                }
+            }
+            t += positions;
+        }
+        // A group of fewer than four rows goes one row at a time.
+        r += if group == ROW_GROUP { ROW_GROUP } else { 1 };
+    }
+}
+
+/// Where a tile of a float matmul starts: its first row and position, and
+/// the matrix product's shape.
+#[derive(Clone, Copy)]
+struct Tile {
+    row: usize,
+    position: usize,
+    n: usize,
+    cols: usize,
+}
+
+/// `R` rows × `P` positions of [`matmul_float`].
+///
+/// # Safety
+/// As [`matmul_float`], with rows `at.row .. at.row + R` and positions
+/// `at.position .. at.position + P` in range.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn float_tile<const DT: u8, const R: usize, const P: usize>(
+    out: &mut [f32],
+    w: &[u8],
+    x: &[f32],
+    at: Tile,
+    row_bytes: usize,
+) {
+    let cols = at.cols;
+    let eb = element_bytes(DT);
+    let whole = cols - cols % LANES;
+    let mut acc = [[_mm256_setzero_ps(); P]; R];
+    let rows = w[at.row * row_bytes..(at.row + R) * row_bytes].as_ptr();
+    let xs = x[at.position * cols..(at.position + P) * cols].as_ptr();
+    let mut c = 0;
+    while c < whole {
+        // SAFETY: c + 8 <= whole <= cols: the loads stay inside rows
+        // at.row .. at.row + R of `w` and positions at.position .. + P of `x`.
+        unsafe {
+            let xv: [__m256; P] = core::array::from_fn(|p| _mm256_loadu_ps(xs.add(p * cols + c)));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let wv = load8::<DT>(rows.add(r * row_bytes + c * eb));
+                for (a, &xp) in acc_r.iter_mut().zip(&xv) {
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, xp));
+                }
+            }
+        }
+        c += LANES;
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        let row = &w[(at.row + r) * row_bytes..(at.row + r + 1) * row_bytes];
+        for (p, a) in acc_r.iter().enumerate() {
+            let t = at.position + p;
+            out[(at.row + r) * at.n + t] = tail_sum::<DT>(
+                reduce_lanes(*a),
+                &row[whole * eb..],
+                &x[t * cols + whole..(t + 1) * cols],
+            );
+        }
+    }
+}
+
+/// Positions whose Q4_0 offsets [`matmul_quantized`] keeps at once.
+const MATMUL_QUANT_POSITIONS: usize = 16;
+
+/// `out[r·n + t] = q8_0_dot(row r, xq[t])` (or `q4_0_dot`) for `rows` rows
+/// of `blocks` blocks and `n` positions of activations (`xq`:
+/// `[n × blocks]`), equal bit for bit to the reference: each element is the
+/// one-position kernel's lane for its row. A group of eight rows (a few KB)
+/// stays in L1 while every position is multiplied with it.
+///
+/// `out`: `[rows × n]`.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `n > 0`, `blocks > 0`,
+/// `xq.len() >= n · blocks`, `out.len() = rows · n`, and
+/// `w.len() >= rows · blocks · block_bytes`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn matmul_quantized<const Q4: bool>(
+    out: &mut [f32],
+    w: &[u8],
+    xq: &[BlockQ8],
+    n: usize,
+    blocks: usize,
+) {
+    let bb = block_bytes(Q4);
+    let row_bytes = blocks * bb;
+    let rows = out.len() / n;
+    let groups = if row_bytes <= i32::MAX as usize / QUANT_ROWS {
+        rows / QUANT_ROWS
+    } else {
+        0
+    };
+    out.fill(0.0);
+    let mut offsets = [[0i32; CHUNK_BLOCKS]; MATMUL_QUANT_POSITIONS];
+    for t0 in (0..n).step_by(MATMUL_QUANT_POSITIONS) {
+        let positions = (n - t0).min(MATMUL_QUANT_POSITIONS);
+        for c in (0..blocks).step_by(CHUNK_BLOCKS) {
+            let stretch = (blocks - c).min(CHUNK_BLOCKS);
+            let x_at = |t: usize| &xq[t * blocks + c..t * blocks + c + stretch];
+            if Q4 {
+                for (p, o) in offsets.iter_mut().take(positions).enumerate() {
+                    *o = q4_offsets(x_at(t0 + p));
+                }
+            }
+            let skip = c * bb;
+            for g in 0..groups {
+                // SAFETY: rows 8g .. 8g + 8 each hold `blocks` blocks, of
+                // which this stretch is c .. c + stretch; 7 · row_bytes fits
+                // i32 (checked above).
+                let first = unsafe { w.as_ptr().add(g * QUANT_ROWS * row_bytes + skip) };
+                for (p, o) in offsets.iter().take(positions).enumerate() {
+                    let t = t0 + p;
+                    let mut sums = [0.0f32; QUANT_ROWS];
+                    for (r, s) in sums.iter_mut().enumerate() {
+                        *s = out[(g * QUANT_ROWS + r) * n + t];
+                    }
+                    // SAFETY: as above; `sums` holds 8 floats.
+                    unsafe {
+                        let v = _mm256_loadu_ps(sums.as_ptr());
+                        let v = if p == 0 {
+                            eight_rows::<Q4, true>(v, first, row_bytes, x_at(t), o)
+                        } else {
+                            eight_rows::<Q4, false>(v, first, row_bytes, x_at(t), o)
+                        };
+                        _mm256_storeu_ps(sums.as_mut_ptr(), v);
+                    }
+                    for (r, s) in sums.iter().enumerate() {
+                        out[(g * QUANT_ROWS + r) * n + t] = *s;
+                    }
+                }
+            }
+            for r in groups * QUANT_ROWS..rows {
+                let row = &w[r * row_bytes + skip..r * row_bytes + skip + stretch * bb];
+                for (p, o) in offsets.iter().take(positions).enumerate() {
+                    let t = t0 + p;
+                    // SAFETY: the stretch holds exactly `stretch` blocks.
+                    out[r * n + t] = unsafe { one_row::<Q4>(out[r * n + t], row, x_at(t), o) };
+                }
+            }
+        }
+    }
 }
 
 const _: () = assert!(BLOCK_LEN == 32, "one __m256i per block of levels");
