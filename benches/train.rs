@@ -80,7 +80,7 @@ fn tokens_per_s(p: &Preset, corpus: &Corpus, runs: usize, steps: usize) -> f64 {
 fn step_products(c: &ModelConfig, batch: usize) -> Vec<(usize, usize, usize)> {
     let (d, kv, f, v) = (c.dim, c.kv_dim(), c.hidden_dim, c.vocab_size);
     let mut products = Vec::new();
-    for sequences in shard_sequences(batch) {
+    for sequences in shard_sequences(batch, c.context) {
         let n = sequences * c.context;
         for _ in 0..c.n_layers {
             for (i, o) in [(d, d), (d, kv), (d, kv), (d, d), (d, f), (d, f), (f, d)] {

@@ -211,7 +211,11 @@ mod blocked {
             let mut k0 = 0;
             while k0 < k {
                 let kc = (k - k0).min(depth);
-                pack_b(pb, b, lb, k0, kc);
+                // Full panels of a B with contiguous rows are read in place
+                // (their kc rows of 16 floats stay in L1 while every row
+                // panel of A passes); the rest is packed.
+                let b_in_place = lb.col_stride == 1;
+                pack_b(pb, b, lb, k0, kc, b_in_place);
                 for ip in 0..m.div_ceil(MR) {
                     let rows = (m - ip * MR).min(MR);
                     let panel = &mut pa[ip * kc * MR..][..kc * MR];
@@ -219,8 +223,13 @@ mod blocked {
                 }
                 let add = accumulate || k0 > 0;
                 for jp in 0..n_panels {
-                    let bp = &pb[jp * kc * NR..][..kc * NR];
                     let cols = (n - jp * NR).min(NR);
+                    let (b_view, b_first, ldb) = if b_in_place && cols == NR {
+                        (b, k0 * lb.row_stride + jp * NR, lb.row_stride)
+                    } else {
+                        (&pb[..], jp * kc * NR, NR)
+                    };
+                    let bp = &b_view[b_first..][..(kc - 1) * ldb + NR];
                     for ip in 0..m.div_ceil(MR) {
                         let first = ip * MR * lc.row_stride + jp * NR;
                         let rows = (m - ip * MR).min(MR);
@@ -229,11 +238,12 @@ mod blocked {
                             // SAFETY: the tile's MR rows of NR elements, at
                             // `first + r·row_stride`, lie inside `c` (C is
                             // m×n, row-major, its span checked by the
-                            // caller); the panels hold kc·MR and kc·NR floats.
+                            // caller); `ap` holds kc·MR floats and `bp`
+                            // (kc-1)·ldb + NR.
                             #[allow(unsafe_code)]
                             unsafe {
                                 let tile = c[first..].as_mut_ptr();
-                                kernel(kc, ap, bp, tile, lc.row_stride, add);
+                                kernel(kc, ap, bp, ldb, tile, lc.row_stride, add);
                             }
                         } else {
                             // A partial tile: compute a full one into a
@@ -243,7 +253,7 @@ mod blocked {
                             // floats at stride NR.
                             #[allow(unsafe_code)]
                             unsafe {
-                                kernel(kc, ap, bp, tile.as_mut_ptr(), NR, false);
+                                kernel(kc, ap, bp, ldb, tile.as_mut_ptr(), NR, false);
                             }
                             for r in 0..rows {
                                 let out = &mut c[first + r * lc.row_stride..][..cols];
@@ -299,7 +309,8 @@ mod blocked {
 
     /// B's rows `k0..k0+kc` into panels of NR columns, k-major, zero-padded.
     /// pb: [n_panels, kc, NR]
-    fn pack_b(pb: &mut [f32], b: &[f32], lb: Layout, k0: usize, kc: usize) {
+    /// With `skip_full`, only the last, partial panel.
+    fn pack_b(pb: &mut [f32], b: &[f32], lb: Layout, k0: usize, kc: usize, skip_full: bool) {
         let n = lb.cols;
         for (jp, panel) in pb
             .chunks_exact_mut(kc * NR)
@@ -307,6 +318,9 @@ mod blocked {
             .enumerate()
         {
             let cols = (n - jp * NR).min(NR);
+            if skip_full && cols == NR {
+                continue;
+            }
             if lb.col_stride == 1 {
                 // Rows of B are contiguous: copy NR at a time.
                 for (kk, dst) in panel.chunks_exact_mut(NR).enumerate() {
@@ -350,11 +364,20 @@ mod blocked {
     ///
     /// # Safety
     /// The CPU supports AVX2 and FMA; `ap` holds `kc·MR` floats and `bp`
-    /// `kc·NR`; `c + r·ldc + j` is valid for writes for r < MR, j < NR.
+    /// `(kc-1)·ldb + NR` (row k of the B panel at `k·ldb`); `c + r·ldc + j`
+    /// is valid for writes for r < MR, j < NR.
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn kernel(kc: usize, ap: &[f32], bp: &[f32], c: *mut f32, ldc: usize, add: bool) {
-        debug_assert!(ap.len() >= kc * MR && bp.len() >= kc * NR);
+    unsafe fn kernel(
+        kc: usize,
+        ap: &[f32],
+        bp: &[f32],
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        add: bool,
+    ) {
+        debug_assert!(ap.len() >= kc * MR && bp.len() >= (kc - 1) * ldb + NR);
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
         // Fixed offsets from two pointers: no chain of address arithmetic
         // inside the loop.
@@ -370,7 +393,7 @@ mod blocked {
                     acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
                 }
                 pa = pa.add(MR);
-                pb = pb.add(NR);
+                pb = pb.add(ldb);
             }
         }
         for (r, acc) in acc.iter().enumerate() {

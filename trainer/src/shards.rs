@@ -15,9 +15,13 @@ use crate::model;
 use crate::params::ParamLayout;
 use rayon::prelude::*;
 
-/// Shards per micro-batch: enough for a 4-core laptop, few enough that the
-/// matrices of a shard stay large (seed preset: 8 sequences, 128 rows).
+/// Most shards per micro-batch: enough for a 4-core laptop.
 pub const SHARDS: usize = 4;
+
+/// Fewest positions (rows) a shard is cut to when the batch has more: below
+/// this, packing the weights for each shard's products and summing the shard
+/// gradients cost more than a second core gains.
+pub const MIN_SHARD_ROWS: usize = 256;
 
 /// Elements per parallel task in the gradient sum.
 const REDUCE_CHUNK: usize = 32 * 1024;
@@ -40,10 +44,13 @@ pub struct BatchShards {
     context: usize,
 }
 
-/// Sequences in each shard: `batch` split as evenly as possible into
-/// `min(SHARDS, batch)` contiguous groups, larger groups first.
-pub fn shard_sequences(batch: usize) -> Vec<usize> {
-    let count = SHARDS.min(batch).max(1);
+/// Sequences in each shard: `batch` windows of `context` tokens split as
+/// evenly as possible into `min(SHARDS, batch, rows / MIN_SHARD_ROWS)` (at
+/// least 1) contiguous groups, larger groups first. It depends only on the
+/// batch shape, never on the thread count.
+pub fn shard_sequences(batch: usize, context: usize) -> Vec<usize> {
+    let by_rows = (batch * context) / MIN_SHARD_ROWS;
+    let count = SHARDS.min(batch).min(by_rows).max(1);
     (0..count)
         .map(|s| batch / count + usize::from(s < batch % count))
         .collect()
@@ -53,7 +60,7 @@ impl BatchShards {
     /// Buffers for micro-batches of `batch` sequences of `context` tokens.
     pub fn new(config: &ModelConfig, batch: usize, context: usize) -> Self {
         let total = ParamLayout::new(config).total;
-        let shards = shard_sequences(batch)
+        let shards = shard_sequences(batch, context)
             .into_iter()
             .map(|sequences| Shard {
                 sequences,
@@ -153,11 +160,69 @@ impl BatchShards {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
     #[test]
     fn shards_cover_the_batch_evenly() {
-        assert_eq!(super::shard_sequences(32), vec![8, 8, 8, 8]);
-        assert_eq!(super::shard_sequences(10), vec![3, 3, 2, 2]);
-        assert_eq!(super::shard_sequences(2), vec![1, 1]);
-        assert_eq!(super::shard_sequences(1), vec![1]);
+        // seed preset: 32 × 16 = 512 rows, 2 shards; small: 16 × 128, 4
+        assert_eq!(shard_sequences(32, 16), vec![16, 16]);
+        assert_eq!(shard_sequences(16, 128), vec![4, 4, 4, 4]);
+        assert_eq!(shard_sequences(10, 128), vec![3, 3, 2, 2]);
+        assert_eq!(shard_sequences(3, 256), vec![1, 1, 1]);
+        assert_eq!(shard_sequences(4, 16), vec![4]);
+        assert_eq!(shard_sequences(1, 1), vec![1]);
+    }
+
+    /// Several shards: the same gradient bits with 1, 2 and 3 threads.
+    #[test]
+    fn gradients_do_not_depend_on_the_thread_count() {
+        let config = ModelConfig {
+            vocab_size: 11,
+            context: 128,
+            dim: 16,
+            n_layers: 1,
+            n_heads: 2,
+            n_kv_heads: 1,
+            hidden_dim: 24,
+            tied_classifier: false,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+        };
+        let batch = 7;
+        assert_eq!(shard_sequences(batch, config.context).len(), 3);
+        let layout = ParamLayout::new(&config);
+        let mut rng = Rng::new(4);
+        let params = layout.init(0.1, &mut rng);
+        let tokens: Vec<u32> = (0..batch * config.context + 1)
+            .map(|_| rng.below(config.vocab_size) as u32)
+            .collect();
+        let (inputs, targets) = (&tokens[..tokens.len() - 1], &tokens[1..]);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            pool.install(|| {
+                let mut shards = BatchShards::new(&config, batch, config.context);
+                let mut grads = vec![0.0f32; layout.total];
+                let loss = shards.forward_backward(
+                    &layout,
+                    &params,
+                    &mut grads,
+                    (inputs, targets),
+                    0.01,
+                    false,
+                );
+                (
+                    loss.to_bits(),
+                    grads.iter().map(|g| g.to_bits()).collect::<Vec<_>>(),
+                )
+            })
+        };
+        let one = run(1);
+        assert!(one.1.iter().any(|&g| g != 0), "a gradient was computed");
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(3));
     }
 }
