@@ -1,15 +1,16 @@
 //! The trainer's matrix product, and the only `unsafe` in the trainer.
 //!
-//! On x86-64 with AVX2 and FMA (checked once at run time) a blocked kernel
-//! written for the trainer's shapes does the work: both operands are packed
-//! into panels (A in 6-row panels, B in 16-column panels, K in blocks of 256
-//! so a B panel stays in L1), and a 6×16 micro-kernel keeps its 12 ymm
-//! accumulators in registers. Elsewhere, or when C is not row-major,
-//! `matrixmultiply`'s sgemm does it. Every call goes through [`sgemm`],
-//! which checks that each strided matrix fits inside its slice.
+//! `matrixmultiply`'s sgemm (runtime-dispatched AVX2/FMA kernels) does the
+//! work by default. Beside it sits a blocked kernel written for the trainer's
+//! shapes (x86-64 with AVX2 and FMA, opt-in with `KINGLET_GEMM=avx2`, see
+//! [`backend`]): B in 16-column panels (read in place when its rows are
+//! contiguous, else packed), A packed in 6-row panels, K in equal blocks of
+//! at most 256, and a 6×16 micro-kernel keeping its 12 ymm accumulators in
+//! registers. Every call goes through [`sgemm`], which checks that each
+//! strided matrix fits inside its slice.
 //!
-//! Each element of C is one fixed-order chain of fused multiply-adds over k,
-//! so the result does not depend on which thread computes it.
+//! Each element of C is computed in an order that depends only on the
+//! shapes, so the result does not depend on which thread computes it.
 
 /// A strided view description: `rows × cols` elements, element (r, c) at
 /// `r * row_stride + c * col_stride`.
@@ -71,18 +72,32 @@ pub enum Backend {
     Portable,
 }
 
-/// The implementation this CPU gets (detected once).
+/// The implementation in use (decided once): `matrixmultiply`, unless the
+/// environment variable `KINGLET_GEMM=avx2` asks for the blocked kernel and
+/// the CPU has AVX2 and FMA. End to end on the seed preset (Zen 3, load
+/// ≈ 1.5) the blocked kernel was slower — 5,900–6,500 against 7,650–7,700
+/// tokens/s on one thread — although it matched matrixmultiply on the bare
+/// products (62 GFLOP/s both), so it stays opt-in, for further tuning.
 pub fn backend() -> Backend {
     use std::sync::OnceLock;
     static CHOICE: OnceLock<Backend> = OnceLock::new();
     *CHOICE.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return Backend::Avx2;
+        let wanted = std::env::var_os("KINGLET_GEMM").is_some_and(|v| v == "avx2");
+        if wanted && avx2_available() {
+            Backend::Avx2
+        } else {
+            Backend::Portable
         }
-        Backend::Portable
     })
+}
+
+/// Whether this CPU can run the blocked kernel.
+fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        return true;
+    }
+    false
 }
 
 /// `c = a · b + (c if accumulate)`, with `a: m×k`, `b: k×n`, `c: m×n`.
@@ -127,7 +142,7 @@ pub fn sgemm_with(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if backend == Backend::Avx2 && self::backend() == Backend::Avx2 && lc.col_stride == 1 {
+    if backend == Backend::Avx2 && avx2_available() && lc.col_stride == 1 {
         blocked::sgemm(a, la, b, lb, c, lc, accumulate);
         return;
     }
