@@ -1,17 +1,18 @@
-//! Training speed of the seed preset (context 16, d_model 128, 4 layers,
-//! batch 32): tokens per second with 1 and 2 threads, and where a step's
-//! time goes. Run with `cargo bench --bench train` (release profile).
+//! Training speed: tokens per second of the seed preset (context 16,
+//! d_model 128, 4 layers, batch 32) and of the `small` preset (context 128,
+//! d_model 192, 6 layers, batch 16), with 1 and 2 threads; then where one
+//! single-threaded step's time goes, and the matrix kernel's GFLOP/s against
+//! the portable sgemm. Run with `cargo bench --bench train` (release profile).
 //!
 //! The machine may be shared: every figure is the median of several runs.
 
-use kinglet_trainer::activations::Activations;
 use kinglet_trainer::adamw::{global_norm, AdamW, AdamWStep};
-use kinglet_trainer::config::{preset, ModelConfig};
+use kinglet_trainer::config::{preset, ModelConfig, Preset};
 use kinglet_trainer::data::{sample_batch, Corpus};
+use kinglet_trainer::gemm::{sgemm_with, Backend, Layout};
 use kinglet_trainer::layers::attention::{self, AttentionShape};
-use kinglet_trainer::layers::linear;
-use kinglet_trainer::model;
 use kinglet_trainer::rng::Rng;
+use kinglet_trainer::shards::{shard_sequences, BatchShards};
 use kinglet_trainer::trainer::Trainer;
 use std::time::Instant;
 
@@ -20,7 +21,7 @@ fn corpus() -> Corpus {
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data").into());
     let path = std::path::Path::new(&dir).join("tinyshakespeare.txt");
     match std::fs::read(&path) {
-        Ok(bytes) => Corpus::from_bytes(&bytes, None, 16).expect("tinyshakespeare loads"),
+        Ok(bytes) => Corpus::from_bytes(&bytes, None, 128).expect("tinyshakespeare loads"),
         Err(_) => {
             eprintln!(
                 "{} not found; using random text (speed does not depend on it)",
@@ -31,7 +32,7 @@ fn corpus() -> Corpus {
             let text: String = (0..200_000)
                 .map(|_| alphabet[rng.below(alphabet.len())])
                 .collect();
-            Corpus::from_bytes(text.as_bytes(), None, 16).expect("random corpus")
+            Corpus::from_bytes(text.as_bytes(), None, 128).expect("random corpus")
         }
     }
 }
@@ -41,173 +42,206 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// Median time of the step's matrix products (every linear's forward, dx
-/// and dW, all layers and the classifier) and of attention (forward and
-/// backward), on random data of the step's shapes.
-fn matmul_and_attention_ms(c: &ModelConfig, batch: usize) -> (f64, f64) {
-    let n = batch * c.context;
+fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool")
+        .install(f)
+}
+
+/// Median tokens/s of `runs` × `steps` optimizer steps, after two warm-up steps.
+fn tokens_per_s(p: &Preset, corpus: &Corpus, runs: usize, steps: usize) -> f64 {
+    let mut t = Trainer::new(
+        p.model,
+        p.train,
+        corpus.tokenizer.clone(),
+        corpus.sha256.clone(),
+    )
+    .expect("trainer");
+    for _ in 0..2 {
+        t.step(&corpus.train).expect("warm-up step");
+    }
+    let tokens = (steps * t.tokens_per_step()) as f64;
+    let rates = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..steps {
+                t.step(&corpus.train).expect("step");
+            }
+            tokens / start.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(rates)
+}
+
+/// Every matrix product of one step, shard by shard, as the layers issue
+/// them: (rows of x, in, out) for forward, input gradient and weight gradient.
+fn step_products(c: &ModelConfig, batch: usize) -> Vec<(usize, usize, usize)> {
     let (d, kv, f, v) = (c.dim, c.kv_dim(), c.hidden_dim, c.vocab_size);
-    // (in, out) of every product in one layer
-    let shapes = [(d, d), (d, kv), (d, kv), (d, d), (d, f), (d, f), (f, d)];
-    let mut rng = Rng::new(9);
-    let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
-    let big = d.max(f).max(v);
-    let (x, w, dy) = (random(n * big), random(big * big), random(n * big));
-    let (mut y, mut dx, mut dw) = (vec![0.0; n * big], vec![0.0; n * big], vec![0.0; big * big]);
-    let mut matmul = Vec::new();
-    for _ in 0..7 {
-        let start = Instant::now();
+    let mut products = Vec::new();
+    for sequences in shard_sequences(batch, c.context) {
+        let n = sequences * c.context;
         for _ in 0..c.n_layers {
-            for &(i, o) in &shapes {
-                linear::forward(&mut y[..n * o], &x[..n * i], &w[..o * i], i, o, false);
-                linear::backward(
-                    &mut dx[..n * i],
-                    &mut dw[..o * i],
-                    &dy[..n * o],
-                    &x[..n * i],
-                    &w[..o * i],
-                    i,
-                    o,
-                );
+            for (i, o) in [(d, d), (d, kv), (d, kv), (d, d), (d, f), (d, f), (f, d)] {
+                products.push((n, i, o));
             }
         }
-        linear::forward(&mut y[..n * v], &x[..n * d], &w[..v * d], d, v, false);
-        linear::backward(
-            &mut dx[..n * d],
-            &mut dw[..v * d],
-            &dy[..n * v],
-            &x[..n * d],
-            &w[..v * d],
-            d,
-            v,
-        );
-        matmul.push(start.elapsed().as_secs_f64() * 1e3);
+        products.push((n, d, v));
     }
+    products
+}
+
+/// All the step's products (forward, dx, dW) on one thread, 9 runs, in ms:
+/// (fastest, median). The fastest compares kernels on a shared machine; the
+/// median goes with the other medians of the breakdown.
+fn matmul_ms(backend: Backend, products: &[(usize, usize, usize)]) -> (f64, f64) {
+    let big = products
+        .iter()
+        .map(|&(n, i, o)| n * i.max(o))
+        .max()
+        .unwrap_or(0);
+    let wbig = products.iter().map(|&(_, i, o)| i * o).max().unwrap_or(0);
+    let mut rng = Rng::new(9);
+    let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
+    let (x, w, dy) = (random(big), random(wbig), random(big));
+    let (mut y, mut dx, mut dw) = (vec![0.0; big], vec![0.0; big], vec![0.0; wbig]);
+    let times: Vec<f64> = (0..9)
+        .map(|_| {
+            let start = Instant::now();
+            for &(n, i, o) in products {
+                let (xl, yl) = (Layout::row_major(n, i), Layout::row_major(n, o));
+                // y = x Wᵀ
+                let wt = Layout::transposed(i, o);
+                sgemm_with(backend, &x, xl, &w, wt, &mut y, yl, false);
+                // dx += dy W
+                let wl = Layout::row_major(o, i);
+                sgemm_with(backend, &dy, yl, &w, wl, &mut dx, xl, true);
+                // dW += dyᵀ x
+                let dyt = Layout::transposed(o, n);
+                let dwl = Layout::row_major(o, i);
+                sgemm_with(backend, &dy, dyt, &x, xl, &mut dw, dwl, true);
+            }
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let fastest = times.iter().copied().fold(f64::INFINITY, f64::min);
+    (fastest, median(times))
+}
+
+/// Median ms of attention forward + backward of one step, all layers, one thread.
+fn attention_ms(c: &ModelConfig, batch: usize) -> f64 {
+    let n = batch * c.context;
+    let (d, kv) = (c.dim, c.kv_dim());
     let shape = AttentionShape {
         context: c.context,
         n_heads: c.n_heads,
         n_kv_heads: c.n_kv_heads,
         head_dim: c.head_dim(),
     };
-    let (q, k, vv) = (random(n * d), random(n * kv), random(n * kv));
+    let mut rng = Rng::new(5);
+    let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
+    let (q, k, v, dy) = (random(n * d), random(n * kv), random(n * kv), random(n * d));
+    let mut y = vec![0.0; n * d];
     let mut probs = vec![0.0; batch * c.n_heads * c.context * c.context];
     let (mut dq, mut dk, mut dv) = (vec![0.0; n * d], vec![0.0; n * kv], vec![0.0; n * kv]);
-    let mut att = Vec::new();
-    for _ in 0..7 {
-        let start = Instant::now();
-        for _ in 0..c.n_layers {
-            attention::forward(&mut y[..n * d], &mut probs, &q, &k, &vv, shape);
-            attention::backward(
-                &mut dq,
-                &mut dk,
-                &mut dv,
-                &dy[..n * d],
-                &probs,
-                &q,
-                &k,
-                &vv,
-                shape,
-            );
+    let times = (0..7)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..c.n_layers {
+                attention::forward(&mut y, &mut probs, &q, &k, &v, shape);
+                attention::backward(&mut dq, &mut dk, &mut dv, &dy, &probs, &q, &k, &v, shape);
+            }
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    median(times)
+}
+
+/// Where one step's time goes, on one thread.
+fn breakdown(name: &str, p: &Preset, corpus: &Corpus) {
+    let (c, batch) = (p.model, p.train.batch);
+    let t =
+        Trainer::new(c, p.train, corpus.tokenizer.clone(), corpus.sha256.clone()).expect("trainer");
+    let layout = &t.layout;
+    let mut params = t.params.clone();
+    let mut grads = vec![0.0f32; layout.total];
+    let mut adamw = AdamW::new(layout.total);
+    let mut shards = BatchShards::new(&c, batch, c.context);
+    let mut rng = Rng::new(3);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    let scale = 1.0 / (batch * c.context) as f32;
+    let mut phases = [Vec::new(), Vec::new(), Vec::new()];
+    for step in 1..=12u64 {
+        let t0 = Instant::now();
+        sample_batch(&corpus.train, batch, c.context, &mut rng, &mut x, &mut y);
+        let t1 = Instant::now();
+        grads.fill(0.0);
+        shards.forward_backward(layout, &params, &mut grads, (&x, &y), scale, false);
+        let t2 = Instant::now();
+        global_norm(&grads);
+        let s = AdamWStep {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            decay_norms: false,
+            t: step,
+        };
+        adamw.step(layout, &mut params, &grads, s);
+        let t3 = Instant::now();
+        for (phase, d) in phases.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2]) {
+            phase.push(d.as_secs_f64() * 1e3);
         }
-        att.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    (median(matmul), median(att))
+    let [data, passes, optimizer] = phases.map(median);
+    let products = step_products(&c, batch);
+    let in_use = kinglet_trainer::gemm::backend();
+    let (_, matmul) = matmul_ms(in_use, &products);
+    let (blocked, _) = matmul_ms(Backend::Avx2, &products);
+    let (portable, _) = matmul_ms(Backend::Portable, &products);
+    let attention = attention_ms(&c, batch);
+    // What the passes spend outside matmuls and attention (medians of
+    // separate runs: on a busy machine this difference is rough).
+    let elementwise = (passes - matmul - attention).max(0.0);
+    let total = data + passes + optimizer;
+    let flop: f64 = products
+        .iter()
+        .map(|&(n, i, o)| 6.0 * (n * i * o) as f64)
+        .sum();
+    let pct = |ms: f64| 100.0 * ms / total;
+    println!("  {name}, one step on 1 thread: {total:.2} ms");
+    println!(
+        "    matmuls {matmul:.2} ms ({:.0}%), attention {attention:.2} ms ({:.0}%), \
+         elementwise + gradient sum {elementwise:.2} ms ({:.0}%), optimizer {optimizer:.2} ms ({:.0}%), \
+         data {data:.3} ms",
+        pct(matmul),
+        pct(attention),
+        pct(elementwise),
+        pct(optimizer),
+    );
+    println!(
+        "    matrix products, fastest of 9: blocked AVX2 kernel {:.1} GFLOP/s, \
+         matrixmultiply {:.1} GFLOP/s ({:?} in use)",
+        flop / blocked / 1e6,
+        flop / portable / 1e6,
+        in_use,
+    );
 }
 
 fn main() {
     let corpus = corpus();
-    let p = preset("seed").expect("seed preset");
-    let mut model_cfg = p.model;
-    model_cfg.vocab_size = corpus.tokenizer.len();
-    let tokens_per_step = (p.train.batch * model_cfg.context) as f64;
-    for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("thread pool");
-        pool.install(|| {
-            let mut t = Trainer::new(
-                model_cfg,
-                p.train,
-                corpus.tokenizer.clone(),
-                corpus.sha256.clone(),
-            )
-            .expect("trainer");
-            for _ in 0..3 {
-                t.step(&corpus.train).expect("warmup step");
-            }
-            let runs: Vec<f64> = (0..7)
-                .map(|_| {
-                    let start = Instant::now();
-                    for _ in 0..10 {
-                        t.step(&corpus.train).expect("step");
-                    }
-                    10.0 * tokens_per_step / start.elapsed().as_secs_f64()
-                })
-                .collect();
+    let vocab = corpus.tokenizer.len();
+    for (name, runs, steps) in [("seed", 7, 10), ("small", 3, 2)] {
+        let mut p = preset(name).expect("preset");
+        p.model.vocab_size = vocab;
+        for threads in [1, 2] {
+            let rate = with_threads(threads, || tokens_per_s(&p, &corpus, runs, steps));
             println!(
-                "seed preset, {threads} thread(s): {:.0} tokens/s (median of 7 × 10 steps)",
-                median(runs)
+                "{name} preset, {threads} thread(s): {rate:.0} tokens/s (median of {runs} × {steps} steps)"
             );
-
-            // Where the time goes: the same step, phase by phase.
-            let layout = &t.layout;
-            let mut params = t.params.clone();
-            let mut grads = vec![0.0f32; layout.total];
-            let mut adamw = AdamW::new(layout.total);
-            let mut acts = Activations::new(&model_cfg, p.train.batch, model_cfg.context);
-            let mut rng = Rng::new(3);
-            let (mut x, mut y) = (Vec::new(), Vec::new());
-            let mut phases = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
-            for step in 1..=20u64 {
-                let t0 = Instant::now();
-                sample_batch(
-                    &corpus.train,
-                    p.train.batch,
-                    model_cfg.context,
-                    &mut rng,
-                    &mut x,
-                    &mut y,
-                );
-                let t1 = Instant::now();
-                model::forward(layout, &params, &mut acts, &x, Some(&y));
-                let t2 = Instant::now();
-                grads.fill(0.0);
-                model::backward(
-                    layout,
-                    &params,
-                    &mut grads,
-                    &mut acts,
-                    &x,
-                    &y,
-                    1.0 / tokens_per_step as f32,
-                );
-                let t3 = Instant::now();
-                global_norm(&grads);
-                let s = AdamWStep {
-                    lr: 1e-3,
-                    beta1: 0.9,
-                    beta2: 0.95,
-                    eps: 1e-8,
-                    weight_decay: 0.1,
-                    decay_norms: false,
-                    t: step,
-                };
-                adamw.step(layout, &mut params, &grads, s);
-                let t4 = Instant::now();
-                for (phase, d) in phases.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
-                    phase.push(d.as_secs_f64() * 1e3);
-                }
-            }
-            let names = ["data", "forward", "backward", "optimizer"];
-            let line: Vec<String> = names
-                .iter()
-                .zip(phases)
-                .map(|(n, v)| format!("{n} {:.2} ms", median(v)))
-                .collect();
-            println!("  per step: {}", line.join(", "));
-            let (matmul_ms, attention_ms) = matmul_and_attention_ms(&model_cfg, p.train.batch);
-            println!("  of which: matmuls {matmul_ms:.2} ms, attention {attention_ms:.2} ms (forward + backward, all layers)");
-        });
+        }
+        with_threads(1, || breakdown(name, &p, &corpus));
     }
 }

@@ -7,6 +7,14 @@ use crate::rng::Rng;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
+// A character vocabulary always fits the model: a UTF-8 text has at most
+// char::MAX + 1 = 1,114,112 distinct characters (fewer, as surrogates are
+// not characters), below the engine's limit of 4,194,304 ids, and every id
+// fits the u32 token type. So no corpus can have "too many characters";
+// the vocabulary size is still checked with the rest of the shape
+// (`ModelConfig::validate`) once the corpus is read.
+const _: () = assert!((char::MAX as u32) < kinglet::config::limits::MAX_VOCAB);
+
 /// Character-level tokenizer: id `i` is the `i`-th smallest distinct character.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CharTokenizer {

@@ -8,7 +8,8 @@
 //! ([`checkpoint`]), the loss curve ([`plot`]), and the CLI's commands
 //! ([`run`], [`eval`], [`export`], [`reference`]).
 //!
-//! The only `unsafe` is the sgemm call in [`gemm`], behind bounds checks.
+//! The only `unsafe` is in [`gemm`]: the `matrixmultiply` call and the
+//! opt-in AVX2 matrix kernel, behind bounds checks.
 #![deny(unsafe_code)]
 
 pub mod activations;
@@ -30,6 +31,7 @@ pub mod reference;
 pub mod rng;
 pub mod run;
 pub mod schedule;
+pub mod shards;
 pub mod trainer;
 
 pub use config::{ModelConfig, TrainConfig};

@@ -1,18 +1,17 @@
 //! The training state and one optimizer step: sample micro-batches, forward,
 //! backward (accumulating), clip, schedule, AdamW.
 
-use crate::activations::Activations;
 use crate::adamw::{clip_global_norm, global_norm, AdamW, AdamWStep};
 use crate::bail;
 use crate::checkpoint::Checkpoint;
 use crate::config::{ModelConfig, TrainConfig};
 use crate::data::{sample_batch, CharTokenizer};
 use crate::error::Result;
-use crate::model;
 use crate::params::ParamLayout;
 use crate::qat::{quantize_weights_into, Qat};
 use crate::rng::Rng;
 use crate::schedule::learning_rate;
+use crate::shards::BatchShards;
 
 /// Seeds the batch sampler differently from the initializer.
 const DATA_STREAM: u64 = 0xD1B5_4A32_D192_ED03;
@@ -54,7 +53,8 @@ pub struct Trainer {
     pub qat: Option<Qat>,
     /// The fake-quantized weights the forward pass runs with under QAT. [layout.total]
     shadow: Vec<f32>,
-    acts: Activations,
+    /// Per-shard activations and gradients of a micro-batch.
+    shards: BatchShards,
     inputs: Vec<u32>,
     targets: Vec<u32>,
 }
@@ -91,7 +91,7 @@ impl Trainer {
             corpus_sha256,
             qat: None,
             shadow: Vec::new(),
-            acts: Activations::new(&model, train.batch, model.context),
+            shards: BatchShards::new(&model, train.batch, model.context),
             inputs: Vec::new(),
             targets: Vec::new(),
             layout,
@@ -116,7 +116,7 @@ impl Trainer {
             corpus_sha256: c.corpus_sha256,
             qat: c.qat,
             shadow: Vec::new(),
-            acts: Activations::new(&c.model, train.batch, c.model.context),
+            shards: BatchShards::new(&c.model, train.batch, c.model.context),
             inputs: Vec::new(),
             targets: Vec::new(),
             layout,
@@ -189,12 +189,12 @@ impl Trainer {
                 &mut self.inputs,
                 &mut self.targets,
             );
-            let loss = model::forward_with(
+            let loss = self.shards.forward_backward(
                 &self.layout,
                 weights,
-                &mut self.acts,
-                &self.inputs,
-                Some(&self.targets),
+                &mut self.grads,
+                (&self.inputs, &self.targets),
+                scale,
                 quantize_inputs,
             );
             if !loss.is_finite() {
@@ -203,15 +203,6 @@ impl Trainer {
                     self.step + 1
                 );
             }
-            model::backward(
-                &self.layout,
-                weights,
-                &mut self.grads,
-                &mut self.acts,
-                &self.inputs,
-                &self.targets,
-                scale,
-            );
             loss_sum += loss;
         }
         let grad_norm = if t.grad_clip > 0.0 {

@@ -110,7 +110,7 @@ fn damaged_checkpoints_are_refused() {
 }
 
 #[test]
-fn same_results_with_one_or_two_threads() {
+fn same_results_with_any_thread_count() {
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -124,11 +124,17 @@ fn same_results_with_one_or_two_threads() {
             t.params
         })
     };
-    let (one, two) = (run(1), run(2));
-    assert!(one
-        .iter()
-        .zip(&two)
-        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    let one = run(1);
+    // 3 and 5 threads: fewer and more threads than the batch has shards.
+    for threads in [2, 3, 5] {
+        let other = run(threads);
+        assert!(
+            one.iter()
+                .zip(&other)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{threads} threads differ from 1"
+        );
+    }
 }
 
 #[test]

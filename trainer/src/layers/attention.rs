@@ -3,7 +3,9 @@
 
 use super::dot::dot;
 use super::fast_exp::exp;
+use crate::gemm::{sgemm, Layout};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// The sizes attention needs.
 #[derive(Clone, Copy, Debug)]
@@ -33,8 +35,35 @@ impl AttentionShape {
     }
 }
 
+/// One head's rows inside a [T, width] buffer: `T × hd` at row stride `width`.
+fn head_rows(t_len: usize, hd: usize, width: usize) -> Layout {
+    Layout {
+        rows: t_len,
+        cols: hd,
+        row_stride: width,
+        col_stride: 1,
+    }
+}
+
+/// The transpose of [`head_rows`]: `hd × T`.
+fn head_cols(t_len: usize, hd: usize, width: usize) -> Layout {
+    Layout {
+        rows: hd,
+        cols: t_len,
+        row_stride: 1,
+        col_stride: width,
+    }
+}
+
+thread_local! {
+    /// ∂L/∂probs of one head, reused by every backward task on this thread. [T, T]
+    static DPROBS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
 /// y: [b·T, H·hd]; probs: [b, H, T, T] (saved for backward; zero above the
-/// diagonal); q: [b·T, H·hd]; k, v: [b·T, KVH·hd]. Parallel over sequences.
+/// diagonal); q: [b·T, H·hd]; k, v: [b·T, KVH·hd]. Parallel over sequences;
+/// per head, the scores `Q Kᵀ` and the output `P V` are matrix products
+/// (the full T×T square; the masked half is zeroed before `P V`).
 pub fn forward(
     y: &mut [f32],
     probs: &mut [f32],
@@ -45,41 +74,43 @@ pub fn forward(
 ) {
     let (t_len, hd) = (s.context, s.head_dim);
     let (qw, kvw) = (s.q_width(), s.kv_width());
+    let square = Layout::row_major(t_len, t_len);
     y.par_chunks_mut(t_len * qw)
         .zip(probs.par_chunks_mut(s.n_heads * t_len * t_len))
         .zip(q.par_chunks(t_len * qw))
         .zip(k.par_chunks(t_len * kvw).zip(v.par_chunks(t_len * kvw)))
         .for_each(|(((y, probs), q), (k, v))| {
-            for h in 0..s.n_heads {
+            for (h, p) in probs.chunks_exact_mut(t_len * t_len).enumerate() {
                 let kvh = h / s.group();
-                for t in 0..t_len {
-                    let q_row = &q[t * qw + h * hd..][..hd];
-                    let p = &mut probs[(h * t_len + t) * t_len..][..t_len];
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, p) in p[..=t].iter_mut().enumerate() {
-                        *p = dot(q_row, &k[j * kvw + kvh * hd..][..hd]) * s.scale();
-                        max = max.max(*p);
-                    }
-                    let mut sum = 0.0f32;
-                    for p in &mut p[..=t] {
-                        *p = exp(*p - max);
-                        sum += *p;
-                    }
-                    let inv = 1.0 / sum;
-                    for p in &mut p[..=t] {
-                        *p *= inv;
-                    }
-                    p[t + 1..].fill(0.0);
-                    let out = &mut y[t * qw + h * hd..][..hd];
-                    out.fill(0.0);
-                    for (j, &pj) in p[..=t].iter().enumerate() {
-                        for (o, vv) in out.iter_mut().zip(&v[j * kvw + kvh * hd..][..hd]) {
-                            *o += pj * vv;
-                        }
-                    }
+                // scores = Q_h K_hᵀ: [T, T]
+                let (q_h, k_h) = (&q[h * hd..], &k[kvh * hd..]);
+                let (lq, lkt) = (head_rows(t_len, hd, qw), head_cols(t_len, hd, kvw));
+                sgemm(q_h, lq, k_h, lkt, p, square, false);
+                for (t, row) in p.chunks_exact_mut(t_len).enumerate() {
+                    softmax_causal(row, t, s.scale());
                 }
+                // y_h = P V_h: [T, hd]
+                let lv = head_rows(t_len, hd, kvw);
+                let ly = head_rows(t_len, hd, qw);
+                sgemm(p, square, &v[kvh * hd..], lv, &mut y[h * hd..], ly, false);
             }
         });
+}
+
+/// `row[..=t] = softmax(scale · row[..=t])`, `row[t+1..] = 0`.
+fn softmax_causal(row: &mut [f32], t: usize, scale: f32) {
+    let (live, masked) = row.split_at_mut(t + 1);
+    let max = live.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
+    let mut sum = 0.0f32;
+    for p in live.iter_mut() {
+        *p = exp(*p * scale - max);
+        sum += *p;
+    }
+    let inv = 1.0 / sum;
+    for p in live.iter_mut() {
+        *p *= inv;
+    }
+    masked.fill(0.0);
 }
 
 /// Accumulates `dq`, `dk`, `dv` from `dy` (shapes as in [`forward`]). Each
@@ -99,6 +130,8 @@ pub fn backward(
 ) {
     let (t_len, hd) = (s.context, s.head_dim);
     let (qw, kvw) = (s.q_width(), s.kv_width());
+    let square = Layout::row_major(t_len, t_len);
+    let square_t = Layout::transposed(t_len, t_len);
     let grads = dq
         .par_chunks_mut(t_len * qw)
         .zip(dk.par_chunks_mut(t_len * kvw))
@@ -111,36 +144,32 @@ pub fn backward(
     grads
         .zip(inputs)
         .for_each(|(((dq, dk), dv), (((dy, probs), q), (k, v)))| {
-            // dprobs[j] for one query row: [T]
-            let mut dprobs = vec![0.0f32; t_len];
-            for h in 0..s.n_heads {
-                let kvh = h / s.group();
-                for t in 0..t_len {
-                    let p = &probs[(h * t_len + t) * t_len..][..t_len];
-                    let dy_row = &dy[t * qw + h * hd..][..hd];
-                    let mut weighted = 0.0f32;
-                    for j in 0..=t {
-                        let at = j * kvw + kvh * hd;
-                        dprobs[j] = dot(dy_row, &v[at..at + hd]);
-                        weighted += p[j] * dprobs[j];
-                        for (d, g) in dv[at..at + hd].iter_mut().zip(dy_row) {
-                            *d += p[j] * g;
+            DPROBS.with(|cell| {
+                let mut dprobs = cell.borrow_mut();
+                // dprobs: [T, T]
+                dprobs.resize(t_len * t_len, 0.0);
+                for (h, p) in probs.chunks_exact(t_len * t_len).enumerate() {
+                    let kvh = h / s.group();
+                    let (lq, lkv) = (head_rows(t_len, hd, qw), head_rows(t_len, hd, kvw));
+                    let (dy_h, v_h) = (&dy[h * hd..], &v[kvh * hd..]);
+                    // dV_h += Pᵀ dY_h
+                    sgemm(p, square_t, dy_h, lq, &mut dv[kvh * hd..], lkv, true);
+                    // dP = dY_h V_hᵀ
+                    let lvt = head_cols(t_len, hd, kvw);
+                    sgemm(dy_h, lq, v_h, lvt, &mut dprobs, square, false);
+                    // softmax backward, then the score scale: dS in place of dP
+                    let rows = dprobs.chunks_exact_mut(t_len).zip(p.chunks_exact(t_len));
+                    for (t, (ds, p)) in rows.enumerate() {
+                        let weighted = dot(&p[..=t], &ds[..=t]);
+                        for (d, &pj) in ds.iter_mut().zip(p) {
+                            *d = pj * (*d - weighted) * s.scale();
                         }
                     }
-                    // softmax backward, then the score scale
-                    let q_row = &q[t * qw + h * hd..][..hd];
-                    for j in 0..=t {
-                        let dscore = p[j] * (dprobs[j] - weighted) * s.scale();
-                        let at = j * kvw + kvh * hd;
-                        let dq_row = &mut dq[t * qw + h * hd..][..hd];
-                        for (d, kk) in dq_row.iter_mut().zip(&k[at..at + hd]) {
-                            *d += dscore * kk;
-                        }
-                        for (d, qq) in dk[at..at + hd].iter_mut().zip(q_row) {
-                            *d += dscore * qq;
-                        }
-                    }
+                    // dQ_h += dS K_h; dK_h += dSᵀ Q_h
+                    let (k_h, q_h) = (&k[kvh * hd..], &q[h * hd..]);
+                    sgemm(&dprobs, square, k_h, lkv, &mut dq[h * hd..], lq, true);
+                    sgemm(&dprobs, square_t, q_h, lq, &mut dk[kvh * hd..], lkv, true);
                 }
-            }
+            });
         });
 }
