@@ -9,7 +9,7 @@
 use kinglet_trainer::adamw::{global_norm, AdamW, AdamWStep};
 use kinglet_trainer::config::{preset, ModelConfig, Preset};
 use kinglet_trainer::data::{sample_batch, Corpus};
-use kinglet_trainer::gemm::{sgemm_with, Backend, Layout};
+use kinglet_trainer::gemm::{sgemm, Layout};
 use kinglet_trainer::layers::attention::{self, AttentionShape};
 use kinglet_trainer::rng::Rng;
 use kinglet_trainer::shards::{shard_sequences, BatchShards};
@@ -95,7 +95,7 @@ fn step_products(c: &ModelConfig, batch: usize) -> Vec<(usize, usize, usize)> {
 /// All the step's products (forward, dx, dW) on one thread, 9 runs, in ms:
 /// (fastest, median). The fastest compares kernels on a shared machine; the
 /// median goes with the other medians of the breakdown.
-fn matmul_ms(backend: Backend, products: &[(usize, usize, usize)]) -> (f64, f64) {
+fn matmul_ms(products: &[(usize, usize, usize)]) -> (f64, f64) {
     let big = products
         .iter()
         .map(|&(n, i, o)| n * i.max(o))
@@ -113,14 +113,14 @@ fn matmul_ms(backend: Backend, products: &[(usize, usize, usize)]) -> (f64, f64)
                 let (xl, yl) = (Layout::row_major(n, i), Layout::row_major(n, o));
                 // y = x Wᵀ
                 let wt = Layout::transposed(i, o);
-                sgemm_with(backend, &x, xl, &w, wt, &mut y, yl, false);
+                sgemm(&x, xl, &w, wt, &mut y, yl, false);
                 // dx += dy W
                 let wl = Layout::row_major(o, i);
-                sgemm_with(backend, &dy, yl, &w, wl, &mut dx, xl, true);
+                sgemm(&dy, yl, &w, wl, &mut dx, xl, true);
                 // dW += dyᵀ x
                 let dyt = Layout::transposed(o, n);
                 let dwl = Layout::row_major(o, i);
-                sgemm_with(backend, &dy, dyt, &x, xl, &mut dw, dwl, true);
+                sgemm(&dy, dyt, &x, xl, &mut dw, dwl, true);
             }
             start.elapsed().as_secs_f64() * 1e3
         })
@@ -197,10 +197,7 @@ fn breakdown(name: &str, p: &Preset, corpus: &Corpus) {
     }
     let [data, passes, optimizer] = phases.map(median);
     let products = step_products(&c, batch);
-    let in_use = kinglet_trainer::gemm::backend();
-    let (_, matmul) = matmul_ms(in_use, &products);
-    let (blocked, _) = matmul_ms(Backend::Avx2, &products);
-    let (portable, _) = matmul_ms(Backend::Portable, &products);
+    let (fastest, matmul) = matmul_ms(&products);
     let attention = attention_ms(&c, batch);
     // What the passes spend outside matmuls and attention (medians of
     // separate runs: on a busy machine this difference is rough).
@@ -222,11 +219,8 @@ fn breakdown(name: &str, p: &Preset, corpus: &Corpus) {
         pct(optimizer),
     );
     println!(
-        "    matrix products, fastest of 9: blocked AVX2 kernel {:.1} GFLOP/s, \
-         matrixmultiply {:.1} GFLOP/s ({:?} in use)",
-        flop / blocked / 1e6,
-        flop / portable / 1e6,
-        in_use,
+        "    matrix products (matrixmultiply), fastest of 9: {:.1} GFLOP/s",
+        flop / fastest / 1e6,
     );
 }
 

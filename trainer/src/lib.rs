@@ -8,8 +8,7 @@
 //! ([`checkpoint`]), the loss curve ([`plot`]), and the CLI's commands
 //! ([`run`], [`eval`], [`export`], [`reference`]).
 //!
-//! The only `unsafe` is in [`gemm`]: the `matrixmultiply` call and the
-//! opt-in AVX2 matrix kernel, behind bounds checks.
+//! The only `unsafe` is the sgemm call in [`gemm`], behind bounds checks.
 #![deny(unsafe_code)]
 
 pub mod activations;
