@@ -188,6 +188,10 @@ pub enum Error {
         /// Why, e.g. `"not finite"`.
         reason: &'static str,
     },
+    /// A quantized model's activations overflowed to infinity or NaN, so
+    /// they cannot be quantized for the next matrix: the weights are damaged
+    /// or unusable (their checksums may still be valid).
+    ActivationsOverflowed,
 }
 
 impl fmt::Display for Error {
@@ -285,6 +289,9 @@ impl fmt::Display for Error {
                 f,
                 "element {index} ({value}) cannot be stored as {}: {reason}",
                 dtype.name()
+            ),
+            Error::ActivationsOverflowed => f.write_str(
+                "the model's activations overflowed to infinity or NaN (its weights are damaged or unusable)",
             ),
         }
     }

@@ -272,7 +272,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     /// the next token, `[vocab_size]`.
     ///
     /// Errors: [`Error::TokenOutOfRange`], [`Error::SequenceFull`],
-    /// [`Error::Unrepresentable`] when a quantized model's activations
+    /// [`Error::ActivationsOverflowed`] when a quantized model's activations
     /// overflow to infinity or NaN; the position is unchanged when one is
     /// returned.
     pub fn forward(&mut self, token: u32) -> Result<&[f32], Error> {
@@ -470,7 +470,9 @@ impl Scratch<'_> {
                 reason: "matrix input wider than the session's buffers",
             })?;
             for (x_row, q_row) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(blocks.max(1))) {
-                kernels::quantize_activations(x_row, q_row)?;
+                // Only non-finite or absurdly large inputs fail: overflow.
+                kernels::quantize_activations(x_row, q_row)
+                    .map_err(|_| Error::ActivationsOverflowed)?;
             }
             xq
         } else {

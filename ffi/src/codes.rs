@@ -186,7 +186,7 @@ pub fn code_of(error: &Error) -> c_int {
         Error::HeaderChecksum { .. } | Error::TensorChecksum { .. } => KINGLET_E_CHECKSUM,
         // A quantized model refuses non-finite activations: the weights are
         // damaged or absurd (kinglet_check passes on absurd finite ones).
-        Error::NonZeroPadding { .. } | Error::Unrepresentable { .. } => KINGLET_E_BAD_MODEL,
+        Error::NonZeroPadding { .. } | Error::ActivationsOverflowed => KINGLET_E_BAD_MODEL,
         Error::UnsupportedDtype { .. } => KINGLET_E_UNSUPPORTED_DTYPE,
         Error::SequenceFull { .. } => KINGLET_E_CONTEXT_FULL,
         Error::EmptyPrompt => KINGLET_E_EMPTY_PROMPT,

@@ -211,13 +211,11 @@ fn generate<T: AsRef<[u8]>>(
         while listening {
             // A window replayed into a fresh context was printed already.
             let replaying = !first_round && generator.prompt_tokens_done() < window.len();
-            let step = generator
-                .step(|piece| {
-                    if !replaying {
-                        listening &= emit(piece);
-                    }
-                })
-                .map_err(run_error)?;
+            let step = generator.step(|piece| {
+                if !replaying {
+                    listening &= emit(piece);
+                }
+            })?;
             if prompt_done.is_none() && generator.prompt_tokens_done() == window.len() {
                 prompt_done = Some(Instant::now());
             }
@@ -244,15 +242,4 @@ fn generate<T: AsRef<[u8]>>(
         generation_seconds: prompt_done.elapsed().as_secs_f64(),
         generated,
     })
-}
-
-/// A failed forward pass, said in the user's terms: a quantized model refuses
-/// activations that overflowed, which only damaged or absurd weights cause.
-fn run_error(e: kinglet::Error) -> anyhow::Error {
-    match e {
-        kinglet::Error::Unrepresentable { .. } => anyhow::Error::new(e).context(
-            "the model's activations overflowed to infinity or NaN (its weights are damaged or unusable)",
-        ),
-        e => e.into(),
-    }
 }
