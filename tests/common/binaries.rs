@@ -1,0 +1,72 @@
+//! The workspace's programs (`kinglet`, `kinglet-train`) for end-to-end
+//! tests. A root test cannot name another package's binaries
+//! (`CARGO_BIN_EXE_*` covers only its own); `cargo test --workspace` builds
+//! them anyway (for the tools' and trainer's own tests) beside this test
+//! binary's `deps/` directory. When they are missing or older than a source
+//! file (`cargo test --test NAME` alone), the first call builds them with
+//! the profile this test was built with.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+const NAMES: [&str; 2] = ["kinglet", "kinglet-train"];
+
+/// Path of the workspace binary `name`, built if needed.
+pub fn binary(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(ensure_built).join(name)
+}
+
+/// The newest modification time of the files under `path`.
+fn newest(path: &Path) -> Option<SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .filter_map(|e| newest(&e.path()))
+        .max()
+}
+
+fn ensure_built() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile dir>/deps/<test binary>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary inside target/<profile>/deps")
+        .to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = ["engine", "trainer", "tools", "Cargo.lock"]
+        .iter()
+        .filter_map(|p| newest(&root.join(p)))
+        .max();
+    let fresh = NAMES.iter().all(|name| {
+        let built = std::fs::metadata(dir.join(name)).and_then(|m| m.modified());
+        matches!((built, sources), (Ok(b), Some(s)) if b >= s)
+    });
+    if fresh {
+        return dir;
+    }
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("release") => "bench",
+        _ => "test",
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--profile", profile])
+        .args(["-p", "kinglet-tools", "--bin", "kinglet"])
+        .args(["-p", "kinglet-trainer", "--bin", "kinglet-train"])
+        .current_dir(root)
+        .status()
+        .expect("run cargo build");
+    assert!(
+        status.success(),
+        "building kinglet and kinglet-train failed"
+    );
+    dir
+}
