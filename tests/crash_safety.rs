@@ -150,8 +150,10 @@ fn sigkill_at_random_moments_never_loses_the_last_checkpoint() {
             last_step = c.step;
         }
     }
-    // The stale temporary file (if the last kill left one) must not disturb
-    // the final resume, which removes it.
+    // A torn temporary file (as a kill in the middle of `write` leaves) must
+    // not disturb the final resume, which removes it.
+    let bytes = fs::read(&checkpoint).expect("checkpoint");
+    fs::write(&temp, &bytes[..bytes.len() / 2]).expect("torn temporary file");
     finish(start(&corpus, &out));
     assert!(!temp.exists(), "temporary file left after a finished run");
     let got = fs::read(&checkpoint).expect("final checkpoint");

@@ -2,16 +2,40 @@
 //! tests. A root test cannot name another package's binaries
 //! (`CARGO_BIN_EXE_*` covers only its own); `cargo test --workspace` builds
 //! them anyway (for the tools' and trainer's own tests) beside this test
-//! binary's `deps/` directory. When they are missing or older than a source
-//! file (`cargo test --test NAME` alone), the first call builds them with
-//! the profile this test was built with.
+//! binary's `deps/` directory. When one is missing or older than a source
+//! file it is built from (`cargo test --test NAME` alone after an edit), the
+//! first call builds them with the profile this test was built with (which
+//! can take a while: a build of only these packages may unify dependency
+//! features differently from the workspace's).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
-const NAMES: [&str; 2] = ["kinglet", "kinglet-train"];
+/// Each binary and the sources it is built from.
+const BINARIES: [(&str, &[&str]); 2] = [
+    (
+        "kinglet",
+        &[
+            "engine/src",
+            "engine/Cargo.toml",
+            "tools/src",
+            "tools/Cargo.toml",
+            "Cargo.lock",
+        ],
+    ),
+    (
+        "kinglet-train",
+        &[
+            "engine/src",
+            "engine/Cargo.toml",
+            "trainer/src",
+            "trainer/Cargo.toml",
+            "Cargo.lock",
+        ],
+    ),
+];
 
 /// Path of the workspace binary `name`, built if needed.
 pub fn binary(name: &str) -> PathBuf {
@@ -41,13 +65,10 @@ fn ensure_built() -> PathBuf {
         .expect("test binary inside target/<profile>/deps")
         .to_path_buf();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let sources = ["engine", "trainer", "tools", "Cargo.lock"]
-        .iter()
-        .filter_map(|p| newest(&root.join(p)))
-        .max();
-    let fresh = NAMES.iter().all(|name| {
+    let fresh = BINARIES.iter().all(|(name, sources)| {
         let built = std::fs::metadata(dir.join(name)).and_then(|m| m.modified());
-        matches!((built, sources), (Ok(b), Some(s)) if b >= s)
+        let source = sources.iter().filter_map(|p| newest(&root.join(p))).max();
+        matches!((built, source), (Ok(b), Some(s)) if b >= s)
     });
     if fresh {
         return dir;
