@@ -1,5 +1,6 @@
 //! CRC32C (Castagnoli), the checksum of every .klt section. Table-driven and
 //! `const`, so it costs 1 KiB of flash and no RAM.
+#![forbid(unsafe_code)]
 
 const POLY: u32 = 0x82F6_3B78; // reflected Castagnoli polynomial
 

@@ -1,4 +1,5 @@
 //! The model's hyperparameters and the facts derived from them.
+#![forbid(unsafe_code)]
 
 use crate::error::Error;
 

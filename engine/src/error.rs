@@ -1,5 +1,6 @@
 //! The one error type of the engine. Variants say what was wrong and where,
 //! and carry no heap data so that firmware can match on them.
+#![forbid(unsafe_code)]
 
 use core::fmt;
 

@@ -1,6 +1,7 @@
 //! Conversions between f32 and the 16-bit float formats F16 (IEEE binary16)
 //! and BF16. Written here rather than taken from a crate so the engine's
 //! dependency tree stays `libm` alone; tested against the `half` crate.
+#![forbid(unsafe_code)]
 
 /// IEEE binary16 bits to f32 (exact: every f16 is an f32). Selects rather
 /// than branches on the data so that loops over it vectorize; subnormals go

@@ -7,6 +7,7 @@
 //! dtype codes, tokenizer bounds and the header checksum. Afterwards the
 //! accessors cannot fail. Tensor checksums are verified by the explicit
 //! [`ModelFile::verify`], since that reads every byte.
+#![forbid(unsafe_code)]
 
 use crate::checksum::{crc32c, Crc32c};
 use crate::config::Config;

@@ -21,6 +21,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![forbid(unsafe_code)]
 
 use crate::error::Error;
 use crate::sampler::Sampler;

@@ -7,6 +7,7 @@
 //! Slices that should have equal lengths are zipped: a caller that breaks a
 //! documented shape gets a truncated result (and a debug assertion), never a
 //! panic.
+#![forbid(unsafe_code)]
 
 use crate::config::Config;
 use crate::kernels;

@@ -12,6 +12,7 @@
 //! [`Sequential`] runs the chunks in order on the calling thread (the
 //! default). A host with threads implements [`Parallel`] with its own pool;
 //! the std tools use rayon's `par_chunks_mut`.
+#![forbid(unsafe_code)]
 
 /// Work handed to [`Parallel::for_each_chunk`]: called with the index in
 /// `out` of a chunk's first element and the chunk itself.

@@ -15,6 +15,7 @@
 //! **Ties:** every token whose probability equals the threshold is kept, so
 //! top-k may keep more than k tokens when probabilities tie at the boundary,
 //! and top-p keeps the whole tied group that crosses `top_p`.
+#![forbid(unsafe_code)]
 
 use crate::error::Error;
 use crate::ops;

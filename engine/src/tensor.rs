@@ -1,4 +1,5 @@
 //! Element types of weight tensors and the borrowed matrix view kernels take.
+#![forbid(unsafe_code)]
 
 /// Elements in one Q8_0 or Q4_0 block (ggml's QK8_0 / QK4_0).
 pub const BLOCK_LEN: usize = 32;

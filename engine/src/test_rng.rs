@@ -1,5 +1,6 @@
 //! Test support for the engine's unit tests: a seeded xorshift64* generator
 //! and tensor encoding through the one quantizer.
+#![forbid(unsafe_code)]
 
 extern crate std;
 use std::vec::Vec;

@@ -9,6 +9,7 @@
 //!
 //! Nothing allocates: [`encode`] works in place in the caller's token slice,
 //! and the streaming [`Decoder`] keeps at most three pending bytes.
+#![forbid(unsafe_code)]
 
 use crate::error::Error;
 use crate::format::{TokenizerKind, Vocab};

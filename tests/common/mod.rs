@@ -5,6 +5,8 @@ use kinglet::format::{sort_pieces, write_model, IoSink, TensorSpec, TokenizerKin
 use kinglet::{Config, Dtype};
 use std::path::PathBuf;
 
+pub mod binaries;
+
 /// A small seeded PRNG (xorshift64*), so tests need no extra crates.
 pub struct Rng(pub u64);
 

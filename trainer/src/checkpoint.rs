@@ -7,7 +7,8 @@
 //! activations u32], the parameter count, then params, AdamW m and v (f32
 //! each), and last a CRC32C of every byte before it. Version 1 files (before
 //! QAT) read as "no QAT".
-//! Written to `<path>.tmp`, fsynced, then renamed over `<path>`.
+//! Written to `<path>.tmp`, fsynced, renamed over `<path>`, then the
+//! directory fsynced.
 
 use crate::bail;
 use crate::config::{Decay, ModelConfig, TrainConfig};
@@ -18,7 +19,7 @@ use crate::qat::Qat;
 use kinglet::checksum::crc32c;
 use kinglet::Dtype;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"KLTCKPT\0";
 const VERSION: u32 = 2;
@@ -319,26 +320,45 @@ fn read_qat(r: &mut Reader<'_>) -> Result<Option<Qat>> {
     }))
 }
 
-/// Writes `bytes` to `<path>.tmp`, fsyncs it, renames it over `path`, and
-/// fsyncs the directory so the rename itself survives a crash.
+/// The temporary file [`write_atomically`] fills before renaming it over
+/// `path`: `<path>.tmp`, beside it. Only a killed write leaves it behind,
+/// and no reader takes it for the real file.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
+/// Writes `bytes` to [`temp_path`]`(path)`, fsyncs it, renames it over
+/// `path`, and fsyncs the directory so the rename itself survives a crash.
+/// A failed write removes the temporary file and leaves `path` as it was.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let fail = |what: &str, e: std::io::Error| {
         TrainError::new(format!("cannot {what} {}: {e}", path.display()))
     };
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
+    let tmp = temp_path(path);
     let mut file =
         std::fs::File::create(&tmp).map_err(|e| fail("create a temporary file for", e))?;
-    file.write_all(bytes).map_err(|e| fail("write", e))?;
-    file.sync_all().map_err(|e| fail("sync", e))?;
+    let written = file
+        .write_all(bytes)
+        .map_err(|e| fail("write", e))
+        .and_then(|()| file.sync_all().map_err(|e| fail("sync", e)));
     drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| fail("rename into place", e))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // Best effort: not every platform can open a directory for syncing.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+    if let Err(e) =
+        written.and_then(|()| std::fs::rename(&tmp, path).map_err(|e| fail("rename into place", e)))
+    {
+        // Best effort: the write error is the one to report.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // Best effort: not every platform can open a directory for syncing, and
+    // the data itself is already safe.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
     }
     Ok(())
 }

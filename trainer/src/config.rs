@@ -145,6 +145,9 @@ impl TrainConfig {
         if self.batch == 0 {
             bail!("--batch must be at least 1");
         }
+        if self.steps == 0 {
+            bail!("--steps must be at least 1");
+        }
         if self.accum_steps == 0 {
             bail!("--accum must be at least 1");
         }

@@ -1,6 +1,7 @@
 //! `kinglet-train`: train a LLaMA model from scratch on a CPU, evaluate it,
 //! export it as .klt, or check the trainer against a PyTorch reference dump.
 
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use kinglet::Dtype;
 use kinglet_trainer::checkpoint::Checkpoint;
@@ -227,20 +228,20 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// The cached TinyShakespeare, downloaded (and its sha256 checked) if absent.
+fn tinyshakespeare() -> Result<PathBuf> {
+    let url = std::env::var("KINGLET_TINYSHAKESPEARE_URL")
+        .unwrap_or_else(|_| download::TINYSHAKESPEARE_URL.to_string());
+    download::ensure_tinyshakespeare(&download::default_cache_dir(), &url, &mut |line| {
+        eprintln!("{line}")
+    })
+    .map_err(|e| TrainError::new(e.to_string()))
+}
+
 fn read_corpus(data: Option<&Path>, context: usize) -> Result<Corpus> {
     match data {
         Some(path) => Corpus::load(path, context),
-        None => {
-            let url = std::env::var("KINGLET_TINYSHAKESPEARE_URL")
-                .unwrap_or_else(|_| download::TINYSHAKESPEARE_URL.to_string());
-            let path = download::ensure_tinyshakespeare(
-                &download::default_cache_dir(),
-                &url,
-                &mut |line| eprintln!("{line}"),
-            )
-            .map_err(|e| TrainError::new(e.to_string()))?;
-            Corpus::load(&path, context)
-        }
+        None => Corpus::load(&tinyshakespeare()?, context),
     }
 }
 
@@ -313,7 +314,7 @@ fn train(a: TrainArgs) -> Result<()> {
     m.validate()?;
     let metrics = a.metrics.unwrap_or_else(|| a.out.join("metrics.jsonl"));
     let params = ParamLayout::new(&m).total;
-    eprintln!(
+    println!(
         "model: {params} parameters (dim {}, {} layers, {} heads / {} kv, hidden {}, context {}, vocab {}); \
          corpus: {} train / {} val tokens",
         m.dim,
@@ -364,10 +365,18 @@ fn eval(
     batch: usize,
     threads: Option<usize>,
 ) -> Result<()> {
+    if batch == 0 {
+        return Err(TrainError::new("--batch must be at least 1"));
+    }
     set_threads(threads)?;
     let c = Checkpoint::load(checkpoint)?;
-    let Some(path) = data else {
-        return read_corpus(None, c.model.context).map(|_| ());
+    let downloaded;
+    let path = match data {
+        Some(path) => path,
+        None => {
+            downloaded = tinyshakespeare()?;
+            &downloaded
+        }
     };
     let bytes = std::fs::read(path)
         .map_err(|e| TrainError::new(format!("cannot read corpus {}: {e}", path.display())))?;
@@ -408,8 +417,45 @@ fn export_dtype(c: &Checkpoint, asked: Option<&str>) -> Result<Dtype> {
     }
 }
 
+/// Clap's multi-line usage error as one line: its message lines, without
+/// the usage block and the "For more information" hint.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let message: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let joined = message.join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            return match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    // Help was asked for: print it as clap does.
+                    let _ = e.print();
+                    ExitCode::from(e.exit_code().clamp(0, 255) as u8)
+                }
+                _ => {
+                    eprintln!(
+                        "kinglet-train: error: {} (see 'kinglet-train --help')",
+                        one_line(&e)
+                    );
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
     let result = match cli.command {
         None => train(cli.train),
         Some(Command::Eval {
@@ -450,7 +496,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kinglet-train: {e}");
+            // One line, whatever the message holds.
+            let line = e.to_string().replace('\n', " ");
+            eprintln!("kinglet-train: error: {line}");
             ExitCode::FAILURE
         }
     }

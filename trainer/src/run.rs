@@ -2,7 +2,7 @@
 //! evaluation and samples, JSON Lines metrics, and checkpoints.
 
 use crate::bail;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{temp_path, Checkpoint};
 use crate::config::{ModelConfig, TrainConfig};
 use crate::data::Corpus;
 use crate::error::{Result, TrainError};
@@ -77,11 +77,10 @@ fn open_trainer(o: &RunOptions) -> Result<Trainer> {
     let c = Checkpoint::load(path)?;
     if c.model != o.model {
         bail!(
-            "checkpoint {} is from another config: it holds {:?}, this run asks for {:?} \
+            "checkpoint {} is from another config: {} \
              (pass the same --preset and shape flags as the original run)",
             path.display(),
-            c.model,
-            o.model
+            config_difference(&c.model, &o.model)
         );
     }
     if c.tokenizer != o.corpus.tokenizer {
@@ -105,12 +104,41 @@ fn open_trainer(o: &RunOptions) -> Result<Trainer> {
     Ok(t)
 }
 
+/// The fields where `held` (a checkpoint's) and `asked` (this run's)
+/// differ: `dim 16 (this run: 32), ...`.
+fn config_difference(held: &ModelConfig, asked: &ModelConfig) -> String {
+    let fields = |m: &ModelConfig| {
+        [
+            ("vocabulary", m.vocab_size.to_string()),
+            ("--context", m.context.to_string()),
+            ("--dim", m.dim.to_string()),
+            ("--layers", m.n_layers.to_string()),
+            ("--heads", m.n_heads.to_string()),
+            ("--kv-heads", m.n_kv_heads.to_string()),
+            ("--hidden", m.hidden_dim.to_string()),
+            ("--tied", m.tied_classifier.to_string()),
+            ("--rope-theta", m.rope_theta.to_string()),
+            ("--norm-eps", m.norm_eps.to_string()),
+        ]
+    };
+    let differences: Vec<String> = fields(held)
+        .into_iter()
+        .zip(fields(asked))
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((name, a), (_, b))| format!("{name} {a} (this run: {b})"))
+        .collect();
+    format!("it holds {}", differences.join(", "))
+}
+
 /// Trains until `train.steps`, writing metrics and checkpoints as it goes.
 pub fn run(o: &RunOptions) -> Result<RunSummary> {
     let mut trainer = open_trainer(o)?;
     std::fs::create_dir_all(&o.out_dir)
         .map_err(|e| TrainError::new(format!("cannot create {}: {e}", o.out_dir.display())))?;
     let ckpt_path = o.out_dir.join("last.ckpt");
+    // A write killed half-way leaves its temporary file; nothing reads it
+    // (the next save would overwrite it), so tidy it away.
+    let _ = std::fs::remove_file(temp_path(&ckpt_path));
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(o.resume.is_some())
@@ -135,9 +163,11 @@ pub fn run(o: &RunOptions) -> Result<RunSummary> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_position(trainer.step);
+    // The training log is the command's output: stdout, so that stderr
+    // holds only the progress bar (on a terminal) and errors.
     let say = |line: String| {
         if bar.is_hidden() {
-            eprintln!("{line}");
+            println!("{line}");
         } else {
             bar.println(line);
         }

@@ -108,6 +108,9 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
         .verify()
         .with_context(|| format!("{}: the file is damaged", args.model.display()))?;
     let bytes = read_file(&args.text)?;
+    if bytes.is_empty() {
+        bail!("{}: file is empty", args.text.display());
+    }
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         anyhow::anyhow!(
             "{}: not UTF-8 text (invalid byte at offset {})",

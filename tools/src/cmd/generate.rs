@@ -91,6 +91,9 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
             bail!("{name}: {first} (the file is damaged; --no-verify skips this check)");
         }
     }
+    if args.tokens == 0 {
+        bail!("-n must be at least 1: there is nothing to generate");
+    }
     let config = *model.config();
     let vocab = model.vocab();
     let text = if args.prompt.is_empty() && vocab.kind() == TokenizerKind::Char {
@@ -131,6 +134,9 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
         seed,
     };
     let mut sampler = Sampler::new(config.vocab_size, sampling).context("bad sampling settings")?;
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1 (leave it out to use every core)");
+    }
     let threads = Threads::new(args.threads.unwrap_or(0))?;
 
     let (text_tx, text_rx) = mpsc::channel::<String>();
