@@ -17,6 +17,8 @@
 //!   a 1 KiB file-size limit (RLIMIT_FSIZE) with SIGXFSZ ignored, so writes
 //!   past it fail with EFBIG ("File too large") instead of killing the
 //!   program — what a full disk looks like to a writer.
+//! - *offline*: `@offline` cases point the TinyShakespeare download at a
+//!   closed port on 127.0.0.1, with the scratch directory as the cache.
 
 mod common;
 
@@ -149,6 +151,8 @@ const CASES: &[(&str, &str)] = &[
     ("kinglet-train +tiny --data text.txt --out out/r", "too short"),
     // kinglet-train: absurd and contradictory flags.
     ("kinglet-train +tiny --data corpus.txt --out out/r --steps 0", "--steps"),
+    ("@offline kinglet-train +tiny --out out/r --steps 2", "--data"),
+    ("@offline kinglet-train eval run.ckpt", "--data"),
     ("kinglet-train +tiny --data corpus.txt --out out/r --batch 0", "--batch"),
     ("kinglet-train +tiny --data corpus.txt --out out/r --accum 0", "--accum"),
     ("kinglet-train +tiny --data corpus.txt --out out/r --heads 3", "--heads 3"),
@@ -354,6 +358,15 @@ fn check(dir: &Path, line: &str, needle: &str, as_root: bool) -> Option<String> 
     };
     if mode == Some("@nobody") && as_root {
         command.uid(65534).gid(65534);
+    }
+    if mode == Some("@offline") {
+        // Nothing listens on the discard port: the download fails at once.
+        command
+            .env(
+                "KINGLET_TINYSHAKESPEARE_URL",
+                "http://127.0.0.1:9/input.txt",
+            )
+            .env("KINGLET_CACHE_DIR", dir);
     }
     let before = listing(dir);
     let started = std::time::Instant::now();

@@ -229,11 +229,13 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
 }
 
 /// The cached TinyShakespeare, downloaded (and its sha256 checked) if absent.
+/// What it did goes to stdout with the rest of the training log, so a
+/// failure leaves stderr with the one error line.
 fn tinyshakespeare() -> Result<PathBuf> {
     let url = std::env::var("KINGLET_TINYSHAKESPEARE_URL")
         .unwrap_or_else(|_| download::TINYSHAKESPEARE_URL.to_string());
     download::ensure_tinyshakespeare(&download::default_cache_dir(), &url, &mut |line| {
-        eprintln!("{line}")
+        println!("{line}")
     })
     .map_err(|e| TrainError::new(e.to_string()))
 }

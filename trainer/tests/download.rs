@@ -352,7 +352,8 @@ fn training_without_data_downloads_then_trains() {
         .expect("run kinglet-train");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
-    assert!(stderr.contains("sha256 verified"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("sha256 verified"), "{stdout}");
     assert_eq!(entries(&cache), [TINYSHAKESPEARE_FILE_NAME]);
     for file in ["last.ckpt", "metrics.jsonl", "loss.svg"] {
         assert!(
