@@ -257,26 +257,10 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> Output {
         .expect("run the program")
 }
 
-/// Deterministic text with a few dozen distinct characters.
-fn corpus_text() -> String {
-    let words = [
-        "the", "king", "is", "dead", "long", "live", "queen", "and", "so", "we", "sing", "of",
-        "wrens", "little", "birds", "flying", "north",
-    ];
-    let mut state = 12345u32;
-    let mut text = String::new();
-    for i in 0..2000 {
-        state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        text.push_str(words[(state >> 16) as usize % words.len()]);
-        text.push(if i % 11 == 10 { '\n' } else { ' ' });
-    }
-    text
-}
-
 /// Writes the fixtures every case refers to.
 fn fixtures(dir: &Path) {
     let write = |name: &str, bytes: &[u8]| fs::write(dir.join(name), bytes).expect("fixture");
-    write("corpus.txt", corpus_text().as_bytes());
+    write("corpus.txt", common::corpus_text().as_bytes());
     write("empty", b"");
     write("text.txt", b"hello, this is not a model\n");
     write("binary.txt", &[b'a', b'b', 0xC3, 0x28, b'c']);
@@ -307,7 +291,7 @@ fn fixtures(dir: &Path) {
     for (name, bytes) in [
         ("locked.klt", &model[..]),
         ("locked.ckpt", &ckpt[..]),
-        ("locked.txt", corpus_text().as_bytes()),
+        ("locked.txt", common::corpus_text().as_bytes()),
     ] {
         write(name, bytes);
         fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o000)).expect("chmod");

@@ -34,22 +34,6 @@ fn scratch() -> PathBuf {
     dir
 }
 
-/// Deterministic text with a few dozen distinct characters.
-fn corpus_text() -> String {
-    let words = [
-        "the", "king", "is", "dead", "long", "live", "queen", "and", "so", "we", "sing", "of",
-        "wrens", "little", "birds", "flying", "north",
-    ];
-    let mut state = 12345u32;
-    let mut text = String::new();
-    for i in 0..2000 {
-        state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        text.push_str(words[(state >> 16) as usize % words.len()]);
-        text.push(if i % 11 == 10 { '\n' } else { ' ' });
-    }
-    text
-}
-
 /// Starts a training run into `out`, resuming from its checkpoint if any.
 fn start(corpus: &Path, out: &Path) -> Child {
     let checkpoint = out.join("last.ckpt");
@@ -100,7 +84,7 @@ fn sigkill_at_random_moments_never_loses_the_last_checkpoint() {
     let started = Instant::now();
     let dir = scratch();
     let corpus = dir.join("corpus.txt");
-    fs::write(&corpus, corpus_text()).expect("corpus");
+    fs::write(&corpus, common::corpus_text()).expect("corpus");
 
     // The uninterrupted run.
     let reference = dir.join("reference");

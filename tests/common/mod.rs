@@ -154,3 +154,19 @@ pub fn sharp_synth_model(config: &Config, seed: u64, dtype: Dtype) -> Vec<u8> {
     model.write_klt(dtype, &mut file).expect("writes");
     file
 }
+
+/// Deterministic text with a few dozen distinct characters.
+pub fn corpus_text() -> String {
+    let words = [
+        "the", "king", "is", "dead", "long", "live", "queen", "and", "so", "we", "sing", "of",
+        "wrens", "little", "birds", "flying", "north",
+    ];
+    let mut state = 12345u32;
+    let mut text = String::new();
+    for i in 0..2000 {
+        state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        text.push_str(words[(state >> 16) as usize % words.len()]);
+        text.push(if i % 11 == 10 { '\n' } else { ' ' });
+    }
+    text
+}
