@@ -308,30 +308,25 @@ pub fn check_reference(json_path: &Path) -> Result<ReferenceReport> {
         &y,
         1.0 / positions,
     );
-    for name in &names {
-        let slot = layout
-            .slot(our_name(name))
-            .map(|s| s.range())
-            .unwrap_or(0..0);
-        let reference = &dump.array(&format!("grad.{name}"))?.values;
-        let ours = grads[slot].iter().map(|&v| v as f64);
-        push(format!("grad.{name}"), relative_error(ours, reference));
-    }
+    // Every named tensor of `arena` against the dump's `{prefix}.{name}`.
+    let mut per_tensor = |prefix: &str, arena: &[f32]| -> Result<()> {
+        for name in &names {
+            let slot = layout
+                .slot(our_name(name))
+                .map(|s| s.range())
+                .unwrap_or(0..0);
+            let quantity = format!("{prefix}.{name}");
+            let reference = &dump.array(&quantity)?.values;
+            let ours = arena[slot].iter().map(|&v| v as f64);
+            push(quantity, relative_error(ours, reference));
+        }
+        Ok(())
+    };
+    per_tensor("grad", &grads)?;
 
     let mut adamw = AdamW::new(layout.total);
     adamw.step(&layout, &mut params, &grads, opt(1)?);
-    for name in &names {
-        let slot = layout
-            .slot(our_name(name))
-            .map(|s| s.range())
-            .unwrap_or(0..0);
-        let reference = &dump.array(&format!("param_after1.{name}"))?.values;
-        let ours = params[slot].iter().map(|&v| v as f64);
-        push(
-            format!("param_after1.{name}"),
-            relative_error(ours, reference),
-        );
-    }
+    per_tensor("param_after1", &params)?;
 
     // The reference's step losses: the loss before each of its AdamW steps
     // on the same batch, the first being the initial loss.
