@@ -4,36 +4,11 @@
 mod common;
 
 use kinglet_trainer::checkpoint::Checkpoint;
-use kinglet_trainer::config::{preset, ModelConfig, TrainConfig};
 use kinglet_trainer::data::Corpus;
 use kinglet_trainer::trainer::Trainer;
 
-fn tiny() -> (ModelConfig, TrainConfig, Corpus) {
-    let corpus = Corpus::from_bytes(common::tiny_text().as_bytes(), None, 8).expect("corpus");
-    let p = preset("small").expect("preset");
-    let model = ModelConfig {
-        vocab_size: corpus.tokenizer.len(),
-        context: 8,
-        dim: 16,
-        n_layers: 2,
-        n_heads: 4,
-        n_kv_heads: 2,
-        hidden_dim: 24,
-        ..p.model
-    };
-    // warmup + cosine + clipping + accumulation: every piece of state matters.
-    let train = TrainConfig {
-        batch: 3,
-        accum_steps: 2,
-        steps: 8,
-        warmup_steps: 3,
-        ..p.train
-    };
-    (model, train, corpus)
-}
-
 fn fresh() -> (Trainer, Corpus) {
-    let (model, train, corpus) = tiny();
+    let (model, train, corpus) = common::tiny_setup(16, 24);
     let t = Trainer::new(
         model,
         train,
@@ -139,7 +114,7 @@ fn same_results_with_any_thread_count() {
 
 #[test]
 fn training_lowers_the_loss() {
-    let (model, mut train, corpus) = tiny();
+    let (model, mut train, corpus) = common::tiny_setup(16, 24);
     train.steps = 60;
     train.lr = 1e-2;
     let mut t = Trainer::new(

@@ -8,7 +8,6 @@ mod common;
 use kinglet::Dtype;
 use kinglet_trainer::activations::Activations;
 use kinglet_trainer::checkpoint::Checkpoint;
-use kinglet_trainer::config::{preset, ModelConfig, TrainConfig};
 use kinglet_trainer::data::{sample_batch, Corpus};
 use kinglet_trainer::model;
 use kinglet_trainer::qat::{quantized_weights, Qat};
@@ -16,31 +15,8 @@ use kinglet_trainer::rng::Rng;
 use kinglet_trainer::trainer::Trainer;
 use std::process::Command;
 
-fn tiny() -> (ModelConfig, TrainConfig, Corpus) {
-    let corpus = Corpus::from_bytes(common::tiny_text().as_bytes(), None, 8).expect("corpus");
-    let p = preset("small").expect("preset");
-    let model = ModelConfig {
-        vocab_size: corpus.tokenizer.len(),
-        context: 8,
-        dim: 32,
-        n_layers: 2,
-        n_heads: 4,
-        n_kv_heads: 2,
-        hidden_dim: 64,
-        ..p.model
-    };
-    let train = TrainConfig {
-        batch: 3,
-        accum_steps: 2,
-        steps: 8,
-        warmup_steps: 3,
-        ..p.train
-    };
-    (model, train, corpus)
-}
-
 fn fresh(qat: Option<Qat>) -> (Trainer, Corpus) {
-    let (model, train, corpus) = tiny();
+    let (model, train, corpus) = common::tiny_setup(32, 64);
     let mut t = Trainer::new(
         model,
         train,
@@ -79,7 +55,7 @@ fn next_loss_of_quantized_model(t: &Trainer, train: &[u32], activations: bool) -
 #[test]
 fn a_qat_step_runs_the_fake_quantized_model() {
     for activations in [true, false] {
-        let (model, mut train, corpus) = tiny();
+        let (model, mut train, corpus) = common::tiny_setup(32, 64);
         train.accum_steps = 1;
         let mut t =
             Trainer::new(model, train, corpus.tokenizer.clone(), String::new()).expect("trainer");
@@ -182,7 +158,7 @@ fn checkpoint_versions() {
 
 #[test]
 fn shapes_that_are_not_whole_blocks_are_refused() {
-    let (mut model, train, corpus) = tiny();
+    let (mut model, train, corpus) = common::tiny_setup(32, 64);
     model.hidden_dim = 48;
     let mut t =
         Trainer::new(model, train, corpus.tokenizer.clone(), String::new()).expect("trainer");
