@@ -2,14 +2,14 @@
 //! d_model 128, 4 layers, batch 32) and of the `small` preset (context 128,
 //! d_model 192, 6 layers, batch 16), with 1 and 2 threads; then where one
 //! single-threaded step's time goes, and the matrix kernel's GFLOP/s against
-//! the portable sgemm. Run with `cargo bench --bench train` (release profile).
+//! matrixmultiply's portable sgemm. Run with `cargo bench --bench train` (release profile).
 //!
 //! The machine may be shared: every figure is the median of several runs.
 
 use kinglet_trainer::adamw::{global_norm, AdamW, AdamWStep};
 use kinglet_trainer::config::{preset, ModelConfig, Preset};
 use kinglet_trainer::data::{sample_batch, Corpus};
-use kinglet_trainer::gemm::{sgemm, Layout};
+use kinglet_trainer::gemm::{sgemm, sgemm_portable, Layout};
 use kinglet_trainer::layers::attention::{self, AttentionShape};
 use kinglet_trainer::rng::Rng;
 use kinglet_trainer::shards::{shard_sequences, BatchShards};
@@ -92,10 +92,13 @@ fn step_products(c: &ModelConfig, batch: usize) -> Vec<(usize, usize, usize)> {
     products
 }
 
+/// A matrix product: [`sgemm`] or [`sgemm_portable`].
+type Gemm = fn(&[f32], Layout, &[f32], Layout, &mut [f32], Layout, bool);
+
 /// All the step's products (forward, dx, dW) on one thread, 9 runs, in ms:
 /// (fastest, median). The fastest compares kernels on a shared machine; the
 /// median goes with the other medians of the breakdown.
-fn matmul_ms(products: &[(usize, usize, usize)]) -> (f64, f64) {
+fn matmul_ms(products: &[(usize, usize, usize)], gemm: Gemm) -> (f64, f64) {
     let big = products
         .iter()
         .map(|&(n, i, o)| n * i.max(o))
@@ -113,14 +116,14 @@ fn matmul_ms(products: &[(usize, usize, usize)]) -> (f64, f64) {
                 let (xl, yl) = (Layout::row_major(n, i), Layout::row_major(n, o));
                 // y = x Wᵀ
                 let wt = Layout::transposed(i, o);
-                sgemm(&x, xl, &w, wt, &mut y, yl, false);
+                gemm(&x, xl, &w, wt, &mut y, yl, false);
                 // dx += dy W
                 let wl = Layout::row_major(o, i);
-                sgemm(&dy, yl, &w, wl, &mut dx, xl, true);
+                gemm(&dy, yl, &w, wl, &mut dx, xl, true);
                 // dW += dyᵀ x
                 let dyt = Layout::transposed(o, n);
                 let dwl = Layout::row_major(o, i);
-                sgemm(&dy, dyt, &x, xl, &mut dw, dwl, true);
+                gemm(&dy, dyt, &x, xl, &mut dw, dwl, true);
             }
             start.elapsed().as_secs_f64() * 1e3
         })
@@ -197,7 +200,8 @@ fn breakdown(name: &str, p: &Preset, corpus: &Corpus) {
     }
     let [data, passes, optimizer] = phases.map(median);
     let products = step_products(&c, batch);
-    let (fastest, matmul) = matmul_ms(&products);
+    let (fastest, matmul) = matmul_ms(&products, sgemm);
+    let (portable, _) = matmul_ms(&products, sgemm_portable);
     let attention = attention_ms(&c, batch);
     // What the passes spend outside matmuls and attention (medians of
     // separate runs: on a busy machine this difference is rough).
@@ -219,8 +223,9 @@ fn breakdown(name: &str, p: &Preset, corpus: &Corpus) {
         pct(optimizer),
     );
     println!(
-        "    matrix products (matrixmultiply), fastest of 9: {:.1} GFLOP/s",
+        "    matrix products, fastest of 9: {:.1} GFLOP/s (matrixmultiply: {:.1})",
         flop / fastest / 1e6,
+        flop / portable / 1e6,
     );
 }
 

@@ -1,6 +1,11 @@
-//! The one place the trainer calls an `unsafe` function: `matrixmultiply`'s
-//! sgemm (runtime-dispatched AVX2/FMA kernels). Every call goes through
-//! [`sgemm`], which checks that each strided matrix fits inside its slice.
+//! The one place the trainer runs `unsafe` code: the matrix product. On
+//! CPUs with AVX2 and FMA it is this crate's kernel ([`avx2`]), shaped for
+//! the trainer's small matrices; elsewhere `matrixmultiply`'s portable
+//! sgemm. Every call goes through [`sgemm`], which checks that each strided
+//! matrix fits inside its slice.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 /// A strided view description: `rows × cols` elements, element (r, c) at
 /// `r * row_stride + c * col_stride`.
@@ -61,21 +66,41 @@ pub fn sgemm(
     lc: Layout,
     accumulate: bool,
 ) {
-    assert!(
-        la.cols == lb.rows && la.rows == lc.rows && lb.cols == lc.cols,
-        "gemm shapes"
-    );
-    assert!(
-        la.span() <= a.len() && lb.span() <= b.len() && lc.span() <= c.len(),
-        "gemm bounds"
-    );
-    if lc.rows == 0 || lc.cols == 0 {
+    if !fits(a, la, b, lb, c, lc) {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if lc.col_stride == 1 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA; `fits` guarantees that every
+        // element the strides address lies inside `a`, `b` and `c`, and `c`,
+        // borrowed mutably, aliases neither input.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx2::sgemm(a, la, b, lb, c, lc, accumulate)
+        };
+        return;
+    }
+    sgemm_portable(a, la, b, lb, c, lc, accumulate);
+}
+
+/// [`sgemm`] by `matrixmultiply`, whatever the CPU: what runs where AVX2 or
+/// FMA is missing, and the yardstick the benchmark compares against.
+pub fn sgemm_portable(
+    a: &[f32],
+    la: Layout,
+    b: &[f32],
+    lb: Layout,
+    c: &mut [f32],
+    lc: Layout,
+    accumulate: bool,
+) {
+    if !fits(a, la, b, lb, c, lc) {
         return;
     }
     let beta = if accumulate { 1.0 } else { 0.0 };
-    // SAFETY: the asserts above guarantee that every element the strides
-    // address lies inside `a`, `b` and `c`; `c` is borrowed mutably and so
-    // does not alias `a` or `b`.
+    // SAFETY: `fits` guarantees that every element the strides address lies
+    // inside `a`, `b` and `c`; `c` is borrowed mutably and so does not alias
+    // `a` or `b`.
     #[allow(unsafe_code)]
     unsafe {
         matrixmultiply::sgemm(
@@ -97,9 +122,25 @@ pub fn sgemm(
     }
 }
 
+/// Panics unless the shapes agree and each matrix fits its slice; false
+/// when `c` is empty (nothing to do).
+fn fits(a: &[f32], la: Layout, b: &[f32], lb: Layout, c: &[f32], lc: Layout) -> bool {
+    assert!(
+        la.cols == lb.rows && la.rows == lc.rows && lb.cols == lc.cols,
+        "gemm shapes"
+    );
+    assert!(
+        la.span() <= a.len() && lb.span() <= b.len() && lc.span() <= c.len(),
+        "gemm bounds"
+    );
+    lc.rows != 0 && lc.cols != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type Gemm = fn(&[f32], Layout, &[f32], Layout, &mut [f32], Layout, bool);
 
     fn naive(a: &[f32], la: Layout, b: &[f32], lb: Layout, n: usize) -> Vec<f64> {
         let mut c = vec![0.0f64; la.rows * n];
@@ -125,30 +166,36 @@ mod tests {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
+        // Tile edges (rows not a multiple of 6, columns below 8, between 8
+        // and 16, past 16) and depths past one 256-deep pass.
         for &(m, k, n) in &[
             (1, 1, 1),
             (5, 3, 17),
             (7, 31, 15),
+            (6, 16, 16),
             (13, 300, 33),
+            (16, 16, 9),
             (64, 513, 65),
+            (256, 128, 7),
         ] {
             let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
             let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
             let c0: Vec<f32> = (0..m * n).map(|_| next()).collect();
-            for (la, lb) in [
-                (Layout::row_major(m, k), Layout::row_major(k, n)),
-                (Layout::transposed(m, k), Layout::transposed(k, n)),
-            ] {
+            let (ar, at) = (Layout::row_major(m, k), Layout::transposed(m, k));
+            let (br, bt) = (Layout::row_major(k, n), Layout::transposed(k, n));
+            for (la, lb) in [(ar, br), (ar, bt), (at, br), (at, bt)] {
                 let want = naive(&a, la, &b, lb, n);
-                for accumulate in [false, true] {
+                let backends: [(&str, Gemm); 2] = [("sgemm", sgemm), ("portable", sgemm_portable)];
+                let runs = backends.iter().flat_map(|b| [(b, false), (b, true)]);
+                for (&(name, gemm), accumulate) in runs {
                     let mut c = c0.clone();
                     let lc = Layout::row_major(m, n);
-                    sgemm(&a, la, &b, lb, &mut c, lc, accumulate);
+                    gemm(&a, la, &b, lb, &mut c, lc, accumulate);
                     for i in 0..m * n {
                         let expect = want[i] + if accumulate { c0[i] as f64 } else { 0.0 };
                         assert!(
                             (c[i] as f64 - expect).abs() < 1e-5 * (1.0 + k as f64).sqrt(),
-                            "{m}×{k}×{n} acc={accumulate} at {i}: {} vs {expect}",
+                            "{name} {m}×{k}×{n} acc={accumulate} at {i}: {} vs {expect}",
                             c[i]
                         );
                     }

@@ -1,0 +1,350 @@
+//! AVX2+FMA matrix product for the trainer's shapes: a 6×16 register tile
+//! (12 accumulators; per step of the sum, 6 broadcasts of A and 2 loads of B
+//! feed 12 FMAs, so the FMA units, not the loads, set the pace).
+//!
+//! B is copied 16 columns at a time into a panel that stays in L1 while
+//! every row of A passes over it: read in place, the rows of the trainer's
+//! matrices lie 512 or 1408 bytes apart and a panel's lines would fall into
+//! a few L1 sets and evict each other. A is read in place when its rows are
+//! contiguous (activations); stored by columns (the transposed gradient in
+//! `dyᵀ·x`) it is first copied into 6-row blocks, for the same reason.
+#![allow(unsafe_code)]
+
+use super::Layout;
+use core::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Rows of C per register tile.
+const MR: usize = 6;
+/// Columns of C per register tile (two 8-lane vectors).
+const NR: usize = 16;
+/// Depth per pass: a panel of KC × NR floats is 16 KiB, half of L1.
+const KC: usize = 256;
+
+/// A panel of B: `[KC][NR]`, zero past the last column.
+#[repr(align(64))]
+struct Panel([f32; KC * NR]);
+
+/// Copies reused by every call on a thread (attention makes thousands of
+/// tiny products per step: no allocation or clearing per call).
+struct Scratch {
+    /// The current panel of B.
+    panel: Box<Panel>,
+    /// A copied into 6-row blocks, `[m/MR][kc][MR]`.
+    a_blocks: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        panel: Box::new(Panel([0.0; KC * NR])),
+        a_blocks: Vec::new(),
+    });
+}
+
+/// Where one operand lies: element (r, c) at `ptr + r·row_stride + c·col_stride`.
+#[derive(Clone, Copy)]
+struct Strided {
+    ptr: *const f32,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl Strided {
+    /// Pointer to element (r, c).
+    ///
+    /// # Safety
+    /// (r, c) must lie inside the matrix the caller bounds-checked.
+    #[inline(always)]
+    unsafe fn at(self, r: usize, c: usize) -> *const f32 {
+        // SAFETY: in bounds by this function's contract.
+        unsafe { self.ptr.add(r * self.row_stride + c * self.col_stride) }
+    }
+}
+
+/// `c = a·b + (c if accumulate)`; `a: m×k`, `b: k×n`, `c: m×n`, c's columns
+/// contiguous (`lc.col_stride == 1`).
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA; every element the layouts address lies
+/// inside its slice (the caller checked the spans); `c` aliases neither input.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn sgemm(
+    a: &[f32],
+    la: Layout,
+    b: &[f32],
+    lb: Layout,
+    c: &mut [f32],
+    lc: Layout,
+    accumulate: bool,
+) {
+    let (m, k, n) = (la.rows, la.cols, lb.cols);
+    debug_assert!(lc.col_stride == 1 && lc.rows == m && lc.cols == n && lb.rows == k);
+    let a = Strided {
+        ptr: a.as_ptr(),
+        row_stride: la.row_stride,
+        col_stride: la.col_stride,
+    };
+    let b = Strided {
+        ptr: b.as_ptr(),
+        row_stride: lb.row_stride,
+        col_stride: lb.col_stride,
+    };
+    let (c, ldc) = (c.as_mut_ptr(), lc.row_stride);
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                // SAFETY: row i of c holds n elements (span checked).
+                unsafe { core::ptr::write_bytes(c.add(i * ldc), 0, n) };
+            }
+        }
+        return;
+    }
+    let copy_a = la.col_stride != 1;
+    SCRATCH.with_borrow_mut(
+        |Scratch {
+             panel,
+             a_blocks: blocks,
+         }| {
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                let acc = accumulate || k0 > 0;
+                if copy_a {
+                    // SAFETY: rows 0..m, columns k0..k0+kc are inside a.
+                    unsafe { pack_a(blocks, a, m, k0, kc) };
+                }
+                for j0 in (0..n).step_by(NR) {
+                    let cols = NR.min(n - j0);
+                    // SAFETY: rows k0..k0+kc, columns j0..j0+cols are inside b.
+                    unsafe { pack_b(panel, b, k0, kc, j0, cols) };
+                    for i0 in (0..m).step_by(MR) {
+                        // A's block for rows i0.., in place or copied.
+                        let (a0, rs, cs) = if copy_a {
+                            (blocks[i0 * kc..].as_ptr(), 1, MR)
+                        } else {
+                            // SAFETY: (i0, k0) is inside a.
+                            (unsafe { a.at(i0, k0) }, a.row_stride, a.col_stride)
+                        };
+                        let tile = Tile {
+                            a: a0,
+                            rs,
+                            cs,
+                            b: panel.0.as_ptr(),
+                            c: c.wrapping_add(i0 * ldc + j0),
+                            ldc,
+                            kc,
+                            cols,
+                            acc,
+                        };
+                        // SAFETY: the tile's rows and columns lie inside A (or
+                        // its copy), the panel and c.
+                        unsafe { tile.run(MR.min(m - i0)) };
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// Copies B's rows k0..k0+kc, columns j0..j0+cols into `panel` as `[kc][NR]`,
+/// zeros past `cols` (so the tile loads whole vectors).
+///
+/// # Safety
+/// AVX2; those rows and columns lie inside b.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_b(panel: &mut Panel, b: Strided, k0: usize, kc: usize, j0: usize, cols: usize) {
+    let out = panel.0.as_mut_ptr();
+    // SAFETY: reads stay inside rows k0..k0+kc, columns j0..j0+cols of b;
+    // writes inside the panel's first kc rows.
+    unsafe {
+        if cols == NR && b.col_stride == 1 {
+            // Rows of B are contiguous: two vector copies per row.
+            for p in 0..kc {
+                let row = b.at(k0 + p, j0);
+                _mm256_store_ps(out.add(p * NR), _mm256_loadu_ps(row));
+                _mm256_store_ps(out.add(p * NR + 8), _mm256_loadu_ps(row.add(8)));
+            }
+        } else if cols == NR && b.row_stride == 1 && kc.is_multiple_of(8) {
+            // B is a transposed row-major matrix (Wᵀ): transpose 8×8 blocks.
+            for p in (0..kc).step_by(8) {
+                for half in [0, 8] {
+                    let mut v = [_mm256_setzero_ps(); 8];
+                    for (j, v) in v.iter_mut().enumerate() {
+                        *v = _mm256_loadu_ps(b.at(k0 + p, j0 + half + j));
+                    }
+                    let t = transpose8(v);
+                    for (i, t) in t.into_iter().enumerate() {
+                        _mm256_store_ps(out.add((p + i) * NR + half), t);
+                    }
+                }
+            }
+        } else {
+            for p in 0..kc {
+                for j in 0..NR {
+                    *out.add(p * NR + j) = if j < cols { *b.at(k0 + p, j0 + j) } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// The transpose of the 8×8 matrix whose rows are `r`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ]
+    }
+}
+
+/// Copies A's rows 0..m, columns k0..k0+kc into `blocks` as
+/// `[m/MR][kc][MR]`, zeros past row m. For A stored by columns, each
+/// (block, column) is MR adjacent floats.
+///
+/// # Safety
+/// Those rows and columns lie inside a.
+unsafe fn pack_a(blocks: &mut Vec<f32>, a: Strided, m: usize, k0: usize, kc: usize) {
+    blocks.resize(m.div_ceil(MR) * MR * kc, 0.0);
+    for (block, out) in blocks.chunks_exact_mut(MR * kc).enumerate() {
+        let i0 = block * MR;
+        let rows = MR.min(m - i0);
+        for (p, out) in out.chunks_exact_mut(MR).enumerate() {
+            if a.row_stride == 1 && rows == MR {
+                // A fixed-size copy (a variable one would call memcpy).
+                // SAFETY: rows i0..i0+MR of column k0+p are inside a.
+                let col = unsafe { core::slice::from_raw_parts(a.at(i0, k0 + p), MR) };
+                out.copy_from_slice(col);
+                continue;
+            }
+            for (r, out) in out.iter_mut().enumerate() {
+                *out = if r < rows {
+                    // SAFETY: (i0+r, k0+p) is inside a by the contract.
+                    unsafe { *a.at(i0 + r, k0 + p) }
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// One register tile's work: `C[rows × cols] = A[rows × kc]·B[kc × cols]
+/// (+ C if acc)`, with A element (r, p) at `a + r·rs + p·cs`, B row p at
+/// `b + p·NR` (a packed panel, whole vectors) and C row r at `c + r·ldc`.
+#[derive(Clone, Copy)]
+struct Tile {
+    a: *const f32,
+    rs: usize,
+    cs: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    kc: usize,
+    cols: usize,
+    acc: bool,
+}
+
+impl Tile {
+    /// Runs the kernel compiled for `rows` (1..=6) rows.
+    ///
+    /// # Safety
+    /// As [`Tile::rows`].
+    #[inline(always)]
+    unsafe fn run(self, rows: usize) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            match rows {
+                6 => self.rows::<6>(),
+                5 => self.rows::<5>(),
+                4 => self.rows::<4>(),
+                3 => self.rows::<3>(),
+                2 => self.rows::<2>(),
+                _ => self.rows::<1>(),
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX2+FMA; A's first R rows and kc columns, the panel's kc rows, and
+    /// C's first R rows and `cols` columns lie in bounds.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows<const R: usize>(self) {
+        let Tile {
+            a,
+            rs,
+            cs,
+            b,
+            c,
+            ldc,
+            kc,
+            cols,
+            acc,
+        } = self;
+        let mut lo = [_mm256_setzero_ps(); R];
+        let mut hi = [_mm256_setzero_ps(); R];
+        // SAFETY: all pointers stay inside the tile the contract guarantees;
+        // the masked loads and stores touch only C's first `cols` columns.
+        unsafe {
+            for p in 0..kc {
+                let b0 = _mm256_load_ps(b.add(p * NR));
+                let b1 = _mm256_load_ps(b.add(p * NR + 8));
+                for r in 0..R {
+                    let x = _mm256_broadcast_ss(&*a.add(r * rs + p * cs));
+                    lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
+                    hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
+                }
+            }
+            if cols == NR {
+                for r in 0..R {
+                    let row = c.add(r * ldc);
+                    if acc {
+                        lo[r] = _mm256_add_ps(lo[r], _mm256_loadu_ps(row));
+                        hi[r] = _mm256_add_ps(hi[r], _mm256_loadu_ps(row.add(8)));
+                    }
+                    _mm256_storeu_ps(row, lo[r]);
+                    _mm256_storeu_ps(row.add(8), hi[r]);
+                }
+                return;
+            }
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32), lanes);
+            let m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32 - 8), lanes);
+            for r in 0..R {
+                let row = c.add(r * ldc);
+                // wrapping: with cols ≤ 8 the high half may lie past the end
+                // of c (its mask is empty, so nothing is touched there).
+                let high = row.wrapping_add(8);
+                if acc {
+                    lo[r] = _mm256_add_ps(lo[r], _mm256_maskload_ps(row, m0));
+                    hi[r] = _mm256_add_ps(hi[r], _mm256_maskload_ps(high, m1));
+                }
+                _mm256_maskstore_ps(row, m0, lo[r]);
+                _mm256_maskstore_ps(high, m1, hi[r]);
+            }
+        }
+    }
+}
