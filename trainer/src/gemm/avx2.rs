@@ -124,8 +124,13 @@ pub unsafe fn sgemm(
                             // SAFETY: (i0, k0) is inside a.
                             (unsafe { a.at(i0, k0) }, a.row_stride, a.col_stride)
                         };
+                        // The next tile's rows of A, for prefetching: the
+                        // next 6 rows, or the first 6 for the next panel.
+                        let next = if i0 + MR < m { i0 + MR } else { 0 };
                         let tile = Tile {
                             a: a0,
+                            next_a: a.ptr.wrapping_add(next * a.row_stride + k0 * a.col_stride),
+                            prefetch_a: !copy_a && a.col_stride == 1,
                             rs,
                             cs,
                             b: panel.0.as_ptr(),
@@ -157,9 +162,11 @@ unsafe fn pack_b(panel: &mut Panel, b: Strided, k0: usize, kc: usize, j0: usize,
     // writes inside the panel's first kc rows.
     unsafe {
         if cols == NR && b.col_stride == 1 {
-            // Rows of B are contiguous: two vector copies per row.
+            // Rows of B are contiguous: two vector copies per row, and a
+            // prefetch of the line the next panel copies from this row.
             for p in 0..kc {
                 let row = b.at(k0 + p, j0);
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(NR) as *const i8);
                 _mm256_store_ps(out.add(p * NR), _mm256_loadu_ps(row));
                 _mm256_store_ps(out.add(p * NR + 8), _mm256_loadu_ps(row.add(8)));
             }
@@ -222,32 +229,32 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 }
 
 /// Copies A's rows 0..m, columns k0..k0+kc into `blocks` as
-/// `[m/MR][kc][MR]`, zeros past row m. For A stored by columns, each
-/// (block, column) is MR adjacent floats.
+/// `[m/MR][kc][MR]`, zeros past row m.
 ///
 /// # Safety
 /// Those rows and columns lie inside a.
 unsafe fn pack_a(blocks: &mut Vec<f32>, a: Strided, m: usize, k0: usize, kc: usize) {
+    let whole = m - m % MR;
+    blocks.clear();
     blocks.resize(m.div_ceil(MR) * MR * kc, 0.0);
-    for (block, out) in blocks.chunks_exact_mut(MR * kc).enumerate() {
-        let i0 = block * MR;
-        let rows = MR.min(m - i0);
-        for (p, out) in out.chunks_exact_mut(MR).enumerate() {
-            if a.row_stride == 1 && rows == MR {
-                // A fixed-size copy (a variable one would call memcpy).
-                // SAFETY: rows i0..i0+MR of column k0+p are inside a.
-                let col = unsafe { core::slice::from_raw_parts(a.at(i0, k0 + p), MR) };
-                out.copy_from_slice(col);
-                continue;
+    for p in 0..kc {
+        if a.row_stride == 1 {
+            // A stored by columns (dyᵀ): column p is one contiguous run,
+            // read once, front to back, and dealt out MR floats per block.
+            // SAFETY: rows 0..m of column k0+p are inside a.
+            let col = unsafe { core::slice::from_raw_parts(a.at(0, k0 + p), m) };
+            for (i0, chunk) in (0..whole).step_by(MR).zip(col.chunks_exact(MR)) {
+                blocks[i0 * kc + p * MR..][..MR].copy_from_slice(chunk);
             }
-            for (r, out) in out.iter_mut().enumerate() {
-                *out = if r < rows {
-                    // SAFETY: (i0+r, k0+p) is inside a by the contract.
-                    unsafe { *a.at(i0 + r, k0 + p) }
-                } else {
-                    0.0
-                };
+        } else {
+            for i in 0..whole {
+                // SAFETY: (i, k0+p) is inside a by the contract.
+                blocks[(i - i % MR) * kc + p * MR + i % MR] = unsafe { *a.at(i, k0 + p) };
             }
+        }
+        for i in whole..m {
+            // SAFETY: (i, k0+p) is inside a by the contract.
+            blocks[whole * kc + p * MR + i - whole] = unsafe { *a.at(i, k0 + p) };
         }
     }
 }
@@ -258,6 +265,12 @@ unsafe fn pack_a(blocks: &mut Vec<f32>, a: Strided, m: usize, k0: usize, kc: usi
 #[derive(Clone, Copy)]
 struct Tile {
     a: *const f32,
+    /// Where the next tile's A starts (a hint: never dereferenced).
+    next_a: *const f32,
+    /// Prefetch the next tile's rows of A (read in place, rows contiguous):
+    /// activations arrive cold from L3, and 6 short row streams do not wake
+    /// the hardware prefetcher in time.
+    prefetch_a: bool,
     rs: usize,
     cs: usize,
     b: *const f32,
@@ -295,6 +308,8 @@ impl Tile {
     unsafe fn rows<const R: usize>(self) {
         let Tile {
             a,
+            next_a,
+            prefetch_a,
             rs,
             cs,
             b,
@@ -308,15 +323,42 @@ impl Tile {
         let mut hi = [_mm256_setzero_ps(); R];
         // SAFETY: all pointers stay inside the tile the contract guarantees;
         // the masked loads and stores touch only C's first `cols` columns.
+        // Prefetch addresses are hints, formed with wrapping arithmetic.
         unsafe {
-            for p in 0..kc {
-                let b0 = _mm256_load_ps(b.add(p * NR));
-                let b1 = _mm256_load_ps(b.add(p * NR + 8));
-                for r in 0..R {
-                    let x = _mm256_broadcast_ss(&*a.add(r * rs + p * cs));
-                    lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
-                    hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
+            // C is read (acc) or written only after the whole sum: fetch it now.
+            for r in 0..R {
+                let row = c.wrapping_add(r * ldc);
+                _mm_prefetch::<_MM_HINT_T0>(row as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(NR - 1) as *const i8);
+            }
+            macro_rules! step {
+                ($p:expr) => {{
+                    let p = $p;
+                    let b0 = _mm256_load_ps(b.add(p * NR));
+                    let b1 = _mm256_load_ps(b.add(p * NR + 8));
+                    for r in 0..R {
+                        let x = _mm256_broadcast_ss(&*a.add(r * rs + p * cs));
+                        lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
+                        hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
+                    }
+                }};
+            }
+            // 16 steps use one cache line of each row of A: per 16 steps,
+            // one prefetch per row of the next tile.
+            let whole = kc - kc % 16;
+            for p0 in (0..whole).step_by(16) {
+                if prefetch_a {
+                    for r in 0..R {
+                        let line = next_a.wrapping_add(r * rs + p0);
+                        _mm_prefetch::<_MM_HINT_T0>(line as *const i8);
+                    }
                 }
+                for p in p0..p0 + 16 {
+                    step!(p);
+                }
+            }
+            for p in whole..kc {
+                step!(p);
             }
             if cols == NR {
                 for r in 0..R {
