@@ -8,6 +8,8 @@
 //! a few L1 sets and evict each other. A is read in place when its rows are
 //! contiguous (activations); stored by columns (the transposed gradient in
 //! `dyᵀ·x`) it is first copied into 6-row blocks, for the same reason.
+//! In training the operands arrive cold from L3, so each tile prefetches
+//! the next tile's rows of A and its own tile of C.
 #![allow(unsafe_code)]
 
 use super::Layout;
