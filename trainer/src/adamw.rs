@@ -78,11 +78,27 @@ impl AdamW {
 
 /// The L2 norm of all gradients, summed in f64 in a fixed order.
 pub fn global_norm(grads: &[f32]) -> f64 {
-    let partial: Vec<f64> = grads
-        .par_chunks(CHUNK)
-        .map(|c| c.iter().map(|&g| g as f64 * g as f64).sum())
-        .collect();
+    let partial: Vec<f64> = grads.par_chunks(CHUNK).map(sum_of_squares).collect();
     partial.iter().sum::<f64>().sqrt()
+}
+
+/// `Σ g²` in f64 with eight partial sums: a single running sum is one
+/// dependent add per element (about 1 ms per seed-preset step), the partial
+/// sums let the compiler keep four vector adds in flight.
+fn sum_of_squares(grads: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = grads.chunks_exact(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            acc[i] += c[i] as f64 * c[i] as f64;
+        }
+    }
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&g| g as f64 * g as f64)
+        .sum();
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 /// Scales gradients so their global norm is at most `max_norm` (PyTorch's
@@ -97,4 +113,18 @@ pub fn clip_global_norm(grads: &mut [f32], max_norm: f32) -> f64 {
             .for_each(|c| c.iter_mut().for_each(|g| *g *= coef));
     }
     norm
+}
+
+#[cfg(test)]
+mod tests {
+    /// Partial sums and the tail: the norm of 3, 4 and 12 (13) on a length
+    /// that is not a multiple of 8, padded with zeros.
+    #[test]
+    fn global_norm_of_a_known_vector() {
+        let mut g = vec![0.0f32; 8 * 5 + 3];
+        g[1] = 3.0;
+        g[14] = 4.0;
+        g[8 * 5 + 2] = 12.0;
+        assert_eq!(super::global_norm(&g), 13.0);
+    }
 }

@@ -221,9 +221,7 @@ fn block_backward(
     // Attention branch: resid_mid = resid_in + Wo·att_y.
     g.datt_y.fill(0.0);
     linear::backward(g.datt_y, gw.wo, g.dresid, la.att_y, lw.wo, d, d);
-    g.dq.fill(0.0);
-    g.dk.fill(0.0);
-    g.dv.fill(0.0);
+    // attention::backward writes dq, dk, dv whole: no zeroing needed.
     let shape = attention_shape(c, context);
     attention::backward(
         g.dq, g.dk, g.dv, g.datt_y, la.probs, la.q, la.k, la.v, shape,

@@ -2,9 +2,10 @@
 //!
 //! A micro-batch is always cut into the same shards of whole sequences
 //! (at most [`SHARDS`], however many threads there are). Each shard runs the
-//! forward and backward pass on its own activations into its own gradient
-//! arena, one rayon task per shard; then the shard gradients are summed into
-//! the step's gradients in shard order. Every number is therefore computed
+//! forward and backward pass on its own activations, one rayon task per
+//! shard; the first shard accumulates straight into the step's gradients,
+//! every other one into its own gradient arena, which is then added to the
+//! step's gradients in shard order. Every number is therefore computed
 //! in the same order with 1 thread or 16, and the threads share no work
 //! smaller than a whole shard's pass (tiny matrices split across threads
 //! cost more in synchronization than they save).
@@ -32,11 +33,15 @@ struct Shard {
     sequences: usize,
     /// Activations for `sequences` windows.
     acts: Activations,
-    /// This shard's gradient. [layout.total]
+    /// This shard's gradient: [layout.total], empty for the first shard,
+    /// which writes into the caller's gradients.
     grads: Vec<f32>,
     /// Mean loss of the last pass.
     loss: f64,
 }
+
+/// One shard's pass: its activations, its loss, where its gradient goes.
+type Job<'a> = (&'a mut Activations, &'a mut f64, &'a mut [f32]);
 
 /// The shards of a micro-batch of `batch` sequences.
 pub struct BatchShards {
@@ -62,20 +67,21 @@ impl BatchShards {
         let total = ParamLayout::new(config).total;
         let shards = shard_sequences(batch, context)
             .into_iter()
-            .map(|sequences| Shard {
+            .enumerate()
+            .map(|(index, sequences)| Shard {
                 sequences,
                 acts: Activations::new(config, sequences, context),
-                grads: vec![0.0; total],
+                grads: vec![0.0; if index == 0 { 0 } else { total }],
                 loss: 0.0,
             })
             .collect();
         BatchShards { shards, context }
     }
 
-    /// Runs forward and, when every shard's loss is finite, backward on one
-    /// micro-batch, adding `∂(scale · Σ position losses)/∂params` into
-    /// `grads`. Returns the mean loss over all positions; a non-finite
-    /// result means nothing was added.
+    /// Runs forward and backward on one micro-batch, adding
+    /// `∂(scale · Σ position losses)/∂params` into `grads`. Returns the mean
+    /// loss over all positions; after a non-finite result `grads` may hold
+    /// part of the sum and must be discarded (the trainer stops).
     ///
     /// weights, grads: [layout.total]; inputs, targets: [batch · context].
     pub fn forward_backward(
@@ -99,29 +105,25 @@ impl BatchShards {
             windows.push((&inputs[start..end], &targets[start..end]));
             start = end;
         }
-        let run = |(shard, (x, y)): (&mut Shard, &(&[u32], &[u32]))| {
-            shard.loss = model::forward_with(
-                layout,
-                weights,
-                &mut shard.acts,
-                x,
-                Some(y),
-                quantize_inputs,
-            );
-            // shard.grads is zero here: new, or emptied by the last sum.
-            if shard.loss.is_finite() {
-                model::backward(
-                    layout,
-                    weights,
-                    &mut shard.grads,
-                    &mut shard.acts,
-                    x,
-                    y,
-                    scale,
-                );
+        // The first shard accumulates into `grads` directly (saves a sweep
+        // over an arena of its own), the others into their arenas, which
+        // are zero here: new, or emptied by the last sum.
+        let mut jobs: Vec<(&mut Activations, &mut f64, &mut [f32])> = Vec::new();
+        let mut first = Some(&mut *grads);
+        for shard in &mut self.shards {
+            let target = match first.take() {
+                Some(grads) => grads,
+                None => &mut shard.grads[..],
+            };
+            jobs.push((&mut shard.acts, &mut shard.loss, target));
+        }
+        let run = |((acts, loss, g), (x, y)): (Job<'_>, &(&[u32], &[u32]))| {
+            *loss = model::forward_with(layout, weights, acts, x, Some(y), quantize_inputs);
+            if loss.is_finite() {
+                model::backward(layout, weights, g, acts, x, y, scale);
             }
         };
-        self.shards.par_iter_mut().zip(&windows).for_each(run);
+        jobs.into_par_iter().zip(&windows).for_each(run);
         let loss = self
             .shards
             .iter()
@@ -134,13 +136,15 @@ impl BatchShards {
             }
             return loss;
         }
-        // grads += Σ shard grads in shard order, emptying each shard's arena
+        // grads += Σ other shards' grads in shard order, emptying each arena
         // for the next pass on the way (one sweep instead of a sum and a fill).
-        let mut parts: Vec<_> = self
-            .shards
+        let mut parts: Vec<_> = self.shards[1..]
             .iter_mut()
             .map(|s| s.grads.chunks_mut(REDUCE_CHUNK))
             .collect();
+        if parts.is_empty() {
+            return loss;
+        }
         let mut tasks = Vec::with_capacity(grads.len().div_ceil(REDUCE_CHUNK));
         for g in grads.chunks_mut(REDUCE_CHUNK) {
             let chunk: Vec<&mut [f32]> = parts.iter_mut().filter_map(|p| p.next()).collect();

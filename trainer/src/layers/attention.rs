@@ -97,25 +97,47 @@ pub fn forward(
         });
 }
 
-/// `row[..=t] = softmax(scale · row[..=t])`, `row[t+1..] = 0`.
+/// `row[..=t] = softmax(scale · row[..=t])`, `row[t+1..] = 0`. The
+/// exponentials run over whole 8-lane chunks with the masked lanes set to 0
+/// afterwards, which the compiler vectorizes; a loop over `..=t` alone stays
+/// scalar (its length is rarely a multiple of the vector width).
 fn softmax_causal(row: &mut [f32], t: usize, scale: f32) {
-    let (live, masked) = row.split_at_mut(t + 1);
-    let max = live.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
-    let mut sum = 0.0f32;
-    for p in live.iter_mut() {
-        *p = exp(*p * scale - max);
-        sum += *p;
+    let max = row[..=t].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
+    let mut sums = [0.0f32; 8];
+    let mut chunks = row.chunks_exact_mut(8);
+    for (c, chunk) in (&mut chunks).enumerate() {
+        let mut x = [0.0f32; 8];
+        x.copy_from_slice(chunk);
+        for (lane, (x, sum)) in x.iter_mut().zip(&mut sums).enumerate() {
+            let e = exp(*x * scale - max);
+            *x = if c * 8 + lane <= t { e } else { 0.0 };
+            *sum += *x;
+        }
+        chunk.copy_from_slice(&x);
     }
+    let first = row.len() - row.len() % 8;
+    let mut tail = 0.0f32;
+    for (j, x) in row[first..].iter_mut().enumerate() {
+        *x = if first + j <= t {
+            exp(*x * scale - max)
+        } else {
+            0.0
+        };
+        tail += *x;
+    }
+    let sum = ((sums[0] + sums[4]) + (sums[1] + sums[5]))
+        + ((sums[2] + sums[6]) + (sums[3] + sums[7]))
+        + tail;
     let inv = 1.0 / sum;
-    for p in live.iter_mut() {
+    for p in row[..=t].iter_mut() {
         *p *= inv;
     }
-    masked.fill(0.0);
 }
 
-/// Accumulates `dq`, `dk`, `dv` from `dy` (shapes as in [`forward`]). Each
-/// sequence is one task, and the heads sharing a KV head run in order inside
-/// it, so `dk`/`dv` sums have a fixed order.
+/// Writes `dq`, `dk`, `dv` from `dy` (shapes as in [`forward`]; their old
+/// contents are ignored, so the caller need not zero them). Each sequence is
+/// one task, and the heads sharing a KV head run in order inside it, so the
+/// `dk`/`dv` sums have a fixed order; the first head of a group overwrites.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     dq: &mut [f32],
@@ -150,10 +172,13 @@ pub fn backward(
                 dprobs.resize(t_len * t_len, 0.0);
                 for (h, p) in probs.chunks_exact(t_len * t_len).enumerate() {
                     let kvh = h / s.group();
+                    // The first query head of a KV group writes dK, dV.
+                    let kv_accumulate = h % s.group() != 0;
                     let (lq, lkv) = (head_rows(t_len, hd, qw), head_rows(t_len, hd, kvw));
                     let (dy_h, v_h) = (&dy[h * hd..], &v[kvh * hd..]);
-                    // dV_h += Pᵀ dY_h
-                    sgemm(p, square_t, dy_h, lq, &mut dv[kvh * hd..], lkv, true);
+                    // dV_h (+)= Pᵀ dY_h
+                    let dv_h = &mut dv[kvh * hd..];
+                    sgemm(p, square_t, dy_h, lq, dv_h, lkv, kv_accumulate);
                     // dP = dY_h V_hᵀ
                     let lvt = head_cols(t_len, hd, kvw);
                     sgemm(dy_h, lq, v_h, lvt, &mut dprobs, square, false);
@@ -165,10 +190,11 @@ pub fn backward(
                             *d = pj * (*d - weighted) * s.scale();
                         }
                     }
-                    // dQ_h += dS K_h; dK_h += dSᵀ Q_h
+                    // dQ_h = dS K_h; dK_h (+)= dSᵀ Q_h
                     let (k_h, q_h) = (&k[kvh * hd..], &q[h * hd..]);
-                    sgemm(&dprobs, square, k_h, lkv, &mut dq[h * hd..], lq, true);
-                    sgemm(&dprobs, square_t, q_h, lq, &mut dk[kvh * hd..], lkv, true);
+                    sgemm(&dprobs, square, k_h, lkv, &mut dq[h * hd..], lq, false);
+                    let dk_h = &mut dk[kvh * hd..];
+                    sgemm(&dprobs, square_t, q_h, lq, dk_h, lkv, kv_accumulate);
                 }
             });
         });
