@@ -70,7 +70,7 @@ pub fn sgemm(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if lc.col_stride == 1 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+    if lc.col_stride == 1 && own_kernel() {
         // SAFETY: the CPU has AVX2 and FMA; `fits` guarantees that every
         // element the strides address lies inside `a`, `b` and `c`, and `c`,
         // borrowed mutably, aliases neither input.
@@ -81,6 +81,18 @@ pub fn sgemm(
         return;
     }
     sgemm_portable(a, la, b, lb, c, lc, accumulate);
+}
+
+/// Whether [`sgemm`] runs this crate's AVX2 kernel: the CPU has AVX2 and
+/// FMA, and `KINGLET_GEMM=portable` does not ask for `matrixmultiply`
+/// (to compare the two inside a real training run). Decided once.
+#[cfg(target_arch = "x86_64")]
+fn own_kernel() -> bool {
+    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| {
+        let portable = std::env::var("KINGLET_GEMM").is_ok_and(|v| v == "portable");
+        !portable && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    })
 }
 
 /// [`sgemm`] by `matrixmultiply`, whatever the CPU: what runs where AVX2 or

@@ -291,3 +291,35 @@ fn check_reference_passes_on_the_shared_dump() {
         "{out}"
     );
 }
+
+/// `KINGLET_GEMM=portable` swaps the AVX2 kernel for `matrixmultiply` (to
+/// compare the two inside a real run): the same model up to rounding.
+#[test]
+fn the_portable_matrix_product_trains_the_same_model() {
+    let dir = scratch("gemm");
+    let data = corpus(&dir);
+    let last_loss = |out: &str| -> f64 {
+        let metrics =
+            std::fs::read_to_string(dir.join(out).join("metrics.jsonl")).expect("metrics");
+        let last = metrics.lines().last().expect("a metrics line");
+        let value: serde_json::Value = serde_json::from_str(last).expect("json");
+        value["train_loss"].as_f64().expect("train_loss")
+    };
+    let steps = ["--steps", "6", "--log-every", "6", "--eval-every", "0"];
+    let own = train(&dir, &data, "own", &steps);
+    assert!(own.status.success(), "{}", stderr(&own));
+    let portable = bin()
+        .env("KINGLET_GEMM", "portable")
+        .args(TINY)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.join("portable"))
+        .args(["--sample-len", "0", "--quiet"])
+        .args(steps)
+        .output()
+        .expect("run kinglet-train");
+    assert!(portable.status.success(), "{}", stderr(&portable));
+    let (a, b) = (last_loss("own"), last_loss("portable"));
+    assert!((a - b).abs() <= 1e-5 * a.abs(), "losses {a} and {b}");
+}
