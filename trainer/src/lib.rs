@@ -8,7 +8,8 @@
 //! ([`checkpoint`]), the loss curve ([`plot`]), and the CLI's commands
 //! ([`run`], [`eval`], [`export`], [`reference`]).
 //!
-//! The only `unsafe` is the sgemm call in [`gemm`], behind bounds checks.
+//! The only `unsafe` is in [`gemm`] (the AVX2 matrix kernel and the
+//! `matrixmultiply` call), behind bounds checks.
 #![deny(unsafe_code)]
 
 pub mod activations;
