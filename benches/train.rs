@@ -2,7 +2,8 @@
 //! d_model 128, 4 layers, batch 32) and of the `small` preset (context 128,
 //! d_model 192, 6 layers, batch 16), with 1 and 2 threads; then where one
 //! single-threaded step's time goes, and the matrix kernel's GFLOP/s against
-//! matrixmultiply's portable sgemm. Run with `cargo bench --bench train` (release profile).
+//! matrixmultiply's portable sgemm, on warm and on cold caches. Run with
+//! `cargo bench --bench train` (release profile).
 //!
 //! The machine may be shared: every figure is the median of several runs.
 
@@ -95,35 +96,65 @@ fn step_products(c: &ModelConfig, batch: usize) -> Vec<(usize, usize, usize)> {
 /// A matrix product: [`sgemm`] or [`sgemm_portable`].
 type Gemm = fn(&[f32], Layout, &[f32], Layout, &mut [f32], Layout, bool);
 
+/// Bytes of operand copies the cold-cache runs rotate through: well past the
+/// shared L3, as in training, where each product's operands were last
+/// touched many megabytes of activations ago.
+const COLD_BYTES: usize = 96 << 20;
+
 /// All the step's products (forward, dx, dW) on one thread, 9 runs, in ms:
 /// (fastest, median). The fastest compares kernels on a shared machine; the
-/// median goes with the other medians of the breakdown.
-fn matmul_ms(products: &[(usize, usize, usize)], gemm: Gemm) -> (f64, f64) {
+/// median goes with the other medians of the breakdown. With `cold`, each
+/// product works on the next of enough operand copies to fill
+/// [`COLD_BYTES`], so its inputs and outputs come from memory.
+fn matmul_ms(products: &[(usize, usize, usize)], gemm: Gemm, cold: bool) -> (f64, f64) {
     let big = products
         .iter()
         .map(|&(n, i, o)| n * i.max(o))
         .max()
         .unwrap_or(0);
     let wbig = products.iter().map(|&(_, i, o)| i * o).max().unwrap_or(0);
+    // One copy: x, dy, y, dx [big] and w, dw [wbig].
+    let copy_bytes = 4 * (4 * big + 2 * wbig);
+    let copies = if cold {
+        COLD_BYTES.div_ceil(copy_bytes.max(1))
+    } else {
+        1
+    };
     let mut rng = Rng::new(9);
     let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
-    let (x, w, dy) = (random(big), random(wbig), random(big));
-    let (mut y, mut dx, mut dw) = (vec![0.0; big], vec![0.0; big], vec![0.0; wbig]);
+    let (x, w, dy) = (
+        random(big * copies),
+        random(wbig * copies),
+        random(big * copies),
+    );
+    let (mut y, mut dx, mut dw) = (
+        vec![0.0; big * copies],
+        vec![0.0; big * copies],
+        vec![0.0; wbig * copies],
+    );
+    let mut next = 0;
     let times: Vec<f64> = (0..9)
         .map(|_| {
             let start = Instant::now();
             for &(n, i, o) in products {
                 let (xl, yl) = (Layout::row_major(n, i), Layout::row_major(n, o));
+                let mut copy = || {
+                    next = (next + 1) % copies;
+                    (next * big, next * wbig)
+                };
                 // y = x Wᵀ
+                let (a, b) = copy();
                 let wt = Layout::transposed(i, o);
-                gemm(&x, xl, &w, wt, &mut y, yl, false);
+                gemm(&x[a..], xl, &w[b..], wt, &mut y[a..], yl, false);
                 // dx += dy W
+                let (a, b) = copy();
                 let wl = Layout::row_major(o, i);
-                gemm(&dy, yl, &w, wl, &mut dx, xl, true);
+                gemm(&dy[a..], yl, &w[b..], wl, &mut dx[a..], xl, true);
                 // dW += dyᵀ x
+                let (a, b) = copy();
                 let dyt = Layout::transposed(o, n);
                 let dwl = Layout::row_major(o, i);
-                gemm(&dy, dyt, &x, xl, &mut dw, dwl, true);
+                gemm(&dy[a..], dyt, &x[a..], xl, &mut dw[b..], dwl, true);
             }
             start.elapsed().as_secs_f64() * 1e3
         })
@@ -200,8 +231,10 @@ fn breakdown(name: &str, p: &Preset, corpus: &Corpus) {
     }
     let [data, passes, optimizer] = phases.map(median);
     let products = step_products(&c, batch);
-    let (fastest, matmul) = matmul_ms(&products, sgemm);
-    let (portable, _) = matmul_ms(&products, sgemm_portable);
+    let (fastest, matmul) = matmul_ms(&products, sgemm, false);
+    let (portable, _) = matmul_ms(&products, sgemm_portable, false);
+    let (cold, _) = matmul_ms(&products, sgemm, true);
+    let (cold_portable, _) = matmul_ms(&products, sgemm_portable, true);
     let attention = attention_ms(&c, batch);
     // What the passes spend outside matmuls and attention (medians of
     // separate runs: on a busy machine this difference is rough).
@@ -222,10 +255,14 @@ fn breakdown(name: &str, p: &Preset, corpus: &Corpus) {
         pct(elementwise),
         pct(optimizer),
     );
+    let rate = |ms: f64| flop / ms / 1e6;
     println!(
-        "    matrix products, fastest of 9: {:.1} GFLOP/s (matrixmultiply: {:.1})",
-        flop / fastest / 1e6,
-        flop / portable / 1e6,
+        "    matrix products, fastest of 9: {:.1} GFLOP/s (matrixmultiply: {:.1}); \
+         cold caches {:.1} (matrixmultiply: {:.1})",
+        rate(fastest),
+        rate(portable),
+        rate(cold),
+        rate(cold_portable),
     );
 }
 
