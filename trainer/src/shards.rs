@@ -108,7 +108,7 @@ impl BatchShards {
         // The first shard accumulates into `grads` directly (saves a sweep
         // over an arena of its own), the others into their arenas, which
         // are zero here: new, or emptied by the last sum.
-        let mut jobs: Vec<(&mut Activations, &mut f64, &mut [f32])> = Vec::new();
+        let mut jobs: Vec<Job<'_>> = Vec::new();
         let mut first = Some(&mut *grads);
         for shard in &mut self.shards {
             let target = match first.take() {
