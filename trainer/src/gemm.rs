@@ -190,12 +190,21 @@ mod tests {
             (64, 513, 65),
             (256, 128, 7),
         ] {
-            let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
-            let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+            let a: Vec<f32> = (0..2 * m * k).map(|_| next()).collect();
+            let b: Vec<f32> = (0..2 * k * n).map(|_| next()).collect();
             let c0: Vec<f32> = (0..m * n).map(|_| next()).collect();
             let (ar, at) = (Layout::row_major(m, k), Layout::transposed(m, k));
             let (br, bt) = (Layout::row_major(k, n), Layout::transposed(k, n));
-            for (la, lb) in [(ar, br), (ar, bt), (at, br), (at, bt)] {
+            // Neither stride 1: every other element (a and b hold twice
+            // the elements they need).
+            let spaced = |rows: usize, cols: usize| Layout {
+                rows,
+                cols,
+                row_stride: 2 * cols,
+                col_stride: 2,
+            };
+            let (asp, bsp) = (spaced(m, k), spaced(k, n));
+            for (la, lb) in [(ar, br), (ar, bt), (at, br), (at, bt), (asp, bsp)] {
                 let want = naive(&a, la, &b, lb, n);
                 let backends: [(&str, Gemm); 2] = [("sgemm", sgemm), ("portable", sgemm_portable)];
                 let runs = backends.iter().flat_map(|b| [(b, false), (b, true)]);

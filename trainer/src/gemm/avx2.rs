@@ -132,7 +132,7 @@ pub unsafe fn sgemm(
                         let tile = Tile {
                             a: a0,
                             next_a: a.ptr.wrapping_add(next * a.row_stride + k0 * a.col_stride),
-                            prefetch_a: !copy_a && a.col_stride == 1,
+                            prefetch_a: !copy_a,
                             rs,
                             cs,
                             b: panel.0.as_ptr(),
@@ -200,34 +200,32 @@ unsafe fn pack_b(panel: &mut Panel, b: Strided, k0: usize, kc: usize, j0: usize,
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
-    {
-        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-        [
-            _mm256_permute2f128_ps::<0x20>(s0, s4),
-            _mm256_permute2f128_ps::<0x20>(s1, s5),
-            _mm256_permute2f128_ps::<0x20>(s2, s6),
-            _mm256_permute2f128_ps::<0x20>(s3, s7),
-            _mm256_permute2f128_ps::<0x31>(s0, s4),
-            _mm256_permute2f128_ps::<0x31>(s1, s5),
-            _mm256_permute2f128_ps::<0x31>(s2, s6),
-            _mm256_permute2f128_ps::<0x31>(s3, s7),
-        ]
-    }
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ]
 }
 
 /// Copies A's rows 0..m, columns k0..k0+kc into `blocks` as
@@ -239,24 +237,22 @@ unsafe fn pack_a(blocks: &mut Vec<f32>, a: Strided, m: usize, k0: usize, kc: usi
     let whole = m - m % MR;
     blocks.clear();
     blocks.resize(m.div_ceil(MR) * MR * kc, 0.0);
+    // A stored by columns (dyᵀ): each column is one contiguous run, read
+    // once, front to back, and dealt out MR floats per block; other
+    // layouts, and the rows past the last whole block, one element at a time.
+    let by_columns = a.row_stride == 1;
+    let first_single = if by_columns { whole } else { 0 };
     for p in 0..kc {
-        if a.row_stride == 1 {
-            // A stored by columns (dyᵀ): column p is one contiguous run,
-            // read once, front to back, and dealt out MR floats per block.
+        if by_columns {
             // SAFETY: rows 0..m of column k0+p are inside a.
             let col = unsafe { core::slice::from_raw_parts(a.at(0, k0 + p), m) };
             for (i0, chunk) in (0..whole).step_by(MR).zip(col.chunks_exact(MR)) {
                 blocks[i0 * kc + p * MR..][..MR].copy_from_slice(chunk);
             }
-        } else {
-            for i in 0..whole {
-                // SAFETY: (i, k0+p) is inside a by the contract.
-                blocks[(i - i % MR) * kc + p * MR + i % MR] = unsafe { *a.at(i, k0 + p) };
-            }
         }
-        for i in whole..m {
+        for i in first_single..m {
             // SAFETY: (i, k0+p) is inside a by the contract.
-            blocks[whole * kc + p * MR + i - whole] = unsafe { *a.at(i, k0 + p) };
+            blocks[(i - i % MR) * kc + p * MR + i % MR] = unsafe { *a.at(i, k0 + p) };
         }
     }
 }
