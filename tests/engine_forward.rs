@@ -2,7 +2,7 @@
 //! on small random models, plus the session's error contract.
 
 use kinglet::format::{sort_pieces, write_model, IoSink, TensorSpec, TokenizerKind, TokenizerSpec};
-use kinglet::{session_floats, Config, Dtype, Error, ModelFile, Session};
+use kinglet::{session_floats, Config, Dtype, Error, ModelFile, Session, TensorRole};
 
 /// xorshift64*, uniform in [-1, 1).
 struct Rng(u64);
@@ -78,46 +78,21 @@ impl Tensor {
 /// A random model in canonical tensor order; matrices in `dtype`, norms F32.
 fn random_model(config: &Config, dtype: Dtype, seed: u64) -> Vec<Tensor> {
     let mut rng = Rng(seed);
-    let (dim, hidden, vocab) = (config.dim, config.hidden_dim, config.vocab_size);
-    let kv_dim = config.kv_dim() as u32;
-    let mut t = Vec::new();
-    let matrix = |rng: &mut Rng, name: String, rows: u32, cols: u32| {
-        Tensor::random(
-            rng,
-            name,
-            dtype,
-            &[rows, cols],
-            1.0 / (cols as f64).sqrt(),
-            false,
-        )
-    };
-    let norm =
-        |rng: &mut Rng, name: String| Tensor::random(rng, name, Dtype::F32, &[dim], 0.0, true);
-    t.push(Tensor::random(
-        &mut rng,
-        "tok_embedding".into(),
-        dtype,
-        &[vocab, dim],
-        1.0,
-        false,
-    ));
-    for l in 0..config.n_layers {
-        let p = |s: &str| format!("layers.{l}.{s}");
-        t.push(norm(&mut rng, p("attn_norm")));
-        t.push(matrix(&mut rng, p("wq"), dim, dim));
-        t.push(matrix(&mut rng, p("wk"), kv_dim, dim));
-        t.push(matrix(&mut rng, p("wv"), kv_dim, dim));
-        t.push(matrix(&mut rng, p("wo"), dim, dim));
-        t.push(norm(&mut rng, p("ffn_norm")));
-        t.push(matrix(&mut rng, p("w1"), hidden, dim));
-        t.push(matrix(&mut rng, p("w2"), dim, hidden));
-        t.push(matrix(&mut rng, p("w3"), hidden, dim));
-    }
-    t.push(norm(&mut rng, "norm".into()));
-    if !config.tied_classifier {
-        t.push(matrix(&mut rng, "classifier".into(), vocab, dim));
-    }
-    t
+    kinglet::canonical_tensors(config)
+        .map(|t| {
+            let name = t.role.to_string();
+            if t.role.is_norm() {
+                Tensor::random(&mut rng, name, Dtype::F32, t.dims(), 0.0, true)
+            } else {
+                // The embedding at unit scale; projections at 1/sqrt(fan-in).
+                let scale = match t.role {
+                    TensorRole::TokEmbedding => 1.0,
+                    _ => 1.0 / (t.shape[1] as f64).sqrt(),
+                };
+                Tensor::random(&mut rng, name, dtype, t.dims(), scale, false)
+            }
+        })
+        .collect()
 }
 
 /// Writes `tensors` as a .klt file with a placeholder BPE vocabulary.

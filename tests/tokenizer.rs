@@ -5,7 +5,7 @@
 
 use kinglet::format::{sort_pieces, write_model, IoSink, TensorSpec, TokenizerKind, TokenizerSpec};
 use kinglet::tokenizer::{encode, max_tokens, token_bytes, Decoder};
-use kinglet::{Config, Dtype, Error, ModelFile};
+use kinglet::{canonical_tensors, Config, Dtype, Error, ModelFile};
 use std::path::PathBuf;
 
 /// A .klt file holding the given vocabulary and a tiny all-zero model.
@@ -28,32 +28,21 @@ fn model_with_vocab(
         norm_eps: 1e-5,
         tied_classifier: true,
     };
-    let v = pieces.len() as u32;
-    let shapes: [(&str, &[u32]); 11] = [
-        ("tok_embedding", &[v, 2]),
-        ("layers.0.attn_norm", &[2]),
-        ("layers.0.wq", &[2, 2]),
-        ("layers.0.wk", &[2, 2]),
-        ("layers.0.wv", &[2, 2]),
-        ("layers.0.wo", &[2, 2]),
-        ("layers.0.ffn_norm", &[2]),
-        ("layers.0.w1", &[2, 2]),
-        ("layers.0.w2", &[2, 2]),
-        ("layers.0.w3", &[2, 2]),
-        ("norm", &[2]),
-    ];
-    // One zeroed f32 buffer per tensor: [product of its shape] floats.
-    let data: Vec<Vec<u8>> = shapes
+    let table: Vec<_> = canonical_tensors(&config).collect();
+    let names: Vec<String> = table.iter().map(|t| t.role.to_string()).collect();
+    // One zeroed f32 buffer per tensor.
+    let data: Vec<Vec<u8>> = table
         .iter()
-        .map(|(_, s)| vec![0u8; 4 * s.iter().product::<u32>() as usize])
+        .map(|t| vec![0u8; 4 * t.elements() as usize])
         .collect();
-    let tensors: Vec<TensorSpec> = shapes
+    let tensors: Vec<TensorSpec> = table
         .iter()
+        .zip(&names)
         .zip(&data)
-        .map(|(&(name, shape), data)| TensorSpec {
+        .map(|((t, name), data)| TensorSpec {
             name,
             dtype: Dtype::F32,
-            shape,
+            shape: t.dims(),
             data,
         })
         .collect();

@@ -9,6 +9,7 @@
 //! [`ModelFile::verify`], since that reads every byte.
 #![forbid(unsafe_code)]
 
+use crate::canonical::{canonical_tensors, TENSORS_PER_LAYER};
 use crate::checksum::{crc32c, Crc32c};
 use crate::config::Config;
 use crate::error::{Error, Section};
@@ -104,102 +105,6 @@ fn le_f32(b: &[u8], off: usize) -> f32 {
 /// Rounds `n` up to a multiple of `align` (a power of two), or `None` on overflow.
 fn align_up(n: usize, align: usize) -> Option<usize> {
     Some(n.checked_add(align - 1)? & !(align - 1))
-}
-
-/// The tensors of one layer, in directory order (`layers.{l}.{part}`).
-pub const LAYER_TENSORS: [&str; 9] = [
-    "attn_norm",
-    "wq",
-    "wk",
-    "wv",
-    "wo",
-    "ffn_norm",
-    "w1",
-    "w2",
-    "w3",
-];
-
-/// What the format requires of tensor `index` under `config`.
-struct Expected {
-    /// `(rows, cols)`; 1-D tensors are `(1, len)`.
-    shape: [u32; 2],
-    /// Norm weights are 1-D and always F32.
-    is_norm: bool,
-}
-
-/// A tensor name built on the stack, since the engine has no allocator.
-struct NameBuf {
-    buf: [u8; NAME_BYTES],
-    len: usize,
-}
-
-impl NameBuf {
-    fn push(&mut self, s: &[u8]) {
-        let end = (self.len + s.len()).min(NAME_BYTES);
-        self.buf[self.len..end].copy_from_slice(&s[..end - self.len]);
-        self.len = end;
-    }
-    fn push_u32(&mut self, mut v: u32) {
-        let mut digits = [0u8; 10];
-        let mut n = 0;
-        loop {
-            digits[n] = b'0' + (v % 10) as u8;
-            n += 1;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        digits[..n].reverse();
-        self.push(&digits[..n]);
-    }
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-/// The canonical name and shape of tensor `index` (which must be below
-/// `config.tensor_count()`).
-fn expected_tensor(config: &Config, index: u32) -> (NameBuf, Expected) {
-    let mut name = NameBuf {
-        buf: [0; NAME_BYTES],
-        len: 0,
-    };
-    let (dim, hidden, vocab) = (config.dim, config.hidden_dim, config.vocab_size);
-    let kv = config.kv_dim() as u32;
-    let last_layer_end = 1 + 9 * config.n_layers;
-    let norm = |len| Expected {
-        shape: [1, len],
-        is_norm: true,
-    };
-    let mat = |r, c| Expected {
-        shape: [r, c],
-        is_norm: false,
-    };
-    let expected = if index == 0 {
-        name.push(b"tok_embedding");
-        mat(vocab, dim)
-    } else if index < last_layer_end {
-        let (layer, part) = ((index - 1) / 9, (index - 1) % 9);
-        name.push(b"layers.");
-        name.push_u32(layer);
-        name.push(b".");
-        name.push(LAYER_TENSORS[part as usize].as_bytes());
-        match part {
-            0 | 5 => norm(dim),
-            1 | 4 => mat(dim, dim),
-            2 | 3 => mat(kv, dim),
-            6 | 8 => mat(hidden, dim),
-            _ => mat(dim, hidden),
-        }
-    } else if index == last_layer_end {
-        name.push(b"norm");
-        norm(dim)
-    } else {
-        name.push(b"classifier");
-        mat(vocab, dim)
-    };
-    (name, expected)
 }
 
 /// The weights of one transformer block.
@@ -419,18 +324,19 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
     fn validate_tensors(&self) -> Result<(), Error> {
         let b = self.bytes.as_ref();
         let mut expected_offset = align_up(self.header_bytes, TENSOR_ALIGN).unwrap_or(usize::MAX);
-        for index in 0..self.config.tensor_count() {
+        for want in canonical_tensors(&self.config) {
+            let index = want.index;
             let e = self.directory + index as usize * DIR_ENTRY_BYTES;
-            let (name, want) = expected_tensor(&self.config, index);
             let raw_name = &b[e + dir_field::NAME..e + dir_field::NAME + NAME_BYTES];
-            if &raw_name[..name.len] != name.as_bytes()
-                || raw_name[name.len..].iter().any(|&c| c != 0)
+            let name_len = raw_name.iter().position(|&c| c == 0).unwrap_or(NAME_BYTES);
+            if !want.role.name_is(&raw_name[..name_len])
+                || raw_name[name_len..].iter().any(|&c| c != 0)
             {
                 return Err(Error::TensorName { index });
             }
             let code = le_u32(b, e + dir_field::DTYPE);
             let dtype = Dtype::from_code(code).ok_or(Error::TensorDtype { index, code })?;
-            if want.is_norm && dtype != Dtype::F32 {
+            if want.role.is_norm() && dtype != Dtype::F32 {
                 return Err(Error::TensorDtype { index, code });
             }
             let ndim = le_u32(b, e + dir_field::NDIM);
@@ -438,8 +344,7 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
                 le_u32(b, e + dir_field::ROWS),
                 le_u32(b, e + dir_field::COLS),
             ];
-            let want_ndim = if want.is_norm { 1 } else { 2 };
-            if ndim != want_ndim || shape != want.shape {
+            if ndim != want.ndim() || shape != want.shape {
                 return Err(Error::TensorShape {
                     index,
                     expected: want.shape,
@@ -583,7 +488,7 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
     /// the last block).
     pub fn layer(&self, layer: usize) -> LayerWeights<'_> {
         let l = layer.min(self.config.n_layers as usize - 1) as u32;
-        let m = |part: u32| self.matrix(1 + 9 * l + part);
+        let m = |part: u32| self.matrix(1 + TENSORS_PER_LAYER * l + part);
         LayerWeights {
             attn_norm: m(0),
             wq: m(1),
@@ -599,7 +504,7 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
 
     /// The final RMSNorm gain, `1 × dim`, F32.
     pub fn final_norm(&self) -> Matrix<'_> {
-        self.matrix(1 + 9 * self.config.n_layers)
+        self.matrix(1 + TENSORS_PER_LAYER * self.config.n_layers)
     }
 
     /// The classifier, `vocab_size × dim` (the token embedding when tied).
@@ -607,7 +512,7 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
         if self.config.tied_classifier {
             self.token_embedding()
         } else {
-            self.matrix(2 + 9 * self.config.n_layers)
+            self.matrix(2 + TENSORS_PER_LAYER * self.config.n_layers)
         }
     }
 
@@ -1112,13 +1017,12 @@ pub fn write_model<S: Sink>(
     // Place the tensors, checking each against the config.
     let mut offset = align_up(header_bytes, TENSOR_ALIGN).unwrap_or(0);
     let mut file_bytes = 0u64;
-    for (index, t) in tensors.iter().enumerate() {
-        let index = index as u32;
-        let (name, want) = expected_tensor(config, index);
-        if t.name.as_bytes() != name.as_bytes() {
+    for (want, t) in canonical_tensors(config).zip(tensors) {
+        let index = want.index;
+        if !want.role.name_is(t.name.as_bytes()) {
             return Err(Error::TensorName { index }.into());
         }
-        if want.is_norm && t.dtype != Dtype::F32 {
+        if want.role.is_norm() && t.dtype != Dtype::F32 {
             return Err(Error::TensorDtype {
                 index,
                 code: t.dtype as u32,
@@ -1126,8 +1030,8 @@ pub fn write_model<S: Sink>(
             .into());
         }
         let found = match *t.shape {
-            [n] if want.is_norm => [1, n],
-            [r, c] if !want.is_norm => [r, c],
+            [n] if want.role.is_norm() => [1, n],
+            [r, c] if !want.role.is_norm() => [r, c],
             _ => [0, 0],
         };
         if found != want.shape {

@@ -10,6 +10,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod canonical;
 pub mod checksum;
 pub mod config;
 pub mod error;
@@ -28,6 +29,7 @@ pub mod tokenizer;
 #[cfg(test)]
 mod test_rng;
 
+pub use canonical::{canonical_tensors, CanonicalTensor, LayerPart, TensorRole};
 pub use config::Config;
 pub use error::Error;
 pub use format::ModelFile;

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use kinglet::format::{sort_pieces, write_model, IoSink, TensorSpec, TokenizerKind, TokenizerSpec};
-use kinglet::{Config, Dtype};
+use kinglet::{CanonicalTensor, Config, Dtype};
 use std::path::PathBuf;
 
 pub mod binaries;
@@ -39,52 +39,23 @@ pub fn tiny_config() -> Config {
     }
 }
 
-/// Canonical tensor names and shapes for `config`, in file order.
-pub fn tensor_layout(config: &Config) -> Vec<(String, Vec<u32>)> {
-    let (d, h, v, kv) = (
-        config.dim,
-        config.hidden_dim,
-        config.vocab_size,
-        config.kv_dim() as u32,
-    );
-    let mut out = vec![("tok_embedding".to_string(), vec![v, d])];
-    for l in 0..config.n_layers {
-        let p = |n: &str| format!("layers.{l}.{n}");
-        out.push((p("attn_norm"), vec![d]));
-        out.push((p("wq"), vec![d, d]));
-        out.push((p("wk"), vec![kv, d]));
-        out.push((p("wv"), vec![kv, d]));
-        out.push((p("wo"), vec![d, d]));
-        out.push((p("ffn_norm"), vec![d]));
-        out.push((p("w1"), vec![h, d]));
-        out.push((p("w2"), vec![d, h]));
-        out.push((p("w3"), vec![h, d]));
-    }
-    out.push(("norm".to_string(), vec![d]));
-    if !config.tied_classifier {
-        out.push(("classifier".to_string(), vec![v, d]));
-    }
-    out
-}
-
 /// Writes a model with random F32 weights (norm gains near 1) and a
 /// character vocabulary "abcdef…" of `vocab_size` letters.
 pub fn random_model(config: &Config, seed: u64, metadata: &[(&str, &str)]) -> Vec<u8> {
     let mut rng = Rng(seed.max(1));
-    let layout = tensor_layout(config);
+    let layout: Vec<(String, CanonicalTensor)> = kinglet::canonical_tensors(config)
+        .map(|t| (t.role.to_string(), t))
+        .collect();
     let data: Vec<Vec<u8>> = layout
         .iter()
-        .map(|(name, shape)| {
-            let n: u32 = shape.iter().product();
-            let norm = shape.len() == 1;
-            (0..n)
+        .map(|(_, t)| {
+            (0..t.elements())
                 .flat_map(|_| {
-                    let x = if norm {
+                    let x = if t.role.is_norm() {
                         1.0 + 0.1 * rng.uniform()
                     } else {
                         0.3 * rng.uniform()
                     };
-                    let _ = name;
                     x.to_le_bytes()
                 })
                 .collect()
@@ -93,10 +64,10 @@ pub fn random_model(config: &Config, seed: u64, metadata: &[(&str, &str)]) -> Ve
     let tensors: Vec<TensorSpec> = layout
         .iter()
         .zip(&data)
-        .map(|((name, shape), data)| TensorSpec {
+        .map(|((name, t), data)| TensorSpec {
             name,
             dtype: Dtype::F32,
-            shape,
+            shape: t.dims(),
             data,
         })
         .collect();

@@ -243,33 +243,6 @@ pub fn f32s_from_le(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// The canonical tensor names and shapes for `config`, in file order.
-pub fn canonical_tensors(config: &Config) -> Vec<(String, Vec<u32>)> {
-    let (dim, hidden, vocab) = (config.dim, config.hidden_dim, config.vocab_size);
-    let kv = config.kv_dim() as u32;
-    let mut out = vec![("tok_embedding".to_string(), vec![vocab, dim])];
-    for l in 0..config.n_layers {
-        for (part, shape) in [
-            ("attn_norm", vec![dim]),
-            ("wq", vec![dim, dim]),
-            ("wk", vec![kv, dim]),
-            ("wv", vec![kv, dim]),
-            ("wo", vec![dim, dim]),
-            ("ffn_norm", vec![dim]),
-            ("w1", vec![hidden, dim]),
-            ("w2", vec![dim, hidden]),
-            ("w3", vec![hidden, dim]),
-        ] {
-            out.push((format!("layers.{l}.{part}"), shape));
-        }
-    }
-    out.push(("norm".to_string(), vec![dim]));
-    if !config.tied_classifier {
-        out.push(("classifier".to_string(), vec![vocab, dim]));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

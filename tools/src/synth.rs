@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use kinglet::format::TokenizerKind;
 use kinglet::Config;
 
-use crate::model::{canonical_tensors, OwnedModel, OwnedTensor, OwnedVocab};
+use crate::model::{OwnedModel, OwnedTensor, OwnedVocab};
 
 /// Standard deviation of the random weights (GPT-2's initialization).
 pub const WEIGHT_STD: f32 = 0.02;
@@ -136,17 +136,15 @@ pub fn synth_model(config: &Config, seed: u64) -> Result<OwnedModel> {
     config.validate()?;
     let vocab = synth_vocab(config.vocab_size)?;
     let mut rng = Rng::new(seed);
-    let tensors = canonical_tensors(config)
-        .into_iter()
-        .map(|(name, shape)| {
-            let len = shape.iter().map(|&d| d as usize).product();
-            let mut values = vec![1.0f32; len];
-            if shape.len() == 2 {
+    let tensors = kinglet::canonical_tensors(config)
+        .map(|t| {
+            let mut values = vec![1.0f32; t.elements() as usize];
+            if !t.role.is_norm() {
                 rng.fill_normal(&mut values, WEIGHT_STD);
             }
             OwnedTensor {
-                name,
-                shape,
+                name: t.role.to_string(),
+                shape: t.dims().to_vec(),
                 values,
             }
         })

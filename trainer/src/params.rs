@@ -48,46 +48,16 @@ pub struct ParamLayout {
     pub total: usize,
 }
 
-/// Per-layer field names, in the .klt file's canonical order.
-pub use kinglet::format::LAYER_TENSORS as LAYER_FIELDS;
-
 impl ParamLayout {
-    /// The layout for `config`.
+    /// The layout for `config`: the engine's canonical tensor table, each
+    /// tensor right after the previous one.
     pub fn new(config: &ModelConfig) -> Self {
-        let (d, kv, f, v) = (
-            config.dim,
-            config.kv_dim(),
-            config.hidden_dim,
-            config.vocab_size,
-        );
-        let mut shapes: Vec<(String, Vec<usize>)> = vec![("tok_embedding".into(), vec![v, d])];
-        for l in 0..config.n_layers {
-            let layer = [
-                vec![d],
-                vec![d, d],
-                vec![kv, d],
-                vec![kv, d],
-                vec![d, d],
-                vec![d],
-                vec![f, d],
-                vec![d, f],
-                vec![f, d],
-            ];
-            for (field, shape) in LAYER_FIELDS.iter().zip(layer) {
-                shapes.push((format!("layers.{l}.{field}"), shape));
-            }
-        }
-        shapes.push(("norm".into(), vec![d]));
-        if !config.tied_classifier {
-            shapes.push(("classifier".into(), vec![v, d]));
-        }
         let mut offset = 0;
-        let slots = shapes
-            .into_iter()
-            .map(|(name, shape)| {
+        let slots = kinglet::canonical_tensors(&config.to_engine())
+            .map(|t| {
                 let slot = TensorSlot {
-                    name,
-                    shape,
+                    name: t.role.to_string(),
+                    shape: t.dims().iter().map(|&d| d as usize).collect(),
                     offset,
                 };
                 offset += slot.len();

@@ -25,8 +25,9 @@
 //! `convert --dtype` requantizes them with kinglet's own quantizer.
 
 use anyhow::{bail, Context, Result};
+use kinglet::canonical::{canonical_index, canonical_tensor};
 use kinglet::format::TokenizerKind;
-use kinglet::Config;
+use kinglet::{canonical_tensors, CanonicalTensor, Config, LayerPart, TensorRole};
 
 use crate::model::{f32s_from_le, OwnedModel, OwnedTensor, OwnedVocab};
 
@@ -237,37 +238,113 @@ fn check_size(bytes: &[u8], version: u32, header: usize, floats: u64, c: &Config
     Ok(())
 }
 
-/// Element counts of the per-layer tensors, from the config.
-struct Sizes {
-    dim: usize,
-    hidden: usize,
-    kv: usize,
-    vocab: usize,
-    layers: usize,
+/// One array of a llama2.c file, or the run of one array per layer.
+#[derive(Clone, Copy, Debug)]
+enum Array {
+    Embedding,
+    EveryLayer(LayerPart),
+    FinalNorm,
+    Classifier,
 }
 
-impl Sizes {
-    fn new(c: &Config) -> Sizes {
-        Sizes {
-            dim: c.dim as usize,
-            hidden: c.hidden_dim as usize,
-            kv: c.kv_dim(),
-            vocab: c.vocab_size as usize,
-            layers: c.n_layers as usize,
+use Array::{Classifier, Embedding, EveryLayer, FinalNorm};
+use LayerPart::{AttnNorm, FfnNorm, Wk, Wo, Wq, Wv, W1, W2, W3};
+
+/// Version 0's arrays before the RoPE tables (the classifier follows them).
+const V0_ORDER: [Array; 11] = [
+    Embedding,
+    EveryLayer(AttnNorm),
+    EveryLayer(Wq),
+    EveryLayer(Wk),
+    EveryLayer(Wv),
+    EveryLayer(Wo),
+    EveryLayer(FfnNorm),
+    EveryLayer(W1),
+    EveryLayer(W2),
+    EveryLayer(W3),
+    FinalNorm,
+];
+/// Versions 1 and 2 put the norms first, always f32...
+const V1_NORMS: [Array; 3] = [EveryLayer(AttnNorm), EveryLayer(FfnNorm), FinalNorm];
+/// ...then the matrices (f32 in version 1, int8 groups in version 2).
+const V1_MATRICES: [Array; 9] = [
+    Embedding,
+    EveryLayer(Wq),
+    EveryLayer(Wk),
+    EveryLayer(Wv),
+    EveryLayer(Wo),
+    EveryLayer(W1),
+    EveryLayer(W2),
+    EveryLayer(W3),
+    Classifier,
+];
+
+/// The values read so far, one slot per tensor of the canonical table.
+struct Slots {
+    config: Config,
+    values: Vec<Option<Vec<f32>>>,
+}
+
+impl Slots {
+    fn new(config: &Config) -> Slots {
+        Slots {
+            config: *config,
+            values: vec![None; config.tensor_count() as usize],
         }
     }
 
-    /// Floats of every weight except the RoPE tables and the classifier.
-    /// A validated config keeps every factor small, so this cannot overflow u64.
-    fn weights(&self) -> u64 {
-        let (d, h, kv, v, l) = (
-            self.dim as u64,
-            self.hidden as u64,
-            self.kv as u64,
-            self.vocab as u64,
-            self.layers as u64,
-        );
-        v * d + l * (2 * d + 2 * d * d + 2 * kv * d + 3 * h * d) + d
+    /// The canonical tensors `array` stands for (none for a tied classifier).
+    fn tensors(&self, array: Array) -> Vec<CanonicalTensor> {
+        let roles: Vec<TensorRole> = match array {
+            Embedding => vec![TensorRole::TokEmbedding],
+            EveryLayer(part) => (0..self.config.n_layers)
+                .map(|layer| TensorRole::Layer { layer, part })
+                .collect(),
+            FinalNorm => vec![TensorRole::Norm],
+            Classifier => vec![TensorRole::Classifier],
+        };
+        roles
+            .into_iter()
+            .filter_map(|role| canonical_index(&self.config, role))
+            .filter_map(|index| canonical_tensor(&self.config, index))
+            .collect()
+    }
+
+    /// Reads the arrays of `order`, in order, `take(n)` giving the next `n` values.
+    fn read(
+        &mut self,
+        order: &[Array],
+        mut take: impl FnMut(usize) -> Result<Vec<f32>>,
+    ) -> Result<()> {
+        for &array in order {
+            for t in self.tensors(array) {
+                self.values[t.index as usize] = Some(take(t.elements() as usize)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Element counts of every tensor `order` stands for.
+    fn sizes(&self, order: &[Array]) -> Vec<u64> {
+        order
+            .iter()
+            .flat_map(|&a| self.tensors(a))
+            .map(|t| t.elements())
+            .collect()
+    }
+
+    /// The tensors in canonical order, with canonical names and shapes.
+    fn into_tensors(self) -> Result<Vec<OwnedTensor>> {
+        canonical_tensors(&self.config)
+            .zip(self.values)
+            .map(|(t, values)| {
+                Ok(OwnedTensor {
+                    name: t.role.to_string(),
+                    shape: t.dims().to_vec(),
+                    values: values.with_context(|| format!("{} is not in the file", t.role))?,
+                })
+            })
+            .collect()
     }
 }
 
@@ -285,11 +362,6 @@ impl Floats<'_> {
         Ok(f32s_from_le(s))
     }
 
-    /// `layers` arrays of `n` floats each.
-    fn take_layers(&mut self, layers: usize, n: usize) -> Result<Vec<Vec<f32>>> {
-        (0..layers).map(|_| self.take(n)).collect()
-    }
-
     fn skip(&mut self, n: usize) {
         self.pos += 4 * n;
     }
@@ -304,8 +376,8 @@ struct Int8Groups<'a> {
 
 impl Int8Groups<'_> {
     /// Bytes one matrix of `n` values takes: the values and their scales.
-    fn bytes_for(n: usize, group: usize) -> u64 {
-        n as u64 + 4 * (n / group) as u64
+    fn bytes_for(n: u64, group: u64) -> u64 {
+        n + 4 * (n / group)
     }
 
     /// The dequantized values of the next matrix of `n` values.
@@ -326,79 +398,6 @@ impl Int8Groups<'_> {
             .map(|(i, &v)| v as i8 as f32 * scales[i / self.group])
             .collect())
     }
-
-    fn take_layers(&mut self, layers: usize, n: usize) -> Result<Vec<Vec<f32>>> {
-        (0..layers).map(|_| self.take(n)).collect()
-    }
-}
-
-/// Per-layer arrays, each `[L][...]`.
-struct LayerArrays {
-    attn_norm: Vec<Vec<f32>>,
-    wq: Vec<Vec<f32>>,
-    wk: Vec<Vec<f32>>,
-    wv: Vec<Vec<f32>>,
-    wo: Vec<Vec<f32>>,
-    ffn_norm: Vec<Vec<f32>>,
-    w1: Vec<Vec<f32>>,
-    w2: Vec<Vec<f32>>,
-    w3: Vec<Vec<f32>>,
-}
-
-/// Arranges llama2.c arrays in the canonical .klt order with canonical names.
-fn assemble(
-    c: &Config,
-    embedding: Vec<f32>,
-    layers: LayerArrays,
-    final_norm: Vec<f32>,
-    classifier: Option<Vec<f32>>,
-) -> Vec<OwnedTensor> {
-    let s = Sizes::new(c);
-    let (dim, hidden, kv, vocab) = (c.dim, c.hidden_dim, s.kv as u32, c.vocab_size);
-    let t = |name: String, shape: Vec<u32>, values| OwnedTensor {
-        name,
-        shape,
-        values,
-    };
-    let mut out = vec![t("tok_embedding".into(), vec![vocab, dim], embedding)];
-    let LayerArrays {
-        attn_norm,
-        wq,
-        wk,
-        wv,
-        wo,
-        ffn_norm,
-        w1,
-        w2,
-        w3,
-    } = layers;
-    let per_layer = attn_norm
-        .into_iter()
-        .zip(wq)
-        .zip(wk)
-        .zip(wv)
-        .zip(wo)
-        .zip(ffn_norm)
-        .zip(w1)
-        .zip(w2)
-        .zip(w3);
-    for (l, ((((((((an, q), k), v), o), fnorm), g), down), up)) in per_layer.enumerate() {
-        let name = |part: &str| format!("layers.{l}.{part}");
-        out.push(t(name("attn_norm"), vec![dim], an));
-        out.push(t(name("wq"), vec![dim, dim], q));
-        out.push(t(name("wk"), vec![kv, dim], k));
-        out.push(t(name("wv"), vec![kv, dim], v));
-        out.push(t(name("wo"), vec![dim, dim], o));
-        out.push(t(name("ffn_norm"), vec![dim], fnorm));
-        out.push(t(name("w1"), vec![hidden, dim], g));
-        out.push(t(name("w2"), vec![dim, hidden], down));
-        out.push(t(name("w3"), vec![hidden, dim], up));
-    }
-    out.push(t("norm".into(), vec![dim], final_norm));
-    if let Some(cls) = classifier {
-        out.push(t("classifier".into(), vec![vocab, dim], cls));
-    }
-    out
 }
 
 fn parse_v0(bytes: &[u8]) -> Result<Checkpoint> {
@@ -409,58 +408,32 @@ fn parse_v0(bytes: &[u8]) -> Result<Checkpoint> {
         )
     })?;
     let mut params = params;
-    // A negative vocab_size marks an unshared classifier.
+    // A negative vocab size marks an unshared classifier.
     let tied = params[5] > 0;
     params[5] = params[5].checked_abs().unwrap_or(-1);
     let c = config_from_params(params, tied)
         .context("not a .klt file, and not a valid llama2.c version 0 checkpoint")?;
-    let s = Sizes::new(&c);
-    let rope_floats = c.max_seq_len as u64 * c.head_dim() as u64; // real + imag tables
-    let classifier_floats = if tied { 0 } else { (s.vocab * s.dim) as u64 };
-    check_size(
-        bytes,
-        0,
-        V0_HEADER_BYTES,
-        s.weights() + rope_floats + classifier_floats,
-        &c,
-    )?;
+    let mut slots = Slots::new(&c);
+    // freq_cis_real and freq_cis_imag, [seq, head_dim/2] each: unused, RoPE
+    // is recomputed.
+    let rope_floats = c.max_seq_len as u64 * c.head_dim() as u64;
+    let weights: u64 = slots
+        .sizes(&V0_ORDER)
+        .iter()
+        .chain(&slots.sizes(&[Classifier]))
+        .sum();
+    check_size(bytes, 0, V0_HEADER_BYTES, weights + rope_floats, &c)?;
 
     let mut r = Floats {
         bytes: &bytes[V0_HEADER_BYTES..],
         pos: 0,
     };
-    let (d, h, kv, l) = (s.dim, s.hidden, s.kv, s.layers);
-    let embedding = r.take(s.vocab * d)?; // [vocab, dim]
-    let attn_norm = r.take_layers(l, d)?; // [L][dim]
-    let wq = r.take_layers(l, d * d)?; // [L][dim, dim]
-    let wk = r.take_layers(l, kv * d)?; // [L][kv_dim, dim]
-    let wv = r.take_layers(l, kv * d)?; // [L][kv_dim, dim]
-    let wo = r.take_layers(l, d * d)?; // [L][dim, dim]
-    let ffn_norm = r.take_layers(l, d)?; // [L][dim]
-    let w1 = r.take_layers(l, h * d)?; // [L][hidden, dim]
-    let w2 = r.take_layers(l, d * h)?; // [L][dim, hidden]
-    let w3 = r.take_layers(l, h * d)?; // [L][hidden, dim]
-    let final_norm = r.take(d)?; // [dim]
-    r.skip(rope_floats as usize); // freq_cis_real, freq_cis_imag [seq, head_dim/2]
-    let classifier = if tied {
-        None
-    } else {
-        Some(r.take(s.vocab * d)?) // [vocab, dim]
-    };
-    let layers = LayerArrays {
-        attn_norm,
-        wq,
-        wk,
-        wv,
-        wo,
-        ffn_norm,
-        w1,
-        w2,
-        w3,
-    };
+    slots.read(&V0_ORDER, |n| r.take(n))?;
+    r.skip(rope_floats as usize);
+    slots.read(&[Classifier], |n| r.take(n))?;
     Ok(Checkpoint {
         version: 0,
-        tensors: assemble(&c, embedding, layers, final_norm, classifier),
+        tensors: slots.into_tensors()?,
         config: c,
     })
 }
@@ -480,51 +453,19 @@ fn parse_v1(bytes: &[u8]) -> Result<Checkpoint> {
         );
     }
     let c = config_from_params(params, tied)?;
-    let s = Sizes::new(&c);
-    let classifier_floats = if tied { 0 } else { (s.vocab * s.dim) as u64 };
-    check_size(
-        bytes,
-        1,
-        V1_HEADER_BYTES,
-        s.weights() + classifier_floats,
-        &c,
-    )?;
+    let mut slots = Slots::new(&c);
+    let weights: u64 = canonical_tensors(&c).map(|t| t.elements()).sum();
+    check_size(bytes, 1, V1_HEADER_BYTES, weights, &c)?;
 
     let mut r = Floats {
         bytes: &bytes[V1_HEADER_BYTES..],
         pos: 0,
     };
-    let (d, h, kv, l) = (s.dim, s.hidden, s.kv, s.layers);
-    let attn_norm = r.take_layers(l, d)?; // [L][dim]
-    let ffn_norm = r.take_layers(l, d)?; // [L][dim]
-    let final_norm = r.take(d)?; // [dim]
-    let embedding = r.take(s.vocab * d)?; // [vocab, dim]
-    let wq = r.take_layers(l, d * d)?; // [L][dim, dim]
-    let wk = r.take_layers(l, kv * d)?; // [L][kv_dim, dim]
-    let wv = r.take_layers(l, kv * d)?; // [L][kv_dim, dim]
-    let wo = r.take_layers(l, d * d)?; // [L][dim, dim]
-    let w1 = r.take_layers(l, h * d)?; // [L][hidden, dim]
-    let w2 = r.take_layers(l, d * h)?; // [L][dim, hidden]
-    let w3 = r.take_layers(l, h * d)?; // [L][hidden, dim]
-    let classifier = if tied {
-        None
-    } else {
-        Some(r.take(s.vocab * d)?) // [vocab, dim]
-    };
-    let layers = LayerArrays {
-        attn_norm,
-        wq,
-        wk,
-        wv,
-        wo,
-        ffn_norm,
-        w1,
-        w2,
-        w3,
-    };
+    slots.read(&V1_NORMS, |n| r.take(n))?;
+    slots.read(&V1_MATRICES, |n| r.take(n))?;
     Ok(Checkpoint {
         version: 1,
-        tensors: assemble(&c, embedding, layers, final_norm, classifier),
+        tensors: slots.into_tensors()?,
         config: c,
     })
 }
@@ -550,21 +491,13 @@ fn parse_v2(bytes: &[u8]) -> Result<Checkpoint> {
     let (params, tied) = read_ak42_header(bytes, 2)?;
     let group = le_i32(bytes, 37).context("file ends inside the llama2.c header")?;
     let c = config_from_params(params, tied)?;
-    let s = Sizes::new(&c);
-    let (d, h, kv, l) = (s.dim, s.hidden, s.kv, s.layers);
-    // The matrices in file order, by element count.
-    let mut matrices = vec![s.vocab * d];
-    for n in [d * d, kv * d, kv * d, d * d, h * d, d * h, h * d] {
-        matrices.extend(std::iter::repeat_n(n, l));
-    }
-    if !tied {
-        matrices.push(s.vocab * d);
-    }
-    let group = match usize::try_from(group) {
+    let mut slots = Slots::new(&c);
+    let matrices = slots.sizes(&V1_MATRICES);
+    let group = match u64::try_from(group) {
         Ok(g) if g > 0 && matrices.iter().all(|n| n % g == 0) => g,
         _ => bail!("llama2.c version 2 header: group size {group} does not divide every matrix"),
     };
-    let norms = (2 * l * d + d) as u64;
+    let norms: u64 = slots.sizes(&V1_NORMS).iter().sum();
     let expected = V1_HEADER_BYTES as u64
         + 4 * norms
         + matrices
@@ -584,34 +517,16 @@ fn parse_v2(bytes: &[u8]) -> Result<Checkpoint> {
         bytes: &bytes[V1_HEADER_BYTES..],
         pos: 0,
     };
-    let attn_norm = r.take_layers(l, d)?; // [L][dim]
-    let ffn_norm = r.take_layers(l, d)?; // [L][dim]
-    let final_norm = r.take(d)?; // [dim]
+    slots.read(&V1_NORMS, |n| r.take(n))?;
     let mut q = Int8Groups {
         bytes: &bytes[V1_HEADER_BYTES + r.pos..],
         pos: 0,
-        group,
+        group: group as usize,
     };
-    let embedding = q.take(s.vocab * d)?; // [vocab, dim]
-    let layers = LayerArrays {
-        attn_norm,
-        wq: q.take_layers(l, d * d)?,
-        wk: q.take_layers(l, kv * d)?,
-        wv: q.take_layers(l, kv * d)?,
-        wo: q.take_layers(l, d * d)?,
-        ffn_norm,
-        w1: q.take_layers(l, h * d)?,
-        w2: q.take_layers(l, d * h)?,
-        w3: q.take_layers(l, h * d)?,
-    };
-    let classifier = if tied {
-        None
-    } else {
-        Some(q.take(s.vocab * d)?)
-    };
+    slots.read(&V1_MATRICES, |n| q.take(n))?;
     Ok(Checkpoint {
         version: 2,
-        tensors: assemble(&c, embedding, layers, final_norm, classifier),
+        tensors: slots.into_tensors()?,
         config: c,
     })
 }
