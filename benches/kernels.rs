@@ -90,7 +90,9 @@ fn main() {
                             fail(&format!("matvec_quantized: {e}"));
                         }
                     } else {
-                        path.matvec(&mut out, &w, &x);
+                        if let Err(e) = path.matvec(&mut out, &w, &x) {
+                            fail(&format!("matvec: {e}"));
+                        }
                     }
                     black_box(&out);
                 });

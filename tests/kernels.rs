@@ -1,13 +1,13 @@
-//! Every accelerated kernel path against the scalar reference, on random
-//! inputs of awkward sizes.
+//! Every accelerated kernel path against the reference (the portable path),
+//! on random inputs of awkward sizes.
 //!
 //! The claim under test is the strong one: every path gives the reference's
-//! result **bit for bit** (float kernels keep the reference's lanes and sum
-//! order, quantized kernels sum each block exactly in integers and then
-//! accumulate the blocks in order). Paths this CPU lacks are reported and
-//! skipped.
+//! result **bit for bit** (float kernels keep the reference's 16 lanes and
+//! sum order, quantized kernels sum each block exactly in integers and then
+//! accumulate the blocks in order). Paths this CPU lacks are reported
+//! (`skipped: CPU lacks avx512vnni`) and skipped.
 
-use kinglet::kernels::{self, scalar, Path};
+use kinglet::kernels::{self, reference, Path};
 use kinglet::quant::{self, quantize_activations, quantize_row, BlockQ8};
 use kinglet::tensor::BLOCK_LEN;
 use kinglet::{Dtype, Error, Matrix};
@@ -44,21 +44,24 @@ impl Rng {
     }
 }
 
-const ROWS: [usize; 4] = [1, 3, 8, 17];
-const FLOAT_COLS: [usize; 6] = [1, 31, 33, 64, 257, 1000];
+const ROWS: [usize; 6] = [1, 3, 8, 16, 17, 35];
+const FLOAT_COLS: [usize; 8] = [1, 15, 16, 31, 33, 64, 257, 1000];
 const QUANT_COLS: [usize; 5] = [32, 96, 288, 1024, 2080];
+
+/// The reference.
+const REF: Path = Path::Portable;
 
 /// The paths to test against the reference, announcing the ones skipped.
 fn accelerated_paths() -> Vec<Path> {
     Path::ALL
         .into_iter()
-        .filter(|&p| p != Path::Scalar)
-        .filter(|p| {
-            let ok = p.is_supported();
-            if !ok {
-                println!("skipped: this CPU has no {} path", p.name());
+        .filter(|&p| p != REF)
+        .filter(|p| match p.missing_feature() {
+            Some(feature) => {
+                println!("skipped: the {} path: CPU lacks {feature}", p.name());
+                false
             }
-            ok
+            None => true,
         })
         .collect()
 }
@@ -95,8 +98,8 @@ fn float_matvec_equals_reference_bit_for_bit() {
                     let x = rng.values(cols);
                     let mut want = vec![f32::NAN; rows];
                     let mut got = vec![f32::NAN; rows];
-                    scalar::matvec(&mut want, &w, &x);
-                    path.matvec(&mut got, &w, &x);
+                    REF.matvec(&mut want, &w, &x).expect("reference");
+                    path.matvec(&mut got, &w, &x).expect("path");
                     let what = format!("{} {dtype:?} {rows}x{cols}", path.name());
                     assert_bits_eq(&got, &want, &what);
                 }
@@ -118,10 +121,10 @@ fn float_matvec_is_close_to_exact_arithmetic() {
             let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
             let x = rng.values(cols);
             let mut got = vec![0.0; rows];
-            path.matvec(&mut got, &w, &x);
+            path.matvec(&mut got, &w, &x).expect("path");
             let mut row = vec![0.0; cols];
             for (r, &g) in got.iter().enumerate() {
-                scalar::row_to_f32(&w, r, &mut row);
+                kernels::row_to_f32(&w, r, &mut row).expect("row");
                 let exact: f64 = row.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
                 let scale: f64 = row
                     .iter()
@@ -142,17 +145,17 @@ fn float_matvec_is_close_to_exact_arithmetic() {
 fn dot_and_axpy_equal_reference_bit_for_bit() {
     let mut rng = Rng(3);
     for path in accelerated_paths() {
-        for n in [0, 1, 7, 8, 9, 31, 33, 48, 64, 257, 1000] {
+        for n in [0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 48, 64, 257, 1000] {
             let (a, b) = (rng.values(n), rng.values(n));
             let what = format!("{} n={n}", path.name());
             assert_eq!(
                 path.dot(&a, &b).to_bits(),
-                scalar::dot(&a, &b).to_bits(),
+                reference::dot(&a, &b).to_bits(),
                 "dot {what}"
             );
             let factor = rng.unit() * 3.0;
             let (mut want, mut got) = (b.clone(), b.clone());
-            scalar::axpy(&mut want, factor, &a);
+            reference::axpy(&mut want, factor, &a);
             path.axpy(&mut got, factor, &a);
             assert_bits_eq(&got, &want, &format!("axpy {what}"));
         }
@@ -171,7 +174,7 @@ fn quantized_case(path: Path, dtype: Dtype, rows: usize, data: &[u8], xq: &[Bloc
     let w = Matrix::new(dtype, rows, cols, data).expect("shape");
     let mut want = vec![f32::NAN; rows];
     let mut got = vec![f32::NAN; rows];
-    quant::matvec_quantized(&mut want, &w, xq).expect("reference");
+    REF.matvec_quantized(&mut want, &w, xq).expect("reference");
     path.matvec_quantized(&mut got, &w, xq).expect("path");
     assert_bits_eq(&got, &want, what);
     for r in 0..rows {
@@ -298,8 +301,8 @@ fn dispatching_functions_use_the_active_path() {
     let w = Matrix::new(Dtype::F16, rows, cols, &data).expect("shape");
     let x = rng.values(cols);
     let (mut got, mut want) = (vec![0.0; rows], vec![0.0; rows]);
-    kernels::matvec(&mut got, &w, &x);
-    scalar::matvec(&mut want, &w, &x);
+    kernels::matvec(&mut got, &w, &x).expect("active");
+    REF.matvec(&mut want, &w, &x).expect("reference");
     assert_bits_eq(&got, &want, "kernels::matvec");
 }
 
@@ -342,11 +345,11 @@ fn float_matmul_equals_matvec_per_position_bit_for_bit() {
                         let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
                         let x = rng.values(n * cols);
                         let mut got = vec![f32::NAN; rows * n];
-                        path.matmul(&mut got, &w, &x, n);
+                        path.matmul(&mut got, &w, &x, n).expect("path");
                         let mut want = vec![f32::NAN; rows * n];
                         for (t, x_t) in x.chunks_exact(cols).enumerate() {
                             let mut column = vec![0.0; rows];
-                            scalar::matvec(&mut column, &w, x_t);
+                            REF.matvec(&mut column, &w, x_t).expect("reference");
                             for (r, v) in column.into_iter().enumerate() {
                                 want[r * n + t] = v;
                             }
@@ -379,7 +382,8 @@ fn quantized_matmul_equals_reference_dots_bit_for_bit() {
                         let mut want = vec![f32::NAN; rows * n];
                         for (t, x_t) in xq.chunks_exact(blocks).enumerate() {
                             let mut column = vec![0.0; rows];
-                            quant::matvec_quantized(&mut column, &w, x_t).expect("reference");
+                            REF.matvec_quantized(&mut column, &w, x_t)
+                                .expect("reference");
                             for (r, v) in column.into_iter().enumerate() {
                                 want[r * n + t] = v;
                             }
@@ -403,7 +407,7 @@ fn quantized_matmul_equals_reference_dots_bit_for_bit() {
 fn attention_kernels_equal_reference_bit_for_bit() {
     let mut rng = Rng(10);
     for path in accelerated_paths() {
-        for width in [1, 7, 8, 31, 33, 48, 64, 257] {
+        for width in [1, 7, 8, 15, 16, 17, 31, 33, 48, 64, 257] {
             for positions in [1, 3, 4, 5, 9, 33] {
                 let (offset, stride) = (width % 5, width + width % 5 + 3);
                 let keys = rng.values(positions * stride);
@@ -411,18 +415,22 @@ fn attention_kernels_equal_reference_bit_for_bit() {
                 let what = format!("{} width {width} positions {positions}", path.name());
                 let mut want = vec![f32::NAN; positions];
                 let mut got = vec![f32::NAN; positions];
-                scalar::attention_scores(&mut want, &q, &keys, stride, offset);
-                path.attention_scores(&mut got, &q, &keys, stride, offset);
+                REF.attention_scores(&mut want, &q, &keys, stride, offset)
+                    .expect("reference");
+                path.attention_scores(&mut got, &q, &keys, stride, offset)
+                    .expect("path");
                 assert_bits_eq(&got, &want, &format!("scores {what}"));
                 for (p, &s) in want.iter().enumerate() {
                     let k = &keys[p * stride + offset..][..width];
-                    assert_eq!(s.to_bits(), scalar::dot(&q, k).to_bits(), "{what}");
+                    assert_eq!(s.to_bits(), reference::dot(&q, k).to_bits(), "{what}");
                 }
                 let weights = rng.values(positions);
                 let mut want = vec![f32::NAN; width];
                 let mut got = vec![f32::NAN; width];
-                scalar::weighted_sum(&mut want, &weights, &keys, stride, offset);
-                path.weighted_sum(&mut got, &weights, &keys, stride, offset);
+                REF.weighted_sum(&mut want, &weights, &keys, stride, offset)
+                    .expect("reference");
+                path.weighted_sum(&mut got, &weights, &keys, stride, offset)
+                    .expect("path");
                 assert_bits_eq(&got, &want, &format!("weighted sum {what}"));
             }
         }

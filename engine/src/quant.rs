@@ -38,8 +38,9 @@
 //!
 //! # Integer dot products
 //!
-//! [`q8_0_dot`] and [`q4_0_dot`] define the result every faster kernel must
-//! reproduce bit for bit: per block an exact i32 sum of level products, then
+//! [`q8_0_dot`] and [`q4_0_dot`] (defined with the other reference kernels in
+//! `kernels/reference.rs`) fix the result every faster kernel must reproduce
+//! bit for bit: per block an exact i32 sum of level products, then
 //! `sum += d_w * d_x * isum` in f32 (left to right, `d_w` the f16 weight scale
 //! as f32), blocks in order, starting from 0.
 //!
@@ -217,9 +218,7 @@ pub fn fake_quantize(dtype: Dtype, x: &mut [f32]) -> Result<(), Error> {
 /// [`Error::InvalidInput`] for a wrong `dst` length, [`Error::Unrepresentable`]
 /// for NaN or ±∞. On error `dst` is untouched.
 pub fn quantize_activations(x: &[f32], dst: &mut [BlockQ8]) -> Result<(), Error> {
-    let blocks = whole_blocks(x.len())?;
-    check_output_len(blocks, dst.len())?;
-    check_finite(Dtype::Q8_0, x)?;
+    check_activations(x, dst.len())?;
     for (out, block) in dst.iter_mut().zip(f32_blocks(x)) {
         *out = quantize_block_q8(block);
     }
@@ -260,117 +259,23 @@ pub fn fake_quantize_activations(x: &mut [f32]) -> Result<(), Error> {
 }
 
 // ---------------------------------------------------------------------------
-// Integer dot products (the scalar reference for the SIMD kernels)
+// Integer dot products: defined with the other kernels' reference
 // ---------------------------------------------------------------------------
 
-/// Dot product of one Q8_0 weight row (`32·k` elements in `k` blocks of 34
-/// bytes) with `k` activation blocks: per block an i32 sum of products, then
-/// `sum += d_w · d_x · isum` in f32, in block order.
-///
-/// Errors: [`Error::InvalidInput`] when the lengths disagree.
-pub fn q8_0_dot(w_row: &[u8], x: &[BlockQ8]) -> Result<f32, Error> {
-    check_dot_lengths(Dtype::Q8_0, w_row.len(), x.len())?;
-    Ok(q8_0_dot_unchecked(w_row, x))
-}
-
-/// Dot product of one Q4_0 weight row (`32·k` elements in `k` blocks of 18
-/// bytes) with `k` activation blocks, accumulated as in [`q8_0_dot`].
-///
-/// Errors: [`Error::InvalidInput`] when the lengths disagree.
-pub fn q4_0_dot(w_row: &[u8], x: &[BlockQ8]) -> Result<f32, Error> {
-    check_dot_lengths(Dtype::Q4_0, w_row.len(), x.len())?;
-    Ok(q4_0_dot_unchecked(w_row, x))
-}
+pub use crate::kernels::reference::{q4_0_dot, q8_0_dot};
 
 /// `out = W · x` for a Q8_0 or Q4_0 matrix `w` (`rows × cols`) and activations
 /// `xq` quantized with [`quantize_activations`] (`cols / 32` blocks);
 /// `out` holds `rows` elements. Row `r` is exactly `q8_0_dot` / `q4_0_dot` of
-/// row `r`, so splitting the rows among threads changes no bit.
+/// row `r`, so splitting the rows among threads changes no bit. The
+/// reference kernel; [`crate::kernels::matvec_quantized`] runs the fastest
+/// path, with the same bits.
 ///
 /// Errors: [`Error::InvalidInput`] for a float matrix, a matrix whose bytes do
 /// not match its shape, or `xq` of the wrong length; [`Error::BufferTooSmall`]
 /// / [`Error::InvalidInput`] for `out` of the wrong length.
 pub fn matvec_quantized(out: &mut [f32], w: &Matrix<'_>, xq: &[BlockQ8]) -> Result<(), Error> {
-    if !w.dtype.is_quantized() {
-        return Err(Error::InvalidInput {
-            reason: "matvec_quantized needs a Q8_0 or Q4_0 matrix",
-        });
-    }
-    let row_len = row_bytes(w.dtype, w.cols)?;
-    if row_len.checked_mul(w.rows) != Some(w.data.len()) {
-        return Err(Error::InvalidInput {
-            reason: "matrix bytes do not match its shape",
-        });
-    }
-    check_dot_lengths(w.dtype, row_len, xq.len())?;
-    check_output_len(w.rows, out.len())?;
-    if row_len == 0 {
-        // Zero columns: every dot product is empty.
-        out.fill(0.0);
-        return Ok(());
-    }
-    let rows = w.data.chunks_exact(row_len);
-    match w.dtype {
-        Dtype::Q8_0 => {
-            for (o, row) in out.iter_mut().zip(rows) {
-                *o = q8_0_dot_unchecked(row, xq);
-            }
-        }
-        _ => {
-            for (o, row) in out.iter_mut().zip(rows) {
-                *o = q4_0_dot_unchecked(row, xq);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// [`q8_0_dot`] for lengths already checked (extra blocks on either side
-/// would be ignored).
-fn q8_0_dot_unchecked(w_row: &[u8], x: &[BlockQ8]) -> f32 {
-    let mut sum = 0.0f32;
-    for (w, x) in q8_0_blocks(w_row).zip(x) {
-        let isum = q8_0_block_isum(w, &x.qs);
-        sum += scale_of(w) * x.d * isum as f32;
-    }
-    sum
-}
-
-/// [`q4_0_dot`] for lengths already checked.
-fn q4_0_dot_unchecked(w_row: &[u8], x: &[BlockQ8]) -> f32 {
-    let mut sum = 0.0f32;
-    for (w, x) in q4_0_blocks(w_row).zip(x) {
-        let isum = q4_0_block_isum(w, &x.qs);
-        sum += scale_of(w) * x.d * isum as f32;
-    }
-    sum
-}
-
-// The block sums are kept out of line: inlined next to the scale conversion,
-// LLVM (1.95) leaves them as 32 scalar multiplies; on their own they become
-// pmaddwd on plain x86-64, about 2.5× faster per block even with the call.
-
-/// Σ w_j · x_j over one Q8_0 block, exact in i32 (|sum| ≤ 32·128·127).
-#[inline(never)]
-fn q8_0_block_isum(w: &[u8; Q8_0_BLOCK_BYTES], x: &[i8; BLOCK_LEN]) -> i32 {
-    let mut isum = 0i32;
-    for j in 0..BLOCK_LEN {
-        isum += i32::from(w[SCALE_BYTES + j] as i8) * i32::from(x[j]);
-    }
-    isum
-}
-
-/// Σ (q_j − 8) · x_j over one Q4_0 block, exact in i32 (|sum| ≤ 32·8·127).
-#[inline(never)]
-fn q4_0_block_isum(w: &[u8; Q4_0_BLOCK_BYTES], x: &[i8; BLOCK_LEN]) -> i32 {
-    let mut isum = 0i32;
-    for j in 0..Q4_PACKED_BYTES {
-        let byte = w[SCALE_BYTES + j];
-        let low = i32::from(byte & 0x0f) - Q4_OFFSET;
-        let high = i32::from(byte >> 4) - Q4_OFFSET;
-        isum += low * i32::from(x[j]) + high * i32::from(x[j + Q4_PACKED_BYTES]);
-    }
-    isum
+    crate::kernels::Path::Portable.matvec_quantized(out, w, xq)
 }
 
 // ---------------------------------------------------------------------------
@@ -392,7 +297,7 @@ fn inverse_scale(d: f32) -> f32 {
 }
 
 /// Q8 rounding of one block, with the scale in f32.
-fn quantize_block_q8(x: &[f32; BLOCK_LEN]) -> BlockQ8 {
+pub(crate) fn quantize_block_q8(x: &[f32; BLOCK_LEN]) -> BlockQ8 {
     let amax = x.iter().fold(0.0f32, |amax, &v| {
         let a = libm::fabsf(v);
         // ggml's MAX(amax, a).
@@ -496,7 +401,7 @@ fn whole_blocks(len: usize) -> Result<usize, Error> {
 }
 
 /// Bytes of a row of `len` elements of `dtype`.
-fn row_bytes(dtype: Dtype, len: usize) -> Result<usize, Error> {
+pub(crate) fn row_bytes(dtype: Dtype, len: usize) -> Result<usize, Error> {
     if dtype.is_quantized() {
         whole_blocks(len)?;
     }
@@ -507,7 +412,7 @@ fn row_bytes(dtype: Dtype, len: usize) -> Result<usize, Error> {
 
 /// An output must be exactly as long as the result, so that a shape mistake
 /// is an error rather than a half-written buffer.
-fn check_output_len(needed: usize, available: usize) -> Result<(), Error> {
+pub(crate) fn check_output_len(needed: usize, available: usize) -> Result<(), Error> {
     if available < needed {
         Err(Error::BufferTooSmall { needed, available })
     } else if available > needed {
@@ -519,22 +424,21 @@ fn check_output_len(needed: usize, available: usize) -> Result<(), Error> {
     }
 }
 
-fn check_dot_lengths(dtype: Dtype, row_len: usize, x_blocks: usize) -> Result<(), Error> {
-    let block_bytes = if matches!(dtype, Dtype::Q8_0) {
-        Q8_0_BLOCK_BYTES
-    } else {
-        Q4_0_BLOCK_BYTES
-    };
-    if x_blocks.checked_mul(block_bytes) == Some(row_len) {
-        Ok(())
-    } else {
-        Err(Error::InvalidInput {
-            reason: "weight row and activation blocks differ in length",
-        })
-    }
+/// What [`quantize_activations`] refuses: `x` not whole blocks, `blocks`
+/// not exactly its number of blocks, a NaN or an infinity.
+pub(crate) fn check_activations(x: &[f32], blocks: usize) -> Result<(), Error> {
+    check_output_len(whole_blocks(x.len())?, blocks)?;
+    check_finite(Dtype::Q8_0, x)
 }
 
 fn check_finite(dtype: Dtype, x: &[f32]) -> Result<(), Error> {
+    // A branch-free pass first (it vectorizes); the position only on failure.
+    let all_finite = x
+        .chunks(64)
+        .all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()));
+    if all_finite {
+        return Ok(());
+    }
     match x.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
         Some(index) => Err(Error::Unrepresentable {

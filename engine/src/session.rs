@@ -352,7 +352,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
 
         let embedding = model.token_embedding();
         for (&token, x_row) in tokens.iter().zip(x.chunks_exact_mut(dim)) {
-            kernels::row_to_f32(&embedding, token as usize, x_row);
+            kernels::row_to_f32(&embedding, token as usize, x_row)?;
         }
 
         for layer in 0..config.n_layers as usize {
@@ -386,7 +386,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
                 heads,
                 start,
                 seq,
-            );
+            )?;
             scratch.project(xb2, &w.wo, xb, n)?;
             ops::add_assign(x, xb2);
 
@@ -488,10 +488,7 @@ impl Scratch<'_> {
                         Some(part_w) if quantized => {
                             kernels::matvec_quantized(part, &part_w, xq).is_ok()
                         }
-                        Some(part_w) => {
-                            kernels::matvec(part, &part_w, x);
-                            true
-                        }
+                        Some(part_w) => kernels::matvec(part, &part_w, x).is_ok(),
                         None => false,
                     };
                     if !ok {
@@ -512,10 +509,7 @@ impl Scratch<'_> {
                         Some(part_w) if quantized => {
                             kernels::matmul_quantized(part, &part_w, xq, n).is_ok()
                         }
-                        Some(part_w) => {
-                            kernels::matmul(part, &part_w, x, n);
-                            true
-                        }
+                        Some(part_w) => kernels::matmul(part, &part_w, x, n).is_ok(),
                         None => false,
                     };
                     if !ok {
@@ -559,28 +553,34 @@ fn attend(
     heads: Heads,
     start: usize,
     max_seq: usize,
-) {
+) -> Result<(), Error> {
     let Heads {
         n_heads,
         n_kv_heads,
         head_dim,
     } = heads;
+    let mismatch = Err(Error::InvalidInput {
+        reason: "attention heads do not match the cache",
+    });
     if n_heads == 0 || n_kv_heads == 0 || head_dim == 0 {
-        return;
+        return mismatch;
     }
     let (dim, kv_dim) = (n_heads * head_dim, heads.kv_dim());
     let group = n_heads / n_kv_heads; // query heads per KV head
     let stride = attention_stride(max_seq, head_dim);
     let Some(att) = att.get_mut(..n_heads * stride) else {
-        return;
+        return mismatch;
     };
     let scale = libm::sqrtf(head_dim as f32);
+    let failed = AtomicBool::new(false);
     parallel.for_each_chunk(att, stride, &|first, workspace| {
         let h = first / stride;
         let (scores, head_out) = workspace.split_at_mut(max_seq.min(workspace.len()));
         let kv_start = (h / group.max(1)) * head_dim;
         if kv_start + head_dim > kv_dim {
-            return; // n_heads not a multiple of n_kv_heads: refused at open
+            // n_heads not a multiple of n_kv_heads: refused at open.
+            failed.store(true, Ordering::Relaxed);
+            return;
         }
         let kv_range = kv_start..kv_start + head_dim;
         let queries = q
@@ -590,14 +590,20 @@ fn attend(
         {
             let positions = start + t + 1; // causal: 0..=start + t
             let weights = &mut scores[..positions.min(max_seq)];
-            kernels::attention_scores(weights, q_head, keys, kv_dim, kv_range.start);
+            let scored = kernels::attention_scores(weights, q_head, keys, kv_dim, kv_range.start);
             for w in weights.iter_mut() {
                 *w /= scale;
             }
             ops::softmax(weights);
-            kernels::weighted_sum(out_head, weights, values, kv_dim, kv_range.start);
+            let summed = kernels::weighted_sum(out_head, weights, values, kv_dim, kv_range.start);
+            if scored.is_err() || summed.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
         }
     });
+    if failed.load(Ordering::Relaxed) {
+        return mismatch;
+    }
     // Each head's `[n × head_dim]` outputs into the position-major `out`.
     for (h, workspace) in att.chunks_exact(stride).enumerate() {
         let head_out = workspace[max_seq..].chunks_exact(head_dim);
@@ -605,6 +611,7 @@ fn attend(
             out_row[h * head_dim..][..head_dim].copy_from_slice(o);
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

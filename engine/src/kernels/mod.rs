@@ -1,15 +1,21 @@
-//! Kernel dispatch: decides which implementation runs. The definitions live
-//! in [`scalar`] (the reference, always compiled); `x86.rs` only accelerates
-//! them, and [`Path`] chooses (see `path.rs`). Each accelerated kernel gives
-//! the reference's bits, so the choice never changes a result.
+//! The inference kernels: matrix products, attention's inner loops and the
+//! quantization of activations.
 //!
-//! Every function here has the preconditions of its scalar counterpart.
+//! - `reference.rs` defines every kernel (and is the portable path);
+//! - `avx2.rs` and `avx512.rs` hold only intrinsics, with the same function
+//!   names, each reproducing the reference bit for bit;
+//! - `path.rs` chooses a path and dispatches, one line per kernel;
+//! - `shapes.rs` checks the arguments once, into types the kernels rely on.
+//!
+//! The functions here run the active path ([`Path::active`]).
 
-pub mod matmul;
-mod path;
-pub mod scalar;
 #[cfg(target_arch = "x86_64")]
-mod x86;
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod path;
+pub mod reference;
+pub mod shapes;
 
 pub use path::{active_path, Path};
 
@@ -18,33 +24,33 @@ use crate::quant::{self, BlockQ8};
 use crate::tensor::Matrix;
 
 /// `out[r] = Σ_c w[r][c] · x[c]`; `out`: `[w.rows]`, `x`: `[w.cols]`.
-/// F32, F16 and BF16 weights. See [`scalar::matvec`].
+/// F32, F16 and BF16 weights. See [`Path::matvec`].
 #[inline]
-pub fn matvec(out: &mut [f32], w: &Matrix<'_>, x: &[f32]) {
+pub fn matvec(out: &mut [f32], w: &Matrix<'_>, x: &[f32]) -> Result<(), Error> {
     Path::active().matvec(out, w, x)
 }
 
-/// Decodes row `row` of `w` into `out` (`[w.cols]`), any dtype.
-#[inline]
-pub fn row_to_f32(w: &Matrix<'_>, row: usize, out: &mut [f32]) {
-    if w.dtype.is_quantized() {
-        // Lengths were checked when the model was opened; should they not
-        // match, the row reads as zeros rather than panicking.
-        if quant::dequantize_row(w.dtype, w.row(row), out).is_err() {
-            out.fill(0.0);
-        }
-    } else {
-        scalar::row_to_f32(w, row, out)
+/// Decodes row `row` of `w` into `out` (`[w.cols]`), any dtype: the
+/// embedding lookup.
+///
+/// Errors: [`Error::InvalidInput`] when `row` is out of range or `out` is
+/// not `w.cols` long.
+pub fn row_to_f32(w: &Matrix<'_>, row: usize, out: &mut [f32]) -> Result<(), Error> {
+    if row >= w.rows {
+        return Err(Error::InvalidInput {
+            reason: "row_to_f32: row out of range",
+        });
     }
+    quant::dequantize_row(w.dtype, w.row(row), out)
 }
 
-/// Dot product of two equal-length slices. See [`scalar::dot`].
+/// Dot product over the common length. See [`reference::dot`].
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     Path::active().dot(a, b)
 }
 
-/// `y += a · x`. See [`scalar::axpy`].
+/// `y += a · x` over the common length. See [`reference::axpy`].
 #[inline]
 pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     Path::active().axpy(y, a, x)
@@ -58,13 +64,19 @@ pub fn quantize_activations(x: &[f32], dst: &mut [BlockQ8]) -> Result<(), Error>
 }
 
 /// Attention scores of a query head against cached keys; see
-/// [`scalar::attention_scores`].
+/// [`Path::attention_scores`].
 #[inline]
-pub fn attention_scores(scores: &mut [f32], q: &[f32], keys: &[f32], stride: usize, offset: usize) {
+pub fn attention_scores(
+    scores: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    stride: usize,
+    offset: usize,
+) -> Result<(), Error> {
     Path::active().attention_scores(scores, q, keys, stride, offset)
 }
 
-/// Attention-weighted sum of cached values; see [`scalar::weighted_sum`].
+/// Attention-weighted sum of cached values; see [`Path::weighted_sum`].
 #[inline]
 pub fn weighted_sum(
     out: &mut [f32],
@@ -72,28 +84,25 @@ pub fn weighted_sum(
     values: &[f32],
     stride: usize,
     offset: usize,
-) {
+) -> Result<(), Error> {
     Path::active().weighted_sum(out, weights, values, stride, offset)
 }
 
 /// `out = W · x` for a Q8_0 or Q4_0 matrix and activations quantized with
-/// [`crate::quant::quantize_activations`]; the bits and errors of
-/// [`crate::quant::matvec_quantized`].
+/// [`quant::quantize_activations`]; see [`Path::matvec_quantized`].
 #[inline]
 pub fn matvec_quantized(out: &mut [f32], w: &Matrix<'_>, xq: &[BlockQ8]) -> Result<(), Error> {
     Path::active().matvec_quantized(out, w, xq)
 }
 
-/// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]`, F32, F16 and BF16 weights;
-/// `out`: `[w.rows × n]`, `x`: `[n × w.cols]`. The bits of
-/// [`matmul::matmul`] (and of [`matvec`] per position).
+/// F32, F16 and BF16 weights times `n` positions; see [`Path::matmul`].
 #[inline]
-pub fn matmul(out: &mut [f32], w: &Matrix<'_>, x: &[f32], n: usize) {
+pub fn matmul(out: &mut [f32], w: &Matrix<'_>, x: &[f32], n: usize) -> Result<(), Error> {
     Path::active().matmul(out, w, x, n)
 }
 
-/// Q8_0 / Q4_0 weights times `n` positions of quantized activations; the
-/// bits and errors of [`matmul::matmul_quantized`].
+/// Q8_0 / Q4_0 weights times `n` positions of quantized activations; see
+/// [`Path::matmul_quantized`].
 #[inline]
 pub fn matmul_quantized(
     out: &mut [f32],

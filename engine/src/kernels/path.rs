@@ -1,50 +1,89 @@
-//! Which kernel implementation runs, and the safe entry points of each one.
+//! Which kernel implementation runs, and the one place that dispatches.
 //!
 //! Without the `std` feature the fastest path is fixed at compile time from
-//! the enabled target features (build with `-C target-cpu=native` or
-//! `-C target-feature=+avx2,+fma,+f16c` to get AVX2). With `std` it is chosen
-//! once at run time from the CPU, and the environment variable
-//! `KINGLET_KERNELS=scalar|avx2` can force a slower path (a request for a
+//! the enabled target features (build with `-C target-cpu=native`, or e.g.
+//! `-C target-feature=+avx2,+fma,+f16c`). With `std` it is chosen once at
+//! run time from the CPU, and the environment variable
+//! `KINGLET_KERNELS=portable|avx2|avx512` can force another (a request for a
 //! path the CPU lacks is ignored).
 //!
-//! Every path computes the same bits as the scalar reference (see the notes
-//! in `x86.rs`), so the choice changes speed only.
+//! Every path computes the reference's bits (see `reference.rs`), so the
+//! choice changes speed only. Each kernel validates its arguments once into
+//! a checked type (`shapes.rs`) and then names its function in one line;
+//! [`run_on!`] maps that line to the path's architecture file.
 #![allow(unsafe_code)]
 
+use super::reference;
+use super::shapes::{Activations, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided};
+#[cfg(target_arch = "x86_64")]
+use super::{avx2, avx512};
 use crate::error::Error;
-use crate::quant::{self, BlockQ8};
-use crate::tensor::{Dtype, Matrix};
+use crate::quant::BlockQ8;
+use crate::tensor::{Dtype, Matrix, BLOCK_LEN};
 
-use super::scalar;
-
-/// A kernel implementation. More may be added (an AVX-512 path needs a CPU
-/// to test it on), hence `non_exhaustive`.
+/// A kernel implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Path {
-    /// Plain Rust: the reference, available everywhere.
-    Scalar,
+    /// Plain Rust, the reference: available everywhere, vectorized by the
+    /// compiler for whatever target features the build enables.
+    Portable,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
+    /// x86-64 with AVX-512 F, BW, VL and VNNI (besides AVX2, FMA and F16C):
+    /// 16-lane float rows, `vpdpbusd` integer dot products.
+    Avx512,
+}
+
+/// Runs `kernel` of the path's architecture file (the reference for the
+/// portable path, or for a path this CPU lacks).
+macro_rules! run_on {
+    ($path:expr, $kernel:ident($($arg:expr),*)) => {
+        match $path.usable() {
+            // SAFETY: `usable` returns a path only when this CPU has its
+            // features (detected at run time, or enabled at compile time);
+            // the arguments are checked types carrying every length fact the
+            // kernel relies on.
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512 => unsafe { avx512::$kernel($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Path::Avx2 => unsafe { avx2::$kernel($($arg),*) },
+            _ => reference::$kernel($($arg),*),
+        }
+    };
 }
 
 impl Path {
     /// Every path, slowest first.
-    pub const ALL: [Path; 2] = [Path::Scalar, Path::Avx2];
+    pub const ALL: [Path; 3] = [Path::Portable, Path::Avx2, Path::Avx512];
 
     /// The name used in reports and in `KINGLET_KERNELS`.
     pub const fn name(self) -> &'static str {
         match self {
-            Path::Scalar => "scalar",
+            Path::Portable => "portable",
             Path::Avx2 => "avx2",
+            Path::Avx512 => "avx512",
         }
     }
 
     /// Whether this CPU (with `std`) or this build (without) can run the path.
     pub fn is_supported(self) -> bool {
+        self.missing_feature().is_none()
+    }
+
+    /// The first CPU feature the path needs that this CPU (or, without
+    /// `std`, this build) lacks, e.g. `"avx512vnni"`; `None` when it can run.
+    pub fn missing_feature(self) -> Option<&'static str> {
+        self.features().iter().copied().find(|f| !has_feature(f))
+    }
+
+    /// The CPU features the path needs.
+    pub const fn features(self) -> &'static [&'static str] {
         match self {
-            Path::Scalar => true,
-            Path::Avx2 => avx2_supported(),
+            Path::Portable => &[],
+            Path::Avx2 => &AVX2,
+            Path::Avx512 => &AVX512,
         }
     }
 
@@ -54,205 +93,63 @@ impl Path {
         active()
     }
 
-    /// `out[r] = Σ_c w[r][c] · x[c]` for F32, F16 and BF16 weights; see
-    /// [`scalar::matvec`] for the preconditions. An unsupported path runs
-    /// the scalar kernel.
-    pub fn matvec(self, out: &mut [f32], w: &Matrix<'_>, x: &[f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if self == Path::Avx2 && avx2_supported() {
-            if let Some(rows) = float_rows(out.len(), w, x.len()) {
-                let (out, data) = (&mut out[..rows], w.data);
-                // SAFETY: AVX2, FMA and F16C were detected just above (or are
-                // enabled at compile time); `float_rows` checked that `x` is
-                // non-empty and `data` holds `rows` rows of `x.len()` elements.
-                unsafe {
-                    match w.dtype {
-                        Dtype::F32 => x86::matvec_float::<{ x86::F32 }>(out, data, x),
-                        Dtype::F16 => x86::matvec_float::<{ x86::F16 }>(out, data, x),
-                        _ => x86::matvec_float::<{ x86::BF16 }>(out, data, x),
-                    }
-                }
-                return;
-            }
-        }
-        scalar::matvec(out, w, x)
-    }
-
-    /// Dot product of two equal-length slices; see [`scalar::dot`].
-    pub fn dot(self, a: &[f32], b: &[f32]) -> f32 {
-        #[cfg(target_arch = "x86_64")]
-        if self == Path::Avx2 && avx2_supported() {
-            // SAFETY: the features were detected; the kernel reads only the
-            // common length of the two slices.
-            return unsafe { x86::dot(a, b) };
-        }
-        scalar::dot(a, b)
-    }
-
-    /// `y += a · x`; see [`scalar::axpy`].
-    pub fn axpy(self, y: &mut [f32], a: f32, x: &[f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if self == Path::Avx2 && avx2_supported() {
-            // SAFETY: the features were detected; the kernel touches only the
-            // common length of the two slices.
-            unsafe { x86::axpy(y, a, x) };
-            return;
-        }
-        scalar::axpy(y, a, x)
-    }
-
-    /// [`quant::q8_0_dot`] on this path: the same result, bit for bit, and the
-    /// same errors.
-    pub fn q8_0_dot(self, w_row: &[u8], x: &[BlockQ8]) -> Result<f32, Error> {
-        self.quantized_dot(Dtype::Q8_0, w_row, x)
-    }
-
-    /// [`quant::q4_0_dot`] on this path: the same result, bit for bit, and the
-    /// same errors.
-    pub fn q4_0_dot(self, w_row: &[u8], x: &[BlockQ8]) -> Result<f32, Error> {
-        self.quantized_dot(Dtype::Q4_0, w_row, x)
-    }
-
-    fn quantized_dot(self, dtype: Dtype, w_row: &[u8], x: &[BlockQ8]) -> Result<f32, Error> {
-        #[cfg(target_arch = "x86_64")]
-        if self == Path::Avx2
-            && avx2_supported()
-            && !x.is_empty()
-            && dtype.row_bytes(x.len() * crate::tensor::BLOCK_LEN) == Some(w_row.len())
-        {
-            // SAFETY: the features were detected, and `w_row` holds exactly
-            // `x.len()` blocks of `dtype` (x.len() · 32 cannot overflow: a
-            // block is 36 bytes).
-            return Ok(unsafe {
-                if dtype == Dtype::Q8_0 {
-                    x86::quantized_dot::<false>(w_row, x)
-                } else {
-                    x86::quantized_dot::<true>(w_row, x)
-                }
-            });
-        }
-        // The reference also reports every error, and handles empty rows.
-        if dtype == Dtype::Q8_0 {
-            quant::q8_0_dot(w_row, x)
+    /// This path if the CPU can run it, else the portable one. (The active
+    /// path is supported by construction: one atomic load decides.)
+    fn usable(self) -> Path {
+        if self == active() || self.is_supported() {
+            self
         } else {
-            quant::q4_0_dot(w_row, x)
+            Path::Portable
         }
     }
 
-    /// [`quant::matvec_quantized`] on this path: `out = W · x` for a Q8_0 or
-    /// Q4_0 matrix and quantized activations, the same bits and errors.
+    /// `out[r] = Σ_c w[r][c] · x[c]` for F32, F16 and BF16 weights;
+    /// `out`: `[w.rows]`, `x`: `[w.cols]`.
+    ///
+    /// Errors: [`Error::InvalidInput`] for a quantized matrix or lengths that
+    /// disagree with its shape.
+    pub fn matvec(self, out: &mut [f32], w: &Matrix<'_>, x: &[f32]) -> Result<(), Error> {
+        if let Some(a) = FloatRows::new(out, w, x)? {
+            run_on!(self, matvec(a));
+        }
+        Ok(())
+    }
+
+    /// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]` for F32, F16 and BF16
+    /// weights and `n` positions; `out`: `[w.rows × n]`, `x`: `[n × w.cols]`.
+    /// Each element is the bits of [`matvec`](Self::matvec) for its row and
+    /// position.
+    ///
+    /// Errors: as [`matvec`](Self::matvec).
+    pub fn matmul(self, out: &mut [f32], w: &Matrix<'_>, x: &[f32], n: usize) -> Result<(), Error> {
+        if let Some(a) = FloatMatmul::new(out, w, x, n)? {
+            run_on!(self, matmul(a));
+        }
+        Ok(())
+    }
+
+    /// `out = W · x` for a Q8_0 or Q4_0 matrix and activations quantized
+    /// with [`crate::quant::quantize_activations`] (`w.cols / 32` blocks).
+    ///
+    /// Errors: see [`crate::quant::matvec_quantized`].
     pub fn matvec_quantized(
         self,
         out: &mut [f32],
         w: &Matrix<'_>,
         xq: &[BlockQ8],
     ) -> Result<(), Error> {
-        #[cfg(target_arch = "x86_64")]
-        if self == Path::Avx2 && avx2_supported() && quantized_shapes_ok(out.len(), w, xq.len()) {
-            // SAFETY: the features were detected; `quantized_shapes_ok`
-            // checked that `xq` is non-empty, `w.data` holds `out.len()` rows
-            // of `xq.len()` blocks.
-            unsafe {
-                if w.dtype == Dtype::Q8_0 {
-                    x86::matvec_quantized::<false>(out, w.data, xq)
-                } else {
-                    x86::matvec_quantized::<true>(out, w.data, xq)
-                }
-            }
-            return Ok(());
+        if let Some(a) = QuantRows::new(out, w, xq)? {
+            run_on!(self, matvec_quantized(a));
         }
-        // The reference validates and reports every error.
-        quant::matvec_quantized(out, w, xq)
+        Ok(())
     }
 
-    /// [`quant::quantize_activations`] on this path: the same blocks, bit
-    /// for bit, and the same errors (left to the reference to report, with
-    /// `dst` untouched).
-    pub fn quantize_activations(self, x: &[f32], dst: &mut [BlockQ8]) -> Result<(), Error> {
-        #[cfg(target_arch = "x86_64")]
-        if self == Path::Avx2
-            && avx2_supported()
-            && x.len().is_multiple_of(crate::tensor::BLOCK_LEN)
-            && dst.len() == x.len() / crate::tensor::BLOCK_LEN
-        {
-            // SAFETY: the features were detected.
-            if unsafe { x86::all_finite(x) } {
-                // SAFETY: the features were detected, `x` is finite and
-                // holds exactly dst.len() blocks.
-                unsafe { x86::quantize_activations(x, dst) };
-                return Ok(());
-            }
-        }
-        quant::quantize_activations(x, dst)
-    }
-
-    /// [`scalar::attention_scores`] on this path: the same bits.
-    pub fn attention_scores(
-        self,
-        scores: &mut [f32],
-        q: &[f32],
-        keys: &[f32],
-        stride: usize,
-        offset: usize,
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        if self == Path::Avx2
-            && avx2_supported()
-            && rows_fit(scores.len(), q.len(), keys.len(), stride, offset)
-        {
-            // SAFETY: the features were detected; `rows_fit` checked that
-            // every key row holds `offset + q.len() <= stride` elements.
-            unsafe { x86::attention_scores(scores, q, keys, stride, offset) };
-            return;
-        }
-        scalar::attention_scores(scores, q, keys, stride, offset)
-    }
-
-    /// [`scalar::weighted_sum`] on this path: the same bits.
-    pub fn weighted_sum(
-        self,
-        out: &mut [f32],
-        weights: &[f32],
-        values: &[f32],
-        stride: usize,
-        offset: usize,
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        if self == Path::Avx2
-            && avx2_supported()
-            && rows_fit(weights.len(), out.len(), values.len(), stride, offset)
-        {
-            // SAFETY: the features were detected; `rows_fit` checked that
-            // every value row holds `offset + out.len() <= stride` elements.
-            unsafe { x86::weighted_sum(out, weights, values, stride, offset) };
-            return;
-        }
-        scalar::weighted_sum(out, weights, values, stride, offset)
-    }
-
-    /// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]` for F32, F16 and BF16
-    /// weights: [`matmul::matmul`](super::matmul::matmul) on this path, the
-    /// same bits (each element is the one-vector kernel's).
-    pub fn matmul(self, out: &mut [f32], w: &Matrix<'_>, x: &[f32], n: usize) {
-        #[cfg(target_arch = "x86_64")]
-        if self == Path::Avx2 && avx2_supported() && float_matmul_ok(out.len(), w, x.len(), n) {
-            // SAFETY: the features were detected; `float_matmul_ok` checked
-            // n > 0, cols > 0, x = n × cols, out = rows × n and that `w.data`
-            // holds rows × cols elements.
-            unsafe {
-                match w.dtype {
-                    Dtype::F32 => x86::matmul_float::<{ x86::F32 }>(out, w.data, x, n, w.cols),
-                    Dtype::F16 => x86::matmul_float::<{ x86::F16 }>(out, w.data, x, n, w.cols),
-                    _ => x86::matmul_float::<{ x86::BF16 }>(out, w.data, x, n, w.cols),
-                }
-            }
-            return;
-        }
-        super::matmul::matmul(out, w, x, n)
-    }
-
-    /// [`matmul::matmul_quantized`](super::matmul::matmul_quantized) on
-    /// this path: the same bits and errors.
+    /// Q8_0 / Q4_0 weights times `n` positions of quantized activations
+    /// (`xq`: `[n × w.cols / 32]`); `out`: `[w.rows × n]`, each element the
+    /// bits of [`matvec_quantized`](Self::matvec_quantized).
+    ///
+    /// Errors: [`Error::InvalidInput`] for a float matrix or lengths that
+    /// disagree with its shape.
     pub fn matmul_quantized(
         self,
         out: &mut [f32],
@@ -260,115 +157,143 @@ impl Path {
         xq: &[BlockQ8],
         n: usize,
     ) -> Result<(), Error> {
-        #[cfg(target_arch = "x86_64")]
-        if self == Path::Avx2
-            && avx2_supported()
-            && n > 0
-            && quantized_shapes_ok(w.rows, w, w.cols / crate::tensor::BLOCK_LEN)
-            && Some(xq.len()) == n.checked_mul(w.cols / crate::tensor::BLOCK_LEN)
-            && Some(out.len()) == n.checked_mul(w.rows)
-        {
-            let blocks = w.cols / crate::tensor::BLOCK_LEN;
-            // SAFETY: the features were detected; the checks above give
-            // n > 0, blocks > 0, xq = n × blocks, out = rows × n, and
-            // `w.data` = rows rows of `blocks` blocks.
-            unsafe {
-                if w.dtype == Dtype::Q8_0 {
-                    x86::matmul_quantized::<false>(out, w.data, xq, n, blocks)
-                } else {
-                    x86::matmul_quantized::<true>(out, w.data, xq, n, blocks)
-                }
-            }
-            return Ok(());
+        if let Some(a) = QuantMatmul::new(out, w, xq, n)? {
+            run_on!(self, matmul_quantized(a));
         }
-        super::matmul::matmul_quantized(out, w, xq, n)
+        Ok(())
+    }
+
+    /// [`crate::quant::q8_0_dot`] on this path: the same bits and errors.
+    pub fn q8_0_dot(self, w_row: &[u8], x: &[BlockQ8]) -> Result<f32, Error> {
+        self.row_dot(Dtype::Q8_0, w_row, x)
+    }
+
+    /// [`crate::quant::q4_0_dot`] on this path: the same bits and errors.
+    pub fn q4_0_dot(self, w_row: &[u8], x: &[BlockQ8]) -> Result<f32, Error> {
+        self.row_dot(Dtype::Q4_0, w_row, x)
+    }
+
+    fn row_dot(self, dtype: Dtype, w_row: &[u8], x: &[BlockQ8]) -> Result<f32, Error> {
+        reference::check_dot_lengths(dtype, w_row.len(), x.len())?;
+        let w = Matrix {
+            dtype,
+            rows: 1,
+            cols: x.len() * BLOCK_LEN,
+            data: w_row,
+        };
+        let mut out = [0.0f32];
+        self.matvec_quantized(&mut out, &w, x)?;
+        Ok(out[0])
+    }
+
+    /// Dot product over the common length of `a` and `b`.
+    pub fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        run_on!(self, dot(a, b))
+    }
+
+    /// `y += a · x` over the common length.
+    pub fn axpy(self, y: &mut [f32], a: f32, x: &[f32]) {
+        run_on!(self, axpy(y, a, x))
+    }
+
+    /// Attention scores of one query head against `scores.len()` cached
+    /// positions: `scores[p] = dot(q, keys[p·stride + offset ..][..q.len()])`.
+    ///
+    /// Errors: [`Error::InvalidInput`] when a key row would reach past its
+    /// stride or past `keys`.
+    pub fn attention_scores(
+        self,
+        scores: &mut [f32],
+        q: &[f32],
+        keys: &[f32],
+        stride: usize,
+        offset: usize,
+    ) -> Result<(), Error> {
+        let keys = Strided::new(keys, scores.len(), q.len(), stride, offset)?;
+        run_on!(self, attention_scores(scores, q, keys));
+        Ok(())
+    }
+
+    /// Attention-weighted sum of cached values: `out = 0`, then for each
+    /// position `p` in order `out += weights[p] · values[p·stride + offset
+    /// ..][..out.len()]`.
+    ///
+    /// Errors: [`Error::InvalidInput`] when a value row would reach past its
+    /// stride or past `values`.
+    pub fn weighted_sum(
+        self,
+        out: &mut [f32],
+        weights: &[f32],
+        values: &[f32],
+        stride: usize,
+        offset: usize,
+    ) -> Result<(), Error> {
+        let values = Strided::new(values, weights.len(), out.len(), stride, offset)?;
+        run_on!(self, weighted_sum(out, weights, values));
+        Ok(())
+    }
+
+    /// [`crate::quant::quantize_activations`] on this path: the same blocks,
+    /// bit for bit, and the same errors (with `dst` untouched).
+    pub fn quantize_activations(self, x: &[f32], dst: &mut [BlockQ8]) -> Result<(), Error> {
+        let a = Activations::new(x, dst)?;
+        run_on!(self, quantize_activations(a));
+        Ok(())
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-use super::x86;
-
-/// Rows a float matvec can run on, or `None` when the shapes are not exactly
-/// as the kernels need (the scalar kernel then handles them its own way).
-#[cfg(target_arch = "x86_64")]
-fn float_rows(out_len: usize, w: &Matrix<'_>, x_len: usize) -> Option<usize> {
-    let float = matches!(w.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16);
-    let row_bytes = w.dtype.row_bytes(x_len)?;
-    let exact = x_len == w.cols && out_len == w.rows;
-    let fits = row_bytes.checked_mul(out_len)? <= w.data.len();
-    (float && x_len > 0 && exact && fits).then_some(out_len)
-}
-
-/// Whether `rows` rows of `stride` floats, each read at `offset ..
-/// offset + width`, lie inside a slice of `len` floats.
-#[cfg(target_arch = "x86_64")]
-fn rows_fit(rows: usize, width: usize, len: usize, stride: usize, offset: usize) -> bool {
-    offset.checked_add(width).is_some_and(|end| end <= stride)
-        && rows.checked_mul(stride).is_some_and(|n| n <= len)
-}
-
-/// Whether a float matmul has exactly the shapes the kernels need.
-#[cfg(target_arch = "x86_64")]
-fn float_matmul_ok(out_len: usize, w: &Matrix<'_>, x_len: usize, n: usize) -> bool {
-    let float = matches!(w.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16);
-    let fits = w
-        .dtype
-        .row_bytes(w.cols)
-        .and_then(|b| b.checked_mul(w.rows))
-        .is_some_and(|bytes| bytes <= w.data.len());
-    float
-        && n > 0
-        && w.cols > 0
-        && fits
-        && Some(x_len) == n.checked_mul(w.cols)
-        && Some(out_len) == n.checked_mul(w.rows)
-}
-
-/// Whether a quantized matvec has exactly the shapes the reference accepts,
-/// with at least one block per row.
-#[cfg(target_arch = "x86_64")]
-fn quantized_shapes_ok(out_len: usize, w: &Matrix<'_>, x_blocks: usize) -> bool {
-    let Some(row_bytes) = w.dtype.row_bytes(w.cols) else {
-        return false;
-    };
-    w.dtype.is_quantized()
-        && x_blocks > 0
-        && w.cols == x_blocks * crate::tensor::BLOCK_LEN
-        && out_len == w.rows
-        && row_bytes.checked_mul(w.rows) == Some(w.data.len())
-}
-
 // ---------------------------------------------------------------------------
-// Detection
+// Detection and choice
 // ---------------------------------------------------------------------------
 
+const AVX2: [&str; 3] = ["avx2", "fma", "f16c"];
+const AVX512: [&str; 7] = [
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512vnni",
+];
+
+/// Whether the CPU has `feature` (one of the names above).
 #[cfg(all(target_arch = "x86_64", feature = "std"))]
-fn avx2_supported() -> bool {
-    // std caches the CPUID answers; this is an atomic load and a bit test.
-    std::is_x86_feature_detected!("avx2")
-        && std::is_x86_feature_detected!("fma")
-        && std::is_x86_feature_detected!("f16c")
+fn has_feature(feature: &str) -> bool {
+    // std caches the CPUID answers: an atomic load and a bit test each.
+    match feature {
+        "avx2" => std::is_x86_feature_detected!("avx2"),
+        "fma" => std::is_x86_feature_detected!("fma"),
+        "f16c" => std::is_x86_feature_detected!("f16c"),
+        "avx512f" => std::is_x86_feature_detected!("avx512f"),
+        "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
+        "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
+        "avx512vnni" => std::is_x86_feature_detected!("avx512vnni"),
+        _ => false,
+    }
 }
 
+/// Whether this build enables `feature` (one of the names above).
 #[cfg(not(all(target_arch = "x86_64", feature = "std")))]
-const fn avx2_supported() -> bool {
-    cfg!(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma",
-        target_feature = "f16c"
-    ))
+fn has_feature(feature: &str) -> bool {
+    match feature.as_bytes() {
+        b"avx2" => cfg!(all(target_arch = "x86_64", target_feature = "avx2")),
+        b"fma" => cfg!(all(target_arch = "x86_64", target_feature = "fma")),
+        b"f16c" => cfg!(all(target_arch = "x86_64", target_feature = "f16c")),
+        b"avx512f" => cfg!(all(target_arch = "x86_64", target_feature = "avx512f")),
+        b"avx512bw" => cfg!(all(target_arch = "x86_64", target_feature = "avx512bw")),
+        b"avx512vl" => cfg!(all(target_arch = "x86_64", target_feature = "avx512vl")),
+        b"avx512vnni" => cfg!(all(target_arch = "x86_64", target_feature = "avx512vnni")),
+        _ => false,
+    }
 }
 
 /// The fastest path this CPU or build supports.
 fn best_supported() -> Path {
-    let mut best = Path::Scalar;
-    for path in Path::ALL {
-        if path.is_supported() {
-            best = path;
-        }
-    }
-    best
+    Path::ALL
+        .into_iter()
+        .rfind(|p| p.is_supported())
+        .unwrap_or(Path::Portable)
 }
 
 #[cfg(feature = "std")]
@@ -387,7 +312,7 @@ fn active() -> Path {
         n => Path::ALL
             .get(usize::from(n) - 1)
             .copied()
-            .unwrap_or(Path::Scalar),
+            .unwrap_or(Path::Portable),
     }
 }
 
@@ -410,7 +335,8 @@ fn active() -> Path {
     best_supported()
 }
 
-/// The name of the active path, for reports: `"avx2"` or `"scalar"`.
+/// The name of the active path, for reports: `"avx512"`, `"avx2"` or
+/// `"portable"`.
 pub fn active_path() -> &'static str {
     active().name()
 }

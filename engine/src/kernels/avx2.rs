@@ -1,52 +1,48 @@
-//! x86-64 intrinsics for AVX2 + FMA + F16C: the same arithmetic as
-//! [`super::scalar`] and [`crate::quant`], only faster.
+//! x86-64 intrinsics for AVX2 + FMA + F16C: the reference's arithmetic
+//! (`reference.rs`), only faster, bit for bit.
 //!
-//! Every kernel here reproduces its reference **bit for bit**:
-//!
-//! - Float rows keep the reference's eight lanes (lane `j` sums the products
-//!   of elements `j, j+8, …` with a separate multiply and add, never a fused
-//!   one), its pairwise lane reduction and its in-order tail. Speed comes from
-//!   walking four rows at once (four independent add chains), not from
+//! - Float rows keep the reference's 16 lanes in two `__m256` per row (lanes
+//!   0–7 and 8–15), each a separate multiply and add (never fused); the
+//!   reduction adds the two registers (lane `j` plus lane `j+8`), then
+//!   reduces the eight pairwise, then adds the tail in order. Speed comes
+//!   from walking several rows at once (independent add chains), not from
 //!   splitting one row's sum.
 //! - Q8_0 / Q4_0 rows compute each block's i32 sum exactly with integer SIMD
 //!   and add `d_w · d_x · isum` to the row sum one block after another, as
 //!   the reference does; eight rows go together, one f32 lane each, so the
 //!   scaling and the adds of eight rows are one vector operation each.
 //!
-//! Preconditions shared by every function (the `# Safety` sections refer to
-//! them): the CPU supports AVX2, FMA and F16C; `out`, weight bytes and
-//! activations have the lengths stated in each function, which the safe
-//! callers in `super::path` establish with checked arithmetic before calling.
-//! Within those lengths every load below is in bounds, which each `unsafe`
-//! block restates.
+//! Every function needs AVX2, FMA and F16C (the `# Safety` sections say no
+//! more); lengths come in the checked types of `shapes.rs`, whose facts make
+//! every load below in bounds, as each `unsafe` block restates.
 #![allow(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::arch::x86_64::*;
 
+use super::shapes::{
+    block_bytes, Activations, Float, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided,
+};
 use crate::float16::{bf16_to_f32, f16_to_f32};
 use crate::quant::BlockQ8;
-use crate::tensor::{BLOCK_LEN, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
+use crate::tensor::BLOCK_LEN;
 
 /// Element encodings of float rows, as const-generic tags.
-pub const F32: u8 = 0;
-/// IEEE half precision.
-pub const F16: u8 = 1;
-/// bfloat16.
-pub const BF16: u8 = 2;
+pub(super) const F32: u8 = 0;
+pub(super) const F16: u8 = 1;
+pub(super) const BF16: u8 = 2;
 
-/// Lanes of one `__m256`, equal to the reference's `LANES`.
-const LANES: usize = 8;
-const _: () = assert!(LANES == super::scalar::LANES);
-/// Rows walked together by the float matvec.
+/// Floats in one `__m256`.
+const WIDTH: usize = 8;
+/// The reference's lanes: two registers.
+const LANES: usize = 2 * WIDTH;
+const _: () = assert!(LANES == super::reference::LANES);
+/// Rows the float matvec walks together.
 const ROW_GROUP: usize = 4;
-/// Bytes per cache line, the unit of prefetching.
-const CACHE_LINE: usize = 64;
-/// The float matvec prefetches the next group of rows only when a group is
-/// at most this many bytes (half of L1).
-const FLOAT_PREFETCH_MAX_BYTES: usize = 16 * 1024;
 /// The f16 scale in front of each Q8_0 / Q4_0 block.
 const SCALE_BYTES: usize = 2;
+/// Bytes per cache line, the unit of prefetching.
+const CACHE_LINE: usize = 64;
 
 /// Bytes per element of encoding `DT`.
 const fn element_bytes(dt: u8) -> usize {
@@ -89,158 +85,140 @@ unsafe fn load8<const DT: u8>(p: *const u8) -> __m256 {
     }
 }
 
-/// The reference's lane reduction, `((l0+l4)+(l1+l5)) + ((l2+l6)+(l3+l7))`.
+/// The reference's reduction of 16 lanes held as lanes 0–7 (`lo`) and 8–15
+/// (`hi`): `m = lo + hi`, then `((m0+m4)+(m1+m5)) + ((m2+m6)+(m3+m7))`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn reduce_lanes(v: __m256) -> f32 {
-    // [l0+l4, l1+l5, l2+l6, l3+l7]
-    let halves = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    // [(l0+l4)+(l1+l5), (l2+l6)+(l3+l7), …]
+fn reduce_lanes(lo: __m256, hi: __m256) -> f32 {
+    reduce8(_mm256_add_ps(lo, hi))
+}
+
+/// `((m0+m4)+(m1+m5)) + ((m2+m6)+(m3+m7))` of one register.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn reduce8(m: __m256) -> f32 {
+    // [m0+m4, m1+m5, m2+m6, m3+m7]
+    let halves = _mm_add_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    // [(m0+m4)+(m1+m5), (m2+m6)+(m3+m7), …]
     let pairs = _mm_hadd_ps(halves, halves);
     _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)))
 }
 
 /// The reference's in-order tail after the whole lanes: `sum += w · x`.
 #[inline(always)]
-fn tail_sum<const DT: u8>(mut sum: f32, row_tail: &[u8], x_tail: &[f32]) -> f32 {
+pub(super) fn tail_sum<const DT: u8>(mut sum: f32, row_tail: &[u8], x_tail: &[f32]) -> f32 {
     for (w, &xv) in row_tail.chunks_exact(element_bytes(DT)).zip(x_tail) {
         sum += decode_one::<DT>(w) * xv;
     }
     sum
 }
 
-/// `out[r] = Σ_c w[r][c] · x[c]` for float rows of encoding `DT`, equal bit
-/// for bit to `scalar::matvec`.
-///
-/// `out`: `[rows]`, `w`: `[rows][x.len()]` encoded, `x`: `[cols]`.
+/// `out[r] = Σ_c w[r][c] · x[c]` for float rows, the reference's bits.
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available; `x.len() > 0` and
-/// `w.len() >= out.len() · x.len() · element_bytes(DT)`.
+/// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn matvec_float<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
-    let cols = x.len();
-    let row_bytes = cols * element_bytes(DT);
-    let whole = cols - cols % LANES;
-    let step = LANES * element_bytes(DT);
-    // Wide rows are long streams the hardware prefetcher follows, and a
-    // group ahead would no longer fit in L1 beside the current one (768x2048
-    // f32: 43 GB/s with the prefetch, 66 without).
-    let prefetch = ROW_GROUP * row_bytes <= FLOAT_PREFETCH_MAX_BYTES;
+pub unsafe fn matvec(a: FloatRows<'_>) {
+    // SAFETY: the features are available; `FloatRows` holds `out.len()`
+    // rows of `x.len() ≥ 1` elements of its encoding.
+    unsafe {
+        match a.dtype {
+            Float::F32 => float_rows::<F32>(a.out, a.w, a.x),
+            Float::F16 => float_rows::<F16>(a.out, a.w, a.x),
+            Float::BF16 => float_rows::<BF16>(a.out, a.w, a.x),
+        }
+    }
+}
+
+/// [`matvec`] for encoding `DT`: [`ROW_GROUP`] rows at a time, then one.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `x.len() ≥ 1` and
+/// `w.len() == out.len() · x.len() · element_bytes(DT)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn float_rows<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
+    let row_bytes = x.len() * element_bytes(DT);
     let mut out_groups = out.chunks_exact_mut(ROW_GROUP);
     let mut w_groups = w.chunks_exact(ROW_GROUP * row_bytes);
     for (o, rows) in (&mut out_groups).zip(&mut w_groups) {
-        let base = rows.as_ptr();
-        let mut acc = [_mm256_setzero_ps(); ROW_GROUP];
-        let mut c = 0;
-        while c < whole {
-            // SAFETY: c + 8 <= whole <= cols, so x[c..c + 8] is in bounds.
-            let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add(c)) };
-            let offset = (c / LANES) * step;
-            for (r, a) in acc.iter_mut().enumerate() {
-                // SAFETY: row r spans bytes r·row_bytes .. (r+1)·row_bytes of
-                // this chunk of ROW_GROUP·row_bytes bytes, and
-                // (c + 8)·element_bytes <= row_bytes.
-                let wv = unsafe { load8::<DT>(base.add(r * row_bytes + offset)) };
-                *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, xv));
-                if prefetch && offset.is_multiple_of(CACHE_LINE) {
-                    // Four short interleaved streams defeat the hardware
-                    // prefetcher on matrices that come from DRAM: ask for
-                    // the same line of the next group. A prefetch is only a
-                    // hint and never faults; the address is formed with
-                    // wrapping arithmetic and not dereferenced.
-                    let ahead = base.wrapping_add((ROW_GROUP + r) * row_bytes + offset);
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast::<i8>());
-                }
-            }
-            c += LANES;
-        }
-        for (r, (a, o)) in acc.iter().zip(o.iter_mut()).enumerate() {
-            let row = &rows[r * row_bytes..(r + 1) * row_bytes];
-            *o = tail_sum::<DT>(
-                reduce_lanes(*a),
-                &row[whole * element_bytes(DT)..],
-                &x[whole..],
-            );
-        }
+        // SAFETY: `rows` is ROW_GROUP rows of x.len() elements.
+        let sums = unsafe { dot_rows::<DT, ROW_GROUP>(rows.as_ptr(), row_bytes, x) };
+        o.copy_from_slice(&sums);
     }
-    let rest = w_groups.remainder();
     for (o, row) in out_groups
         .into_remainder()
         .iter_mut()
-        .zip(rest.chunks_exact(row_bytes))
+        .zip(w_groups.remainder().chunks_exact(row_bytes))
     {
-        // SAFETY: `row` holds exactly `cols` elements, as `dot_row` needs.
-        *o = unsafe { dot_row::<DT>(row, x) };
+        // SAFETY: `row` is one row of x.len() elements.
+        *o = unsafe { dot_rows::<DT, 1>(row.as_ptr(), row_bytes, x)[0] };
     }
 }
 
-/// One float row dot product, equal bit for bit to the reference's.
+/// The dot products of `R` consecutive rows (`first` points at the first,
+/// the rows `row_bytes` apart) with `x`, each in the reference order.
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available; `row.len() >= x.len() · element_bytes(DT)`.
+/// AVX2, FMA and F16C are available; `R` rows of `x.len()` elements of
+/// encoding `DT` are readable from `first`, `row_bytes` apart.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_row<const DT: u8>(row: &[u8], x: &[f32]) -> f32 {
-    let whole = x.len() - x.len() % LANES;
-    let mut acc = _mm256_setzero_ps();
+unsafe fn dot_rows<const DT: u8, const R: usize>(
+    first: *const u8,
+    row_bytes: usize,
+    x: &[f32],
+) -> [f32; R] {
+    let cols = x.len();
+    let eb = element_bytes(DT);
+    let whole = cols - cols % LANES;
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let mut c = 0;
     while c < whole {
-        // SAFETY: c + 8 <= x.len(), and the row holds x.len() elements.
-        let (wv, xv) = unsafe {
-            (
-                load8::<DT>(row.as_ptr().add(c * element_bytes(DT))),
-                _mm256_loadu_ps(x.as_ptr().add(c)),
-            )
-        };
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(wv, xv));
+        // SAFETY: c + 16 <= whole <= cols: x[c..c + 16] and elements
+        // c..c + 16 of each row are in bounds.
+        unsafe {
+            let x0 = _mm256_loadu_ps(x.as_ptr().add(c));
+            let x1 = _mm256_loadu_ps(x.as_ptr().add(c + WIDTH));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let p = first.add(r * row_bytes + c * eb);
+                a[0] = _mm256_add_ps(a[0], _mm256_mul_ps(load8::<DT>(p), x0));
+                a[1] = _mm256_add_ps(a[1], _mm256_mul_ps(load8::<DT>(p.add(WIDTH * eb)), x1));
+            }
+        }
         c += LANES;
     }
-    tail_sum::<DT>(
-        reduce_lanes(acc),
-        &row[whole * element_bytes(DT)..],
-        &x[whole..],
-    )
+    core::array::from_fn(|r| {
+        // SAFETY: row r's elements whole..cols are in bounds.
+        let row_tail = unsafe {
+            core::slice::from_raw_parts(first.add(r * row_bytes + whole * eb), (cols - whole) * eb)
+        };
+        tail_sum::<DT>(reduce_lanes(acc[r][0], acc[r][1]), row_tail, &x[whole..])
+    })
 }
 
-/// Dot product of two f32 slices, equal bit for bit to `scalar::dot`.
-/// Only the common length is used.
+/// Dot product over the common length of two f32 slices, the reference's
+/// bits.
 ///
 /// # Safety
 /// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let whole = n - n % LANES;
-    let mut acc = _mm256_setzero_ps();
-    let mut c = 0;
-    while c < whole {
-        // SAFETY: c + 8 <= n <= both lengths.
-        let (av, bv) = unsafe {
-            (
-                _mm256_loadu_ps(a.as_ptr().add(c)),
-                _mm256_loadu_ps(b.as_ptr().add(c)),
-            )
-        };
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(av, bv));
-        c += LANES;
-    }
-    let mut sum = reduce_lanes(acc);
-    for (&av, &bv) in a[whole..n].iter().zip(&b[whole..n]) {
-        sum += av * bv;
-    }
-    sum
+    let (a, b) = (&a[..n], &b[..n]);
+    // SAFETY: `a` is one "row" of n f32 elements.
+    unsafe { dot_rows::<F32, 1>(a.as_ptr().cast::<u8>(), 0, b)[0] }
 }
 
-/// `y += a · x` over the common length, equal bit for bit to `scalar::axpy`
-/// (a multiply, then an add: no fused rounding).
+/// `y += a · x` over the common length, the reference's bits (a multiply,
+/// then an add: no fused rounding).
 ///
 /// # Safety
 /// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     let n = y.len().min(x.len());
-    let whole = n - n % LANES;
+    let whole = n - n % WIDTH;
     let av = _mm256_set1_ps(a);
     let mut c = 0;
     while c < whole {
@@ -251,7 +229,7 @@ pub unsafe fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
             let xv = _mm256_loadu_ps(x.as_ptr().add(c));
             _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), _mm256_mul_ps(av, xv)));
         }
-        c += LANES;
+        c += WIDTH;
     }
     for (yv, &xv) in y[whole..n].iter_mut().zip(&x[whole..n]) {
         *yv += a * xv;
@@ -262,128 +240,83 @@ pub unsafe fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 /// add chains).
 const SCORE_KEYS: usize = 4;
 
-/// `scores[p] = dot(q, keys[p·stride + offset ..][..q.len()])`, each equal
-/// bit for bit to [`dot`] (and `scalar::dot`), four keys at a time.
+/// `scores[p] = dot(q, keys row p)`, the reference's bits, four keys at a
+/// time.
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available; `offset + q.len() <= stride` and
-/// `keys.len() >= scores.len() · stride`.
+/// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn attention_scores(
-    scores: &mut [f32],
-    q: &[f32],
-    keys: &[f32],
-    stride: usize,
-    offset: usize,
-) {
-    let width = q.len();
-    let whole = width - width % LANES;
-    let base = keys.as_ptr().wrapping_add(offset);
+pub unsafe fn attention_scores(scores: &mut [f32], q: &[f32], keys: Strided<'_>) {
+    let q = &q[..keys.width];
+    let scores = &mut scores[..keys.rows];
+    let base = keys.data.as_ptr().wrapping_add(keys.offset).cast::<u8>();
+    let row_bytes = keys.stride * 4;
     let mut groups = scores.chunks_exact_mut(SCORE_KEYS);
     let mut first = 0;
     for group in &mut groups {
-        let mut acc = [_mm256_setzero_ps(); SCORE_KEYS];
-        let mut c = 0;
-        while c < whole {
-            // SAFETY: c + 8 <= width; key row first + k holds
-            // offset + width <= stride elements from its start.
-            unsafe {
-                let qv = _mm256_loadu_ps(q.as_ptr().add(c));
-                for (k, a) in acc.iter_mut().enumerate() {
-                    let kv = _mm256_loadu_ps(base.add((first + k) * stride + c));
-                    *a = _mm256_add_ps(*a, _mm256_mul_ps(qv, kv));
-                }
-            }
-            c += LANES;
-        }
-        for (k, (s, a)) in group.iter_mut().zip(&acc).enumerate() {
-            let row = (first + k) * stride + offset;
-            let mut sum = reduce_lanes(*a);
-            for (&qv, &kv) in q[whole..].iter().zip(&keys[row + whole..row + width]) {
-                sum += qv * kv;
-            }
-            *s = sum;
-        }
+        // SAFETY: key rows first .. first + 4 < keys.rows each hold `width`
+        // floats from offset (the `Strided` facts).
+        let sums =
+            unsafe { dot_rows::<F32, SCORE_KEYS>(base.add(first * row_bytes), row_bytes, q) };
+        group.copy_from_slice(&sums);
         first += SCORE_KEYS;
     }
-    for (k, s) in groups.into_remainder().iter_mut().enumerate() {
-        let row = (first + k) * stride + offset;
-        // SAFETY: the features are available (this function's precondition).
-        *s = unsafe { dot(q, &keys[row..row + width]) };
+    for s in groups.into_remainder() {
+        // SAFETY: as above, for one row.
+        *s = unsafe { dot_rows::<F32, 1>(base.add(first * row_bytes), row_bytes, q)[0] };
+        first += 1;
     }
 }
 
 /// Floats of the output [`weighted_sum`] keeps in registers per pass: a
 /// whole head of up to 64, so each value row is read once.
-const SUM_WIDTH: usize = 8 * LANES;
+const SUM_WIDTH: usize = 8 * WIDTH;
 
-/// `out = 0`, then `out += weights[p] · values[p·stride + offset ..]` for
-/// each position in order, equal bit for bit to `scalar::weighted_sum` (the
-/// same multiply and add per element, in the same order), with the output
-/// kept in registers across the positions.
+/// `out = 0`, then `out += weights[p] · values row p` for each position in
+/// order, the reference's bits (the same multiply and add per element, in
+/// the same order), with the output kept in registers across the positions.
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available; `offset + out.len() <= stride` and
-/// `values.len() >= weights.len() · stride`.
+/// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn weighted_sum(
-    out: &mut [f32],
-    weights: &[f32],
-    values: &[f32],
-    stride: usize,
-    offset: usize,
-) {
-    let width = out.len();
-    let whole = width - width % LANES;
+pub unsafe fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>) {
+    let out = &mut out[..values.width];
+    let weights = &weights[..values.rows.min(weights.len())];
+    let (width, stride, offset) = (values.width, values.stride, values.offset);
+    let whole = width - width % WIDTH;
     let mut start = 0;
     while start < whole {
-        let vectors = ((whole - start) / LANES).min(SUM_WIDTH / LANES);
-        let mut acc = [_mm256_setzero_ps(); SUM_WIDTH / LANES];
+        let vectors = ((whole - start) / WIDTH).min(SUM_WIDTH / WIDTH);
+        let mut acc = [_mm256_setzero_ps(); SUM_WIDTH / WIDTH];
         for (p, &w) in weights.iter().enumerate() {
             let wv = _mm256_set1_ps(w);
             for (i, a) in acc.iter_mut().take(vectors).enumerate() {
-                // SAFETY: start + 8·i + 8 <= whole <= width, and value row p
-                // holds offset + width <= stride elements from its start.
+                // SAFETY: start + 8·i + 8 <= whole <= width, and value row
+                // p < values.rows holds `width` floats from offset.
                 let v = unsafe {
-                    _mm256_loadu_ps(values.as_ptr().add(p * stride + offset + start + i * LANES))
+                    _mm256_loadu_ps(
+                        values
+                            .data
+                            .as_ptr()
+                            .add(p * stride + offset + start + i * WIDTH),
+                    )
                 };
                 *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, v));
             }
         }
         for (i, a) in acc.iter().take(vectors).enumerate() {
             // SAFETY: as above, inside `out`.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(start + i * LANES), *a) };
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(start + i * WIDTH), *a) };
         }
-        start += vectors * LANES;
+        start += vectors * WIDTH;
     }
     let tail = &mut out[whole..];
     tail.fill(0.0);
     for (p, &w) in weights.iter().enumerate() {
-        let row = p * stride + offset;
-        for (o, &v) in tail.iter_mut().zip(&values[row + whole..row + width]) {
+        for (o, &v) in tail.iter_mut().zip(&values.row(p)[whole..]) {
             *o += w * v;
         }
     }
-}
-
-/// Whether every element of `x` is finite.
-///
-/// # Safety
-/// AVX2, FMA and F16C are available.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn all_finite(x: &[f32]) -> bool {
-    let infinity = _mm256_set1_ps(f32::INFINITY);
-    let sign = _mm256_set1_ps(-0.0);
-    let mut finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        // SAFETY: `c` is 8 floats.
-        let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
-        // |v| < ∞ is false for ±∞ and NaN.
-        let below = _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(sign, v), infinity);
-        finite = _mm256_and_ps(finite, below);
-    }
-    _mm256_movemask_ps(finite) == 0xff && chunks.remainder().iter().all(|v| v.is_finite())
 }
 
 /// `quant::quantize_activations` for finite `x` of whole blocks, bit for
@@ -393,17 +326,17 @@ pub unsafe fn all_finite(x: &[f32]) -> bool {
 /// `p − trunc(p)` being exact for |p| < 2²³).
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available; every element of `x` is finite and
-/// `dst.len() · 32 <= x.len()`.
+/// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn quantize_activations(x: &[f32], dst: &mut [BlockQ8]) {
+pub unsafe fn quantize_activations(a: Activations<'_>) {
+    let (x, dst) = (a.x, a.dst);
     let sign = _mm256_set1_ps(-0.0);
     let half = _mm256_set1_ps(0.5);
     let one = _mm256_set1_ps(1.0);
     for (block, out) in x.chunks_exact(BLOCK_LEN).zip(dst.iter_mut()) {
         // SAFETY: `block` is 32 floats.
         let v: [__m256; 4] =
-            core::array::from_fn(|i| unsafe { _mm256_loadu_ps(block.as_ptr().add(i * LANES)) });
+            core::array::from_fn(|i| unsafe { _mm256_loadu_ps(block.as_ptr().add(i * WIDTH)) });
         let abs = v.map(|v| _mm256_andnot_ps(sign, v));
         // Exact whatever the order: the inputs are not NaN.
         let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
@@ -536,15 +469,6 @@ const PREFETCH_GROUPS: usize = 2;
 /// (rows are walked a stretch of this many blocks at a time).
 const CHUNK_BLOCKS: usize = 64;
 
-/// Bytes of one Q8_0 (`Q4` false) or Q4_0 (`Q4` true) block.
-const fn block_bytes(q4: bool) -> usize {
-    if q4 {
-        Q4_0_BLOCK_BYTES
-    } else {
-        Q8_0_BLOCK_BYTES
-    }
-}
-
 /// Eight partial sums of one block's products: `Σ w_j · x_j` for Q8_0,
 /// `Σ q_j · x_j` for Q4_0 (the caller subtracts `8 · Σ x_j`, see
 /// [`q4_offsets`]); `xq` holds the block's 32 activation levels.
@@ -596,7 +520,7 @@ fn q4_offsets(x: &[BlockQ8]) -> [i32; CHUNK_BLOCKS] {
 /// # Safety
 /// AVX2, FMA and F16C are available; `x.len() <= CHUNK_BLOCKS`; for every
 /// row `r < 8`, `first + r · row_bytes` is followed by `x.len()` whole
-/// blocks; `7 · row_bytes <= i32::MAX`.
+/// blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn eight_rows<const Q4: bool, const PREFETCH: bool>(
@@ -685,18 +609,31 @@ unsafe fn one_row<const Q4: bool>(
 /// [`CHUNK_BLOCKS`] blocks, each row's sum carried over in `out`.
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available, `x.len() > 0`, and
-/// `w.len() >= out.len() · x.len() · block_bytes`.
+/// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn matvec_quantized<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[BlockQ8]) {
+pub unsafe fn matvec_quantized(a: QuantRows<'_>) {
+    // SAFETY: the features are available; `QuantRows` holds `out.len()`
+    // rows of `x.len() ≥ 1` blocks.
+    unsafe {
+        if a.q4 {
+            quant_rows::<true>(a.out, a.w, a.x)
+        } else {
+            quant_rows::<false>(a.out, a.w, a.x)
+        }
+    }
+}
+
+/// [`matvec_quantized`] for Q8_0 (`Q4` false) or Q4_0 rows.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available, `x.len() > 0`, and
+/// `w.len() == out.len() · x.len() · block_bytes(Q4)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quant_rows<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[BlockQ8]) {
     let bb = block_bytes(Q4);
     let row_bytes = x.len() * bb;
-    // The gather's row offsets are i32; wider rows take the one-row path.
-    let groups = if row_bytes <= i32::MAX as usize / QUANT_ROWS {
-        out.len() / QUANT_ROWS
-    } else {
-        0
-    };
+    let groups = out.len() / QUANT_ROWS;
     out.fill(0.0);
     for (c, xs) in x.chunks(CHUNK_BLOCKS).enumerate() {
         let offsets = if Q4 {
@@ -709,7 +646,7 @@ pub unsafe fn matvec_quantized<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[B
         for (g, o) in grouped.chunks_exact_mut(QUANT_ROWS).enumerate() {
             // SAFETY: rows 8g .. 8g + 8 < out.len() each hold x.len() blocks,
             // of which this stretch is blocks c·64 .. c·64 + xs.len(); `o`
-            // is 8 floats; 7 · row_bytes fits i32 (checked above).
+            // is 8 floats.
             unsafe {
                 let first = w.as_ptr().add(g * QUANT_ROWS * row_bytes + skip);
                 let sums = _mm256_loadu_ps(o.as_ptr());
@@ -725,137 +662,125 @@ pub unsafe fn matvec_quantized<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[B
     }
 }
 
-/// One Q8_0 / Q4_0 row dot product (see [`matvec_quantized`]).
-///
-/// # Safety
-/// AVX2, FMA and F16C are available and
-/// `w_row.len() >= x.len() · block_bytes`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn quantized_dot<const Q4: bool>(w_row: &[u8], x: &[BlockQ8]) -> f32 {
-    let mut out = [0.0f32];
-    // SAFETY: forwarded precondition, for one row.
-    unsafe { matvec_quantized::<Q4>(&mut out, w_row, x) };
-    out[0]
-}
-
 // ---------------------------------------------------------------------------
 // Matrix × several vectors (prefill)
 // ---------------------------------------------------------------------------
 
-/// Positions multiplied together against one loaded stretch of a group of
-/// float rows: `ROW_GROUP × MATMUL_POSITIONS` accumulators, plus the loads,
-/// fit the sixteen vector registers.
+/// Rows and positions of one tile of the float matmul: 2 × 3 × 2
+/// accumulators, plus the loads, fit the sixteen vector registers.
+const MATMUL_ROWS: usize = 2;
 const MATMUL_POSITIONS: usize = 3;
 
-/// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]` for float rows of encoding
-/// `DT`, each element equal bit for bit to `scalar::matvec` of row `r` and
-/// position `t` (the reference's lanes, unfused multiply and add, pairwise
-/// reduction, in-order tail). Each loaded stretch of a row is used for
-/// several positions.
-///
-/// `out`: `[rows × n]`, `w`: `[rows][cols]` encoded, `x`: `[n × cols]`.
+/// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]` for float rows, each element
+/// the bits of [`matvec`] for row `r` and position `t`; each loaded stretch
+/// of a row is used for several positions.
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available; `n > 0`, `cols > 0`,
-/// `x.len() >= n · cols`, `out.len() = rows · n` and
-/// `w.len() >= rows · cols · element_bytes(DT)`.
+/// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn matmul_float<const DT: u8>(
-    out: &mut [f32],
-    w: &[u8],
-    x: &[f32],
-    n: usize,
-    cols: usize,
-) {
-    let row_bytes = cols * element_bytes(DT);
-    let rows = out.len() / n;
-    let mut r = 0;
-    while r < rows {
-        let group = (rows - r).min(ROW_GROUP);
-        let mut t = 0;
-        while t < n {
-            let positions = (n - t).min(MATMUL_POSITIONS);
-            let at = Tile {
-                row: r,
-                position: t,
-                n,
-                cols,
-            };
-            // SAFETY: rows r .. r + group and positions t .. t + positions
-            // are in range (the function's preconditions).
-            unsafe {
-                match (group, positions) {
-                    (4, 3) => float_tile::<DT, 4, 3>(out, w, x, at, row_bytes),
-                    (4, 2) => float_tile::<DT, 4, 2>(out, w, x, at, row_bytes),
-                    (4, _) => float_tile::<DT, 4, 1>(out, w, x, at, row_bytes),
-                    (_, 3) => float_tile::<DT, 1, 3>(out, w, x, at, row_bytes),
-                    (_, 2) => float_tile::<DT, 1, 2>(out, w, x, at, row_bytes),
-                    _ => float_tile::<DT, 1, 1>(out, w, x, at, row_bytes),
-                }
-            }
-            t += positions;
+pub unsafe fn matmul(a: FloatMatmul<'_>) {
+    // SAFETY: the features are available; `FloatMatmul` holds rows · n
+    // outputs, n positions of cols ≥ 1 inputs and rows rows of weights.
+    unsafe {
+        match a.dtype {
+            Float::F32 => float_matmul::<F32>(a),
+            Float::F16 => float_matmul::<F16>(a),
+            Float::BF16 => float_matmul::<BF16>(a),
         }
-        // A group of fewer than four rows goes one row at a time.
-        r += if group == ROW_GROUP { ROW_GROUP } else { 1 };
     }
 }
 
-/// Where a tile of a float matmul starts: its first row and position, and
-/// the matrix product's shape.
-#[derive(Clone, Copy)]
-struct Tile {
-    row: usize,
-    position: usize,
-    n: usize,
-    cols: usize,
-}
-
-/// `R` rows × `P` positions of [`matmul_float`].
+/// [`matmul`] for encoding `DT`, in tiles of up to [`MATMUL_ROWS`] rows ×
+/// [`MATMUL_POSITIONS`] positions.
 ///
 /// # Safety
-/// As [`matmul_float`], with rows `at.row .. at.row + R` and positions
-/// `at.position .. at.position + P` in range.
+/// AVX2, FMA and F16C are available; `a.dtype` is `DT`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn float_matmul<const DT: u8>(a: FloatMatmul<'_>) {
+    let (rows, n, cols) = (a.rows(), a.n, a.cols);
+    let row_bytes = cols * element_bytes(DT);
+    let mut r = 0;
+    while r < rows {
+        let group = (rows - r).min(MATMUL_ROWS);
+        let mut t = 0;
+        while t < n {
+            let positions = (n - t).min(MATMUL_POSITIONS);
+            let w = a.w[r * row_bytes..].as_ptr();
+            let x = &a.x[t * cols..];
+            // SAFETY: rows r .. r + group and positions t .. t + positions
+            // are in range (the `FloatMatmul` facts).
+            let tile: [[f32; MATMUL_POSITIONS]; MATMUL_ROWS] = unsafe {
+                match (group, positions) {
+                    (2, 3) => float_tile::<DT, 2, 3>(w, row_bytes, x, cols),
+                    (2, 2) => float_tile::<DT, 2, 2>(w, row_bytes, x, cols),
+                    (2, _) => float_tile::<DT, 2, 1>(w, row_bytes, x, cols),
+                    (_, 3) => float_tile::<DT, 1, 3>(w, row_bytes, x, cols),
+                    (_, 2) => float_tile::<DT, 1, 2>(w, row_bytes, x, cols),
+                    _ => float_tile::<DT, 1, 1>(w, row_bytes, x, cols),
+                }
+            };
+            for (i, sums) in tile.iter().enumerate().take(group) {
+                let o = &mut a.out[(r + i) * n + t..][..positions];
+                o.copy_from_slice(&sums[..positions]);
+            }
+            t += positions;
+        }
+        r += group;
+    }
+}
+
+/// `R` rows (from `w`, `row_bytes` apart) times `P` positions (from `x`,
+/// `cols` apart), each product in the reference order; the results in the
+/// first `R × P` places.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `R` rows of `cols` elements of
+/// encoding `DT` are readable from `w`, and `x.len() >= P · cols`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn float_tile<const DT: u8, const R: usize, const P: usize>(
-    out: &mut [f32],
-    w: &[u8],
-    x: &[f32],
-    at: Tile,
+    w: *const u8,
     row_bytes: usize,
-) {
-    let cols = at.cols;
+    x: &[f32],
+    cols: usize,
+) -> [[f32; MATMUL_POSITIONS]; MATMUL_ROWS] {
     let eb = element_bytes(DT);
     let whole = cols - cols % LANES;
-    let mut acc = [[_mm256_setzero_ps(); P]; R];
-    let rows = w[at.row * row_bytes..(at.row + R) * row_bytes].as_ptr();
-    let xs = x[at.position * cols..(at.position + P) * cols].as_ptr();
+    let x = &x[..P * cols];
+    let mut acc = [[[_mm256_setzero_ps(); 2]; P]; R];
     let mut c = 0;
     while c < whole {
-        // SAFETY: c + 8 <= whole <= cols: the loads stay inside rows
-        // at.row .. at.row + R of `w` and positions at.position .. + P of `x`.
+        // SAFETY: c + 16 <= whole <= cols: the loads stay inside the R rows
+        // and the P positions.
         unsafe {
-            let xv: [__m256; P] = core::array::from_fn(|p| _mm256_loadu_ps(xs.add(p * cols + c)));
+            let xv: [[__m256; 2]; P] = core::array::from_fn(|p| {
+                let xp = x.as_ptr().add(p * cols + c);
+                [_mm256_loadu_ps(xp), _mm256_loadu_ps(xp.add(WIDTH))]
+            });
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let wv = load8::<DT>(rows.add(r * row_bytes + c * eb));
-                for (a, &xp) in acc_r.iter_mut().zip(&xv) {
-                    *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, xp));
+                let wp = w.add(r * row_bytes + c * eb);
+                let wv = [load8::<DT>(wp), load8::<DT>(wp.add(WIDTH * eb))];
+                for (a, xp) in acc_r.iter_mut().zip(&xv) {
+                    a[0] = _mm256_add_ps(a[0], _mm256_mul_ps(wv[0], xp[0]));
+                    a[1] = _mm256_add_ps(a[1], _mm256_mul_ps(wv[1], xp[1]));
                 }
             }
         }
         c += LANES;
     }
+    let mut sums = [[0.0f32; MATMUL_POSITIONS]; MATMUL_ROWS];
     for (r, acc_r) in acc.iter().enumerate() {
-        let row = &w[(at.row + r) * row_bytes..(at.row + r + 1) * row_bytes];
+        // SAFETY: row r's elements whole..cols are in bounds.
+        let row_tail = unsafe {
+            core::slice::from_raw_parts(w.add(r * row_bytes + whole * eb), (cols - whole) * eb)
+        };
         for (p, a) in acc_r.iter().enumerate() {
-            let t = at.position + p;
-            out[(at.row + r) * at.n + t] = tail_sum::<DT>(
-                reduce_lanes(*a),
-                &row[whole * eb..],
-                &x[t * cols + whole..(t + 1) * cols],
-            );
+            let x_tail = &x[p * cols + whole..(p + 1) * cols];
+            sums[r][p] = tail_sum::<DT>(reduce_lanes(a[0], a[1]), row_tail, x_tail);
         }
     }
+    sums
 }
 
 /// Positions whose Q4_0 offsets [`matmul_quantized`] keeps at once.
@@ -870,11 +795,30 @@ const MATMUL_QUANT_POSITIONS: usize = 16;
 /// `out`: `[rows × n]`.
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available; `n > 0`, `blocks > 0`,
-/// `xq.len() >= n · blocks`, `out.len() = rows · n`, and
-/// `w.len() >= rows · blocks · block_bytes`.
+/// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn matmul_quantized<const Q4: bool>(
+pub unsafe fn matmul_quantized(a: QuantMatmul<'_>) {
+    let (n, blocks) = (a.n, a.blocks);
+    // SAFETY: the features are available; `QuantMatmul` holds rows · n
+    // outputs, n positions of blocks ≥ 1 activation blocks and rows rows.
+    unsafe {
+        if a.q4 {
+            quant_matmul::<true>(a.out, a.w, a.x, n, blocks)
+        } else {
+            quant_matmul::<false>(a.out, a.w, a.x, n, blocks)
+        }
+    }
+}
+
+/// [`matmul_quantized`] for Q8_0 (`Q4` false) or Q4_0 rows.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `n > 0`, `blocks > 0`,
+/// `xq.len() == n · blocks`, `out.len() = rows · n`, and
+/// `w.len() == rows · blocks · block_bytes(Q4)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quant_matmul<const Q4: bool>(
     out: &mut [f32],
     w: &[u8],
     xq: &[BlockQ8],
@@ -884,11 +828,7 @@ pub unsafe fn matmul_quantized<const Q4: bool>(
     let bb = block_bytes(Q4);
     let row_bytes = blocks * bb;
     let rows = out.len() / n;
-    let groups = if row_bytes <= i32::MAX as usize / QUANT_ROWS {
-        rows / QUANT_ROWS
-    } else {
-        0
-    };
+    let groups = rows / QUANT_ROWS;
     out.fill(0.0);
     let mut offsets = [[0i32; CHUNK_BLOCKS]; MATMUL_QUANT_POSITIONS];
     for t0 in (0..n).step_by(MATMUL_QUANT_POSITIONS) {
@@ -904,8 +844,7 @@ pub unsafe fn matmul_quantized<const Q4: bool>(
             let skip = c * bb;
             for g in 0..groups {
                 // SAFETY: rows 8g .. 8g + 8 each hold `blocks` blocks, of
-                // which this stretch is c .. c + stretch; 7 · row_bytes fits
-                // i32 (checked above).
+                // which this stretch is c .. c + stretch.
                 let first = unsafe { w.as_ptr().add(g * QUANT_ROWS * row_bytes + skip) };
                 for (p, o) in offsets.iter().take(positions).enumerate() {
                     let t = t0 + p;

@@ -1,0 +1,686 @@
+//! x86-64 intrinsics for AVX-512 F/BW/VL with VNNI: the reference's
+//! arithmetic (`reference.rs`), only faster, bit for bit. The structure is
+//! `avx2.rs`'s, twice as wide:
+//!
+//! - Float rows keep the reference's 16 lanes in one `__m512` per row, each
+//!   a separate multiply and add (never fused); the reduction adds the two
+//!   256-bit halves (lane `j` plus lane `j+8`) and finishes as the AVX2 path
+//!   does, then adds the tail in order.
+//! - Q8_0 / Q4_0 rows go sixteen at a time, one f32 lane each. A block's
+//!   integer sum comes from `vpdpbusd` (unsigned × signed bytes, four
+//!   products per i32, never saturating): Q8_0 levels are made unsigned by
+//!   adding 128 (`Σ (w+128)·x = Σ w·x + 128·Σ x`), Q4_0 nibbles are unsigned
+//!   already (`Σ q·x = Σ (q−8)·x + 8·Σ x`); the offset `k·Σ x` is computed
+//!   once per activation block and subtracted, which leaves the exact sum.
+//! - Rows that do not fill a group, and the activation quantizer, run
+//!   `avx2.rs`'s kernels (AVX-512 CPUs have AVX2): the bits do not depend on
+//!   which rows go together.
+//!
+//! Every function needs AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI (the
+//! `# Safety` sections say no more); lengths come in the checked types of
+//! `shapes.rs`, whose facts make every load below in bounds, as each
+//! `unsafe` block restates.
+#![allow(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use core::arch::x86_64::*;
+
+use super::avx2::{self, reduce8, tail_sum, BF16, F16, F32};
+use super::shapes::{
+    block_bytes, Activations, Float, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided,
+};
+use crate::quant::BlockQ8;
+use crate::tensor::BLOCK_LEN;
+
+/// Floats in one `__m512`: the reference's lanes.
+const LANES: usize = 16;
+const _: () = assert!(LANES == super::reference::LANES);
+/// Rows the float matvec walks together.
+const ROW_GROUP: usize = 4;
+/// The f16 scale in front of each Q8_0 / Q4_0 block.
+const SCALE_BYTES: usize = 2;
+
+/// Bytes per element of encoding `DT`.
+const fn element_bytes(dt: u8) -> usize {
+    if dt == F32 {
+        4
+    } else {
+        2
+    }
+}
+
+/// Loads and widens sixteen elements of encoding `DT` to f32.
+///
+/// # Safety
+/// The features are available, and `p` points to `16 · element_bytes(DT)`
+/// readable bytes (no alignment needed).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn load16<const DT: u8>(p: *const u8) -> __m512 {
+    // SAFETY: the caller guarantees the bytes are readable; the loads are
+    // unaligned variants.
+    unsafe {
+        match DT {
+            F32 => _mm512_loadu_ps(p.cast::<f32>()),
+            F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p.cast::<__m256i>())),
+            // bf16 is the high half of an f32: widen and shift into place.
+            _ => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                _mm256_loadu_si256(p.cast::<__m256i>()),
+            ))),
+        }
+    }
+}
+
+/// The reference's reduction of the 16 lanes of `v`: lanes 0–7 plus lanes
+/// 8–15, then the eight pairwise.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn reduce_lanes(v: __m512) -> f32 {
+    let low = _mm512_castps512_ps256(v);
+    let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    reduce8(_mm256_add_ps(low, high))
+}
+
+/// `out[r] = Σ_c w[r][c] · x[c]` for float rows, the reference's bits.
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn matvec(a: FloatRows<'_>) {
+    // SAFETY: the features are available; `FloatRows` holds `out.len()`
+    // rows of `x.len() ≥ 1` elements of its encoding.
+    unsafe {
+        match a.dtype {
+            Float::F32 => float_rows::<F32>(a.out, a.w, a.x),
+            Float::F16 => float_rows::<F16>(a.out, a.w, a.x),
+            Float::BF16 => float_rows::<BF16>(a.out, a.w, a.x),
+        }
+    }
+}
+
+/// [`matvec`] for encoding `DT`: [`ROW_GROUP`] rows at a time, then one.
+///
+/// # Safety
+/// The features are available; `x.len() ≥ 1` and
+/// `w.len() == out.len() · x.len() · element_bytes(DT)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn float_rows<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
+    let row_bytes = x.len() * element_bytes(DT);
+    let mut out_groups = out.chunks_exact_mut(ROW_GROUP);
+    let mut w_groups = w.chunks_exact(ROW_GROUP * row_bytes);
+    for (o, rows) in (&mut out_groups).zip(&mut w_groups) {
+        // SAFETY: `rows` is ROW_GROUP rows of x.len() elements.
+        let sums = unsafe { dot_rows::<DT, ROW_GROUP>(rows.as_ptr(), row_bytes, x) };
+        o.copy_from_slice(&sums);
+    }
+    for (o, row) in out_groups
+        .into_remainder()
+        .iter_mut()
+        .zip(w_groups.remainder().chunks_exact(row_bytes))
+    {
+        // SAFETY: `row` is one row of x.len() elements.
+        *o = unsafe { dot_rows::<DT, 1>(row.as_ptr(), row_bytes, x) }[0];
+    }
+}
+
+/// The dot products of `R` consecutive rows (`first` points at the first,
+/// the rows `row_bytes` apart) with `x`, each in the reference order.
+///
+/// # Safety
+/// The features are available; `R` rows of `x.len()` elements of encoding
+/// `DT` are readable from `first`, `row_bytes` apart.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn dot_rows<const DT: u8, const R: usize>(
+    first: *const u8,
+    row_bytes: usize,
+    x: &[f32],
+) -> [f32; R] {
+    let cols = x.len();
+    let eb = element_bytes(DT);
+    let whole = cols - cols % LANES;
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut c = 0;
+    while c < whole {
+        // SAFETY: c + 16 <= whole <= cols: x[c..c + 16] and elements
+        // c..c + 16 of each row are in bounds.
+        unsafe {
+            let xv = _mm512_loadu_ps(x.as_ptr().add(c));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let wv = load16::<DT>(first.add(r * row_bytes + c * eb));
+                *a = _mm512_add_ps(*a, _mm512_mul_ps(wv, xv));
+            }
+        }
+        c += LANES;
+    }
+    core::array::from_fn(|r| {
+        // SAFETY: row r's elements whole..cols are in bounds.
+        let row_tail = unsafe {
+            core::slice::from_raw_parts(first.add(r * row_bytes + whole * eb), (cols - whole) * eb)
+        };
+        tail_sum::<DT>(reduce_lanes(acc[r]), row_tail, &x[whole..])
+    })
+}
+
+/// Dot product over the common length of two f32 slices, the reference's
+/// bits.
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    // SAFETY: `a` is one "row" of n f32 elements.
+    unsafe { dot_rows::<F32, 1>(a.as_ptr().cast::<u8>(), 0, b)[0] }
+}
+
+/// `y += a · x` over the common length, the reference's bits (a multiply,
+/// then an add: no fused rounding).
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    let n = y.len().min(x.len());
+    let whole = n - n % LANES;
+    let av = _mm512_set1_ps(a);
+    let mut c = 0;
+    while c < whole {
+        // SAFETY: c + 16 <= n <= both lengths; `y` is borrowed mutably, so
+        // the store aliases nothing else.
+        unsafe {
+            let p = y.as_mut_ptr().add(c);
+            let xv = _mm512_loadu_ps(x.as_ptr().add(c));
+            _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), _mm512_mul_ps(av, xv)));
+        }
+        c += LANES;
+    }
+    for (yv, &xv) in y[whole..n].iter_mut().zip(&x[whole..n]) {
+        *yv += a * xv;
+    }
+}
+
+/// Keys whose scores [`attention_scores`] computes together.
+const SCORE_KEYS: usize = 4;
+
+/// `scores[p] = dot(q, keys row p)`, the reference's bits, four keys at a
+/// time.
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn attention_scores(scores: &mut [f32], q: &[f32], keys: Strided<'_>) {
+    let q = &q[..keys.width];
+    let scores = &mut scores[..keys.rows];
+    let base = keys.data.as_ptr().wrapping_add(keys.offset).cast::<u8>();
+    let row_bytes = keys.stride * 4;
+    let mut groups = scores.chunks_exact_mut(SCORE_KEYS);
+    let mut first = 0;
+    for group in &mut groups {
+        // SAFETY: key rows first .. first + 4 < keys.rows each hold `width`
+        // floats from offset (the `Strided` facts).
+        let sums =
+            unsafe { dot_rows::<F32, SCORE_KEYS>(base.add(first * row_bytes), row_bytes, q) };
+        group.copy_from_slice(&sums);
+        first += SCORE_KEYS;
+    }
+    for s in groups.into_remainder() {
+        // SAFETY: as above, for one row.
+        *s = unsafe { dot_rows::<F32, 1>(base.add(first * row_bytes), row_bytes, q)[0] };
+        first += 1;
+    }
+}
+
+/// Floats of the output [`weighted_sum`] keeps in registers per pass.
+const SUM_WIDTH: usize = 4 * LANES;
+
+/// `out = 0`, then `out += weights[p] · values row p` for each position in
+/// order, the reference's bits, with the output kept in registers across
+/// the positions.
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>) {
+    let out = &mut out[..values.width];
+    let weights = &weights[..values.rows.min(weights.len())];
+    let (width, stride, offset) = (values.width, values.stride, values.offset);
+    let whole = width - width % LANES;
+    let mut start = 0;
+    while start < whole {
+        let vectors = ((whole - start) / LANES).min(SUM_WIDTH / LANES);
+        let mut acc = [_mm512_setzero_ps(); SUM_WIDTH / LANES];
+        for (p, &w) in weights.iter().enumerate() {
+            let wv = _mm512_set1_ps(w);
+            for (i, a) in acc.iter_mut().take(vectors).enumerate() {
+                // SAFETY: start + 16·i + 16 <= whole <= width, and value row
+                // p < values.rows holds `width` floats from offset.
+                let v = unsafe {
+                    _mm512_loadu_ps(
+                        values
+                            .data
+                            .as_ptr()
+                            .add(p * stride + offset + start + i * LANES),
+                    )
+                };
+                *a = _mm512_add_ps(*a, _mm512_mul_ps(wv, v));
+            }
+        }
+        for (i, a) in acc.iter().take(vectors).enumerate() {
+            // SAFETY: as above, inside `out`.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(start + i * LANES), *a) };
+        }
+        start += vectors * LANES;
+    }
+    let tail = &mut out[whole..];
+    tail.fill(0.0);
+    for (p, &w) in weights.iter().enumerate() {
+        for (o, &v) in tail.iter_mut().zip(&values.row(p)[whole..]) {
+            *o += w * v;
+        }
+    }
+}
+
+/// The activation quantizer of the AVX2 path (the same bits).
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn quantize_activations(a: Activations<'_>) {
+    // SAFETY: AVX2, FMA and F16C are among this function's features.
+    unsafe { avx2::quantize_activations(a) }
+}
+
+// ---------------------------------------------------------------------------
+// Matrix × several vectors (prefill), float
+// ---------------------------------------------------------------------------
+
+/// Rows and positions of one tile of the float matmul: 12 accumulators.
+const MATMUL_ROWS: usize = 4;
+const MATMUL_POSITIONS: usize = 3;
+
+/// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]` for float rows, each element
+/// the bits of [`matvec`] for row `r` and position `t`.
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn matmul(a: FloatMatmul<'_>) {
+    // SAFETY: the features are available; `FloatMatmul` holds rows · n
+    // outputs, n positions of cols ≥ 1 inputs and rows rows of weights.
+    unsafe {
+        match a.dtype {
+            Float::F32 => float_matmul::<F32>(a),
+            Float::F16 => float_matmul::<F16>(a),
+            Float::BF16 => float_matmul::<BF16>(a),
+        }
+    }
+}
+
+/// [`matmul`] for encoding `DT`, in tiles of up to [`MATMUL_ROWS`] rows ×
+/// [`MATMUL_POSITIONS`] positions.
+///
+/// # Safety
+/// The features are available; `a.dtype` is `DT`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn float_matmul<const DT: u8>(a: FloatMatmul<'_>) {
+    let (rows, n, cols) = (a.rows(), a.n, a.cols);
+    let row_bytes = cols * element_bytes(DT);
+    let mut r = 0;
+    while r < rows {
+        let group = if rows - r >= MATMUL_ROWS {
+            MATMUL_ROWS
+        } else {
+            1
+        };
+        let mut t = 0;
+        while t < n {
+            let positions = (n - t).min(MATMUL_POSITIONS);
+            let w = a.w[r * row_bytes..].as_ptr();
+            let x = &a.x[t * cols..];
+            // SAFETY: rows r .. r + group and positions t .. t + positions
+            // are in range (the `FloatMatmul` facts).
+            let tile = unsafe {
+                match (group, positions) {
+                    (4, 3) => float_tile::<DT, 4, 3>(w, row_bytes, x, cols),
+                    (4, 2) => float_tile::<DT, 4, 2>(w, row_bytes, x, cols),
+                    (4, _) => float_tile::<DT, 4, 1>(w, row_bytes, x, cols),
+                    (_, 3) => float_tile::<DT, 1, 3>(w, row_bytes, x, cols),
+                    (_, 2) => float_tile::<DT, 1, 2>(w, row_bytes, x, cols),
+                    _ => float_tile::<DT, 1, 1>(w, row_bytes, x, cols),
+                }
+            };
+            for (i, sums) in tile.iter().enumerate().take(group) {
+                let o = &mut a.out[(r + i) * n + t..][..positions];
+                o.copy_from_slice(&sums[..positions]);
+            }
+            t += positions;
+        }
+        r += group;
+    }
+}
+
+/// `R` rows (from `w`, `row_bytes` apart) times `P` positions (from `x`,
+/// `cols` apart), each product in the reference order; the results in the
+/// first `R × P` places.
+///
+/// # Safety
+/// The features are available; `R` rows of `cols` elements of encoding
+/// `DT` are readable from `w`, and `x.len() >= P · cols`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn float_tile<const DT: u8, const R: usize, const P: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    x: &[f32],
+    cols: usize,
+) -> [[f32; MATMUL_POSITIONS]; MATMUL_ROWS] {
+    let eb = element_bytes(DT);
+    let whole = cols - cols % LANES;
+    let x = &x[..P * cols];
+    let mut acc = [[_mm512_setzero_ps(); P]; R];
+    let mut c = 0;
+    while c < whole {
+        // SAFETY: c + 16 <= whole <= cols: the loads stay inside the R rows
+        // and the P positions.
+        unsafe {
+            let xv: [__m512; P] =
+                core::array::from_fn(|p| _mm512_loadu_ps(x.as_ptr().add(p * cols + c)));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let wv = load16::<DT>(w.add(r * row_bytes + c * eb));
+                for (a, &xp) in acc_r.iter_mut().zip(&xv) {
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(wv, xp));
+                }
+            }
+        }
+        c += LANES;
+    }
+    let mut sums = [[0.0f32; MATMUL_POSITIONS]; MATMUL_ROWS];
+    for (r, acc_r) in acc.iter().enumerate() {
+        // SAFETY: row r's elements whole..cols are in bounds.
+        let row_tail = unsafe {
+            core::slice::from_raw_parts(w.add(r * row_bytes + whole * eb), (cols - whole) * eb)
+        };
+        for (p, a) in acc_r.iter().enumerate() {
+            let x_tail = &x[p * cols + whole..(p + 1) * cols];
+            sums[r][p] = tail_sum::<DT>(reduce_lanes(*a), row_tail, x_tail);
+        }
+    }
+    sums
+}
+
+// ---------------------------------------------------------------------------
+// Q8_0 / Q4_0 against BlockQ8 activations
+// ---------------------------------------------------------------------------
+
+/// Rows the quantized kernels walk together, one f32 lane each.
+const QUANT_ROWS: usize = 16;
+
+/// Which two rows of a group of sixteen share a register in the integer
+/// sums (the low 256 bits, the high 256 bits): arranged so that
+/// [`transpose_sum`] leaves row `r`'s total in lane `r`.
+const ROW_PAIRS: [(usize, usize); 8] = [
+    (0, 4),
+    (1, 5),
+    (2, 6),
+    (3, 7),
+    (8, 12),
+    (9, 13),
+    (10, 14),
+    (11, 15),
+];
+
+/// Blocks of activations whose offsets are computed at once (rows are
+/// walked a stretch of this many blocks at a time).
+const CHUNK_BLOCKS: usize = 64;
+
+/// `k · Σ_j x_j` for each of up to [`CHUNK_BLOCKS`] activation blocks, with
+/// `k` = 8 for Q4_0 and 128 for Q8_0 (see the module notes).
+fn block_offsets<const Q4: bool>(x: &[BlockQ8]) -> [i32; CHUNK_BLOCKS] {
+    let k = if Q4 { 8 } else { 128 };
+    let mut offsets = [0; CHUNK_BLOCKS];
+    for (o, b) in offsets.iter_mut().zip(x) {
+        *o = k * b.qs.iter().map(|&q| i32::from(q)).sum::<i32>();
+    }
+    offsets
+}
+
+/// Sixteen partial sums of one block of two rows: lanes 0–7 for the block
+/// at `a`, lanes 8–15 for the block at `b` (each pointing at its scale);
+/// `x` holds the block's 32 activation levels in both 256-bit halves. Q8_0:
+/// `Σ (w+128)·x`; Q4_0: `Σ q·x`.
+///
+/// # Safety
+/// The features are available and `a`, `b` each point to one whole block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn pair_products<const Q4: bool>(a: *const u8, b: *const u8, x: __m512i) -> __m512i {
+    // SAFETY: the block bytes after the scale are readable (32 for Q8_0,
+    // 16 for Q4_0).
+    let unsigned = unsafe {
+        if Q4 {
+            // Each half: the 16 packed bytes twice, the second copy shifted
+            // down by 4, then masked: elements 0..15, then 16..31.
+            let pa = _mm256_broadcastsi128_si256(_mm_loadu_si128(a.add(SCALE_BYTES).cast()));
+            let pb = _mm256_broadcastsi128_si256(_mm_loadu_si128(b.add(SCALE_BYTES).cast()));
+            let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(pa), pb);
+            let shifts = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 0, 0, 0, 0, 4, 4, 4, 4);
+            _mm512_and_si512(_mm512_srlv_epi32(both, shifts), _mm512_set1_epi8(0x0f))
+        } else {
+            let wa = _mm256_loadu_si256(a.add(SCALE_BYTES).cast());
+            let wb = _mm256_loadu_si256(b.add(SCALE_BYTES).cast());
+            let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(wa), wb);
+            // w + 128 as an unsigned byte: flip the sign bit.
+            _mm512_xor_si512(both, _mm512_set1_epi8(i8::MIN))
+        }
+    };
+    _mm512_dpbusd_epi32(_mm512_setzero_si512(), unsigned, x)
+}
+
+/// Reduces the eight pair vectors of [`ROW_PAIRS`] to one vector of the
+/// sixteen rows' totals, row `r` in lane `r` (exact: integer adds).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn transpose_sum(v: &[__m512i; 8]) -> __m512i {
+    // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3].
+    let pair = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
+    };
+    // Per 128-bit lane: the sums of that lane's four elements of a, b, c, d.
+    let quad = |ab: __m512i, cd: __m512i| {
+        _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd))
+    };
+    // 128-bit lanes: rows 0–3 (first half), 0–3 (second half), 4–7, 4–7.
+    let q0 = quad(pair(v[0], v[1]), pair(v[2], v[3]));
+    // The same for rows 8–11 and 12–15.
+    let q1 = quad(pair(v[4], v[5]), pair(v[6], v[7]));
+    // Lanes 0, 2 of each, and lanes 1, 3 of each: [0–3, 4–7, 8–11, 12–15].
+    let first = _mm512_shuffle_i64x2::<0b10_00_10_00>(q0, q1);
+    let second = _mm512_shuffle_i64x2::<0b11_01_11_01>(q0, q1);
+    _mm512_add_epi32(first, second)
+}
+
+/// Continues the sums of [`QUANT_ROWS`] consecutive rows (`first` points at
+/// the first row's first block of this stretch, the rows `row_bytes` apart)
+/// over the stretch `x` of activation blocks: per row,
+/// `sum += (d_w · d_x) · isum` block after block, one lane per row.
+///
+/// # Safety
+/// The features are available; `x.len() <= CHUNK_BLOCKS`; for every row
+/// `r < 16`, `first + r · row_bytes` is followed by `x.len()` whole blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn sixteen_rows<const Q4: bool>(
+    mut sums: __m512,
+    first: *const u8,
+    row_bytes: usize,
+    x: &[BlockQ8],
+    offsets: &[i32; CHUNK_BLOCKS],
+) -> __m512 {
+    let bb = block_bytes(Q4);
+    for (b, (xb, &offset)) in x.iter().zip(offsets).enumerate() {
+        // SAFETY: `xb.qs` is 32 bytes; block b of each of the sixteen rows
+        // is whole (the function's precondition).
+        unsafe {
+            let xq = _mm512_broadcast_i64x4(_mm256_loadu_si256(xb.qs.as_ptr().cast()));
+            let block = first.add(b * bb);
+            let pairs: [__m512i; 8] = core::array::from_fn(|p| {
+                let (ra, rb) = ROW_PAIRS[p];
+                pair_products::<Q4>(block.add(ra * row_bytes), block.add(rb * row_bytes), xq)
+            });
+            let totals = _mm512_sub_epi32(transpose_sum(&pairs), _mm512_set1_epi32(offset));
+            let mut raw = [0u16; QUANT_ROWS];
+            for (r, v) in raw.iter_mut().enumerate() {
+                *v = block.add(r * row_bytes).cast::<u16>().read_unaligned();
+            }
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(raw.as_ptr().cast()));
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(xb.d));
+            sums = _mm512_add_ps(sums, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(totals)));
+        }
+    }
+    sums
+}
+
+/// `out[r] = q8_0_dot(row r, x)` (or `q4_0_dot`), the reference's bits:
+/// sixteen rows at a time in stretches of [`CHUNK_BLOCKS`] blocks, each
+/// row's sum carried over in `out`; the rows left over run the AVX2 kernel.
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn matvec_quantized(a: QuantRows<'_>) {
+    // SAFETY: the features are available; `QuantRows` holds `out.len()`
+    // rows of `x.len() ≥ 1` blocks.
+    unsafe {
+        if a.q4 {
+            quant_rows::<true>(a.out, a.w, a.x)
+        } else {
+            quant_rows::<false>(a.out, a.w, a.x)
+        }
+    }
+}
+
+/// [`matvec_quantized`] for Q8_0 (`Q4` false) or Q4_0 rows.
+///
+/// # Safety
+/// The features are available, `x.len() > 0`, and
+/// `w.len() == out.len() · x.len() · block_bytes(Q4)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn quant_rows<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[BlockQ8]) {
+    let row_bytes = x.len() * block_bytes(Q4);
+    let grouped = out.len() - out.len() % QUANT_ROWS;
+    let (out, rest) = out.split_at_mut(grouped);
+    let (w, w_rest) = w.split_at(grouped * row_bytes);
+    out.fill(0.0);
+    for (c, xs) in x.chunks(CHUNK_BLOCKS).enumerate() {
+        let offsets = block_offsets::<Q4>(xs);
+        let skip = c * CHUNK_BLOCKS * block_bytes(Q4);
+        for (g, o) in out.chunks_exact_mut(QUANT_ROWS).enumerate() {
+            // SAFETY: rows 16g .. 16g + 16 each hold x.len() blocks, of which
+            // this stretch is blocks c·64 .. c·64 + xs.len(); `o` is 16
+            // floats.
+            unsafe {
+                let first = w.as_ptr().add(g * QUANT_ROWS * row_bytes + skip);
+                let sums = _mm512_loadu_ps(o.as_ptr());
+                let sums = sixteen_rows::<Q4>(sums, first, row_bytes, xs, &offsets);
+                _mm512_storeu_ps(o.as_mut_ptr(), sums);
+            }
+        }
+    }
+    if !rest.is_empty() {
+        // SAFETY: AVX2, FMA and F16C are among the features; `w_rest` holds
+        // rest.len() rows of x.len() blocks.
+        unsafe { avx2::quant_rows::<Q4>(rest, w_rest, x) };
+    }
+}
+
+/// Positions whose offsets [`matmul_quantized`] keeps at once.
+const MATMUL_QUANT_POSITIONS: usize = 16;
+
+/// `out[r·n + t] = q8_0_dot(row r, xq[t])` (or `q4_0_dot`), the reference's
+/// bits: each element is the one-position kernel's lane for its row. A
+/// group of sixteen rows stays in L1 while every position is multiplied
+/// with it; the rows left over run the AVX2 kernel.
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn matmul_quantized(a: QuantMatmul<'_>) {
+    let (n, blocks) = (a.n, a.blocks);
+    // SAFETY: the features are available; `QuantMatmul` holds rows · n
+    // outputs, n positions of blocks ≥ 1 activation blocks and rows rows.
+    unsafe {
+        if a.q4 {
+            quant_matmul::<true>(a.out, a.w, a.x, n, blocks)
+        } else {
+            quant_matmul::<false>(a.out, a.w, a.x, n, blocks)
+        }
+    }
+}
+
+/// [`matmul_quantized`] for Q8_0 (`Q4` false) or Q4_0 rows.
+///
+/// # Safety
+/// The features are available; `n > 0`, `blocks > 0`,
+/// `xq.len() == n · blocks`, `out.len() = rows · n`, and
+/// `w.len() == rows · blocks · block_bytes(Q4)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn quant_matmul<const Q4: bool>(
+    out: &mut [f32],
+    w: &[u8],
+    xq: &[BlockQ8],
+    n: usize,
+    blocks: usize,
+) {
+    let bb = block_bytes(Q4);
+    let row_bytes = blocks * bb;
+    let rows = out.len() / n;
+    let groups = rows / QUANT_ROWS;
+    let (out, rest) = out.split_at_mut(groups * QUANT_ROWS * n);
+    let (w, w_rest) = w.split_at(groups * QUANT_ROWS * row_bytes);
+    out.fill(0.0);
+    let mut offsets = [[0i32; CHUNK_BLOCKS]; MATMUL_QUANT_POSITIONS];
+    for t0 in (0..n).step_by(MATMUL_QUANT_POSITIONS) {
+        let positions = (n - t0).min(MATMUL_QUANT_POSITIONS);
+        for c in (0..blocks).step_by(CHUNK_BLOCKS) {
+            let stretch = (blocks - c).min(CHUNK_BLOCKS);
+            let x_at = |t: usize| &xq[t * blocks + c..t * blocks + c + stretch];
+            for (p, o) in offsets.iter_mut().take(positions).enumerate() {
+                *o = block_offsets::<Q4>(x_at(t0 + p));
+            }
+            for g in 0..groups {
+                // SAFETY: rows 16g .. 16g + 16 each hold `blocks` blocks, of
+                // which this stretch is c .. c + stretch.
+                let first = unsafe { w.as_ptr().add(g * QUANT_ROWS * row_bytes + c * bb) };
+                for (p, o) in offsets.iter().take(positions).enumerate() {
+                    let t = t0 + p;
+                    let mut sums = [0.0f32; QUANT_ROWS];
+                    for (r, s) in sums.iter_mut().enumerate() {
+                        *s = out[(g * QUANT_ROWS + r) * n + t];
+                    }
+                    // SAFETY: as above; `sums` holds 16 floats.
+                    unsafe {
+                        let v = _mm512_loadu_ps(sums.as_ptr());
+                        let v = sixteen_rows::<Q4>(v, first, row_bytes, x_at(t), o);
+                        _mm512_storeu_ps(sums.as_mut_ptr(), v);
+                    }
+                    for (r, s) in sums.iter().enumerate() {
+                        out[(g * QUANT_ROWS + r) * n + t] = *s;
+                    }
+                }
+            }
+        }
+    }
+    if !rest.is_empty() {
+        // SAFETY: AVX2, FMA and F16C are among the features; `w_rest` holds
+        // rest.len() / n rows of `blocks` blocks.
+        unsafe { avx2::quant_matmul::<Q4>(rest, w_rest, xq, n, blocks) };
+    }
+}
+
+const _: () = assert!(BLOCK_LEN == 32, "one __m256i per block of levels");

@@ -1,0 +1,583 @@
+//! The reference kernels: plain Rust, always compiled, the definition every
+//! accelerated path reproduces bit for bit, and the portable path itself.
+//!
+//! # Sum order
+//!
+//! - **Float rows and dot products** keep [`LANES`] = 16 independent partial
+//!   sums: lane `j` adds the products of elements `j, j+16, j+32, …`, each a
+//!   multiply then an add (never fused). The lanes are then reduced in a
+//!   fixed tree — lane `j` plus lane `j+8` first, then those eight as
+//!   `((m0+m4)+(m1+m5)) + ((m2+m6)+(m3+m7))` — and the elements past the last
+//!   whole 16 are added in order. One AVX-512 register, two AVX2 registers or
+//!   four 128-bit registers hold the lanes exactly, so every width gives the
+//!   same bits. The lanes are fixed-size arrays, which LLVM vectorizes on any
+//!   target without intrinsics.
+//! - **Q8_0 / Q4_0 rows** sum each block's level products exactly in `i32`,
+//!   then `sum += d_w · d_x · isum` in f32 (left to right), block after block
+//!   from 0.0, `d_w` the block's f16 scale as f32.
+//! - **Attention's weighted sum** is an `axpy` per position, in order.
+//! - **Activation blocks** are quantized by [`crate::quant`]'s one quantizer.
+//!
+//! A result therefore depends on the row and the input only: never on which
+//! rows a kernel walks together, nor on how the rows are split among threads.
+//!
+//! The functions taking checked arguments ([`super::shapes`]) are the
+//! portable path; [`super::Path`] validates and dispatches.
+#![forbid(unsafe_code)]
+
+use super::shapes::{Activations, Float, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided};
+use crate::error::Error;
+use crate::float16::{bf16_to_f32, f16_to_f32};
+use crate::quant::{self, BlockQ8};
+use crate::tensor::{Dtype, BLOCK_LEN, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
+
+/// Independent partial sums per float dot product.
+pub const LANES: usize = 16;
+
+/// Bytes of the f16 scale at the start of a Q8_0 / Q4_0 block.
+const SCALE_BYTES: usize = 2;
+/// Bytes of packed nibbles in a Q4_0 block.
+const Q4_PACKED_BYTES: usize = BLOCK_LEN / 2;
+/// Q4_0 stores level `q − 8` as the nibble `q`.
+const Q4_OFFSET: i32 = 8;
+
+/// The fixed reduction of the 16 lanes (see the module notes).
+#[inline(always)]
+pub fn reduce_lanes(l: [f32; LANES]) -> f32 {
+    let m: [f32; 8] = core::array::from_fn(|j| l[j] + l[j + 8]);
+    ((m[0] + m[4]) + (m[1] + m[5])) + ((m[2] + m[6]) + (m[3] + m[7]))
+}
+
+/// Dot product of two `f32` slices over their common length.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut lanes = [0.0f32; LANES];
+    let a_blocks = a.chunks_exact(LANES);
+    let b_blocks = b.chunks_exact(LANES);
+    let (a_tail, b_tail) = (a_blocks.remainder(), b_blocks.remainder());
+    for (ab, bb) in a_blocks.zip(b_blocks) {
+        for j in 0..LANES {
+            lanes[j] += ab[j] * bb[j];
+        }
+    }
+    let mut sum = reduce_lanes(lanes);
+    for (&av, &bv) in a_tail.iter().zip(b_tail) {
+        sum += av * bv;
+    }
+    sum
+}
+
+/// `y += a · x` element by element (a multiply, then an add), over the
+/// common length.
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (yv, &xv) in y.iter_mut().zip(x) {
+        *yv += a * xv;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Float rows
+// ---------------------------------------------------------------------------
+
+/// How a float row's bytes become f32 values.
+trait Element: Copy {
+    /// Bytes per element.
+    const BYTES: usize;
+    /// The [`LANES`] values of a stretch of `LANES · BYTES` bytes.
+    fn stretch(bytes: &[u8]) -> [f32; LANES];
+    /// One value, from its `BYTES` bytes.
+    fn one(bytes: &[u8]) -> f32;
+}
+
+#[derive(Clone, Copy)]
+struct F32;
+impl Element for F32 {
+    const BYTES: usize = 4;
+    #[inline(always)]
+    fn stretch(b: &[u8]) -> [f32; LANES] {
+        core::array::from_fn(|j| Self::one(&b[4 * j..]))
+    }
+    #[inline(always)]
+    fn one(b: &[u8]) -> f32 {
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+/// Decodes a stretch of 16-bit elements from 32-bit words — word `i` holds
+/// element `2i` in its low half and `2i+1` in its high half — which LLVM
+/// turns into loads, masks and shifts (bytes gathered one by one defeat
+/// its vectorizer).
+#[inline(always)]
+fn half_stretch(b: &[u8], decode: impl Fn(u16) -> f32) -> [f32; LANES] {
+    let words: [u32; LANES / 2] = core::array::from_fn(|i| {
+        u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+    });
+    core::array::from_fn(|j| {
+        let word = words[j / 2];
+        decode(if j % 2 == 0 {
+            word as u16
+        } else {
+            (word >> 16) as u16
+        })
+    })
+}
+
+#[derive(Clone, Copy)]
+struct F16;
+impl Element for F16 {
+    const BYTES: usize = 2;
+    #[inline(always)]
+    fn stretch(b: &[u8]) -> [f32; LANES] {
+        half_stretch(b, f16_to_f32)
+    }
+    #[inline(always)]
+    fn one(b: &[u8]) -> f32 {
+        f16_to_f32(u16::from_le_bytes([b[0], b[1]]))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct BF16;
+impl Element for BF16 {
+    const BYTES: usize = 2;
+    #[inline(always)]
+    fn stretch(b: &[u8]) -> [f32; LANES] {
+        half_stretch(b, bf16_to_f32)
+    }
+    #[inline(always)]
+    fn one(b: &[u8]) -> f32 {
+        bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))
+    }
+}
+
+/// Dot product of a row of `E` elements with `x`, in the reference order.
+#[inline(always)]
+fn dot_row<E: Element>(row: &[u8], x: &[f32]) -> f32 {
+    dot_group::<E, 1>(row, [x])[0]
+}
+
+/// `G` dot products of one row with `G` vectors, each in the reference
+/// order; each stretch of the row is decoded once and used `G` times.
+#[inline(always)]
+fn dot_group<E: Element, const G: usize>(row: &[u8], xs: [&[f32]; G]) -> [f32; G] {
+    let mut lanes = [[0.0f32; LANES]; G];
+    let row_blocks = row.chunks_exact(E::BYTES * LANES);
+    let row_tail = row_blocks.remainder();
+    let mut x_blocks = xs.map(|x| x.chunks_exact(LANES));
+    for wb in row_blocks {
+        // Fixed-size, bounds-check-free: vector loads, conversions, and
+        // multiplies and adds.
+        let w = E::stretch(wb);
+        for (lane, x) in lanes.iter_mut().zip(x_blocks.iter_mut()) {
+            if let Some(xb) = x.next() {
+                for j in 0..LANES {
+                    lane[j] += w[j] * xb[j];
+                }
+            }
+        }
+    }
+    core::array::from_fn(|g| {
+        let mut sum = reduce_lanes(lanes[g]);
+        for (w, &xv) in row_tail.chunks_exact(E::BYTES).zip(x_blocks[g].remainder()) {
+            sum += E::one(w) * xv;
+        }
+        sum
+    })
+}
+
+/// `out[r] = Σ_c w[r][c] · x[c]` for every float row.
+pub fn matvec(a: FloatRows<'_>) {
+    let row_bytes = a.x.len() * a.dtype.bytes();
+    let rows = a.out.iter_mut().zip(a.w.chunks_exact(row_bytes));
+    let x = a.x;
+    match a.dtype {
+        Float::F32 => rows.for_each(|(o, row)| *o = dot_row::<F32>(row, x)),
+        Float::F16 => rows.for_each(|(o, row)| *o = dot_row::<F16>(row, x)),
+        Float::BF16 => rows.for_each(|(o, row)| *o = dot_row::<BF16>(row, x)),
+    }
+}
+
+/// Positions multiplied together against one decoded stretch of a row.
+const GROUP: usize = 4;
+
+/// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]`, each element the bits of
+/// [`matvec`] for row `r` and position `t`.
+pub fn matmul(a: FloatMatmul<'_>) {
+    let (n, x) = (a.n, a.x);
+    let rows = a
+        .out
+        .chunks_exact_mut(n)
+        .zip(a.w.chunks_exact(a.cols * a.dtype.bytes()));
+    match a.dtype {
+        Float::F32 => rows.for_each(|(o, row)| row_times_positions::<F32>(o, row, x)),
+        Float::F16 => rows.for_each(|(o, row)| row_times_positions::<F16>(o, row, x)),
+        Float::BF16 => rows.for_each(|(o, row)| row_times_positions::<BF16>(o, row, x)),
+    }
+}
+
+/// One weight row times every position: `out[t] = row · x[t]`, `out`: `[n]`,
+/// `x`: `[n × cols]`, positions taken [`GROUP`] at a time.
+#[inline(always)]
+fn row_times_positions<E: Element>(out: &mut [f32], row: &[u8], x: &[f32]) {
+    let cols = row.len() / E::BYTES;
+    let mut groups = out.chunks_exact_mut(GROUP);
+    let mut xs = x.chunks_exact(GROUP * cols);
+    for (o, x_group) in (&mut groups).zip(&mut xs) {
+        let x_rows: [&[f32]; GROUP] = core::array::from_fn(|g| &x_group[g * cols..][..cols]);
+        o.copy_from_slice(&dot_group::<E, GROUP>(row, x_rows));
+    }
+    for (o, x_row) in groups
+        .into_remainder()
+        .iter_mut()
+        .zip(xs.remainder().chunks_exact(cols))
+    {
+        *o = dot_row::<E>(row, x_row);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Attention
+// ---------------------------------------------------------------------------
+
+/// `scores[p] = dot(q, keys row p)` for every cached position `p`.
+/// `scores`: `[keys.rows]`, `q`: `[keys.width]`.
+pub fn attention_scores(scores: &mut [f32], q: &[f32], keys: Strided<'_>) {
+    for (p, s) in scores.iter_mut().enumerate().take(keys.rows) {
+        *s = dot(q, keys.row(p));
+    }
+}
+
+/// `out = 0`, then `out += weights[p] · values row p` for each position in
+/// order. `out`: `[values.width]`, `weights`: `[values.rows]`.
+pub fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>) {
+    out.fill(0.0);
+    for (p, &w) in weights.iter().enumerate().take(values.rows) {
+        axpy(out, w, values.row(p));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Quantized rows
+// ---------------------------------------------------------------------------
+
+/// The f16 scale at the start of a Q8_0 / Q4_0 block.
+#[inline(always)]
+fn scale_of(block: &[u8]) -> f32 {
+    f16_to_f32(u16::from_le_bytes([block[0], block[1]]))
+}
+
+// The block sums are kept out of line: inlined next to the scale conversion,
+// LLVM leaves them as 32 scalar multiplies; on their own they become
+// pmaddwd on plain x86-64.
+
+/// Σ w_j · x_j over one Q8_0 block (`w` starts at its scale), exact in i32
+/// (|sum| ≤ 32·128·128).
+#[inline(never)]
+fn q8_0_block_isum(w: &[u8], x: &[i8; BLOCK_LEN]) -> i32 {
+    let levels = &w[SCALE_BYTES..SCALE_BYTES + BLOCK_LEN];
+    let mut isum = 0i32;
+    for j in 0..BLOCK_LEN {
+        isum += i32::from(levels[j] as i8) * i32::from(x[j]);
+    }
+    isum
+}
+
+/// Σ (q_j − 8) · x_j over one Q4_0 block (`w` starts at its scale): byte `j`
+/// holds element `j` in its low nibble and `j + 16` in its high one.
+#[inline(never)]
+fn q4_0_block_isum(w: &[u8], x: &[i8; BLOCK_LEN]) -> i32 {
+    let packed = &w[SCALE_BYTES..SCALE_BYTES + Q4_PACKED_BYTES];
+    let mut isum = 0i32;
+    for j in 0..Q4_PACKED_BYTES {
+        let low = i32::from(packed[j] & 0x0f) - Q4_OFFSET;
+        let high = i32::from(packed[j] >> 4) - Q4_OFFSET;
+        isum += low * i32::from(x[j]) + high * i32::from(x[j + Q4_PACKED_BYTES]);
+    }
+    isum
+}
+
+/// One Q8_0 (`q4` false) or Q4_0 row dot product, in the reference order.
+/// `row` holds `x.len()` whole blocks.
+fn quant_row(row: &[u8], x: &[BlockQ8], q4: bool) -> f32 {
+    let mut sum = 0.0f32;
+    if q4 {
+        for (w, xb) in row.chunks_exact(Q4_0_BLOCK_BYTES).zip(x) {
+            sum += scale_of(w) * xb.d * q4_0_block_isum(w, &xb.qs) as f32;
+        }
+    } else {
+        for (w, xb) in row.chunks_exact(Q8_0_BLOCK_BYTES).zip(x) {
+            sum += scale_of(w) * xb.d * q8_0_block_isum(w, &xb.qs) as f32;
+        }
+    }
+    sum
+}
+
+/// `out[r] = q8_0_dot(row r, x)` (or `q4_0_dot`) for every row.
+pub fn matvec_quantized(a: QuantRows<'_>) {
+    let row_bytes = a.x.len() * super::shapes::block_bytes(a.q4);
+    for (o, row) in a.out.iter_mut().zip(a.w.chunks_exact(row_bytes)) {
+        *o = quant_row(row, a.x, a.q4);
+    }
+}
+
+/// Positions whose integer block sums are computed in one call.
+const ISUM_GROUP: usize = 16;
+
+/// `out[r·n + t]` = row `r` times position `t`, each the bits of
+/// [`matvec_quantized`]: every weight block is decoded once and used for all
+/// `n` positions, the float sums still block after block for each.
+pub fn matmul_quantized(a: QuantMatmul<'_>) {
+    let (n, blocks, xq) = (a.n, a.blocks, a.x);
+    let bb = super::shapes::block_bytes(a.q4);
+    for (o, row) in a.out.chunks_exact_mut(n).zip(a.w.chunks_exact(blocks * bb)) {
+        o.fill(0.0);
+        for (b, block) in row.chunks_exact(bb).enumerate() {
+            let d_w = scale_of(block);
+            for (o_group, x_group) in o.chunks_mut(ISUM_GROUP).zip(xq.chunks(ISUM_GROUP * blocks)) {
+                let mut isums = [0i32; ISUM_GROUP];
+                for (isum, x_row) in isums.iter_mut().zip(x_group.chunks_exact(blocks)) {
+                    *isum = if a.q4 {
+                        q4_0_block_isum(block, &x_row[b].qs)
+                    } else {
+                        q8_0_block_isum(block, &x_row[b].qs)
+                    };
+                }
+                let products = o_group.iter_mut().zip(x_group.chunks_exact(blocks));
+                for ((o, x_row), isum) in products.zip(isums) {
+                    *o += d_w * x_row[b].d * isum as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Dot product of one Q8_0 weight row (`32·k` elements in `k` blocks of 34
+/// bytes) with `k` activation blocks, in the reference order.
+///
+/// Errors: [`Error::InvalidInput`] when the lengths disagree.
+pub fn q8_0_dot(w_row: &[u8], x: &[BlockQ8]) -> Result<f32, Error> {
+    check_dot_lengths(Dtype::Q8_0, w_row.len(), x.len())?;
+    Ok(quant_row(w_row, x, false))
+}
+
+/// Dot product of one Q4_0 weight row (`32·k` elements in `k` blocks of 18
+/// bytes) with `k` activation blocks, in the reference order.
+///
+/// Errors: [`Error::InvalidInput`] when the lengths disagree.
+pub fn q4_0_dot(w_row: &[u8], x: &[BlockQ8]) -> Result<f32, Error> {
+    check_dot_lengths(Dtype::Q4_0, w_row.len(), x.len())?;
+    Ok(quant_row(w_row, x, true))
+}
+
+/// Whether a weight row of `row_len` bytes holds exactly `x_blocks` blocks.
+pub(super) fn check_dot_lengths(
+    dtype: Dtype,
+    row_len: usize,
+    x_blocks: usize,
+) -> Result<(), Error> {
+    let q4 = dtype == Dtype::Q4_0;
+    if x_blocks.checked_mul(super::shapes::block_bytes(q4)) == Some(row_len) {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput {
+            reason: "weight row and activation blocks differ in length",
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Activations
+// ---------------------------------------------------------------------------
+
+/// Quantizes every block of activations with the one quantizer.
+pub fn quantize_activations(a: Activations<'_>) {
+    for (out, block) in a.dst.iter_mut().zip(a.x.chunks_exact(BLOCK_LEN)) {
+        if let Ok(block) = block.try_into() {
+            *out = quant::quantize_block_q8(block);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::tensor::Matrix;
+    use std::vec::Vec;
+
+    use crate::test_rng::{encode, Rng};
+
+    /// The values the stored bytes actually hold.
+    fn decode_all(dtype: Dtype, bytes: &[u8]) -> Vec<f64> {
+        match dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64)
+                .collect(),
+            _ => bytes
+                .chunks_exact(2)
+                .map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64)
+                .collect(),
+        }
+    }
+
+    fn run_matvec(w: &Matrix<'_>, x: &[f32]) -> Vec<f32> {
+        let mut out = std::vec![f32::NAN; w.rows];
+        if let Some(a) = FloatRows::new(&mut out, w, x).unwrap() {
+            matvec(a);
+        }
+        out
+    }
+
+    #[test]
+    fn matvec_matches_f64_for_every_float_dtype_and_awkward_sizes() {
+        let mut rng = Rng(0x1234_5678);
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            for (rows, cols) in [(1, 1), (3, 7), (5, 16), (4, 17), (13, 64), (2, 333)] {
+                let values = rng.vec(rows * cols);
+                let data = encode(dtype, &values, cols);
+                let w = Matrix::new(dtype, rows, cols, &data).unwrap();
+                let x = rng.vec(cols);
+                let out = run_matvec(&w, &x);
+                let exact = decode_all(dtype, &data);
+                for r in 0..rows {
+                    let want: f64 = (0..cols).map(|c| exact[r * cols + c] * x[c] as f64).sum();
+                    let scale: f64 = (0..cols)
+                        .map(|c| (exact[r * cols + c] * x[c] as f64).abs())
+                        .sum();
+                    let err = (out[r] as f64 - want).abs();
+                    assert!(
+                        err <= 1e-6 * scale.max(1e-30),
+                        "{dtype:?} {rows}x{cols} row {r}: {} vs {want}",
+                        out[r]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_sum_order_is_sixteen_lanes_then_the_tail() {
+        // Written out longhand for 35 elements: lanes j = 0..16 over
+        // elements j and j + 16, the fixed reduction, then 32, 33, 34.
+        let mut rng = Rng(17);
+        let (a, b) = (rng.vec(35), rng.vec(35));
+        let lanes: [f32; 16] = core::array::from_fn(|j| {
+            let mut lane = 0.0f32;
+            lane += a[j] * b[j];
+            lane += a[j + 16] * b[j + 16];
+            lane
+        });
+        let m: [f32; 8] = core::array::from_fn(|j| lanes[j] + lanes[j + 8]);
+        let mut want = ((m[0] + m[4]) + (m[1] + m[5])) + ((m[2] + m[6]) + (m[3] + m[7]));
+        for i in 32..35 {
+            want += a[i] * b[i];
+        }
+        assert_eq!(dot(&a, &b).to_bits(), want.to_bits());
+        let data = encode(Dtype::F32, &a, 35);
+        let w = Matrix::new(Dtype::F32, 1, 35, &data).unwrap();
+        assert_eq!(run_matvec(&w, &b)[0].to_bits(), want.to_bits());
+    }
+
+    #[test]
+    fn half_precision_matvec_equals_f32_matvec_of_decoded_weights() {
+        let mut rng = Rng(99);
+        let (rows, cols) = (9, 45);
+        let values = rng.vec(rows * cols);
+        let x = rng.vec(cols);
+        for dtype in [Dtype::F16, Dtype::BF16] {
+            let data = encode(dtype, &values, cols);
+            let w = Matrix::new(dtype, rows, cols, &data).unwrap();
+            let decoded: Vec<f32> = decode_all(dtype, &data).iter().map(|&v| v as f32).collect();
+            let f32_data = encode(Dtype::F32, &decoded, cols);
+            let w32 = Matrix::new(Dtype::F32, rows, cols, &f32_data).unwrap();
+            // Same decoded values, same summation order: bit-identical.
+            assert_eq!(run_matvec(&w, &x), run_matvec(&w32, &x), "{dtype:?}");
+        }
+    }
+
+    #[test]
+    fn float_matmul_is_bit_identical_to_matvec_per_position() {
+        let mut rng = Rng(0x5eed);
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            for (rows, cols) in [(1, 1), (3, 7), (5, 16), (4, 17), (13, 64), (2, 333)] {
+                for n in [1, 2, 3, 4, 5, 9, 16] {
+                    let data = encode(dtype, &rng.vec(rows * cols), cols);
+                    let w = Matrix::new(dtype, rows, cols, &data).unwrap();
+                    let x = rng.vec(n * cols);
+                    let mut out = std::vec![f32::NAN; rows * n];
+                    matmul(FloatMatmul::new(&mut out, &w, &x, n).unwrap().unwrap());
+                    for t in 0..n {
+                        let want = run_matvec(&w, &x[t * cols..][..cols]);
+                        for r in 0..rows {
+                            assert_eq!(
+                                out[r * n + t].to_bits(),
+                                want[r].to_bits(),
+                                "{dtype:?} {rows}x{cols} n={n} ({r},{t})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantized_matmul_is_bit_identical_to_the_row_dots() {
+        let mut rng = Rng(42);
+        for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
+            for (rows, cols) in [(1, 32), (3, 64), (7, 96), (2, 288)] {
+                for n in [1, 2, 5, 16, 17] {
+                    let data = encode(dtype, &rng.vec(rows * cols), cols);
+                    let w = Matrix::new(dtype, rows, cols, &data).unwrap();
+                    let blocks = cols / BLOCK_LEN;
+                    let mut xq = std::vec![BlockQ8::ZERO; n * blocks];
+                    for (x, q) in rng
+                        .vec(n * cols)
+                        .chunks_exact(cols)
+                        .zip(xq.chunks_exact_mut(blocks))
+                    {
+                        quant::quantize_activations(x, q).unwrap();
+                    }
+                    let mut out = std::vec![f32::NAN; rows * n];
+                    matmul_quantized(QuantMatmul::new(&mut out, &w, &xq, n).unwrap().unwrap());
+                    for r in 0..rows {
+                        for t in 0..n {
+                            let x = &xq[t * blocks..][..blocks];
+                            let want = match dtype {
+                                Dtype::Q8_0 => q8_0_dot(w.row(r), x),
+                                _ => q4_0_dot(w.row(r), x),
+                            }
+                            .unwrap();
+                            assert_eq!(
+                                out[r * n + t].to_bits(),
+                                want.to_bits(),
+                                "{dtype:?} {rows}x{cols} n={n} ({r},{t})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dot_and_axpy_match_f64() {
+        let mut rng = Rng(3);
+        for n in [0, 1, 7, 8, 9, 16, 31, 100] {
+            let (a, b) = (rng.vec(n), rng.vec(n));
+            let want: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            assert!((dot(&a, &b) as f64 - want).abs() <= 1e-6 * n.max(1) as f64);
+            let mut y = b.clone();
+            axpy(&mut y, 0.5, &a);
+            for i in 0..n {
+                assert!(((y[i] as f64) - (b[i] as f64 + 0.5 * a[i] as f64)).abs() < 1e-6);
+            }
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Checked kernel arguments. Each type is built only by its `new`, which
+//! checks every length against the others with checked arithmetic and
+//! returns the error the reference has always reported; the kernels — the
+//! reference and the architecture files alike — then rely on the facts each
+//! type states and check nothing.
+//!
+//! A product with nothing to compute (no rows, no columns, no positions) is
+//! not built: `new` fills the output with zeros and returns `Ok(None)`.
+#![forbid(unsafe_code)]
+
+use crate::error::Error;
+use crate::quant::{self, BlockQ8};
+use crate::tensor::{Dtype, Matrix, BLOCK_LEN, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
+
+/// How a float row stores its elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Float {
+    /// IEEE binary32.
+    F32,
+    /// IEEE binary16.
+    F16,
+    /// bfloat16.
+    BF16,
+}
+
+impl Float {
+    /// Bytes per element.
+    pub const fn bytes(self) -> usize {
+        match self {
+            Float::F32 => 4,
+            Float::F16 | Float::BF16 => 2,
+        }
+    }
+
+    fn of(dtype: Dtype) -> Option<Float> {
+        match dtype {
+            Dtype::F32 => Some(Float::F32),
+            Dtype::F16 => Some(Float::F16),
+            Dtype::BF16 => Some(Float::BF16),
+            Dtype::Q8_0 | Dtype::Q4_0 => None,
+        }
+    }
+}
+
+/// Bytes of one Q8_0 (`q4` false) or Q4_0 (`q4` true) block.
+pub const fn block_bytes(q4: bool) -> usize {
+    if q4 {
+        Q4_0_BLOCK_BYTES
+    } else {
+        Q8_0_BLOCK_BYTES
+    }
+}
+
+const fn invalid(reason: &'static str) -> Error {
+    Error::InvalidInput { reason }
+}
+
+/// `out[r] = Σ_c w[r][c] · x[c]` over float rows.
+///
+/// Facts: `x.len() ≥ 1`, `out.len() ≥ 1` and
+/// `w.len() == out.len() · x.len() · dtype.bytes()`.
+pub struct FloatRows<'a> {
+    pub(super) out: &'a mut [f32],
+    pub(super) w: &'a [u8],
+    pub(super) x: &'a [f32],
+    pub(super) dtype: Float,
+}
+
+impl<'a> FloatRows<'a> {
+    /// Errors: [`Error::InvalidInput`] for a quantized matrix, a matrix whose
+    /// bytes do not match its shape, or `x` / `out` of the wrong length.
+    pub fn new(out: &'a mut [f32], w: &Matrix<'a>, x: &'a [f32]) -> Result<Option<Self>, Error> {
+        let dtype = Float::of(w.dtype).ok_or(invalid("matvec needs an F32, F16 or BF16 matrix"))?;
+        check_matrix_bytes(w)?;
+        if x.len() != w.cols || out.len() != w.rows {
+            return Err(invalid("matvec: input or output of the wrong length"));
+        }
+        if x.is_empty() || out.is_empty() {
+            out.fill(0.0);
+            return Ok(None);
+        }
+        Ok(Some(FloatRows {
+            out,
+            w: w.data,
+            x,
+            dtype,
+        }))
+    }
+}
+
+/// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]`: float rows times `n`
+/// positions, `out` weight-row major.
+///
+/// Facts: `n ≥ 1`, `cols ≥ 1`, `rows ≥ 1`, `x.len() == n · cols`,
+/// `out.len() == rows · n`, `w.len() == rows · cols · dtype.bytes()`.
+pub struct FloatMatmul<'a> {
+    pub(super) out: &'a mut [f32],
+    pub(super) w: &'a [u8],
+    pub(super) x: &'a [f32],
+    pub(super) n: usize,
+    pub(super) cols: usize,
+    pub(super) dtype: Float,
+}
+
+impl<'a> FloatMatmul<'a> {
+    /// Errors: [`Error::InvalidInput`] as [`FloatRows::new`].
+    pub fn new(
+        out: &'a mut [f32],
+        w: &Matrix<'a>,
+        x: &'a [f32],
+        n: usize,
+    ) -> Result<Option<Self>, Error> {
+        let dtype = Float::of(w.dtype).ok_or(invalid("matmul needs an F32, F16 or BF16 matrix"))?;
+        check_matrix_bytes(w)?;
+        if Some(x.len()) != n.checked_mul(w.cols) || Some(out.len()) != n.checked_mul(w.rows) {
+            return Err(invalid("matmul: inputs or output of the wrong length"));
+        }
+        if out.is_empty() || x.is_empty() {
+            out.fill(0.0);
+            return Ok(None);
+        }
+        Ok(Some(FloatMatmul {
+            out,
+            w: w.data,
+            x,
+            n,
+            cols: w.cols,
+            dtype,
+        }))
+    }
+
+    pub(super) fn rows(&self) -> usize {
+        self.out.len() / self.n
+    }
+}
+
+/// `out[r] = Σ_b d_w · d_x · isum(w[r] block b, x block b)` for Q8_0 or
+/// Q4_0 rows and quantized activations.
+///
+/// Facts: `x.len() ≥ 1`, `out.len() ≥ 1` and
+/// `w.len() == out.len() · x.len() · block_bytes(q4)`.
+pub struct QuantRows<'a> {
+    pub(super) out: &'a mut [f32],
+    pub(super) w: &'a [u8],
+    pub(super) x: &'a [BlockQ8],
+    pub(super) q4: bool,
+}
+
+impl<'a> QuantRows<'a> {
+    /// Errors: [`Error::InvalidInput`] for a float matrix, a matrix whose
+    /// bytes do not match its shape, or `x` of the wrong length;
+    /// [`Error::BufferTooSmall`] / [`Error::InvalidInput`] for `out` of the
+    /// wrong length.
+    pub fn new(
+        out: &'a mut [f32],
+        w: &Matrix<'a>,
+        x: &'a [BlockQ8],
+    ) -> Result<Option<Self>, Error> {
+        let q4 = quantized_kind(w.dtype, "matvec_quantized needs a Q8_0 or Q4_0 matrix")?;
+        let row_bytes = check_matrix_bytes(w)?;
+        if x.len().checked_mul(block_bytes(q4)) != Some(row_bytes) {
+            return Err(invalid("weight row and activation blocks differ in length"));
+        }
+        quant::check_output_len(w.rows, out.len())?;
+        if x.is_empty() || out.is_empty() {
+            out.fill(0.0);
+            return Ok(None);
+        }
+        Ok(Some(QuantRows {
+            out,
+            w: w.data,
+            x,
+            q4,
+        }))
+    }
+}
+
+/// Q8_0 / Q4_0 rows times `n` positions of quantized activations
+/// (`x`: `[n × blocks]`), `out` weight-row major `[rows × n]`.
+///
+/// Facts: `n ≥ 1`, `blocks ≥ 1`, `rows ≥ 1`, `x.len() == n · blocks`,
+/// `out.len() == rows · n`, `w.len() == rows · blocks · block_bytes(q4)`.
+pub struct QuantMatmul<'a> {
+    pub(super) out: &'a mut [f32],
+    pub(super) w: &'a [u8],
+    pub(super) x: &'a [BlockQ8],
+    pub(super) n: usize,
+    pub(super) blocks: usize,
+    pub(super) q4: bool,
+}
+
+impl<'a> QuantMatmul<'a> {
+    /// Errors: [`Error::InvalidInput`] for a float matrix, a matrix whose
+    /// bytes do not match its shape, or `x` / `out` of the wrong length.
+    pub fn new(
+        out: &'a mut [f32],
+        w: &Matrix<'a>,
+        x: &'a [BlockQ8],
+        n: usize,
+    ) -> Result<Option<Self>, Error> {
+        let q4 = quantized_kind(w.dtype, "matmul_quantized needs a Q8_0 or Q4_0 matrix")?;
+        check_matrix_bytes(w)?;
+        let blocks = w.cols / BLOCK_LEN;
+        if Some(x.len()) != n.checked_mul(blocks) || Some(out.len()) != n.checked_mul(w.rows) {
+            return Err(invalid(
+                "matmul_quantized: activations or output of the wrong length",
+            ));
+        }
+        if out.is_empty() || x.is_empty() {
+            out.fill(0.0);
+            return Ok(None);
+        }
+        Ok(Some(QuantMatmul {
+            out,
+            w: w.data,
+            x,
+            n,
+            blocks,
+            q4,
+        }))
+    }
+}
+
+/// Rows of `stride` floats, each read at `offset .. offset + width`: the
+/// cached keys or values of one attention head.
+///
+/// Facts: `offset + width ≤ stride` and `rows · stride ≤ data.len()`.
+#[derive(Clone, Copy)]
+pub struct Strided<'a> {
+    pub(super) data: &'a [f32],
+    pub(super) rows: usize,
+    pub(super) width: usize,
+    pub(super) stride: usize,
+    pub(super) offset: usize,
+}
+
+impl<'a> Strided<'a> {
+    /// Errors: [`Error::InvalidInput`] when a row would reach past its
+    /// stride or the last row past `data`.
+    pub fn new(
+        data: &'a [f32],
+        rows: usize,
+        width: usize,
+        stride: usize,
+        offset: usize,
+    ) -> Result<Self, Error> {
+        let fits_stride = offset.checked_add(width).is_some_and(|end| end <= stride);
+        let fits_data = rows.checked_mul(stride).is_some_and(|n| n <= data.len());
+        if !(fits_stride && fits_data) {
+            return Err(invalid(
+                "attention rows reach past their stride or the cache",
+            ));
+        }
+        Ok(Strided {
+            data,
+            rows,
+            width,
+            stride,
+            offset,
+        })
+    }
+
+    /// Row `p`'s `width` elements. Facts make it in bounds for `p < rows`.
+    pub(super) fn row(&self, p: usize) -> &'a [f32] {
+        let start = p * self.stride + self.offset;
+        &self.data[start..start + self.width]
+    }
+}
+
+/// Activations to quantize into Q8 blocks.
+///
+/// Facts: `x.len() == 32 · dst.len()` and every element of `x` is finite.
+pub struct Activations<'a> {
+    pub(super) x: &'a [f32],
+    pub(super) dst: &'a mut [BlockQ8],
+}
+
+impl<'a> Activations<'a> {
+    /// The errors of [`quant::quantize_activations`], with `dst` untouched.
+    pub fn new(x: &'a [f32], dst: &'a mut [BlockQ8]) -> Result<Self, Error> {
+        quant::check_activations(x, dst.len())?;
+        Ok(Activations { x, dst })
+    }
+}
+
+/// Whether a quantized dtype is Q4_0 (`true`) or Q8_0 (`false`).
+fn quantized_kind(dtype: Dtype, reason: &'static str) -> Result<bool, Error> {
+    match dtype {
+        Dtype::Q8_0 => Ok(false),
+        Dtype::Q4_0 => Ok(true),
+        _ => Err(invalid(reason)),
+    }
+}
+
+/// Checks that `w.data` holds exactly `rows` rows of `cols` elements and
+/// returns the bytes of one row.
+fn check_matrix_bytes(w: &Matrix<'_>) -> Result<usize, Error> {
+    let row_bytes = quant::row_bytes(w.dtype, w.cols)?;
+    if row_bytes.checked_mul(w.rows) != Some(w.data.len()) {
+        return Err(invalid("matrix bytes do not match its shape"));
+    }
+    Ok(row_bytes)
+}
