@@ -298,5 +298,6 @@ impl fmt::Display for Error {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for Error {}
+// `core::error::Error` (Rust 1.81+) rather than `std`'s: `?` converts an
+// `Error` into `Box<dyn Error>` without the `std` feature too.
+impl core::error::Error for Error {}
