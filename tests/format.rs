@@ -58,11 +58,18 @@ fn round_trip_preserves_everything() {
     assert_eq!(model.metadata().collect::<Vec<_>>(), meta.to_vec());
     assert_eq!(model.metadata_value("training.steps"), Some("1000"));
     assert_eq!(model.metadata_value("missing"), None);
-    for t in model.tensors() {
+    for (t, want) in model.tensors().zip(kinglet::canonical_tensors(&config)) {
         assert_eq!(t.offset % 64, 0, "{} is 64-byte aligned", t.name);
         assert_eq!(crc32c(t.data), t.crc32c);
+        assert_eq!(
+            (t.index, t.role, t.shape),
+            (want.index, want.role, want.shape)
+        );
+        assert_eq!(t.name, want.role.to_string());
     }
-    let l1 = model.layer(1);
+    assert_eq!(model.layers().count(), 2);
+    assert!(model.layer(2).is_none());
+    let l1 = model.layer(1).unwrap();
     assert_eq!((l1.wk.rows, l1.wk.cols), (12, 24));
     assert_eq!((l1.w2.rows, l1.w2.cols), (24, 40));
     assert_eq!(model.tensor(21).map(|t| t.index), None);
@@ -341,7 +348,7 @@ fn random_mutations_never_panic() {
             }
             let _ = m.metadata().count();
             let _ = (
-                m.layer(usize::MAX).w3.rows,
+                m.layer(usize::MAX).is_none(),
                 m.classifier().rows,
                 m.final_norm().cols,
             );

@@ -68,7 +68,7 @@ fn assert_tensors_equal(
 ) {
     assert_eq!(floats(file.token_embedding()), embedding);
     for (l, src) in layers.iter().enumerate() {
-        let w = file.layer(l);
+        let w = file.layer(l).unwrap();
         let got = [
             w.attn_norm,
             w.wq,
@@ -396,7 +396,11 @@ fn f16_and_bf16_exports_round_to_nearest() {
         let file = to_klt(&model, dtype);
         let wq = file.tensors().find(|t| t.name == "layers.1.wq").unwrap();
         assert_eq!(wq.dtype, dtype);
-        assert_eq!(file.layer(1).attn_norm.dtype, Dtype::F32, "norms stay f32");
+        assert_eq!(
+            file.layer(1).unwrap().attn_norm.dtype,
+            Dtype::F32,
+            "norms stay f32"
+        );
         let got = decode_tensor(&wq);
         let tol = if dtype == Dtype::F16 { 1e-3 } else { 8e-3 };
         for (g, w) in got.iter().zip(&s.layers[1][1]) {

@@ -58,7 +58,7 @@ fn train_and_compare(text: &[u8], dtype: Dtype) {
     }
     let bytes = model_file_bytes(&t.checkpoint(), dtype).expect("export");
     let file = ModelFile::new_checked(&bytes[..]).expect("engine opens the export");
-    assert_eq!(file.layer(0).w2.dtype, dtype);
+    assert_eq!(file.layer(0).unwrap().w2.dtype, dtype);
 
     let engine = score(&file, &corpus.val).expect("engine eval");
     let trainer = whole_split_loss_qat(&t.layout, &t.params, &corpus.val, 16, &qat).expect("eval");

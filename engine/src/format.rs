@@ -9,7 +9,10 @@
 //! [`ModelFile::verify`], since that reads every byte.
 #![forbid(unsafe_code)]
 
-use crate::canonical::{canonical_tensors, TENSORS_PER_LAYER};
+use crate::canonical::{
+    canonical_index, canonical_tensor, canonical_tensors, CanonicalTensor, LayerPart, TensorRole,
+    TENSORS_PER_LAYER,
+};
 use crate::checksum::{crc32c, Crc32c};
 use crate::config::Config;
 use crate::error::{Error, Section};
@@ -28,51 +31,59 @@ pub const DIR_ENTRY_BYTES: usize = 80;
 /// Marks an absent BOS or EOS id.
 pub const NO_TOKEN: u32 = u32::MAX;
 
-// Fixed header fields (byte offsets from the start of the file).
+/// A fixed-width field: its byte range within its section.
+type Field = core::ops::Range<usize>;
+
+// Fixed header fields (from the start of the file).
 mod field {
-    pub const MAGIC: usize = 0;
-    pub const VERSION: usize = 8;
-    pub const HEADER_BYTES: usize = 12;
-    pub const FILE_BYTES: usize = 16;
-    pub const DIM: usize = 24;
-    pub const HIDDEN_DIM: usize = 28;
-    pub const N_LAYERS: usize = 32;
-    pub const N_HEADS: usize = 36;
-    pub const N_KV_HEADS: usize = 40;
-    pub const VOCAB_SIZE: usize = 44;
-    pub const MAX_SEQ_LEN: usize = 48;
-    pub const ROPE_THETA: usize = 52;
-    pub const NORM_EPS: usize = 56;
-    pub const FLAGS: usize = 60;
-    pub const N_TENSORS: usize = 64;
-    pub const N_METADATA: usize = 68;
+    use super::Field;
+    pub const MAGIC: Field = 0..8;
+    pub const VERSION: Field = 8..12;
+    pub const HEADER_BYTES: Field = 12..16;
+    pub const FILE_BYTES: Field = 16..24;
+    pub const DIM: Field = 24..28;
+    pub const HIDDEN_DIM: Field = 28..32;
+    pub const N_LAYERS: Field = 32..36;
+    pub const N_HEADS: Field = 36..40;
+    pub const N_KV_HEADS: Field = 40..44;
+    pub const VOCAB_SIZE: Field = 44..48;
+    pub const MAX_SEQ_LEN: Field = 48..52;
+    pub const ROPE_THETA: Field = 52..56;
+    pub const NORM_EPS: Field = 56..60;
+    pub const FLAGS: Field = 60..64;
+    pub const N_TENSORS: Field = 64..68;
+    pub const N_METADATA: Field = 68..72;
     /// The tokenizer section starts here.
-    pub const TOKENIZER: usize = 72;
+    pub const TOKENIZER: usize = N_METADATA.end;
 }
 
-// Tokenizer section fields (offsets from its start).
+// Tokenizer section fields (from its start).
 mod tok_field {
-    pub const KIND: usize = 0;
-    pub const BOS: usize = 4;
-    pub const EOS: usize = 8;
-    pub const MAX_PIECE_LEN: usize = 12;
-    pub const BLOB_BYTES: usize = 16;
+    use super::Field;
+    pub const KIND: Field = 0..4;
+    pub const BOS: Field = 4..8;
+    pub const EOS: Field = 8..12;
+    pub const MAX_PIECE_LEN: Field = 12..16;
+    pub const BLOB_BYTES: Field = 16..20;
     /// `vocab_size + 1` u32 piece offsets start here.
-    pub const OFFSETS: usize = 20;
+    pub const OFFSETS: usize = BLOB_BYTES.end;
 }
 
-// Directory entry fields (offsets from the entry's start).
+// Directory entry fields (from the entry's start).
 mod dir_field {
-    pub const NAME: usize = 0;
-    pub const DTYPE: usize = 40;
-    pub const NDIM: usize = 44;
-    pub const ROWS: usize = 48;
-    pub const COLS: usize = 52;
-    pub const OFFSET: usize = 56;
-    pub const BYTES: usize = 64;
-    pub const CRC: usize = 72;
-    pub const RESERVED: usize = 76;
+    use super::Field;
+    pub const NAME: Field = 0..super::NAME_BYTES;
+    pub const DTYPE: Field = 40..44;
+    pub const NDIM: Field = 44..48;
+    pub const ROWS: Field = 48..52;
+    pub const COLS: Field = 52..56;
+    pub const OFFSET: Field = 56..64;
+    pub const BYTES: Field = 64..72;
+    pub const CRC: Field = 72..76;
+    pub const RESERVED: Field = 76..80;
 }
+
+const _: () = assert!(dir_field::RESERVED.end == DIR_ENTRY_BYTES);
 
 const FLAG_TIED: u32 = 1;
 /// Longest metadata key or value, so a reader can bound its buffers.
@@ -87,24 +98,36 @@ pub enum TokenizerKind {
     Bpe = 1,
 }
 
-fn le_u32(b: &[u8], off: usize) -> u32 {
-    match b.get(off..off.saturating_add(4)) {
-        Some(s) => u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
-        None => 0,
-    }
+// Readers of little-endian fields. Every caller has checked, once, that
+// the bytes hold the field, so these index directly: an out-of-range read is
+// a bug in this file and panics, it never yields a made-up value.
+
+fn u32_in(bytes: &[u8], field: Field) -> u32 {
+    let mut le = [0; 4];
+    le.copy_from_slice(&bytes[field]);
+    u32::from_le_bytes(le)
 }
 
-fn le_u64(b: &[u8], off: usize) -> u64 {
-    le_u32(b, off) as u64 | (le_u32(b, off + 4) as u64) << 32
+fn u64_in(bytes: &[u8], field: Field) -> u64 {
+    let mut le = [0; 8];
+    le.copy_from_slice(&bytes[field]);
+    u64::from_le_bytes(le)
 }
 
-fn le_f32(b: &[u8], off: usize) -> f32 {
-    f32::from_bits(le_u32(b, off))
+fn f32_in(bytes: &[u8], field: Field) -> f32 {
+    f32::from_bits(u32_in(bytes, field))
 }
 
-/// Rounds `n` up to a multiple of `align` (a power of two), or `None` on overflow.
-fn align_up(n: usize, align: usize) -> Option<usize> {
-    Some(n.checked_add(align - 1)? & !(align - 1))
+/// The u32 at `at` (an element of an array section).
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32_in(bytes, at..at + 4)
+}
+
+/// Text that [`ModelFile::new_checked`] found to be UTF-8 (a tensor name, a
+/// metadata key or value). Checking it again cannot fail for a validated
+/// file, so a failure is a bug in this file, not bad input.
+fn validated_str(bytes: &[u8]) -> &str {
+    core::str::from_utf8(bytes).expect("checked as UTF-8 when the file was opened")
 }
 
 /// The weights of one transformer block.
@@ -135,6 +158,8 @@ pub struct LayerWeights<'a> {
 pub struct TensorInfo<'a> {
     /// Directory index.
     pub index: u32,
+    /// What the tensor is.
+    pub role: TensorRole,
     /// Canonical name, e.g. `layers.3.wq`.
     pub name: &'a str,
     /// Element type.
@@ -165,6 +190,111 @@ impl<'a> TensorInfo<'a> {
     /// Number of elements.
     pub fn elements(&self) -> u64 {
         self.shape[0] as u64 * self.shape[1] as u64
+    }
+}
+
+/// The fields of one directory entry as stored, before any check.
+struct RawEntry<'a> {
+    /// NUL-padded.
+    name: &'a [u8],
+    dtype: u32,
+    ndim: u32,
+    shape: [u32; 2],
+    offset: u64,
+    bytes: u64,
+    crc32c: u32,
+    reserved: u32,
+}
+
+impl<'a> RawEntry<'a> {
+    /// Entry `index` of the directory starting at `directory` (the caller
+    /// checked that `b` holds the whole directory).
+    fn read(b: &'a [u8], directory: usize, index: u32) -> Self {
+        let start = directory + index as usize * DIR_ENTRY_BYTES;
+        let e = &b[start..start + DIR_ENTRY_BYTES];
+        RawEntry {
+            name: &e[dir_field::NAME],
+            dtype: u32_in(e, dir_field::DTYPE),
+            ndim: u32_in(e, dir_field::NDIM),
+            shape: [u32_in(e, dir_field::ROWS), u32_in(e, dir_field::COLS)],
+            offset: u64_in(e, dir_field::OFFSET),
+            bytes: u64_in(e, dir_field::BYTES),
+            crc32c: u32_in(e, dir_field::CRC),
+            reserved: u32_in(e, dir_field::RESERVED),
+        }
+    }
+
+    /// The entry's data as a matrix, for an entry that [`RawEntry::check`]
+    /// accepted.
+    fn validated_matrix(&self, b: &'a [u8]) -> Matrix<'a> {
+        let start = self.offset as usize;
+        Matrix {
+            // Codes were checked to be those of `Dtype::ALL`, in order.
+            dtype: Dtype::ALL[self.dtype as usize],
+            rows: self.shape[0] as usize,
+            cols: self.shape[1] as usize,
+            data: &b[start..start + self.bytes as usize],
+        }
+    }
+
+    /// The name without its NUL padding.
+    fn trimmed_name(&self) -> &'a [u8] {
+        let len = self.name.iter().position(|&c| c == 0);
+        &self.name[..len.unwrap_or(NAME_BYTES)]
+    }
+
+    /// Checks the entry against the canonical tensor `want` and the offset
+    /// the previous tensor leaves (`at`); returns its dtype and where its
+    /// data ends.
+    fn check(
+        &self,
+        want: &CanonicalTensor,
+        at: usize,
+        file_len: usize,
+    ) -> Result<(Dtype, usize), Error> {
+        let index = want.index;
+        let name = self.trimmed_name();
+        if !want.role.name_is(name) || self.name[name.len()..].iter().any(|&c| c != 0) {
+            return Err(Error::TensorName { index });
+        }
+        let code = self.dtype;
+        let dtype = Dtype::from_code(code).ok_or(Error::TensorDtype { index, code })?;
+        if want.role.is_norm() && dtype != Dtype::F32 {
+            return Err(Error::TensorDtype { index, code });
+        }
+        if self.ndim != want.ndim() || self.shape != want.shape {
+            return Err(Error::TensorShape {
+                index,
+                expected: want.shape,
+                found: self.shape,
+            });
+        }
+        let placement = |reason| Error::TensorPlacement { index, reason };
+        if self.reserved != 0 {
+            return Err(placement("reserved field is not zero"));
+        }
+        let bytes = dtype
+            .row_bytes(self.shape[1] as usize)
+            .and_then(|r| r.checked_mul(self.shape[0] as usize))
+            .ok_or(placement("rows are not whole quantization blocks"))?;
+        if !self.offset.is_multiple_of(TENSOR_ALIGN as u64) {
+            return Err(placement("offset is not a multiple of 64"));
+        }
+        if self.offset != at as u64 {
+            return Err(placement("offset is not right after the previous tensor"));
+        }
+        if self.bytes != bytes as u64 {
+            return Err(placement("byte length disagrees with dtype and shape"));
+        }
+        let end = at.checked_add(bytes).ok_or(placement("size overflows"))?;
+        if end > file_len {
+            return Err(Error::Truncated {
+                section: Section::TensorData,
+                needed: end as u64,
+                available: file_len as u64,
+            });
+        }
+        Ok((dtype, end))
     }
 }
 
@@ -201,34 +331,29 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
     pub fn new_checked(bytes: T) -> Result<Self, Error> {
         let b = bytes.as_ref();
         let len = b.len();
-        let need = |section, needed: usize| -> Result<(), Error> {
-            if needed > len {
-                Err(Error::Truncated {
-                    section,
-                    needed: needed as u64,
-                    available: len as u64,
-                })
-            } else {
-                Ok(())
-            }
-        };
-        need(Section::Header, field::TOKENIZER)?;
-        if b[field::MAGIC..field::MAGIC + 8] != MAGIC {
+        if len < field::TOKENIZER {
+            return Err(Error::Truncated {
+                section: Section::Header,
+                needed: field::TOKENIZER as u64,
+                available: len as u64,
+            });
+        }
+        if b[field::MAGIC] != MAGIC {
             return Err(Error::BadMagic);
         }
-        let version = le_u32(b, field::VERSION);
+        let version = u32_in(b, field::VERSION);
         if version != VERSION {
             return Err(Error::UnsupportedVersion { found: version });
         }
-        let header_bytes = le_u32(b, field::HEADER_BYTES) as usize;
-        let file_bytes = le_u64(b, field::FILE_BYTES);
+        let header_bytes = u32_in(b, field::HEADER_BYTES) as usize;
+        let file_bytes = u64_in(b, field::FILE_BYTES);
         if file_bytes != len as u64 {
             return Err(Error::FileSize {
                 expected: file_bytes,
                 found: len as u64,
             });
         }
-        let flags = le_u32(b, field::FLAGS);
+        let flags = u32_in(b, field::FLAGS);
         if flags & !FLAG_TIED != 0 {
             return Err(Error::BadConfig {
                 field: "flags",
@@ -236,15 +361,15 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
             });
         }
         let config = Config {
-            dim: le_u32(b, field::DIM),
-            hidden_dim: le_u32(b, field::HIDDEN_DIM),
-            n_layers: le_u32(b, field::N_LAYERS),
-            n_heads: le_u32(b, field::N_HEADS),
-            n_kv_heads: le_u32(b, field::N_KV_HEADS),
-            vocab_size: le_u32(b, field::VOCAB_SIZE),
-            max_seq_len: le_u32(b, field::MAX_SEQ_LEN),
-            rope_theta: le_f32(b, field::ROPE_THETA),
-            norm_eps: le_f32(b, field::NORM_EPS),
+            dim: u32_in(b, field::DIM),
+            hidden_dim: u32_in(b, field::HIDDEN_DIM),
+            n_layers: u32_in(b, field::N_LAYERS),
+            n_heads: u32_in(b, field::N_HEADS),
+            n_kv_heads: u32_in(b, field::N_KV_HEADS),
+            vocab_size: u32_in(b, field::VOCAB_SIZE),
+            max_seq_len: u32_in(b, field::MAX_SEQ_LEN),
+            rope_theta: f32_in(b, field::ROPE_THETA),
+            norm_eps: f32_in(b, field::NORM_EPS),
             tied_classifier: flags & FLAG_TIED != 0,
         };
         config.validate()?;
@@ -260,7 +385,7 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
         }
         // The header checksum first: a flipped bit anywhere in the header is
         // then reported as what it is, not as whatever field it landed in.
-        let stored = le_u32(b, header_bytes - 4);
+        let stored = u32_at(b, header_bytes - 4);
         let computed = crc32c(&b[..header_bytes - 4]);
         if stored != computed {
             return Err(Error::HeaderChecksum { stored, computed });
@@ -270,23 +395,16 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
         let tokenizer = read_tokenizer_layout(header, &config)?;
         validate_tokenizer(header, &tokenizer, config.vocab_size)?;
 
-        let n_tensors = le_u32(b, field::N_TENSORS);
+        let n_tensors = u32_in(b, field::N_TENSORS);
         if n_tensors != config.tensor_count() {
             return Err(Error::TensorCount {
                 expected: config.tensor_count(),
                 found: n_tensors,
             });
         }
+        // At most 2 + 9 * 1024 entries of 80 bytes: no overflow.
         let directory = tokenizer.end;
-        let dir_end = (n_tensors as usize)
-            .checked_mul(DIR_ENTRY_BYTES)
-            .and_then(|n| n.checked_add(directory))
-            .ok_or(Error::Truncated {
-                section: Section::Directory,
-                needed: u64::MAX,
-                available: len as u64,
-            })?;
-        need(Section::Directory, dir_end)?;
+        let dir_end = directory + n_tensors as usize * DIR_ENTRY_BYTES;
         if dir_end > header.len() {
             return Err(Error::Truncated {
                 section: Section::Directory,
@@ -294,11 +412,10 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
                 available: header.len() as u64,
             });
         }
-        let n_metadata = le_u32(b, field::N_METADATA);
+        let n_metadata = u32_in(b, field::N_METADATA);
         let metadata = dir_end;
         let meta_end = validate_metadata(header, metadata, n_metadata)?;
-        let padded_end = align_up(meta_end, 4).unwrap_or(usize::MAX);
-        if padded_end != header.len() {
+        if meta_end.next_multiple_of(4) != header.len() {
             return Err(Error::BadMetadata { index: n_metadata });
         }
         if let Some(i) = header[meta_end..].iter().position(|&x| x != 0) {
@@ -306,8 +423,8 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
                 offset: (meta_end + i) as u64,
             });
         }
-
-        let file = ModelFile {
+        validate_tensors(b, directory, &config, header_bytes)?;
+        Ok(ModelFile {
             bytes,
             config,
             tokenizer,
@@ -315,86 +432,7 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
             metadata,
             n_metadata,
             header_bytes,
-        };
-        file.validate_tensors()?;
-        Ok(file)
-    }
-
-    /// Checks every directory entry: name, dtype, shape, size and placement.
-    fn validate_tensors(&self) -> Result<(), Error> {
-        let b = self.bytes.as_ref();
-        let mut expected_offset = align_up(self.header_bytes, TENSOR_ALIGN).unwrap_or(usize::MAX);
-        for want in canonical_tensors(&self.config) {
-            let index = want.index;
-            let e = self.directory + index as usize * DIR_ENTRY_BYTES;
-            let raw_name = &b[e + dir_field::NAME..e + dir_field::NAME + NAME_BYTES];
-            let name_len = raw_name.iter().position(|&c| c == 0).unwrap_or(NAME_BYTES);
-            if !want.role.name_is(&raw_name[..name_len])
-                || raw_name[name_len..].iter().any(|&c| c != 0)
-            {
-                return Err(Error::TensorName { index });
-            }
-            let code = le_u32(b, e + dir_field::DTYPE);
-            let dtype = Dtype::from_code(code).ok_or(Error::TensorDtype { index, code })?;
-            if want.role.is_norm() && dtype != Dtype::F32 {
-                return Err(Error::TensorDtype { index, code });
-            }
-            let ndim = le_u32(b, e + dir_field::NDIM);
-            let shape = [
-                le_u32(b, e + dir_field::ROWS),
-                le_u32(b, e + dir_field::COLS),
-            ];
-            if ndim != want.ndim() || shape != want.shape {
-                return Err(Error::TensorShape {
-                    index,
-                    expected: want.shape,
-                    found: shape,
-                });
-            }
-            if le_u32(b, e + dir_field::RESERVED) != 0 {
-                return Err(Error::TensorPlacement {
-                    index,
-                    reason: "reserved field is not zero",
-                });
-            }
-            let placement = |reason| Error::TensorPlacement { index, reason };
-            let bytes = dtype
-                .row_bytes(shape[1] as usize)
-                .and_then(|r| r.checked_mul(shape[0] as usize))
-                .ok_or(placement("rows are not whole quantization blocks"))?;
-            let offset = le_u64(b, e + dir_field::OFFSET);
-            if !offset.is_multiple_of(TENSOR_ALIGN as u64) {
-                return Err(placement("offset is not a multiple of 64"));
-            }
-            if offset != expected_offset as u64 {
-                return Err(placement("offset is not right after the previous tensor"));
-            }
-            if le_u64(b, e + dir_field::BYTES) != bytes as u64 {
-                return Err(placement("byte length disagrees with dtype and shape"));
-            }
-            let end = expected_offset
-                .checked_add(bytes)
-                .ok_or(placement("size overflows"))?;
-            if end > b.len() {
-                return Err(Error::Truncated {
-                    section: Section::TensorData,
-                    needed: end as u64,
-                    available: b.len() as u64,
-                });
-            }
-            expected_offset = if index + 1 == self.config.tensor_count() {
-                end
-            } else {
-                align_up(end, TENSOR_ALIGN).ok_or(placement("size overflows"))?
-            };
-        }
-        if expected_offset != b.len() {
-            return Err(Error::FileSize {
-                expected: expected_offset as u64,
-                found: b.len() as u64,
-            });
-        }
-        Ok(())
+        })
     }
 
     /// The model's hyperparameters.
@@ -437,46 +475,38 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
 
     /// Directory entry `index`, or `None` past the end.
     pub fn tensor(&self, index: u32) -> Option<TensorInfo<'_>> {
-        if index >= self.tensor_count() {
-            return None;
-        }
-        let b = self.bytes.as_ref();
-        let e = self.directory + index as usize * DIR_ENTRY_BYTES;
-        let raw_name = &b[e + dir_field::NAME..e + dir_field::NAME + NAME_BYTES];
-        let name_len = raw_name.iter().position(|&c| c == 0).unwrap_or(NAME_BYTES);
-        let offset = le_u64(b, e + dir_field::OFFSET);
-        let bytes = le_u64(b, e + dir_field::BYTES) as usize;
-        Some(TensorInfo {
-            index,
-            // Names were compared with the ASCII canonical ones at open.
-            name: core::str::from_utf8(&raw_name[..name_len]).unwrap_or(""),
-            dtype: Dtype::from_code(le_u32(b, e + dir_field::DTYPE)).unwrap_or(Dtype::F32),
-            ndim: le_u32(b, e + dir_field::NDIM),
-            shape: [
-                le_u32(b, e + dir_field::ROWS),
-                le_u32(b, e + dir_field::COLS),
-            ],
-            offset,
-            crc32c: le_u32(b, e + dir_field::CRC),
-            data: &b[offset as usize..offset as usize + bytes],
-        })
+        canonical_tensor(&self.config, index).map(|t| self.entry(&t))
     }
 
     /// Every directory entry, in order.
     pub fn tensors(&self) -> impl Iterator<Item = TensorInfo<'_>> {
-        (0..self.tensor_count()).filter_map(move |i| self.tensor(i))
+        canonical_tensors(&self.config).map(move |t| self.entry(&t))
     }
 
-    fn matrix(&self, index: u32) -> Matrix<'_> {
-        match self.tensor(index) {
-            Some(t) => t.matrix(),
-            None => Matrix {
-                dtype: Dtype::F32,
-                rows: 0,
-                cols: 0,
-                data: &[],
-            },
+    /// The directory entry of canonical tensor `t`, which `new_checked`
+    /// validated.
+    fn entry(&self, t: &CanonicalTensor) -> TensorInfo<'_> {
+        let b = self.bytes.as_ref();
+        let raw = RawEntry::read(b, self.directory, t.index);
+        let matrix = raw.validated_matrix(b);
+        TensorInfo {
+            index: t.index,
+            role: t.role,
+            name: validated_str(raw.trimmed_name()),
+            dtype: matrix.dtype,
+            ndim: t.ndim(),
+            shape: t.shape,
+            offset: raw.offset,
+            crc32c: raw.crc32c,
+            data: matrix.data,
         }
+    }
+
+    /// The matrix of directory entry `index` (below `tensor_count`, as
+    /// every caller computes it from the config).
+    fn matrix(&self, index: u32) -> Matrix<'_> {
+        let b = self.bytes.as_ref();
+        RawEntry::read(b, self.directory, index).validated_matrix(b)
     }
 
     /// The token embedding, `vocab_size × dim`.
@@ -484,22 +514,28 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
         self.matrix(0)
     }
 
-    /// The weights of block `layer` (`layer < n_layers`; larger values give
-    /// the last block).
-    pub fn layer(&self, layer: usize) -> LayerWeights<'_> {
-        let l = layer.min(self.config.n_layers as usize - 1) as u32;
-        let m = |part: u32| self.matrix(1 + TENSORS_PER_LAYER * l + part);
-        LayerWeights {
-            attn_norm: m(0),
-            wq: m(1),
-            wk: m(2),
-            wv: m(3),
-            wo: m(4),
-            ffn_norm: m(5),
-            w1: m(6),
-            w2: m(7),
-            w3: m(8),
-        }
+    /// The weights of block `layer`, or `None` for `layer >= n_layers`.
+    pub fn layer(&self, layer: usize) -> Option<LayerWeights<'_>> {
+        let layer = u32::try_from(layer).ok()?;
+        let m = |part| {
+            canonical_index(&self.config, TensorRole::Layer { layer, part }).map(|i| self.matrix(i))
+        };
+        Some(LayerWeights {
+            attn_norm: m(LayerPart::AttnNorm)?,
+            wq: m(LayerPart::Wq)?,
+            wk: m(LayerPart::Wk)?,
+            wv: m(LayerPart::Wv)?,
+            wo: m(LayerPart::Wo)?,
+            ffn_norm: m(LayerPart::FfnNorm)?,
+            w1: m(LayerPart::W1)?,
+            w2: m(LayerPart::W2)?,
+            w3: m(LayerPart::W3)?,
+        })
+    }
+
+    /// The weights of every block, in order.
+    pub fn layers(&self) -> impl Iterator<Item = LayerWeights<'_>> {
+        (0..self.config.n_layers as usize).filter_map(move |l| self.layer(l))
     }
 
     /// The final RMSNorm gain, `1 × dim`, F32.
@@ -509,10 +545,9 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
 
     /// The classifier, `vocab_size × dim` (the token embedding when tied).
     pub fn classifier(&self) -> Matrix<'_> {
-        if self.config.tied_classifier {
-            self.token_embedding()
-        } else {
-            self.matrix(2 + TENSORS_PER_LAYER * self.config.n_layers)
+        match canonical_index(&self.config, TensorRole::Classifier) {
+            Some(index) => self.matrix(index),
+            None => self.token_embedding(),
         }
     }
 
@@ -569,6 +604,33 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
     }
 }
 
+/// Checks every directory entry against the canonical table, each tensor's
+/// data right after the previous one's (at the next multiple of 64), and that
+/// the last one ends the file.
+fn validate_tensors(
+    b: &[u8],
+    directory: usize,
+    config: &Config,
+    header_bytes: usize,
+) -> Result<(), Error> {
+    let overflow = Error::FileSize {
+        expected: u64::MAX,
+        found: b.len() as u64,
+    };
+    let mut end = header_bytes;
+    for want in canonical_tensors(config) {
+        let at = next_tensor_offset(end).ok_or(overflow)?;
+        (_, end) = RawEntry::read(b, directory, want.index).check(&want, at, b.len())?;
+    }
+    if end != b.len() {
+        return Err(Error::FileSize {
+            expected: end as u64,
+            found: b.len() as u64,
+        });
+    }
+    Ok(())
+}
+
 fn read_tokenizer_layout(header: &[u8], config: &Config) -> Result<TokenizerLayout, Error> {
     let base = field::TOKENIZER;
     let trunc = |needed: usize| Error::Truncated {
@@ -579,7 +641,8 @@ fn read_tokenizer_layout(header: &[u8], config: &Config) -> Result<TokenizerLayo
     if base + tok_field::OFFSETS > header.len() {
         return Err(trunc(base + tok_field::OFFSETS));
     }
-    let kind = match le_u32(header, base + tok_field::KIND) {
+    let fixed = &header[base..base + tok_field::OFFSETS];
+    let kind = match u32_in(fixed, tok_field::KIND) {
         0 => TokenizerKind::Char,
         1 => TokenizerKind::Bpe,
         _ => {
@@ -594,16 +657,19 @@ fn read_tokenizer_layout(header: &[u8], config: &Config) -> Result<TokenizerLayo
     let scores = offsets + 4 * (v + 1);
     let sorted = scores + 4 * v;
     let blob = sorted + 4 * v;
-    let blob_bytes = le_u32(header, base + tok_field::BLOB_BYTES) as usize;
-    let end = align_up(blob + blob_bytes, 4).unwrap_or(usize::MAX);
+    let blob_bytes = u32_in(fixed, tok_field::BLOB_BYTES) as usize;
+    let end = blob
+        .checked_add(blob_bytes)
+        .and_then(|n| n.checked_next_multiple_of(4))
+        .ok_or(trunc(usize::MAX))?;
     if end > header.len() {
         return Err(trunc(end));
     }
     Ok(TokenizerLayout {
         kind,
-        bos: le_u32(header, base + tok_field::BOS),
-        eos: le_u32(header, base + tok_field::EOS),
-        max_piece_len: le_u32(header, base + tok_field::MAX_PIECE_LEN),
+        bos: u32_in(fixed, tok_field::BOS),
+        eos: u32_in(fixed, tok_field::EOS),
+        max_piece_len: u32_in(fixed, tok_field::MAX_PIECE_LEN),
         offsets,
         scores,
         sorted,
@@ -624,7 +690,7 @@ fn validate_tokenizer(header: &[u8], t: &TokenizerLayout, vocab_size: u32) -> Re
         }
     }
     let v = vocab_size as usize;
-    let offset = |i: usize| le_u32(header, t.offsets + 4 * i) as usize;
+    let offset = |i: usize| u32_at(header, t.offsets + 4 * i) as usize;
     if offset(0) != 0 || offset(v) != t.blob_bytes {
         return bad("piece offsets do not span the piece bytes", 0);
     }
@@ -635,7 +701,7 @@ fn validate_tokenizer(header: &[u8], t: &TokenizerLayout, vocab_size: u32) -> Re
             return bad("piece offsets are out of order or out of range", i as u32);
         }
         longest = longest.max(end - start);
-        if !le_f32(header, t.scores + 4 * i).is_finite() {
+        if !f32::from_bits(u32_at(header, t.scores + 4 * i)).is_finite() {
             return bad("score is not finite", i as u32);
         }
         if t.kind == TokenizerKind::Char {
@@ -668,7 +734,7 @@ fn validate_tokenizer(header: &[u8], t: &TokenizerLayout, vocab_size: u32) -> Re
     let piece = |id: usize| &header[t.blob + offset(id)..t.blob + offset(id + 1)];
     let mut prev: Option<usize> = None;
     for i in 0..v {
-        let id = le_u32(header, t.sorted + 4 * i) as usize;
+        let id = u32_at(header, t.sorted + 4 * i) as usize;
         if id >= v {
             return bad("sorted index holds an id outside the vocabulary", i as u32);
         }
@@ -687,16 +753,21 @@ fn validate_metadata(header: &[u8], start: usize, n: u32) -> Result<usize, Error
     let mut pos = start;
     for index in 0..n {
         for _ in 0..2 {
-            let len = le_u32(header, pos);
-            let end = pos
-                .checked_add(4)
-                .and_then(|p| p.checked_add(len as usize))
-                .filter(|&e| {
-                    pos + 4 <= header.len() && e <= header.len() && len <= MAX_METADATA_LEN
-                })
-                .ok_or(Error::BadMetadata { index })?;
-            if core::str::from_utf8(&header[pos + 4..end]).is_err() {
-                return Err(Error::BadMetadata { index });
+            let bad = Error::BadMetadata { index };
+            let body = pos + 4; // `pos` is within the header: no overflow
+            if body > header.len() {
+                return Err(bad);
+            }
+            let len = u32_at(header, pos);
+            if len > MAX_METADATA_LEN {
+                return Err(bad);
+            }
+            let end = body + len as usize; // a slice is below isize::MAX bytes
+            if end > header.len() {
+                return Err(bad);
+            }
+            if core::str::from_utf8(&header[body..end]).is_err() {
+                return Err(bad);
             }
             pos = end;
         }
@@ -721,13 +792,10 @@ impl<'a> Iterator for Metadata<'a> {
         }
         self.left -= 1;
         let mut take = || {
-            let len = le_u32(self.bytes, self.pos) as usize;
-            let s = self
-                .bytes
-                .get(self.pos + 4..self.pos + 4 + len)
-                .unwrap_or(&[]);
-            self.pos += 4 + len;
-            core::str::from_utf8(s).unwrap_or("")
+            let body = self.pos + 4;
+            let end = body + u32_at(self.bytes, self.pos) as usize;
+            self.pos = end;
+            validated_str(&self.bytes[body..end])
         };
         let key = take();
         Some((key, take()))
@@ -785,9 +853,9 @@ impl<'a> Vocab<'a> {
         if id >= self.size {
             return &[];
         }
-        let start = le_u32(self.offsets, 4 * id as usize) as usize;
-        let end = le_u32(self.offsets, 4 * id as usize + 4) as usize;
-        self.blob.get(start..end).unwrap_or(&[])
+        let start = u32_at(self.offsets, 4 * id as usize) as usize;
+        let end = u32_at(self.offsets, 4 * id as usize + 4) as usize;
+        &self.blob[start..end]
     }
 
     /// The merge score of piece `id` (0 for ids outside the vocabulary).
@@ -795,12 +863,12 @@ impl<'a> Vocab<'a> {
         if id >= self.size {
             return 0.0;
         }
-        le_f32(self.scores, 4 * id as usize)
+        f32::from_bits(u32_at(self.scores, 4 * id as usize))
     }
 
     /// The smallest id whose piece is exactly `bytes`, by binary search.
     pub fn find(&self, bytes: &[u8]) -> Option<u32> {
-        let sorted_id = |i: usize| le_u32(self.sorted, 4 * i);
+        let sorted_id = |i: usize| u32_at(self.sorted, 4 * i);
         let (mut lo, mut hi) = (0usize, self.size as usize);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -980,6 +1048,7 @@ pub fn write_model<S: Sink>(
 ) -> Result<u64, WriteError<S::Error>> {
     config.validate()?;
     let invalid = |reason| WriteError::Invalid(Error::InvalidInput { reason });
+    let too_large = || invalid("the file would be larger than this machine can address");
     let v = config.vocab_size as usize;
     if tokenizer.pieces.len() != v || tokenizer.scores.len() != v || tokenizer.sorted.len() != v {
         return Err(invalid(
@@ -993,30 +1062,42 @@ pub fn write_model<S: Sink>(
         }
         .into());
     }
-    let blob_bytes: usize = tokenizer.pieces.iter().map(|p| p.len()).sum();
-    if blob_bytes > u32::MAX as usize / 2 {
-        return Err(invalid("tokenizer pieces are too large"));
-    }
-    let max_piece_len = tokenizer.pieces.iter().map(|p| p.len()).max().unwrap_or(0);
-    let tokenizer_bytes =
-        align_up(tok_field::OFFSETS + 4 * (v + 1) + 8 * v + blob_bytes, 4).unwrap_or(0);
+    let blob_bytes = tokenizer
+        .pieces
+        .iter()
+        .try_fold(0usize, |sum, p| sum.checked_add(p.len()))
+        .filter(|&n| n <= u32::MAX as usize / 2)
+        .ok_or_else(|| invalid("tokenizer pieces are too large"))?;
+    let max_piece_len = tokenizer.pieces.iter().fold(0, |m, p| m.max(p.len()));
     let mut meta_bytes = 0usize;
     for (k, val) in metadata {
         if k.len() > MAX_METADATA_LEN as usize || val.len() > MAX_METADATA_LEN as usize {
             return Err(invalid("metadata key or value longer than 65536 bytes"));
         }
-        meta_bytes += 8 + k.len() + val.len();
+        meta_bytes = meta_bytes
+            .checked_add(8 + k.len() + val.len())
+            .ok_or_else(|| invalid("header larger than 4 GiB"))?;
     }
-    let dir_bytes = DIR_ENTRY_BYTES * tensors.len();
-    let header_bytes =
-        field::TOKENIZER + tokenizer_bytes + dir_bytes + align_up(meta_bytes, 4).unwrap_or(0) + 4;
-    if header_bytes > u32::MAX as usize {
-        return Err(invalid("header larger than 4 GiB"));
-    }
+    // vocab_size is at most 2^22 and the blob below 2^31: the tokenizer
+    // section cannot overflow; the metadata can only be too large.
+    let tokenizer_bytes =
+        (tok_field::OFFSETS + 4 * (v + 1) + 8 * v + blob_bytes).next_multiple_of(4);
+    let header_bytes = [
+        DIR_ENTRY_BYTES * tensors.len(),
+        meta_bytes.next_multiple_of(4),
+        4,
+    ]
+    .iter()
+    .try_fold(field::TOKENIZER + tokenizer_bytes, |sum, &n| {
+        sum.checked_add(n)
+    })
+    .filter(|&n| n <= u32::MAX as usize)
+    .ok_or_else(|| invalid("header larger than 4 GiB"))?;
 
-    // Place the tensors, checking each against the config.
-    let mut offset = align_up(header_bytes, TENSOR_ALIGN).unwrap_or(0);
-    let mut file_bytes = 0u64;
+    // Check every tensor against the canonical table, and place it: this
+    // pass does the checked arithmetic; the passes below repeat it with
+    // `next_tensor_offset`, which then cannot fail.
+    let mut file_bytes = header_bytes;
     for (want, t) in canonical_tensors(config).zip(tensors) {
         let index = want.index;
         if !want.role.name_is(t.name.as_bytes()) {
@@ -1049,8 +1130,9 @@ pub fn write_model<S: Sink>(
             }
             .into());
         }
-        file_bytes = (offset + t.data.len()) as u64;
-        offset = align_up(offset + t.data.len(), TENSOR_ALIGN).unwrap_or(0);
+        file_bytes = next_tensor_offset(file_bytes)
+            .and_then(|at| at.checked_add(t.data.len()))
+            .ok_or_else(too_large)?;
     }
 
     let mut w = Checksummed {
@@ -1061,7 +1143,7 @@ pub fn write_model<S: Sink>(
     w.put(&MAGIC)?;
     w.u32(VERSION)?;
     w.u32(header_bytes as u32)?;
-    w.u64(file_bytes)?;
+    w.u64(file_bytes as u64)?;
     for x in [
         config.dim,
         config.hidden_dim,
@@ -1100,28 +1182,24 @@ pub fn write_model<S: Sink>(
     for p in tokenizer.pieces {
         w.put(p)?;
     }
-    w.zeros(align_up(blob_bytes, 4).unwrap_or(0) - blob_bytes)?;
+    w.zeros(blob_bytes.next_multiple_of(4) - blob_bytes)?;
 
     // Directory.
-    let mut offset = align_up(header_bytes, TENSOR_ALIGN).unwrap_or(0);
-    for t in tensors {
+    let mut end = header_bytes;
+    for (want, t) in canonical_tensors(config).zip(tensors) {
+        let offset = next_tensor_offset(end).ok_or_else(too_large)?;
+        end = offset + t.data.len();
         let mut name = [0u8; NAME_BYTES];
         name[..t.name.len()].copy_from_slice(t.name.as_bytes());
         w.put(&name)?;
         w.u32(t.dtype as u32)?;
-        w.u32(t.shape.len() as u32)?;
-        let (rows, cols) = match *t.shape {
-            [n] => (1, n),
-            [r, c] => (r, c),
-            _ => (0, 0),
-        };
-        w.u32(rows)?;
-        w.u32(cols)?;
+        w.u32(want.ndim())?;
+        w.u32(want.shape[0])?;
+        w.u32(want.shape[1])?;
         w.u64(offset as u64)?;
         w.u64(t.data.len() as u64)?;
         w.u32(crc32c(t.data))?;
         w.u32(0)?;
-        offset = align_up(offset + t.data.len(), TENSOR_ALIGN).unwrap_or(0);
     }
 
     // Metadata.
@@ -1131,15 +1209,76 @@ pub fn write_model<S: Sink>(
         w.u32(val.len() as u32)?;
         w.put(val.as_bytes())?;
     }
-    w.zeros(align_up(meta_bytes, 4).unwrap_or(0) - meta_bytes)?;
+    w.zeros(meta_bytes.next_multiple_of(4) - meta_bytes)?;
     let header_crc = w.crc.finish();
     w.u32(header_crc)?;
     debug_assert_eq!(w.written, header_bytes);
 
     // Tensor data, each on a 64-byte boundary.
     for t in tensors {
-        w.zeros(align_up(w.written, TENSOR_ALIGN).unwrap_or(0) - w.written)?;
+        let offset = next_tensor_offset(w.written).ok_or_else(too_large)?;
+        w.zeros(offset - w.written)?;
         w.put(t.data)?;
     }
+    debug_assert_eq!(w.written, file_bytes);
     Ok(w.written as u64)
+}
+
+/// Where the data of the tensor after one ending at `end` starts.
+fn next_tensor_offset(end: usize) -> Option<usize> {
+    end.checked_next_multiple_of(TENSOR_ALIGN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each section's fields follow each other without gap or overlap, so
+    /// their widths are the ones `docs/FORMAT.md` gives.
+    fn tile(fields: &[Field], from: usize, to: usize) {
+        let mut at = from;
+        for f in fields {
+            assert_eq!(
+                f.start, at,
+                "{f:?} does not start where the previous field ends"
+            );
+            at = f.end;
+        }
+        assert_eq!(at, to);
+    }
+
+    #[test]
+    fn fields_tile_their_sections() {
+        use field::*;
+        tile(
+            &[
+                MAGIC,
+                VERSION,
+                HEADER_BYTES,
+                FILE_BYTES,
+                DIM,
+                HIDDEN_DIM,
+                N_LAYERS,
+                N_HEADS,
+                N_KV_HEADS,
+                VOCAB_SIZE,
+                MAX_SEQ_LEN,
+                ROPE_THETA,
+                NORM_EPS,
+                FLAGS,
+                N_TENSORS,
+                N_METADATA,
+            ],
+            0,
+            TOKENIZER,
+        );
+        use tok_field::*;
+        tile(&[KIND, BOS, EOS, MAX_PIECE_LEN, BLOB_BYTES], 0, OFFSETS);
+        use dir_field::*;
+        tile(
+            &[NAME, DTYPE, NDIM, ROWS, COLS, OFFSET, BYTES, CRC, RESERVED],
+            0,
+            DIR_ENTRY_BYTES,
+        );
+    }
 }

@@ -355,8 +355,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             kernels::row_to_f32(&embedding, token as usize, x_row)?;
         }
 
-        for layer in 0..config.n_layers as usize {
-            let w = model.layer(layer);
+        for (layer, w) in model.layers().enumerate() {
             // This layer's cache, `[max_seq × kv_dim]` each; rows
             // `start..start + n` are new.
             let layer_cache = layer * seq * kv_dim..(layer + 1) * seq * kv_dim;

@@ -101,10 +101,11 @@ pub fn exercise_model(bytes: &[u8], seed: u64) {
         assert_eq!(t.offset % 64, 0);
     }
     assert!(model.tensor(model.tensor_count()).is_none());
-    for l in [0, config.n_layers as usize - 1, usize::MAX] {
-        let layer = model.layer(l);
+    for layer in model.layers() {
         assert_eq!(layer.wq.rows, config.dim as usize);
     }
+    assert_eq!(model.layers().count(), config.n_layers as usize);
+    assert!(model.layer(config.n_layers as usize).is_none());
     assert_eq!(model.final_norm().cols, config.dim as usize);
     assert_eq!(model.classifier().rows, config.vocab_size as usize);
     assert_eq!(model.token_embedding().cols, config.dim as usize);

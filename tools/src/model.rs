@@ -283,6 +283,7 @@ mod tests {
         q8.extend((0..32).map(|i| (i as i8 - 16) as u8));
         let t = TensorInfo {
             index: 0,
+            role: kinglet::TensorRole::TokEmbedding,
             name: "w",
             dtype: Dtype::Q8_0,
             ndim: 2,

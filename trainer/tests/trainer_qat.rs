@@ -237,7 +237,7 @@ fn the_cli_trains_evaluates_and_exports_with_qat() {
         assert!(o.status.success(), "{o:?}");
         let file = std::fs::read(dir.join(name)).expect("exported file");
         let model = kinglet::ModelFile::new_checked(&file[..]).expect("valid file");
-        let dtype = model.layer(0).wq.dtype;
+        let dtype = model.layer(0).unwrap().wq.dtype;
         (String::from_utf8_lossy(&o.stderr).into_owned(), dtype)
     };
     let (said, dtype) = export(&[], "default.klt");
