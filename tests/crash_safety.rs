@@ -1,28 +1,33 @@
-//! Crash safety of the trainer: `kinglet-train` is killed with SIGKILL at
-//! random moments, many times — half of them aimed at checkpoint writes (the
-//! kill lands while `last.ckpt.tmp` exists) — and resumed each time. After
-//! every kill the newest checkpoint must load and never go backwards, and a
-//! torn temporary file must not be taken for it. At the end the interrupted
-//! run's checkpoint must equal an uninterrupted run's, byte for byte.
+//! Crash safety of the trainer: `kinglet-train` is killed with SIGKILL 24
+//! times and resumed each time. Every kill is aimed, not timed:
+//! `KINGLET_TRAIN_PAUSE=POINT:N` makes the trainer stop for good the Nth
+//! time it reaches POINT and say so on stderr, and the test kills it then —
+//! between steps, with a checkpoint's temporary file just created (empty),
+//! fully written but not renamed, and just renamed. After every kill the
+//! checkpoint on disk must be exactly the one that point implies, and a
+//! torn temporary file must not pass for one. At the end the interrupted
+//! run's checkpoint must equal an uninterrupted run's, byte for byte. No
+//! timer decides anything, so the outcome does not depend on the load.
 
 mod common;
 
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::binaries::binary;
 use common::Rng;
 use kinglet_trainer::checkpoint::{temp_path, Checkpoint};
+use kinglet_trainer::pause::{self, Point};
 
-/// Steps of the whole run.
+/// Steps of the whole run: more than the 24 kills can reach (each process
+/// is stopped within its first 4 steps).
 const STEPS: u64 = 120;
-/// Kills before the run may finish.
+/// Kills before the final resume.
 const KILLS: usize = 24;
 
-/// A model of about 22k parameters (a 265 KB checkpoint, so each write
-/// takes measurable time), checkpointed after every step.
+/// A model of about 22k parameters, checkpointed after every step.
 const FLAGS: &str = "--context 16 --dim 32 --layers 2 --heads 2 --hidden 64 --batch 4 \
                      --eval-every 0 --eval-windows 4 --sample-len 0 --quiet --threads 1 \
                      --save-every 1 --log-every 1000 --seed 7";
@@ -34,8 +39,9 @@ fn scratch() -> PathBuf {
     dir
 }
 
-/// Starts a training run into `out`, resuming from its checkpoint if any.
-fn start(corpus: &Path, out: &Path) -> Child {
+/// Starts a training run into `out`, resuming from its checkpoint if any,
+/// stopping at `pause` (`POINT:N`) if given.
+fn start(corpus: &Path, out: &Path, pause: Option<String>) -> Child {
     let checkpoint = out.join("last.ckpt");
     let mut command = Command::new(binary("kinglet-train"));
     command
@@ -46,10 +52,14 @@ fn start(corpus: &Path, out: &Path) -> Child {
         .arg(corpus)
         .arg("--out")
         .arg(out)
+        .env_remove(pause::VAR)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if checkpoint.exists() {
         command.arg("--resume").arg(&checkpoint);
+    }
+    if let Some(p) = pause {
+        command.env(pause::VAR, p);
     }
     command.spawn().expect("start kinglet-train")
 }
@@ -64,81 +74,99 @@ fn finish(child: Child) {
     );
 }
 
-/// Sleeps until `path` exists or `child` has exited (then returns false).
-fn wait_for(path: &Path, child: &mut Child, limit: Duration) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if path.exists() {
-            return true;
+/// Reads `child`'s stderr until it announces the pause at `point`, then
+/// kills it. Panics if it ends without pausing.
+fn kill_when_paused(mut child: Child, point: Point) {
+    let announcement = pause::announcement(point);
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut said = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("read stderr");
+        if line == announcement {
+            child.kill().expect("SIGKILL");
+            let status = child.wait().expect("reap");
+            assert!(!status.success(), "killed run reported success");
+            return;
         }
-        if child.try_wait().ok().flatten().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_micros(100));
+        said.push(line);
     }
-    false
+    let status = child.wait().expect("reap");
+    panic!(
+        "kinglet-train ended ({status}) without pausing at {}: {}",
+        point.name(),
+        said.join(" / ")
+    );
+}
+
+/// The step of the checkpoint at `path`, 0 if there is none yet.
+fn step_on_disk(path: &Path) -> u64 {
+    if !path.exists() {
+        return 0;
+    }
+    Checkpoint::load(path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .step
 }
 
 #[test]
-fn sigkill_at_random_moments_never_loses_the_last_checkpoint() {
-    let started = Instant::now();
+fn sigkill_at_every_point_of_a_save_never_loses_the_last_checkpoint() {
     let dir = scratch();
     let corpus = dir.join("corpus.txt");
     fs::write(&corpus, common::corpus_text()).expect("corpus");
 
     // The uninterrupted run.
     let reference = dir.join("reference");
-    finish(start(&corpus, &reference));
+    finish(start(&corpus, &reference, None));
     let want = fs::read(reference.join("last.ckpt")).expect("reference checkpoint");
 
     let out = dir.join("interrupted");
     let checkpoint = out.join("last.ckpt");
     let temp = temp_path(&checkpoint);
     let mut rng = Rng(0x5eed_c0ffee);
-    let (mut kills, mut during_writes, mut torn_temps, mut last_step) = (0, 0, 0, 0u64);
-    while kills < KILLS {
-        let mut child = start(&corpus, &out);
-        // Even kills: at a random moment up to ~4 steps in. Odd kills: just
-        // after a checkpoint write has begun (its temporary file exists).
-        if kills % 2 == 0 {
-            std::thread::sleep(Duration::from_micros(rng.next_u64() % 60_000));
-        } else if wait_for(&temp, &mut child, Duration::from_secs(5)) {
-            std::thread::sleep(Duration::from_micros(rng.next_u64() % 3_000));
-        }
-        if child.try_wait().expect("poll").is_some() {
-            // Ended by itself: it must have succeeded, i.e. finished the run early.
-            finish(child);
-            panic!("the run finished after only {kills} kills; raise STEPS");
-        }
-        child.kill().expect("SIGKILL");
-        let status = child.wait().expect("reap");
-        assert!(!status.success(), "killed run reported success");
-        kills += 1;
+    for kill in 0..KILLS {
+        let point = Point::ALL[kill % Point::ALL.len()];
+        let hit = 1 + rng.next_u64() % 4;
+        let before = step_on_disk(&checkpoint);
+        let child = start(&corpus, &out, Some(format!("{}:{hit}", point.name())));
+        kill_when_paused(child, point);
 
-        if temp.exists() {
-            during_writes += 1;
-            // A torn temporary file must not pass for a checkpoint.
-            let bytes = fs::read(&temp).expect("read the temporary file");
-            if Checkpoint::from_bytes(&bytes).is_err() {
-                torn_temps += 1;
+        // Saves run after every step: at the Nth hit of a point, N - 1
+        // saves are complete, and the Nth is where the point says.
+        let context = format!("kill {kill} at {}:{hit} from step {before}", point.name());
+        let saved = step_on_disk(&checkpoint);
+        match point {
+            Point::AfterStep => {
+                assert_eq!(saved, before + hit - 1, "{context}");
+                assert!(!temp.exists(), "{context}: a temporary file between saves");
+            }
+            Point::TempCreated => {
+                assert_eq!(saved, before + hit - 1, "{context}");
+                let torn = fs::read(&temp).expect("the temporary file exists");
+                assert!(
+                    Checkpoint::from_bytes(&torn).is_err(),
+                    "{context}: an empty temporary file passed for a checkpoint"
+                );
+            }
+            Point::TempWritten => {
+                assert_eq!(saved, before + hit - 1, "{context}");
+                let written = Checkpoint::load(&temp).unwrap_or_else(|e| panic!("{context}: {e}"));
+                assert_eq!(written.step, before + hit, "{context}");
+            }
+            Point::Renamed => {
+                assert_eq!(saved, before + hit, "{context}");
+                assert!(
+                    !temp.exists(),
+                    "{context}: the temporary file outlived its rename"
+                );
             }
         }
-        if checkpoint.exists() {
-            let c =
-                Checkpoint::load(&checkpoint).unwrap_or_else(|e| panic!("after kill {kills}: {e}"));
-            assert!(
-                c.step >= last_step && c.step < STEPS,
-                "after kill {kills}: step {} after step {last_step}",
-                c.step
-            );
-            last_step = c.step;
-        }
+        assert!(saved < STEPS, "{context}: the run finished; raise STEPS");
     }
     // A torn temporary file (as a kill in the middle of `write` leaves) must
     // not disturb the final resume, which removes it.
     let bytes = fs::read(&checkpoint).expect("checkpoint");
     fs::write(&temp, &bytes[..bytes.len() / 2]).expect("torn temporary file");
-    finish(start(&corpus, &out));
+    finish(start(&corpus, &out, None));
     assert!(!temp.exists(), "temporary file left after a finished run");
     let got = fs::read(&checkpoint).expect("final checkpoint");
     assert!(
@@ -155,13 +183,4 @@ fn sigkill_at_random_moments_never_loses_the_last_checkpoint() {
         .output()
         .expect("run kinglet-train eval");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    eprintln!(
-        "{kills} kills, {during_writes} during a checkpoint write ({torn_temps} torn temporary \
-         files), last step before the final resume {last_step}/{STEPS}, {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        during_writes * 4 >= KILLS,
-        "only {during_writes} of {kills} kills hit a checkpoint write"
-    );
 }

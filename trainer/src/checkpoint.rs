@@ -15,6 +15,7 @@ use crate::config::{Decay, ModelConfig, TrainConfig};
 use crate::data::CharTokenizer;
 use crate::error::{Result, TrainError};
 use crate::params::ParamLayout;
+use crate::pause::{self, Point};
 use crate::qat::Qat;
 use kinglet::checksum::crc32c;
 use kinglet::Dtype;
@@ -339,11 +340,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     let mut file =
         std::fs::File::create(&tmp).map_err(|e| fail("create a temporary file for", e))?;
+    pause::at(Point::TempCreated);
     let written = file
         .write_all(bytes)
         .map_err(|e| fail("write", e))
         .and_then(|()| file.sync_all().map_err(|e| fail("sync", e)));
     drop(file);
+    if written.is_ok() {
+        pause::at(Point::TempWritten);
+    }
     if let Err(e) =
         written.and_then(|()| std::fs::rename(&tmp, path).map_err(|e| fail("rename into place", e)))
     {
@@ -351,6 +356,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
+    pause::at(Point::Renamed);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -5,7 +5,7 @@
 //! operation with its forward and backward ([`layers`]), the model as a loop
 //! over blocks ([`model`]), the optimizer ([`adamw`], [`schedule`]), data
 //! ([`data`], [`download`]), the training state ([`trainer`]), checkpoints
-//! ([`checkpoint`]), the loss curve ([`plot`]), and the CLI's commands
+//! ([`checkpoint`], with [`pause`] points for crash tests), the loss curve ([`plot`]), and the CLI's commands
 //! ([`run`], [`eval`], [`export`], [`reference`]).
 //!
 //! The only `unsafe` is in [`gemm`] (the AVX2 matrix kernel and the
@@ -25,6 +25,7 @@ pub mod gemm;
 pub mod layers;
 pub mod model;
 pub mod params;
+pub mod pause;
 pub mod plot;
 pub mod qat;
 pub mod reference;

@@ -7,6 +7,7 @@ use crate::config::{ModelConfig, TrainConfig};
 use crate::data::Corpus;
 use crate::error::{Result, TrainError};
 use crate::eval::{fixed_val_loss, fixed_val_loss_qat, sample};
+use crate::pause::{self, Point};
 use crate::plot::{self, LossPoint};
 use crate::qat::Qat;
 use crate::rng::Rng;
@@ -193,6 +194,7 @@ pub fn run(o: &RunOptions) -> Result<RunSummary> {
                 bail!("{e}{kept}");
             }
         };
+        pause::at(Point::AfterStep);
         tokens_done += trainer.tokens_per_step();
         last_loss = stats.loss;
         let elapsed = start.elapsed().as_secs_f64();
