@@ -375,7 +375,10 @@ fn check(dir: &Path, line: &str, needle: &str, as_root: bool) -> Option<String> 
     if text.contains('\n') || !text.starts_with(&prefix) || text.len() > 400 {
         wrong.push("stderr is not one `program: error:` line".into());
     }
-    if seconds > 10.0 {
+    // Not a speed test: far above any healthy case on any load, this bound
+    // only names a case that waits (on the network, a retry) instead of
+    // failing at once.
+    if seconds > 120.0 {
         wrong.push(format!("took {seconds:.1} s"));
     }
     if !text.contains(needle) {
