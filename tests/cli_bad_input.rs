@@ -96,6 +96,7 @@ const CASES: &[(&str, &str)] = &[
     ("kinglet generate model.klt -n 4 --max-seq 100000", "--max-seq"),
     ("kinglet generate model.klt -n 4 --seed x", "'x'"),
     ("kinglet generate model.klt -n 4 --prompt ~", "prompt"),
+    ("kinglet generate model.klt -n 4 --max-seq 2 --prompt abcdefghijklmnopq", "17 bytes, more than the 2 positions"),
     // kinglet eval: model and text.
     ("kinglet eval missing.klt --text corpus.txt", "missing.klt: no such file"),
     ("kinglet eval run.ckpt --text corpus.txt", "not a .klt model file"),

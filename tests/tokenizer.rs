@@ -4,9 +4,15 @@
 //! pieces are not at llama2.c's `byte + 3` ids.
 
 use kinglet::format::{sort_pieces, write_model, IoSink, TensorSpec, TokenizerKind, TokenizerSpec};
-use kinglet::tokenizer::{encode, max_tokens, token_bytes, Decoder};
+use kinglet::tokenizer::{
+    encode, encode_with_scratch, max_tokens, scratch_words, token_bytes, Decoder,
+};
 use kinglet::{canonical_tensors, Config, Dtype, Error, ModelFile};
+use quadratic_bpe::quadratic_encode;
 use std::path::PathBuf;
+
+#[path = "common/quadratic_bpe.rs"]
+mod quadratic_bpe;
 
 /// A .klt file holding the given vocabulary and a tiny all-zero model.
 fn model_with_vocab(
@@ -540,6 +546,201 @@ fn random_text_never_panics_and_round_trips() {
             Ok(tokens) => assert_eq!(decode(&chars, &tokens), text),
             Err(Error::UnknownCharacter { ch }) => assert!(!CHAR_VOCAB.contains(ch)),
             Err(e) => panic!("round {round}: {e}"),
+        }
+    }
+}
+
+/// `encode_with_scratch` with exactly the scratch it asks for; a scratch one
+/// word short must report that need.
+fn encode_with_exact_scratch(
+    model: &ModelFile<Vec<u8>>,
+    text: &str,
+    add_bos: bool,
+) -> Result<Vec<u32>, Error> {
+    let vocab = model.vocab();
+    let mut out = vec![0u32; max_tokens(text, add_bos)];
+    let mut scratch = vec![0u32; scratch_words(max_tokens(text, add_bos))];
+    let n = encode_with_scratch(&vocab, text, add_bos, &mut out, &mut scratch)?;
+    // The scratch needed is that of the unmerged count, which encode
+    // reports to an `out` one slot short of it.
+    let unmerged = match encode(&vocab, text, add_bos, &mut out[..0]) {
+        Err(Error::BufferTooSmall { needed, .. }) => needed,
+        Ok(_) => 0,
+        Err(e) => panic!("{e}"),
+    };
+    if vocab.kind() == TokenizerKind::Bpe && unmerged > 0 {
+        let words = scratch_words(unmerged);
+        let mut short = vec![0u32; words - 1];
+        assert_eq!(
+            encode_with_scratch(&vocab, text, add_bos, &mut out, &mut short),
+            Err(Error::BufferTooSmall {
+                needed: words,
+                available: words - 1
+            })
+        );
+        let mut exact = vec![0u32; words];
+        assert_eq!(
+            encode_with_scratch(&vocab, text, add_bos, &mut out, &mut exact),
+            Ok(n)
+        );
+    }
+    out.truncate(n);
+    Ok(out)
+}
+
+#[test]
+fn heap_merging_matches_the_quadratic_encoder_on_shakespeare() {
+    let Some(model) = tok512() else { return };
+    let Some(path) = data_file("tinyshakespeare.txt") else {
+        return;
+    };
+    let text = std::fs::read_to_string(path).expect("read tinyshakespeare.txt");
+    let vocab = model.vocab();
+    // Chunks of 3,000 characters from across the file (the oracle is
+    // quadratic), with and without BOS.
+    for (k, start) in (0..text.len()).step_by(text.len() / 10).enumerate() {
+        let start = (start..).find(|&i| text.is_char_boundary(i)).unwrap();
+        let chunk: String = text[start..].chars().take(3000).collect();
+        let bos = k % 2 == 0;
+        assert_eq!(
+            encode_with_exact_scratch(&model, &chunk, bos).unwrap(),
+            quadratic_encode(&vocab, &chunk, bos).unwrap(),
+            "at {start}"
+        );
+    }
+    // The whole file in one call: it decodes back to the text.
+    let tokens = encode_vec(&model, &text, false).unwrap();
+    assert!(tokens.len() < text.len() * 2 / 3, "{} tokens", tokens.len());
+    assert_eq!(decode(&model, &tokens), format!(" {text}"));
+}
+
+/// A random BPE vocabulary built to be awkward: pieces over a small
+/// alphabet (so many pairs merge), scores drawn from a few values (so ties
+/// are everywhere, some at or below llama2.c's no-merge score), duplicate
+/// pieces at other ids, an empty BOS piece, some `<0xXX>` pieces missing.
+fn hostile_bpe(rng: &mut Rng) -> ModelFile<Vec<u8>> {
+    const SYMBOLS: [&str; 6] = ["a", "b", " ", "é", "\n", "日"];
+    const SCORES: [f32; 8] = [0.0, -0.0, -1.0, -1.0, -2.5, -1e10, -2e10, 3.0];
+    let mut pieces: Vec<Vec<u8>> = vec![b"<unk>".to_vec(), Vec::new()]; // BOS: empty
+    let pick = |rng: &mut Rng, n: usize| (rng.next() % n as u64) as usize;
+    for s in SYMBOLS {
+        if pick(rng, 4) != 0 {
+            pieces.push(s.as_bytes().to_vec());
+        }
+    }
+    for _ in 0..pick(rng, 40) {
+        let len = 2 + pick(rng, 5);
+        let piece: String = (0..len).map(|_| SYMBOLS[pick(rng, 6)]).collect();
+        pieces.push(piece.into_bytes());
+    }
+    for _ in 0..pick(rng, 4).min(pieces.len() - 2) {
+        let dup = pieces[2 + pick(rng, pieces.len() - 2)].clone();
+        pieces.push(dup);
+    }
+    for b in 0..=255u8 {
+        if pick(rng, 8) != 0 {
+            pieces.push(format!("<0x{b:02X}>").into_bytes());
+        }
+    }
+    let scores: Vec<f32> = (0..pieces.len()).map(|_| SCORES[pick(rng, 8)]).collect();
+    let refs: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
+    model_with_vocab(TokenizerKind::Bpe, Some(1), None, &refs, &scores)
+}
+
+#[test]
+fn heap_merging_matches_the_quadratic_encoder_on_hostile_text() {
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let tok512 = tok512();
+    for round in 0..400 {
+        let hostile = hostile_bpe(&mut rng);
+        let len = (rng.next() % 300) as usize;
+        // Long runs of one symbol, mixed symbols, raw bytes (byte fallback).
+        let text: String = match rng.next() % 3 {
+            0 => "a".repeat(len),
+            1 => (0..len)
+                .map(|_| ["a", "b", " ", "é", "\n", "日", "ab", "ba"][(rng.next() % 8) as usize])
+                .collect(),
+            _ => {
+                let raw: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                String::from_utf8_lossy(&raw).into_owned()
+            }
+        };
+        let bos = round % 3 != 0;
+        for model in [Some(&hostile), tok512.as_ref()].into_iter().flatten() {
+            let want = quadratic_encode(&model.vocab(), &text, bos);
+            let got = encode_with_exact_scratch(model, &text, bos);
+            assert_eq!(got, want, "round {round}: {text:?}");
+        }
+    }
+}
+
+#[test]
+fn char_vocabularies_need_no_scratch() {
+    let model = char_model(None);
+    let mut out = [0u32; 8];
+    assert_eq!(
+        encode_with_scratch(&model.vocab(), "abc", false, &mut out, &mut []),
+        Ok(3)
+    );
+    assert_eq!(&out[..3], encode_vec(&model, "abc", false).unwrap());
+}
+
+#[test]
+fn tokens_that_never_merge_split_the_text_without_changing_the_result() {
+    // "\n" and "x" begin and end no longer piece, so merging runs on the
+    // segments between them; " " does not (" a"), nor does BOS, whose empty
+    // piece merges with whatever follows it into that token's own piece.
+    let mut pieces: Vec<Vec<u8>> = [&b"<unk>"[..], b"", b" ", b"\n", b"a", b"b", b"x"]
+        .iter()
+        .map(|p| p.to_vec())
+        .collect();
+    pieces.extend([&b"ab"[..], b" a", b"ba", b"aba", b" ab"].map(|p| p.to_vec()));
+    pieces.extend((0..=255u8).map(|b| format!("<0x{b:02X}>").into_bytes()));
+    let scores = |n: usize| (0..n).map(|i| -(i as f32 % 5.0)).collect::<Vec<f32>>();
+    let refs: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
+    let model = model_with_vocab(
+        TokenizerKind::Bpe,
+        Some(1),
+        None,
+        &refs,
+        &scores(refs.len()),
+    );
+    // Without a "\n" piece the newline falls back to <0x0A>, which here
+    // ends a longer piece, or begins one: not a barrier.
+    let fallback = |extra: &[u8]| {
+        let mut pieces = pieces.clone();
+        pieces.retain(|p| p != b"\n");
+        pieces.push(extra.to_vec());
+        let refs: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
+        model_with_vocab(
+            TokenizerKind::Bpe,
+            Some(1),
+            None,
+            &refs,
+            &scores(refs.len()),
+        )
+    };
+    let (ends, begins) = (fallback(b"b<0x0A>"), fallback(b"<0x0A>a"));
+    for text in [
+        "x\nab aba\n\nbabab x ab\n",
+        "\nx\n日\nab ab\nxx",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+        "b\nab\nb\n\na",
+    ] {
+        for repeat in [1, 4, 40] {
+            let text = text.repeat(repeat);
+            for (model, bos) in [
+                (&model, true),
+                (&model, false),
+                (&ends, true),
+                (&begins, true),
+            ] {
+                assert_eq!(
+                    encode_with_exact_scratch(model, &text, bos),
+                    quadratic_encode(&model.vocab(), &text, bos),
+                    "{text:?}"
+                );
+            }
         }
     }
 }

@@ -11,8 +11,11 @@
 //! # fn main() -> Result<(), kinglet::Error> {
 //! # let file_bytes: &[u8] = &[];
 //! let model = ModelFile::new_checked(file_bytes)?;
-//! let mut prompt = [0u32; 64];
-//! let n = tokenizer::encode(&model.vocab(), "Once upon a time", true, &mut prompt)?;
+//! let text = "Once upon a time";
+//! // [max_tokens] ids and their merge scratch, which a static could hold too.
+//! let mut prompt = vec![0u32; tokenizer::max_tokens(text, true)];
+//! let mut scratch = vec![0u32; tokenizer::scratch_words(prompt.len())];
+//! let n = tokenizer::encode_with_scratch(&model.vocab(), text, true, &mut prompt, &mut scratch)?;
 //! let mut buffer = vec![0.0f32; session_floats(model.config(), 256)];
 //! let mut session = Session::new(&model, &mut buffer, 256)?;
 //! let mut sampler = Sampler::new(model.config().vocab_size, SamplerConfig::default())?;

@@ -7,25 +7,20 @@
 //!   `<0xXX>` byte fallback, then greedy merges of the best-scoring adjacent
 //!   pair until none applies.
 //!
-//! Nothing allocates: [`encode`] works in place in the caller's token slice,
-//! and the streaming [`Decoder`] keeps at most three pending bytes.
+//! Nothing allocates: [`encode_with_scratch`] works in the caller's token
+//! slice plus a scratch slice for the merge queue (O(n log n) merging, see
+//! `merge`), `encode` (with `std`) allocates that scratch itself, and the
+//! streaming [`Decoder`] keeps at most three pending bytes.
 #![forbid(unsafe_code)]
+
+mod merge;
 
 use crate::error::Error;
 use crate::format::{TokenizerKind, Vocab};
 
-/// Longest piece a merge can produce. Merging looks a concatenation of two
-/// pieces up in a stack buffer of this many bytes, so a vocabulary piece
-/// longer than this is never the result of a merge (it can still be looked
-/// up as a single code point, which is at most 4 bytes). Real vocabularies
-/// stay far below it (llama2.c's tok512 tops out at 7 bytes).
-pub const MAX_MERGED_PIECE_BYTES: usize = 256;
+pub use merge::{scratch_words, MAX_MERGED_PIECE_BYTES};
 
-/// llama2.c starts its search for the best merge at this score with a strict
-/// `>`, so a piece scoring at or below it is never merged.
-const NO_MERGE_SCORE: f32 = -1e10;
-
-/// An upper bound on the tokens [`encode`] needs for `text` with any
+/// An upper bound on the tokens [`encode_with_scratch`] needs for `text` with any
 /// vocabulary: one per byte, plus the dummy prefix and BOS. `const` so that
 /// firmware can size a static token buffer for a fixed prompt length.
 pub const fn max_tokens(text: &str, add_bos: bool) -> usize {
@@ -33,7 +28,8 @@ pub const fn max_tokens(text: &str, add_bos: bool) -> usize {
     text.len() + prefix + add_bos as usize
 }
 
-/// Encodes `text` into `out` and returns the number of tokens written.
+/// Encodes `text` into `out` and returns the number of tokens written,
+/// using `scratch` to merge Bpe pieces.
 ///
 /// BOS is prepended when `add_bos` is true and the vocabulary has one; EOS is
 /// never added. With a Bpe vocabulary the result is llama2.c's `encode()`
@@ -48,50 +44,117 @@ pub const fn max_tokens(text: &str, add_bos: bool) -> usize {
 /// it cannot, the error is [`Error::BufferTooSmall`] whose `needed` is exactly
 /// that count: retrying with `needed` slots succeeds, although the final
 /// token count is usually smaller. [`max_tokens`] bounds `needed` without a
-/// vocabulary. `out` is left with unspecified contents on error.
+/// vocabulary. A Bpe vocabulary also needs [`scratch_words`] of that count in
+/// `scratch` (a shorter one is [`Error::BufferTooSmall`] with the exact
+/// words needed, reported after `out`'s); a Char vocabulary uses none.
+/// `out` and `scratch` are left with unspecified contents on error.
 ///
 /// A character the vocabulary cannot represent (Char: no piece for it; Bpe:
 /// no piece and no `<0xXX>` piece for one of its bytes) is
 /// [`Error::UnknownCharacter`], reported in preference to a short buffer.
+/// A Bpe text of more than 2³² − 2 unmerged tokens is
+/// [`Error::InvalidInput`], before any work.
 ///
-/// Like llama2.c, each merge rescans the pairs, so time grows quadratically
-/// with the text (pairs known never to merge are skipped without a lookup,
-/// which makes it several times faster than llama2.c's rescans). With tok512
-/// 1 KB of English takes about 30 ms, 16 KB about 9 s: encode long texts in
-/// pieces.
+/// Time is O(n log n) in the text's length: a heap of merge candidates
+/// instead of llama2.c's rescan of every pair after every merge.
+pub fn encode_with_scratch(
+    vocab: &Vocab<'_>,
+    text: &str,
+    add_bos: bool,
+    out: &mut [u32],
+    scratch: &mut [u32],
+) -> Result<usize, Error> {
+    let n = unmerged(vocab, text, add_bos, out)?;
+    if vocab.kind() == TokenizerKind::Char {
+        return Ok(n);
+    }
+    merge::check_scratch(n, scratch)?;
+    Ok(merge::merge_pairs(vocab, &mut out[..n], scratch))
+}
+
+/// [`encode_with_scratch`] with the scratch allocated here: the same tokens,
+/// the same errors about `out`.
+#[cfg(feature = "std")]
 pub fn encode(
     vocab: &Vocab<'_>,
     text: &str,
     add_bos: bool,
     out: &mut [u32],
 ) -> Result<usize, Error> {
+    let n = unmerged(vocab, text, add_bos, out)?;
+    if vocab.kind() == TokenizerKind::Char {
+        return Ok(n);
+    }
+    let mut scratch = std::vec![0u32; scratch_words(n)];
+    Ok(merge::merge_pairs(vocab, &mut out[..n], &mut scratch))
+}
+
+/// Writes the tokens of `text` before any merge into `out` and returns
+/// their count.
+fn unmerged(vocab: &Vocab<'_>, text: &str, add_bos: bool, out: &mut [u32]) -> Result<usize, Error> {
+    if vocab.kind() == TokenizerKind::Bpe && max_tokens(text, add_bos) > merge::MAX_TOKENS {
+        return Err(Error::InvalidInput {
+            reason: "text too long to encode: more than 2^32 - 2 tokens",
+        });
+    }
     let mut tokens = TokenWriter { out, len: 0 };
     if add_bos {
         if let Some(bos) = vocab.bos() {
             tokens.push(bos);
         }
     }
+    let mut lookup = CodePointLookup::new(vocab);
     match vocab.kind() {
         TokenizerKind::Char => {
             for ch in text.chars() {
-                let mut utf8 = [0u8; 4];
-                let id = vocab
-                    .find(ch.encode_utf8(&mut utf8).as_bytes())
-                    .ok_or(Error::UnknownCharacter { ch })?;
+                let id = lookup.find(ch).ok_or(Error::UnknownCharacter { ch })?;
                 tokens.push(id);
             }
-            tokens.finish()
         }
         TokenizerKind::Bpe => {
             if !text.is_empty() {
-                push_code_point(vocab, ' ', &mut tokens)?;
+                push_code_point(&mut lookup, ' ', &mut tokens)?;
             }
             for ch in text.chars() {
-                push_code_point(vocab, ch, &mut tokens)?;
+                push_code_point(&mut lookup, ch, &mut tokens)?;
             }
-            let n = tokens.finish()?;
-            Ok(merge_pairs(vocab, &mut tokens.out[..n]))
         }
+    }
+    tokens.finish()
+}
+
+/// The piece of each code point, with those of ASCII characters
+/// remembered: most text is ASCII, and a lookup is a binary search.
+struct CodePointLookup<'v> {
+    vocab: &'v Vocab<'v>,
+    /// `[128]` the id of each ASCII character's piece, `NO_PIECE`, or
+    /// `NOT_LOOKED_UP`.
+    ascii: [u32; 128],
+}
+
+const NO_PIECE: u32 = u32::MAX;
+const NOT_LOOKED_UP: u32 = u32::MAX - 1;
+const _: () = assert!(crate::config::limits::MAX_VOCAB < NOT_LOOKED_UP);
+
+impl<'v> CodePointLookup<'v> {
+    fn new(vocab: &'v Vocab<'v>) -> Self {
+        CodePointLookup {
+            vocab,
+            ascii: [NOT_LOOKED_UP; 128],
+        }
+    }
+
+    /// The id of the piece that is exactly `ch`.
+    fn find(&mut self, ch: char) -> Option<u32> {
+        let mut utf8 = [0u8; 4];
+        let bytes = ch.encode_utf8(&mut utf8).as_bytes();
+        let Some(slot) = self.ascii.get_mut(ch as usize) else {
+            return self.vocab.find(bytes);
+        };
+        if *slot == NOT_LOOKED_UP {
+            *slot = self.vocab.find(bytes).unwrap_or(NO_PIECE);
+        }
+        (*slot != NO_PIECE).then_some(*slot)
     }
 }
 
@@ -127,15 +190,19 @@ impl TokenWriter<'_> {
 /// vocabulary has no piece for it (llama2.c's byte fallback; llama2.c writes
 /// `byte + 3`, which is the same id in its vocabularies, but looking the
 /// piece up also works for vocabularies laid out differently).
-fn push_code_point(vocab: &Vocab<'_>, ch: char, tokens: &mut TokenWriter<'_>) -> Result<(), Error> {
-    let mut utf8 = [0u8; 4];
-    let bytes = ch.encode_utf8(&mut utf8).as_bytes();
-    if let Some(id) = vocab.find(bytes) {
+fn push_code_point(
+    lookup: &mut CodePointLookup<'_>,
+    ch: char,
+    tokens: &mut TokenWriter<'_>,
+) -> Result<(), Error> {
+    if let Some(id) = lookup.find(ch) {
         tokens.push(id);
         return Ok(());
     }
-    for &b in bytes {
-        let id = vocab
+    let mut utf8 = [0u8; 4];
+    for &b in ch.encode_utf8(&mut utf8).as_bytes() {
+        let id = lookup
+            .vocab
             .find(&byte_piece_name(b))
             .ok_or(Error::UnknownCharacter { ch })?;
         tokens.push(id);
@@ -154,65 +221,6 @@ fn byte_piece_name(b: u8) -> [u8; 6] {
         HEX[(b & 15) as usize],
         b'>',
     ]
-}
-
-/// Marks, in the spare top bit of `tokens[i]`, that the pair
-/// `(tokens[i], tokens[i + 1])` can never merge. A pair's fate depends only on
-/// its two ids, so the mark stays true until one of them changes; it spares
-/// the lookups that make llama2.c's rescans slow on long texts.
-const NO_MERGE: u32 = 1 << 31;
-const _: () = assert!(
-    crate::config::limits::MAX_VOCAB <= NO_MERGE,
-    "ids need the top bit free"
-);
-
-/// Merges adjacent pairs in `tokens` in place, llama2.c style, and returns
-/// the new length.
-fn merge_pairs(vocab: &Vocab<'_>, tokens: &mut [u32]) -> usize {
-    // Concatenation of two adjacent pieces: [merge_limit] bytes used.
-    let mut concat = [0u8; MAX_MERGED_PIECE_BYTES];
-    let merge_limit = vocab.max_piece_len().min(MAX_MERGED_PIECE_BYTES);
-    let mut n = tokens.len();
-    loop {
-        let mut best: Option<(usize, u32)> = None;
-        let mut best_score = NO_MERGE_SCORE;
-        for i in 0..n.saturating_sub(1) {
-            if tokens[i] & NO_MERGE != 0 {
-                continue;
-            }
-            let left = vocab.piece(tokens[i]);
-            let right = vocab.piece(tokens[i + 1] & !NO_MERGE);
-            let len = left.len() + right.len();
-            let merged = if len <= merge_limit {
-                concat[..left.len()].copy_from_slice(left);
-                concat[left.len()..len].copy_from_slice(right);
-                vocab.find(&concat[..len])
-            } else {
-                None // longer than any piece: cannot be one
-            };
-            match merged.map(|id| (id, vocab.score(id))) {
-                Some((id, score)) if score > best_score => {
-                    best_score = score;
-                    best = Some((i, id));
-                }
-                Some((_, score)) if score > NO_MERGE_SCORE => {}
-                _ => tokens[i] |= NO_MERGE,
-            }
-        }
-        let Some((i, id)) = best else {
-            for t in &mut tokens[..n] {
-                *t &= !NO_MERGE;
-            }
-            return n;
-        };
-        // The pairs on either side of the merged token are new.
-        if i > 0 {
-            tokens[i - 1] &= !NO_MERGE;
-        }
-        tokens[i] = id;
-        tokens.copy_within(i + 2..n, i + 1);
-        n -= 1;
-    }
 }
 
 /// Raw bytes for byte-fallback pieces to point into (llama2.c's

@@ -12,8 +12,8 @@
  *   - the model bytes (a .klt file: in flash, in a const array, mmap'ed or
  *     read into memory), any alignment;
  *   - the arena, one buffer of kinglet_session_bytes() bytes, any alignment,
- *     which holds the session state, the activations, the KV cache and the
- *     prompt tokens.
+ *     which holds the session state, the activations, the KV cache, the
+ *     prompt tokens and the tokenizer's working space.
  *
  * Lifetimes: the model bytes and the arena must stay valid, unmoved and
  * unmodified for as long as the session is used. A session holds no other
@@ -154,8 +154,10 @@ uint32_t kinglet_model_max_seq(const uint8_t *model, size_t len);
  * It is the engine's buffer (activations and the KV cache:
  * 4 * (4*dim + 2*hidden + n_heads*max_seq + vocab
  *      + 2*n_layers*max_seq*kv_dim + 9*ceil(max(dim, hidden)/32)) bytes)
- * plus the session state (a few hundred bytes) and 4*(4*max_seq + 2) bytes of
- * prompt token slots. 0 if the model is NULL or invalid, or max_seq is 0 or
+ * plus the session state (a few hundred bytes), 4*t bytes of prompt token
+ * slots and 4*(5*t + 3*c) bytes for the tokenizer to merge them in, where
+ * t = 4*max_seq + 2 and c is the largest power of two <= t, at most 4096.
+ * 0 if the model is NULL or invalid, or max_seq is 0 or
  * larger than the model's max_seq_len. */
 size_t kinglet_session_bytes(const uint8_t *model, size_t len, uint32_t max_seq);
 

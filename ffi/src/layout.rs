@@ -1,7 +1,9 @@
 //! Where things go inside the caller's arena: the session state at the first
 //! 64-byte boundary, then the engine's `f32` session buffer, then the prompt
-//! token slots. Plain arithmetic on addresses, checked, no pointers.
+//! token slots and the tokenizer's scratch. Plain arithmetic on addresses,
+//! checked, no pointers.
 
+use kinglet::tokenizer::scratch_words;
 use kinglet::{session_floats, Config};
 
 /// Alignment of the session state and of the `f32` buffer after it. The
@@ -27,6 +29,10 @@ pub struct Layout {
     pub tokens_at: usize,
     /// Number of token slots.
     pub token_slots: usize,
+    /// The tokenizer's merge scratch, `[scratch_words]` u32.
+    pub scratch_at: usize,
+    /// Words of scratch ([`scratch_words`] of the token slots).
+    pub scratch_words: usize,
     /// One past the last byte used.
     pub end: usize,
 }
@@ -47,13 +53,17 @@ pub fn layout(base: usize, state_bytes: usize, config: &Config, max_seq: u32) ->
     let floats = session_floats(config, max_seq);
     let tokens_at = floats_at.checked_add(floats.checked_mul(4)?)?;
     let token_slots = token_slots(max_seq)?;
-    let end = tokens_at.checked_add(token_slots.checked_mul(4)?)?;
+    let scratch_at = tokens_at.checked_add(token_slots.checked_mul(4)?)?;
+    let scratch_words = scratch_words(token_slots);
+    let end = scratch_at.checked_add(scratch_words.checked_mul(4)?)?;
     Some(Layout {
         state,
         floats_at,
         floats,
         tokens_at,
         token_slots,
+        scratch_at,
+        scratch_words,
         end,
     })
 }
@@ -98,11 +108,15 @@ mod tests {
             assert_eq!((base + l.floats_at) % ARENA_ALIGN, 0);
             assert!(l.floats_at >= l.state + 200);
             assert_eq!(l.tokens_at, l.floats_at + 4 * session_floats(&c, 16));
-            assert_eq!(l.end, l.tokens_at + 4 * (4 * 16 + 2));
+            assert_eq!(l.scratch_at, l.tokens_at + 4 * (4 * 16 + 2));
+            assert_eq!(l.end, l.scratch_at + 4 * (5 * 66 + 3 * 64));
             assert!(l.end <= worst, "base {base}");
         }
         assert_eq!(layout(1, 200, &c, 16).unwrap().end, worst);
-        assert_eq!(worst, 63 + 256 + 4 * session_floats(&c, 16) + 4 * 66);
+        assert_eq!(
+            worst,
+            63 + 256 + 4 * session_floats(&c, 16) + 4 * 66 + 4 * (5 * 66 + 3 * 64)
+        );
     }
 
     #[test]

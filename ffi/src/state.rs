@@ -1,6 +1,7 @@
 //! The session state that lives at the start of the caller's arena: the
 //! model view, the engine session (which borrows the view and the `f32`
-//! buffer after it in the same arena) and the prompt token slots.
+//! buffer after it in the same arena), the prompt token slots and the
+//! tokenizer's scratch.
 //!
 //! The state refers to itself and to the arena, so it is never moved and
 //! never borrowed as a whole: fields are reached through raw-pointer
@@ -32,6 +33,8 @@ pub struct kinglet_session {
     session: Session<'static, &'static [u8]>,
     /// `[4 × max_seq + 2]` prompt token ids.
     tokens: &'static mut [u32],
+    /// `[scratch_words(4 × max_seq + 2)]` words for merging the prompt.
+    scratch: &'static mut [u32],
 }
 
 const _: () = assert!(core::mem::align_of::<kinglet_session>() <= layout::ARENA_ALIGN);
@@ -82,12 +85,16 @@ pub unsafe fn init(
         let state = arena.add(regions.state).cast::<kinglet_session>();
         let floats_ptr = arena.add(regions.floats_at).cast::<f32>();
         let tokens_ptr = arena.add(regions.tokens_at).cast::<u32>();
+        let scratch_ptr = arena.add(regions.scratch_at).cast::<u32>();
         floats_ptr.write_bytes(0, regions.floats);
         tokens_ptr.write_bytes(0, regions.token_slots);
+        scratch_ptr.write_bytes(0, regions.scratch_words);
         let floats: &'static mut [f32] =
             core::slice::from_raw_parts_mut(floats_ptr, regions.floats);
         let tokens: &'static mut [u32] =
             core::slice::from_raw_parts_mut(tokens_ptr, regions.token_slots);
+        let scratch: &'static mut [u32] =
+            core::slice::from_raw_parts_mut(scratch_ptr, regions.scratch_words);
         addr_of_mut!((*state).tag).write(0);
         addr_of_mut!((*state).model).write(model);
         let model: &'static Model = &*addr_of!((*state).model);
@@ -97,6 +104,7 @@ pub unsafe fn init(
         };
         addr_of_mut!((*state).session).write(session);
         addr_of_mut!((*state).tokens).write(tokens);
+        addr_of_mut!((*state).scratch).write(scratch);
         addr_of_mut!((*state).tag).write(TAG);
         Ok(state)
     }
@@ -117,7 +125,7 @@ pub unsafe fn generate(
 ) -> Result<u32, c_int> {
     // SAFETY: `state` points at an initialized state by contract; the tag
     // is read first to catch some pointers that do not.
-    let (model, session, tokens) = unsafe {
+    let (model, session, tokens, scratch) = unsafe {
         if addr_of!((*state).tag).read() != TAG {
             return Err(KINGLET_E_BAD_SESSION);
         }
@@ -125,6 +133,7 @@ pub unsafe fn generate(
             &*addr_of!((*state).model),
             &mut *addr_of_mut!((*state).session),
             &mut **addr_of_mut!((*state).tokens),
+            &mut **addr_of_mut!((*state).scratch),
         )
     };
     let config = *model.config();
@@ -143,8 +152,10 @@ pub unsafe fn generate(
     let mut sampler = Sampler::new(config.vocab_size, sampling).map_err(|e| code_of(&e))?;
     session.reset();
     // The slots hold one token per prompt byte before merging, plus BOS and
-    // the dummy prefix, so encoding cannot run out of room.
-    let n = tokenizer::encode(&model.vocab(), prompt, true, tokens).map_err(|e| code_of(&e))?;
+    // the dummy prefix, and the scratch is sized for them, so encoding
+    // cannot run out of room.
+    let n = tokenizer::encode_with_scratch(&model.vocab(), prompt, true, tokens, scratch)
+        .map_err(|e| code_of(&e))?;
     let prompt_tokens = &tokens[..n];
     let mut generator = Generator::new(session, &mut sampler, prompt_tokens, max_new_tokens)
         .map_err(|e| code_of(&e))?;

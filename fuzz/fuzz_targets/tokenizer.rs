@@ -2,8 +2,8 @@
 //! vocabulary and stories260K's BPE vocabulary (tok512).
 //!
 //! The first byte picks the vocabulary (bit 0) and the direction (bit 1):
-//! - encode: the rest, read as lossy UTF-8 (at most 128 bytes: BPE merging
-//!   is quadratic by design, as in llama2.c), must encode within `max_tokens` slots, report
+//! - encode: the rest, read as lossy UTF-8 (at most 1,024 bytes), must
+//!   encode within `max_tokens` slots, report
 //!   an exact `needed` to a short buffer, and decode back to the text;
 //! - decode: the rest, as u16 token ids (some outside the vocabulary, which
 //!   must be a clean error that leaves the decoder unchanged), must stream
@@ -18,7 +18,7 @@ use kinglet_fuzz::{stories260k, SHAKESPEARE};
 use libfuzzer_sys::fuzz_target;
 
 /// Longest text encoded per input.
-const MAX_TEXT: usize = 128;
+const MAX_TEXT: usize = 1024;
 
 fn check_encode(vocab: &Vocab<'_>, text: &str, add_bos: bool) {
     // [max_tokens] ids: room for any vocabulary.

@@ -68,8 +68,10 @@ fn run() -> Result<(), &'static str> {
     if *model.config() != CONFIG {
         return Err("kinglet-bare: the model's config is not the one compiled in\n");
     }
-    let mut prompt = [0u32; tokenizer::max_tokens(PROMPT, true)];
-    let n = tokenizer::encode(&model.vocab(), PROMPT, true, &mut prompt)
+    const PROMPT_SLOTS: usize = tokenizer::max_tokens(PROMPT, true);
+    let mut prompt = [0u32; PROMPT_SLOTS];
+    let mut scratch = [0u32; tokenizer::scratch_words(PROMPT_SLOTS)];
+    let n = tokenizer::encode_with_scratch(&model.vocab(), PROMPT, true, &mut prompt, &mut scratch)
         .map_err(|_| "kinglet-bare: cannot encode the prompt\n")?;
     // SAFETY: `run` is called once, on the only thread, so this is the one
     // and only reference to the buffer.

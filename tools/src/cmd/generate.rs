@@ -101,20 +101,29 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
     } else {
         &args.prompt
     };
-    let mut prompt = vec![0u32; tokenizer::max_tokens(text, true)];
-    let n =
-        tokenizer::encode(&vocab, text, true, &mut prompt).context("cannot encode the prompt")?;
-    prompt.truncate(n);
-    if prompt.is_empty() {
-        bail!("the prompt is empty and this model has no BOS token: give --prompt TEXT");
-    }
-
     let max_seq = args.max_seq.unwrap_or(config.max_seq_len);
     if max_seq == 0 || max_seq > config.max_seq_len {
         bail!(
             "--max-seq must be between 1 and the model's max_seq_len ({})",
             config.max_seq_len
         );
+    }
+    // No token covers more than the longest piece's bytes, so a prompt
+    // longer than the context's positions × that cannot fit: say so before
+    // encoding it.
+    let longest = vocab.max_piece_len().max(1);
+    if text.len() > max_seq as usize * longest {
+        bail!(
+            "the prompt is {} bytes, more than the {max_seq} positions of the context can hold ({longest} bytes per token at most)",
+            text.len()
+        );
+    }
+    let mut prompt = vec![0u32; tokenizer::max_tokens(text, true)];
+    let n =
+        tokenizer::encode(&vocab, text, true, &mut prompt).context("cannot encode the prompt")?;
+    prompt.truncate(n);
+    if prompt.is_empty() {
+        bail!("the prompt is empty and this model has no BOS token: give --prompt TEXT");
     }
     if prompt.len() > max_seq as usize {
         bail!(
