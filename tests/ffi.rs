@@ -161,6 +161,36 @@ fn c_program_generates_what_the_rust_generator_does() {
 }
 
 #[test]
+fn length_taking_generate_reads_exactly_the_bytes_it_is_given() {
+    let Some(model) = model_path() else { return };
+    let (program, _, _) = programs();
+    let args = ["Once upon a time", "40", "0", "1"];
+    let want = rust_pieces(model, "Once upon a time", 40, 0.0, 1).concat();
+    assert_eq!(run_c(program, model, args, "run-n"), (0, want));
+    // A NUL byte inside the length is a character like any other.
+    let nul = rust_pieces(model, "Once upon a time\0Once upon a time", 40, 0.0, 1).concat();
+    assert_eq!(run_c(program, model, args, "run-n-nul"), (0, nul));
+    // NULL with length 0 is the empty prompt: BOS alone.
+    let empty = rust_pieces(model, "", 40, 0.0, 1).concat();
+    assert_eq!(run_c(program, model, args, "empty-n"), (0, empty));
+    let (code, text) = run_c(program, model, args, "null-n");
+    assert_eq!(
+        (code, text.trim_end()),
+        (2, "error -1: a required pointer argument is NULL")
+    );
+    // Neither entry point reads past what it may: both prompts end right
+    // before an unreadable page (a read past it would kill the program).
+    for mode in ["no-nul", "long-n"] {
+        let (code, text) = run_c(program, model, args, mode);
+        assert_eq!(
+            (code, text.trim_end()),
+            (2, "error -5: the prompt is longer than 4 * max_seq bytes"),
+            "mode {mode}"
+        );
+    }
+}
+
+#[test]
 fn sampling_with_a_seed_matches_too() {
     let Some(model) = model_path() else { return };
     let (program, _, _) = programs();

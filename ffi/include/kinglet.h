@@ -34,6 +34,7 @@
  *    -3   KINGLET_E_MAX_SEQ            max_seq is 0 or > the model's max_seq_len
  *    -4   KINGLET_E_PROMPT_UTF8        the prompt is not valid UTF-8
  *    -5   KINGLET_E_PROMPT_TOO_LONG    the prompt has more than 4 * max_seq bytes
+ *                                      (kinglet_generate: no NUL within 4 * max_seq + 1)
  *    -6   KINGLET_E_EMPTY_PROMPT       the prompt encodes to no tokens (and no BOS)
  *    -7   KINGLET_E_UNKNOWN_CHAR       a prompt character the vocabulary cannot encode
  *    -8   KINGLET_E_CONTEXT_FULL       the prompt's tokens exceed max_seq positions
@@ -63,8 +64,9 @@
  *   void *arena = malloc(need);            // or a static array
  *   kinglet_session *s;
  *   int rc = kinglet_session_init(arena, need, model, model_len, 256, &s);
- *   if (rc == 0) rc = kinglet_generate(s, "Once upon a time", 100, 0.0f, 42,
- *                                      print_piece, NULL);
+ *   const char *prompt = "Once upon a time";
+ *   if (rc == 0) rc = kinglet_generate_n(s, prompt, strlen(prompt), 100, 0.0f, 42,
+ *                                        print_piece, NULL);
  *   if (rc < 0) fprintf(stderr, "kinglet: %s\n", kinglet_strerror(rc));
  */
 #ifndef KINGLET_H
@@ -171,17 +173,28 @@ size_t kinglet_session_bytes(const uint8_t *model, size_t len, uint32_t max_seq)
 int kinglet_session_init(void *arena, size_t arena_len, const uint8_t *model, size_t len,
                          uint32_t max_seq, kinglet_session **out);
 
-/* Generates text. Starts the session afresh (nothing of an earlier call is
- * kept), runs BOS when the model has one and the NUL-terminated UTF-8
- * `prompt` (at most 4 * max_seq bytes), then samples up to `max_new_tokens`
- * tokens; it stops earlier at an end-of-text token or when the context is
- * full. All text, the prompt's included, goes to `emit`; `emit` returning
- * non-zero stops generation (and is not called again).
+/* Generates text from the `prompt_len` bytes of UTF-8 at `prompt` (no NUL
+ * needed; `prompt` may be NULL when prompt_len is 0). Prefer it to
+ * kinglet_generate: it reads exactly the bytes it is given, and refuses a
+ * prompt_len over 4 * max_seq before reading any.
+ * It starts the session afresh (nothing of an earlier call is kept), runs
+ * BOS when the model has one and the prompt (at most 4 * max_seq bytes),
+ * then samples up to `max_new_tokens` tokens; it stops earlier at an
+ * end-of-text token or when the context is full. All text, the prompt's
+ * included, goes to `emit`; `emit` returning non-zero stops generation (and
+ * is not called again).
  * temperature 0 picks the most likely token (greedy); otherwise logits are
  * divided by it and a token is drawn with llama2.c's xorshift generator from
  * `seed` (no top-k/top-p filtering). The same model, prompt, temperature and
  * seed give the same text.
  * Returns the number of tokens sampled (>= 0), or a negative code. */
+int kinglet_generate_n(kinglet_session *s, const char *prompt, size_t prompt_len,
+                       uint32_t max_new_tokens, float temperature, uint64_t seed,
+                       kinglet_emit_fn emit, void *user);
+
+/* kinglet_generate_n with a NUL-terminated prompt. It reads up to the NUL
+ * but never more than 4 * max_seq + 1 bytes: a prompt with no NUL within
+ * them is KINGLET_E_PROMPT_TOO_LONG. */
 int kinglet_generate(kinglet_session *s, const char *prompt, uint32_t max_new_tokens,
                      float temperature, uint64_t seed, kinglet_emit_fn emit, void *user);
 

@@ -172,16 +172,21 @@ pub unsafe extern "C" fn kinglet_session_init(
     })
 }
 
-/// Generates text: resets the session, runs BOS (when the model has one) and
-/// the prompt, then samples up to `max_new_tokens` tokens (fewer at an
-/// end-of-text token or a full context). All text, the prompt's included,
-/// goes to `emit` in whole UTF-8 characters; `emit` returning non-zero stops
-/// generation. Returns the number of tokens sampled, or a negative code.
+/// Generates text from a NUL-terminated prompt: resets the session, runs
+/// BOS (when the model has one) and the prompt, then samples up to
+/// `max_new_tokens` tokens (fewer at an end-of-text token or a full
+/// context). All text, the prompt's included, goes to `emit` in whole UTF-8
+/// characters; `emit` returning non-zero stops generation. Returns the
+/// number of tokens sampled, or a negative code.
+///
+/// It reads the prompt up to its NUL but never more than
+/// `4 × max_seq + 1` bytes: a prompt without a NUL within them is
+/// `KINGLET_E_PROMPT_TOO_LONG`. `kinglet_generate_n` takes a length instead.
 ///
 /// # Safety
 /// `session` must come from `kinglet_session_init` (its arena and model still
-/// valid); `prompt` must be a NUL-terminated string; `emit` must be safe to
-/// call with `user`.
+/// valid); `prompt` must be readable up to its NUL or `4 × max_seq + 1`
+/// bytes, whichever comes first; `emit` must be safe to call with `user`.
 #[no_mangle]
 pub unsafe extern "C" fn kinglet_generate(
     session: *mut kinglet_session,
@@ -193,36 +198,122 @@ pub unsafe extern "C" fn kinglet_generate(
     user: *mut c_void,
 ) -> c_int {
     guarded(KINGLET_E_INTERNAL, || {
-        let Some(emit) = emit else {
-            return KINGLET_E_NULL;
-        };
-        if session.is_null() || prompt.is_null() {
+        if session.is_null() || prompt.is_null() || emit.is_none() {
             return KINGLET_E_NULL;
         }
-        // SAFETY: non-NULL and NUL-terminated by contract.
-        let Ok(prompt) = unsafe { CStr::from_ptr(prompt) }.to_str() else {
-            return KINGLET_E_PROMPT_UTF8;
+        // SAFETY: `session` is non-NULL and from kinglet_session_init.
+        let limit = match unsafe { state::prompt_limit(session) } {
+            Ok(limit) => limit,
+            Err(code) => return code,
         };
-        let mut sink = |piece: &str| {
-            // SAFETY: `piece` is valid for its length during the call; the
-            // caller vouches for `emit` and `user`.
-            unsafe { emit(piece.as_ptr().cast(), piece.len(), user) }
+        // SAFETY: the caller promises the bytes up to the NUL or the limit
+        // + 1, and the scan stops at whichever comes first.
+        let Some(len) = (0..=limit).find(|&i| unsafe { prompt.add(i).read() } == 0) else {
+            return KINGLET_E_PROMPT_TOO_LONG;
         };
+        // SAFETY: the `len` bytes before the NUL were just read.
+        let prompt = unsafe { core::slice::from_raw_parts(prompt.cast::<u8>(), len) };
         // SAFETY: forwarded from the caller.
-        match unsafe {
-            state::generate(
+        unsafe {
+            generate(
                 session,
                 prompt,
                 max_new_tokens,
                 temperature,
                 seed,
-                &mut sink,
+                emit,
+                user,
             )
-        } {
-            Ok(tokens) => c_int::try_from(tokens).unwrap_or(c_int::MAX),
-            Err(code) => code,
         }
     })
+}
+
+/// [`kinglet_generate`] with the prompt given as `prompt_len` bytes of
+/// UTF-8 at `prompt` (no NUL needed; a NUL byte inside is a character like
+/// any other). `prompt` may be NULL when `prompt_len` is 0. The length is
+/// checked against `4 × max_seq` before any byte is read.
+///
+/// # Safety
+/// As [`kinglet_generate`], except that `prompt` must be readable for
+/// `prompt_len` bytes (when that many are not too many).
+#[no_mangle]
+pub unsafe extern "C" fn kinglet_generate_n(
+    session: *mut kinglet_session,
+    prompt: *const c_char,
+    prompt_len: usize,
+    max_new_tokens: u32,
+    temperature: f32,
+    seed: u64,
+    emit: Option<EmitFn>,
+    user: *mut c_void,
+) -> c_int {
+    guarded(KINGLET_E_INTERNAL, || {
+        if session.is_null() || (prompt.is_null() && prompt_len > 0) || emit.is_none() {
+            return KINGLET_E_NULL;
+        }
+        // SAFETY: `session` is non-NULL and from kinglet_session_init.
+        match unsafe { state::prompt_limit(session) } {
+            Ok(limit) if prompt_len > limit => return KINGLET_E_PROMPT_TOO_LONG,
+            Ok(_) => {}
+            Err(code) => return code,
+        }
+        let prompt: &[u8] = if prompt_len == 0 {
+            &[]
+        } else {
+            // SAFETY: non-NULL, and the caller promises `prompt_len` bytes.
+            unsafe { core::slice::from_raw_parts(prompt.cast::<u8>(), prompt_len) }
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            generate(
+                session,
+                prompt,
+                max_new_tokens,
+                temperature,
+                seed,
+                emit,
+                user,
+            )
+        }
+    })
+}
+
+/// Both generate entry points after their prompt is a byte slice.
+///
+/// # Safety
+/// `session` non-NULL and from `kinglet_session_init`; `emit`, if any, safe
+/// to call with `user`.
+unsafe fn generate(
+    session: *mut kinglet_session,
+    prompt: &[u8],
+    max_new_tokens: u32,
+    temperature: f32,
+    seed: u64,
+    emit: Option<EmitFn>,
+    user: *mut c_void,
+) -> c_int {
+    let Some(emit) = emit else {
+        return KINGLET_E_NULL;
+    };
+    let mut sink = |piece: &str| {
+        // SAFETY: `piece` is valid for its length during the call; the
+        // caller vouches for `emit` and `user`.
+        unsafe { emit(piece.as_ptr().cast(), piece.len(), user) }
+    };
+    // SAFETY: forwarded from the caller.
+    match unsafe {
+        state::generate(
+            session,
+            prompt,
+            max_new_tokens,
+            temperature,
+            seed,
+            &mut sink,
+        )
+    } {
+        Ok(tokens) => c_int::try_from(tokens).unwrap_or(c_int::MAX),
+        Err(code) => code,
+    }
 }
 
 #[cfg(all(not(feature = "std"), not(test)))]

@@ -110,14 +110,30 @@ pub unsafe fn init(
     }
 }
 
-/// Generates from `prompt` into `emit` (see `kinglet_generate`); the number
-/// of sampled tokens, or a code.
+/// The longest prompt, in bytes, the session accepts:
+/// `PROMPT_BYTES_PER_POSITION × max_seq`.
+///
+/// # Safety
+/// `state` must be non-NULL and come from [`init`], whose contract still holds.
+pub unsafe fn prompt_limit(state: *mut kinglet_session) -> Result<usize, c_int> {
+    // SAFETY: `state` points at an initialized state by contract; the tag
+    // is read first to catch some pointers that do not.
+    unsafe {
+        if addr_of!((*state).tag).read() != TAG {
+            return Err(KINGLET_E_BAD_SESSION);
+        }
+        Ok((*addr_of!((*state).session)).max_seq() as usize * PROMPT_BYTES_PER_POSITION)
+    }
+}
+
+/// Generates from the UTF-8 `prompt` into `emit` (see `kinglet_generate`);
+/// the number of sampled tokens, or a code.
 ///
 /// # Safety
 /// `state` must be non-NULL and come from [`init`], whose contract still holds.
 pub unsafe fn generate(
     state: *mut kinglet_session,
-    prompt: &str,
+    prompt: &[u8],
     max_new_tokens: u32,
     temperature: f32,
     seed: u64,
@@ -136,12 +152,13 @@ pub unsafe fn generate(
             &mut **addr_of_mut!((*state).scratch),
         )
     };
+    if prompt.len() > session.max_seq() as usize * PROMPT_BYTES_PER_POSITION {
+        return Err(KINGLET_E_PROMPT_TOO_LONG);
+    }
+    let prompt = core::str::from_utf8(prompt).map_err(|_| KINGLET_E_PROMPT_UTF8)?;
     let config = *model.config();
     if !(temperature.is_finite() && temperature >= 0.0) {
         return Err(KINGLET_E_TEMPERATURE);
-    }
-    if prompt.len() > session.max_seq() as usize * PROMPT_BYTES_PER_POSITION {
-        return Err(KINGLET_E_PROMPT_TOO_LONG);
     }
     let sampling = SamplerConfig {
         temperature,

@@ -9,11 +9,22 @@
  * MODE: run (default) | misaligned (arena at an odd address) | stop-after-3
  *       | null-model | short-arena | bad-utf8 | truncated | max-seq-0
  *       | null-emit | bad-temperature
+ *       | run-n (kinglet_generate_n with strlen(PROMPT))
+ *       | run-n-nul (kinglet_generate_n with PROMPT, a NUL byte and PROMPT)
+ *       | empty-n (kinglet_generate_n with NULL and 0)
+ *       | null-n (kinglet_generate_n with NULL and 5)
+ *       | no-nul (kinglet_generate with 4*max_seq + 1 bytes and no NUL,
+ *         followed by an unreadable page)
+ *       | long-n (kinglet_generate_n with a length of SIZE_MAX at one
+ *         readable byte followed by an unreadable page)
  */
+#define _DEFAULT_SOURCE /* mmap */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kinglet.h"
 
@@ -28,6 +39,19 @@ static int print_three(const char *piece, size_t len, void *user) {
     fwrite(piece, 1, len, stdout);
     *count += 1;
     return *count >= 3;
+}
+
+/* `len` bytes of 'a' ending right before a page that cannot be read, so
+ * reading one byte past them faults. */
+static char *before_guard_page(size_t len) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t pages = (len + page - 1) / page + 1;
+    char *base = mmap(NULL, pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) return NULL;
+    char *guard = base + (pages - 1) * page;
+    if (mprotect(guard, page, PROT_NONE) != 0) return NULL;
+    memset(guard - len, 'a', len);
+    return guard - len;
 }
 
 static int fail(int code) {
@@ -104,7 +128,32 @@ int main(int argc, char **argv) {
         emit = print_three;
         user = &pieces;
     }
-    rc = kinglet_generate(s, prompt, new_tokens, temperature, seed, emit, user);
+    if (!strcmp(mode, "run-n")) {
+        rc = kinglet_generate_n(s, prompt, strlen(prompt), new_tokens, temperature, seed, emit, user);
+    } else if (!strcmp(mode, "run-n-nul")) {
+        size_t n = strlen(prompt);
+        char *twice = malloc(2 * n + 1);
+        if (!twice) return 1;
+        memcpy(twice, prompt, n);
+        twice[n] = '\0';
+        memcpy(twice + n + 1, prompt, n);
+        rc = kinglet_generate_n(s, twice, 2 * n + 1, new_tokens, temperature, seed, emit, user);
+        free(twice);
+    } else if (!strcmp(mode, "empty-n")) {
+        rc = kinglet_generate_n(s, NULL, 0, new_tokens, temperature, seed, emit, user);
+    } else if (!strcmp(mode, "null-n")) {
+        rc = kinglet_generate_n(s, NULL, 5, new_tokens, temperature, seed, emit, user);
+    } else if (!strcmp(mode, "no-nul")) {
+        const char *unterminated = before_guard_page(4 * (size_t)max_seq + 1);
+        if (!unterminated) return 1;
+        rc = kinglet_generate(s, unterminated, new_tokens, temperature, seed, emit, user);
+    } else if (!strcmp(mode, "long-n")) {
+        const char *one = before_guard_page(1);
+        if (!one) return 1;
+        rc = kinglet_generate_n(s, one, SIZE_MAX, new_tokens, temperature, seed, emit, user);
+    } else {
+        rc = kinglet_generate(s, prompt, new_tokens, temperature, seed, emit, user);
+    }
     if (rc < 0) return fail(rc);
     fflush(stdout);
     fprintf(stderr, "kinglet %s: %d tokens sampled, arena %zu bytes\n", kinglet_version(), rc, need);
