@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 use crate::config::Config;
+use crate::error::Error;
 use crate::kernels;
 use crate::tensor::{Dtype, Matrix};
 
@@ -142,69 +143,33 @@ impl Heads {
     }
 }
 
-/// Causal multi-head attention of one query position over `positions`
-/// cached positions (the query's own included), with grouped KV heads.
+/// One query head attending over cached positions: scores
+/// `q·k / sqrt(head_dim)`, softmaxed, then the weighted sum of the values.
 ///
-/// - `out`: `[n_heads × head_dim]`, each head's attention-weighted sum of values;
-/// - `q`: `[n_heads × head_dim]`, the query (RoPE applied);
-/// - `keys`, `values`: `[positions × kv_dim]`, this layer's cache rows `0..positions`;
-/// - `scores`: `[n_heads × stride]` scratch with `stride ≥ positions`; on
-///   return head `h`'s attention weights are `scores[h·stride ..][..positions]`.
+/// - `out`: `[head_dim]`, the head's output;
+/// - `weights`: `[positions]`, on return the attention weights;
+/// - `q`: `[head_dim]`, the query head (RoPE applied);
+/// - `keys`, `values`: `[≥ positions × kv_dim]`, the layer's cache rows; the
+///   head reads columns `kv_start..kv_start + head_dim` of each.
 ///
-/// Scores are `q·k / sqrt(head_dim)`, softmaxed over the positions.
-pub fn attention(
+/// Errors: [`Error::InvalidInput`] when the cache rows do not hold the
+/// positions or the columns.
+pub fn attend_head(
     out: &mut [f32],
+    weights: &mut [f32],
     q: &[f32],
     keys: &[f32],
     values: &[f32],
-    scores: &mut [f32],
-    heads: Heads,
-) {
-    let Heads {
-        n_heads,
-        n_kv_heads,
-        head_dim,
-    } = heads;
-    let kv_dim = heads.kv_dim();
-    if n_heads == 0 || n_kv_heads == 0 || head_dim == 0 {
-        return;
+    kv_dim: usize,
+    kv_start: usize,
+) -> Result<(), Error> {
+    kernels::attention_scores(weights, q, keys, kv_dim, kv_start)?;
+    let scale = libm::sqrtf(q.len() as f32);
+    for w in weights.iter_mut() {
+        *w /= scale;
     }
-    let group = n_heads / n_kv_heads; // query heads per KV head
-    let positions = keys.len() / kv_dim;
-    let stride = scores.len() / n_heads;
-    debug_assert!(n_heads.is_multiple_of(n_kv_heads), "attention: heads");
-    debug_assert_eq!(keys.len(), positions * kv_dim, "attention: keys");
-    debug_assert_eq!(values.len(), keys.len(), "attention: values");
-    debug_assert!(positions <= stride, "attention: scores stride");
-    debug_assert_eq!(q.len(), n_heads * head_dim, "attention: q");
-    let scale = libm::sqrtf(head_dim as f32);
-
-    let per_head = q
-        .chunks_exact(head_dim)
-        .zip(out.chunks_exact_mut(head_dim))
-        .zip(scores.chunks_exact_mut(stride.max(1)))
-        .take(n_heads);
-    for (h, ((q_head, out_head), head_scores)) in per_head.enumerate() {
-        let kv_start = (h / group.max(1)) * head_dim;
-        let Some(kv_range) = kv_start
-            .checked_add(head_dim)
-            .filter(|&end| end <= kv_dim)
-            .map(|end| kv_start..end)
-        else {
-            continue;
-        };
-        let weights = &mut head_scores[..positions.min(stride)];
-        if kernels::attention_scores(weights, q_head, keys, kv_dim, kv_range.start).is_err() {
-            continue; // keys shorter than the heads say: debug-asserted above
-        }
-        for w in weights.iter_mut() {
-            *w /= scale;
-        }
-        softmax(weights);
-        if kernels::weighted_sum(out_head, weights, values, kv_dim, kv_range.start).is_err() {
-            out_head.fill(0.0);
-        }
-    }
+    softmax(weights);
+    kernels::weighted_sum(out, weights, values, kv_dim, kv_start)
 }
 
 #[cfg(test)]
@@ -351,13 +316,22 @@ mod tests {
             head_dim: 4,
         };
         let (kv_dim, stride) = (heads.kv_dim(), 9);
+        let group = heads.n_heads / heads.n_kv_heads;
         for positions in [1, 2, 5, 9] {
             let q = rng.vec(24);
             let keys = rng.vec(positions * kv_dim);
             let values = rng.vec(positions * kv_dim);
             let mut scores = std::vec![f32::NAN; heads.n_heads * stride];
             let mut out = std::vec![f32::NAN; 24];
-            attention(&mut out, &q, &keys, &values, &mut scores, heads);
+            let per_head = out
+                .chunks_exact_mut(4)
+                .zip(scores.chunks_exact_mut(stride))
+                .zip(q.chunks_exact(4));
+            for (h, ((out_head, head_scores), q_head)) in per_head.enumerate() {
+                let weights = &mut head_scores[..positions];
+                let kv_start = h / group * heads.head_dim;
+                attend_head(out_head, weights, q_head, &keys, &values, kv_dim, kv_start).unwrap();
+            }
             for h in 0..6 {
                 let kv = h / 3;
                 let s: Vec<f64> = (0..positions)

@@ -532,10 +532,9 @@ impl Scratch<'_> {
 }
 
 /// Causal attention of the chunk's `n` query positions (`start..start + n`)
-/// over the cache, one task per query head through the hook, each exactly as
-/// [`ops::attention`] computes a head (scores `q·k / sqrt(head_dim)`,
-/// softmax, weighted sum of values), so a chunk gives the bits of as many
-/// single positions.
+/// over the cache, one task per query head through the hook, each position
+/// by [`ops::attend_head`], so a chunk gives the bits of as many single
+/// positions.
 ///
 /// - `out`: `[n × dim]`, the heads' outputs;
 /// - `q`: `[n × dim]`, the queries (RoPE applied);
@@ -570,7 +569,6 @@ fn attend(
     let Some(att) = att.get_mut(..n_heads * stride) else {
         return mismatch;
     };
-    let scale = libm::sqrtf(head_dim as f32);
     let failed = AtomicBool::new(false);
     parallel.for_each_chunk(att, stride, &|first, workspace| {
         let h = first / stride;
@@ -589,13 +587,9 @@ fn attend(
         {
             let positions = start + t + 1; // causal: 0..=start + t
             let weights = &mut scores[..positions.min(max_seq)];
-            let scored = kernels::attention_scores(weights, q_head, keys, kv_dim, kv_range.start);
-            for w in weights.iter_mut() {
-                *w /= scale;
-            }
-            ops::softmax(weights);
-            let summed = kernels::weighted_sum(out_head, weights, values, kv_dim, kv_range.start);
-            if scored.is_err() || summed.is_err() {
+            let attended =
+                ops::attend_head(out_head, weights, q_head, keys, values, kv_dim, kv_range.start);
+            if attended.is_err() {
                 failed.store(true, Ordering::Relaxed);
             }
         }

@@ -7,11 +7,9 @@ use crate::config::ModelConfig;
 use crate::error::{Result, TrainError};
 use crate::params::ParamLayout;
 use kinglet::quant::{fake_quantize, fake_quantize_activations};
+use kinglet::tensor::BLOCK_LEN;
 use kinglet::Dtype;
 use rayon::prelude::*;
-
-/// Elements per quantization block (weights and activations).
-const BLOCK: usize = 32;
 
 /// What a QAT run simulates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,9 +48,9 @@ impl Qat {
             );
         }
         for (value, flag) in [(model.dim, "--dim"), (model.hidden_dim, "--hidden")] {
-            if !value.is_multiple_of(BLOCK) {
+            if !value.is_multiple_of(BLOCK_LEN) {
                 bail!(
-                    "--qat {} needs {flag} to be a multiple of {BLOCK} (got {value})",
+                    "--qat {} needs {flag} to be a multiple of {BLOCK_LEN} (got {value})",
                     self.dtype.name()
                 );
             }
@@ -95,7 +93,7 @@ pub fn quantized_weights(layout: &ParamLayout, params: &[f32], dtype: Dtype) -> 
 /// its chunk unrounded: the loss is then not finite and the trainer stops.
 /// x: [n, width], width a multiple of 32.
 pub fn quantize_activations(x: &mut [f32]) {
-    x.par_chunks_mut(64 * BLOCK).for_each(|chunk| {
+    x.par_chunks_mut(64 * BLOCK_LEN).for_each(|chunk| {
         let _ = fake_quantize_activations(chunk);
     });
 }

@@ -1,7 +1,7 @@
 //! Causal multi-head attention with grouped KV heads: query head `h` reads
 //! KV head `h / (n_heads / n_kv_heads)`; scores are scaled by 1/sqrt(head_dim).
 
-use super::dot::dot;
+use kinglet::kernels::dot;
 use super::fast_exp::exp;
 use crate::gemm::{sgemm, Layout};
 use rayon::prelude::*;

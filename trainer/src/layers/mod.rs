@@ -7,7 +7,6 @@
 
 pub mod attention;
 pub mod cross_entropy;
-pub mod dot;
 pub mod embedding;
 pub mod fast_exp;
 pub mod linear;

@@ -1,6 +1,6 @@
 //! RMSNorm: `y = x · 1/sqrt(mean(x²) + eps) · g`, per row (as llama2.c's run.c).
 
-use super::dot::dot;
+use kinglet::kernels::dot;
 use super::ROW_CHUNK;
 use rayon::prelude::*;
 
