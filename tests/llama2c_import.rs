@@ -100,18 +100,7 @@ fn stories260k_imports_exactly() {
     };
     let model = import(&ckpt, &tok).unwrap();
     let file = to_klt(&model, Dtype::F32);
-    let want = Config {
-        dim: 64,
-        hidden_dim: 172,
-        n_layers: 5,
-        n_heads: 8,
-        n_kv_heads: 4,
-        vocab_size: 512,
-        max_seq_len: 512,
-        rope_theta: 10000.0,
-        norm_eps: 1e-5,
-        tied_classifier: true,
-    };
+    let want = kinglet::config::stories::STORIES260K;
     assert_eq!(*file.config(), want);
 
     // Version 0 layout: header of 7 i32, then the arrays in run.c's order.

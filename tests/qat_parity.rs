@@ -44,13 +44,7 @@ fn train_and_compare(text: &[u8], dtype: Dtype) {
         start: 0,
         activations: true,
     };
-    let mut t = Trainer::new(
-        model,
-        train,
-        corpus.tokenizer.clone(),
-        corpus.sha256.clone(),
-    )
-    .expect("trainer");
+    let mut t = Trainer::for_corpus(model, train, &corpus).expect("trainer");
     t.set_qat(Some(qat)).expect("qat");
     let first = t.step(&corpus.train).expect("step").loss;
     for _ in 1..STEPS {

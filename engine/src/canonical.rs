@@ -261,7 +261,7 @@ mod tests {
     fn config(tied_classifier: bool) -> Config {
         Config {
             tied_classifier,
-            ..crate::config::STORIES260K
+            ..crate::config::stories::STORIES260K
         }
     }
 

@@ -99,27 +99,49 @@ impl Config {
     }
 }
 
-/// stories260K's shape, for the engine's unit tests.
-#[cfg(test)]
-pub(crate) const STORIES260K: Config = Config {
-    dim: 64,
-    hidden_dim: 172,
-    n_layers: 5,
-    n_heads: 8,
-    n_kv_heads: 4,
-    vocab_size: 512,
-    max_seq_len: 512,
-    rope_theta: 10000.0,
-    norm_eps: 1e-5,
-    tied_classifier: true,
-};
+/// The shapes of llama2.c's "stories" models (RoPE base 10000, RMSNorm eps
+/// 1e-5, classifier tied to the embedding), for benchmarks, tests and
+/// firmware that sizes buffers in `const` context.
+pub mod stories {
+    use super::Config;
+
+    const fn shape(
+        dim: u32,
+        hidden_dim: u32,
+        n_layers: u32,
+        n_heads: u32,
+        n_kv_heads: u32,
+        vocab_size: u32,
+        max_seq_len: u32,
+    ) -> Config {
+        Config {
+            dim,
+            hidden_dim,
+            n_layers,
+            n_heads,
+            n_kv_heads,
+            vocab_size,
+            max_seq_len,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+            tied_classifier: true,
+        }
+    }
+
+    /// stories260K: 5 layers of width 64, grouped KV heads, 512 tokens.
+    pub const STORIES260K: Config = shape(64, 172, 5, 8, 4, 512, 512);
+    /// stories15M: 6 layers of width 288, the 32,000-token Llama 2 vocabulary.
+    pub const STORIES15M: Config = shape(288, 768, 6, 6, 6, 32000, 256);
+    /// stories110M: 12 layers of width 768.
+    pub const STORIES110M: Config = shape(768, 2048, 12, 12, 12, 32000, 1024);
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn good() -> Config {
-        STORIES260K
+        stories::STORIES260K
     }
 
     #[test]

@@ -587,8 +587,15 @@ fn attend(
         {
             let positions = start + t + 1; // causal: 0..=start + t
             let weights = &mut scores[..positions.min(max_seq)];
-            let attended =
-                ops::attend_head(out_head, weights, q_head, keys, values, kv_dim, kv_range.start);
+            let attended = ops::attend_head(
+                out_head,
+                weights,
+                q_head,
+                keys,
+                values,
+                kv_dim,
+                kv_range.start,
+            );
             if attended.is_err() {
                 failed.store(true, Ordering::Relaxed);
             }
@@ -611,18 +618,7 @@ fn attend(
 mod tests {
     use super::*;
 
-    const STORIES15M: Config = Config {
-        dim: 288,
-        hidden_dim: 768,
-        n_layers: 6,
-        n_heads: 6,
-        n_kv_heads: 6,
-        vocab_size: 32000,
-        max_seq_len: 256,
-        rope_theta: 10000.0,
-        norm_eps: 1e-5,
-        tied_classifier: true,
-    };
+    use crate::config::stories::STORIES15M;
 
     // Usable where firmware needs it: in a const context.
     const STORIES15M_FLOATS: usize = session_floats(&STORIES15M, 256);

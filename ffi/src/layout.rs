@@ -84,18 +84,7 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        Config {
-            dim: 64,
-            hidden_dim: 172,
-            n_layers: 5,
-            n_heads: 8,
-            n_kv_heads: 4,
-            vocab_size: 512,
-            max_seq_len: 512,
-            rope_theta: 10000.0,
-            norm_eps: 1e-5,
-            tied_classifier: true,
-        }
+        kinglet::config::stories::STORIES260K
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! byte-level BPE vocabulary whose merges are well-formed.
 
 use anyhow::{bail, Result};
+use kinglet::config::stories;
 use kinglet::format::TokenizerKind;
 use kinglet::Config;
 
@@ -14,25 +15,12 @@ pub const WEIGHT_STD: f32 = 0.02;
 /// The named shapes: `260k` (stories260K), `15m` (stories15M), `110m`
 /// (stories110M). All tie the classifier to the embedding.
 pub fn preset(name: &str) -> Option<Config> {
-    let (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, max_seq_len) =
-        match name.to_ascii_lowercase().as_str() {
-            "260k" => (64, 172, 5, 8, 4, 512, 512),
-            "15m" => (288, 768, 6, 6, 6, 32000, 256),
-            "110m" => (768, 2048, 12, 12, 12, 32000, 1024),
-            _ => return None,
-        };
-    Some(Config {
-        dim,
-        hidden_dim,
-        n_layers,
-        n_heads,
-        n_kv_heads,
-        vocab_size,
-        max_seq_len,
-        rope_theta: 10000.0,
-        norm_eps: 1e-5,
-        tied_classifier: true,
-    })
+    match name.to_ascii_lowercase().as_str() {
+        "260k" => Some(stories::STORIES260K),
+        "15m" => Some(stories::STORIES15M),
+        "110m" => Some(stories::STORIES110M),
+        _ => None,
+    }
 }
 
 /// SplitMix64: tiny, fast, and good enough for weight noise.

@@ -66,12 +66,7 @@ pub struct RunSummary {
 
 fn open_trainer(o: &RunOptions) -> Result<Trainer> {
     let Some(path) = &o.resume else {
-        let mut t = Trainer::new(
-            o.model,
-            o.train,
-            o.corpus.tokenizer.clone(),
-            o.corpus.sha256.clone(),
-        )?;
+        let mut t = Trainer::for_corpus(o.model, o.train, &o.corpus)?;
         t.set_qat(o.qat)?;
         return Ok(t);
     };

@@ -5,7 +5,7 @@ use crate::adamw::{clip_global_norm, global_norm, AdamW, AdamWStep};
 use crate::bail;
 use crate::checkpoint::Checkpoint;
 use crate::config::{ModelConfig, TrainConfig};
-use crate::data::{sample_batch, CharTokenizer};
+use crate::data::{sample_batch, CharTokenizer, Corpus};
 use crate::error::Result;
 use crate::params::ParamLayout;
 use crate::qat::{quantize_weights_into, Qat};
@@ -60,6 +60,16 @@ pub struct Trainer {
 }
 
 impl Trainer {
+    /// A fresh model for `corpus`, with its tokenizer and sha256.
+    pub fn for_corpus(model: ModelConfig, train: TrainConfig, corpus: &Corpus) -> Result<Self> {
+        Self::new(
+            model,
+            train,
+            corpus.tokenizer.clone(),
+            corpus.sha256.clone(),
+        )
+    }
+
     /// A fresh model: initialized from `train.seed`.
     pub fn new(
         model: ModelConfig,

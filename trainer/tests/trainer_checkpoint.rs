@@ -9,13 +9,7 @@ use kinglet_trainer::trainer::Trainer;
 
 fn fresh() -> (Trainer, Corpus) {
     let (model, train, corpus) = common::tiny_setup(16, 24);
-    let t = Trainer::new(
-        model,
-        train,
-        corpus.tokenizer.clone(),
-        corpus.sha256.clone(),
-    )
-    .expect("trainer");
+    let t = Trainer::for_corpus(model, train, &corpus).expect("trainer");
     (t, corpus)
 }
 
@@ -117,13 +111,7 @@ fn training_lowers_the_loss() {
     let (model, mut train, corpus) = common::tiny_setup(16, 24);
     train.steps = 60;
     train.lr = 1e-2;
-    let mut t = Trainer::new(
-        model,
-        train,
-        corpus.tokenizer.clone(),
-        corpus.sha256.clone(),
-    )
-    .expect("trainer");
+    let mut t = Trainer::for_corpus(model, train, &corpus).expect("trainer");
     let first = t.step(&corpus.train).expect("step").loss;
     let mut last = first;
     for _ in 1..60 {

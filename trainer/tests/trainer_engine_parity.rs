@@ -37,13 +37,7 @@ fn check(tied: bool, n_kv_heads: usize) {
         lr: 1e-2,
         ..p.train
     };
-    let mut t = Trainer::new(
-        config,
-        train,
-        corpus.tokenizer.clone(),
-        corpus.sha256.clone(),
-    )
-    .expect("trainer");
+    let mut t = Trainer::for_corpus(config, train, &corpus).expect("trainer");
     // A few steps so the weights are no longer the symmetric initialization.
     for _ in 0..20 {
         t.step(&corpus.train).expect("step");

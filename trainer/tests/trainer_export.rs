@@ -27,13 +27,7 @@ fn trained() -> Trainer {
         batch: 2,
         ..p.train
     };
-    let mut t = Trainer::new(
-        model,
-        train,
-        corpus.tokenizer.clone(),
-        corpus.sha256.clone(),
-    )
-    .expect("trainer");
+    let mut t = Trainer::for_corpus(model, train, &corpus).expect("trainer");
     t.step(&corpus.train).expect("step");
     t.val_loss = Some(2.5);
     t

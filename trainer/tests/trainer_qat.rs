@@ -17,13 +17,7 @@ use std::process::Command;
 
 fn fresh(qat: Option<Qat>) -> (Trainer, Corpus) {
     let (model, train, corpus) = common::tiny_setup(32, 64);
-    let mut t = Trainer::new(
-        model,
-        train,
-        corpus.tokenizer.clone(),
-        corpus.sha256.clone(),
-    )
-    .expect("trainer");
+    let mut t = Trainer::for_corpus(model, train, &corpus).expect("trainer");
     t.set_qat(qat).expect("qat");
     (t, corpus)
 }

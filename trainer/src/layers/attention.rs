@@ -1,9 +1,9 @@
 //! Causal multi-head attention with grouped KV heads: query head `h` reads
 //! KV head `h / (n_heads / n_kv_heads)`; scores are scaled by 1/sqrt(head_dim).
 
-use kinglet::kernels::dot;
 use super::fast_exp::exp;
 use crate::gemm::{sgemm, Layout};
+use kinglet::kernels::dot;
 use rayon::prelude::*;
 use std::cell::RefCell;
 

@@ -1,7 +1,7 @@
 //! RMSNorm: `y = x · 1/sqrt(mean(x²) + eps) · g`, per row (as llama2.c's run.c).
 
-use kinglet::kernels::dot;
 use super::ROW_CHUNK;
+use kinglet::kernels::dot;
 use rayon::prelude::*;
 
 /// out: [n, dim]; rstd: [n] (saved for backward); x: [n, dim]; gain: [dim].
