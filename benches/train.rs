@@ -53,7 +53,7 @@ fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
 
 /// Median tokens/s of `runs` × `steps` optimizer steps, after two warm-up steps.
 fn tokens_per_s(p: &Preset, corpus: &Corpus, runs: usize, steps: usize) -> f64 {
-    let mut t = Trainer::for_corpus(p.model, p.train, &corpus).expect("trainer");
+    let mut t = Trainer::for_corpus(p.model, p.train, corpus).expect("trainer");
     for _ in 0..2 {
         t.step(&corpus.train).expect("warm-up step");
     }
@@ -189,7 +189,7 @@ fn attention_ms(c: &ModelConfig, batch: usize) -> f64 {
 /// Where one step's time goes, on one thread.
 fn breakdown(name: &str, p: &Preset, corpus: &Corpus) {
     let (c, batch) = (p.model, p.train.batch);
-    let t = Trainer::for_corpus(c, p.train, &corpus).expect("trainer");
+    let t = Trainer::for_corpus(c, p.train, corpus).expect("trainer");
     let layout = &t.layout;
     let mut params = t.params.clone();
     let mut grads = vec![0.0f32; layout.total];

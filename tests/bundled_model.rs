@@ -39,7 +39,7 @@ fn bundled_model_verifies_and_matches_the_readme() {
         "{} bytes",
         bundled::BYTES.len()
     );
-    let sha = kinglet_tools::cmd::checksum::sha256_hex(bundled::BYTES);
+    let sha = kinglet_tools::io::sha256_hex(bundled::BYTES);
     assert_eq!(sha, readme_fact("sha256"));
     let on_disk = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),

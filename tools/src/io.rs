@@ -5,9 +5,11 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Context, Result};
 use kinglet::ModelFile;
+use sha2::{Digest, Sha256};
 
 /// Reads a whole file, refusing directories with a clear message.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
@@ -75,13 +77,15 @@ impl Drop for TempFile {
 }
 
 /// Writes `path` atomically: `write` fills a temporary file in the same
-/// directory, which is flushed, fsynced and renamed over `path`. If `write`
-/// fails (or panics) the temporary file is removed and `path` is untouched.
-/// Returns what `write` returned.
+/// directory (`.NAME.tmpPID.N`, distinct per process and per call), which
+/// is flushed, fsynced and renamed over `path`. If `write` fails (or panics)
+/// the temporary file is removed and `path` is untouched. Returns what
+/// `write` returned.
 pub fn write_atomic<T>(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> Result<T>,
 ) -> Result<T> {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let shown = path.display();
     if path.is_dir() {
         bail!("{shown}: is a directory; give an output file name");
@@ -89,14 +93,11 @@ pub fn write_atomic<T>(
     let file_name = path
         .file_name()
         .with_context(|| format!("{shown}: not a file name"))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let mut temp_name = std::ffi::OsString::from(".");
     temp_name.push(file_name);
-    temp_name.push(format!(".tmp{}", std::process::id()));
-    let temp_path = dir.join(temp_name);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    temp_name.push(format!(".tmp{}.{call}", std::process::id()));
+    let temp_path = directory_of(path).join(temp_name);
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -117,16 +118,46 @@ pub fn write_atomic<T>(
     guard.armed = false;
     // Make the rename itself durable; not every platform lets a directory be
     // opened for this, and the data is already safe, so failure is ignored.
-    if let Ok(d) = File::open(&dir) {
+    if let Ok(d) = File::open(directory_of(path)) {
         let _ = d.sync_all();
     }
     Ok(value)
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn directory_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn sha256_hex_matches_known_vectors() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("kinglet-io-{}-{name}", std::process::id()));

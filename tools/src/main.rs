@@ -8,23 +8,6 @@ use clap::error::ErrorKind;
 use clap::Parser;
 use kinglet_tools::cmd::{Cli, Status};
 
-/// Clap's multi-line error as one line: its message lines, without the
-/// usage block and the "For more information" hint.
-fn one_line(e: &clap::Error) -> String {
-    let text = e.render().to_string();
-    let message: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-        .filter(|l| !l.is_empty())
-        .collect();
-    let joined = message.join(" ");
-    joined
-        .strip_prefix("error: ")
-        .unwrap_or(&joined)
-        .to_string()
-}
-
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
@@ -45,7 +28,10 @@ fn main() -> ExitCode {
                     ExitCode::from(e.exit_code().clamp(0, 255) as u8)
                 }
                 _ => {
-                    eprintln!("kinglet: error: {} (see 'kinglet --help')", one_line(&e));
+                    eprintln!(
+                        "kinglet: error: {} (see 'kinglet --help')",
+                        kinglet_tools::cmd::one_line(&e)
+                    );
                     ExitCode::from(2)
                 }
             };

@@ -335,7 +335,7 @@ fn checksum_matches_sha256sum_and_checks_manifests() {
     assert_ok(&o);
     let out = stdout(&o);
     let first = out.lines().next().unwrap();
-    let expected = kinglet_tools::cmd::checksum::sha256_hex(&fs::read(dir.join("a.klt")).unwrap());
+    let expected = kinglet_tools::io::sha256_hex(&fs::read(dir.join("a.klt")).unwrap());
     assert_eq!(first, format!("{expected}  a.klt"));
     // Where coreutils is installed, its output is the reference.
     if let Ok(s) = Command::new("sha256sum")

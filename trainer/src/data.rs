@@ -4,7 +4,7 @@
 use crate::bail;
 use crate::error::{Result, TrainError};
 use crate::rng::Rng;
-use sha2::{Digest, Sha256};
+use kinglet_tools::io::sha256_hex;
 use std::path::Path;
 
 // A character vocabulary always fits the model: a UTF-8 text has at most
@@ -83,14 +83,6 @@ pub struct Corpus {
     pub val: Vec<u32>,
     /// sha256 of the file's bytes, lowercase hex.
     pub sha256: String,
-}
-
-/// Lowercase hex sha256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 impl Corpus {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use kinglet_tools::io::{hex, sha256_hex};
 use sha2::{Digest, Sha256};
 
 /// Public address of the corpus: `data/tinyshakespeare/input.txt` of karpathy/char-rnn.
@@ -114,12 +115,6 @@ fn cache_dir_from(
         return home.join(".cache").join("kinglet");
     }
     std::env::temp_dir().join("kinglet-cache")
-}
-
-/// Lowercase hex sha256 of `bytes` (also what the exporter records as the
-/// corpus hash, so the two agree).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
 }
 
 /// Returns the path of a verified copy of TinyShakespeare in `cache_dir`,
@@ -258,16 +253,6 @@ fn cache_error(path: &Path, source: io::Error) -> DownloadError {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,18 +284,6 @@ mod tests {
         assert_eq!(
             cache_dir_from(None, None, None),
             std::env::temp_dir().join("kinglet-cache")
-        );
-    }
-
-    #[test]
-    fn sha256_hex_matches_known_vectors() {
-        assert_eq!(
-            sha256_hex(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
 }

@@ -419,23 +419,6 @@ fn export_dtype(c: &Checkpoint, asked: Option<&str>) -> Result<Dtype> {
     }
 }
 
-/// Clap's multi-line usage error as one line: its message lines, without
-/// the usage block and the "For more information" hint.
-fn one_line(e: &clap::Error) -> String {
-    let text = e.render().to_string();
-    let message: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-        .filter(|l| !l.is_empty())
-        .collect();
-    let joined = message.join(" ");
-    joined
-        .strip_prefix("error: ")
-        .unwrap_or(&joined)
-        .to_string()
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -451,7 +434,7 @@ fn main() -> ExitCode {
                 _ => {
                     eprintln!(
                         "kinglet-train: error: {} (see 'kinglet-train --help')",
-                        one_line(&e)
+                        kinglet_tools::cmd::one_line(&e)
                     );
                     ExitCode::from(2)
                 }

@@ -2,9 +2,9 @@
 //! with step on x, loss on y, the train loss as a line and the val loss as a
 //! second line with markers. Hand-written so the trainer needs no plotting crate.
 
+use crate::error::{Result, TrainError};
 use std::fmt::Write as _;
-use std::fs::{self, File};
-use std::io::{self, Write as _};
+use std::io::Write as _;
 use std::path::Path;
 
 /// One logged step. `val_loss` is present on steps where validation ran.
@@ -223,28 +223,13 @@ pub fn loss_curve_svg(points: &[LossPoint], title: &str) -> String {
 
 /// Writes [`loss_curve_svg`] to `path` through a temporary file in the same
 /// directory and a rename, so a reader never sees a half-written picture.
-pub fn write_loss_svg(path: &Path, points: &[LossPoint], title: &str) -> io::Result<()> {
+pub fn write_loss_svg(path: &Path, points: &[LossPoint], title: &str) -> Result<()> {
     let svg = loss_curve_svg(points, title);
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let temp = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = File::create(&temp).and_then(|mut file| {
-        file.write_all(svg.as_bytes())?;
-        file.sync_all()
-    });
-    match written.and_then(|()| fs::rename(&temp, path)) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            // Best effort: leave no temp behind; the original error is what matters.
-            let _ = fs::remove_file(&temp);
-            Err(e)
-        }
-    }
+    kinglet_tools::io::write_atomic(path, |out| {
+        out.write_all(svg.as_bytes())
+            .map_err(|e| kinglet_tools::io::describe_io(path, &e))
+    })
+    .map_err(|e| TrainError::new(format!("cannot write {e:#}")))
 }
 
 /// `x,y x,y ...` in pixels, one decimal.

@@ -266,8 +266,7 @@ pub fn run(o: &RunOptions) -> Result<RunSummary> {
     bar.finish();
     drop(metrics);
     let svg = o.out_dir.join("loss.svg");
-    plot::write_loss_svg(&svg, &loss_points(&o.metrics)?, "kinglet-train: loss")
-        .map_err(|e| TrainError::new(format!("cannot write {}: {e}", svg.display())))?;
+    plot::write_loss_svg(&svg, &loss_points(&o.metrics)?, "kinglet-train: loss")?;
     let elapsed_s = start.elapsed().as_secs_f64();
     Ok(RunSummary {
         steps: trainer.step,

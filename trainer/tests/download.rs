@@ -151,7 +151,7 @@ fn entries(dir: &Path) -> Vec<String> {
 }
 
 fn sha256_hex_of(path: &Path) -> String {
-    kinglet_trainer::download::sha256_hex(&std::fs::read(path).expect("read cached file"))
+    kinglet_tools::io::sha256_hex(&std::fs::read(path).expect("read cached file"))
 }
 
 #[test]

@@ -12,7 +12,7 @@ use kinglet::checksum::crc32c;
 use sha2::{Digest, Sha256};
 
 use super::Status;
-use crate::io::{describe_io, open_model, read_file};
+use crate::io::{describe_io, hex, open_model, read_file, sha256_hex};
 
 const EXAMPLES: &str = "\
 The first line is `<sha256>  <path>`, as sha256sum prints it; the tensor
@@ -34,15 +34,6 @@ pub struct Args {
     /// Verify the `<sha256>  <path>` lines of MANIFEST (like `sha256sum -c`).
     #[arg(long, value_name = "MANIFEST")]
     pub check: Option<PathBuf>,
-}
-
-/// Lower-case hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Lower-case hex SHA-256 of the file at `path`, read in 1 MiB pieces.

@@ -69,10 +69,7 @@ pub fn load_model(input: &[u8], tokenizer: Option<&[u8]>) -> Result<OwnedModel> 
         "source".to_string(),
         format!("llama2.c checkpoint version {}", ckpt.version),
     )];
-    metadata.push((
-        "source.sha256".to_string(),
-        super::checksum::sha256_hex(input),
-    ));
+    metadata.push(("source.sha256".to_string(), crate::io::sha256_hex(input)));
     Ok(OwnedModel {
         config: ckpt.config,
         vocab,

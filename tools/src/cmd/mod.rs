@@ -16,6 +16,24 @@ pub mod inspect;
 pub mod synth;
 pub mod verify;
 
+/// Clap's multi-line usage error as one line: its message lines, without
+/// the usage block and the "For more information" hint (both programs print
+/// it after `PROGRAM: error: `).
+pub fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let message: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let joined = message.join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
+}
+
 const EXAMPLES: &str = "\
 Examples:
   kinglet convert stories260K.bin --tokenizer tok512.bin -o stories260K.klt
