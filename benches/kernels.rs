@@ -1,6 +1,9 @@
 //! Matrix-vector kernels, per path: weight GB/s (weight bytes read / time)
 //! and GFLOP/s (2·rows·cols / time), for the stories15M / stories110M shapes
-//! 288×288 (wq), 768×2048 (w2 of 110M) and 32000×288 (15M classifier).
+//! 288×288 (wq), 768×2048 (w2 of 110M), 32000×288 (15M classifier) and
+//! 32000×768 (110M classifier), beside the GB/s of a plain streaming read
+//! of the same bytes (what the memory gives one core: the bound a kernel
+//! on a matrix from DRAM can reach).
 //!
 //! Quantized rows use activations already quantized (that step is the
 //! caller's, once per vector). Each figure is the best of `RUNS` runs, a
@@ -23,7 +26,7 @@ use kinglet::{Dtype, Matrix};
 const RUNS: usize = 301;
 const RUN_SECONDS: f64 = 0.001;
 const WARM_UP_SECONDS: f64 = 0.05;
-const SHAPES: [(usize, usize); 3] = [(288, 288), (768, 2048), (32000, 288)];
+const SHAPES: [(usize, usize); 4] = [(288, 288), (768, 2048), (32000, 288), (32000, 768)];
 const DTYPES: [Dtype; 5] = [
     Dtype::F32,
     Dtype::F16,
@@ -50,7 +53,10 @@ fn main() {
     println!(
         "best of {RUNS} runs of ~{RUN_SECONDS} s; GB/s = weight bytes / time, GFLOP/s = 2·rows·cols / time\n"
     );
-    let mut header = format!("{:<12} {:<6} {:>10}", "shape", "dtype", "weight MB");
+    let mut header = format!(
+        "{:<12} {:<6} {:>10} {:>12}",
+        "shape", "dtype", "weight MB", "stream GB/s"
+    );
     for p in &paths {
         header += &format!(" | {:>7} GB/s {:>6} GF/s", p.name(), "");
     }
@@ -76,8 +82,13 @@ fn main() {
                 fail("matrix shape")
             };
             let mut out = vec![0.0f32; rows];
+            let stream = data.len() as f64
+                / best_seconds(|| {
+                    black_box(stream_read(&data));
+                })
+                / 1e9;
             let mut line = format!(
-                "{:<12} {:<6} {:>10.2}",
+                "{:<12} {:<6} {:>10.2} {stream:>12.2}",
                 format!("{rows}x{cols}"),
                 dtype.name(),
                 data.len() as f64 / 1e6
@@ -109,6 +120,19 @@ fn main() {
             println!("{line}");
         }
     }
+}
+
+/// Reads every byte once, front to back, as a vectorized sum of 64-bit
+/// words in eight lanes: the plain streaming read a matvec is compared with.
+fn stream_read(data: &[u8]) -> u64 {
+    let mut lanes = [0u64; 8];
+    for line in data.chunks_exact(64) {
+        for (j, lane) in lanes.iter_mut().enumerate() {
+            let word = u64::from_le_bytes(line[8 * j..8 * j + 8].try_into().unwrap_or([0; 8]));
+            *lane = lane.wrapping_add(word);
+        }
+    }
+    lanes.iter().fold(0, |a, &b| a.wrapping_add(b))
 }
 
 fn fail(message: &str) -> ! {

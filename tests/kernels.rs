@@ -109,6 +109,27 @@ fn float_matvec_equals_reference_bit_for_bit() {
 }
 
 #[test]
+fn float_matvec_of_matrices_streamed_row_by_row_equals_reference() {
+    // Over 1 MiB in every dtype: the paths stream such matrices one row
+    // after another instead of in groups of rows.
+    let mut rng = Rng(12);
+    let (rows, cols) = (530, 1001);
+    for path in accelerated_paths() {
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            let data = encode(dtype, &rng.values(rows * cols), rows);
+            assert!(data.len() > 1 << 20);
+            let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
+            let x = rng.values(cols);
+            let mut want = vec![f32::NAN; rows];
+            let mut got = vec![f32::NAN; rows];
+            REF.matvec(&mut want, &w, &x).expect("reference");
+            path.matvec(&mut got, &w, &x).expect("path");
+            assert_bits_eq(&got, &want, &format!("{} {dtype:?} streamed", path.name()));
+        }
+    }
+}
+
+#[test]
 fn float_matvec_is_close_to_exact_arithmetic() {
     // The reference itself, hence every path, within 1e-6 of Σ|w·x| of the
     // f64 result: guards against a path and the reference sharing a bug in

@@ -25,7 +25,7 @@
 
 use core::arch::x86_64::*;
 
-use super::avx2::{self, reduce8, tail_sum, BF16, F16, F32};
+use super::avx2::{self, reduce8, tail_sum, BF16, F16, F32, STREAM_BYTES};
 use super::shapes::{
     block_bytes, Activations, Float, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided,
 };
@@ -35,7 +35,8 @@ use crate::tensor::BLOCK_LEN;
 /// Floats in one `__m512`: the reference's lanes.
 const LANES: usize = 16;
 const _: () = assert!(LANES == super::reference::LANES);
-/// Rows the float matvec walks together.
+/// Rows the float matvec walks together when the matrix is small enough to
+/// be in cache.
 const ROW_GROUP: usize = 4;
 /// The f16 scale in front of each Q8_0 / Q4_0 block.
 const SCALE_BYTES: usize = 2;
@@ -98,7 +99,9 @@ pub unsafe fn matvec(a: FloatRows<'_>) {
     }
 }
 
-/// [`matvec`] for encoding `DT`: [`ROW_GROUP`] rows at a time, then one.
+/// [`matvec`] for encoding `DT`: [`ROW_GROUP`] rows at a time, then one;
+/// or, for a matrix larger than [`STREAM_BYTES`], one row after another
+/// (one sequential stream: see `avx2.rs`).
 ///
 /// # Safety
 /// The features are available; `x.len() ≥ 1` and
@@ -107,6 +110,13 @@ pub unsafe fn matvec(a: FloatRows<'_>) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn float_rows<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
     let row_bytes = x.len() * element_bytes(DT);
+    if w.len() > STREAM_BYTES {
+        for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+            // SAFETY: `row` is one row of x.len() elements.
+            *o = unsafe { dot_rows::<DT, 1>(row.as_ptr(), row_bytes, x)[0] };
+        }
+        return;
+    }
     let mut out_groups = out.chunks_exact_mut(ROW_GROUP);
     let mut w_groups = w.chunks_exact(ROW_GROUP * row_bytes);
     for (o, rows) in (&mut out_groups).zip(&mut w_groups) {
