@@ -2,12 +2,15 @@
 //! a matrix product, attention heads) over threads without the engine
 //! knowing about threads.
 //!
-//! The engine cuts an output slice into chunks of a size it chooses from the
-//! shapes alone, never from the thread count, and each chunk is computed by
-//! the same code whichever thread runs it; so the results are bit-identical
-//! for every implementation of [`Parallel`] and every number of threads.
-//! Each chunk is a disjoint `&mut` sub-slice, so no `unsafe` is needed on
-//! either side.
+//! The engine cuts an output slice into one chunk per thread
+//! ([`Parallel::threads`]): a static split, one task per thread and call,
+//! so a matrix product costs one hand-off per thread rather than one per
+//! small task. Every output element is computed by the same code, with the
+//! same operations in the same order, whichever chunk it falls in (the
+//! kernels' results do not depend on which rows go together), so the
+//! results are bit-identical for every implementation of [`Parallel`] and
+//! every number of threads. Each chunk is a disjoint `&mut` sub-slice, so
+//! no `unsafe` is needed on either side.
 //!
 //! [`Sequential`] runs the chunks in order on the calling thread (the
 //! default). A host with threads implements [`Parallel`] with its own pool;
@@ -29,6 +32,12 @@ pub trait Parallel: Sync {
     /// An implementation must not merge or split chunks: the engine relies
     /// on every chunk being computed by one call.
     fn for_each_chunk(&self, out: &mut [f32], chunk: usize, f: &ChunkFn<'_>);
+
+    /// How many threads run the chunks: the engine cuts its work into this
+    /// many chunks. 1 unless overridden.
+    fn threads(&self) -> usize {
+        1
+    }
 }
 
 /// Every chunk in order, on the calling thread.

@@ -6,8 +6,9 @@
 //!
 //! Matrix products (split by output rows) and attention (split by heads) go
 //! through a [`Parallel`] hook, [`Sequential`](crate::parallel::Sequential)
-//! unless [`Session::with_parallel`] gives another; the split depends on the
-//! shapes only, so the results are the same bits for any number of threads.
+//! unless [`Session::with_parallel`] gives another, one task per thread;
+//! each output is computed the same way whatever the split, so the results
+//! are the same bits for any number of threads.
 //!
 //! The buffer's exact size is [`session_floats`], a `const fn`, so firmware can
 //! size a `static`. A session never allocates, and every failure (buffer too
@@ -416,19 +417,11 @@ fn rmsnorm_rows(out: &mut [f32], x: &[f32], gain: &Matrix<'_>, eps: f32, dim: us
     }
 }
 
-/// Weight bytes (times the positions multiplied) one task of a matrix
-/// product covers: enough work that handing it to another thread costs
-/// little, and still several tasks for a 288-row matrix.
-const TASK_BYTES: usize = 16 * 1024;
-
-/// Rows per task: a multiple of 8 (so kernels that take rows in groups see
-/// whole groups), from the shapes alone — never from the thread count, so
-/// the split, and with it every bit of the result, is the same on any pool.
-fn rows_per_task(w: &Matrix<'_>, n: usize) -> usize {
-    let work_per_row = w.row_bytes().saturating_mul(n).max(1);
-    (TASK_BYTES / work_per_row)
-        .clamp(1, w.rows.max(1))
-        .next_multiple_of(8)
+/// Rows per task: the rows split evenly among the hook's threads (one
+/// task each), rounded up to a multiple of 16 so that kernels taking rows
+/// in groups see whole groups. Which rows go together changes no bit.
+fn rows_per_task(rows: usize, threads: usize) -> usize {
+    rows.div_ceil(threads.max(1)).next_multiple_of(16).max(1)
 }
 
 /// What a matrix product needs besides its operands.
@@ -478,7 +471,7 @@ impl Scratch<'_> {
         } else {
             &[]
         };
-        let rows_per_task = rows_per_task(w, n);
+        let rows_per_task = rows_per_task(rows, self.parallel.threads());
         let failed = AtomicBool::new(false);
         if n == 1 {
             self.parallel
@@ -532,7 +525,7 @@ impl Scratch<'_> {
 }
 
 /// Causal attention of the chunk's `n` query positions (`start..start + n`)
-/// over the cache, one task per query head through the hook, each position
+/// over the cache, the query heads split among the hook's threads, each position
 /// by [`ops::attend_head`], so a chunk gives the bits of as many single
 /// positions.
 ///
@@ -570,34 +563,39 @@ fn attend(
         return mismatch;
     };
     let failed = AtomicBool::new(false);
-    parallel.for_each_chunk(att, stride, &|first, workspace| {
-        let h = first / stride;
-        let (scores, head_out) = workspace.split_at_mut(max_seq.min(workspace.len()));
-        let kv_start = (h / group.max(1)) * head_dim;
-        if kv_start + head_dim > kv_dim {
-            // n_heads not a multiple of n_kv_heads: refused at open.
-            failed.store(true, Ordering::Relaxed);
-            return;
-        }
-        let kv_range = kv_start..kv_start + head_dim;
-        let queries = q
-            .chunks_exact(dim)
-            .map(|q_row| &q_row[h * head_dim..][..head_dim]);
-        for (t, (q_head, out_head)) in queries.zip(head_out.chunks_exact_mut(head_dim)).enumerate()
-        {
-            let positions = start + t + 1; // causal: 0..=start + t
-            let weights = &mut scores[..positions.min(max_seq)];
-            let attended = ops::attend_head(
-                out_head,
-                weights,
-                q_head,
-                keys,
-                values,
-                kv_dim,
-                kv_range.start,
-            );
-            if attended.is_err() {
+    // One task per thread, each a run of whole heads.
+    let heads_per_task = n_heads.div_ceil(parallel.threads().max(1));
+    parallel.for_each_chunk(att, heads_per_task * stride, &|first, task| {
+        for (i, workspace) in task.chunks_mut(stride).enumerate() {
+            let h = first / stride + i;
+            let (scores, head_out) = workspace.split_at_mut(max_seq.min(workspace.len()));
+            let kv_start = (h / group.max(1)) * head_dim;
+            if kv_start + head_dim > kv_dim {
+                // n_heads not a multiple of n_kv_heads: refused at open.
                 failed.store(true, Ordering::Relaxed);
+                continue;
+            }
+            let kv_range = kv_start..kv_start + head_dim;
+            let queries = q
+                .chunks_exact(dim)
+                .map(|q_row| &q_row[h * head_dim..][..head_dim]);
+            for (t, (q_head, out_head)) in
+                queries.zip(head_out.chunks_exact_mut(head_dim)).enumerate()
+            {
+                let positions = start + t + 1; // causal: 0..=start + t
+                let weights = &mut scores[..positions.min(max_seq)];
+                let attended = ops::attend_head(
+                    out_head,
+                    weights,
+                    q_head,
+                    keys,
+                    values,
+                    kv_dim,
+                    kv_range.start,
+                );
+                if attended.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
             }
         }
     });
@@ -678,14 +676,13 @@ mod tests {
     }
 
     #[test]
-    fn rows_per_task_depends_on_the_shape_only() {
-        let data = [0u8; 100 * 64 * 4];
-        let w = Matrix::new(crate::Dtype::F32, 100, 64, &data).unwrap();
-        // 256-byte rows: 64 rows of 16 KB for one position, 8 for sixteen.
-        assert_eq!(rows_per_task(&w, 1), 64);
-        assert_eq!(rows_per_task(&w, PREFILL_CHUNK), 8);
-        let wide = [0u8; 2 * 8192 * 4];
-        let w = Matrix::new(crate::Dtype::F32, 2, 8192, &wide).unwrap();
-        assert_eq!(rows_per_task(&w, 1), 8);
+    fn rows_per_task_splits_evenly_in_whole_groups() {
+        assert_eq!(rows_per_task(768, 1), 768);
+        assert_eq!(rows_per_task(768, 2), 384);
+        assert_eq!(rows_per_task(288, 2), 144);
+        assert_eq!(rows_per_task(32000, 3), 10672);
+        assert_eq!(rows_per_task(5, 2), 16);
+        assert_eq!(rows_per_task(0, 2), 1);
+        assert_eq!(rows_per_task(100, 0), 112);
     }
 }

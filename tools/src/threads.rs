@@ -47,6 +47,10 @@ impl Threads {
 }
 
 impl Parallel for Threads {
+    fn threads(&self) -> usize {
+        self.count()
+    }
+
     fn for_each_chunk(&self, out: &mut [f32], chunk: usize, f: &ChunkFn<'_>) {
         let chunk = chunk.max(1);
         if out.len() <= chunk || self.count() == 1 {
