@@ -120,6 +120,7 @@ fn main() {
             println!("{line}");
         }
     }
+    matmul_table(&paths, &wanted);
 }
 
 /// Reads every byte once, front to back, as a vectorized sum of 64-bit
@@ -133,6 +134,62 @@ fn stream_read(data: &[u8]) -> u64 {
         }
     }
     lanes.iter().fold(0, |a, &b| a.wrapping_add(b))
+}
+
+/// Positions of the matrix × several vectors kernels (one prefill chunk).
+const POSITIONS: usize = kinglet::session::PREFILL_CHUNK;
+
+/// The prefill kernels: each matrix times [`POSITIONS`] vectors, GFLOP/s
+/// per path.
+fn matmul_table(paths: &[Path], wanted: &[String]) {
+    println!("\nmatrix × {POSITIONS} vectors (prefill), GFLOP/s = 2·rows·cols·{POSITIONS} / time");
+    let mut header = format!("{:<12} {:<6}", "shape", "dtype");
+    for p in paths {
+        header += &format!(" | {:>8} GF/s", p.name());
+    }
+    println!("{header}");
+    println!("{}", "-".repeat(header.chars().count()));
+    let mut seed = 2u64;
+    for (rows, cols) in SHAPES.into_iter().filter(|&(rows, _)| rows < 32000) {
+        let x = random_values(&mut seed, POSITIONS * cols);
+        let mut xq = vec![BlockQ8::ZERO; POSITIONS * cols / BLOCK_LEN];
+        for (x, q) in x
+            .chunks_exact(cols)
+            .zip(xq.chunks_exact_mut(cols / BLOCK_LEN))
+        {
+            if let Err(e) = quantize_activations(x, q) {
+                fail(&format!("quantize activations: {e}"));
+            }
+        }
+        let values = random_values(&mut seed, rows * cols);
+        for dtype in DTYPES {
+            if !wanted.is_empty() && !wanted.iter().any(|n| n == dtype.name()) {
+                continue;
+            }
+            let data = encode(dtype, rows, cols, &values);
+            let Some(w) = Matrix::new(dtype, rows, cols, &data) else {
+                fail("matrix shape")
+            };
+            let mut out = vec![0.0f32; rows * POSITIONS];
+            let mut line = format!("{:<12} {:<6}", format!("{rows}x{cols}"), dtype.name());
+            for &path in paths {
+                let t = best_seconds(|| {
+                    let done = if dtype.is_quantized() {
+                        path.matmul_quantized(&mut out, &w, &xq, POSITIONS)
+                    } else {
+                        path.matmul(&mut out, &w, &x, POSITIONS)
+                    };
+                    if let Err(e) = done {
+                        fail(&format!("matmul: {e}"));
+                    }
+                    black_box(&out);
+                });
+                let gflops = 2.0 * (rows * cols * POSITIONS) as f64 / t / 1e9;
+                line += &format!(" | {gflops:>13.2}");
+            }
+            println!("{line}");
+        }
+    }
 }
 
 fn fail(message: &str) -> ! {

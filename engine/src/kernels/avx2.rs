@@ -573,16 +573,30 @@ unsafe fn eight_rows<const Q4: bool, const PREFETCH: bool>(
             if Q4 {
                 totals = _mm256_sub_epi32(totals, _mm256_set1_epi32(offset));
             }
-            let mut raw = [0u16; QUANT_ROWS];
-            for (r, v) in raw.iter_mut().enumerate() {
-                *v = block.add(r * row_bytes).cast::<u16>().read_unaligned();
-            }
-            let dw = _mm256_cvtph_ps(_mm_loadu_si128(raw.as_ptr().cast::<__m128i>()));
+            let dw = scales(block, row_bytes);
             let scale = _mm256_mul_ps(dw, _mm256_set1_ps(xb.d));
             sums = _mm256_add_ps(sums, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(totals)));
         }
     }
     sums
+}
+
+/// The f16 scales of one block of eight rows (`block` points at the first
+/// row's, the rows `row_bytes` apart), as f32.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; the two bytes at
+/// `block + r · row_bytes` are readable for every `r < 8`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales(block: *const u8, row_bytes: usize) -> __m256 {
+    let mut raw = [0u16; QUANT_ROWS];
+    for (r, v) in raw.iter_mut().enumerate() {
+        // SAFETY: the caller's precondition.
+        *v = unsafe { block.add(r * row_bytes).cast::<u16>().read_unaligned() };
+    }
+    // SAFETY: `raw` is 16 bytes.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(raw.as_ptr().cast::<__m128i>()) })
 }
 
 /// [`eight_rows`] for one row: the same arithmetic, one block at a time.
@@ -798,8 +812,74 @@ unsafe fn float_tile<const DT: u8, const R: usize, const P: usize>(
     sums
 }
 
-/// Positions whose Q4_0 offsets [`matmul_quantized`] keeps at once.
+/// Positions [`matmul_quantized`] multiplies with one decoded block of a
+/// group of rows.
 const MATMUL_QUANT_POSITIONS: usize = 16;
+
+/// [`eight_rows`] for `positions` positions at once: block after block,
+/// the eight rows' levels (Q8_0: and their magnitudes) and scales are
+/// decoded once and multiplied with every position's activations, so the
+/// decoding is shared by up to sixteen positions. `sums[p][r]` continues
+/// the sum of row `r` and position `p`, in the reference's order.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `positions <= 16`; every `xs[p]`
+/// (`p < positions`) holds the same number `k <= CHUNK_BLOCKS` of blocks;
+/// for every row `r < 8`, `first + r · row_bytes` is followed by `k` whole
+/// blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn eight_rows_positions<const Q4: bool>(
+    sums: &mut [[f32; QUANT_ROWS]; MATMUL_QUANT_POSITIONS],
+    positions: usize,
+    first: *const u8,
+    row_bytes: usize,
+    xs: &[&[BlockQ8]; MATMUL_QUANT_POSITIONS],
+    offsets: &[[i32; CHUNK_BLOCKS]; MATMUL_QUANT_POSITIONS],
+) {
+    let bb = block_bytes(Q4);
+    let ones = _mm256_set1_epi16(1);
+    for b in 0..xs[0].len() {
+        // SAFETY: block b of each of the eight rows is whole.
+        let (levels, dw) = unsafe {
+            let block = first.add(b * bb);
+            let levels: [__m256i; QUANT_ROWS] = core::array::from_fn(|r| {
+                let at = block.add(r * row_bytes);
+                if Q4 {
+                    q4_0_nibbles(at)
+                } else {
+                    q8_0_levels(at)
+                }
+            });
+            (levels, scales(block, row_bytes))
+        };
+        // Q8_0 multiplies |w| by x·sign(w) (see `block_products`).
+        let magnitudes = levels.map(|w| _mm256_sign_epi8(w, w));
+        for (p, (s, x)) in sums.iter_mut().zip(xs).take(positions).enumerate() {
+            let xb = &x[b];
+            // SAFETY: `xb.qs` is 32 bytes; `s` is 8 floats.
+            unsafe {
+                let xq = _mm256_loadu_si256(xb.qs.as_ptr().cast::<__m256i>());
+                let isums: [__m256i; QUANT_ROWS] = core::array::from_fn(|r| {
+                    let pairs = if Q4 {
+                        _mm256_maddubs_epi16(levels[r], xq)
+                    } else {
+                        _mm256_maddubs_epi16(magnitudes[r], _mm256_sign_epi8(xq, levels[r]))
+                    };
+                    _mm256_madd_epi16(pairs, ones)
+                });
+                let mut totals = transpose_sum(&isums);
+                if Q4 {
+                    totals = _mm256_sub_epi32(totals, _mm256_set1_epi32(offsets[p][b]));
+                }
+                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(xb.d));
+                let v = _mm256_loadu_ps(s.as_ptr());
+                let v = _mm256_add_ps(v, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(totals)));
+                _mm256_storeu_ps(s.as_mut_ptr(), v);
+            }
+        }
+    }
+}
 
 /// `out[r·n + t] = q8_0_dot(row r, xq[t])` (or `q4_0_dot`) for `rows` rows
 /// of `blocks` blocks and `n` positions of activations (`xq`:
@@ -857,28 +937,28 @@ pub(super) unsafe fn quant_matmul<const Q4: bool>(
                 }
             }
             let skip = c * bb;
+            let xs: [&[BlockQ8]; MATMUL_QUANT_POSITIONS] =
+                core::array::from_fn(|p| x_at(t0 + p.min(positions - 1)));
             for g in 0..groups {
+                // sums[p][r]: position t0 + p, row 8g + r.
+                let mut sums = [[0.0f32; QUANT_ROWS]; MATMUL_QUANT_POSITIONS];
+                for (p, s) in sums.iter_mut().take(positions).enumerate() {
+                    for (r, v) in s.iter_mut().enumerate() {
+                        *v = out[(g * QUANT_ROWS + r) * n + t0 + p];
+                    }
+                }
                 // SAFETY: rows 8g .. 8g + 8 each hold `blocks` blocks, of
-                // which this stretch is c .. c + stretch.
-                let first = unsafe { w.as_ptr().add(g * QUANT_ROWS * row_bytes + skip) };
-                for (p, o) in offsets.iter().take(positions).enumerate() {
-                    let t = t0 + p;
-                    let mut sums = [0.0f32; QUANT_ROWS];
-                    for (r, s) in sums.iter_mut().enumerate() {
-                        *s = out[(g * QUANT_ROWS + r) * n + t];
-                    }
-                    // SAFETY: as above; `sums` holds 8 floats.
-                    unsafe {
-                        let v = _mm256_loadu_ps(sums.as_ptr());
-                        let v = if p == 0 {
-                            eight_rows::<Q4, true>(v, first, row_bytes, x_at(t), o)
-                        } else {
-                            eight_rows::<Q4, false>(v, first, row_bytes, x_at(t), o)
-                        };
-                        _mm256_storeu_ps(sums.as_mut_ptr(), v);
-                    }
-                    for (r, s) in sums.iter().enumerate() {
-                        out[(g * QUANT_ROWS + r) * n + t] = *s;
+                // which this stretch is c .. c + stretch; each `xs[p]` holds
+                // `stretch` blocks.
+                unsafe {
+                    let first = w.as_ptr().add(g * QUANT_ROWS * row_bytes + skip);
+                    eight_rows_positions::<Q4>(
+                        &mut sums, positions, first, row_bytes, &xs, &offsets,
+                    );
+                }
+                for (p, s) in sums.iter().take(positions).enumerate() {
+                    for (r, v) in s.iter().enumerate() {
+                        out[(g * QUANT_ROWS + r) * n + t0 + p] = *v;
                     }
                 }
             }

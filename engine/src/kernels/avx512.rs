@@ -458,19 +458,21 @@ fn block_offsets<const Q4: bool>(x: &[BlockQ8]) -> [i32; CHUNK_BLOCKS] {
     offsets
 }
 
-/// Sixteen partial sums of one block of two rows: lanes 0–7 for the block
-/// at `a`, lanes 8–15 for the block at `b` (each pointing at its scale);
-/// `x` holds the block's 32 activation levels in both 256-bit halves. Q8_0:
-/// `Σ (w+128)·x`; Q4_0: `Σ q·x`.
+/// The unsigned levels of one block of two rows: bytes 0–31 from the block
+/// at `a`, bytes 32–63 from the block at `b` (each pointing at its scale).
+/// Q8_0: `w + 128`; Q4_0: the nibbles `q` (element `j` of the block in
+/// byte `j` of its half). `vpdpbusd` of these with a block's 32 activation
+/// levels in both halves gives sixteen partial sums, lanes 0–7 for `a`,
+/// 8–15 for `b`: `Σ (w+128)·x` or `Σ q·x`.
 ///
 /// # Safety
 /// The features are available and `a`, `b` each point to one whole block.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn pair_products<const Q4: bool>(a: *const u8, b: *const u8, x: __m512i) -> __m512i {
+unsafe fn pair_levels<const Q4: bool>(a: *const u8, b: *const u8) -> __m512i {
     // SAFETY: the block bytes after the scale are readable (32 for Q8_0,
     // 16 for Q4_0).
-    let unsigned = unsafe {
+    unsafe {
         if Q4 {
             // Each half: the 16 packed bytes twice, the second copy shifted
             // down by 4, then masked: elements 0..15, then 16..31.
@@ -486,8 +488,55 @@ unsafe fn pair_products<const Q4: bool>(a: *const u8, b: *const u8, x: __m512i) 
             // w + 128 as an unsigned byte: flip the sign bit.
             _mm512_xor_si512(both, _mm512_set1_epi8(i8::MIN))
         }
-    };
-    _mm512_dpbusd_epi32(_mm512_setzero_si512(), unsigned, x)
+    }
+}
+
+/// The levels of one block of the sixteen rows, in [`ROW_PAIRS`] order
+/// (`block` points at the first row's block, the rows `row_bytes` apart).
+///
+/// # Safety
+/// The features are available; block `block + r · row_bytes` is whole for
+/// every `r < 16`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn block_levels<const Q4: bool>(block: *const u8, row_bytes: usize) -> [__m512i; 8] {
+    core::array::from_fn(|p| {
+        let (ra, rb) = ROW_PAIRS[p];
+        // SAFETY: the caller's precondition, for rows ra and rb.
+        unsafe { pair_levels::<Q4>(block.add(ra * row_bytes), block.add(rb * row_bytes)) }
+    })
+}
+
+/// The f16 scales of one block of the sixteen rows, as f32 (row `r` in
+/// lane `r`).
+///
+/// # Safety
+/// The features are available; the two bytes at `block + r · row_bytes`
+/// are readable for every `r < 16`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn scales(block: *const u8, row_bytes: usize) -> __m512 {
+    let mut raw = [0u16; QUANT_ROWS];
+    for (r, v) in raw.iter_mut().enumerate() {
+        // SAFETY: the caller's precondition.
+        *v = unsafe { block.add(r * row_bytes).cast::<u16>().read_unaligned() };
+    }
+    // SAFETY: `raw` is 32 bytes.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(raw.as_ptr().cast()) })
+}
+
+/// `sum += (d_w · d_x) · (t − offset)` for the sixteen rows, one lane each:
+/// `t` the totals of the products of `levels` with one activation block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn add_block(sums: __m512, levels: &[__m512i; 8], dw: __m512, xb: &BlockQ8, offset: i32) -> __m512 {
+    // SAFETY: `xb.qs` is 32 bytes.
+    let x = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
+    let x = _mm512_broadcast_i64x4(x);
+    let products = levels.map(|l| _mm512_dpbusd_epi32(_mm512_setzero_si512(), l, x));
+    let totals = _mm512_sub_epi32(transpose_sum(&products), _mm512_set1_epi32(offset));
+    let scale = _mm512_mul_ps(dw, _mm512_set1_ps(xb.d));
+    _mm512_add_ps(sums, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(totals)))
 }
 
 /// Reduces the eight pair vectors of [`ROW_PAIRS`] to one vector of the
@@ -532,24 +581,16 @@ unsafe fn sixteen_rows<const Q4: bool>(
 ) -> __m512 {
     let bb = block_bytes(Q4);
     for (b, (xb, &offset)) in x.iter().zip(offsets).enumerate() {
-        // SAFETY: `xb.qs` is 32 bytes; block b of each of the sixteen rows
-        // is whole (the function's precondition).
-        unsafe {
-            let xq = _mm512_broadcast_i64x4(_mm256_loadu_si256(xb.qs.as_ptr().cast()));
+        // SAFETY: block b of each of the sixteen rows is whole (the
+        // function's precondition).
+        let (levels, dw) = unsafe {
             let block = first.add(b * bb);
-            let pairs: [__m512i; 8] = core::array::from_fn(|p| {
-                let (ra, rb) = ROW_PAIRS[p];
-                pair_products::<Q4>(block.add(ra * row_bytes), block.add(rb * row_bytes), xq)
-            });
-            let totals = _mm512_sub_epi32(transpose_sum(&pairs), _mm512_set1_epi32(offset));
-            let mut raw = [0u16; QUANT_ROWS];
-            for (r, v) in raw.iter_mut().enumerate() {
-                *v = block.add(r * row_bytes).cast::<u16>().read_unaligned();
-            }
-            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(raw.as_ptr().cast()));
-            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(xb.d));
-            sums = _mm512_add_ps(sums, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(totals)));
-        }
+            (
+                block_levels::<Q4>(block, row_bytes),
+                scales(block, row_bytes),
+            )
+        };
+        sums = add_block(sums, &levels, dw, xb, offset);
     }
     sums
 }
@@ -640,6 +681,8 @@ pub unsafe fn matmul_quantized(a: QuantMatmul<'_>) {
 /// `w.len() == rows · blocks · block_bytes(Q4)`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+// Block `b` indexes the weights, each position's activations and offsets.
+#[allow(clippy::needless_range_loop)]
 unsafe fn quant_matmul<const Q4: bool>(
     out: &mut [f32],
     w: &[u8],
@@ -664,23 +707,38 @@ unsafe fn quant_matmul<const Q4: bool>(
                 *o = block_offsets::<Q4>(x_at(t0 + p));
             }
             for g in 0..groups {
-                // SAFETY: rows 16g .. 16g + 16 each hold `blocks` blocks, of
-                // which this stretch is c .. c + stretch.
-                let first = unsafe { w.as_ptr().add(g * QUANT_ROWS * row_bytes + c * bb) };
-                for (p, o) in offsets.iter().take(positions).enumerate() {
-                    let t = t0 + p;
-                    let mut sums = [0.0f32; QUANT_ROWS];
-                    for (r, s) in sums.iter_mut().enumerate() {
-                        *s = out[(g * QUANT_ROWS + r) * n + t];
+                // sums[p]: position t0 + p, row 16g + r in lane r.
+                let mut sums = [[0.0f32; QUANT_ROWS]; MATMUL_QUANT_POSITIONS];
+                for (p, s) in sums.iter_mut().take(positions).enumerate() {
+                    for (r, v) in s.iter_mut().enumerate() {
+                        *v = out[(g * QUANT_ROWS + r) * n + t0 + p];
                     }
-                    // SAFETY: as above; `sums` holds 16 floats.
-                    unsafe {
-                        let v = _mm512_loadu_ps(sums.as_ptr());
-                        let v = sixteen_rows::<Q4>(v, first, row_bytes, x_at(t), o);
-                        _mm512_storeu_ps(sums.as_mut_ptr(), v);
+                }
+                for b in 0..stretch {
+                    // SAFETY: rows 16g .. 16g + 16 each hold `blocks` blocks,
+                    // of which block c + b is in this stretch.
+                    let (levels, dw) = unsafe {
+                        let block = w.as_ptr().add(g * QUANT_ROWS * row_bytes + (c + b) * bb);
+                        (
+                            block_levels::<Q4>(block, row_bytes),
+                            scales(block, row_bytes),
+                        )
+                    };
+                    // The block's levels and scales, decoded once, for
+                    // every position.
+                    for (p, s) in sums.iter_mut().take(positions).enumerate() {
+                        let xb = &x_at(t0 + p)[b];
+                        // SAFETY: `s` is 16 floats.
+                        unsafe {
+                            let v = _mm512_loadu_ps(s.as_ptr());
+                            let v = add_block(v, &levels, dw, xb, offsets[p][b]);
+                            _mm512_storeu_ps(s.as_mut_ptr(), v);
+                        }
                     }
-                    for (r, s) in sums.iter().enumerate() {
-                        out[(g * QUANT_ROWS + r) * n + t] = *s;
+                }
+                for (p, s) in sums.iter().take(positions).enumerate() {
+                    for (r, v) in s.iter().enumerate() {
+                        out[(g * QUANT_ROWS + r) * n + t0 + p] = *v;
                     }
                 }
             }
