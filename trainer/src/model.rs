@@ -108,15 +108,9 @@ fn block_forward(
     rmsnorm::forward(la.attn_xn, la.attn_rstd, la.resid_in, lw.attn_norm, d, eps);
     round(la.attn_xn);
     let (xn, q, k, v) = (&*la.attn_xn, &mut *la.q, &mut *la.k, &mut *la.v);
-    rayon::join(
-        || linear::forward(q, xn, lw.wq, d, d, false),
-        || {
-            rayon::join(
-                || linear::forward(k, xn, lw.wk, d, kv, false),
-                || linear::forward(v, xn, lw.wv, d, kv, false),
-            )
-        },
-    );
+    linear::forward(q, xn, lw.wq, d, d, false);
+    linear::forward(k, xn, lw.wk, d, kv, false);
+    linear::forward(v, xn, lw.wv, d, kv, false);
     rope::forward(la.q, rope_table, context, d);
     rope::forward(la.k, rope_table, context, kv);
     let shape = attention_shape(c, context);
@@ -127,10 +121,8 @@ fn block_forward(
     rmsnorm::forward(la.ffn_xn, la.ffn_rstd, la.resid_mid, lw.ffn_norm, d, eps);
     round(la.ffn_xn);
     let (xn, h1, h3) = (&*la.ffn_xn, &mut *la.h1, &mut *la.h3);
-    rayon::join(
-        || linear::forward(h1, xn, lw.w1, d, f, false),
-        || linear::forward(h3, xn, lw.w3, d, f, false),
-    );
+    linear::forward(h1, xn, lw.w1, d, f, false);
+    linear::forward(h3, xn, lw.w3, d, f, false);
     swiglu::forward(la.gate, la.sig, la.h1, la.h3);
     round(la.gate);
     out.copy_from_slice(la.resid_mid);

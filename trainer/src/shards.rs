@@ -9,6 +9,16 @@
 //! in the same order with 1 thread or 16, and the threads share no work
 //! smaller than a whole shard's pass (tiny matrices split across threads
 //! cost more in synchronization than they save).
+//!
+//! The trainer's parallelism policy, in one place: rayon tasks are cut by
+//! data, in fixed sizes, never by operation. Here, a step's shards; inside
+//! a layer (`layers/`), fixed row chunks of its products and row-wise
+//! passes, which keep the pool busy when a pass runs on more rows than one
+//! shard (evaluation); over whole arenas (this gradient sum, AdamW, the
+//! global norm, QAT's weight rounding), fixed element chunks. Independent
+//! operations are never forked against each other (`model.rs` runs its
+//! products one after another), so the tasks of one level never compete
+//! with another's.
 
 use crate::activations::Activations;
 use crate::config::ModelConfig;

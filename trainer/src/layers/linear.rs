@@ -41,11 +41,8 @@ pub fn backward(
     inp: usize,
     out: usize,
 ) {
-    // Independent products: one thread each when two are free.
-    rayon::join(
-        || backward_input(dx, dy, w, inp, out),
-        || backward_weight(dw, dy, x, inp, out),
-    );
+    backward_input(dx, dy, w, inp, out);
+    backward_weight(dw, dy, x, inp, out);
 }
 
 /// `dx += dy W`. dx: [n, inp]; dy: [n, out]; w: [out, inp].
