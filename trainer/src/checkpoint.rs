@@ -74,7 +74,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.bytes.len() {
-            bail!("checkpoint is truncated");
+            bail!(CheckpointDamaged, "checkpoint is truncated");
         }
         let (head, tail) = self.bytes.split_at(n);
         self.bytes = tail;
@@ -94,10 +94,10 @@ impl<'a> Reader<'a> {
         Ok(self.u32()? as usize)
     }
     fn floats(&mut self, n: usize) -> Result<Vec<f32>> {
-        let bytes = self.take(
-            n.checked_mul(4)
-                .ok_or_else(|| TrainError::new("checkpoint is corrupted"))?,
-        )?;
+        let bytes = self
+            .take(n.checked_mul(4).ok_or_else(|| {
+                TrainError::CheckpointDamaged("checkpoint is corrupted".into())
+            })?)?;
         Ok(bytes
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -178,21 +178,29 @@ impl Checkpoint {
     /// Parses and checks a checkpoint file's bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
         if bytes.len() < MAGIC.len() + 8 {
-            bail!("checkpoint is truncated ({} bytes)", bytes.len());
+            bail!(
+                CheckpointDamaged,
+                "checkpoint is truncated ({} bytes)",
+                bytes.len()
+            );
         }
         if &bytes[..8] != MAGIC {
-            bail!("not a kinglet-train checkpoint (bad magic)");
+            bail!(NotACheckpoint, "not a kinglet-train checkpoint (bad magic)");
         }
         let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
         if version != VERSION && version != VERSION_BEFORE_QAT {
             bail!(
+                CheckpointVersion,
                 "checkpoint version {version} is not supported \
                  (this kinglet-train reads versions {VERSION_BEFORE_QAT} and {VERSION})"
             );
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
         if crc32c(body).to_le_bytes() != crc {
-            bail!("checkpoint is truncated or corrupted (checksum mismatch)");
+            bail!(
+                CheckpointDamaged,
+                "checkpoint is truncated or corrupted (checksum mismatch)"
+            );
         }
         let mut r = Reader { bytes: &body[12..] };
         let model = ModelConfig {
@@ -207,9 +215,9 @@ impl Checkpoint {
             rope_theta: r.f32()?,
             norm_eps: r.f32()?,
         };
-        model
-            .validate()
-            .map_err(|e| TrainError::new(format!("checkpoint holds a bad model config: {e}")))?;
+        model.validate().map_err(|e| {
+            TrainError::BadCheckpoint(format!("checkpoint holds a bad model config: {e}"))
+        })?;
         let train = TrainConfig {
             batch: r.usize()?,
             accum_steps: r.usize()?,
@@ -240,10 +248,11 @@ impl Checkpoint {
             .to_string();
         let chars_len = r.usize()?;
         let chars = std::str::from_utf8(r.take(chars_len)?)
-            .map_err(|_| TrainError::new("checkpoint vocabulary is not UTF-8"))?;
+            .map_err(|_| TrainError::BadCheckpoint("checkpoint vocabulary is not UTF-8".into()))?;
         let tokenizer = CharTokenizer::from_chars(chars.chars().collect())?;
         if tokenizer.len() != model.vocab_size {
             bail!(
+                BadCheckpoint,
                 "checkpoint vocabulary has {} characters but the model {}",
                 tokenizer.len(),
                 model.vocab_size
@@ -255,19 +264,27 @@ impl Checkpoint {
             read_qat(&mut r)?
         };
         if let Some(q) = &qat {
-            q.check_model(&model)
-                .map_err(|e| TrainError::new(format!("checkpoint holds bad QAT settings: {e}")))?;
+            q.check_model(&model).map_err(|e| {
+                TrainError::BadCheckpoint(format!("checkpoint holds bad QAT settings: {e}"))
+            })?;
         }
         let n = r.u64()? as usize;
         let expected = ParamLayout::new(&model).total;
         if n != expected {
-            bail!("checkpoint holds {n} parameters, its config needs {expected}");
+            bail!(
+                BadCheckpoint,
+                "checkpoint holds {n} parameters, its config needs {expected}"
+            );
         }
         let params = r.floats(n)?;
         let m = r.floats(n)?;
         let v = r.floats(n)?;
         if !r.bytes.is_empty() {
-            bail!("checkpoint has {} unexpected trailing bytes", r.bytes.len());
+            bail!(
+                BadCheckpoint,
+                "checkpoint has {} unexpected trailing bytes",
+                r.bytes.len()
+            );
         }
         Ok(Checkpoint {
             model,
@@ -287,10 +304,9 @@ impl Checkpoint {
     /// Reads a checkpoint file.
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let bytes = std::fs::read(path).map_err(|e| {
-            TrainError::new(format!("cannot read checkpoint {}: {e}", path.display()))
+            TrainError::Io(format!("cannot read checkpoint {}: {e}", path.display()))
         })?;
-        Checkpoint::from_bytes(&bytes)
-            .map_err(|e| TrainError::new(format!("{}: {e}", path.display())))
+        Checkpoint::from_bytes(&bytes).map_err(|e| e.context(path.display()))
     }
 
     /// Writes atomically: a crash leaves the old file or the new one, never a torn one.
@@ -306,13 +322,19 @@ fn read_qat(r: &mut Reader<'_>) -> Result<Option<Qat>> {
     let activations = match r.u32()? {
         0 => false,
         1 => true,
-        other => bail!("checkpoint has a bad QAT activations flag {other}"),
+        other => bail!(
+            BadCheckpoint,
+            "checkpoint has a bad QAT activations flag {other}"
+        ),
     };
     if code == NO_QAT {
         return Ok(None);
     }
     let Some(dtype) = Dtype::ALL.into_iter().find(|d| *d as u32 == code) else {
-        bail!("checkpoint has an unknown QAT dtype code {code}");
+        bail!(
+            BadCheckpoint,
+            "checkpoint has an unknown QAT dtype code {code}"
+        );
     };
     Ok(Some(Qat {
         dtype,
@@ -335,7 +357,7 @@ pub fn temp_path(path: &Path) -> PathBuf {
 /// A failed write removes the temporary file and leaves `path` as it was.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let fail = |what: &str, e: std::io::Error| {
-        TrainError::new(format!("cannot {what} {}: {e}", path.display()))
+        TrainError::Io(format!("cannot {what} {}: {e}", path.display()))
     };
     let tmp = temp_path(path);
     let mut file =

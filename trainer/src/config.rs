@@ -68,14 +68,15 @@ impl ModelConfig {
             (self.hidden_dim, "--hidden"),
         ] {
             if value == 0 {
-                bail!("{flag} must be at least 1");
+                bail!(Settings, "{flag} must be at least 1");
             }
             if value > u32::MAX as usize {
-                bail!("{flag} is too large ({value})");
+                bail!(Settings, "{flag} is too large ({value})");
             }
         }
         if !self.dim.is_multiple_of(self.n_heads) {
             bail!(
+                Settings,
                 "--dim {} is not divisible by --heads {}",
                 self.dim,
                 self.n_heads
@@ -83,13 +84,14 @@ impl ModelConfig {
         }
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             bail!(
+                Settings,
                 "--heads {} is not divisible by --kv-heads {}",
                 self.n_heads,
                 self.n_kv_heads
             );
         }
         if let Err(e) = self.to_engine().validate() {
-            bail!("model shape not supported: {e}");
+            bail!(Settings, "model shape not supported: {e}");
         }
         Ok(())
     }
@@ -143,13 +145,13 @@ impl TrainConfig {
     /// Checks the numbers that would otherwise fail deep inside training.
     pub fn validate(&self) -> Result<()> {
         if self.batch == 0 {
-            bail!("--batch must be at least 1");
+            bail!(Settings, "--batch must be at least 1");
         }
         if self.steps == 0 {
-            bail!("--steps must be at least 1");
+            bail!(Settings, "--steps must be at least 1");
         }
         if self.accum_steps == 0 {
-            bail!("--accum must be at least 1");
+            bail!(Settings, "--accum must be at least 1");
         }
         for (v, flag) in [
             (self.lr, "--lr"),
@@ -160,12 +162,12 @@ impl TrainConfig {
             (self.init_std, "--init-std"),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                bail!("{flag} must be a finite number >= 0 (got {v})");
+                bail!(Settings, "{flag} must be a finite number >= 0 (got {v})");
             }
         }
         for (v, flag) in [(self.beta1, "--beta1"), (self.beta2, "--beta2")] {
             if !(0.0..1.0).contains(&v) {
-                bail!("{flag} must be in [0, 1) (got {v})");
+                bail!(Settings, "{flag} must be in [0, 1) (got {v})");
             }
         }
         Ok(())

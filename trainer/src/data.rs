@@ -33,7 +33,10 @@ impl CharTokenizer {
     /// A tokenizer with exactly these characters (sorted and distinct).
     pub fn from_chars(chars: Vec<char>) -> Result<Self> {
         if chars.is_empty() || chars.windows(2).any(|w| w[0] >= w[1]) {
-            bail!("a character vocabulary must be non-empty, sorted and distinct");
+            bail!(
+                Corpus,
+                "a character vocabulary must be non-empty, sorted and distinct"
+            );
         }
         Ok(CharTokenizer { chars })
     }
@@ -58,7 +61,7 @@ impl CharTokenizer {
         text.chars()
             .map(|c| {
                 self.chars.binary_search(&c).map(|i| i as u32).map_err(|_| {
-                    TrainError::new(format!("character {c:?} is not in the vocabulary"))
+                    TrainError::Corpus(format!("character {c:?} is not in the vocabulary"))
                 })
             })
             .collect()
@@ -89,9 +92,9 @@ impl Corpus {
     /// Reads and checks `path` (UTF-8, long enough for `context`).
     pub fn load(path: &Path, context: usize) -> Result<Corpus> {
         let bytes = std::fs::read(path)
-            .map_err(|e| TrainError::new(format!("cannot read corpus {}: {e}", path.display())))?;
+            .map_err(|e| TrainError::Io(format!("cannot read corpus {}: {e}", path.display())))?;
         Corpus::from_bytes(&bytes, None, context)
-            .map_err(|e| TrainError::new(format!("corpus {}: {e}", path.display())))
+            .map_err(|e| e.context(format_args!("corpus {}", path.display())))
     }
 
     /// Tokenizes `bytes` with `tokenizer`, or with the text's own characters
@@ -103,10 +106,10 @@ impl Corpus {
         context: usize,
     ) -> Result<Corpus> {
         if bytes.is_empty() {
-            bail!("the file is empty");
+            bail!(Corpus, "the file is empty");
         }
         let text = std::str::from_utf8(bytes).map_err(|e| {
-            TrainError::new(format!(
+            TrainError::Corpus(format!(
                 "not UTF-8 text (invalid byte at offset {}); --data takes UTF-8 text",
                 e.valid_up_to()
             ))
@@ -120,6 +123,7 @@ impl Corpus {
         let need = context + 1;
         if n_train < need || tokens.len() - n_train < need {
             bail!(
+                Corpus,
                 "{} characters is too short: with context {context}, the 90/10 split needs \
                  at least {} characters in each part (about {} in all)",
                 tokens.len(),
@@ -186,13 +190,10 @@ mod tests {
 
     #[test]
     fn bad_corpora_are_rejected_clearly() {
-        let empty = Corpus::from_bytes(b"", None, 4).unwrap_err();
-        assert!(empty.message().contains("empty"));
-        let short = Corpus::from_bytes(b"abcdefghij", None, 4).unwrap_err();
-        assert!(short.message().contains("too short"), "{short}");
-        let binary = Corpus::from_bytes(&[b'a', 0xff, 0xfe, b'b'], None, 4).unwrap_err();
-        assert!(binary.message().contains("UTF-8"), "{binary}");
-        assert!(binary.message().contains("offset 1"), "{binary}");
+        for bad in [&b""[..], b"abcdefghij", &[b'a', 0xff, 0xfe, b'b']] {
+            let e = Corpus::from_bytes(bad, None, 4).unwrap_err();
+            assert!(matches!(e, TrainError::Corpus(_)), "{bad:?}: {e:?}");
+        }
     }
 
     #[test]

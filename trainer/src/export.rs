@@ -14,7 +14,10 @@ use std::path::Path;
 pub fn parse_dtype(s: &str) -> Result<Dtype> {
     match Dtype::ALL.into_iter().find(|d| d.name() == s) {
         Some(d) => Ok(d),
-        None => bail!("unknown --dtype {s:?}: expected f32, f16, bf16, q8_0 or q4_0"),
+        None => bail!(
+            Settings,
+            "unknown --dtype {s:?}: expected f32, f16, bf16, q8_0 or q4_0"
+        ),
     }
 }
 
@@ -65,6 +68,7 @@ pub fn model_file_bytes(checkpoint: &Checkpoint, dtype: Dtype) -> Result<Vec<u8>
     let plan = DtypePlan::from(dtype);
     if let Some(t) = model.tensors.iter().find(|t| plan.dtype_of(t).1.is_some()) {
         bail!(
+            Export,
             "cannot export {} as {}: rows of {} are not whole blocks of {BLOCK_LEN}",
             t.name,
             dtype.name(),
@@ -74,7 +78,7 @@ pub fn model_file_bytes(checkpoint: &Checkpoint, dtype: Dtype) -> Result<Vec<u8>
     let mut bytes = Vec::new();
     model
         .write_klt(plan, &mut bytes)
-        .map_err(|e| TrainError::new(format!("cannot export: {e:#}")))?;
+        .map_err(|e| TrainError::Export(format!("cannot export: {e:#}")))?;
     Ok(bytes)
 }
 

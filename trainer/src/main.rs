@@ -218,12 +218,12 @@ struct TrainArgs {
 fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(n) = threads {
         if n == 0 {
-            return Err(TrainError::new("--threads must be at least 1"));
+            return Err(TrainError::Settings("--threads must be at least 1".into()));
         }
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
-            .map_err(|e| TrainError::new(format!("cannot start {n} threads: {e}")))?;
+            .map_err(|e| TrainError::Settings(format!("cannot start {n} threads: {e}")))?;
     }
     Ok(())
 }
@@ -237,7 +237,7 @@ fn tinyshakespeare() -> Result<PathBuf> {
     download::ensure_tinyshakespeare(&download::default_cache_dir(), &url, &mut |line| {
         println!("{line}")
     })
-    .map_err(|e| TrainError::new(e.to_string()))
+    .map_err(|e| TrainError::Download(e.to_string()))
 }
 
 fn read_corpus(data: Option<&Path>, context: usize) -> Result<Corpus> {
@@ -249,7 +249,7 @@ fn read_corpus(data: Option<&Path>, context: usize) -> Result<Corpus> {
 
 fn train(a: TrainArgs) -> Result<()> {
     let Some(p) = preset(&a.preset) else {
-        return Err(TrainError::new(format!(
+        return Err(TrainError::Settings(format!(
             "unknown --preset {:?}: choose one of {}",
             a.preset,
             PRESET_NAMES.join(", ")
@@ -282,7 +282,7 @@ fn train(a: TrainArgs) -> Result<()> {
         Some("constant") => Decay::Constant,
         Some("cosine") => Decay::Cosine,
         Some(other) => {
-            return Err(TrainError::new(format!(
+            return Err(TrainError::Settings(format!(
                 "unknown --decay {other:?}: constant or cosine"
             )))
         }
@@ -368,7 +368,7 @@ fn eval(
     threads: Option<usize>,
 ) -> Result<()> {
     if batch == 0 {
-        return Err(TrainError::new("--batch must be at least 1"));
+        return Err(TrainError::Settings("--batch must be at least 1".into()));
     }
     set_threads(threads)?;
     let c = Checkpoint::load(checkpoint)?;
@@ -381,9 +381,9 @@ fn eval(
         }
     };
     let bytes = std::fs::read(path)
-        .map_err(|e| TrainError::new(format!("cannot read corpus {}: {e}", path.display())))?;
+        .map_err(|e| TrainError::Io(format!("cannot read corpus {}: {e}", path.display())))?;
     let corpus = Corpus::from_bytes(&bytes, Some(&c.tokenizer), c.model.context)
-        .map_err(|e| TrainError::new(format!("corpus {}: {e}", path.display())))?;
+        .map_err(|e| e.context(format_args!("corpus {}", path.display())))?;
     let layout = ParamLayout::new(&c.model);
     let loss = match &c.qat {
         Some(q) => whole_split_loss_qat(&layout, &c.params, &corpus.val, batch.max(1), q)?,
@@ -471,7 +471,7 @@ fn main() -> ExitCode {
             if report.passes() {
                 Ok(())
             } else {
-                Err(TrainError::new(format!(
+                Err(TrainError::Reference(format!(
                     "the trainer differs from the reference by {:.3e} > {TOLERANCE:e}",
                     report.worst()
                 )))

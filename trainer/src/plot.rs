@@ -229,7 +229,7 @@ pub fn write_loss_svg(path: &Path, points: &[LossPoint], title: &str) -> Result<
         out.write_all(svg.as_bytes())
             .map_err(|e| kinglet_tools::io::describe_io(path, &e))
     })
-    .map_err(|e| TrainError::new(format!("cannot write {e:#}")))
+    .map_err(|e| TrainError::Io(format!("cannot write {e:#}")))
 }
 
 /// `x,y x,y ...` in pixels, one decimal.

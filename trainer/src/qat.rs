@@ -29,7 +29,7 @@ impl Qat {
         match s {
             "q8_0" => Ok(Dtype::Q8_0),
             "q4_0" => Ok(Dtype::Q4_0),
-            _ => bail!("unknown --qat {s:?}: expected q8_0 or q4_0"),
+            _ => bail!(Settings, "unknown --qat {s:?}: expected q8_0 or q4_0"),
         }
     }
 
@@ -43,6 +43,7 @@ impl Qat {
     pub fn check_model(&self, model: &ModelConfig) -> Result<()> {
         if !matches!(self.dtype, Dtype::Q8_0 | Dtype::Q4_0) {
             bail!(
+                Settings,
                 "QAT dtype {} is not supported: q8_0 or q4_0",
                 self.dtype.name()
             );
@@ -50,6 +51,7 @@ impl Qat {
         for (value, flag) in [(model.dim, "--dim"), (model.hidden_dim, "--hidden")] {
             if !value.is_multiple_of(BLOCK_LEN) {
                 bail!(
+                    Settings,
                     "--qat {} needs {flag} to be a multiple of {BLOCK_LEN} (got {value})",
                     self.dtype.name()
                 );
@@ -75,7 +77,7 @@ pub fn quantize_weights_into(
         shadow[slot.range()]
             .par_chunks_mut(cols)
             .try_for_each(|row| fake_quantize(dtype, row))
-            .map_err(|e| TrainError::new(format!("cannot quantize {}: {e}", slot.name)))?;
+            .map_err(|e| TrainError::Diverged(format!("cannot quantize {}: {e}", slot.name)))?;
     }
     Ok(())
 }

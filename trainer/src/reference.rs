@@ -62,18 +62,20 @@ struct Dump {
 impl Dump {
     fn open(json_path: &Path) -> Result<Dump> {
         let text = std::fs::read_to_string(json_path)
-            .map_err(|e| TrainError::new(format!("cannot read {}: {e}", json_path.display())))?;
-        let json: Value = serde_json::from_str(&text)
-            .map_err(|e| TrainError::new(format!("{} is not JSON: {e}", json_path.display())))?;
+            .map_err(|e| TrainError::Io(format!("cannot read {}: {e}", json_path.display())))?;
+        let json: Value = serde_json::from_str(&text).map_err(|e| {
+            TrainError::Reference(format!("{} is not JSON: {e}", json_path.display()))
+        })?;
         if json["format"] != "reference-dump-1" {
             bail!(
+                Reference,
                 "{}: expected format \"reference-dump-1\"",
                 json_path.display()
             );
         }
         let bin_path = json_path.with_extension("bin");
         let bin = std::fs::read(&bin_path).map_err(|e| {
-            TrainError::new(format!(
+            TrainError::Io(format!(
                 "cannot read the array file {} beside the dump: {e}",
                 bin_path.display()
             ))
@@ -81,18 +83,18 @@ impl Dump {
         let mut arrays = HashMap::new();
         let list = json["arrays"]
             .as_array()
-            .ok_or_else(|| TrainError::new("dump has no \"arrays\" list"))?;
+            .ok_or_else(|| TrainError::Reference("dump has no \"arrays\" list".into()))?;
         for a in list {
             let name = a["name"]
                 .as_str()
-                .ok_or_else(|| TrainError::new("array without a name"))?;
+                .ok_or_else(|| TrainError::Reference("array without a name".into()))?;
             let shape: Vec<usize> = a["shape"]
                 .as_array()
-                .ok_or_else(|| TrainError::new(format!("array {name} has no shape")))?
+                .ok_or_else(|| TrainError::Reference(format!("array {name} has no shape")))?
                 .iter()
                 .map(|d| d.as_u64().map(|d| d as usize))
                 .collect::<Option<_>>()
-                .ok_or_else(|| TrainError::new(format!("array {name} has a bad shape")))?;
+                .ok_or_else(|| TrainError::Reference(format!("array {name} has a bad shape")))?;
             let count: usize = shape.iter().product();
             let offset = a["offset"].as_u64().unwrap_or(u64::MAX) as usize;
             let (width, dtype) = match a["dtype"].as_str() {
@@ -100,14 +102,17 @@ impl Dump {
                 Some("f32") => (4, 'g'),
                 Some("i32") => (4, 'i'),
                 Some("i64") => (8, 'l'),
-                other => bail!("array {name}: unsupported dtype {other:?}"),
+                other => bail!(Reference, "array {name}: unsupported dtype {other:?}"),
             };
             let bytes = count
                 .checked_mul(width)
                 .and_then(|n| offset.checked_add(n).map(|end| (n, end)))
                 .filter(|&(n, end)| end <= bin.len() && a["bytes"].as_u64() == Some(n as u64));
             let Some((n, _)) = bytes else {
-                bail!("array {name} does not fit the array file or its byte count is wrong");
+                bail!(
+                    Reference,
+                    "array {name} does not fit the array file or its byte count is wrong"
+                );
             };
             let raw = &bin[offset..offset + n];
             let values = raw
@@ -127,20 +132,20 @@ impl Dump {
     fn array(&self, name: &str) -> Result<&Array> {
         self.arrays
             .get(name)
-            .ok_or_else(|| TrainError::new(format!("the dump has no array {name}")))
+            .ok_or_else(|| TrainError::Reference(format!("the dump has no array {name}")))
     }
 
     fn config_usize(&self, key: &str) -> Result<usize> {
         self.json["config"][key]
             .as_u64()
             .map(|v| v as usize)
-            .ok_or_else(|| TrainError::new(format!("dump config lacks integer {key}")))
+            .ok_or_else(|| TrainError::Reference(format!("dump config lacks integer {key}")))
     }
 
     fn config_f64(&self, key: &str) -> Result<f64> {
         self.json["config"][key]
             .as_f64()
-            .ok_or_else(|| TrainError::new(format!("dump config lacks number {key}")))
+            .ok_or_else(|| TrainError::Reference(format!("dump config lacks number {key}")))
     }
 
     fn tokens(&self, name: &str, vocab: usize) -> Result<Vec<u32>> {
@@ -151,7 +156,7 @@ impl Dump {
                 if t >= 0.0 && (t as usize) < vocab {
                     Ok(t as u32)
                 } else {
-                    Err(TrainError::new(format!(
+                    Err(TrainError::Reference(format!(
                         "{name} holds token {t}, outside the vocabulary"
                     )))
                 }
@@ -202,6 +207,7 @@ pub fn check_reference(json_path: &Path) -> Result<ReferenceReport> {
         .unwrap_or("interleaved");
     if rope != "interleaved" {
         bail!(
+            Reference,
             "the dump uses RoPE convention {rope:?}; kinglet rotates adjacent (interleaved) pairs"
         );
     }
@@ -222,7 +228,10 @@ pub fn check_reference(json_path: &Path) -> Result<ReferenceReport> {
     let decay_norms = match dump.json["config"]["wd_mode"].as_str().unwrap_or("2d") {
         "2d" => false,
         "all" => true,
-        other => bail!("unsupported wd_mode {other:?} (expected \"2d\" or \"all\")"),
+        other => bail!(
+            Reference,
+            "unsupported wd_mode {other:?} (expected \"2d\" or \"all\")"
+        ),
     };
     let opt = |t| -> Result<AdamWStep> {
         Ok(AdamWStep {
@@ -238,21 +247,25 @@ pub fn check_reference(json_path: &Path) -> Result<ReferenceReport> {
     let layout = ParamLayout::new(&config);
     let names: Vec<String> = dump.json["param_names"]
         .as_array()
-        .ok_or_else(|| TrainError::new("dump lacks param_names"))?
+        .ok_or_else(|| TrainError::Reference("dump lacks param_names".into()))?
         .iter()
         .map(|n| n.as_str().map(str::to_string))
         .collect::<Option<_>>()
-        .ok_or_else(|| TrainError::new("param_names must be strings"))?;
+        .ok_or_else(|| TrainError::Reference("param_names must be strings".into()))?;
     let mut params = vec![0.0f32; layout.total];
     let mut covered = vec![false; layout.slots.len()];
     for name in &names {
         let Some(index) = layout.slots.iter().position(|s| s.name == our_name(name)) else {
-            bail!("the dump's parameter {name} has no place in this model");
+            bail!(
+                Reference,
+                "the dump's parameter {name} has no place in this model"
+            );
         };
         let slot = &layout.slots[index];
         let a = dump.array(&format!("param.{name}"))?;
         if a.shape != slot.shape {
             bail!(
+                Reference,
                 "param.{name} has shape {:?}, expected {:?}",
                 a.shape,
                 slot.shape
@@ -265,6 +278,7 @@ pub fn check_reference(json_path: &Path) -> Result<ReferenceReport> {
     }
     if let Some(i) = covered.iter().position(|c| !c) {
         bail!(
+            Reference,
             "the dump has no initial values for {}",
             layout.slots[i].name
         );
@@ -273,7 +287,7 @@ pub fn check_reference(json_path: &Path) -> Result<ReferenceReport> {
     let x = dump.tokens("x", config.vocab_size)?;
     let y = dump.tokens("y", config.vocab_size)?;
     if x.len() != batch * config.context || y.len() != x.len() {
-        bail!("x and y must hold batch × block_size tokens");
+        bail!(Reference, "x and y must hold batch × block_size tokens");
     }
     let mut acts = Activations::new(&config, batch, config.context);
     let mut report = ReferenceReport::default();

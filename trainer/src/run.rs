@@ -73,6 +73,7 @@ fn open_trainer(o: &RunOptions) -> Result<Trainer> {
     let c = Checkpoint::load(path)?;
     if c.model != o.model {
         bail!(
+            ResumeMismatch,
             "checkpoint {} is from another config: {} \
              (pass the same --preset and shape flags as the original run)",
             path.display(),
@@ -81,6 +82,7 @@ fn open_trainer(o: &RunOptions) -> Result<Trainer> {
     }
     if c.tokenizer != o.corpus.tokenizer {
         bail!(
+            ResumeMismatch,
             "checkpoint {} was trained on a corpus with other characters",
             path.display()
         );
@@ -90,6 +92,7 @@ fn open_trainer(o: &RunOptions) -> Result<Trainer> {
     }
     let qat = match (c.qat, o.qat) {
         (Some(had), Some(asked)) if had != asked => bail!(
+            ResumeMismatch,
             "checkpoint {} was trained with {had:?}, this run asks for {asked:?}",
             path.display()
         ),
@@ -130,7 +133,7 @@ fn config_difference(held: &ModelConfig, asked: &ModelConfig) -> String {
 pub fn run(o: &RunOptions) -> Result<RunSummary> {
     let mut trainer = open_trainer(o)?;
     std::fs::create_dir_all(&o.out_dir)
-        .map_err(|e| TrainError::new(format!("cannot create {}: {e}", o.out_dir.display())))?;
+        .map_err(|e| TrainError::Io(format!("cannot create {}: {e}", o.out_dir.display())))?;
     let ckpt_path = o.out_dir.join("last.ckpt");
     // A write killed half-way leaves its temporary file; nothing reads it
     // (the next save would overwrite it), so tidy it away.
@@ -142,7 +145,7 @@ pub fn run(o: &RunOptions) -> Result<RunSummary> {
         .truncate(o.resume.is_none())
         .open(&o.metrics)
         .map_err(|e| {
-            TrainError::new(format!(
+            TrainError::Io(format!(
                 "cannot open metrics file {}: {e}",
                 o.metrics.display()
             ))
@@ -186,7 +189,7 @@ pub fn run(o: &RunOptions) -> Result<RunSummary> {
                     }
                     None => "; no checkpoint was written".into(),
                 };
-                bail!("{e}{kept}");
+                return Err(e.map_message(|m| format!("{m}{kept}")));
             }
         };
         pause::at(Point::AfterStep);
@@ -255,7 +258,7 @@ pub fn run(o: &RunOptions) -> Result<RunSummary> {
                 line["val_loss"] = serde_json::json!(v);
             }
             writeln!(metrics, "{line}").map_err(|e| {
-                TrainError::new(format!("cannot write {}: {e}", o.metrics.display()))
+                TrainError::Io(format!("cannot write {}: {e}", o.metrics.display()))
             })?;
         }
         if s == total || (o.save_every > 0 && s % o.save_every == 0) {
@@ -281,7 +284,7 @@ pub fn run(o: &RunOptions) -> Result<RunSummary> {
 /// of earlier runs a resumed run appended to.
 fn loss_points(metrics: &std::path::Path) -> Result<Vec<LossPoint>> {
     let text = std::fs::read_to_string(metrics)
-        .map_err(|e| TrainError::new(format!("cannot read {}: {e}", metrics.display())))?;
+        .map_err(|e| TrainError::Io(format!("cannot read {}: {e}", metrics.display())))?;
     Ok(text
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())

@@ -81,6 +81,7 @@ impl Trainer {
         train.validate()?;
         if tokenizer.len() != model.vocab_size {
             bail!(
+                Corpus,
                 "the corpus has {} characters but the model's vocabulary is {}",
                 tokenizer.len(),
                 model.vocab_size
@@ -209,6 +210,7 @@ impl Trainer {
             );
             if !loss.is_finite() {
                 bail!(
+                    Diverged,
                     "training loss became {loss} at step {}; stopped without updating",
                     self.step + 1
                 );
@@ -222,6 +224,7 @@ impl Trainer {
         };
         if !grad_norm.is_finite() {
             bail!(
+                Diverged,
                 "gradient norm became {grad_norm} at step {}; stopped without updating",
                 self.step + 1
             );

@@ -6,6 +6,7 @@ mod common;
 use kinglet_trainer::checkpoint::Checkpoint;
 use kinglet_trainer::data::Corpus;
 use kinglet_trainer::trainer::Trainer;
+use kinglet_trainer::TrainError;
 
 fn fresh() -> (Trainer, Corpus) {
     let (model, train, corpus) = common::tiny_setup(16, 24);
@@ -58,20 +59,19 @@ fn damaged_checkpoints_are_refused() {
     let bytes = t.checkpoint().to_bytes();
     for cut in [0, 5, 20, bytes.len() / 2, bytes.len() - 1] {
         let e = Checkpoint::from_bytes(&bytes[..cut]).unwrap_err();
-        assert!(e.message().contains("truncated"), "cut at {cut}: {e}");
+        assert!(
+            matches!(e, TrainError::CheckpointDamaged(_)),
+            "cut at {cut}: {e:?}"
+        );
     }
     let mut flipped = bytes.clone();
     flipped[bytes.len() / 3] ^= 1;
-    assert!(Checkpoint::from_bytes(&flipped)
-        .unwrap_err()
-        .message()
-        .contains("corrupted"));
+    let e = Checkpoint::from_bytes(&flipped).unwrap_err();
+    assert!(matches!(e, TrainError::CheckpointDamaged(_)), "{e:?}");
     let mut other = bytes.clone();
     other[0] = b'X';
-    assert!(Checkpoint::from_bytes(&other)
-        .unwrap_err()
-        .message()
-        .contains("magic"));
+    let e = Checkpoint::from_bytes(&other).unwrap_err();
+    assert!(matches!(e, TrainError::NotACheckpoint(_)), "{e:?}");
     assert_eq!(
         Checkpoint::from_bytes(&bytes).expect("intact").params,
         t.params
