@@ -62,9 +62,7 @@ pub fn rope(v: &mut [f32], head_dim: usize, pos: u32, theta: f32) {
     );
     for pair in 0..head_dim / 2 {
         let i = 2 * pair;
-        let freq = 1.0 / libm::powf(theta, i as f32 / head_dim as f32);
-        let angle = pos as f32 * freq;
-        let (cos, sin) = (libm::cosf(angle), libm::sinf(angle));
+        let (cos, sin) = rope_rotation(pos, pair, head_dim, theta);
         // The angle depends only on the position within the head: compute it
         // once, apply it to every head.
         for head in v.chunks_exact_mut(head_dim) {
@@ -73,6 +71,16 @@ pub fn rope(v: &mut [f32], head_dim: usize, pos: u32, theta: f32) {
             head[i + 1] = v0 * sin + v1 * cos;
         }
     }
+}
+
+/// The cosine and sine of RoPE's angle for pair `pair` (elements `2·pair`
+/// and `2·pair + 1` of a head) at position `pos`: the angle is
+/// `pos · theta^(−2·pair / head_dim)`, all in f32 with `libm`. The trainer
+/// builds its table with this function, so both rotate by the same bits.
+pub fn rope_rotation(pos: u32, pair: usize, head_dim: usize, theta: f32) -> (f32, f32) {
+    let freq = 1.0 / libm::powf(theta, (2 * pair) as f32 / head_dim as f32);
+    let angle = pos as f32 * freq;
+    (libm::cosf(angle), libm::sinf(angle))
 }
 
 /// Softmax in place, with the maximum subtracted first so `exp` cannot

@@ -18,12 +18,11 @@ impl RopeTable {
         let mut cos = Vec::with_capacity(context * pairs);
         let mut sin = Vec::with_capacity(context * pairs);
         for pos in 0..context {
-            for i in 0..pairs {
-                // Same f32 frequency as the engine, then the angle in f64.
-                let freq = 1.0 / (theta).powf((2 * i) as f32 / head_dim as f32);
-                let angle = pos as f64 * freq as f64;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
+            for pair in 0..pairs {
+                // The engine's own angle, so both rotate by the same bits.
+                let (c, s) = kinglet::ops::rope_rotation(pos as u32, pair, head_dim, theta);
+                cos.push(c);
+                sin.push(s);
             }
         }
         RopeTable { cos, sin, pairs }
