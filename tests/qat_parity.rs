@@ -13,8 +13,9 @@ use kinglet_trainer::export::model_file_bytes;
 use kinglet_trainer::qat::Qat;
 use kinglet_trainer::trainer::Trainer;
 
-/// The promise of the issue; measured gaps are far smaller.
-const TOLERANCE: f64 = 2e-3;
+/// Measured gaps: 3.6e-7 (q8_0) and 3.7e-6 (q4_0); the runs are
+/// deterministic, so this bound only leaves room for other summation orders.
+const TOLERANCE: f64 = 5e-5;
 /// Characters from the start of TinyShakespeare (the last 10% validates).
 const TEXT_BYTES: usize = 40_000;
 const STEPS: usize = 30;

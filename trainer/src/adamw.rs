@@ -117,6 +117,72 @@ pub fn clip_global_norm(grads: &mut [f32], max_norm: f32) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+
+    /// Two steps worked by hand (lr 0.1, β 0.9/0.999, wd 0.1, g = 0.5):
+    /// bias correction makes each step move a weight by lr·m̂/√v̂ = 0.1
+    /// exactly; matrices first shrink by 1 − lr·wd = 0.99, norm gains do not;
+    /// a weight with no gradient only decays.
+    #[test]
+    fn two_steps_match_the_update_rule_worked_by_hand() {
+        let model = ModelConfig {
+            vocab_size: 2,
+            context: 2,
+            dim: 2,
+            n_layers: 1,
+            n_heads: 1,
+            n_kv_heads: 1,
+            hidden_dim: 2,
+            tied_classifier: true,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+        };
+        let layout = ParamLayout::new(&model);
+        let mut params = vec![1.0f32; layout.total];
+        let mut grads = vec![0.5f32; layout.total];
+        let embedding = layout.slot("tok_embedding").unwrap().offset;
+        let gain = layout.slot("layers.0.attn_norm").unwrap().offset;
+        grads[embedding + 1] = 0.0;
+        let mut opt = AdamW::new(layout.total);
+        let mut s = AdamWStep {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            decay_norms: false,
+            t: 1,
+        };
+        opt.step(&layout, &mut params, &grads, s);
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-6;
+        assert!(
+            close(params[embedding], 0.99 - 0.1),
+            "{}",
+            params[embedding]
+        );
+        assert!(
+            close(params[embedding + 1], 0.99),
+            "{}",
+            params[embedding + 1]
+        );
+        assert!(close(params[gain], 1.0 - 0.1), "{}", params[gain]);
+        s.t = 2;
+        opt.step(&layout, &mut params, &grads, s);
+        assert!(
+            close(params[embedding], 0.89 * 0.99 - 0.1),
+            "{}",
+            params[embedding]
+        );
+        assert!(
+            close(params[embedding + 1], 0.99 * 0.99),
+            "{}",
+            params[embedding + 1]
+        );
+        assert!(close(params[gain], 0.9 - 0.1), "{}", params[gain]);
+        assert!(close(opt.m[gain], 0.095) && close(opt.v[gain], 0.00049975));
+    }
+
     /// Partial sums and the tail: the norm of 3, 4 and 12 (13) on a length
     /// that is not a multiple of 8, padded with zeros.
     #[test]

@@ -140,7 +140,19 @@ fn eval_and_export_work_on_a_checkpoint() {
         .strip_prefix("loss: ")
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("unexpected eval output {out:?}"));
-    assert!(loss > 1.0 && loss < 4.0, "{loss}");
+    // Two steps from N(0, 0.02) weights: the logits are still nearly flat,
+    // so the loss is close to ln(vocabulary size) (3.049 against 3.091).
+    let vocab = {
+        let mut chars: Vec<char> = common::tiny_text().chars().collect();
+        chars.sort_unstable();
+        chars.dedup();
+        chars.len() as f64
+    };
+    assert!(
+        (loss - vocab.ln()).abs() < 0.1,
+        "{loss} vs ln {vocab} = {}",
+        vocab.ln()
+    );
     let klt = dir.join("model.klt");
     let export = bin()
         .arg("export")

@@ -11,6 +11,7 @@
 //! In training the operands arrive cold from L3, so each tile prefetches
 //! the next tile's rows of A and its own tile of C.
 #![allow(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 use super::Layout;
 use core::arch::x86_64::*;
