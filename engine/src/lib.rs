@@ -20,6 +20,7 @@ pub mod generate;
 pub mod kernels;
 pub mod ops;
 pub mod parallel;
+pub mod printable;
 pub mod quant;
 pub mod sampler;
 pub mod session;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::Parser;
+use kinglet::printable::Printable;
 use kinglet_tools::cmd::{Cli, Status};
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
                 _ => {
                     eprintln!(
                         "kinglet: error: {} (see 'kinglet --help')",
-                        kinglet_tools::cmd::one_line(&e)
+                        Printable(&kinglet_tools::cmd::one_line(&e))
                     );
                     ExitCode::from(2)
                 }
@@ -46,7 +47,8 @@ fn main() -> ExitCode {
         // what it wanted: no complaint.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kinglet: error: {e:#}");
+            // One line, whatever the message holds (paths, file contents).
+            eprintln!("kinglet: error: {}", Printable(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }

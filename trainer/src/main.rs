@@ -3,6 +3,7 @@
 
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
+use kinglet::printable::Printable;
 use kinglet::Dtype;
 use kinglet_trainer::checkpoint::Checkpoint;
 use kinglet_trainer::config::{preset, Decay, PRESET_NAMES};
@@ -434,7 +435,7 @@ fn main() -> ExitCode {
                 _ => {
                     eprintln!(
                         "kinglet-train: error: {} (see 'kinglet-train --help')",
-                        kinglet_tools::cmd::one_line(&e)
+                        Printable(&kinglet_tools::cmd::one_line(&e))
                     );
                     ExitCode::from(2)
                 }
@@ -481,9 +482,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, whatever the message holds.
-            let line = e.to_string().replace('\n', " ");
-            eprintln!("kinglet-train: error: {line}");
+            // One line, whatever the message holds (paths, file contents).
+            eprintln!("kinglet-train: error: {}", Printable(&e.to_string()));
             ExitCode::FAILURE
         }
     }

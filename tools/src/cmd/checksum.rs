@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use kinglet::checksum::crc32c;
+use kinglet::printable::Printable;
 use sha2::{Digest, Sha256};
 
 use super::Status;
@@ -136,16 +137,18 @@ fn check(manifest: &Path, out: &mut dyn Write) -> Result<Status> {
             continue;
         };
         checked += 1;
+        // The manifest names the files: shown with control characters escaped.
+        let shown = Printable(path);
         match sha256_file(Path::new(path)) {
-            Ok(got) if got.eq_ignore_ascii_case(want) => writeln!(out, "{path}: OK")?,
+            Ok(got) if got.eq_ignore_ascii_case(want) => writeln!(out, "{shown}: OK")?,
             Ok(_) => {
-                writeln!(out, "{path}: FAILED")?;
+                writeln!(out, "{shown}: FAILED")?;
                 status = Status::Failed;
             }
             Err(e) => {
                 let why = describe_io(Path::new(path), &e).to_string();
                 let why = why.strip_prefix(&format!("{path}: ")).unwrap_or(&why);
-                writeln!(out, "{path}: FAILED open or read ({why})")?;
+                writeln!(out, "{shown}: FAILED open or read ({})", Printable(why))?;
                 status = Status::Failed;
             }
         }

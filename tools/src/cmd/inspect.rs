@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use kinglet::format::TokenizerKind;
+use kinglet::printable::Printable;
 use kinglet::{session_bytes, Dtype};
 
 use super::{grouped, Status};
@@ -170,7 +171,7 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
     writeln!(out, "\nmetadata")?;
     let mut any = false;
     for (k, val) in file.metadata() {
-        writeln!(out, "  {k} = {val}")?;
+        writeln!(out, "  {} = {}", Printable(k), Printable(val))?;
         any = true;
     }
     if !any {
