@@ -266,6 +266,29 @@ fn each_error_path_prints_its_message() {
     );
 }
 
+/// Weights holding inf (with valid checksums) are a bad model to
+/// kinglet_check, and to kinglet_generate when the check is skipped: never
+/// success with `<unk>` text.
+#[test]
+fn non_finite_weights_are_a_bad_model() {
+    let Some(model) = model_path() else { return };
+    let (program, _, _) = programs();
+    let bytes = std::fs::read(model).unwrap();
+    let inf = common::patch_tensor(&bytes, 2, |wq| {
+        wq[..4].copy_from_slice(&f32::INFINITY.to_le_bytes())
+    });
+    let path = target_dir().join("stories260K-inf.klt");
+    std::fs::write(&path, inf).unwrap();
+    for mode in ["run", "skip-check"] {
+        let (code, text) = run_c(program, &path, ["Once upon a time", "5", "0", "1"], mode);
+        assert_eq!(
+            (code, text.trim_end()),
+            (2, "error -29: the model file is malformed"),
+            "mode {mode}"
+        );
+    }
+}
+
 /// The `no_std` flavor for C firmware (`--no-default-features`, built with
 /// `-C panic=abort`) links with nothing but the C library's memcpy, memmove,
 /// memset, memcmp, bcmp, strlen and abort — no -lm, -lpthread or -ldl — and

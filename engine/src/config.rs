@@ -89,8 +89,11 @@ impl Config {
         if !self.head_dim().is_multiple_of(2) {
             return bad("n_heads", "must leave an even head width for RoPE pairs");
         }
-        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return bad("rope_theta", "must be finite and positive");
+        // Below 1 the rotation frequencies grow past 1 and the angles
+        // (position × frequency) run to infinity: every real model uses
+        // 10,000 or more.
+        if !(self.rope_theta.is_finite() && self.rope_theta >= 1.0) {
+            return bad("rope_theta", "must be finite and at least 1");
         }
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0 && self.norm_eps < 1.0) {
             return bad("norm_eps", "must be finite and in (0, 1)");
@@ -209,6 +212,26 @@ mod tests {
             },
             Config {
                 norm_eps: -1.0,
+                ..good()
+            },
+            Config {
+                rope_theta: 1e-45,
+                ..good()
+            },
+            Config {
+                rope_theta: 0.5,
+                ..good()
+            },
+            Config {
+                rope_theta: f32::INFINITY,
+                ..good()
+            },
+            Config {
+                norm_eps: 1.0,
+                ..good()
+            },
+            Config {
+                norm_eps: f32::NAN,
                 ..good()
             },
         ] {

@@ -189,10 +189,16 @@ pub enum Error {
         /// Why, e.g. `"not finite"`.
         reason: &'static str,
     },
-    /// A quantized model's activations overflowed to infinity or NaN, so
-    /// they cannot be quantized for the next matrix: the weights are damaged
-    /// or unusable (their checksums may still be valid).
+    /// The model's activations or logits overflowed to infinity or NaN: the
+    /// weights are damaged or unusable (their checksums may still be valid).
     ActivationsOverflowed,
+    /// A tensor holds a NaN or infinite value (its checksum may be valid).
+    NonFiniteWeight {
+        /// Directory index.
+        index: u32,
+        /// Index of the first such element (of its block, for Q8_0/Q4_0).
+        element: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -290,6 +296,10 @@ impl fmt::Display for Error {
                 f,
                 "element {index} ({value}) cannot be stored as {}: {reason}",
                 dtype.name()
+            ),
+            Error::NonFiniteWeight { index, element } => write!(
+                f,
+                "tensor {index} holds a NaN or infinite value (element {element})"
             ),
             Error::ActivationsOverflowed => f.write_str(
                 "the model's activations overflowed to infinity or NaN (its weights are damaged or unusable)",

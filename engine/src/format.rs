@@ -565,8 +565,9 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
         self.metadata().find(|&(k, _)| k == key).map(|(_, v)| v)
     }
 
-    /// Reads every byte: checks each tensor's CRC32C and that all padding is
-    /// zero. Calls `report` with each problem found and returns how many there
+    /// Reads every byte: checks each tensor's CRC32C, that an intact tensor
+    /// holds no NaN or infinity, and that all padding is zero. Calls
+    /// `report` with each problem found and returns how many there
     /// were, so a tool can list them all.
     pub fn verify_each(&self, mut report: impl FnMut(Error)) -> usize {
         let b = self.bytes.as_ref();
@@ -586,6 +587,13 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
                     index: t.index,
                     stored: t.crc32c,
                     computed,
+                });
+                problems += 1;
+            } else if let Some(element) = t.dtype.first_non_finite(t.data) {
+                // Intact bytes that still cannot compute: NaN or inf weights.
+                report(Error::NonFiniteWeight {
+                    index: t.index,
+                    element: element as u64,
                 });
                 problems += 1;
             }

@@ -14,6 +14,15 @@ use crate::error::Error;
 use crate::kernels;
 use crate::tensor::{Dtype, Matrix};
 
+/// Whether every element of `x` is finite. One pass without an early exit,
+/// OR-ing a flag per element, so it vectorizes.
+pub fn all_finite(x: &[f32]) -> bool {
+    let exponent = 0x7f80_0000u32;
+    x.iter().fold(0u32, |bad, v| {
+        bad | ((v.to_bits() & exponent == exponent) as u32)
+    }) == 0
+}
+
 /// RMSNorm: `out[i] = gain[i] · (x[i] / sqrt(mean(x²) + eps))`.
 /// `out`, `x`: `[dim]`; `gain`: a `1 × dim` matrix (F32 in model files; F16
 /// and BF16 are read too).

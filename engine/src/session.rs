@@ -274,7 +274,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     /// the next token, `[vocab_size]`.
     ///
     /// Errors: [`Error::TokenOutOfRange`], [`Error::SequenceFull`],
-    /// [`Error::ActivationsOverflowed`] when a quantized model's activations
+    /// [`Error::ActivationsOverflowed`] when the activations or the logits
     /// overflow to infinity or NaN; the position is unchanged when one is
     /// returned.
     pub fn forward(&mut self, token: u32) -> Result<&[f32], Error> {
@@ -404,6 +404,11 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             let normed = &mut xb[..dim];
             ops::rmsnorm(normed, last, &model.final_norm(), eps);
             scratch.project(self.logits, &model.classifier(), normed, 1)?;
+            // One check per token: NaN or inf weights (their checksums can
+            // be valid) end here, and no sampler or loss should see them.
+            if !ops::all_finite(self.logits) {
+                return Err(Error::ActivationsOverflowed);
+            }
         }
         self.pos += n as u32;
         Ok(())

@@ -84,6 +84,33 @@ impl Dtype {
     }
 }
 
+impl Dtype {
+    /// The index of the first element of `data` (whole elements or blocks
+    /// of this dtype) that is NaN or infinite, if any. Quantized blocks are
+    /// finite exactly when their f16 scale is, so only scales are read:
+    /// the answer is then the block's first element.
+    pub fn first_non_finite(self, data: &[u8]) -> Option<usize> {
+        // Exponent bits all ones: infinity or NaN.
+        let f32_bad =
+            |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7f80_0000 == 0x7f80_0000;
+        let f16_bad = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00;
+        let bf16_bad = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80;
+        match self {
+            Dtype::F32 => data.chunks_exact(4).position(f32_bad),
+            Dtype::F16 => data.chunks_exact(2).position(f16_bad),
+            Dtype::BF16 => data.chunks_exact(2).position(bf16_bad),
+            Dtype::Q8_0 => data
+                .chunks_exact(Q8_0_BLOCK_BYTES)
+                .position(f16_bad)
+                .map(|b| b * BLOCK_LEN),
+            Dtype::Q4_0 => data
+                .chunks_exact(Q4_0_BLOCK_BYTES)
+                .position(f16_bad)
+                .map(|b| b * BLOCK_LEN),
+        }
+    }
+}
+
 /// A borrowed, row-major `rows × cols` weight matrix (PyTorch's `(out, in)`
 /// layout: `y = W x`). Built only by the model file reader, which has checked
 /// that `data.len() == rows * dtype.row_bytes(cols)`.

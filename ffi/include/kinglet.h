@@ -49,8 +49,9 @@
  *   -26   KINGLET_E_BAD_METADATA       malformed metadata entry
  *   -27   KINGLET_E_CHECKSUM           header or tensor checksum mismatch
  *   -28   KINGLET_E_UNSUPPORTED_DTYPE  a tensor dtype without a compute kernel
- *   -29   KINGLET_E_BAD_MODEL          another model file problem: non-zero padding, or
- *                                      weights that drive activations to inf/NaN
+ *   -29   KINGLET_E_BAD_MODEL          another model file problem: non-zero padding,
+ *                                      NaN/inf weights, or weights that drive the
+ *                                      activations or logits to inf/NaN
  *   -99   KINGLET_E_INTERNAL           a bug in kinglet; please report it
  *
  * Example:
@@ -142,8 +143,9 @@ const char *kinglet_version(void);
 /* The message of an error code: a static NUL-terminated string, never NULL. */
 const char *kinglet_strerror(int code);
 
-/* Validates the model completely: layout, header checksum and the checksum
- * of every tensor (reads all `len` bytes; run it once, e.g. after flashing).
+/* Validates the model completely: layout, header checksum, the checksum of
+ * every tensor and that no weight is NaN or infinite (reads all `len` bytes;
+ * run it once, e.g. after flashing).
  * Returns 0, or a negative code (KINGLET_E_NULL for a NULL model). */
 int kinglet_check(const uint8_t *model, size_t len);
 

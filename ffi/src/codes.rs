@@ -184,9 +184,12 @@ pub fn code_of(error: &Error) -> c_int {
         | Error::TensorPlacement { .. } => KINGLET_E_BAD_TENSORS,
         Error::BadMetadata { .. } => KINGLET_E_BAD_METADATA,
         Error::HeaderChecksum { .. } | Error::TensorChecksum { .. } => KINGLET_E_CHECKSUM,
-        // A quantized model refuses non-finite activations: the weights are
-        // damaged or absurd (kinglet_check passes on absurd finite ones).
-        Error::NonZeroPadding { .. } | Error::ActivationsOverflowed => KINGLET_E_BAD_MODEL,
+        // NaN or inf weights (kinglet_check finds them), and activations or
+        // logits that overflow (absurd finite weights): the weights are
+        // damaged or unusable.
+        Error::NonZeroPadding { .. }
+        | Error::ActivationsOverflowed
+        | Error::NonFiniteWeight { .. } => KINGLET_E_BAD_MODEL,
         Error::UnsupportedDtype { .. } => KINGLET_E_UNSUPPORTED_DTYPE,
         Error::SequenceFull { .. } => KINGLET_E_CONTEXT_FULL,
         Error::EmptyPrompt => KINGLET_E_EMPTY_PROMPT,
@@ -258,5 +261,14 @@ mod tests {
             KINGLET_E_CONTEXT_FULL
         );
         assert_eq!(code_of(&Error::EmptyPrompt), KINGLET_E_EMPTY_PROMPT);
+        for bad_weights in [
+            Error::ActivationsOverflowed,
+            Error::NonFiniteWeight {
+                index: 3,
+                element: 7,
+            },
+        ] {
+            assert_eq!(code_of(&bad_weights), KINGLET_E_BAD_MODEL);
+        }
     }
 }

@@ -49,8 +49,8 @@ fn generate(model: &[u8], max_seq: u32, prompt: &CStr) -> c_int {
     }
 }
 
-/// Rewrites the tensor CRCs and the header CRC so the damage passes
-/// `kinglet_check`: the weights are then absurd rather than damaged.
+/// Rewrites the tensor CRCs and the header CRC so the damage passes the
+/// checksums: the weights are then absurd rather than damaged.
 fn with_matching_checksums(file: &[u8]) -> Vec<u8> {
     let mut out = file.to_vec();
     let model = ModelFile::new_checked(file).unwrap();
@@ -87,7 +87,10 @@ fn non_finite_activations_are_a_bad_model_not_an_internal_error() {
     let absurd = with_matching_checksums(NAN_ACTIVATIONS);
     // SAFETY: a live buffer.
     let check = unsafe { kinglet_check(absurd.as_ptr(), absurd.len()) };
-    assert_eq!(check, KINGLET_OK, "every checksum matches");
+    assert_eq!(
+        check, KINGLET_E_BAD_MODEL,
+        "every checksum matches, but some block scales are NaN or infinite"
+    );
     assert_eq!(generate(&absurd, 7, c""), KINGLET_E_BAD_MODEL);
     assert_eq!(generate(&absurd, 8, c"\xe6\x97\xa5"), KINGLET_E_BAD_MODEL);
 }

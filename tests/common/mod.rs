@@ -141,3 +141,36 @@ pub fn corpus_text() -> String {
     }
     text
 }
+
+/// `file` with its header CRC recomputed after `edit` changed the header
+/// (e.g. a config field at its offset in docs/FORMAT.md): a hostile file
+/// that checksums cannot catch.
+pub fn patch_header(file: &[u8], edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    let mut out = file.to_vec();
+    edit(&mut out);
+    let header_bytes = u32::from_le_bytes(out[12..16].try_into().unwrap()) as usize;
+    let crc = kinglet::checksum::crc32c(&out[..header_bytes - 4]);
+    out[header_bytes - 4..header_bytes].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// `file` with `edit` applied to the data of tensor `index`, and that
+/// tensor's CRC (in its directory entry, found by its zero-padded name) and
+/// the header CRC recomputed to match.
+pub fn patch_tensor(file: &[u8], index: u32, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    let model = kinglet::ModelFile::new_checked(file).expect("a valid model to patch");
+    let t = model.tensor(index).expect("tensor index");
+    let range = t.offset as usize..t.offset as usize + t.data.len();
+    let mut name = [0u8; kinglet::format::NAME_BYTES];
+    name[..t.name.len()].copy_from_slice(t.name.as_bytes());
+    let header = model.header_bytes();
+    let entry = file[..header]
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("the directory entry");
+    let mut out = file.to_vec();
+    edit(&mut out[range.clone()]);
+    let crc = kinglet::checksum::crc32c(&out[range]);
+    out[entry + 72..entry + 76].copy_from_slice(&crc.to_le_bytes());
+    patch_header(&out, |_| {})
+}

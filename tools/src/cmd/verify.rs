@@ -1,5 +1,6 @@
 //! `kinglet verify`: open a .klt file with every layout check, then read
-//! every byte and check each tensor's CRC32C and all padding.
+//! every byte and check each tensor's CRC32C, that its values are finite,
+//! and all padding.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ pub fn problems<T: AsRef<[u8]>>(file: &ModelFile<T>) -> Vec<String> {
 pub fn describe<T: AsRef<[u8]>>(file: &ModelFile<T>, e: &Error) -> String {
     let index = match *e {
         Error::TensorChecksum { index, .. }
+        | Error::NonFiniteWeight { index, .. }
         | Error::TensorName { index }
         | Error::TensorDtype { index, .. }
         | Error::TensorShape { index, .. }
