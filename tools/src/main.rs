@@ -4,8 +4,6 @@
 
 use std::process::ExitCode;
 
-use clap::error::ErrorKind;
-use clap::Parser;
 use kinglet::printable::Printable;
 use kinglet_tools::cmd::{Cli, Status};
 
@@ -17,26 +15,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match kinglet_tools::cmd::parse_args::<Cli>("kinglet") {
         Ok(cli) => cli,
-        Err(e) => {
-            return match e.kind() {
-                ErrorKind::DisplayHelp
-                | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-                    // Help was asked for (or is the useful answer): print it as clap does.
-                    let _ = e.print();
-                    ExitCode::from(e.exit_code().clamp(0, 255) as u8)
-                }
-                _ => {
-                    eprintln!(
-                        "kinglet: error: {} (see 'kinglet --help')",
-                        Printable(&kinglet_tools::cmd::one_line(&e))
-                    );
-                    ExitCode::from(2)
-                }
-            };
-        }
+        Err(code) => return code,
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -1,7 +1,6 @@
 //! `kinglet-train`: train a LLaMA model from scratch on a CPU, evaluate it,
 //! export it as .klt, or check the trainer against a PyTorch reference dump.
 
-use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use kinglet::printable::Printable;
 use kinglet::Dtype;
@@ -421,26 +420,9 @@ fn export_dtype(c: &Checkpoint, asked: Option<&str>) -> Result<Dtype> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match kinglet_tools::cmd::parse_args::<Cli>("kinglet-train") {
         Ok(cli) => cli,
-        Err(e) => {
-            return match e.kind() {
-                ErrorKind::DisplayHelp
-                | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-                    // Help was asked for: print it as clap does.
-                    let _ = e.print();
-                    ExitCode::from(e.exit_code().clamp(0, 255) as u8)
-                }
-                _ => {
-                    eprintln!(
-                        "kinglet-train: error: {} (see 'kinglet-train --help')",
-                        Printable(&kinglet_tools::cmd::one_line(&e))
-                    );
-                    ExitCode::from(2)
-                }
-            };
-        }
+        Err(code) => return code,
     };
     let result = match cli.command {
         None => train(cli.train),

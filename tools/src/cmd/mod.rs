@@ -3,9 +3,12 @@
 //! is a file here, a `mod` line and one variant + match arm in [`Command`].
 
 use std::io::Write;
+use std::process::ExitCode;
 
 use anyhow::Result;
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand, ValueEnum};
+use kinglet::printable::Printable;
 use kinglet::Dtype;
 
 pub mod checksum;
@@ -16,10 +19,31 @@ pub mod inspect;
 pub mod synth;
 pub mod verify;
 
+/// Parses the command line of `program` (`kinglet`, `kinglet-train`). When
+/// it does not parse, prints clap's help where that was asked for (or is the
+/// useful answer), and otherwise one `program: error: …` line, and returns
+/// the exit code: clap's for help, 2 for a usage error.
+pub fn parse_args<C: Parser>(program: &str) -> Result<C, ExitCode> {
+    C::try_parse().map_err(|e| match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(e.exit_code().clamp(0, 255) as u8)
+        }
+        _ => {
+            eprintln!(
+                "{program}: error: {} (see '{program} --help')",
+                Printable(&one_line(&e))
+            );
+            ExitCode::from(2)
+        }
+    })
+}
+
 /// Clap's multi-line usage error as one line: its message lines, without
-/// the usage block and the "For more information" hint (both programs print
-/// it after `PROGRAM: error: `).
-pub fn one_line(e: &clap::Error) -> String {
+/// the usage block and the "For more information" hint.
+fn one_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let message: Vec<&str> = text
         .lines()
