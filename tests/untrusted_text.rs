@@ -11,8 +11,11 @@ use std::process::{Command, Output};
 
 use common::binaries::binary;
 
-fn scratch() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("untrusted-text");
+/// A fresh directory for one test (tests run in parallel: each needs its own).
+fn scratch(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("untrusted-text")
+        .join(test);
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
@@ -37,7 +40,7 @@ fn has_raw_controls(text: &str) -> bool {
 
 #[test]
 fn inspect_escapes_metadata_keys_and_values() {
-    let dir = scratch();
+    let dir = scratch("inspect_escapes_metadata_keys_and_values");
     let model = common::random_model(
         &common::tiny_config(),
         7,
@@ -63,7 +66,7 @@ fn inspect_escapes_metadata_keys_and_values() {
 
 #[test]
 fn checksum_check_escapes_the_names_a_manifest_gives() {
-    let dir = scratch();
+    let dir = scratch("checksum_check_escapes_the_names_a_manifest_gives");
     let name = "evil\u{1b}[31m\rname.klt";
     let manifest = format!("{}  {name}\n", "0".repeat(64));
     fs::write(dir.join("m.sha256"), manifest).unwrap();
@@ -79,7 +82,7 @@ fn checksum_check_escapes_the_names_a_manifest_gives() {
 
 #[test]
 fn error_lines_escape_hostile_paths() {
-    let dir = scratch();
+    let dir = scratch("error_lines_escape_hostile_paths");
     // (A command line clap rejects comes back with its escape sequences
     // already stripped: only one clean line is asked of it.)
     for (program, args, shown) in [
