@@ -3,9 +3,10 @@
  *
  * Link with libkinglet_ffi.a (plus -lm -lpthread -ldl on Linux, for the Rust
  * standard library the default build links) or libkinglet_ffi.so.
- * For firmware, build the no_std flavor instead:
- *   RUSTFLAGS="-C panic=abort" cargo build --release -p kinglet-ffi --no-default-features
- * Its libkinglet_ffi.a needs only memcpy, memmove, memset, memcmp, bcmp,
+ * For firmware, build the no_std flavor instead, in a target directory of
+ * its own (so it does not replace the std build's library):
+ *   RUSTFLAGS="-C panic=abort" cargo build --release -p kinglet-ffi --no-default-features --target-dir target/nostd
+ * Its target/nostd/release/libkinglet_ffi.a needs only memcpy, memmove, memset, memcmp, bcmp,
  * strlen and abort from the platform (abort only on an internal bug).
  *
  * Memory: kinglet never calls malloc. The caller owns

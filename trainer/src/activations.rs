@@ -10,7 +10,7 @@ pub struct LayerActs<'a> {
     pub resid_in: &'a mut [f32],
     /// RMSNorm output before attention. [n, dim]
     pub attn_xn: &'a mut [f32],
-    /// Its reciprocal RMS per row. [n]
+    /// Its reciprocal RMS per row. `[n]`
     pub attn_rstd: &'a mut [f32],
     /// Queries after RoPE. [n, dim]
     pub q: &'a mut [f32],
@@ -26,7 +26,7 @@ pub struct LayerActs<'a> {
     pub resid_mid: &'a mut [f32],
     /// RMSNorm output before the MLP. [n, dim]
     pub ffn_xn: &'a mut [f32],
-    /// Its reciprocal RMS per row. [n]
+    /// Its reciprocal RMS per row. `[n]`
     pub ffn_rstd: &'a mut [f32],
     /// W1 x. [n, hidden]
     pub h1: &'a mut [f32],
@@ -44,11 +44,11 @@ pub struct HeadActs<'a> {
     pub resid_out: &'a mut [f32],
     /// Final RMSNorm output. [n, dim]
     pub xn: &'a mut [f32],
-    /// [n]
+    /// `[n]`
     pub rstd: &'a mut [f32],
     /// [n, vocab]
     pub logits: &'a mut [f32],
-    /// Per-position loss. [n]
+    /// Per-position loss. `[n]`
     pub losses: &'a mut [f32],
 }
 

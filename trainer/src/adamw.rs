@@ -29,9 +29,9 @@ pub struct AdamWStep {
 /// First and second moment arenas, laid out like the parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamW {
-    /// [params]
+    /// `[params]`
     pub m: Vec<f32>,
-    /// [params]
+    /// `[params]`
     pub v: Vec<f32>,
 }
 

@@ -1,5 +1,5 @@
 //! The one place the trainer runs `unsafe` code: the matrix product. On
-//! CPUs with AVX2 and FMA it is this crate's kernel ([`avx2`]), shaped for
+//! CPUs with AVX2 and FMA it is this crate's kernel (`gemm/avx2.rs`), shaped for
 //! the trainer's small matrices; elsewhere `matrixmultiply`'s portable
 //! sgemm. Every call goes through [`sgemm`], which checks that each strided
 //! matrix fits inside its slice.

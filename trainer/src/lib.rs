@@ -6,7 +6,7 @@
 //! over blocks ([`model`]), the optimizer ([`adamw`], [`schedule`]), data
 //! ([`data`], [`download`]), the training state ([`trainer`]), checkpoints
 //! ([`checkpoint`], with [`pause`] points for crash tests), the loss curve ([`plot`]), and the CLI's commands
-//! ([`run`], [`eval`], [`export`], [`reference`]).
+//! ([`run`], [`eval`], [`export`], [`reference`](mod@reference)).
 //!
 //! The only `unsafe` is in [`gemm`] (the AVX2 matrix kernel and the
 //! `matrixmultiply` call), behind bounds checks.

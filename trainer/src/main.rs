@@ -94,7 +94,7 @@ struct TrainArgs {
     /// Output directory for last.ckpt and metrics.jsonl.
     #[arg(long, default_value = "out")]
     out: PathBuf,
-    /// JSON Lines metrics file [default: <out>/metrics.jsonl].
+    /// JSON Lines metrics file [default: metrics.jsonl in --out].
     #[arg(long)]
     metrics: Option<PathBuf>,
     /// Validation loss and a text sample every N steps (0: only at the end).

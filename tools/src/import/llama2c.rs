@@ -6,7 +6,7 @@
 //! means an unshared classifier), then f32 weights: token_embedding
 //! [vocab, dim], rms_att [L, dim], wq [L, dim, dim], wk [L, kv_dim, dim],
 //! wv [L, kv_dim, dim], wo [L, dim, dim], rms_ffn [L, dim], w1 [L, hidden, dim],
-//! w2 [L, dim, hidden], w3 [L, hidden, dim], rms_final [dim],
+//! w2 `[L, dim, hidden]`, w3 `[L, hidden, dim]`, rms_final `[dim]`,
 //! freq_cis_real [seq, head_dim/2], freq_cis_imag [seq, head_dim/2] (unused:
 //! RoPE is recomputed), then wcls [vocab, dim] when unshared.
 //!

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 /// Writes each position's loss `logsumexp(logits) - logits[target]` into
 /// `losses` and returns their mean (summed in f64, in position order).
-/// losses: [n]; logits: [n, vocab]; targets: [n], each < vocab.
+/// losses: `[n]`; logits: `[n, vocab]`; targets: `[n]`, each < vocab.
 pub fn forward(losses: &mut [f32], logits: &[f32], targets: &[u32], vocab: usize) -> f64 {
     losses
         .par_chunks_mut(ROW_CHUNK)
@@ -26,7 +26,7 @@ pub fn forward(losses: &mut [f32], logits: &[f32], targets: &[u32], vocab: usize
 
 /// `dlogits = (softmax(logits) - onehot(target)) · scale`, where `scale` is
 /// `1 / (positions · accumulation steps)` for a mean loss.
-/// dlogits, logits: [n, vocab]; targets: [n].
+/// dlogits, logits: `[n, vocab]`; targets: `[n]`.
 pub fn backward(dlogits: &mut [f32], logits: &[f32], targets: &[u32], vocab: usize, scale: f32) {
     dlogits
         .par_chunks_mut(ROW_CHUNK * vocab)

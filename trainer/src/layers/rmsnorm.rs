@@ -4,7 +4,7 @@ use super::ROW_CHUNK;
 use kinglet::kernels::dot;
 use rayon::prelude::*;
 
-/// out: [n, dim]; rstd: [n] (saved for backward); x: [n, dim]; gain: [dim].
+/// out: `[n, dim]`; rstd: `[n]` (saved for backward); x: `[n, dim]`; gain: `[dim]`.
 pub fn forward(out: &mut [f32], rstd: &mut [f32], x: &[f32], gain: &[f32], dim: usize, eps: f32) {
     out.par_chunks_mut(ROW_CHUNK * dim)
         .zip(rstd.par_chunks_mut(ROW_CHUNK))
@@ -22,7 +22,7 @@ pub fn forward(out: &mut [f32], rstd: &mut [f32], x: &[f32], gain: &[f32], dim: 
 }
 
 /// Accumulates `dx += ∂L/∂x` and `dgain += ∂L/∂g` given `dout = ∂L/∂y`.
-/// dx: [n, dim]; dgain: [dim]; dout, x: [n, dim]; rstd: [n]; gain: [dim].
+/// dx: `[n, dim]`; dgain: `[dim]`; dout, x: `[n, dim]`; rstd: `[n]`; gain: `[dim]`.
 ///
 /// One sequential pass over the rows: the training pass runs it inside a
 /// batch shard that already has a thread of its own, and walking the rows in
