@@ -16,6 +16,7 @@ pub mod convert;
 pub mod eval;
 pub mod generate;
 pub mod inspect;
+pub mod quantize;
 pub mod synth;
 pub mod verify;
 
@@ -62,6 +63,7 @@ const EXAMPLES: &str = "\
 Examples:
   kinglet convert stories260K.bin --tokenizer tok512.bin -o stories260K.klt
   kinglet convert stories260K.klt --dtype bf16 -o stories260K-bf16.klt
+  kinglet quantize stories260K.klt --dtype q4_0 -o stories260K-q4_0.klt
   kinglet generate stories260K.klt --prompt \"Once upon a time\" --temperature 0
   kinglet eval shakespeare.klt --text tinyshakespeare.txt --tail 0.1
   kinglet verify stories260K.klt
@@ -70,7 +72,7 @@ Examples:
   kinglet inspect stories260K.klt --max-seq 256
   kinglet synth --shape 15m --dtype f16 --seed 7 -o synth15m.klt";
 
-/// Run, convert, verify, checksum and inspect .klt model files.
+/// Run, convert, quantize, verify, checksum and inspect .klt model files.
 #[derive(Debug, Parser)]
 #[command(name = "kinglet", version, after_help = EXAMPLES)]
 pub struct Cli {
@@ -84,6 +86,8 @@ pub struct Cli {
 pub enum Command {
     /// Import a llama2.c checkpoint, or re-encode a .klt file to another dtype.
     Convert(convert::Args),
+    /// Quantize a model to ggml Q8_0 or Q4_0 blocks (convert --dtype q8_0|q4_0).
+    Quantize(quantize::Args),
     /// Generate text from a model, streaming it as it comes.
     Generate(generate::Args),
     /// Measure a model's mean cross-entropy on a text.
@@ -113,6 +117,7 @@ impl Command {
     pub fn run(self, out: &mut dyn Write) -> Result<Status> {
         match self {
             Command::Convert(a) => convert::run(a, out),
+            Command::Quantize(a) => quantize::run(a, out),
             Command::Generate(a) => generate::run(a, out),
             Command::Eval(a) => eval::run(a, out),
             Command::Verify(a) => verify::run(a, out),
