@@ -1,7 +1,8 @@
 //! `kinglet checksum`: the SHA-256 of a whole file in `sha256sum` format,
 //! followed by each tensor's CRC32C as `#` comment lines (which
 //! `sha256sum -c` skips, so the output is a valid manifest); and
-//! `--check MANIFEST`, which verifies such a manifest like `sha256sum -c`.
+//! `--check MANIFEST`, which verifies such a manifest like `sha256sum -c`
+//! and names the damaged tensors of a file that fails.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -12,13 +13,14 @@ use kinglet::checksum::crc32c;
 use kinglet::printable::Printable;
 use sha2::{Digest, Sha256};
 
-use super::Status;
+use super::{verify, Status};
 use crate::io::{describe_io, hex, open_model, read_file, sha256_hex};
 
 const EXAMPLES: &str = "\
 The first line is `<sha256>  <path>`, as sha256sum prints it; the tensor
 lines start with `#`, so the output is itself a manifest for --check (or for
-`sha256sum -c`).
+`sha256sum -c`). --check prints `<path>: OK` or `<path>: FAILED`, and then,
+for a FAILED file, one line per damaged or changed tensor.
 
 Examples:
   kinglet checksum stories260K.klt
@@ -111,9 +113,108 @@ fn parse_line(line: &str) -> Option<(&str, &str)> {
     (!path.is_empty()).then_some((hash, path))
 }
 
-/// Verifies every `<sha256>  <path>` line; `#` lines and blank lines are
-/// skipped, as `sha256sum -c` does. Paths are relative to the current
-/// directory, as with `sha256sum -c`.
+/// One `<sha256>  <path>` line of a manifest and the tensor lines that
+/// follow it (`# name dtype shape crc32c`, as [`list`] writes them).
+struct Entry<'a> {
+    hash: &'a str,
+    path: &'a str,
+    tensors: Vec<(&'a str, u32)>,
+}
+
+/// A manifest line: an entry, or the number of a line that is neither an
+/// entry, a comment nor blank.
+enum Line<'a> {
+    Entry(Entry<'a>),
+    Malformed(usize),
+}
+
+/// A `# name dtype shape crc32c` line's name and CRC (the heading line and
+/// other comments give `None`).
+fn parse_tensor_line(line: &str) -> Option<(&str, u32)> {
+    let fields: Vec<&str> = line.strip_prefix('#')?.split_whitespace().collect();
+    let [name, _dtype, _shape, crc, ..] = fields[..] else {
+        return None;
+    };
+    (crc.len() == 8)
+        .then(|| u32::from_str_radix(crc, 16).ok())
+        .flatten()
+        .map(|crc| (name, crc))
+}
+
+fn parse_manifest(text: &str) -> Vec<Line<'_>> {
+    let mut lines = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.starts_with('#') {
+            if let (Some(tensor), Some(Line::Entry(entry))) =
+                (parse_tensor_line(line), lines.last_mut())
+            {
+                entry.tensors.push(tensor);
+            }
+            continue;
+        }
+        lines.push(match parse_line(line) {
+            Some((hash, path)) => Line::Entry(Entry {
+                hash,
+                path,
+                tensors: Vec::new(),
+            }),
+            None => Line::Malformed(n + 1),
+        });
+    }
+    lines
+}
+
+/// What is wrong with a file whose SHA-256 does not match, as `verify`
+/// says it: its damaged tensors by their own checksums, else the tensors
+/// whose CRC32C differs from the manifest's, else the header.
+fn damage(entry: &Entry<'_>) -> Vec<String> {
+    let model = match open_model(Path::new(entry.path)) {
+        Ok(model) => model,
+        Err(e) => {
+            let why = format!("{e:#}");
+            let prefix = format!("{}: ", entry.path);
+            return vec![why.strip_prefix(&prefix).unwrap_or(&why).to_string()];
+        }
+    };
+    let problems = verify::problems(&model);
+    if !problems.is_empty() {
+        return problems;
+    }
+    let mut changed: Vec<String> = entry
+        .tensors
+        .iter()
+        .filter_map(
+            |&(name, want)| match model.tensors().find(|t| t.name == name) {
+                None => Some(format!("{name}: not in the file")),
+                Some(t) if t.crc32c != want => Some(format!(
+                    "{name}: crc32c {:08x}, the manifest records {want:08x}",
+                    t.crc32c
+                )),
+                Some(_) => None,
+            },
+        )
+        .collect();
+    if changed.is_empty() {
+        changed.push(if entry.tensors.is_empty() {
+            "no tensor is damaged (each matches its own checksum); \
+             the manifest lists no tensor checksums to compare"
+                .into()
+        } else {
+            "every tensor matches the manifest; the header (config, tokenizer or metadata) differs"
+                .into()
+        });
+    }
+    changed
+}
+
+/// Verifies every `<sha256>  <path>` line like `sha256sum -c`; `#` lines
+/// and blank lines are skipped, and paths are relative to the current
+/// directory. A file that fails is then examined, and each damaged tensor
+/// named on a line of its own.
 fn check(manifest: &Path, out: &mut dyn Write) -> Result<Status> {
     let bytes = read_file(manifest)?;
     let text = std::str::from_utf8(&bytes)
@@ -121,28 +222,30 @@ fn check(manifest: &Path, out: &mut dyn Write) -> Result<Status> {
         .with_context(|| format!("{}: not a text file", manifest.display()))?;
     let mut status = Status::Ok;
     let mut checked = 0usize;
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.trim_end_matches('\r');
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((want, path)) = parse_line(line) else {
-            writeln!(
-                out,
-                "{}:{}: improperly formatted checksum line",
-                manifest.display(),
-                n + 1
-            )?;
-            status = Status::Failed;
-            continue;
+    for line in parse_manifest(text) {
+        let entry = match line {
+            Line::Entry(entry) => entry,
+            Line::Malformed(n) => {
+                writeln!(
+                    out,
+                    "{}:{n}: improperly formatted checksum line",
+                    manifest.display()
+                )?;
+                status = Status::Failed;
+                continue;
+            }
         };
         checked += 1;
+        let path = entry.path;
         // The manifest names the files: shown with control characters escaped.
         let shown = Printable(path);
         match sha256_file(Path::new(path)) {
-            Ok(got) if got.eq_ignore_ascii_case(want) => writeln!(out, "{shown}: OK")?,
+            Ok(got) if got.eq_ignore_ascii_case(entry.hash) => writeln!(out, "{shown}: OK")?,
             Ok(_) => {
                 writeln!(out, "{shown}: FAILED")?;
+                for problem in damage(&entry) {
+                    writeln!(out, "{shown}: {}", Printable(&problem))?;
+                }
                 status = Status::Failed;
             }
             Err(e) => {
