@@ -95,6 +95,7 @@ fn bare_binary_prints_what_kinglet_generate_prints() {
     let args = generate::Args {
         model: Some(model.to_path_buf()),
         prompt: PROMPT.into(),
+        prompt_file: None,
         tokens: NEW_TOKENS,
         temperature: TEMPERATURE,
         top_k: 0,

@@ -8,7 +8,7 @@
 //! session's many short parallel calls start inside the pool, and sends its
 //! text back to this thread, which writes it.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -21,7 +21,7 @@ use kinglet::{session_floats, tokenizer, ModelFile, Sampler, SamplerConfig, Sess
 use super::verify::problems;
 use super::Status;
 use crate::bundled;
-use crate::io::open_model;
+use crate::io::{open_model, read_file};
 use crate::threads::Threads;
 
 const EXAMPLES: &str = "\
@@ -29,7 +29,9 @@ Examples:
   kinglet generate stories260K.klt --prompt \"Once upon a time\" --temperature 0
   kinglet generate stories260K.klt -n 100 --temperature 0.8 --top-p 0.9 --seed 42
   kinglet generate shakespeare.klt --prompt \"ROMEO:\" --top-k 40
-  kinglet generate stories15M.klt --threads 1 --temperature 0";
+  kinglet generate stories15M.klt --threads 1 --temperature 0
+  kinglet generate stories260K.klt --prompt-file story-start.txt -n 200
+  echo \"Once upon a time\" | kinglet generate stories260K.klt --prompt -";
 
 /// Generate text from a model.
 #[derive(Debug, clap::Args)]
@@ -37,10 +39,14 @@ Examples:
 pub struct Args {
     /// The .klt model file (default: the bundled TinyShakespeare model).
     pub model: Option<PathBuf>,
-    /// Text to start from (BPE models also get BOS first). Character-level
-    /// models start from a newline when no prompt is given.
+    /// Text to start from (BPE models also get BOS first); `-` reads it from
+    /// standard input. Character-level models start from a newline when no
+    /// prompt is given.
     #[arg(long, short, default_value = "")]
     pub prompt: String,
+    /// Read the prompt from FILE (UTF-8), exactly as it is.
+    #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
+    pub prompt_file: Option<PathBuf>,
     /// New tokens to generate after the prompt.
     #[arg(long = "tokens", short = 'n', default_value_t = 256)]
     pub tokens: u32,
@@ -96,10 +102,11 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
     }
     let config = *model.config();
     let vocab = model.vocab();
-    let text = if args.prompt.is_empty() && vocab.kind() == TokenizerKind::Char {
+    let given = prompt_text(&args)?;
+    let text = if given.is_empty() && vocab.kind() == TokenizerKind::Char {
         "\n"
     } else {
-        &args.prompt
+        &given
     };
     let max_seq = args.max_seq.unwrap_or(config.max_seq_len);
     if max_seq == 0 || max_seq > config.max_seq_len {
@@ -196,6 +203,28 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
         rate(generated as f64, generation_seconds),
     );
     Ok(Status::Ok)
+}
+
+/// The prompt: `--prompt TEXT`, standard input for `--prompt -`, or the
+/// contents of `--prompt-file FILE`.
+fn prompt_text(args: &Args) -> Result<String> {
+    let (bytes, source) = match (&args.prompt_file, args.prompt.as_str()) {
+        (Some(path), _) => (read_file(path)?, path.display().to_string()),
+        (None, "-") => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("cannot read the prompt from standard input")?;
+            (bytes, "standard input".to_string())
+        }
+        (None, text) => return Ok(text.to_string()),
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "the prompt from {source} is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// Runs the prompt and samples up to `max_new_tokens` on `threads`, passing
