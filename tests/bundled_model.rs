@@ -58,7 +58,9 @@ fn bundled_model_verifies_and_matches_the_readme() {
     let text = std::fs::read_to_string(path).unwrap();
     let mut tokens = vec![0u32; kinglet::tokenizer::max_tokens(&text, false)];
     let n = kinglet::tokenizer::encode(&model.vocab(), &text, false, &mut tokens).unwrap();
-    let loss = score(&model, &tokens[tail_start(n, 0.1)..n]).unwrap().loss;
+    let loss = score(&model, &tokens[tail_start(n, 0.1)..n], 64)
+        .unwrap()
+        .loss;
     let stated: f64 = readme_fact("validation loss").parse().unwrap();
     assert!(
         (loss - stated).abs() < 5e-5,

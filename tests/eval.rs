@@ -4,7 +4,7 @@ mod common;
 
 use common::{random_model, tiny_config, Rng};
 use kinglet::{session_floats, ModelFile, Session};
-use kinglet_tools::cmd::eval::score;
+use kinglet_tools::cmd::eval::{score, Windows};
 
 #[test]
 fn score_is_the_mean_loss_of_whole_context_windows() {
@@ -14,32 +14,52 @@ fn score_is_the_mean_loss_of_whole_context_windows() {
     let mut rng = Rng(3);
     let tokens: Vec<u32> = (0..100).map(|_| (rng.next_u64() % 6) as u32).collect();
 
-    // 99 predictions fit three windows of 32; the last 3 tokens are not scored.
-    let s = score(&model, &tokens).unwrap();
-    assert_eq!((s.windows, s.tokens), (3, 96));
-
-    let mut sum = 0.0f64;
-    for k in 0..3 {
-        let mut buffer = vec![0.0f32; session_floats(&config, 32)];
-        let mut session = Session::new(&model, &mut buffer, 32).unwrap();
-        for t in k * 32..(k + 1) * 32 {
-            let logits: Vec<f64> = session
-                .forward(tokens[t])
-                .unwrap()
-                .iter()
-                .map(|&z| z as f64)
-                .collect();
-            let log_z = logits.iter().map(|z| z.exp()).sum::<f64>().ln();
-            sum += log_z - logits[tokens[t + 1] as usize];
+    // 99 predictions: three windows of 32 and 3 left over, or nine of 11
+    // and none left over.
+    for (context, windows, left_over) in [(32, 3, 3), (11, 9, 0)] {
+        let s = score(&model, &tokens, context).unwrap();
+        assert_eq!(
+            s.windows,
+            Windows {
+                context,
+                count: windows,
+                left_over
+            }
+        );
+        let scored = windows * context;
+        let mut sum = 0.0f64;
+        for k in 0..windows {
+            let mut buffer = vec![0.0f32; session_floats(&config, context as u32)];
+            let mut session = Session::new(&model, &mut buffer, context as u32).unwrap();
+            for t in k * context..(k + 1) * context {
+                let logits: Vec<f64> = session
+                    .forward(tokens[t])
+                    .unwrap()
+                    .iter()
+                    .map(|&z| z as f64)
+                    .collect();
+                let log_z = logits.iter().map(|z| z.exp()).sum::<f64>().ln();
+                sum += log_z - logits[tokens[t + 1] as usize];
+            }
         }
+        let want = sum / scored as f64;
+        assert!((s.loss - want).abs() < 1e-9, "{} vs {want}", s.loss);
     }
-    assert!(
-        (s.loss - sum / 96.0).abs() < 1e-9,
-        "{} vs {}",
-        s.loss,
-        sum / 96.0
-    );
 
     // Too few tokens for one window: nothing scored, no panic.
-    assert_eq!(score(&model, &tokens[..32]).unwrap().windows, 0);
+    let s = score(&model, &tokens[..32], 32).unwrap();
+    assert_eq!((s.windows.count, s.windows.left_over), (0, 31));
+
+    let mut report = Vec::new();
+    score(&model, &tokens, 32)
+        .unwrap()
+        .write_report(&mut report)
+        .unwrap();
+    let report = String::from_utf8(report).unwrap();
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(
+        lines[0],
+        "tokens: 96 scored in 3 windows of 32, 3 left over"
+    );
+    assert!(lines[1].starts_with("loss: ") && lines[2].starts_with("perplexity: "));
 }

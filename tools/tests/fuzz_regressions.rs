@@ -39,7 +39,8 @@ fn overflowing_activations_are_explained() {
     ]);
     let bytes = std::fs::read(OVERFLOWING).unwrap();
     let model = kinglet::ModelFile::new_checked(bytes.as_slice()).unwrap();
-    let tokens = vec![0u32; 4 * model.config().max_seq_len as usize + 1];
-    let err = kinglet_tools::cmd::eval::score(&model, &tokens).unwrap_err();
+    let context = model.config().max_seq_len as usize;
+    let tokens = vec![0u32; 4 * context + 1];
+    let err = kinglet_tools::cmd::eval::score(&model, &tokens, context).unwrap_err();
     assert_eq!(err, kinglet::Error::ActivationsOverflowed);
 }

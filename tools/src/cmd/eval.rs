@@ -1,9 +1,10 @@
 //! `kinglet eval`: mean cross-entropy of a model on a text, with the same
-//! protocol as `kinglet-train eval`, so the two can be compared: the scored
-//! tokens are cut into consecutive non-overlapping windows of the model's
-//! context length; window `k` reads tokens `[kT, kT+T)` from a fresh context
-//! and predicts `[kT+1, kT+T]`, every position from its in-window prefix.
-//! Tokens after the last whole window are not scored.
+//! protocol and report as `kinglet-train eval`, so the two can be compared:
+//! the scored tokens are cut into consecutive non-overlapping windows of T
+//! tokens (the model's context length, or `--context`); window `k` reads
+//! tokens `[kT, kT+T)` from a fresh context and predicts `[kT+1, kT+T]`,
+//! every position from its in-window prefix. Tokens after the last whole
+//! window are not scored; the report says how many.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,14 +13,16 @@ use anyhow::{bail, Context, Result};
 use kinglet::{session_floats, tokenizer, Error, ModelFile, Session};
 use rayon::prelude::*;
 
-use super::Status;
+use super::{grouped, Status};
 use crate::io::{open_model, read_file};
 
 const EXAMPLES: &str = "\
 Examples:
   # The trainer's validation split: the last 10% of the tokens
   kinglet eval shakespeare.klt --text tinyshakespeare.txt --tail 0.1
-  kinglet eval stories260K.klt --text story.txt";
+  kinglet eval stories260K.klt --text story.txt
+  # A text shorter than the model's context: shorter windows
+  kinglet eval stories260K.klt --text sentence.txt --context 16";
 
 /// Measure a model's mean cross-entropy on a text.
 #[derive(Debug, clap::Args)]
@@ -34,6 +37,41 @@ pub struct Args {
     /// validation split, the tokens after the first 90%).
     #[arg(long, value_name = "FRACTION", default_value_t = 1.0)]
     pub tail: f64,
+    /// Window length T in tokens, at most the model's context length
+    /// [default: the model's context length].
+    #[arg(long, value_name = "N")]
+    pub context: Option<usize>,
+}
+
+/// How `len` tokens split into windows of `context`: each window predicts
+/// `context` tokens from the ones before them in the window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Windows {
+    /// Tokens per window.
+    pub context: usize,
+    /// Whole windows.
+    pub count: usize,
+    /// Tokens after the last whole window, not scored (the text's first
+    /// token is never scored either: nothing comes before it).
+    pub left_over: usize,
+}
+
+impl Windows {
+    /// The windows of a text of `len` tokens.
+    pub fn new(len: usize, context: usize) -> Windows {
+        let predictable = len.saturating_sub(1);
+        let count = predictable / context.max(1);
+        Windows {
+            context,
+            count,
+            left_over: predictable - count * context,
+        }
+    }
+
+    /// Tokens scored: `count · context`.
+    pub fn scored(&self) -> usize {
+        self.count * self.context
+    }
 }
 
 /// The result of scoring a text.
@@ -41,10 +79,26 @@ pub struct Args {
 pub struct Score {
     /// Mean cross-entropy in nats per token.
     pub loss: f64,
-    /// Tokens scored.
-    pub tokens: usize,
-    /// Windows of the context length.
-    pub windows: usize,
+    /// The windows scored.
+    pub windows: Windows,
+}
+
+impl Score {
+    /// The report both `kinglet eval` and `kinglet-train eval` print: the
+    /// tokens scored and left over, the loss and the perplexity.
+    pub fn write_report(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let w = &self.windows;
+        writeln!(
+            out,
+            "tokens: {} scored in {} windows of {}, {} left over",
+            grouped(w.scored() as u64),
+            grouped(w.count as u64),
+            w.context,
+            w.left_over
+        )?;
+        writeln!(out, "loss: {:.6}", self.loss)?;
+        writeln!(out, "perplexity: {:.4}", self.loss.exp())
+    }
 }
 
 /// The last `fraction` of `n` tokens start here: for 0.1 this is the
@@ -55,22 +109,24 @@ pub fn tail_start(n: usize, fraction: f64) -> usize {
     n - tail
 }
 
-/// Mean cross-entropy of `model` on `tokens` under the window protocol,
+/// Mean cross-entropy of `model` on `tokens` under the window protocol
+/// with windows of `context` tokens (at most the model's context length),
 /// windows run in parallel (each with its own session), summed in order.
-pub fn score<T: AsRef<[u8]> + Sync>(model: &ModelFile<T>, tokens: &[u32]) -> Result<Score, Error> {
-    let context = model.config().max_seq_len as usize;
-    let windows = tokens.len().saturating_sub(1) / context;
-    let losses: Vec<f64> = (0..windows)
+pub fn score<T: AsRef<[u8]> + Sync>(
+    model: &ModelFile<T>,
+    tokens: &[u32],
+    context: usize,
+) -> Result<Score, Error> {
+    let windows = Windows::new(tokens.len(), context);
+    let losses: Vec<f64> = (0..windows.count)
         .into_par_iter()
         .map_init(
             || vec![0.0f32; session_floats(model.config(), context as u32)],
             |buffer, k| window_loss(model, buffer, &tokens[k * context..=(k + 1) * context]),
         )
         .collect::<Result<_, _>>()?;
-    let scored = windows * context;
     Ok(Score {
-        loss: losses.iter().sum::<f64>() / scored.max(1) as f64,
-        tokens: scored,
+        loss: losses.iter().sum::<f64>() / windows.scored().max(1) as f64,
         windows,
     })
 }
@@ -127,21 +183,19 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
     })?;
     tokens.truncate(n);
     let scored = &tokens[tail_start(n, args.tail)..];
-    let context = model.config().max_seq_len as usize;
+    let model_context = model.config().max_seq_len as usize;
+    let context = args.context.unwrap_or(model_context);
+    if context == 0 || context > model_context {
+        bail!("--context must be between 1 and the model's context length {model_context}");
+    }
     if scored.len() <= context {
         bail!(
-            "{} tokens to score, fewer than one window of the context length {context} plus one",
+            "{} tokens to score, fewer than one window of {context} plus one \
+             (a shorter --context scores shorter windows)",
             scored.len()
         );
     }
-    let s = score(&model, scored)?;
-    writeln!(
-        out,
-        "tokens: {} in {} windows of {context}",
-        s.tokens, s.windows
-    )?;
-    writeln!(out, "loss: {:.6}", s.loss)?;
-    writeln!(out, "perplexity: {:.4}", s.loss.exp())?;
+    score(&model, scored, context)?.write_report(out)?;
     Ok(Status::Ok)
 }
 
