@@ -95,6 +95,10 @@ const CASES: &[(&str, &str)] = &[
     ("kinglet generate model.klt -n 4 --max-seq 0", "--max-seq"),
     ("kinglet generate model.klt -n 4 --max-seq 100000", "--max-seq"),
     ("kinglet generate model.klt -n 4 --seed x", "'x'"),
+    ("kinglet generate model.klt -n 4 --prompt-file missing.txt", "missing.txt"),
+    ("kinglet generate model.klt -n 4 --prompt-file dir", "dir: is a directory"),
+    ("kinglet generate model.klt -n 4 --prompt-file binary.txt", "not UTF-8"),
+    ("kinglet generate model.klt -n 4 --prompt x --prompt-file text.txt", "--prompt-file"),
     ("kinglet generate model.klt -n 4 --prompt ~", "prompt"),
     ("kinglet generate model.klt -n 4 --max-seq 2 --prompt abcdefghijklmnopq", "17 bytes, more than the 2 positions"),
     // kinglet eval: model and text.
@@ -110,6 +114,9 @@ const CASES: &[(&str, &str)] = &[
     ("kinglet eval model.klt --text corpus.txt --tail 0", "--tail"),
     ("kinglet eval model.klt --text corpus.txt --tail 2", "--tail"),
     ("kinglet eval model.klt --text corpus.txt --tail NaN", "--tail"),
+    ("kinglet eval model.klt --text corpus.txt --context 0", "--context"),
+    ("kinglet eval model.klt --text corpus.txt --context 100000", "--context"),
+    ("kinglet eval model.klt --text corpus.txt --context x", "'x'"),
     ("kinglet eval model.klt", "--text"),
     // kinglet convert: input, tokenizer, output, disk.
     ("kinglet convert missing.klt -o out/m.klt", "missing.klt: no such file"),
@@ -128,6 +135,12 @@ const CASES: &[(&str, &str)] = &[
     ("kinglet convert model.klt -o out/m.klt --tokenizer missing.bin", "missing.bin"),
     ("kinglet convert model.klt", "--output"),
     ("@full kinglet convert model.klt --dtype f16 -o out/m.klt", "File too large"),
+    // kinglet quantize: convert with a block dtype.
+    ("kinglet quantize missing.klt -o out/m.klt", "missing.klt: no such file"),
+    ("kinglet quantize text.txt -o out/m.klt", "text.txt"),
+    ("kinglet quantize model.klt -o out/m.klt --dtype f16", "'f16'"),
+    ("kinglet quantize model.klt", "--output"),
+    ("@full kinglet quantize model.klt -o out/m.klt", "File too large"),
     // kinglet synth: shapes, output, disk.
     ("kinglet synth --shape 7b -o out/m.klt", "7b"),
     ("kinglet synth --n-heads 7 -o out/m.klt", "n_heads"),

@@ -151,6 +151,40 @@ fn convert_to_f16_and_bf16_then_verify() {
     );
 }
 
+#[test]
+fn quantize_is_convert_with_a_block_dtype() {
+    let dir = scratch("quantize");
+    synth(&dir, "m.klt", &["--seed", "5"]);
+    for (asked, dtype) in [(None, "q8_0"), (Some("q4_0"), "q4_0")] {
+        let mut args = vec!["quantize", "m.klt", "-o", "quantized.klt"];
+        args.extend(asked.map(|d| ["--dtype", d]).iter().flatten());
+        let quantized = kinglet_in(&dir, &args);
+        assert_ok(&quantized);
+        let converted = kinglet_in(
+            &dir,
+            &["convert", "m.klt", "--dtype", dtype, "-o", "converted.klt"],
+        );
+        assert_ok(&converted);
+        assert_eq!(
+            fs::read(dir.join("quantized.klt")).unwrap(),
+            fs::read(dir.join("converted.klt")).unwrap(),
+            "{dtype}"
+        );
+        assert_eq!(
+            stdout(&quantized).replace("quantized.klt", "converted.klt"),
+            stdout(&converted)
+        );
+    }
+    assert_error(
+        &kinglet_in(
+            &dir,
+            &["quantize", "m.klt", "--dtype", "f16", "-o", "x.klt"],
+        ),
+        2,
+        "f16",
+    );
+}
+
 /// A llama2.c version 0 checkpoint of a tiny shape, all weights 0.01 except
 /// one NaN in layers.0.wq, and a matching tokenizer.bin.
 fn nan_checkpoint(dir: &Path) {
@@ -292,6 +326,8 @@ fn bit_flip_in_a_tensor_is_named_by_verify_and_checksum() {
     let dir = scratch("bit-flip");
     synth(&dir, "m.klt", &[]);
     let path = dir.join("m.klt");
+    let manifest = stdout(&kinglet_in(&dir, &["checksum", "m.klt"]));
+    fs::write(dir.join("m.sha256"), &manifest).unwrap();
     let mut bytes = fs::read(&path).unwrap();
     let offset = {
         let file = ModelFile::new_checked(&bytes[..]).unwrap();
@@ -320,10 +356,34 @@ fn bit_flip_in_a_tensor_is_named_by_verify_and_checksum() {
     assert_eq!(flagged.len(), 1, "{flagged:?}");
     assert!(flagged[0].starts_with("# layers.1.wv "), "{flagged:?}");
 
+    // The manifest written before the flip names the tensor too.
+    let o = kinglet_in(&dir, &["checksum", "--check", "m.sha256"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0], "m.klt: FAILED");
+    assert!(
+        lines[1].starts_with("m.klt: layers.1.wv: ") && lines[1].contains("checksum mismatch"),
+        "{out}"
+    );
+
     // Converting a damaged file is refused.
     let o = kinglet_in(&dir, &["convert", "m.klt", "--dtype", "f16", "-o", "c.klt"]);
     assert_error(&o, 1, "damaged");
     assert!(!dir.join("c.klt").exists());
+
+    // Another model under the same name, every checksum of its own intact:
+    // the tensors whose CRC32C differs from the manifest's are named.
+    synth(&dir, "m.klt", &["--seed", "77"]);
+    let o = kinglet_in(&dir, &["checksum", "--check", "m.sha256"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(out.starts_with("m.klt: FAILED\n"), "{out}");
+    assert!(
+        out.contains("m.klt: layers.1.wv: crc32c ") && out.contains(", the manifest records "),
+        "{out}"
+    );
 }
 
 #[test]
@@ -365,7 +425,9 @@ fn checksum_matches_sha256sum_and_checks_manifests() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(
         stdout(&o),
-        "a.klt: OK\nb.klt: FAILED\ngone.klt: FAILED open or read (no such file or directory)\n"
+        "a.klt: OK\nb.klt: FAILED\nb.klt: no tensor is damaged (each matches its own checksum); \
+         the manifest lists no tensor checksums to compare\n\
+         gone.klt: FAILED open or read (no such file or directory)\n"
     );
 
     // A manifest with no checksum lines at all, and a missing manifest.
@@ -595,12 +657,46 @@ fn eval_scores_a_text_and_refuses_bad_input() {
         1,
         "--tail",
     );
+    // Windows of the model's 16 tokens; the first line counts them.
+    let first = out.lines().next().unwrap();
+    let counts: Vec<usize> = first
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [scored, windows, context, left_over] = counts[..] else {
+        panic!("{first}")
+    };
+    assert_eq!(
+        first,
+        format!("tokens: {scored} scored in {windows} windows of {context}, {left_over} left over")
+    );
+    assert_eq!((scored, context), (windows * 16, 16), "{first}");
+    assert!(left_over < 16, "{first}");
+
+    // A text shorter than the model's context: refused, unless --context
+    // asks for shorter windows (at most the model's).
     fs::write(dir.join("short.txt"), "the cat").unwrap();
     assert_error(
         &kinglet_in(&dir, &["eval", "m.klt", "--text", "short.txt"]),
         1,
-        "window",
+        "--context",
     );
+    let o = kinglet_in(
+        &dir,
+        &["eval", "m.klt", "--text", "short.txt", "--context", "3"],
+    );
+    assert_ok(&o);
+    assert!(stdout(&o).contains(" windows of 3, "), "{}", stdout(&o));
+    for bad in ["0", "17"] {
+        assert_error(
+            &kinglet_in(
+                &dir,
+                &["eval", "m.klt", "--text", "t.txt", "--context", bad],
+            ),
+            1,
+            "--context must be between 1 and the model's context length 16",
+        );
+    }
     fs::write(dir.join("bin.txt"), [0x66, 0xff, 0x00]).unwrap();
     assert_error(
         &kinglet_in(&dir, &["eval", "m.klt", "--text", "bin.txt"]),
@@ -624,4 +720,65 @@ fn generate_without_a_model_runs_the_bundled_one() {
     assert_ok(&o);
     assert!(stdout(&o).starts_with("ROMEO:"), "{}", stdout(&o));
     assert!(stdout(&o).len() > 40, "{}", stdout(&o));
+}
+
+#[test]
+fn prompt_from_a_file_or_stdin_is_the_same_prompt() {
+    use std::io::Write as _;
+    let dir = scratch("prompt-sources");
+    let prompt = "ROMEO:\nWhat light";
+    fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        [
+            &["generate"][..],
+            extra,
+            &["-n", "30", "--seed", "3", "--threads", "1"],
+        ]
+        .concat()
+    }
+    let inline = kinglet_in(&dir, &with(&["--prompt", prompt]));
+    assert_ok(&inline);
+    assert!(stdout(&inline).starts_with(prompt), "{}", stdout(&inline));
+
+    fs::write(dir.join("prompt.txt"), prompt).unwrap();
+    let from_file = kinglet_in(&dir, &with(&["--prompt-file", "prompt.txt"]));
+    assert_ok(&from_file);
+    assert_eq!(stdout(&from_file), stdout(&inline));
+
+    let mut child = Command::new(BIN)
+        .args(with(&["--prompt", "-"]))
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(prompt.as_bytes())
+        .unwrap();
+    let from_stdin = child.wait_with_output().unwrap();
+    assert_ok(&from_stdin);
+    assert_eq!(stdout(&from_stdin), stdout(&inline));
+
+    fs::write(dir.join("binary.txt"), [b'a', 0xff]).unwrap();
+    assert_error(
+        &kinglet_in(&dir, &with(&["--prompt-file", "binary.txt"])),
+        1,
+        "not UTF-8",
+    );
+    assert_error(
+        &kinglet_in(&dir, &with(&["--prompt-file", "missing.txt"])),
+        1,
+        "missing.txt",
+    );
+    assert_error(
+        &kinglet_in(
+            &dir,
+            &with(&["--prompt", "x", "--prompt-file", "prompt.txt"]),
+        ),
+        2,
+        "cannot be used with",
+    );
 }
