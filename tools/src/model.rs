@@ -3,6 +3,7 @@
 //! a .klt file through [`kinglet::format::write_model`].
 
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -13,6 +14,8 @@ use kinglet::format::{
 use kinglet::quant;
 use kinglet::tensor::BLOCK_LEN;
 use kinglet::{Config, Dtype, ModelFile};
+
+use crate::cmd::grouped;
 
 /// One tensor: canonical name, shape (`[len]` for norms, `[rows, cols]` for
 /// matrices) and row-major values.
@@ -152,6 +155,24 @@ impl OwnedModel {
     /// Number of weights (all tensor elements).
     pub fn parameter_count(&self) -> u64 {
         self.tensors.iter().map(|t| t.values.len() as u64).sum()
+    }
+
+    /// The line every command that writes a model prints (`kinglet convert`,
+    /// `quantize`, `synth`, `kinglet-train export`): `wrote PATH: 39 tensors,
+    /// 820,608 parameters, 879,624 bytes, q8_0 (norms f32)`.
+    pub fn written(&self, path: &Path, plan: DtypePlan, bytes: u64) -> String {
+        let embedding = plan
+            .embedding
+            .map(|d| format!(", embedding {}", d.name()))
+            .unwrap_or_default();
+        format!(
+            "wrote {}: {} tensors, {} parameters, {} bytes, {}{embedding} (norms f32)",
+            path.display(),
+            self.tensors.len(),
+            grouped(self.parameter_count()),
+            grouped(bytes),
+            plan.matrices.name()
+        )
     }
 }
 

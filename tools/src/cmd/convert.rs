@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use kinglet::format::MAGIC;
 use kinglet::{Dtype, ModelFile};
 
-use super::{grouped, Status, WeightDtype};
+use super::{Status, WeightDtype};
 use crate::import::llama2c;
 use crate::io::{read_file, write_atomic};
 use crate::model::{DtypePlan, OwnedModel};
@@ -26,6 +26,18 @@ Examples:
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
+    /// The input, output and embedding dtype.
+    #[command(flatten)]
+    pub files: Files,
+    /// Element type of the weight matrices; norm gains are always f32.
+    /// Matrices whose rows are not whole blocks of 32 stay f16 under q8_0/q4_0 (with a note).
+    #[arg(long, value_enum, default_value_t = WeightDtype::F32)]
+    pub dtype: WeightDtype,
+}
+
+/// What `convert` and `quantize` share.
+#[derive(Debug, clap::Args)]
+pub struct Files {
     /// A llama2.c checkpoint (version 0 or 1 in f32, version 2 in int8) or a .klt file.
     pub input: PathBuf,
     /// Where to write the .klt file (replaced atomically).
@@ -34,10 +46,6 @@ pub struct Args {
     /// The llama2.c tokenizer.bin (required for llama2.c checkpoints).
     #[arg(long, value_name = "TOK.bin")]
     pub tokenizer: Option<PathBuf>,
-    /// Element type of the weight matrices; norm gains are always f32.
-    /// Matrices whose rows are not whole blocks of 32 stay f16 under q8_0/q4_0 (with a note).
-    #[arg(long, value_enum, default_value_t = WeightDtype::F32)]
-    pub dtype: WeightDtype,
     /// Element type of the token embedding and classifier, when it should
     /// differ from --dtype (small models lose the most there).
     #[arg(long, value_enum, value_name = "DTYPE")]
@@ -80,34 +88,27 @@ pub fn load_model(input: &[u8], tokenizer: Option<&[u8]>) -> Result<OwnedModel> 
 
 /// Runs `kinglet convert`.
 pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
-    let input = read_file(&args.input)?;
-    let tokenizer = match &args.tokenizer {
+    convert(args.files, args.dtype.into(), out)
+}
+
+/// Writes `files.input` as a .klt file with its matrices in `matrices`.
+pub fn convert(files: Files, matrices: Dtype, out: &mut dyn Write) -> Result<Status> {
+    let input = read_file(&files.input)?;
+    let tokenizer = match &files.tokenizer {
         Some(p) => Some(read_file(p)?),
         None => None,
     };
     let model = load_model(&input, tokenizer.as_deref())
-        .with_context(|| args.input.display().to_string())?;
+        .with_context(|| files.input.display().to_string())?;
     drop(input);
     let plan = DtypePlan {
-        matrices: args.dtype.into(),
-        embedding: args.embedding_dtype.map(Dtype::from),
+        matrices,
+        embedding: files.embedding_dtype.map(Dtype::from),
     };
-    let bytes = write_atomic(&args.output, |w| model.write_klt(plan, w))?;
+    let bytes = write_atomic(&files.output, |w| model.write_klt(plan, w))?;
     for note in plan.notes(&model) {
         writeln!(out, "note: {note}")?;
     }
-    let embedding = plan
-        .embedding
-        .map(|d| format!(", embedding {}", d.name()))
-        .unwrap_or_default();
-    writeln!(
-        out,
-        "wrote {}: {} tensors, {} parameters, {} bytes, {}{embedding} (norms f32)",
-        args.output.display(),
-        model.tensors.len(),
-        grouped(model.parameter_count()),
-        grouped(bytes),
-        plan.matrices.name()
-    )?;
+    writeln!(out, "{}", model.written(&files.output, plan, bytes))?;
     Ok(Status::Ok)
 }

@@ -1,12 +1,11 @@
 //! `kinglet quantize`: `kinglet convert` with a quantized `--dtype` (q8_0 by
 //! default), under the name users look for.
 
-use std::io::Write;
-use std::path::PathBuf;
-
 use anyhow::Result;
+use kinglet::Dtype;
+use std::io::Write;
 
-use super::{convert, Status, WeightDtype};
+use super::{convert, Status};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -30,38 +29,20 @@ pub enum QuantDtype {
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// A .klt file, or a llama2.c checkpoint (with --tokenizer).
-    pub input: PathBuf,
-    /// Where to write the .klt file (replaced atomically).
-    #[arg(short, long)]
-    pub output: PathBuf,
+    /// The input, output and embedding dtype, as for `convert`.
+    #[command(flatten)]
+    pub files: convert::Files,
     /// The block type of the weight matrices; norm gains stay f32, and
     /// matrices whose rows are not whole blocks of 32 stay f16 (with a note).
     #[arg(long, value_enum, default_value_t = QuantDtype::Q8_0)]
     pub dtype: QuantDtype,
-    /// Element type of the token embedding and classifier, when it should
-    /// differ from --dtype (small models lose the most there).
-    #[arg(long, value_enum, value_name = "DTYPE")]
-    pub embedding_dtype: Option<WeightDtype>,
-    /// The llama2.c tokenizer.bin (for llama2.c checkpoints only).
-    #[arg(long, value_name = "TOK.bin")]
-    pub tokenizer: Option<PathBuf>,
 }
 
 /// Runs `kinglet quantize` as the `kinglet convert` it stands for.
 pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
     let dtype = match args.dtype {
-        QuantDtype::Q8_0 => WeightDtype::Q8_0,
-        QuantDtype::Q4_0 => WeightDtype::Q4_0,
+        QuantDtype::Q8_0 => Dtype::Q8_0,
+        QuantDtype::Q4_0 => Dtype::Q4_0,
     };
-    convert::run(
-        convert::Args {
-            input: args.input,
-            output: args.output,
-            tokenizer: args.tokenizer,
-            dtype,
-            embedding_dtype: args.embedding_dtype,
-        },
-        out,
-    )
+    convert::convert(args.files, dtype, out)
 }

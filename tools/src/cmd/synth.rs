@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use kinglet::Dtype;
 
-use super::{grouped, Status, WeightDtype};
+use super::{Status, WeightDtype};
 use crate::io::write_atomic;
 use crate::synth::{preset, synth_model};
 
@@ -79,14 +79,6 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
     let model = synth_model(&c, args.seed)?;
     let dtype = Dtype::from(args.dtype);
     let bytes = write_atomic(&args.output, |w| model.write_klt(dtype, w))?;
-    writeln!(
-        out,
-        "wrote {}: {} tensors, {} parameters, {} bytes, {} (norms f32)",
-        args.output.display(),
-        model.tensors.len(),
-        grouped(model.parameter_count()),
-        grouped(bytes),
-        dtype.name()
-    )?;
+    writeln!(out, "{}", model.written(&args.output, dtype.into(), bytes))?;
     Ok(Status::Ok)
 }
