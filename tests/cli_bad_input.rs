@@ -166,7 +166,10 @@ const CASES: &[(&str, &str)] = &[
     // kinglet-train: absurd and contradictory flags.
     ("kinglet-train +tiny --data corpus.txt --out out/r --steps 0", "--steps"),
     ("@offline kinglet-train +tiny --out out/r --steps 2", "--data"),
-    ("@offline kinglet-train eval run.ckpt", "--data"),
+    ("kinglet-train eval gone.ckpt", "cannot be read"),
+    ("kinglet-train eval changed.ckpt", "has changed"),
+    ("kinglet-train +tiny --resume gone.ckpt --out out/r", "--data"),
+    ("kinglet-train +tiny --data corpus.txt --out taken", "--force"),
     ("kinglet-train +tiny --data corpus.txt --out out/r --batch 0", "--batch"),
     ("kinglet-train +tiny --data corpus.txt --out out/r --accum 0", "--accum"),
     ("kinglet-train +tiny --data corpus.txt --out out/r --heads 3", "--heads 3"),
@@ -283,14 +286,31 @@ fn fixtures(dir: &Path) {
     fs::create_dir(dir.join("out")).expect("out dir");
 
     let tiny: Vec<&str> = TINY.split_whitespace().collect();
-    let o = run(
-        dir,
-        "kinglet-train",
-        &[&tiny[..], &["--data", "corpus.txt", "--out", "train"]].concat(),
+    // A checkpoint trained on `corpus`, saved as `name`.
+    let checkpoint = |corpus: &str, name: &str| {
+        let o = run(
+            dir,
+            "kinglet-train",
+            &[&tiny[..], &["--data", corpus, "--out", "train"]].concat(),
+        );
+        assert!(o.status.success(), "training the fixture: {o:?}");
+        fs::rename(dir.join("train/last.ckpt"), dir.join(name)).expect("move checkpoint");
+        fs::remove_dir_all(dir.join("train")).expect("remove the run directory");
+    };
+    checkpoint("corpus.txt", "run.ckpt");
+    // Checkpoints whose recorded corpus is gone, or has changed.
+    write("gone.txt", common::corpus_text().as_bytes());
+    checkpoint("gone.txt", "gone.ckpt");
+    fs::remove_file(dir.join("gone.txt")).expect("remove the corpus");
+    write("changed.txt", common::corpus_text().as_bytes());
+    checkpoint("changed.txt", "changed.ckpt");
+    write(
+        "changed.txt",
+        format!("{}!", common::corpus_text()).as_bytes(),
     );
-    assert!(o.status.success(), "training the fixture: {o:?}");
-    fs::rename(dir.join("train/last.ckpt"), dir.join("run.ckpt")).expect("move checkpoint");
-    fs::remove_dir_all(dir.join("train")).expect("remove the run directory");
+    // An output directory that holds a run.
+    fs::create_dir(dir.join("taken")).expect("taken dir");
+    fs::copy(dir.join("run.ckpt"), dir.join("taken/last.ckpt")).expect("taken run");
     let o = run(
         dir,
         "kinglet-train",

@@ -57,6 +57,9 @@ fn start(corpus: &Path, out: &Path, pause: Option<String>) -> Child {
         .stderr(Stdio::piped());
     if checkpoint.exists() {
         command.arg("--resume").arg(&checkpoint);
+    } else if out.exists() {
+        // Killed before its first save: start that run over.
+        command.arg("--force");
     }
     if let Some(p) = pause {
         command.env(pause::VAR, p);

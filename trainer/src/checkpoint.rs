@@ -4,9 +4,10 @@
 //! the training config, step, data-sampler RNG state, last val loss, corpus
 //! sha256, the tokenizer's characters (UTF-8), [version 2: the QAT settings —
 //! dtype code u32 (0 none, else the engine's dtype code), start step u64,
-//! activations u32], the parameter count, then params, AdamW m and v (f32
-//! each), and last a CRC32C of every byte before it. Version 1 files (before
-//! QAT) read as "no QAT".
+//! activations u32], [version 3: the corpus file's path — length u32, then
+//! UTF-8, empty when unknown], the parameter count, then params, AdamW m and
+//! v (f32 each), and last a CRC32C of every byte before it. Version 1 files
+//! (before QAT) read as "no QAT", versions 1 and 2 as "corpus path unknown".
 //! Written to `<path>.tmp`, fsynced, renamed over `<path>`, then the
 //! directory fsynced.
 
@@ -19,13 +20,16 @@ use crate::pause::{self, Point};
 use crate::qat::Qat;
 use kinglet::checksum::crc32c;
 use kinglet::Dtype;
+use kinglet_tools::io::sha256_hex;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"KLTCKPT\0";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// The first version, without QAT settings; still read.
 const VERSION_BEFORE_QAT: u32 = 1;
+/// The version before the corpus path; still read.
+const VERSION_BEFORE_CORPUS_PATH: u32 = 2;
 /// QAT dtype code meaning "no QAT".
 const NO_QAT: u32 = 0;
 
@@ -44,6 +48,9 @@ pub struct Checkpoint {
     pub val_loss: Option<f32>,
     /// sha256 of the corpus file, lowercase hex.
     pub corpus_sha256: String,
+    /// The corpus file's absolute path when training started, empty if
+    /// unknown; `kinglet-train eval` reads it when its sha256 still matches.
+    pub corpus_path: String,
     /// The character vocabulary.
     pub tokenizer: CharTokenizer,
     /// Parameter arena. [layout.total]
@@ -164,6 +171,8 @@ impl Checkpoint {
                 put_u32(&mut out, 0);
             }
         }
+        put_u32(&mut out, self.corpus_path.len() as u32);
+        out.extend_from_slice(self.corpus_path.as_bytes());
         put_u64(&mut out, self.params.len() as u64);
         for arena in [&self.params, &self.m, &self.v] {
             for x in arena.iter() {
@@ -188,11 +197,11 @@ impl Checkpoint {
             bail!(NotACheckpoint, "not a kinglet-train checkpoint (bad magic)");
         }
         let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if version != VERSION && version != VERSION_BEFORE_QAT {
+        if !(VERSION_BEFORE_QAT..=VERSION).contains(&version) {
             bail!(
                 CheckpointVersion,
                 "checkpoint version {version} is not supported \
-                 (this kinglet-train reads versions {VERSION_BEFORE_QAT} and {VERSION})"
+                 (this kinglet-train reads versions {VERSION_BEFORE_QAT} to {VERSION})"
             );
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
@@ -268,6 +277,16 @@ impl Checkpoint {
                 TrainError::BadCheckpoint(format!("checkpoint holds bad QAT settings: {e}"))
             })?;
         }
+        let corpus_path = if version <= VERSION_BEFORE_CORPUS_PATH {
+            String::new()
+        } else {
+            let len = r.usize()?;
+            std::str::from_utf8(r.take(len)?)
+                .map_err(|_| {
+                    TrainError::BadCheckpoint("checkpoint corpus path is not UTF-8".into())
+                })?
+                .to_string()
+        };
         let n = r.u64()? as usize;
         let expected = ParamLayout::new(&model).total;
         if n != expected {
@@ -293,6 +312,7 @@ impl Checkpoint {
             data_rng,
             val_loss,
             corpus_sha256,
+            corpus_path,
             tokenizer,
             params,
             m,
@@ -307,6 +327,41 @@ impl Checkpoint {
             TrainError::Io(format!("cannot read checkpoint {}: {e}", path.display()))
         })?;
         Checkpoint::from_bytes(&bytes).map_err(|e| e.context(path.display()))
+    }
+
+    /// The corpus this checkpoint was trained on, when the file it recorded
+    /// is still there with the same sha256; otherwise an error that says
+    /// what to pass instead.
+    pub fn recorded_corpus(&self) -> Result<PathBuf> {
+        let short = |sha: &str| sha.get(..16).unwrap_or(sha).to_string();
+        if self.corpus_path.is_empty() {
+            bail!(
+                Corpus,
+                "the checkpoint does not record where its corpus is (sha256 {}…): \
+                 pass --data FILE, the text it was trained on",
+                short(&self.corpus_sha256)
+            );
+        }
+        let path = PathBuf::from(&self.corpus_path);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            TrainError::Io(format!(
+                "the checkpoint was trained on {}, which cannot be read ({e}): \
+                 pass --data FILE with that text",
+                path.display()
+            ))
+        })?;
+        let sha = sha256_hex(&bytes);
+        if sha != self.corpus_sha256 {
+            bail!(
+                Corpus,
+                "{} has changed since the checkpoint was trained on it (sha256 {}…, was {}…): \
+                 pass --data FILE with the text it was trained on",
+                path.display(),
+                short(&sha),
+                short(&self.corpus_sha256)
+            );
+        }
+        Ok(path)
     }
 
     /// Writes atomically: a crash leaves the old file or the new one, never a torn one.

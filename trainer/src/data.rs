@@ -86,6 +86,9 @@ pub struct Corpus {
     pub val: Vec<u32>,
     /// sha256 of the file's bytes, lowercase hex.
     pub sha256: String,
+    /// The file's absolute path (empty for text that came from no file, or
+    /// a path that is not UTF-8), recorded in checkpoints.
+    pub path: String,
 }
 
 impl Corpus {
@@ -93,8 +96,13 @@ impl Corpus {
     pub fn load(path: &Path, context: usize) -> Result<Corpus> {
         let bytes = std::fs::read(path)
             .map_err(|e| TrainError::Io(format!("cannot read corpus {}: {e}", path.display())))?;
-        Corpus::from_bytes(&bytes, None, context)
-            .map_err(|e| e.context(format_args!("corpus {}", path.display())))
+        let mut corpus = Corpus::from_bytes(&bytes, None, context)
+            .map_err(|e| e.context(format_args!("corpus {}", path.display())))?;
+        corpus.path = std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.to_str().map(String::from))
+            .unwrap_or_default();
+        Ok(corpus)
     }
 
     /// Tokenizes `bytes` with `tokenizer`, or with the text's own characters
@@ -139,6 +147,7 @@ impl Corpus {
             train,
             val,
             sha256: sha256_hex(bytes),
+            path: String::new(),
         })
     }
 }

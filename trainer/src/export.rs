@@ -82,9 +82,10 @@ pub fn model_file_bytes(checkpoint: &Checkpoint, dtype: Dtype) -> Result<Vec<u8>
     Ok(bytes)
 }
 
-/// Writes the .klt for `checkpoint` to `out` atomically; returns its size.
-pub fn export(checkpoint: &Checkpoint, out: &Path, dtype: Dtype) -> Result<u64> {
+/// Writes the .klt for `checkpoint` to `out` atomically; returns the line
+/// `kinglet convert` prints for what it wrote.
+pub fn export(checkpoint: &Checkpoint, out: &Path, dtype: Dtype) -> Result<String> {
     let bytes = model_file_bytes(checkpoint, dtype)?;
     write_atomically(out, &bytes)?;
-    Ok(bytes.len() as u64)
+    Ok(owned_model(checkpoint).written(out, dtype.into(), bytes.len() as u64))
 }

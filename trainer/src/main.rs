@@ -4,8 +4,9 @@
 use clap::{Args, Parser, Subcommand};
 use kinglet::printable::Printable;
 use kinglet::Dtype;
+use kinglet_tools::cmd::eval::{Score, Windows};
 use kinglet_trainer::checkpoint::Checkpoint;
-use kinglet_trainer::config::{preset, Decay, PRESET_NAMES};
+use kinglet_trainer::config::{preset, Decay, Preset, PRESET_NAMES};
 use kinglet_trainer::data::Corpus;
 use kinglet_trainer::download;
 use kinglet_trainer::error::{Result, TrainError};
@@ -22,13 +23,15 @@ use std::process::ExitCode;
 /// Train a LLaMA model from scratch on a CPU (hand-written backward passes,
 /// AdamW), then export it as a .klt file the kinglet engine runs.
 ///
-/// Without a subcommand, trains: `kinglet-train --preset seed --data input.txt --steps 1000`.
+/// Without a subcommand, trains. The Model and Optimization flags default to
+/// the --preset's values, listed under Presets below.
 #[derive(Parser)]
 #[command(
     name = "kinglet-train",
     version,
     args_conflicts_with_subcommands = true,
-    args_override_self = true
+    args_override_self = true,
+    after_help = presets_and_examples()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,11 +43,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Mean cross-entropy over the whole validation split (last 10%), in
-    /// consecutive non-overlapping windows of the context length; prints `loss: <number>`.
+    /// consecutive non-overlapping windows of the context length; prints the
+    /// report `kinglet eval` prints (tokens scored and left over, loss,
+    /// perplexity).
     Eval {
         /// A checkpoint written by training (e.g. out/last.ckpt).
         checkpoint: PathBuf,
-        /// The corpus the model was trained on.
+        /// The corpus the model was trained on [default: the file the
+        /// checkpoint records, if its sha256 still matches].
         #[arg(long)]
         data: Option<PathBuf>,
         /// Windows per forward pass.
@@ -83,17 +89,23 @@ struct TrainArgs {
     #[arg(long, default_value = "seed")]
     preset: String,
     /// UTF-8 text to train on (characters become tokens; first 90% trains,
-    /// last 10% validates). Without it, TinyShakespeare is downloaded once
-    /// into the cache ($KINGLET_CACHE_DIR, else ~/.cache/kinglet) and its
-    /// sha256 checked.
+    /// last 10% validates). Without it, --resume continues on the corpus its
+    /// checkpoint records, and a new run downloads TinyShakespeare once into
+    /// the cache ($KINGLET_CACHE_DIR, else ~/.cache/kinglet) and checks its
+    /// sha256.
     #[arg(long)]
     data: Option<PathBuf>,
     /// Optimizer steps to stop at (counted from the start, also when resuming).
     #[arg(long)]
     steps: Option<u64>,
-    /// Output directory for last.ckpt and metrics.jsonl.
+    /// Output directory for last.ckpt, metrics.jsonl and loss.svg. One that
+    /// already holds a run is refused, unless --resume continues it or
+    /// --force starts over.
     #[arg(long, default_value = "out")]
     out: PathBuf,
+    /// Replace the run in --out (its last.ckpt and metrics) with a new one.
+    #[arg(long)]
+    force: bool,
     /// JSON Lines metrics file [default: metrics.jsonl in --out].
     #[arg(long)]
     metrics: Option<PathBuf>,
@@ -215,6 +227,70 @@ struct TrainArgs {
     seed: Option<u64>,
 }
 
+const EXAMPLES: &str = "\
+Examples:
+  # The seed preset on TinyShakespeare (downloaded once), then its score and a model file
+  kinglet-train --preset seed --steps 1000 --out runs/seed
+  kinglet-train eval runs/seed/last.ckpt
+  kinglet-train export runs/seed/last.ckpt -o seed.klt --dtype q8_0
+  # Continue that run to 2,000 steps (same preset and shape flags)
+  kinglet-train --resume runs/seed/last.ckpt --steps 2000 --out runs/seed
+  # Your own text, the small preset, a cosine schedule to 5,000 steps
+  kinglet-train --preset small --data my-text.txt --out runs/small
+  # Quantization-aware training for q4_0 from step 1,500
+  kinglet-train --qat q4_0 --qat-start 1500 --steps 2000 --out runs/q4";
+
+/// The help's table of every preset's values, then the examples.
+fn presets_and_examples() -> String {
+    let presets: Vec<_> = PRESET_NAMES.iter().filter_map(|n| preset(n)).collect();
+    let number = |v: f32| {
+        if v != 0.0 && v.abs() < 1e-2 {
+            format!("{v:e}")
+        } else {
+            v.to_string()
+        }
+    };
+    type Value<'a> = &'a dyn Fn(&Preset) -> String;
+    let rows: &[(&str, Value)] = &[
+        ("--context", &|p| p.model.context.to_string()),
+        ("--dim", &|p| p.model.dim.to_string()),
+        ("--layers", &|p| p.model.n_layers.to_string()),
+        ("--heads", &|p| p.model.n_heads.to_string()),
+        ("--kv-heads", &|p| p.model.n_kv_heads.to_string()),
+        ("--hidden", &|p| p.model.hidden_dim.to_string()),
+        ("--tied", &|p| p.model.tied_classifier.to_string()),
+        ("--rope-theta", &|p| number(p.model.rope_theta)),
+        ("--norm-eps", &|p| number(p.model.norm_eps)),
+        ("--batch", &|p| p.train.batch.to_string()),
+        ("--accum", &|p| p.train.accum_steps.to_string()),
+        ("--steps", &|p| p.train.steps.to_string()),
+        ("--lr", &|p| number(p.train.lr)),
+        ("--min-lr", &|p| number(p.train.min_lr)),
+        ("--warmup", &|p| p.train.warmup_steps.to_string()),
+        ("--decay", &|p| {
+            format!("{:?}", p.train.decay).to_lowercase()
+        }),
+        ("--beta1", &|p| p.train.beta1.to_string()),
+        ("--beta2", &|p| p.train.beta2.to_string()),
+        ("--adam-eps", &|p| number(p.train.eps)),
+        ("--weight-decay", &|p| number(p.train.weight_decay)),
+        ("--grad-clip", &|p| p.train.grad_clip.to_string()),
+        ("--init-std", &|p| number(p.train.init_std)),
+        ("--seed", &|p| p.train.seed.to_string()),
+    ];
+    let mut text = String::from("Presets (each flag overrides its value):\n");
+    let heading: Vec<String> = PRESET_NAMES.iter().map(|n| format!("{n:<12}")).collect();
+    text += &format!("  {:<16}{}\n", "", heading.concat().trim_end());
+    for (flag, value) in rows {
+        let cells: Vec<String> = presets
+            .iter()
+            .map(|p| format!("{:<12}", value(p)))
+            .collect();
+        text += &format!("  {flag:<16}{}\n", cells.concat().trim_end());
+    }
+    text + "\n" + EXAMPLES
+}
+
 fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(n) = threads {
         if n == 0 {
@@ -240,11 +316,39 @@ fn tinyshakespeare() -> Result<PathBuf> {
     .map_err(|e| TrainError::Download(e.to_string()))
 }
 
-fn read_corpus(data: Option<&Path>, context: usize) -> Result<Corpus> {
-    match data {
-        Some(path) => Corpus::load(path, context),
-        None => Corpus::load(&tinyshakespeare()?, context),
+/// The corpus to train on: `--data`, else the one the `--resume`
+/// checkpoint records, else TinyShakespeare.
+fn read_corpus(data: Option<&Path>, resume: Option<&Path>, context: usize) -> Result<Corpus> {
+    match (data, resume) {
+        (Some(path), _) => Corpus::load(path, context),
+        (None, Some(checkpoint)) => {
+            Corpus::load(&Checkpoint::load(checkpoint)?.recorded_corpus()?, context)
+        }
+        (None, None) => Corpus::load(&tinyshakespeare()?, context),
     }
+}
+
+/// Refuses an `--out` that already holds a run, unless it is resumed or
+/// `--force` replaces it.
+fn check_out_is_free(a: &TrainArgs, metrics: &Path) -> Result<()> {
+    if a.resume.is_some() || a.force {
+        return Ok(());
+    }
+    let held: Vec<String> = [a.out.join("last.ckpt"), metrics.to_path_buf()]
+        .iter()
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::Settings(format!(
+        "{} already holds a run ({}): pass --resume {} to continue it, \
+         --force to start over, or another --out",
+        a.out.display(),
+        held.join(", "),
+        a.out.join("last.ckpt").display()
+    )))
 }
 
 fn train(a: TrainArgs) -> Result<()> {
@@ -310,11 +414,15 @@ fn train(a: TrainArgs) -> Result<()> {
         }
         None => None,
     };
+    let metrics = a
+        .metrics
+        .clone()
+        .unwrap_or_else(|| a.out.join("metrics.jsonl"));
+    check_out_is_free(&a, &metrics)?;
     set_threads(a.threads)?;
-    let corpus = read_corpus(a.data.as_deref(), m.context)?;
+    let corpus = read_corpus(a.data.as_deref(), a.resume.as_deref(), m.context)?;
     m.vocab_size = corpus.tokenizer.len();
     m.validate()?;
-    let metrics = a.metrics.unwrap_or_else(|| a.out.join("metrics.jsonl"));
     let params = ParamLayout::new(&m).total;
     println!(
         "model: {params} parameters (dim {}, {} layers, {} heads / {} kv, hidden {}, context {}, vocab {}); \
@@ -372,25 +480,36 @@ fn eval(
     }
     set_threads(threads)?;
     let c = Checkpoint::load(checkpoint)?;
-    let downloaded;
+    let recorded;
     let path = match data {
         Some(path) => path,
         None => {
-            downloaded = tinyshakespeare()?;
-            &downloaded
+            recorded = c.recorded_corpus()?;
+            &recorded
         }
     };
     let bytes = std::fs::read(path)
         .map_err(|e| TrainError::Io(format!("cannot read corpus {}: {e}", path.display())))?;
     let corpus = Corpus::from_bytes(&bytes, Some(&c.tokenizer), c.model.context)
         .map_err(|e| e.context(format_args!("corpus {}", path.display())))?;
+    if corpus.sha256 != c.corpus_sha256 {
+        eprintln!(
+            "note: {} is not the corpus the checkpoint was trained on (its sha256 differs)",
+            path.display()
+        );
+    }
     let layout = ParamLayout::new(&c.model);
     let loss = match &c.qat {
         Some(q) => whole_split_loss_qat(&layout, &c.params, &corpus.val, batch.max(1), q)?,
         None => whole_split_loss(&layout, &c.params, &corpus.val, batch.max(1)),
     };
-    println!("loss: {loss:.6}");
-    Ok(())
+    let score = Score {
+        loss,
+        windows: Windows::new(corpus.val.len(), c.model.context),
+    };
+    score
+        .write_report(&mut std::io::stdout().lock())
+        .map_err(|e| TrainError::Io(format!("cannot write the report: {e}")))
 }
 
 /// `--dtype` if given (warning when it is not what a QAT checkpoint was
@@ -438,12 +557,7 @@ fn main() -> ExitCode {
             dtype,
         }) => Checkpoint::load(&checkpoint).and_then(|c| {
             let dtype = export_dtype(&c, dtype.as_deref())?;
-            let bytes = export(&c, &output, dtype)?;
-            println!(
-                "wrote {} ({bytes} bytes, step {})",
-                output.display(),
-                c.step
-            );
+            println!("{}", export(&c, &output, dtype)?);
             Ok(())
         }),
         Some(Command::CheckReference { dump }) => check_reference(&dump).and_then(|report| {

@@ -100,6 +100,9 @@ fn open_trainer(o: &RunOptions) -> Result<Trainer> {
     };
     let mut t = Trainer::from_checkpoint(c, o.train)?;
     t.set_qat(qat)?;
+    // From here on the run trains on this corpus: record it.
+    t.corpus_sha256 = o.corpus.sha256.clone();
+    t.corpus_path = o.corpus.path.clone();
     Ok(t)
 }
 
@@ -267,6 +270,10 @@ pub fn run(o: &RunOptions) -> Result<RunSummary> {
         }
     }
     bar.finish();
+    if !bar.is_hidden() {
+        // The bar's line has no newline of its own; the summary needs one.
+        eprintln!();
+    }
     drop(metrics);
     let svg = o.out_dir.join("loss.svg");
     plot::write_loss_svg(&svg, &loss_points(&o.metrics)?, "kinglet-train: loss")?;

@@ -49,6 +49,8 @@ pub struct Trainer {
     pub tokenizer: CharTokenizer,
     /// sha256 of the corpus, hex.
     pub corpus_sha256: String,
+    /// The corpus file's absolute path, empty if unknown.
+    pub corpus_path: String,
     /// Quantization-aware training, if on (set with [`Trainer::set_qat`]).
     pub qat: Option<Qat>,
     /// The fake-quantized weights the forward pass runs with under QAT. [layout.total]
@@ -60,14 +62,16 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A fresh model for `corpus`, with its tokenizer and sha256.
+    /// A fresh model for `corpus`, with its tokenizer, sha256 and path.
     pub fn for_corpus(model: ModelConfig, train: TrainConfig, corpus: &Corpus) -> Result<Self> {
-        Self::new(
+        let mut trainer = Self::new(
             model,
             train,
             corpus.tokenizer.clone(),
             corpus.sha256.clone(),
-        )
+        )?;
+        trainer.corpus_path = corpus.path.clone();
+        Ok(trainer)
     }
 
     /// A fresh model: initialized from `train.seed`.
@@ -100,6 +104,7 @@ impl Trainer {
             val_loss: None,
             tokenizer,
             corpus_sha256,
+            corpus_path: String::new(),
             qat: None,
             shadow: Vec::new(),
             shards: BatchShards::new(&model, train.batch, model.context),
@@ -125,6 +130,7 @@ impl Trainer {
             val_loss: c.val_loss,
             tokenizer: c.tokenizer,
             corpus_sha256: c.corpus_sha256,
+            corpus_path: c.corpus_path,
             qat: c.qat,
             shadow: Vec::new(),
             shards: BatchShards::new(&c.model, train.batch, c.model.context),
@@ -143,6 +149,7 @@ impl Trainer {
             data_rng: self.data_rng.state(),
             val_loss: self.val_loss,
             corpus_sha256: self.corpus_sha256.clone(),
+            corpus_path: self.corpus_path.clone(),
             tokenizer: self.tokenizer.clone(),
             params: self.params.clone(),
             m: self.adamw.m.clone(),

@@ -134,9 +134,14 @@ fn eval_and_export_work_on_a_checkpoint() {
         .output()
         .expect("eval");
     assert!(eval.status.success(), "{}", stderr(&eval));
-    let out = String::from_utf8_lossy(&eval.stdout);
-    let loss: f64 = out
-        .trim()
+    let out = String::from_utf8_lossy(&eval.stdout).into_owned();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with("tokens: ") && lines[0].contains(" windows of 8, "),
+        "{out}"
+    );
+    let loss: f64 = lines[1]
         .strip_prefix("loss: ")
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("unexpected eval output {out:?}"));
@@ -153,6 +158,22 @@ fn eval_and_export_work_on_a_checkpoint() {
         "{loss} vs ln {vocab} = {}",
         vocab.ln()
     );
+    assert!(lines[2].starts_with("perplexity: "), "{out}");
+
+    // Without --data: the corpus the checkpoint records, while it is
+    // unchanged; then an error that says what to pass.
+    let eval_recorded = || bin().arg("eval").arg(&ckpt).output().expect("eval");
+    let recorded = eval_recorded();
+    assert!(recorded.status.success(), "{}", stderr(&recorded));
+    assert_eq!(String::from_utf8_lossy(&recorded.stdout), out);
+    std::fs::write(&data, format!("{}x", common::tiny_text())).expect("change the corpus");
+    assert_fails_with(
+        &eval_recorded(),
+        "has changed since the checkpoint was trained on it",
+    );
+    assert_fails_with(&eval_recorded(), "pass --data FILE");
+    std::fs::remove_file(&data).expect("remove the corpus");
+    assert_fails_with(&eval_recorded(), "cannot be read");
     let klt = dir.join("model.klt");
     let export = bin()
         .arg("export")
@@ -163,7 +184,24 @@ fn eval_and_export_work_on_a_checkpoint() {
         .output()
         .expect("export");
     assert!(export.status.success(), "{}", stderr(&export));
+    // The line `kinglet convert` prints.
+    let said = String::from_utf8_lossy(&export.stdout).into_owned();
+    let parameters = kinglet_trainer::params::ParamLayout::new(
+        &kinglet_trainer::checkpoint::Checkpoint::load(&ckpt)
+            .expect("checkpoint")
+            .model,
+    )
+    .total;
     let bytes = std::fs::read(&klt).expect("model file");
+    assert_eq!(
+        said,
+        format!(
+            "wrote {}: 21 tensors, {} parameters, {} bytes, bf16 (norms f32)\n",
+            klt.display(),
+            kinglet_tools::cmd::grouped(parameters as u64),
+            kinglet_tools::cmd::grouped(bytes.len() as u64)
+        )
+    );
     kinglet::ModelFile::new_checked(&bytes[..])
         .expect("opens")
         .verify()
@@ -334,4 +372,83 @@ fn the_portable_matrix_product_trains_the_same_model() {
     assert!(portable.status.success(), "{}", stderr(&portable));
     let (a, b) = (last_loss("own"), last_loss("portable"));
     assert!((a - b).abs() <= 1e-5 * a.abs(), "losses {a} and {b}");
+}
+
+#[test]
+fn an_out_directory_holding_a_run_is_refused_without_resume_or_force() {
+    let dir = scratch("out-taken");
+    let data = corpus(&dir);
+    let steps = ["--steps", "2", "--eval-every", "0"];
+    let first = train(&dir, &data, "run", &steps);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let before = std::fs::read(dir.join("run/last.ckpt")).expect("checkpoint");
+    let metrics = std::fs::read(dir.join("run/metrics.jsonl")).expect("metrics");
+
+    let again = train(&dir, &data, "run", &["--steps", "3", "--eval-every", "0"]);
+    assert_fails_with(&again, "already holds a run");
+    assert_fails_with(&again, "--force");
+    assert_eq!(std::fs::read(dir.join("run/last.ckpt")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(dir.join("run/metrics.jsonl")).unwrap(),
+        metrics
+    );
+
+    // --resume continues it (on the corpus the checkpoint records when
+    // --data is left out), --force replaces it.
+    let resumed = bin()
+        .args(TINY)
+        .args([
+            "--sample-len",
+            "0",
+            "--quiet",
+            "--steps",
+            "3",
+            "--eval-every",
+            "0",
+        ])
+        .arg("--out")
+        .arg(dir.join("run"))
+        .arg("--resume")
+        .arg(dir.join("run/last.ckpt"))
+        .output()
+        .expect("resume");
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let forced = train(
+        &dir,
+        &data,
+        "run",
+        &["--steps", "1", "--eval-every", "0", "--force"],
+    );
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    let c = kinglet_trainer::checkpoint::Checkpoint::load(&dir.join("run/last.ckpt")).unwrap();
+    assert_eq!(c.step, 1);
+}
+
+#[test]
+fn on_a_terminal_the_finished_progress_bar_ends_its_line() {
+    // `script` (util-linux) runs the trainer on a pseudo-terminal, where
+    // the progress bar is drawn.
+    let dir = scratch("terminal");
+    let data = corpus(&dir);
+    let command: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_kinglet-train").to_string())
+        .chain(TINY.iter().map(|s| s.to_string()))
+        .chain(["--sample-len", "0", "--steps", "3", "--eval-every", "0"].map(String::from))
+        .chain(["--data".into(), data.display().to_string()])
+        .chain(["--out".into(), dir.join("run").display().to_string()])
+        .collect();
+    let o = Command::new("script")
+        .args(["-qec", &command.join(" "), "/dev/null"])
+        .output()
+        .expect("this test needs `script` (util-linux) to run a terminal");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("step 3/3"),
+        "no progress bar was drawn: {text:?}"
+    );
+    let (before, _) = text.split_once("done: ").expect("the summary line");
+    assert!(
+        before.ends_with('\n'),
+        "`done:` shares the bar's line: {text:?}"
+    );
 }
