@@ -115,12 +115,19 @@ fn resuming_a_qat_run_continues_bit_identically() {
     }
 }
 
-/// Rewrites a current checkpoint without QAT as version 1 (no QAT fields).
-fn as_version_1(bytes: &[u8], params: usize) -> Vec<u8> {
-    let qat_end = bytes.len() - 4 - 12 * params - 8;
-    let mut old = bytes[..qat_end - 16].to_vec();
-    old.extend_from_slice(&bytes[qat_end..bytes.len() - 4]);
-    old[8..12].copy_from_slice(&1u32.to_le_bytes());
+/// Rewrites a current checkpoint without QAT and without a corpus path as
+/// `version` 1 (neither field) or 2 (no corpus path).
+fn as_version(bytes: &[u8], params: usize, version: u32) -> Vec<u8> {
+    let count_at = bytes.len() - 4 - 12 * params - 8;
+    let empty_path = 4;
+    let dropped = if version == 1 {
+        16 + empty_path
+    } else {
+        empty_path
+    };
+    let mut old = bytes[..count_at - dropped].to_vec();
+    old.extend_from_slice(&bytes[count_at..bytes.len() - 4]);
+    old[8..12].copy_from_slice(&version.to_le_bytes());
     let crc = kinglet::checksum::crc32c(&old);
     old.extend_from_slice(&crc.to_le_bytes());
     old
@@ -129,16 +136,22 @@ fn as_version_1(bytes: &[u8], params: usize) -> Vec<u8> {
 #[test]
 fn checkpoint_versions() {
     let (t, _) = fresh(None);
+    assert_eq!(t.corpus_path, "");
     let current = t.checkpoint().to_bytes();
-    let old = as_version_1(&current, t.params.len());
-    let read = Checkpoint::from_bytes(&old).expect("version 1 still reads");
-    assert_eq!(read, t.checkpoint());
-    assert_eq!(read.qat, None);
+    for version in [1, 2] {
+        let old = as_version(&current, t.params.len(), version);
+        let read = Checkpoint::from_bytes(&old)
+            .unwrap_or_else(|e| panic!("version {version} still reads: {e}"));
+        assert_eq!(read, t.checkpoint());
+        assert_eq!(read.qat, None);
+        assert_eq!(read.corpus_path, "");
+    }
 
     let mut future = current.clone();
-    future[8..12].copy_from_slice(&3u32.to_le_bytes());
+    future[8..12].copy_from_slice(&4u32.to_le_bytes());
     let e = Checkpoint::from_bytes(&future).unwrap_err();
     assert!(matches!(e, TrainError::CheckpointVersion(_)), "{e:?}");
+    assert!(e.message().contains("version 4"), "{e}");
 
     let (mut q, _) = fresh(q4(5, false));
     q.set_qat(Some(Qat {
