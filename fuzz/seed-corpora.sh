@@ -35,7 +35,7 @@ for v in v0 v0_untied v1 v2; do
 done
 
 # .klt seeds.
-cp "$root/models/shakespeare.klt" "$corpus/klt_reader/shakespeare.klt"
+cp "$root/tools/models/shakespeare.klt" "$corpus/klt_reader/shakespeare.klt"
 for dtype in f32 q8_0 q4_0; do
     "$kinglet" convert "$data/stories260K.bin" --tokenizer "$data/tok512.bin" \
         --dtype $dtype -o "$corpus/klt_reader/stories260K_$dtype.klt" >/dev/null
@@ -57,7 +57,7 @@ for f in "$corpus"/klt_reader/tiny_*.klt; do
     cap "$f" $((1 + i % 8)) $(((i * 37) % 256)) "$corpus/c_api/$(basename "$f" .klt)"
     i=$((i + 1))
 done
-cap "$root/models/shakespeare.klt" 16 0 "$corpus/c_api/shakespeare"
+cap "$root/tools/models/shakespeare.klt" 16 0 "$corpus/c_api/shakespeare"
 cap "$corpus/klt_reader/stories260K_q8_0.klt" 8 3 "$corpus/c_api/stories260K_q8_0"
 
 # tokenizer seeds: a mode byte (bit 0: BPE vocabulary, bit 1: decode,

@@ -1,5 +1,5 @@
 //! Reads the model named by `KINGLET_BARE_MODEL` (an absolute path; default:
-//! the bundled models/shakespeare.klt), checks
+//! the bundled tools/models/shakespeare.klt), checks
 //! it, and writes `$OUT_DIR/model.rs`: the model's `Config` as a `const` (so
 //! the session buffer can be a static sized by the engine's `const fn`) and
 //! the file itself, embedded at 64-byte alignment. Also passes the linker
@@ -13,7 +13,7 @@ fn main() {
     // Default: the model bundled with kinglet.
     let path = std::env::var_os("KINGLET_BARE_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/shakespeare.klt")));
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/models/shakespeare.klt")));
     if !path.is_absolute() {
         fail(&format!(
             "KINGLET_BARE_MODEL must be an absolute path, not {}",

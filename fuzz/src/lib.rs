@@ -200,7 +200,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// The bundled character-level model (Char vocabulary).
-pub const SHAKESPEARE: &[u8] = include_bytes!("../../models/shakespeare.klt");
+pub const SHAKESPEARE: &[u8] = include_bytes!("../../tools/models/shakespeare.klt");
 
 /// stories260K converted to .klt (BPE vocabulary, tok512), built once from
 /// the llama2.c files in [`data_dir`].

@@ -6,5 +6,7 @@
 /// Where the bundled model lives in the repository.
 pub const PATH: &str = "models/shakespeare.klt";
 
-/// The bundled model's bytes.
-pub static BYTES: &[u8] = include_bytes!("../../models/shakespeare.klt");
+/// The bundled model's bytes. The file lives inside this package so that the
+/// published crate (and `cargo install kinglet-tools`) carries it; the
+/// repository's `models/shakespeare.klt` is a symbolic link to it.
+pub static BYTES: &[u8] = include_bytes!("../models/shakespeare.klt");
