@@ -22,6 +22,7 @@ use kinglet::kernels::Path;
 use kinglet::quant::{quantize_activations, quantize_row, BlockQ8};
 use kinglet::tensor::BLOCK_LEN;
 use kinglet::{Dtype, Matrix};
+use kinglet_tools::rng::Rng;
 
 const RUNS: usize = 301;
 const RUN_SECONDS: f64 = 0.001;
@@ -65,14 +66,14 @@ fn main() {
     }
     println!("{header}");
     println!("{}", "-".repeat(header.chars().count()));
-    let mut seed = 1u64;
+    let mut rng = Rng::new(1);
     for (rows, cols) in SHAPES {
-        let x = random_values(&mut seed, cols);
+        let x = rng.uniform_vec(cols);
         let mut xq = vec![BlockQ8::ZERO; cols / BLOCK_LEN];
         if let Err(e) = quantize_activations(&x, &mut xq) {
             fail(&format!("quantize activations: {e}"));
         }
-        let values = random_values(&mut seed, rows * cols);
+        let values = rng.uniform_vec(rows * cols);
         for dtype in DTYPES {
             if !wanted.is_empty() && !wanted.iter().any(|n| n == dtype.name()) {
                 continue;
@@ -149,9 +150,9 @@ fn matmul_table(paths: &[Path], wanted: &[String]) {
     }
     println!("{header}");
     println!("{}", "-".repeat(header.chars().count()));
-    let mut seed = 2u64;
+    let mut rng = Rng::new(2);
     for (rows, cols) in SHAPES.into_iter().filter(|&(rows, _)| rows < 32000) {
-        let x = random_values(&mut seed, POSITIONS * cols);
+        let x = rng.uniform_vec(POSITIONS * cols);
         let mut xq = vec![BlockQ8::ZERO; POSITIONS * cols / BLOCK_LEN];
         for (x, q) in x
             .chunks_exact(cols)
@@ -161,7 +162,7 @@ fn matmul_table(paths: &[Path], wanted: &[String]) {
                 fail(&format!("quantize activations: {e}"));
             }
         }
-        let values = random_values(&mut seed, rows * cols);
+        let values = rng.uniform_vec(rows * cols);
         for dtype in DTYPES {
             if !wanted.is_empty() && !wanted.iter().any(|n| n == dtype.name()) {
                 continue;
@@ -195,20 +196,6 @@ fn matmul_table(paths: &[Path], wanted: &[String]) {
 fn fail(message: &str) -> ! {
     eprintln!("kernels bench: {message}");
     std::process::exit(1)
-}
-
-/// splitmix64 values in [-1, 1).
-fn random_values(state: &mut u64, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = *state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
 }
 
 /// `rows × cols` values encoded row by row.

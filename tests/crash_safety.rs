@@ -125,7 +125,7 @@ fn sigkill_at_every_point_of_a_save_never_loses_the_last_checkpoint() {
     let out = dir.join("interrupted");
     let checkpoint = out.join("last.ckpt");
     let temp = temp_path(&checkpoint);
-    let mut rng = Rng(0x5eed_c0ffee);
+    let mut rng = Rng::new(0x5eed_c0ffee);
     for kill in 0..KILLS {
         let point = Point::ALL[kill % Point::ALL.len()];
         let hit = 1 + rng.next_u64() % 4;

@@ -3,19 +3,7 @@
 
 use kinglet::format::{sort_pieces, write_model, IoSink, TensorSpec, TokenizerKind, TokenizerSpec};
 use kinglet::{session_floats, Config, Dtype, Error, ModelFile, Session, TensorRole};
-
-/// xorshift64*, uniform in [-1, 1).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let u = (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
-        2.0 * u - 1.0
-    }
-}
+use kinglet_tools::rng::Rng;
 
 /// One tensor of a test model: its values exactly as the file stores them.
 struct Tensor {
@@ -42,9 +30,9 @@ impl Tensor {
         let mut values = Vec::new();
         for _ in 0..n {
             let v = if norm {
-                1.0 + 0.2 * rng.next()
+                1.0 + 0.2 * f64::from(rng.uniform())
             } else {
-                scale * rng.next()
+                scale * f64::from(rng.uniform())
             };
             let stored = match dtype {
                 Dtype::F32 => {
@@ -77,7 +65,7 @@ impl Tensor {
 
 /// A random model in canonical tensor order; matrices in `dtype`, norms F32.
 fn random_model(config: &Config, dtype: Dtype, seed: u64) -> Vec<Tensor> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     kinglet::canonical_tensors(config)
         .map(|t| {
             let name = t.role.to_string();
@@ -381,7 +369,8 @@ fn quantized_weights_run_close_to_their_dequantized_values() {
         norm_eps: 1e-5,
         tied_classifier: false,
     };
-    for (dtype, tolerance) in [(Dtype::Q8_0, 0.02), (Dtype::Q4_0, 0.02)] {
+    // Over seeds 1..60 the worst gap was 2.2% (q8_0) and 1.7% (q4_0).
+    for (dtype, tolerance) in [(Dtype::Q8_0, 0.03), (Dtype::Q4_0, 0.03)] {
         let mut tensors = random_model(&config, Dtype::F32, 10);
         for t in tensors.iter_mut().filter(|t| t.shape.len() == 2) {
             let floats: Vec<f32> = t.values.iter().map(|&v| v as f32).collect();

@@ -11,7 +11,7 @@ fn score_is_the_mean_loss_of_whole_context_windows() {
     let config = tiny_config(); // context 32, vocabulary of 6 characters
     let file = random_model(&config, 11, &[]);
     let model = ModelFile::new_checked(&file[..]).unwrap();
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let tokens: Vec<u32> = (0..100).map(|_| (rng.next_u64() % 6) as u32).collect();
 
     // 99 predictions: three windows of 32 and 3 left over, or nine of 11

@@ -24,7 +24,7 @@ fn every_f16_widens_like_half() {
 
 #[test]
 fn narrowing_rounds_like_half() {
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     let check = |x: f32| {
         let (ours, theirs) = (f32_to_f16(x), half::f16::from_f32(x).to_bits());
         assert!(

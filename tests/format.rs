@@ -327,7 +327,7 @@ fn every_single_bit_flip_is_detected() {
 #[test]
 fn random_mutations_never_panic() {
     let file = random_model(&tiny_config(), 9, &[("a", "b")]);
-    let mut rng = Rng(0x5eed);
+    let mut rng = Rng::new(0x5eed);
     let mut opened = 0;
     for round in 0..4000 {
         let mut f = file.clone();

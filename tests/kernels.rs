@@ -11,37 +11,20 @@ use kinglet::kernels::{self, reference, Path};
 use kinglet::quant::{self, quantize_activations, quantize_row, BlockQ8};
 use kinglet::tensor::BLOCK_LEN;
 use kinglet::{Dtype, Error, Matrix};
+use kinglet_tools::rng::Rng;
 
-/// splitmix64: deterministic test data without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    /// `n` values whose magnitudes vary by 2^-12 .. 2^12 from one stretch
-    /// of 32 to the next, so that sums lose bits to rounding.
-    fn values(&mut self, n: usize) -> Vec<f32> {
-        let mut scale = 1.0;
-        (0..n)
-            .map(|i| {
-                if i % BLOCK_LEN == 0 {
-                    scale = 2f32.powi((self.next_u64() % 25) as i32 - 12);
-                }
-                self.unit() * scale
-            })
-            .collect()
-    }
+/// `n` values whose magnitudes vary by 2^-12 .. 2^12 from one stretch of 32
+/// to the next, so that sums lose bits to rounding.
+fn values(rng: &mut Rng, n: usize) -> Vec<f32> {
+    let mut scale = 1.0;
+    (0..n)
+        .map(|i| {
+            if i % BLOCK_LEN == 0 {
+                scale = 2f32.powi((rng.next_u64() % 25) as i32 - 12);
+            }
+            rng.uniform() * scale
+        })
+        .collect()
 }
 
 const ROWS: [usize; 6] = [1, 3, 8, 16, 17, 35];
@@ -88,14 +71,14 @@ fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
 
 #[test]
 fn float_matvec_equals_reference_bit_for_bit() {
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     for path in accelerated_paths() {
         for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
             for rows in ROWS {
                 for cols in FLOAT_COLS {
-                    let data = encode(dtype, &rng.values(rows * cols), rows);
+                    let data = encode(dtype, &values(&mut rng, rows * cols), rows);
                     let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
-                    let x = rng.values(cols);
+                    let x = values(&mut rng, cols);
                     let mut want = vec![f32::NAN; rows];
                     let mut got = vec![f32::NAN; rows];
                     REF.matvec(&mut want, &w, &x).expect("reference");
@@ -112,14 +95,14 @@ fn float_matvec_equals_reference_bit_for_bit() {
 fn float_matvec_of_matrices_streamed_row_by_row_equals_reference() {
     // Over 1 MiB in every dtype: the paths stream such matrices one row
     // after another instead of in groups of rows.
-    let mut rng = Rng(12);
+    let mut rng = Rng::new(12);
     let (rows, cols) = (530, 1001);
     for path in accelerated_paths() {
         for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
-            let data = encode(dtype, &rng.values(rows * cols), rows);
+            let data = encode(dtype, &values(&mut rng, rows * cols), rows);
             assert!(data.len() > 1 << 20);
             let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
-            let x = rng.values(cols);
+            let x = values(&mut rng, cols);
             let mut want = vec![f32::NAN; rows];
             let mut got = vec![f32::NAN; rows];
             REF.matvec(&mut want, &w, &x).expect("reference");
@@ -134,13 +117,13 @@ fn float_matvec_is_close_to_exact_arithmetic() {
     // The reference itself, hence every path, within 1e-6 of Σ|w·x| of the
     // f64 result: guards against a path and the reference sharing a bug in
     // the test's own encoding.
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     for path in Path::ALL.into_iter().filter(|p| p.is_supported()) {
         for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
             let (rows, cols) = (17, 1000);
-            let data = encode(dtype, &rng.values(rows * cols), rows);
+            let data = encode(dtype, &values(&mut rng, rows * cols), rows);
             let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
-            let x = rng.values(cols);
+            let x = values(&mut rng, cols);
             let mut got = vec![0.0; rows];
             path.matvec(&mut got, &w, &x).expect("path");
             let mut row = vec![0.0; cols];
@@ -164,17 +147,17 @@ fn float_matvec_is_close_to_exact_arithmetic() {
 
 #[test]
 fn dot_and_axpy_equal_reference_bit_for_bit() {
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     for path in accelerated_paths() {
         for n in [0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 48, 64, 257, 1000] {
-            let (a, b) = (rng.values(n), rng.values(n));
+            let (a, b) = (values(&mut rng, n), values(&mut rng, n));
             let what = format!("{} n={n}", path.name());
             assert_eq!(
                 path.dot(&a, &b).to_bits(),
                 reference::dot(&a, &b).to_bits(),
                 "dot {what}"
             );
-            let factor = rng.unit() * 3.0;
+            let factor = rng.uniform() * 3.0;
             let (mut want, mut got) = (b.clone(), b.clone());
             reference::axpy(&mut want, factor, &a);
             path.axpy(&mut got, factor, &a);
@@ -215,13 +198,13 @@ fn quantized_case(path: Path, dtype: Dtype, rows: usize, data: &[u8], xq: &[Bloc
 
 #[test]
 fn quantized_matvec_equals_reference_bit_for_bit() {
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     for path in accelerated_paths() {
         for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
             for rows in ROWS {
                 for cols in QUANT_COLS {
-                    let data = encode(dtype, &rng.values(rows * cols), rows);
-                    let xq = activations(&rng.values(cols));
+                    let data = encode(dtype, &values(&mut rng, rows * cols), rows);
+                    let xq = activations(&values(&mut rng, cols));
                     let what = format!("{} {dtype:?} {rows}x{cols}", path.name());
                     quantized_case(path, dtype, rows, &data, &xq, &what);
                 }
@@ -235,14 +218,14 @@ fn quantized_kernels_are_exact_at_the_extreme_levels() {
     // Raw blocks the quantizer never writes (Q8_0 level −128) and the
     // largest activation levels: the integer sums must neither saturate nor
     // wrap. Scales are finite f16 values with random exponents.
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     for path in accelerated_paths() {
         for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
             let (rows, cols) = (5, 288);
             let mut data = vec![0u8; rows * dtype.row_bytes(cols).expect("shape")];
             let block_bytes = if dtype == Dtype::Q8_0 { 34 } else { 18 };
             for (i, block) in data.chunks_exact_mut(block_bytes).enumerate() {
-                let scale = half::f16::from_f32(rng.unit() * 2f32.powi(i as i32 % 20 - 10));
+                let scale = half::f16::from_f32(rng.uniform() * 2f32.powi(i as i32 % 20 - 10));
                 block[..2].copy_from_slice(&scale.to_le_bytes());
                 for (j, byte) in block[2..].iter_mut().enumerate() {
                     *byte = match (i + j) % 3 {
@@ -252,7 +235,7 @@ fn quantized_kernels_are_exact_at_the_extreme_levels() {
                     };
                 }
             }
-            let mut xq = activations(&rng.values(cols));
+            let mut xq = activations(&values(&mut rng, cols));
             for (i, block) in xq.iter_mut().enumerate() {
                 for (j, q) in block.qs.iter_mut().enumerate() {
                     if (i + j) % 2 == 0 {
@@ -268,12 +251,12 @@ fn quantized_kernels_are_exact_at_the_extreme_levels() {
 
 #[test]
 fn quantized_paths_report_the_reference_errors() {
-    let mut rng = Rng(6);
+    let mut rng = Rng::new(6);
     let (rows, cols) = (3, 64);
-    let data = encode(Dtype::Q8_0, &rng.values(rows * cols), rows);
+    let data = encode(Dtype::Q8_0, &values(&mut rng, rows * cols), rows);
     let w = Matrix::new(Dtype::Q8_0, rows, cols, &data).expect("shape");
-    let xq = activations(&rng.values(cols));
-    let float_data = encode(Dtype::F32, &rng.values(rows * cols), rows);
+    let xq = activations(&values(&mut rng, cols));
+    let float_data = encode(Dtype::F32, &values(&mut rng, rows * cols), rows);
     let float_w = Matrix::new(Dtype::F32, rows, cols, &float_data).expect("shape");
     for path in Path::ALL.into_iter().filter(|p| p.is_supported()) {
         let name = path.name();
@@ -316,11 +299,11 @@ fn dispatching_functions_use_the_active_path() {
         let best = Path::ALL.into_iter().rfind(|p| p.is_supported());
         assert_eq!(Some(active), best);
     }
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let (rows, cols) = (17, 257);
-    let data = encode(Dtype::F16, &rng.values(rows * cols), rows);
+    let data = encode(Dtype::F16, &values(&mut rng, rows * cols), rows);
     let w = Matrix::new(Dtype::F16, rows, cols, &data).expect("shape");
-    let x = rng.values(cols);
+    let x = values(&mut rng, cols);
     let (mut got, mut want) = (vec![0.0; rows], vec![0.0; rows]);
     kernels::matvec(&mut got, &w, &x).expect("active");
     REF.matvec(&mut want, &w, &x).expect("reference");
@@ -356,15 +339,15 @@ fn kinglet_kernels_env_forces_a_path() {
 
 #[test]
 fn float_matmul_equals_matvec_per_position_bit_for_bit() {
-    let mut rng = Rng(8);
+    let mut rng = Rng::new(8);
     for path in Path::ALL.into_iter().filter(|p| p.is_supported()) {
         for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
             for rows in [1, 3, 5, 17] {
                 for cols in [1, 31, 33, 257] {
                     for n in [1, 2, 3, 4, 7, 16] {
-                        let data = encode(dtype, &rng.values(rows * cols), rows);
+                        let data = encode(dtype, &values(&mut rng, rows * cols), rows);
                         let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
-                        let x = rng.values(n * cols);
+                        let x = values(&mut rng, n * cols);
                         let mut got = vec![f32::NAN; rows * n];
                         path.matmul(&mut got, &w, &x, n).expect("path");
                         let mut want = vec![f32::NAN; rows * n];
@@ -386,17 +369,17 @@ fn float_matmul_equals_matvec_per_position_bit_for_bit() {
 
 #[test]
 fn quantized_matmul_equals_reference_dots_bit_for_bit() {
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     for path in Path::ALL.into_iter().filter(|p| p.is_supported()) {
         for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
             for rows in [1, 3, 8, 17] {
                 for cols in [32, 288, 2080] {
                     for n in [1, 2, 5, 16, 17] {
-                        let data = encode(dtype, &rng.values(rows * cols), rows);
+                        let data = encode(dtype, &values(&mut rng, rows * cols), rows);
                         let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
                         let blocks = cols / BLOCK_LEN;
                         let xq: Vec<BlockQ8> = (0..n)
-                            .flat_map(|_| activations(&rng.values(cols)))
+                            .flat_map(|_| activations(&values(&mut rng, cols)))
                             .collect();
                         let mut got = vec![f32::NAN; rows * n];
                         path.matmul_quantized(&mut got, &w, &xq, n).expect("path");
@@ -415,9 +398,9 @@ fn quantized_matmul_equals_reference_dots_bit_for_bit() {
                 }
             }
         }
-        let data = encode(Dtype::Q8_0, &rng.values(2 * 64), 2);
+        let data = encode(Dtype::Q8_0, &values(&mut rng, 2 * 64), 2);
         let w = Matrix::new(Dtype::Q8_0, 2, 64, &data).expect("shape");
-        let xq = activations(&rng.values(3 * 64));
+        let xq = activations(&values(&mut rng, 3 * 64));
         let mut out = vec![0.0; 6];
         assert!(path.matmul_quantized(&mut out[..5], &w, &xq, 3).is_err());
         assert!(path.matmul_quantized(&mut out, &w, &xq[..5], 3).is_err());
@@ -426,13 +409,13 @@ fn quantized_matmul_equals_reference_dots_bit_for_bit() {
 
 #[test]
 fn attention_kernels_equal_reference_bit_for_bit() {
-    let mut rng = Rng(10);
+    let mut rng = Rng::new(10);
     for path in accelerated_paths() {
         for width in [1, 7, 8, 15, 16, 17, 31, 33, 48, 64, 257] {
             for positions in [1, 3, 4, 5, 9, 33] {
                 let (offset, stride) = (width % 5, width + width % 5 + 3);
-                let keys = rng.values(positions * stride);
-                let q = rng.values(width);
+                let keys = values(&mut rng, positions * stride);
+                let q = values(&mut rng, width);
                 let what = format!("{} width {width} positions {positions}", path.name());
                 let mut want = vec![f32::NAN; positions];
                 let mut got = vec![f32::NAN; positions];
@@ -445,7 +428,7 @@ fn attention_kernels_equal_reference_bit_for_bit() {
                     let k = &keys[p * stride + offset..][..width];
                     assert_eq!(s.to_bits(), reference::dot(&q, k).to_bits(), "{what}");
                 }
-                let weights = rng.values(positions);
+                let weights = values(&mut rng, positions);
                 let mut want = vec![f32::NAN; width];
                 let mut got = vec![f32::NAN; width];
                 REF.weighted_sum(&mut want, &weights, &keys, stride, offset)
@@ -460,10 +443,10 @@ fn attention_kernels_equal_reference_bit_for_bit() {
 
 #[test]
 fn activation_quantization_equals_reference_bit_for_bit() {
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     for path in accelerated_paths() {
         for blocks in [1, 2, 9, 24] {
-            let mut x = rng.values(blocks * BLOCK_LEN);
+            let mut x = values(&mut rng, blocks * BLOCK_LEN);
             // Exact halves (the rounding's ties), zeros, a zero block, and
             // magnitudes whose inverse scale overflows.
             // Block 0: amax 127, so the scale is 1 and k + ½ are ties.
@@ -498,7 +481,7 @@ fn activation_quantization_equals_reference_bit_for_bit() {
             }
         }
         // Errors are the reference's, and leave the output alone.
-        let mut x = rng.values(64);
+        let mut x = values(&mut rng, 64);
         x[40] = f32::INFINITY;
         let mut got = vec![BlockQ8::ZERO; 2];
         let mut want = vec![BlockQ8::ZERO; 2];

@@ -9,7 +9,7 @@ use kinglet::format::TokenizerKind;
 use kinglet::{Config, Dtype, ModelFile};
 use kinglet_tools::import::llama2c::{import, parse_checkpoint, parse_tokenizer, MAGIC};
 use kinglet_tools::model::{decode_tensor, f32s_from_le};
-use kinglet_tools::synth::Rng;
+use kinglet_tools::rng::Rng;
 
 fn data_file(name: &str) -> Option<Vec<u8>> {
     let dir = std::env::var_os("KINGLET_DATA")

@@ -7,44 +7,27 @@ use kinglet::quant::{
 };
 use kinglet::tensor::{BLOCK_LEN, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
 use kinglet::{Dtype, Error, Matrix};
+use kinglet_tools::rng::Rng;
 
-/// splitmix64: deterministic test data without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    /// A row of `n` values whose blocks have very different magnitudes
-    /// (2^-30 .. 2^12, so that f16 holds them all), some exact zeros, and
-    /// some all-zero blocks.
-    fn row(&mut self, n: usize) -> Vec<f32> {
-        let mut x = Vec::with_capacity(n);
-        for _ in 0..n / BLOCK_LEN {
-            let kind = self.next_u64() % 8;
-            let scale = 2f32.powi((self.next_u64() % 43) as i32 - 30);
-            for _ in 0..BLOCK_LEN {
-                x.push(match kind {
-                    0 => 0.0,
-                    1 if self.next_u64().is_multiple_of(3) => 0.0,
-                    // Half-step multiples: many exact rounding ties.
-                    2 => ((self.next_u64() % 33) as f32 - 16.0) * 0.5 * scale,
-                    _ => self.unit() * scale,
-                });
-            }
+/// A row of `n` values whose blocks have very different magnitudes
+/// (2^-30 .. 2^12, so that f16 holds them all), some exact zeros, and some
+/// all-zero blocks.
+fn row(rng: &mut Rng, n: usize) -> Vec<f32> {
+    let mut x = Vec::with_capacity(n);
+    for _ in 0..n / BLOCK_LEN {
+        let kind = rng.next_u64() % 8;
+        let scale = 2f32.powi((rng.next_u64() % 43) as i32 - 30);
+        for _ in 0..BLOCK_LEN {
+            x.push(match kind {
+                0 => 0.0,
+                1 if rng.next_u64().is_multiple_of(3) => 0.0,
+                // Half-step multiples: many exact rounding ties.
+                2 => ((rng.next_u64() % 33) as f32 - 16.0) * 0.5 * scale,
+                _ => rng.uniform() * scale,
+            });
         }
-        x
     }
+    x
 }
 
 fn encoded_len(dtype: Dtype, n: usize) -> usize {
@@ -339,8 +322,8 @@ fn blocks_whose_inverse_scale_overflows_quantize_to_zero() {
 /// The 2⁻²² term covers the f32 roundings of 1/d, x·(1/d) and q·s.
 #[test]
 fn round_trip_error_is_within_the_stated_bounds() {
-    let mut rng = Rng(1);
-    let x = rng.row(4096 * BLOCK_LEN);
+    let mut rng = Rng::new(1);
+    let x = row(&mut rng, 4096 * BLOCK_LEN);
     for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
         let bytes = quantize(dtype, &x);
         let back = dequantize(dtype, &bytes, x.len());
@@ -387,8 +370,8 @@ fn round_trip_error_is_within_the_stated_bounds() {
 
 #[test]
 fn fake_quantize_is_dequantize_of_quantize_bit_for_bit() {
-    let mut rng = Rng(2);
-    let x = rng.row(257 * BLOCK_LEN);
+    let mut rng = Rng::new(2);
+    let x = row(&mut rng, 257 * BLOCK_LEN);
     for dtype in Dtype::ALL {
         let via_bytes = dequantize(dtype, &quantize(dtype, &x), x.len());
         let mut fake = x.clone();
@@ -403,8 +386,8 @@ fn fake_quantize_is_dequantize_of_quantize_bit_for_bit() {
 
 #[test]
 fn activations_use_the_q8_0_rounding_with_an_f32_scale() {
-    let mut rng = Rng(3);
-    let x = rng.row(64 * BLOCK_LEN);
+    let mut rng = Rng::new(3);
+    let x = row(&mut rng, 64 * BLOCK_LEN);
     let mut blocks = vec![BlockQ8::ZERO; 64];
     quantize_activations(&x, &mut blocks).unwrap();
     let weights = quantize(Dtype::Q8_0, &x);
@@ -471,11 +454,11 @@ fn assert_dot_close(got: f32, want: f64, magnitude: f64, blocks: usize, what: &s
 
 #[test]
 fn integer_dots_match_f64_dots_of_dequantized_values() {
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     for blocks in [1usize, 2, 3, 5, 8, 31, 100] {
         for trial in 0..20 {
-            let w = rng.row(blocks * BLOCK_LEN);
-            let x = rng.row(blocks * BLOCK_LEN);
+            let w = row(&mut rng, blocks * BLOCK_LEN);
+            let x = row(&mut rng, blocks * BLOCK_LEN);
             let mut xq = vec![BlockQ8::ZERO; blocks];
             quantize_activations(&x, &mut xq).unwrap();
             for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
@@ -498,12 +481,12 @@ fn integer_dots_match_f64_dots_of_dequantized_values() {
 /// f32, left to right, blocks in order, starting from 0.
 #[test]
 fn dots_accumulate_in_the_documented_order() {
-    let mut rng = Rng(6);
+    let mut rng = Rng::new(6);
     let blocks = 37;
     let mut xq = vec![BlockQ8::ZERO; blocks];
-    quantize_activations(&rng.row(blocks * BLOCK_LEN), &mut xq).unwrap();
+    quantize_activations(&row(&mut rng, blocks * BLOCK_LEN), &mut xq).unwrap();
     for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
-        let w_row = quantize(dtype, &rng.row(blocks * BLOCK_LEN));
+        let w_row = quantize(dtype, &row(&mut rng, blocks * BLOCK_LEN));
         let block_bytes = w_row.len() / blocks;
         let mut want = 0f32;
         for (wb, xb) in w_row.chunks(block_bytes).zip(&xq) {
@@ -549,14 +532,14 @@ fn integer_dot_of_extreme_levels_is_exact() {
 
 #[test]
 fn matvec_rows_equal_row_dots_for_awkward_shapes() {
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     for rows in [1usize, 3, 7, 17, 33] {
         for cols in [32usize, 96, 160] {
-            let x = rng.row(cols);
+            let x = row(&mut rng, cols);
             let mut xq = vec![BlockQ8::ZERO; cols / BLOCK_LEN];
             quantize_activations(&x, &mut xq).unwrap();
             for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
-                let w = quantize(dtype, &rng.row(rows * cols));
+                let w = quantize(dtype, &row(&mut rng, rows * cols));
                 let matrix = Matrix::new(dtype, rows, cols, &w).unwrap();
                 let mut out = vec![f32::NAN; rows];
                 matvec_quantized(&mut out, &matrix, &xq).unwrap();

@@ -8,6 +8,7 @@ use kinglet::tokenizer::{
     encode, encode_with_scratch, max_tokens, scratch_words, token_bytes, Decoder,
 };
 use kinglet::{canonical_tensors, Config, Dtype, Error, ModelFile};
+use kinglet_tools::rng::Rng;
 use quadratic_bpe::quadratic_encode;
 use std::path::PathBuf;
 
@@ -484,29 +485,17 @@ fn tok512_agrees_with_llama2c_on_shakespeare() {
     }
 }
 
-/// xorshift64*: a fixed-seed source of test inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
 #[test]
 fn random_text_never_panics_and_round_trips() {
     let bpe = [tok512(), Some(hand_bpe())];
     let chars = char_model(None);
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
     for round in 0..300 {
-        let len = (rng.next() % 40) as usize;
+        let len = (rng.next_u64() % 40) as usize;
         let raw: Vec<u8> = (0..len)
-            .map(|_| match rng.next() % 4 {
-                0 => b"abc e.\n"[(rng.next() % 7) as usize],
-                _ => rng.next() as u8,
+            .map(|_| match rng.next_u64() % 4 {
+                0 => b"abc e.\n"[(rng.next_u64() % 7) as usize],
+                _ => rng.next_u64() as u8,
             })
             .collect();
         let text = String::from_utf8_lossy(&raw);
@@ -523,7 +512,7 @@ fn random_text_never_panics_and_round_trips() {
             // Streaming the tokens' raw bytes (not just encode's output)
             // always gives the lossy reading of those bytes.
             let random: Vec<u32> = (0..len)
-                .map(|_| (rng.next() % model.vocab().len() as u64) as u32)
+                .map(|_| (rng.next_u64() % model.vocab().len() as u64) as u32)
                 .collect();
             let mut bytes = Vec::new();
             let mut prev = None;
@@ -532,7 +521,7 @@ fn random_text_never_panics_and_round_trips() {
                 prev = Some(t);
             }
             assert_eq!(decode(model, &random), String::from_utf8_lossy(&bytes));
-            let mut short = vec![0u32; (rng.next() % (len as u64 + 3)) as usize];
+            let mut short = vec![0u32; (rng.next_u64() % (len as u64 + 3)) as usize];
             match encode(&model.vocab(), &text, true, &mut short) {
                 Ok(n) => assert_eq!(&short[..n], &tokens[..]),
                 Err(Error::BufferTooSmall { needed, available }) => {
@@ -622,7 +611,7 @@ fn hostile_bpe(rng: &mut Rng) -> ModelFile<Vec<u8>> {
     const SYMBOLS: [&str; 6] = ["a", "b", " ", "é", "\n", "日"];
     const SCORES: [f32; 8] = [0.0, -0.0, -1.0, -1.0, -2.5, -1e10, -2e10, 3.0];
     let mut pieces: Vec<Vec<u8>> = vec![b"<unk>".to_vec(), Vec::new()]; // BOS: empty
-    let pick = |rng: &mut Rng, n: usize| (rng.next() % n as u64) as usize;
+    let pick = |rng: &mut Rng, n: usize| (rng.next_u64() % n as u64) as usize;
     for s in SYMBOLS {
         if pick(rng, 4) != 0 {
             pieces.push(s.as_bytes().to_vec());
@@ -649,19 +638,21 @@ fn hostile_bpe(rng: &mut Rng) -> ModelFile<Vec<u8>> {
 
 #[test]
 fn heap_merging_matches_the_quadratic_encoder_on_hostile_text() {
-    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let mut rng = Rng::new(0xD1B5_4A32_D192_ED03);
     let tok512 = tok512();
     for round in 0..400 {
         let hostile = hostile_bpe(&mut rng);
-        let len = (rng.next() % 300) as usize;
+        let len = (rng.next_u64() % 300) as usize;
         // Long runs of one symbol, mixed symbols, raw bytes (byte fallback).
-        let text: String = match rng.next() % 3 {
+        let text: String = match rng.next_u64() % 3 {
             0 => "a".repeat(len),
             1 => (0..len)
-                .map(|_| ["a", "b", " ", "é", "\n", "日", "ab", "ba"][(rng.next() % 8) as usize])
+                .map(|_| {
+                    ["a", "b", " ", "é", "\n", "日", "ab", "ba"][(rng.next_u64() % 8) as usize]
+                })
                 .collect(),
             _ => {
-                let raw: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                let raw: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
                 String::from_utf8_lossy(&raw).into_owned()
             }
         };

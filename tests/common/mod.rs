@@ -7,21 +7,7 @@ use std::path::PathBuf;
 
 pub mod binaries;
 
-/// A small seeded PRNG (xorshift64*), so tests need no extra crates.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in [-1, 1).
-    pub fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
+pub use kinglet_tools::rng::Rng;
 
 /// A tiny config with grouped KV heads and an untied classifier.
 pub fn tiny_config() -> Config {
@@ -42,7 +28,7 @@ pub fn tiny_config() -> Config {
 /// Writes a model with random F32 weights (norm gains near 1) and a
 /// character vocabulary "abcdef…" of `vocab_size` letters.
 pub fn random_model(config: &Config, seed: u64, metadata: &[(&str, &str)]) -> Vec<u8> {
-    let mut rng = Rng(seed.max(1));
+    let mut rng = Rng::new(seed);
     let layout: Vec<(String, CanonicalTensor)> = kinglet::canonical_tensors(config)
         .map(|t| (t.role.to_string(), t))
         .collect();

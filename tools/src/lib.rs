@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod import;
 pub mod io;
 pub mod model;
+pub mod rng;
 pub mod synth;
 pub mod threads;
 

@@ -8,6 +8,7 @@ use kinglet::format::TokenizerKind;
 use kinglet::Config;
 
 use crate::model::{OwnedModel, OwnedTensor, OwnedVocab};
+use crate::rng::Rng;
 
 /// Standard deviation of the random weights (GPT-2's initialization).
 pub const WEIGHT_STD: f32 = 0.02;
@@ -20,43 +21,6 @@ pub fn preset(name: &str) -> Option<Config> {
         "15m" => Some(stories::STORIES15M),
         "110m" => Some(stories::STORIES110M),
         _ => None,
-    }
-}
-
-/// SplitMix64: tiny, fast, and good enough for weight noise.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1]: never 0, so its logarithm is finite.
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Fills `out` with N(0, std²) samples (Box–Muller, two per draw).
-    pub fn fill_normal(&mut self, out: &mut [f32], std: f32) {
-        for pair in out.chunks_mut(2) {
-            let r = (-2.0 * self.unit().ln()).sqrt();
-            let theta = std::f64::consts::TAU * self.unit();
-            pair[0] = (r * theta.cos()) as f32 * std;
-            if let Some(second) = pair.get_mut(1) {
-                *second = (r * theta.sin()) as f32 * std;
-            }
-        }
     }
 }
 
@@ -162,17 +126,6 @@ mod tests {
             assert_eq!(c.validate(), Ok(()), "{name}");
         }
         assert!(preset("7b").is_none());
-    }
-
-    #[test]
-    fn normal_samples_have_the_right_spread() {
-        let mut v = vec![0f32; 100_001];
-        Rng::new(1).fill_normal(&mut v, 0.02);
-        let n = v.len() as f64;
-        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
-        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
-        assert!(mean.abs() < 3e-4, "{mean}");
-        assert!((var.sqrt() - 0.02).abs() < 3e-4, "{}", var.sqrt());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kinglet::{Config, Dtype, ModelFile};
+use kinglet_tools::rng::Rng;
 use kinglet_tools::synth::synth_model;
 use kinglet_tools::DtypePlan;
 
@@ -101,18 +102,6 @@ fn regions(file: &[u8]) -> Vec<(String, Range<usize>, Expect)> {
     out
 }
 
-/// A small seeded PRNG (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
-    }
-}
-
 /// Runs `kinglet verify path` and returns (exit code, stdout lines, stderr lines).
 fn verify(path: &Path) -> (i32, Vec<String>, Vec<String>) {
     let out = Command::new(BIN).arg("verify").arg(path).output().unwrap();
@@ -156,7 +145,7 @@ fn every_region_reports_a_flipped_bit() {
         .filter(|(_, _, e)| matches!(e, Expect::Padding(_)))
         .count();
     assert!(paddings >= 2, "the model has padding between tensors");
-    let mut rng = Rng(0x00c0_ffee);
+    let mut rng = Rng::new(0x00c0_ffee);
     let mut flips = 0;
     for (name, range, expect) in &regions {
         // The region's first and last bytes and a few in between.
@@ -208,7 +197,7 @@ fn truncation_anywhere_is_a_clear_error() {
         .flat_map(|b| [b.saturating_sub(1), b, b + 1])
         .filter(|&b| b < file.len())
         .collect();
-    let mut rng = Rng(0xbad_5eed);
+    let mut rng = Rng::new(0xbad_5eed);
     cuts.extend((0..20).map(|_| rng.below(file.len())));
     cuts.sort_unstable();
     cuts.dedup();

@@ -29,7 +29,8 @@ pub mod pause;
 pub mod plot;
 pub mod qat;
 pub mod reference;
-pub mod rng;
+/// The random number generator, shared with `kinglet synth` and the tests.
+pub use kinglet_tools::rng;
 pub mod run;
 pub mod schedule;
 pub mod shards;
