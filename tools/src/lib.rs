@@ -3,11 +3,14 @@
 
 pub mod bundled;
 pub mod cmd;
+pub mod gguf;
 pub mod import;
+pub mod interop;
 pub mod io;
 pub mod model;
 pub mod rng;
+pub mod spm;
 pub mod synth;
 pub mod threads;
 
-pub use model::{DtypePlan, OwnedModel, OwnedTensor, OwnedVocab};
+pub use model::{DtypePlan, EncodedModel, EncodedTensor, OwnedModel, OwnedTensor, OwnedVocab};

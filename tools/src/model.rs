@@ -44,6 +44,20 @@ pub struct OwnedVocab {
     pub scores: Vec<f32>,
 }
 
+impl OwnedVocab {
+    /// The vocabulary of an opened .klt file.
+    pub fn from_klt<T: AsRef<[u8]>>(file: &ModelFile<T>) -> OwnedVocab {
+        let v = file.vocab();
+        OwnedVocab {
+            kind: v.kind(),
+            bos: v.bos(),
+            eos: v.eos(),
+            pieces: (0..v.len()).map(|id| v.piece(id).to_vec()).collect(),
+            scores: (0..v.len()).map(|id| v.score(id)).collect(),
+        }
+    }
+}
+
 /// A whole model in memory, tensors in the canonical .klt order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OwnedModel {
@@ -61,14 +75,7 @@ impl OwnedModel {
     /// Decodes every tensor of an opened .klt file to f32 (lossless for F32,
     /// F16 and BF16; Q8_0 and Q4_0 are dequantized).
     pub fn from_klt<T: AsRef<[u8]>>(file: &ModelFile<T>) -> OwnedModel {
-        let v = file.vocab();
-        let vocab = OwnedVocab {
-            kind: v.kind(),
-            bos: v.bos(),
-            eos: v.eos(),
-            pieces: (0..v.len()).map(|id| v.piece(id).to_vec()).collect(),
-            scores: (0..v.len()).map(|id| v.score(id)).collect(),
-        };
+        let vocab = OwnedVocab::from_klt(file);
         let tensors = file
             .tensors()
             .map(|t| OwnedTensor {
@@ -92,28 +99,174 @@ impl OwnedModel {
         }
     }
 
-    /// Writes the model as a .klt file with each tensor in the dtype `plan`
-    /// gives it. Refuses NaN or infinite weights, and values that overflow
-    /// their dtype, naming the tensor. Returns the bytes written.
-    pub fn write_klt(&self, plan: impl Into<DtypePlan>, out: &mut impl Write) -> Result<u64> {
+    /// Encodes every tensor in the dtype `plan` gives it. Refuses NaN or
+    /// infinite weights, and values that overflow their dtype, naming the
+    /// tensor.
+    pub fn encode(&self, plan: impl Into<DtypePlan>) -> Result<EncodedModel> {
         let plan = plan.into();
-        let dtypes: Vec<Dtype> = self.tensors.iter().map(|t| plan.dtype_of(t).0).collect();
-        let encoded: Vec<Vec<u8>> = self
+        let tensors = self
             .tensors
             .iter()
-            .zip(&dtypes)
-            .map(|(t, &dtype)| encode_values(&t.name, &t.values, dtype))
+            .map(|t| {
+                let dtype = plan.dtype_of(&t.name, &t.shape).0;
+                Ok(EncodedTensor {
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    dtype,
+                    data: encode_values(&t.name, &t.values, dtype)?,
+                })
+            })
             .collect::<Result<_>>()?;
+        Ok(EncodedModel {
+            config: self.config,
+            vocab: self.vocab.clone(),
+            tensors,
+            metadata: self.metadata.clone(),
+        })
+    }
+
+    /// Writes the model as a .klt file with each tensor in the dtype `plan`
+    /// gives it (see [`OwnedModel::encode`]). Returns the bytes written.
+    pub fn write_klt(&self, plan: impl Into<DtypePlan>, out: &mut impl Write) -> Result<u64> {
+        self.encode(plan)?.write_klt(out)
+    }
+
+    /// Number of weights (all tensor elements).
+    pub fn parameter_count(&self) -> u64 {
+        self.tensors.iter().map(|t| t.values.len() as u64).sum()
+    }
+}
+
+/// One tensor as a file stores it: its bytes in `dtype`. Formats that hold
+/// the same dtype copy these bytes as they are (ggml's Q8_0 and Q4_0 blocks
+/// included), so a conversion changes no weight unless asked to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncodedTensor {
+    /// Canonical name, e.g. `layers.0.wq`.
+    pub name: String,
+    /// `[len]` or `[rows, cols]`.
+    pub shape: Vec<u32>,
+    /// Element type of `data`.
+    pub dtype: Dtype,
+    /// Row-major encoded elements: `rows × dtype.row_bytes(cols)` bytes.
+    pub data: Vec<u8>,
+}
+
+impl EncodedTensor {
+    /// `(rows, cols)`: a norm gain is one row.
+    pub fn rows_cols(&self) -> (usize, usize) {
+        match *self.shape.as_slice() {
+            [rows, cols] => (rows as usize, cols as usize),
+            [len] => (1, len as usize),
+            _ => (0, 0),
+        }
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.dtype.row_bytes(self.rows_cols().1).unwrap_or(0)
+    }
+
+    /// The values as f32 (exact for F32, F16 and BF16; Q8_0 and Q4_0 blocks
+    /// are dequantized).
+    pub fn values(&self) -> Result<Vec<f32>> {
+        let (rows, cols) = self.rows_cols();
+        let mut out = vec![0.0; rows * cols];
+        quant::dequantize_row(self.dtype, &self.data, &mut out).map_err(|e| {
+            anyhow!(
+                "tensor {}: {} bytes of {} do not hold {rows}×{cols} values: {e}",
+                self.name,
+                self.data.len(),
+                self.dtype.name()
+            )
+        })?;
+        Ok(out)
+    }
+}
+
+/// A whole model as a file stores it, tensors in the canonical .klt order:
+/// what every importer produces and every exporter takes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncodedModel {
+    /// Hyperparameters.
+    pub config: Config,
+    /// Vocabulary.
+    pub vocab: OwnedVocab,
+    /// Tensors, in canonical order.
+    pub tensors: Vec<EncodedTensor>,
+    /// Key/value metadata.
+    pub metadata: Vec<(String, String)>,
+}
+
+impl EncodedModel {
+    /// Copies the tensors of an opened .klt file as they are stored.
+    pub fn from_klt<T: AsRef<[u8]>>(file: &ModelFile<T>) -> EncodedModel {
+        EncodedModel {
+            config: *file.config(),
+            vocab: OwnedVocab::from_klt(file),
+            tensors: file
+                .tensors()
+                .map(|t| EncodedTensor {
+                    name: t.name.to_string(),
+                    shape: if t.ndim == 1 {
+                        vec![t.shape[1]]
+                    } else {
+                        t.shape.to_vec()
+                    },
+                    dtype: t.dtype,
+                    data: t.data.to_vec(),
+                })
+                .collect(),
+            metadata: file
+                .metadata()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The model with every tensor decoded to f32.
+    pub fn decode(&self) -> Result<OwnedModel> {
+        Ok(OwnedModel {
+            config: self.config,
+            vocab: self.vocab.clone(),
+            tensors: self
+                .tensors
+                .iter()
+                .map(|t| {
+                    Ok(OwnedTensor {
+                        name: t.name.clone(),
+                        shape: t.shape.clone(),
+                        values: t.values()?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            metadata: self.metadata.clone(),
+        })
+    }
+
+    /// Re-encodes the tensors whose dtype differs from the one `plan` gives
+    /// them; the others keep their bytes.
+    pub fn recode(mut self, plan: DtypePlan) -> Result<EncodedModel> {
+        for t in &mut self.tensors {
+            let dtype = plan.dtype_of(&t.name, &t.shape).0;
+            if dtype != t.dtype {
+                t.data = encode_values(&t.name, &t.values()?, dtype)?;
+                t.dtype = dtype;
+            }
+        }
+        Ok(self)
+    }
+
+    /// Writes the model as a .klt file. Returns the bytes written.
+    pub fn write_klt(&self, out: &mut impl Write) -> Result<u64> {
         let specs: Vec<TensorSpec<'_>> = self
             .tensors
             .iter()
-            .zip(&encoded)
-            .zip(&dtypes)
-            .map(|((t, data), &dtype)| TensorSpec {
+            .map(|t| TensorSpec {
                 name: &t.name,
-                dtype,
+                dtype: t.dtype,
                 shape: &t.shape,
-                data,
+                data: &t.data,
             })
             .collect();
         let pieces: Vec<&[u8]> = self.vocab.pieces.iter().map(|p| p.as_slice()).collect();
@@ -154,7 +307,10 @@ impl OwnedModel {
 
     /// Number of weights (all tensor elements).
     pub fn parameter_count(&self) -> u64 {
-        self.tensors.iter().map(|t| t.values.len() as u64).sum()
+        self.tensors
+            .iter()
+            .map(|t| t.shape.iter().map(|&d| d as u64).product::<u64>())
+            .sum()
     }
 
     /// The line every command that writes a model prints (`kinglet convert`,
@@ -199,19 +355,19 @@ impl From<Dtype> for DtypePlan {
 }
 
 impl DtypePlan {
-    /// The dtype of `t`, and a note when it is not the one asked for.
-    pub fn dtype_of(&self, t: &OwnedTensor) -> (Dtype, Option<String>) {
-        let &[_, cols] = t.shape.as_slice() else {
+    /// The dtype of tensor `name` of `shape`, and a note when it is not the
+    /// one asked for.
+    pub fn dtype_of(&self, name: &str, shape: &[u32]) -> (Dtype, Option<String>) {
+        let &[_, cols] = shape else {
             return (Dtype::F32, None);
         };
-        let asked = match t.name.as_str() {
+        let asked = match name {
             "tok_embedding" | "classifier" => self.embedding.unwrap_or(self.matrices),
             _ => self.matrices,
         };
         if asked.is_quantized() && !(cols as usize).is_multiple_of(BLOCK_LEN) {
             let note = format!(
-                "{}: rows of {cols} are not whole blocks of {BLOCK_LEN}, so it stays f16 instead of {}",
-                t.name,
+                "{name}: rows of {cols} are not whole blocks of {BLOCK_LEN}, so it stays f16 instead of {}",
                 asked.name()
             );
             return (Dtype::F16, Some(note));
@@ -220,11 +376,11 @@ impl DtypePlan {
     }
 
     /// The notes of every tensor of `model` that could not take the dtype asked for.
-    pub fn notes(&self, model: &OwnedModel) -> Vec<String> {
+    pub fn notes(&self, model: &EncodedModel) -> Vec<String> {
         model
             .tensors
             .iter()
-            .filter_map(|t| self.dtype_of(t).1)
+            .filter_map(|t| self.dtype_of(&t.name, &t.shape).1)
             .collect()
     }
 }
