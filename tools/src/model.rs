@@ -16,6 +16,7 @@ use kinglet::tensor::BLOCK_LEN;
 use kinglet::{Config, Dtype, ModelFile};
 
 use crate::cmd::grouped;
+use crate::interop::Format;
 
 /// One tensor: canonical name, shape (`[len]` for norms, `[rows, cols]` for
 /// matrices) and row-major values.
@@ -315,19 +316,37 @@ impl EncodedModel {
 
     /// The line every command that writes a model prints (`kinglet convert`,
     /// `quantize`, `synth`, `kinglet-train export`): `wrote PATH: 39 tensors,
-    /// 820,608 parameters, 879,624 bytes, q8_0 (norms f32)`.
-    pub fn written(&self, path: &Path, plan: DtypePlan, bytes: u64) -> String {
-        let embedding = plan
-            .embedding
-            .map(|d| format!(", embedding {}", d.name()))
-            .unwrap_or_default();
+    /// 820,608 parameters, 879,624 bytes, q8_0, embedding f16 (norms f32)`,
+    /// the dtypes being those of the matrices written; a GGUF file or a
+    /// Hugging Face directory names its format after its bytes.
+    pub fn written(&self, path: &Path, format: Format, bytes: u64) -> String {
+        let mut matrices: Vec<&str> = Vec::new();
+        let mut embedding: Vec<&str> = Vec::new();
+        for t in self.tensors.iter().filter(|t| t.shape.len() == 2) {
+            let list = match t.name.as_str() {
+                "tok_embedding" | "classifier" => &mut embedding,
+                _ => &mut matrices,
+            };
+            if !list.contains(&t.dtype.name()) {
+                list.push(t.dtype.name());
+            }
+        }
+        embedding.retain(|d| !matrices.contains(d));
+        let embedding = match embedding.is_empty() {
+            true => String::new(),
+            false => format!(", embedding {}", embedding.join(", ")),
+        };
+        let of = match format {
+            Format::Klt => "",
+            Format::Gguf => " of GGUF",
+        };
         format!(
-            "wrote {}: {} tensors, {} parameters, {} bytes, {}{embedding} (norms f32)",
+            "wrote {}: {} tensors, {} parameters, {} bytes{of}, {}{embedding} (norms f32)",
             path.display(),
             self.tensors.len(),
             grouped(self.parameter_count()),
             grouped(bytes),
-            plan.matrices.name()
+            matrices.join(", ")
         )
     }
 }

@@ -1,17 +1,18 @@
-//! `kinglet convert`: llama2.c checkpoint → .klt, or .klt → .klt in another
-//! dtype (float or ggml-quantized). The output is written atomically.
+//! `kinglet convert`: any supported model format to any other — .klt,
+//! GGUF and llama2.c checkpoints in; .klt and GGUF out — optionally
+//! re-encoding the weights. The input format is told from the content, the
+//! output format from `--format` or the file name. The output is written
+//! atomically.
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use kinglet::format::MAGIC;
-use kinglet::{Dtype, ModelFile};
+use anyhow::{bail, Result};
+use kinglet::Dtype;
 
 use super::{Status, WeightDtype};
-use crate::import::llama2c;
-use crate::io::{read_file, write_atomic};
-use crate::model::{DtypePlan, OwnedModel};
+use crate::interop::{load, save, Format};
+use crate::model::DtypePlan;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -20,29 +21,38 @@ Examples:
   # Re-encode a .klt file; norm gains stay f32
   kinglet convert stories260K.klt --dtype f16 -o stories260K-f16.klt
   # Quantize to ggml Q8_0 blocks, keeping the embedding in f16
-  kinglet convert model.klt --dtype q8_0 --embedding-dtype f16 -o model-q8.klt";
+  kinglet convert model.klt --dtype q8_0 --embedding-dtype f16 -o model-q8.klt
+  # Run a model in llama.cpp: export it as GGUF (the blocks are copied as they are)
+  kinglet convert model.klt -o model.gguf
+  # Run a GGUF model with kinglet (F32, F16, BF16, Q8_0 and Q4_0 tensors)
+  kinglet convert model.gguf -o model.klt";
 
-/// Import a llama2.c checkpoint, or re-encode a .klt file to another dtype.
+/// Convert a model between formats (.klt, GGUF, llama2.c), or re-encode it.
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
     /// The input, output and embedding dtype.
     #[command(flatten)]
     pub files: Files,
-    /// Element type of the weight matrices; norm gains are always f32.
-    /// Matrices whose rows are not whole blocks of 32 stay f16 under q8_0/q4_0 (with a note).
-    #[arg(long, value_enum, default_value_t = WeightDtype::F32)]
-    pub dtype: WeightDtype,
+    /// Element type of the weight matrices (default: each tensor keeps its
+    /// own); norm gains are always f32. Matrices whose rows are not whole
+    /// blocks of 32 stay f16 under q8_0/q4_0 (with a note).
+    #[arg(long, value_enum)]
+    pub dtype: Option<WeightDtype>,
 }
 
 /// What `convert` and `quantize` share.
 #[derive(Debug, clap::Args)]
 pub struct Files {
-    /// A llama2.c checkpoint (version 0 or 1 in f32, version 2 in int8) or a .klt file.
+    /// The model: a .klt file, a GGUF file (architecture llama), or a
+    /// llama2.c checkpoint (version 0 or 1 in f32, version 2 in int8).
     pub input: PathBuf,
-    /// Where to write the .klt file (replaced atomically).
+    /// Where to write the model (replaced atomically).
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Output format (default: from the output's extension, .klt or .gguf).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
     /// The llama2.c tokenizer.bin (required for llama2.c checkpoints).
     #[arg(long, value_name = "TOK.bin")]
     pub tokenizer: Option<PathBuf>,
@@ -52,63 +62,34 @@ pub struct Files {
     pub embedding_dtype: Option<WeightDtype>,
 }
 
-/// Builds the model in memory from the input file's bytes: a .klt file
-/// (its checksums verified first) or a llama2.c checkpoint, which needs the
-/// bytes of its `tokenizer.bin`.
-pub fn load_model(input: &[u8], tokenizer: Option<&[u8]>) -> Result<OwnedModel> {
-    if input.is_empty() {
-        bail!("file is empty");
-    }
-    if input.starts_with(&MAGIC) {
-        if tokenizer.is_some() {
-            bail!("--tokenizer applies to llama2.c checkpoints only; a .klt file has its own");
-        }
-        let file = ModelFile::new_checked(input)?;
-        file.verify()
-            .context("the file is damaged (see `kinglet verify`)")?;
-        return Ok(OwnedModel::from_klt(&file));
-    }
-    let ckpt = llama2c::parse_checkpoint(input)?;
-    let tok = tokenizer.context(
-        "a llama2.c checkpoint has no vocabulary: give its tokenizer.bin with --tokenizer",
-    )?;
-    let vocab = llama2c::parse_tokenizer(tok, ckpt.config.vocab_size).context("tokenizer")?;
-    let mut metadata = vec![(
-        "source".to_string(),
-        format!("llama2.c checkpoint version {}", ckpt.version),
-    )];
-    metadata.push(("source.sha256".to_string(), crate::io::sha256_hex(input)));
-    Ok(OwnedModel {
-        config: ckpt.config,
-        vocab,
-        tensors: ckpt.tensors,
-        metadata,
-    })
-}
-
 /// Runs `kinglet convert`.
 pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
-    convert(args.files, args.dtype.into(), out)
+    convert(args.files, args.dtype.map(Dtype::from), out)
 }
 
-/// Writes `files.input` as a .klt file with its matrices in `matrices`.
-pub fn convert(files: Files, matrices: Dtype, out: &mut dyn Write) -> Result<Status> {
-    let input = read_file(&files.input)?;
-    let tokenizer = match &files.tokenizer {
-        Some(p) => Some(read_file(p)?),
-        None => None,
+/// Writes `files.input` in the output format, with its matrices re-encoded
+/// in `matrices` when given (otherwise each tensor keeps its bytes).
+pub fn convert(files: Files, matrices: Option<Dtype>, out: &mut dyn Write) -> Result<Status> {
+    let format = Format::for_output(&files.output, files.format)?;
+    let embedding = files.embedding_dtype.map(Dtype::from);
+    let plan = match (matrices, embedding) {
+        (Some(matrices), embedding) => Some(DtypePlan {
+            matrices,
+            embedding,
+        }),
+        (None, Some(_)) => {
+            bail!("--embedding-dtype needs --dtype (the dtype of the other matrices)")
+        }
+        (None, None) => None,
     };
-    let model = load_model(&input, tokenizer.as_deref())
-        .with_context(|| files.input.display().to_string())?;
-    drop(input);
-    let plan = DtypePlan {
-        matrices,
-        embedding: files.embedding_dtype.map(Dtype::from),
-    };
-    let bytes = write_atomic(&files.output, |w| model.write_klt(plan, w))?;
-    for note in plan.notes(&model) {
-        writeln!(out, "note: {note}")?;
+    let mut model = load(&files.input, files.tokenizer.as_deref())?;
+    if let Some(plan) = plan {
+        for note in plan.notes(&model) {
+            writeln!(out, "note: {note}")?;
+        }
+        model = model.recode(plan)?;
     }
-    writeln!(out, "{}", model.written(&files.output, plan, bytes))?;
+    let bytes = save(&model, &files.output, format)?;
+    writeln!(out, "{}", model.written(&files.output, format, bytes))?;
     Ok(Status::Ok)
 }

@@ -44,5 +44,5 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
         QuantDtype::Q8_0 => Dtype::Q8_0,
         QuantDtype::Q4_0 => Dtype::Q4_0,
     };
-    convert::convert(args.files, dtype, out)
+    convert::convert(args.files, Some(dtype), out)
 }

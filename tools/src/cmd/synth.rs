@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use kinglet::Dtype;
 
 use super::{Status, WeightDtype};
+use crate::interop::Format;
 use crate::io::write_atomic;
 use crate::synth::{preset, synth_model};
 
@@ -76,9 +77,8 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
     c.vocab_size = args.vocab_size.unwrap_or(c.vocab_size);
     c.max_seq_len = args.max_seq_len.unwrap_or(c.max_seq_len);
     c.tied_classifier = !args.untied;
-    let model = synth_model(&c, args.seed)?;
-    let dtype = Dtype::from(args.dtype);
-    let bytes = write_atomic(&args.output, |w| model.write_klt(dtype, w))?;
-    writeln!(out, "{}", model.written(&args.output, dtype.into(), bytes))?;
+    let model = synth_model(&c, args.seed)?.encode(Dtype::from(args.dtype))?;
+    let bytes = write_atomic(&args.output, |w| model.write_klt(w))?;
+    writeln!(out, "{}", model.written(&args.output, Format::Klt, bytes))?;
     Ok(Status::Ok)
 }
