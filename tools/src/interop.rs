@@ -1,6 +1,7 @@
 //! Every model format in and out, in one place: `kinglet convert` and
 //! `kinglet-train export` both write through [`save`], and `convert` reads
-//! through [`load`], which tells the input format from the content.
+//! through [`load`], which tells the input format from the content: .klt,
+//! GGUF, a llama2.c checkpoint, or a Hugging Face directory.
 
 use std::path::Path;
 
@@ -8,10 +9,10 @@ use anyhow::{bail, Context, Result};
 use kinglet::format::MAGIC as KLT_MAGIC;
 use kinglet::ModelFile;
 
-use crate::gguf;
 use crate::import::llama2c;
 use crate::io::{read_file, sha256_hex, write_atomic};
 use crate::model::EncodedModel;
+use crate::{gguf, hf};
 
 /// An output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -20,6 +21,8 @@ pub enum Format {
     Klt,
     /// llama.cpp's GGUF, architecture llama.
     Gguf,
+    /// A Hugging Face directory (config.json, model.safetensors, tokenizer.json).
+    Hf,
 }
 
 impl Format {
@@ -28,6 +31,7 @@ impl Format {
         match self {
             Format::Klt => "klt",
             Format::Gguf => "gguf",
+            Format::Hf => "hf",
         }
     }
 
@@ -39,9 +43,14 @@ impl Format {
         match path.extension().and_then(|e| e.to_str()) {
             Some("klt") => Ok(Format::Klt),
             Some("gguf") => Ok(Format::Gguf),
+            _ if path.is_dir() => bail!(
+                "{}: is a directory; give a file name ending in .klt or .gguf, \
+                 or --format hf to write a Hugging Face directory there",
+                path.display()
+            ),
             _ => bail!(
                 "{}: cannot tell the output format from the name: end it in .klt or .gguf, \
-                 or give --format klt|gguf",
+                 or give --format klt|gguf|hf",
                 path.display()
             ),
         }
@@ -116,14 +125,33 @@ pub fn load_bytes(input: &[u8], tokenizer: Option<&[u8]>, file_name: &str) -> Re
     Ok(model)
 }
 
-/// Reads the model at `path` (see [`load_bytes`]).
+/// Reads the model at `path`: a Hugging Face directory, or a file (see
+/// [`load_bytes`]).
 pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<EncodedModel> {
-    let input = read_file(path)?;
-    let tokenizer = tokenizer.map(read_file).transpose()?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if path.is_dir() {
+        if !hf::read::is_model_dir(path) {
+            bail!(
+                "{}: is a directory without config.json, not a Hugging Face model",
+                path.display()
+            );
+        }
+        if tokenizer.is_some() {
+            bail!("--tokenizer applies to llama2.c checkpoints only; this directory has tokenizer.json");
+        }
+        let mut model = hf::read::import_dir(path).with_context(|| path.display().to_string())?;
+        if model.metadata.is_empty() {
+            model
+                .metadata
+                .push(("source".into(), format!("Hugging Face directory {name}")));
+        }
+        return Ok(model);
+    }
+    let input = read_file(path)?;
+    let tokenizer = tokenizer.map(read_file).transpose()?;
     load_bytes(&input, tokenizer.as_deref(), &name).with_context(|| path.display().to_string())
 }
 
@@ -138,6 +166,7 @@ pub fn save(model: &EncodedModel, path: &Path, format: Format) -> Result<u64> {
                 .unwrap_or_else(|| "kinglet model".into());
             write_atomic(path, |w| gguf::write::export(model, &name, w))
         }
+        Format::Hf => hf::write::export(model, path),
     }
     .with_context(|| format!("cannot write {} as {}", path.display(), format.name()))
 }

@@ -1,9 +1,11 @@
-//! kinglet-tools: the library behind the `kinglet` command — importing
-//! llama2.c checkpoints, re-encoding, synthesizing and inspecting .klt files.
+//! kinglet-tools: the library behind the `kinglet` command — converting
+//! between .klt, GGUF, Hugging Face and llama2.c models, re-encoding,
+//! synthesizing and inspecting .klt files.
 
 pub mod bundled;
 pub mod cmd;
 pub mod gguf;
+pub mod hf;
 pub mod import;
 pub mod interop;
 pub mod io;

@@ -339,6 +339,7 @@ impl EncodedModel {
         let of = match format {
             Format::Klt => "",
             Format::Gguf => " of GGUF",
+            Format::Hf => " in a Hugging Face directory",
         };
         format!(
             "wrote {}: {} tensors, {} parameters, {} bytes{of}, {}{embedding} (norms f32)",

@@ -91,7 +91,10 @@ fn unwrap_special(piece: &[u8]) -> Option<&[u8]> {
         .filter(|p| p.starts_with(b"<") && p.ends_with(b">"))
 }
 
-/// The SentencePiece form of `vocab`. Refuses what llama.cpp cannot hold:
+/// The SentencePiece form of `vocab`: a piece `"\n<…>\n"` is a CONTROL
+/// token, `<0xXX>` a BYTE token, `<unk>` the UNKNOWN one, any other a
+/// NORMAL one (BOS and EOS are named by id, whatever their type). Refuses
+/// what llama.cpp cannot hold:
 /// an empty piece, a piece that is not UTF-8, a piece with `▁` in it
 /// (it would read back as a space), two pieces with the same text.
 pub fn to_spm(vocab: &OwnedVocab) -> Result<SpmVocab> {
@@ -108,11 +111,8 @@ pub fn to_spm(vocab: &OwnedVocab) -> Result<SpmVocab> {
         char_vocab_size: None,
     };
     for (id, piece) in vocab.pieces.iter().enumerate() {
-        let special = Some(id as u32) == vocab.bos || Some(id as u32) == vocab.eos;
         let (text, kind) = if let Some(inner) = unwrap_special(piece) {
             (inner.to_vec(), token_type::CONTROL)
-        } else if special {
-            (piece.clone(), token_type::CONTROL)
         } else if vocab.kind == TokenizerKind::Bpe && is_byte_piece(piece) {
             (piece.clone(), token_type::BYTE)
         } else if piece == b"<unk>" {

@@ -10,31 +10,11 @@ use kinglet::ModelFile;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kinglet");
 
-/// A fresh, empty directory for one test.
-fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{test}"));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::data_file;
 
-fn data_file(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("KINGLET_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data"))
-        });
-    let path = dir.join(name);
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("KINGLET_REQUIRE_DATA").as_deref() != Ok("1"),
-        "{} missing (KINGLET_REQUIRE_DATA=1)",
-        path.display()
-    );
-    eprintln!("skipped: {} not found", path.display());
-    None
+fn scratch(test: &str) -> PathBuf {
+    common::scratch("cli", test)
 }
 
 fn kinglet_in(dir: &Path, args: &[&str]) -> Output {

@@ -20,31 +20,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_kinglet");
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gguf");
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/shakespeare.klt");
 
-/// A fresh, empty directory for one test.
-fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("interop-{test}"));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::data_file;
 
-fn data_file(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("KINGLET_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data"))
-        });
-    let path = dir.join(name);
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("KINGLET_REQUIRE_DATA").as_deref() != Ok("1"),
-        "{} missing (KINGLET_REQUIRE_DATA=1)",
-        path.display()
-    );
-    eprintln!("skipped: {} not found", path.display());
-    None
+fn scratch(test: &str) -> PathBuf {
+    common::scratch("interop", test)
 }
 
 /// Whether `python3` has ggml's `gguf` package (and numpy).
@@ -369,4 +349,119 @@ fn refuses_other_ggml_types_naming_the_tensor_and_type() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("tensor blk.0.attn_q.weight is Q4_K"), "{err}");
     assert!(!dir.join("q4k.klt").exists());
+}
+
+/// The model in `dir` read back from the Hugging Face directory `hf`.
+fn hf_round_trip(dir: &Path, name: &str) -> (EncodedModel, EncodedModel) {
+    let stem = name.trim_end_matches(".klt");
+    let hf = format!("{stem}-hf");
+    let back = format!("{stem}-from-hf.klt");
+    let out = kinglet(dir, &["convert", name, "--format", "hf", "-o", &hf]);
+    assert!(out.starts_with(&format!("wrote {hf}: ")), "{out}");
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(dir.join(&hf).join(file).is_file(), "{hf}/{file}");
+    }
+    kinglet(dir, &["convert", &hf, "-o", &back]);
+    assert_eq!(
+        tensor_checksums(dir, name),
+        tensor_checksums(dir, &back),
+        "{name}"
+    );
+    (open(&dir.join(name)), open(&dir.join(&back)))
+}
+
+#[test]
+fn hf_round_trip_gives_back_every_tensor_bit_for_bit() {
+    let dir = scratch("hf-round-trip");
+    for name in test_models(&dir) {
+        let (before, after) = hf_round_trip(&dir, &name);
+        assert_eq!(before.config, after.config, "{name}");
+        assert_eq!(before.metadata, after.metadata, "{name}");
+        assert_eq!(before.tensors, after.tensors, "{name}");
+        let (v, w) = (&before.vocab, &after.vocab);
+        assert_eq!((v.kind, v.bos, v.eos), (w.kind, w.bos, w.eos), "{name}");
+        assert_eq!(v.pieces, w.pieces, "{name}");
+        // tokenizer.json keeps merges, not scores: the scores read back
+        // order the merges as the original scores did.
+        let merged: Vec<usize> = (0..v.scores.len())
+            .filter(|&i| w.scores[i] != 0.0 || v.scores[i] != 0.0)
+            .collect();
+        for pair in merged.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if w.scores[a] != 0.0 && w.scores[b] != 0.0 {
+                assert_eq!(
+                    v.scores[a].total_cmp(&v.scores[b]),
+                    w.scores[a].total_cmp(&w.scores[b]),
+                    "{name}: pieces {a} and {b}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn hf_export_permutes_q_and_k_rows_and_names_tensors_as_transformers_does() {
+    let dir = scratch("hf-layout");
+    let Some(name) = test_models(&dir).into_iter().find(|n| n.contains("f32")) else {
+        return;
+    };
+    kinglet(&dir, &["convert", &name, "--format", "hf", "-o", "hf"]);
+    let model = open(&dir.join(&name));
+    let st = fs::read(dir.join("hf/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&st).unwrap();
+    let c = model.config;
+    let head = c.head_dim();
+    for (klt, hf, heads) in [
+        (
+            "layers.2.wq",
+            "model.layers.2.self_attn.q_proj.weight",
+            c.n_heads,
+        ),
+        (
+            "layers.2.wk",
+            "model.layers.2.self_attn.k_proj.weight",
+            c.n_kv_heads,
+        ),
+    ] {
+        let t = model.tensors.iter().find(|t| t.name == klt).unwrap();
+        let view = st.tensor(hf).unwrap();
+        let row = t.row_bytes();
+        assert_eq!(view.data().len(), t.data.len());
+        for h in 0..heads as usize {
+            for i in 0..head / 2 {
+                for j in 0..2 {
+                    // kinglet row 2i+j of head h is HF row j·head/2 + i.
+                    let k = h * head + 2 * i + j;
+                    let f = h * head + j * head / 2 + i;
+                    assert_eq!(
+                        &t.data[k * row..(k + 1) * row],
+                        &view.data()[f * row..(f + 1) * row],
+                        "{klt} head {h} pair {i}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(st.tensor("model.layers.0.mlp.gate_proj.weight").is_ok());
+    assert!(st.tensor("lm_head.weight").is_err(), "tied: no lm_head");
+    let config: Value =
+        serde_json::from_slice(&fs::read(dir.join("hf/config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "LlamaForCausalLM");
+    assert_eq!(config["num_key_value_heads"], c.n_kv_heads);
+    assert_eq!(config["tie_word_embeddings"], true);
+    assert_eq!(config["rms_norm_eps"].as_f64().unwrap() as f32, c.norm_eps);
+    let tokenizer: Value =
+        serde_json::from_slice(&fs::read(dir.join("hf/tokenizer.json")).unwrap()).unwrap();
+    assert_eq!(tokenizer["model"]["type"], "BPE");
+    assert_eq!(tokenizer["model"]["byte_fallback"], true);
+    assert_eq!(tokenizer["model"]["vocab"]["\u{2581}the"], 265);
+    assert_eq!(
+        tokenizer["model"]["merges"][0],
+        serde_json::json!(["\u{2581}", "t"])
+    );
 }

@@ -1,8 +1,8 @@
 //! `kinglet convert`: any supported model format to any other — .klt,
-//! GGUF and llama2.c checkpoints in; .klt and GGUF out — optionally
-//! re-encoding the weights. The input format is told from the content, the
-//! output format from `--format` or the file name. The output is written
-//! atomically.
+//! GGUF, Hugging Face directories and llama2.c checkpoints in; .klt, GGUF
+//! and Hugging Face out — optionally re-encoding the weights. The input
+//! format is told from the content, the output format from `--format` or
+//! the file name. The output is written atomically.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -25,9 +25,12 @@ Examples:
   # Run a model in llama.cpp: export it as GGUF (the blocks are copied as they are)
   kinglet convert model.klt -o model.gguf
   # Run a GGUF model with kinglet (F32, F16, BF16, Q8_0 and Q4_0 tensors)
-  kinglet convert model.gguf -o model.klt";
+  kinglet convert model.gguf -o model.klt
+  # Load a model in transformers: write a Hugging Face directory, and back
+  kinglet convert model.klt --format hf -o model-hf/
+  kinglet convert model-hf/ -o model.klt";
 
-/// Convert a model between formats (.klt, GGUF, llama2.c), or re-encode it.
+/// Convert a model between formats (.klt, GGUF, Hugging Face, llama2.c), or re-encode it.
 #[derive(Debug, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
@@ -44,13 +47,15 @@ pub struct Args {
 /// What `convert` and `quantize` share.
 #[derive(Debug, clap::Args)]
 pub struct Files {
-    /// The model: a .klt file, a GGUF file (architecture llama), or a
+    /// The model: a .klt file, a GGUF file (architecture llama), a Hugging
+    /// Face directory (config.json, *.safetensors, tokenizer.json), or a
     /// llama2.c checkpoint (version 0 or 1 in f32, version 2 in int8).
     pub input: PathBuf,
     /// Where to write the model (replaced atomically).
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Output format (default: from the output's extension, .klt or .gguf).
+    /// Output format (default: from the output's extension, .klt or .gguf);
+    /// hf writes a directory.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// The llama2.c tokenizer.bin (required for llama2.c checkpoints).

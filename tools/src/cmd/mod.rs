@@ -84,7 +84,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Import a llama2.c checkpoint, or re-encode a .klt file to another dtype.
+    /// Convert a model between .klt, GGUF, Hugging Face and llama2.c, or re-encode it.
     Convert(convert::Args),
     /// Quantize a model to ggml Q8_0 or Q4_0 blocks (convert --dtype q8_0|q4_0).
     Quantize(quantize::Args),

@@ -659,7 +659,6 @@ pub fn import(bytes: &[u8]) -> Result<EncodedModel> {
 mod tests {
     use super::*;
     use crate::gguf::write::export;
-    use kinglet::Config;
 
     /// A GGUF header with `n_tensors` and the raw key/value bytes `kv`
     /// (holding `n_kv` entries).
@@ -796,18 +795,7 @@ mod tests {
     }
 
     fn tiny_export() -> Vec<u8> {
-        let config = Config {
-            dim: 32,
-            hidden_dim: 64,
-            n_layers: 1,
-            n_heads: 2,
-            n_kv_heads: 1,
-            vocab_size: 8,
-            max_seq_len: 16,
-            rope_theta: 10000.0,
-            norm_eps: 1e-5,
-            tied_classifier: true,
-        };
+        let config = crate::synth::tiny_config(true);
         let model = crate::synth::synth_model(&config, 3)
             .unwrap()
             .encode(Dtype::Q8_0)
