@@ -222,3 +222,16 @@ pub fn stories260k() -> &'static [u8] {
         file
     })
 }
+
+/// Writes an imported model as a .klt file, which must open and verify.
+/// `false` when the writer refuses the model (weights that are not finite,
+/// a vocabulary a .klt file cannot hold), which is a clean error.
+pub fn check_imported(model: &kinglet_tools::EncodedModel) -> bool {
+    let mut klt = Vec::new();
+    if model.write_klt(&mut klt).is_err() {
+        return false;
+    }
+    let opened = ModelFile::new_checked(&klt[..]).expect("an imported model opens");
+    opened.verify().expect("an imported model verifies");
+    true
+}
