@@ -115,6 +115,24 @@ pub fn synth_model(config: &Config, seed: u64) -> Result<OwnedModel> {
     })
 }
 
+/// A small model shape whose rows are whole quantization blocks, for the
+/// importers' and exporters' unit tests.
+#[cfg(test)]
+pub(crate) fn tiny_config(tied_classifier: bool) -> Config {
+    Config {
+        dim: 32,
+        hidden_dim: 64,
+        n_layers: 1,
+        n_heads: 2,
+        n_kv_heads: 1,
+        vocab_size: 8,
+        max_seq_len: 16,
+        rope_theta: 10000.0,
+        norm_eps: 1e-5,
+        tied_classifier,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,23 +167,5 @@ mod tests {
         assert_eq!(a, synth_model(&c, 5).unwrap());
         assert_ne!(a.tensors[1..], synth_model(&c, 6).unwrap().tensors[1..]);
         assert!(a.tensors[1].values.iter().all(|&g| g == 1.0), "attn_norm");
-    }
-}
-
-/// A small model shape whose rows are whole quantization blocks, for the
-/// importers' and exporters' unit tests.
-#[cfg(test)]
-pub(crate) fn tiny_config(tied_classifier: bool) -> Config {
-    Config {
-        dim: 32,
-        hidden_dim: 64,
-        n_layers: 1,
-        n_heads: 2,
-        n_kv_heads: 1,
-        vocab_size: 8,
-        max_seq_len: 16,
-        rope_theta: 10000.0,
-        norm_eps: 1e-5,
-        tied_classifier,
     }
 }
