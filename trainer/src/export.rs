@@ -1,13 +1,16 @@
-//! `export`: a checkpoint becomes a .klt model file the engine runs.
+//! `export`: a checkpoint becomes a model file — .klt for the engine, GGUF
+//! for llama.cpp, a Hugging Face directory for transformers — written by
+//! the tools' one exporter, the code `kinglet convert` writes with.
 
 use crate::bail;
-use crate::checkpoint::{write_atomically, Checkpoint};
+use crate::checkpoint::Checkpoint;
 use crate::error::{Result, TrainError};
 use crate::params::ParamLayout;
 use kinglet::format::TokenizerKind;
 use kinglet::tensor::BLOCK_LEN;
 use kinglet::Dtype;
-use kinglet_tools::{DtypePlan, OwnedModel, OwnedTensor, OwnedVocab};
+use kinglet_tools::interop::{save, Format};
+use kinglet_tools::{DtypePlan, EncodedModel, OwnedModel, OwnedTensor, OwnedVocab};
 use std::path::Path;
 
 /// Parses an export dtype: `f32`, `f16`, `bf16`, `q8_0` or `q4_0`.
@@ -59,14 +62,18 @@ pub fn owned_model(checkpoint: &Checkpoint) -> OwnedModel {
     }
 }
 
-/// The .klt bytes for `checkpoint`: matrices in `dtype` through the engine's
+/// `checkpoint`'s tensors encoded: matrices in `dtype` through the engine's
 /// one quantizer (so the file holds exactly what quantization-aware training
 /// simulated), norm gains in F32. A quantized dtype needs whole blocks of 32
 /// in every matrix row; the trainer refuses rather than fall back to F16.
-pub fn model_file_bytes(checkpoint: &Checkpoint, dtype: Dtype) -> Result<Vec<u8>> {
+pub fn encoded_model(checkpoint: &Checkpoint, dtype: Dtype) -> Result<EncodedModel> {
     let model = owned_model(checkpoint);
     let plan = DtypePlan::from(dtype);
-    if let Some(t) = model.tensors.iter().find(|t| plan.dtype_of(t).1.is_some()) {
+    if let Some(t) = model
+        .tensors
+        .iter()
+        .find(|t| plan.dtype_of(&t.name, &t.shape).1.is_some())
+    {
         bail!(
             Export,
             "cannot export {} as {}: rows of {} are not whole blocks of {BLOCK_LEN}",
@@ -75,17 +82,24 @@ pub fn model_file_bytes(checkpoint: &Checkpoint, dtype: Dtype) -> Result<Vec<u8>
             t.shape[1]
         );
     }
-    let mut bytes = Vec::new();
     model
-        .write_klt(plan, &mut bytes)
+        .encode(plan)
+        .map_err(|e| TrainError::Export(format!("cannot export: {e:#}")))
+}
+
+/// The .klt bytes for `checkpoint` (see [`encoded_model`]).
+pub fn model_file_bytes(checkpoint: &Checkpoint, dtype: Dtype) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    encoded_model(checkpoint, dtype)?
+        .write_klt(&mut bytes)
         .map_err(|e| TrainError::Export(format!("cannot export: {e:#}")))?;
     Ok(bytes)
 }
 
-/// Writes the .klt for `checkpoint` to `out` atomically; returns the line
-/// `kinglet convert` prints for what it wrote.
-pub fn export(checkpoint: &Checkpoint, out: &Path, dtype: Dtype) -> Result<String> {
-    let bytes = model_file_bytes(checkpoint, dtype)?;
-    write_atomically(out, &bytes)?;
-    Ok(owned_model(checkpoint).written(out, dtype.into(), bytes.len() as u64))
+/// Writes `checkpoint` to `out` in `format` (atomically; `hf` writes a
+/// directory); returns the line `kinglet convert` prints for what it wrote.
+pub fn export(checkpoint: &Checkpoint, out: &Path, dtype: Dtype, format: Format) -> Result<String> {
+    let model = encoded_model(checkpoint, dtype)?;
+    let bytes = save(&model, out, format).map_err(|e| TrainError::Export(format!("{e:#}")))?;
+    Ok(model.written(out, format, bytes))
 }

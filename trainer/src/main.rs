@@ -1,10 +1,12 @@
 //! `kinglet-train`: train a LLaMA model from scratch on a CPU, evaluate it,
-//! export it as .klt, or check the trainer against a PyTorch reference dump.
+//! export it as .klt, GGUF or a Hugging Face directory, or check the trainer
+//! against a PyTorch reference dump.
 
 use clap::{Args, Parser, Subcommand};
 use kinglet::printable::Printable;
 use kinglet::Dtype;
 use kinglet_tools::cmd::eval::{Score, Windows};
+use kinglet_tools::interop::Format;
 use kinglet_trainer::checkpoint::Checkpoint;
 use kinglet_trainer::config::{preset, Decay, Preset, PRESET_NAMES};
 use kinglet_trainer::data::Corpus;
@@ -60,13 +62,18 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Write a .klt model file (char tokenizer, training metadata).
+    /// Write a model file: .klt, GGUF or a Hugging Face directory (char
+    /// tokenizer, training metadata).
     Export {
         /// A checkpoint written by training.
         checkpoint: PathBuf,
-        /// Output file.
+        /// Output file (a directory for --format hf).
         #[arg(short, long)]
         output: PathBuf,
+        /// Output format: klt, gguf (llama.cpp) or hf (a Hugging Face
+        /// directory) [default: from the output's extension, .klt or .gguf].
+        #[arg(long, value_enum)]
+        format: Option<Format>,
         /// Weight type of the matrices: f32, f16, bf16, q8_0 or q4_0 (norm gains
         /// stay f32) [default: the checkpoint's --qat dtype, else f32].
         #[arg(long)]
@@ -554,10 +561,13 @@ fn main() -> ExitCode {
         Some(Command::Export {
             checkpoint,
             output,
+            format,
             dtype,
         }) => Checkpoint::load(&checkpoint).and_then(|c| {
+            let format = Format::for_output(&output, format)
+                .map_err(|e| TrainError::Settings(format!("{e:#}")))?;
             let dtype = export_dtype(&c, dtype.as_deref())?;
-            println!("{}", export(&c, &output, dtype)?);
+            println!("{}", export(&c, &output, dtype, format)?);
             Ok(())
         }),
         Some(Command::CheckReference { dump }) => check_reference(&dump).and_then(|report| {

@@ -7,7 +7,7 @@ use kinglet::format::TokenizerKind;
 use kinglet::{Dtype, ModelFile};
 use kinglet_trainer::config::{preset, ModelConfig};
 use kinglet_trainer::data::Corpus;
-use kinglet_trainer::export::model_file_bytes;
+use kinglet_trainer::export::{self, model_file_bytes};
 use kinglet_trainer::trainer::Trainer;
 
 fn trained() -> Trainer {
@@ -80,4 +80,24 @@ fn half_precision_exports_keep_norms_in_f32() {
             assert_eq!(info.dtype, want, "{}", info.name);
         }
     }
+}
+
+#[test]
+fn gguf_and_hf_exports_import_back_to_the_same_model() {
+    use kinglet_tools::interop::{load, Format};
+    let c = trained().checkpoint();
+    let dir = std::env::temp_dir().join(format!("kinglet-export-formats-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for dtype in [Dtype::F32, Dtype::BF16] {
+        let expected = export::encoded_model(&c, dtype).expect("encodes");
+        for (format, name) in [(Format::Gguf, "m.gguf"), (Format::Hf, "m-hf")] {
+            let out = dir.join(name);
+            let bytes = export::export(&c, &out, dtype, format).expect("exports");
+            assert!(bytes > 0);
+            let back = load(&out, None).expect("imports");
+            assert_eq!(back, expected, "{format:?} {dtype:?}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
