@@ -2,7 +2,8 @@
 # Builds the seed corpora of the fuzz targets in fuzz/corpus/<target>/ from
 # real files: the bundled model, stories260K converted to .klt (f32, q8_0,
 # q4_0), tiny llama2.c checkpoints (versions 0, 1, 2) and their .klt
-# conversions in every dtype, stories260K.bin + tok512.bin, and some text.
+# conversions in every dtype, stories260K.bin + tok512.bin, some text, and
+# GGUF and Hugging Face exports of the small models.
 # Nothing here is committed (fuzz/.gitignore); rerun it on a fresh checkout.
 #
 # Usage: fuzz/seed-corpora.sh   (KINGLET_DATA overrides ../shared/data)
@@ -21,7 +22,7 @@ done
 (cd "$root" && cargo build -q -p kinglet-tools --bin kinglet)
 kinglet=$root/target/debug/kinglet
 
-mkdir -p "$corpus"/{klt_reader,llama2c_import,tokenizer,c_api}
+mkdir -p "$corpus"/{klt_reader,llama2c_import,tokenizer,c_api,gguf_import,hf_import}
 
 # llama2.c checkpoints: stories260K and the tiny ones.
 python3 "$fuzz/tiny_llama2c.py" "$work"
@@ -45,6 +46,20 @@ for v in v0 v0_untied v2; do
         "$kinglet" convert "$work/tiny_$v.bin" --tokenizer "$work/tiny_tok.bin" \
             --dtype $dtype -o "$corpus/klt_reader/tiny_${v}_$dtype.klt" >/dev/null
     done
+done
+
+# gguf_import seeds: GGUF exports of the bundled model and of small .klt
+# files; hf_import seeds: u32 length + config.json, u32 length +
+# tokenizer.json, then model.safetensors, of the same models' HF exports.
+hfpack() { # hf-directory output
+    python3 -c 'import struct,sys; d=sys.argv[1]; c=open(d+"/config.json","rb").read(); t=open(d+"/tokenizer.json","rb").read(); s=open(d+"/model.safetensors","rb").read(); open(sys.argv[2],"wb").write(struct.pack("<I",len(c))+c+struct.pack("<I",len(t))+t+s)' "$@"
+}
+for f in "$root/models/shakespeare.klt" "$corpus"/klt_reader/stories260K_q4_0.klt \
+         "$corpus"/klt_reader/tiny_v0_*.klt "$corpus"/klt_reader/tiny_v2_q8_0.klt; do
+    name=$(basename "$f" .klt)
+    "$kinglet" convert "$f" -o "$corpus/gguf_import/$name.gguf" >/dev/null
+    "$kinglet" convert "$f" --format hf -o "$work/$name-hf" >/dev/null
+    hfpack "$work/$name-hf" "$corpus/hf_import/$name"
 done
 
 # c_api seeds: u32 max_seq, the arena byte, the model. Tiny models with
