@@ -42,9 +42,11 @@ def kinglet_loss(args):
 
 
 def kinglet_greedy(args):
-    """The prompt and its greedy continuation, as `kinglet generate` prints them."""
-    return run(args.kinglet, "generate", args.model, "--prompt", args.prompt,
-               "-n", str(args.n), "--temperature", "0")
+    """The prompt and its greedy continuation, as `kinglet generate` prints
+    them (less the newline it ends its output with)."""
+    out = run(args.kinglet, "generate", args.model, "--prompt", args.prompt,
+              "-n", str(args.n), "--temperature", "0")
+    return out[:-1] if out.endswith("\n") else out
 
 
 def report(name, loss, reference_loss, tolerance, text, reference_text, windows, ctx):
