@@ -276,7 +276,10 @@ fn imports_a_gguf_written_by_ggml_writer() {
     let dir = scratch("gguf-py-writes");
     let expected = python(&dir, "write_model.py", &["py.gguf"]);
     let out = kinglet(&dir, &["convert", "py.gguf", "-o", "py.klt"]);
-    assert!(out.contains("q8_0, q4_0, f16, bf16"), "{out}");
+    assert!(
+        out.contains(" bytes, q4_0, q8_0, f16, bf16 (norms f32)"),
+        "{out}"
+    );
     let model = open(&dir.join("py.klt"));
     let c = model.config;
     assert_eq!(

@@ -1,7 +1,7 @@
 //! GGUF, llama.cpp's model file: the parts both directions share — the
 //! value and tensor type codes, the `llama` tensor names, the keys kinglet
 //! writes, and the mapping between kinglet's vocabularies and a `llama`
-//! (SentencePiece) vocabulary. [`read`] imports, [`write`] exports.
+//! (SentencePiece) vocabulary. [`read`] imports, [`write`](mod@write) exports.
 //!
 //! Layout (versions 2 and 3, little-endian): `GGUF`, u32 version, u64 tensor
 //! count, u64 key/value count; the key/value pairs (u64-length strings,

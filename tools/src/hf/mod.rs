@@ -2,7 +2,7 @@
 //! `model.safetensors` (read and written with the `safetensors` crate) and
 //! `tokenizer.json` + `tokenizer_config.json` that `transformers`'
 //! `AutoTokenizer` loads. What both directions share lives here: tensor
-//! names and the RoPE row permutation. [`read`] imports, [`write`] exports.
+//! names and the RoPE row permutation. [`read`] imports, [`write`](mod@write) exports.
 //!
 //! kinglet (like llama2.c and GGUF) rotates adjacent pairs of each head;
 //! Hugging Face's Llama rotates the two halves. Its conversion from Meta's

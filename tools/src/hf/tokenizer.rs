@@ -186,7 +186,7 @@ fn read_merges(model: &Value) -> Result<Vec<(String, String)>> {
 }
 
 /// The vocabulary of a `tokenizer.json` (SentencePiece-style BPE with byte
-/// fallback, or a character vocabulary as [`write`] writes it) for a model
+/// fallback, or a character vocabulary as [`write`](fn@write) writes it) for a model
 /// of `vocab_size` tokens. BOS and EOS come from `tokenizer_config.json`, or
 /// else from the ids in `config.json`.
 pub fn read(
