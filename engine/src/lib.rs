@@ -14,7 +14,6 @@ pub mod canonical;
 pub mod checksum;
 pub mod config;
 pub mod error;
-pub mod float16;
 pub mod format;
 pub mod generate;
 pub mod kernels;

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::kernels;
 use crate::tensor::{Dtype, Matrix};
+use half::{bf16, f16};
 
 /// Whether every element of `x` is finite. One pass without an early exit,
 /// OR-ing a flag per element, so it vectorizes.
@@ -44,12 +45,12 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], gain: &Matrix<'_>, eps: f32) {
         }
         Dtype::F16 => {
             for ((o, &v), g) in scaled.zip(gain.data.chunks_exact(2)) {
-                *o = crate::float16::f16_to_f32(u16::from_le_bytes([g[0], g[1]])) * (scale * v);
+                *o = f16::from_bits(u16::from_le_bytes([g[0], g[1]])).to_f32() * (scale * v);
             }
         }
         Dtype::BF16 => {
             for ((o, &v), g) in scaled.zip(gain.data.chunks_exact(2)) {
-                *o = crate::float16::bf16_to_f32(u16::from_le_bytes([g[0], g[1]])) * (scale * v);
+                *o = bf16::from_bits(u16::from_le_bytes([g[0], g[1]])).to_f32() * (scale * v);
             }
         }
         Dtype::Q8_0 | Dtype::Q4_0 => {
@@ -233,11 +234,11 @@ mod tests {
         let f32_bytes = f32_matrix(&g);
         let f16_bytes: Vec<u8> = g
             .iter()
-            .flat_map(|&v| crate::float16::f32_to_f16(v).to_le_bytes())
+            .flat_map(|&v| f16::from_f32(v).to_bits().to_le_bytes())
             .collect();
         let bf16_bytes: Vec<u8> = g
             .iter()
-            .flat_map(|&v| crate::float16::f32_to_bf16(v).to_le_bytes())
+            .flat_map(|&v| bf16::from_f32(v).to_bits().to_le_bytes())
             .collect();
         let mut want = [0.0; 4];
         rmsnorm(

@@ -52,9 +52,7 @@
 //! validates its whole input before writing, so on error the output is untouched.
 #![forbid(unsafe_code)]
 
-use crate::float16::{
-    bf16_is_infinite, bf16_to_f32, f16_is_infinite, f16_to_f32, f32_to_bf16, f32_to_f16,
-};
+use half::{bf16, f16};
 
 use crate::error::Error;
 use crate::tensor::{Dtype, Matrix, BLOCK_LEN, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
@@ -118,12 +116,12 @@ pub fn quantize_row(dtype: Dtype, src: &[f32], dst: &mut [u8]) -> Result<(), Err
         }
         Dtype::F16 => {
             for (out, &v) in dst.chunks_exact_mut(2).zip(src) {
-                out.copy_from_slice(&f32_to_f16(v).to_le_bytes());
+                out.copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
             }
         }
         Dtype::BF16 => {
             for (out, &v) in dst.chunks_exact_mut(2).zip(src) {
-                out.copy_from_slice(&f32_to_bf16(v).to_le_bytes());
+                out.copy_from_slice(&bf16::from_f32(v).to_bits().to_le_bytes());
             }
         }
         Dtype::Q8_0 => {
@@ -161,12 +159,12 @@ pub fn dequantize_row(dtype: Dtype, src: &[u8], dst: &mut [f32]) -> Result<(), E
         }
         Dtype::F16 => {
             for (out, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *out = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+                *out = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
             }
         }
         Dtype::BF16 => {
             for (out, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *out = bf16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+                *out = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
             }
         }
         Dtype::Q8_0 => {
@@ -193,8 +191,12 @@ pub fn fake_quantize(dtype: Dtype, x: &mut [f32]) -> Result<(), Error> {
     check_representable(dtype, x)?;
     match dtype {
         Dtype::F32 => {}
-        Dtype::F16 => x.iter_mut().for_each(|v| *v = f16_to_f32(f32_to_f16(*v))),
-        Dtype::BF16 => x.iter_mut().for_each(|v| *v = bf16_to_f32(f32_to_bf16(*v))),
+        Dtype::F16 => x
+            .iter_mut()
+            .for_each(|v| *v = f16::from_bits(f16::from_f32(*v).to_bits()).to_f32()),
+        Dtype::BF16 => x
+            .iter_mut()
+            .for_each(|v| *v = bf16::from_bits(bf16::from_f32(*v).to_bits()).to_f32()),
         Dtype::Q8_0 => {
             for block in f32_blocks_mut(x) {
                 let encoded = encode_q8_0(block);
@@ -337,7 +339,7 @@ fn q4_0_extreme(x: &[f32; BLOCK_LEN]) -> (f32, usize) {
 fn encode_q8_0(x: &[f32; BLOCK_LEN]) -> [u8; Q8_0_BLOCK_BYTES] {
     let block = quantize_block_q8(x);
     let mut out = [0u8; Q8_0_BLOCK_BYTES];
-    out[..SCALE_BYTES].copy_from_slice(&f32_to_f16(block.d).to_le_bytes());
+    out[..SCALE_BYTES].copy_from_slice(&f16::from_f32(block.d).to_bits().to_le_bytes());
     for (o, &q) in out[SCALE_BYTES..].iter_mut().zip(&block.qs) {
         *o = q as u8;
     }
@@ -352,7 +354,7 @@ fn encode_q4_0(x: &[f32; BLOCK_LEN]) -> [u8; Q4_0_BLOCK_BYTES] {
     // x·id + 8.5 ≥ 0.5 − rounding, so the lower clamp never changes a value.
     let level = |v: f32| ((v * id + 8.5) as i32).clamp(0, 15) as u8;
     let mut out = [0u8; Q4_0_BLOCK_BYTES];
-    out[..SCALE_BYTES].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+    out[..SCALE_BYTES].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
     let (low, high) = x.split_at(Q4_PACKED_BYTES);
     for ((o, &a), &b) in out[SCALE_BYTES..].iter_mut().zip(low).zip(high) {
         *o = level(a) | (level(b) << 4);
@@ -362,7 +364,7 @@ fn encode_q4_0(x: &[f32; BLOCK_LEN]) -> [u8; Q4_0_BLOCK_BYTES] {
 
 /// The f16 scale at the start of a Q8_0 / Q4_0 block.
 fn scale_of(block: &[u8]) -> f32 {
-    f16_to_f32(u16::from_le_bytes([block[0], block[1]]))
+    f16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32()
 }
 
 fn decode_q8_0(block: &[u8; Q8_0_BLOCK_BYTES], out: &mut [f32; BLOCK_LEN]) {
@@ -462,11 +464,17 @@ fn check_representable(dtype: Dtype, x: &[f32]) -> Result<(), Error> {
     };
     match dtype {
         Dtype::F32 => Ok(()),
-        Dtype::F16 => match x.iter().position(|&v| f16_is_infinite(f32_to_f16(v))) {
+        Dtype::F16 => match x
+            .iter()
+            .position(|&v| f16::from_bits(f16::from_f32(v).to_bits()).is_infinite())
+        {
             None => Ok(()),
             Some(index) => Err(too_large(index, "overflows f16")),
         },
-        Dtype::BF16 => match x.iter().position(|&v| bf16_is_infinite(f32_to_bf16(v))) {
+        Dtype::BF16 => match x
+            .iter()
+            .position(|&v| bf16::from_bits(bf16::from_f32(v).to_bits()).is_infinite())
+        {
             None => Ok(()),
             Some(index) => Err(too_large(index, "overflows bf16")),
         },
@@ -479,7 +487,7 @@ fn check_representable(dtype: Dtype, x: &[f32]) -> Result<(), Error> {
                 } else {
                     max / Q4_EXTREME_LEVEL
                 };
-                if f16_is_infinite(f32_to_f16(d)) {
+                if f16::from_bits(f16::from_f32(d).to_bits()).is_infinite() {
                     return Err(too_large(
                         b * BLOCK_LEN + at,
                         "its block's scale overflows f16",

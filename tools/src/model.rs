@@ -443,19 +443,19 @@ pub fn f32s_from_le(bytes: &[u8]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kinglet::float16::{f16_to_f32, f32_to_f16};
+    use half::f16;
 
     #[test]
     fn f16_and_bf16_round_to_nearest_even() {
         // 1 + 2^-11 lies exactly between two f16 values: ties go to even (1.0).
         let tie = 1.0 + f32::powi(2.0, -11);
         let b = encode_values("t", &[tie], Dtype::F16).unwrap();
-        assert_eq!(f16_to_f32(u16::from_le_bytes([b[0], b[1]])), 1.0);
+        assert_eq!(f16::from_le_bytes([b[0], b[1]]).to_f32(), 1.0);
         // 1 + 3·2^-11 ties between 1+2^-10 (odd) and 1+2^-9 (even).
         let tie = 1.0 + 3.0 * f32::powi(2.0, -11);
         let b = encode_values("t", &[tie], Dtype::F16).unwrap();
         assert_eq!(
-            f16_to_f32(u16::from_le_bytes([b[0], b[1]])),
+            f16::from_le_bytes([b[0], b[1]]).to_f32(),
             1.0 + f32::powi(2.0, -9)
         );
         let tie = f32::from_bits(0x3F80_8000); // halfway between two bf16
@@ -476,7 +476,7 @@ mod tests {
     #[test]
     fn decodes_ggml_blocks() {
         // Q8_0: scale 0.5, q = -16..16.
-        let mut q8 = f32_to_f16(0.5).to_le_bytes().to_vec();
+        let mut q8 = f16::from_f32(0.5).to_le_bytes().to_vec();
         q8.extend((0..32).map(|i| (i as i8 - 16) as u8));
         let t = TensorInfo {
             index: 0,
@@ -493,7 +493,7 @@ mod tests {
         assert_eq!(v[0], -8.0);
         assert_eq!(v[31], 7.5);
         // Q4_0: scale 2, byte j = (j+16 element in high nibble) | (j element).
-        let mut q4 = f32_to_f16(2.0).to_le_bytes().to_vec();
+        let mut q4 = f16::from_f32(2.0).to_le_bytes().to_vec();
         q4.extend((0..16u8).map(|j| (15 - j) << 4 | j));
         let t = TensorInfo {
             dtype: Dtype::Q4_0,

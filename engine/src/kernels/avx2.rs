@@ -19,11 +19,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::arch::x86_64::*;
+use half::{bf16, f16};
 
 use super::shapes::{
     block_bytes, Activations, Float, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided,
 };
-use crate::float16::{bf16_to_f32, f16_to_f32};
 use crate::quant::BlockQ8;
 use crate::tensor::BLOCK_LEN;
 
@@ -65,8 +65,8 @@ const fn element_bytes(dt: u8) -> usize {
 fn decode_one<const DT: u8>(bytes: &[u8]) -> f32 {
     match DT {
         F32 => f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
-        F16 => f16_to_f32(u16::from_le_bytes([bytes[0], bytes[1]])),
-        _ => bf16_to_f32(u16::from_le_bytes([bytes[0], bytes[1]])),
+        F16 => f16::from_bits(u16::from_le_bytes([bytes[0], bytes[1]])).to_f32(),
+        _ => bf16::from_bits(u16::from_le_bytes([bytes[0], bytes[1]])).to_f32(),
     }
 }
 
@@ -623,7 +623,7 @@ unsafe fn one_row<const Q4: bool>(
         if Q4 {
             isum -= offset;
         }
-        let dw = f16_to_f32(u16::from_le_bytes([row[start], row[start + 1]]));
+        let dw = f16::from_bits(u16::from_le_bytes([row[start], row[start + 1]])).to_f32();
         sum += dw * xb.d * isum as f32;
     }
     sum

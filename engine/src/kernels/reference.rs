@@ -27,9 +27,9 @@
 
 use super::shapes::{Activations, Float, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided};
 use crate::error::Error;
-use crate::float16::{bf16_to_f32, f16_to_f32};
 use crate::quant::{self, BlockQ8};
 use crate::tensor::{Dtype, BLOCK_LEN, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
+use half::{bf16, f16};
 
 /// Independent partial sums per float dot product.
 pub const LANES: usize = 16;
@@ -129,11 +129,11 @@ impl Element for F16 {
     const BYTES: usize = 2;
     #[inline(always)]
     fn stretch(b: &[u8]) -> [f32; LANES] {
-        half_stretch(b, f16_to_f32)
+        half_stretch(b, |h| f16::from_bits(h).to_f32())
     }
     #[inline(always)]
     fn one(b: &[u8]) -> f32 {
-        f16_to_f32(u16::from_le_bytes([b[0], b[1]]))
+        f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
     }
 }
 
@@ -143,11 +143,11 @@ impl Element for BF16 {
     const BYTES: usize = 2;
     #[inline(always)]
     fn stretch(b: &[u8]) -> [f32; LANES] {
-        half_stretch(b, bf16_to_f32)
+        half_stretch(b, |h| bf16::from_bits(h).to_f32())
     }
     #[inline(always)]
     fn one(b: &[u8]) -> f32 {
-        bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))
+        bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
     }
 }
 
@@ -264,7 +264,7 @@ pub fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>) {
 /// The f16 scale at the start of a Q8_0 / Q4_0 block.
 #[inline(always)]
 fn scale_of(block: &[u8]) -> f32 {
-    f16_to_f32(u16::from_le_bytes([block[0], block[1]]))
+    f16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32()
 }
 
 // The block sums are kept out of line: inlined next to the scale conversion,
@@ -417,11 +417,11 @@ mod tests {
                 .collect(),
             Dtype::F16 => bytes
                 .chunks_exact(2)
-                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64)
+                .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32() as f64)
                 .collect(),
             _ => bytes
                 .chunks_exact(2)
-                .map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64)
+                .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32() as f64)
                 .collect(),
         }
     }
