@@ -85,6 +85,50 @@ pub fn write_atomic<T>(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> Result<T>,
 ) -> Result<T> {
+    write_atomic_via(path, Temp::Unique, write, |_| {})
+}
+
+/// [`write_atomic`] of a whole buffer.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |out| {
+        io::Write::write_all(out, bytes).map_err(|e| describe_io(path, &e))
+    })
+}
+
+/// Where [`write_atomic_via`] puts the bytes before the rename.
+#[derive(Clone, Copy, Debug)]
+pub enum Temp<'a> {
+    /// `.NAME.tmpPID.N` beside the target, created new: two writers never
+    /// share one.
+    Unique,
+    /// This path (in the target's directory), created or truncated: a name
+    /// a reader can predict, such as a checkpoint's `last.ckpt.tmp`, where
+    /// a leftover from a killed write is simply replaced.
+    At(&'a Path),
+}
+
+/// The moments of an atomic write, reported to [`write_atomic_via`]'s
+/// `reached` (the trainer's crash tests stop the process there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The temporary file exists and is still empty.
+    TempCreated,
+    /// The temporary file holds every byte, fsynced, not yet renamed.
+    TempWritten,
+    /// The temporary file has been renamed over the target; the directory
+    /// is not yet fsynced.
+    Renamed,
+}
+
+/// [`write_atomic`] with the temporary file's name chosen by `temp`, and
+/// `reached` called at each [`Stage`]. The one atomic writer: every file the
+/// tools and the trainer write goes through it.
+pub fn write_atomic_via<T>(
+    path: &Path,
+    temp: Temp<'_>,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<T>,
+    mut reached: impl FnMut(Stage),
+) -> Result<T> {
     static CALLS: AtomicU64 = AtomicU64::new(0);
     let shown = path.display();
     if path.is_dir() {
@@ -93,20 +137,32 @@ pub fn write_atomic<T>(
     let file_name = path
         .file_name()
         .with_context(|| format!("{shown}: not a file name"))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(file_name);
-    let call = CALLS.fetch_add(1, Ordering::Relaxed);
-    temp_name.push(format!(".tmp{}.{call}", std::process::id()));
-    let temp_path = directory_of(path).join(temp_name);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
+    let mut options = OpenOptions::new();
+    options.write(true);
+    let temp_path = match temp {
+        Temp::Unique => {
+            let mut temp_name = std::ffi::OsString::from(".");
+            temp_name.push(file_name);
+            let call = CALLS.fetch_add(1, Ordering::Relaxed);
+            temp_name.push(format!(".tmp{}.{call}", std::process::id()));
+            options.create_new(true);
+            directory_of(path).join(temp_name)
+        }
+        Temp::At(temp_path) => {
+            options.create(true).truncate(true);
+            temp_path.to_path_buf()
+        }
+    };
+    // Named by the target: the user never chose the temporary name, and a
+    // missing or unwritable directory is the target's problem too.
+    let file = options
         .open(&temp_path)
-        .map_err(|e| describe_io(&temp_path, &e))?;
+        .map_err(|e| describe_io(path, &e))?;
     let mut guard = TempFile {
         path: temp_path,
         armed: true,
     };
+    reached(Stage::TempCreated);
     let mut out = BufWriter::new(file);
     let value = write(&mut out)?;
     let file = out
@@ -114,8 +170,10 @@ pub fn write_atomic<T>(
         .map_err(|e| describe_io(&guard.path, e.error()))?;
     file.sync_all().map_err(|e| describe_io(&guard.path, &e))?;
     drop(file);
+    reached(Stage::TempWritten);
     fs::rename(&guard.path, path).map_err(|e| describe_io(path, &e))?;
     guard.armed = false;
+    reached(Stage::Renamed);
     // Make the rename itself durable; not every platform lets a directory be
     // opened for this, and the data is already safe, so failure is ignored.
     if let Ok(d) = File::open(directory_of(path)) {
@@ -193,6 +251,31 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(fs::read(&path).unwrap(), b"old");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "temp file left");
+    }
+
+    #[test]
+    fn a_named_temp_replaces_a_leftover_and_the_stages_come_in_order() {
+        let dir = scratch("via");
+        let path = dir.join("last.ckpt");
+        let temp = dir.join("last.ckpt.tmp");
+        fs::write(&temp, b"torn leftover of a killed write").unwrap();
+        let mut stages = Vec::new();
+        write_atomic_via(
+            &path,
+            Temp::At(&temp),
+            |w| {
+                assert_eq!(fs::read(&temp).unwrap(), b"", "truncated");
+                Ok(w.write_all(b"state")?)
+            },
+            |stage| stages.push(stage),
+        )
+        .unwrap();
+        assert_eq!(
+            stages,
+            [Stage::TempCreated, Stage::TempWritten, Stage::Renamed]
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"state");
+        assert!(!temp.exists());
     }
 
     #[test]

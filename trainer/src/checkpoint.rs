@@ -20,7 +20,7 @@ use crate::pause::{self, Point};
 use crate::qat::Qat;
 use kinglet::checksum::crc32c;
 use kinglet::Dtype;
-use kinglet_tools::io::sha256_hex;
+use kinglet_tools::io::{describe_io, sha256_hex, write_atomic_via, Temp};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -364,9 +364,19 @@ impl Checkpoint {
         Ok(path)
     }
 
-    /// Writes atomically: a crash leaves the old file or the new one, never a torn one.
+    /// Writes atomically through [`temp_path`] (kinglet-tools' one atomic
+    /// writer): a crash leaves the old file or the new one, never a torn
+    /// one. The crash tests' [`pause`] points are its stages.
     pub fn save(&self, path: &Path) -> Result<()> {
-        write_atomically(path, &self.to_bytes())
+        let bytes = self.to_bytes();
+        let temp = temp_path(path);
+        write_atomic_via(
+            path,
+            Temp::At(&temp),
+            |out| out.write_all(&bytes).map_err(|e| describe_io(&temp, &e)),
+            |stage| pause::at(Point::from(stage)),
+        )
+        .map_err(|e| TrainError::Io(format!("cannot write {e:#}")))
     }
 }
 
@@ -398,50 +408,11 @@ fn read_qat(r: &mut Reader<'_>) -> Result<Option<Qat>> {
     }))
 }
 
-/// The temporary file [`write_atomically`] fills before renaming it over
+/// The temporary file [`Checkpoint::save`] fills before renaming it over
 /// `path`: `<path>.tmp`, beside it. Only a killed write leaves it behind,
 /// and no reader takes it for the real file.
 pub fn temp_path(path: &Path) -> PathBuf {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     PathBuf::from(tmp)
-}
-
-/// Writes `bytes` to [`temp_path`]`(path)`, fsyncs it, renames it over
-/// `path`, and fsyncs the directory so the rename itself survives a crash.
-/// A failed write removes the temporary file and leaves `path` as it was.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let fail = |what: &str, e: std::io::Error| {
-        TrainError::Io(format!("cannot {what} {}: {e}", path.display()))
-    };
-    let tmp = temp_path(path);
-    let mut file =
-        std::fs::File::create(&tmp).map_err(|e| fail("create a temporary file for", e))?;
-    pause::at(Point::TempCreated);
-    let written = file
-        .write_all(bytes)
-        .map_err(|e| fail("write", e))
-        .and_then(|()| file.sync_all().map_err(|e| fail("sync", e)));
-    drop(file);
-    if written.is_ok() {
-        pause::at(Point::TempWritten);
-    }
-    if let Err(e) =
-        written.and_then(|()| std::fs::rename(&tmp, path).map_err(|e| fail("rename into place", e)))
-    {
-        // Best effort: the write error is the one to report.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    pause::at(Point::Renamed);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    // Best effort: not every platform can open a directory for syncing, and
-    // the data itself is already safe.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

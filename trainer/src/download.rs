@@ -1,15 +1,15 @@
 //! Fetching the default corpus: TinyShakespeare, downloaded once into a cache
 //! directory and trusted only when its sha256 matches.
 //!
-//! The file is streamed into a temporary file beside its final name, hashed on
-//! the way, and renamed into place only after the hash matched, so the cache
-//! never holds a partial or corrupted copy.
+//! The file is streamed into a temporary file beside its final name (through
+//! kinglet-tools' atomic writer), hashed on the way, and renamed into place
+//! only after the hash matched, so the cache never holds a partial or
+//! corrupted copy.
 
 use std::fmt;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kinglet_tools::io::{hex, sha256_hex};
@@ -150,29 +150,27 @@ pub fn ensure_tinyshakespeare(
 
     fs::create_dir_all(cache_dir).map_err(|source| cache_error(cache_dir, source))?;
     log(&format!("downloading TinyShakespeare from {url}"));
-    let temp = temp_path(cache_dir);
-    let downloaded = download_to(url, &temp);
-    let (bytes, actual) = match downloaded {
-        Ok(done) => done,
-        Err(e) => {
-            // Best effort: the temp file may not exist if the request failed early.
-            let _ = fs::remove_file(&temp);
-            return Err(e);
+    // kinglet-tools' atomic writer: the hash is checked inside the write, so
+    // a mismatch, like any failure, removes the temporary file and caches
+    // nothing.
+    let written = kinglet_tools::io::write_atomic(&target, |file| {
+        let (bytes, actual) = download_to(url, file, &target)?;
+        if actual != TINYSHAKESPEARE_SHA256 {
+            return Err(DownloadError::HashMismatch {
+                url: url.to_owned(),
+                bytes,
+                expected: TINYSHAKESPEARE_SHA256.to_owned(),
+                actual,
+            }
+            .into());
         }
-    };
-    if actual != TINYSHAKESPEARE_SHA256 {
-        let _ = fs::remove_file(&temp);
-        return Err(DownloadError::HashMismatch {
-            url: url.to_owned(),
-            bytes,
-            expected: TINYSHAKESPEARE_SHA256.to_owned(),
-            actual,
-        });
-    }
-    if let Err(source) = fs::rename(&temp, &target) {
-        let _ = fs::remove_file(&temp);
-        return Err(cache_error(&target, source));
-    }
+        Ok(bytes)
+    });
+    let bytes = written.map_err(|e| match e.downcast::<DownloadError>() {
+        Ok(download) => download,
+        // The writer's own failures: the temporary file or the rename.
+        Err(other) => cache_error(&target, io::Error::other(format!("{other:#}"))),
+    })?;
     log(&format!(
         "downloaded {bytes} bytes, sha256 verified, saved to {}",
         target.display()
@@ -180,9 +178,13 @@ pub fn ensure_tinyshakespeare(
     Ok(target)
 }
 
-/// Streams the body at `url` into a new file at `temp`, returning its length
-/// and sha256. The file is synced so a later rename publishes complete bytes.
-fn download_to(url: &str, temp: &Path) -> Result<(u64, String), DownloadError> {
+/// Streams the body at `url` into `file` (the temporary file of `target`),
+/// returning its length and sha256.
+fn download_to(
+    url: &str,
+    file: &mut impl Write,
+    target: &Path,
+) -> Result<(u64, String), DownloadError> {
     let network = |reason: String| DownloadError::Network {
         url: url.to_owned(),
         reason,
@@ -205,7 +207,6 @@ fn download_to(url: &str, temp: &Path) -> Result<(u64, String), DownloadError> {
         .limit(MAX_DOWNLOAD_BYTES)
         .reader();
 
-    let mut file = File::create(temp).map_err(|source| cache_error(temp, source))?;
     let mut hasher = Sha256::new();
     let mut chunk = vec![0u8; 64 * 1024]; // [64 KiB] one network read
     let mut bytes: u64 = 0;
@@ -218,7 +219,7 @@ fn download_to(url: &str, temp: &Path) -> Result<(u64, String), DownloadError> {
         };
         hasher.update(&chunk[..n]);
         file.write_all(&chunk[..n])
-            .map_err(|source| cache_error(temp, source))?;
+            .map_err(|source| cache_error(target, source))?;
         bytes += n as u64;
     }
     // ureq already rejects a body cut short of its Content-Length; this keeps
@@ -230,20 +231,7 @@ fn download_to(url: &str, temp: &Path) -> Result<(u64, String), DownloadError> {
             )));
         }
     }
-    file.sync_all()
-        .map_err(|source| cache_error(temp, source))?;
     Ok((bytes, hex(&hasher.finalize())))
-}
-
-/// A fresh temporary name in `dir`, distinct per process and per call, so two
-/// concurrent downloads never write into the same file.
-fn temp_path(dir: &Path) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!(
-        ".{TINYSHAKESPEARE_FILE_NAME}.{}.{n}.part",
-        std::process::id()
-    ))
 }
 
 fn cache_error(path: &Path, source: io::Error) -> DownloadError {

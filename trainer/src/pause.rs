@@ -7,6 +7,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+use kinglet_tools::io::Stage;
+
 /// The environment variable naming the point and the hit to stop at.
 pub const VAR: &str = "KINGLET_TRAIN_PAUSE";
 
@@ -40,6 +42,17 @@ impl Point {
             Point::TempCreated => "temp-created",
             Point::TempWritten => "temp-written",
             Point::Renamed => "renamed",
+        }
+    }
+}
+
+/// The atomic writer's stages are the points of a checkpoint write.
+impl From<Stage> for Point {
+    fn from(stage: Stage) -> Point {
+        match stage {
+            Stage::TempCreated => Point::TempCreated,
+            Stage::TempWritten => Point::TempWritten,
+            Stage::Renamed => Point::Renamed,
         }
     }
 }

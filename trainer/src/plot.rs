@@ -4,7 +4,6 @@
 
 use crate::error::{Result, TrainError};
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::Path;
 
 /// One logged step. `val_loss` is present on steps where validation ran.
@@ -225,11 +224,8 @@ pub fn loss_curve_svg(points: &[LossPoint], title: &str) -> String {
 /// directory and a rename, so a reader never sees a half-written picture.
 pub fn write_loss_svg(path: &Path, points: &[LossPoint], title: &str) -> Result<()> {
     let svg = loss_curve_svg(points, title);
-    kinglet_tools::io::write_atomic(path, |out| {
-        out.write_all(svg.as_bytes())
-            .map_err(|e| kinglet_tools::io::describe_io(path, &e))
-    })
-    .map_err(|e| TrainError::Io(format!("cannot write {e:#}")))
+    kinglet_tools::io::write_bytes_atomic(path, svg.as_bytes())
+        .map_err(|e| TrainError::Io(format!("cannot write {e:#}")))
 }
 
 /// `x,y x,y ...` in pixels, one decimal.
