@@ -33,7 +33,9 @@ const FLAGS: &str = "--context 16 --dim 32 --layers 2 --heads 2 --hidden 64 --ba
                      --save-every 1 --log-every 1000 --seed 7";
 
 fn scratch() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("crash-safety");
+    // Of this process: two copies of the test can run at once.
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("crash-safety-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).expect("scratch directory");
     dir
@@ -186,4 +188,5 @@ fn sigkill_at_every_point_of_a_save_never_loses_the_last_checkpoint() {
         .output()
         .expect("run kinglet-train eval");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    fs::remove_dir_all(&dir).expect("remove the scratch directory");
 }

@@ -105,12 +105,38 @@ fn answer(mut stream: TcpStream, reply: &Reply) -> std::io::Result<()> {
     stream.flush()
 }
 
-/// A fresh, empty directory under cargo's per-target temp dir.
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("download-{name}"));
+/// A fresh, empty directory under cargo's per-target temp dir, of this
+/// process (so that two copies of these tests can run at once), removed
+/// when dropped unless the test failed (the evidence stays).
+fn fresh_dir(name: &str) -> Scratch {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("download-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create test dir");
-    dir
+    Scratch(dir)
+}
+
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 fn data_dir() -> PathBuf {
