@@ -74,14 +74,9 @@ fn main() {
             fail(&format!("quantize activations: {e}"));
         }
         let values = rng.uniform_vec(rows * cols);
-        for dtype in DTYPES {
-            if !wanted.is_empty() && !wanted.iter().any(|n| n == dtype.name()) {
-                continue;
-            }
+        for dtype in wanted_dtypes(&wanted) {
             let data = encode(dtype, rows, cols, &values);
-            let Some(w) = Matrix::new(dtype, rows, cols, &data) else {
-                fail("matrix shape")
-            };
+            let w = matrix(dtype, rows, cols, &data);
             let mut out = vec![0.0f32; rows];
             let stream = data.len() as f64
                 / best_seconds(|| {
@@ -163,14 +158,9 @@ fn matmul_table(paths: &[Path], wanted: &[String]) {
             }
         }
         let values = rng.uniform_vec(rows * cols);
-        for dtype in DTYPES {
-            if !wanted.is_empty() && !wanted.iter().any(|n| n == dtype.name()) {
-                continue;
-            }
+        for dtype in wanted_dtypes(wanted) {
             let data = encode(dtype, rows, cols, &values);
-            let Some(w) = Matrix::new(dtype, rows, cols, &data) else {
-                fail("matrix shape")
-            };
+            let w = matrix(dtype, rows, cols, &data);
             let mut out = vec![0.0f32; rows * POSITIONS];
             let mut line = format!("{:<12} {:<6}", format!("{rows}x{cols}"), dtype.name());
             for &path in paths {
@@ -191,6 +181,18 @@ fn matmul_table(paths: &[Path], wanted: &[String]) {
             println!("{line}");
         }
     }
+}
+
+/// The dtypes `wanted` names, every one when it names none.
+fn wanted_dtypes(wanted: &[String]) -> impl Iterator<Item = Dtype> + '_ {
+    DTYPES
+        .into_iter()
+        .filter(move |dtype| wanted.is_empty() || wanted.iter().any(|n| n == dtype.name()))
+}
+
+/// `data` as a `rows × cols` matrix of `dtype`.
+fn matrix(dtype: Dtype, rows: usize, cols: usize, data: &[u8]) -> Matrix<'_> {
+    Matrix::new(dtype, rows, cols, data).unwrap_or_else(|| fail("matrix shape"))
 }
 
 fn fail(message: &str) -> ! {

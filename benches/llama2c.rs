@@ -30,8 +30,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+#[path = "../tests/common/llama2c.rs"]
+mod llama2c;
+
 use kinglet::canonical::{LayerPart, TensorRole};
-use kinglet::{session_floats, Config, Dtype, ModelFile, Session};
+use kinglet::{session_floats, Dtype, ModelFile, Session};
 use kinglet_tools::threads::Threads;
 use kinglet_tools::{synth, DtypePlan, OwnedModel};
 
@@ -78,40 +81,15 @@ fn push_f32s(out: &mut Vec<u8>, values: &[f32]) {
     }
 }
 
-/// The 7 i32 of llama2.c's `Config` (a positive vocab_size: shared
-/// classifier).
-fn push_params(out: &mut Vec<u8>, c: &Config) {
-    for v in [
-        c.dim,
-        c.hidden_dim,
-        c.n_layers,
-        c.n_heads,
-        c.n_kv_heads,
-        c.vocab_size,
-        c.max_seq_len,
-    ] {
-        out.extend_from_slice(&(v as i32).to_le_bytes());
-    }
-}
-
 /// A version 0 checkpoint, as `run.c` reads it: the params, then the f32
 /// weights, RoPE tables (unused: zeros) included.
 fn llama2c_v0(model: &OwnedModel) -> Vec<u8> {
     let c = &model.config;
     let mut out = Vec::new();
-    push_params(&mut out, c);
+    out.extend(llama2c::config_bytes(c, c.vocab_size as i32)); // shared classifier
     push_f32s(&mut out, tensor(model, TensorRole::TokEmbedding));
-    for part in [
-        LayerPart::AttnNorm,
-        LayerPart::Wq,
-        LayerPart::Wk,
-        LayerPart::Wv,
-        LayerPart::Wo,
-        LayerPart::FfnNorm,
-        LayerPart::W1,
-        LayerPart::W2,
-        LayerPart::W3,
-    ] {
+    // llama2.c stores each part for all layers together, in the .klt's part order.
+    for part in LayerPart::ALL {
         push_f32s(&mut out, &all_layers(model, part));
     }
     push_f32s(&mut out, tensor(model, TensorRole::Norm));
@@ -148,7 +126,7 @@ fn llama2c_v2(model: &OwnedModel) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&0x616b_3432u32.to_le_bytes());
     out.extend_from_slice(&2i32.to_le_bytes());
-    push_params(&mut out, c);
+    out.extend(llama2c::config_bytes(c, c.vocab_size as i32)); // shared classifier
     out.push(1); // shared classifier
     out.extend_from_slice(&(group as i32).to_le_bytes());
     out.resize(256, 0);

@@ -10,13 +10,8 @@ use kinglet_tools::cmd::generate;
 
 const WORKSPACE: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The settings compiled into `examples/bare/src/main.rs`.
-const PROMPT: &str = "Once upon a time";
-const NEW_TOKENS: u32 = 48;
-const TEMPERATURE: f32 = 0.8;
-const TOP_P: f32 = 0.9;
-const SEED: u64 = 42;
-const MAX_SEQ: u32 = 64;
+// The settings compiled into `examples/bare/src/main.rs`.
+include!("../examples/bare/src/settings.rs");
 
 /// A target directory of its own: the bare package is a workspace of its
 /// own with its own profiles, and the outer `cargo test` holds the lock on

@@ -27,9 +27,9 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::binaries::binary;
+use common::binaries::{binary, run_in};
 
 /// Flags for a tiny, fast training run.
 const TINY: &str = "--context 8 --dim 16 --layers 1 --heads 2 --hidden 24 --batch 4 \
@@ -266,14 +266,6 @@ fn scratch() -> PathBuf {
     dir
 }
 
-fn run(dir: &Path, program: &str, args: &[&str]) -> Output {
-    Command::new(binary(program))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run the program")
-}
-
 /// Writes the fixtures every case refers to.
 fn fixtures(dir: &Path) {
     let write = |name: &str, bytes: &[u8]| fs::write(dir.join(name), bytes).expect("fixture");
@@ -288,7 +280,7 @@ fn fixtures(dir: &Path) {
     let tiny: Vec<&str> = TINY.split_whitespace().collect();
     // A checkpoint trained on `corpus`, saved as `name`.
     let checkpoint = |corpus: &str, name: &str| {
-        let o = run(
+        let o = run_in(
             dir,
             "kinglet-train",
             &[&tiny[..], &["--data", corpus, "--out", "train"]].concat(),
@@ -311,7 +303,7 @@ fn fixtures(dir: &Path) {
     // An output directory that holds a run.
     fs::create_dir(dir.join("taken")).expect("taken dir");
     fs::copy(dir.join("run.ckpt"), dir.join("taken/last.ckpt")).expect("taken run");
-    let o = run(
+    let o = run_in(
         dir,
         "kinglet-train",
         &["export", "run.ckpt", "-o", "model.klt"],

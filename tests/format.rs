@@ -5,9 +5,7 @@ mod common;
 use common::{random_model, tiny_config, Rng};
 use kinglet::checksum::crc32c;
 use kinglet::error::Section;
-use kinglet::format::{
-    write_model, SliceSink, TensorSpec, TokenizerKind, TokenizerSpec, DIR_ENTRY_BYTES,
-};
+use kinglet::format::{write_model, SliceSink, TensorSpec, TokenizerKind, DIR_ENTRY_BYTES};
 use kinglet::{Config, Dtype, Error, ModelFile};
 
 fn header_bytes(file: &[u8]) -> usize {
@@ -389,14 +387,7 @@ fn writer_rejects_inconsistent_input() {
     let pieces: Vec<&[u8]> = (0..v.len()).map(|i| v.piece(i)).collect();
     let scores = vec![0.0; pieces.len()];
     let sorted: Vec<u32> = (0..v.len()).collect();
-    let tok = TokenizerSpec {
-        kind: TokenizerKind::Char,
-        bos: None,
-        eos: None,
-        pieces: &pieces,
-        scores: &scores,
-        sorted: &sorted,
-    };
+    let tok = common::char_tokenizer(&pieces, &scores, &sorted);
 
     // Exactly the same bytes again, into a caller buffer.
     let mut buf = vec![0u8; file.len()];

@@ -69,6 +69,22 @@ fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
     }
 }
 
+/// Runs `kernel` into NaN-filled outputs of `len` on the reference and on
+/// `path`, asserts the two equal bit for bit, and returns the reference's.
+fn same_bits(
+    path: Path,
+    len: usize,
+    what: &str,
+    kernel: impl Fn(Path, &mut [f32]) -> Result<(), Error>,
+) -> Vec<f32> {
+    let mut want = vec![f32::NAN; len];
+    let mut got = vec![f32::NAN; len];
+    kernel(REF, &mut want).expect("reference");
+    kernel(path, &mut got).expect("path");
+    assert_bits_eq(&got, &want, what);
+    want
+}
+
 #[test]
 fn float_matvec_equals_reference_bit_for_bit() {
     let mut rng = Rng::new(1);
@@ -79,12 +95,8 @@ fn float_matvec_equals_reference_bit_for_bit() {
                     let data = encode(dtype, &values(&mut rng, rows * cols), rows);
                     let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
                     let x = values(&mut rng, cols);
-                    let mut want = vec![f32::NAN; rows];
-                    let mut got = vec![f32::NAN; rows];
-                    REF.matvec(&mut want, &w, &x).expect("reference");
-                    path.matvec(&mut got, &w, &x).expect("path");
                     let what = format!("{} {dtype:?} {rows}x{cols}", path.name());
-                    assert_bits_eq(&got, &want, &what);
+                    same_bits(path, rows, &what, |p, out| p.matvec(out, &w, &x));
                 }
             }
         }
@@ -103,11 +115,12 @@ fn float_matvec_of_matrices_streamed_row_by_row_equals_reference() {
             assert!(data.len() > 1 << 20);
             let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
             let x = values(&mut rng, cols);
-            let mut want = vec![f32::NAN; rows];
-            let mut got = vec![f32::NAN; rows];
-            REF.matvec(&mut want, &w, &x).expect("reference");
-            path.matvec(&mut got, &w, &x).expect("path");
-            assert_bits_eq(&got, &want, &format!("{} {dtype:?} streamed", path.name()));
+            same_bits(
+                path,
+                rows,
+                &format!("{} {dtype:?} streamed", path.name()),
+                |p, out| p.matvec(out, &w, &x),
+            );
         }
     }
 }
@@ -176,11 +189,7 @@ fn activations(x: &[f32]) -> Vec<BlockQ8> {
 fn quantized_case(path: Path, dtype: Dtype, rows: usize, data: &[u8], xq: &[BlockQ8], what: &str) {
     let cols = xq.len() * BLOCK_LEN;
     let w = Matrix::new(dtype, rows, cols, data).expect("shape");
-    let mut want = vec![f32::NAN; rows];
-    let mut got = vec![f32::NAN; rows];
-    REF.matvec_quantized(&mut want, &w, xq).expect("reference");
-    path.matvec_quantized(&mut got, &w, xq).expect("path");
-    assert_bits_eq(&got, &want, what);
+    same_bits(path, rows, what, |p, out| p.matvec_quantized(out, &w, xq));
     for r in 0..rows {
         let row = w.row(r);
         let (reference, single) = if dtype == Dtype::Q8_0 {
@@ -417,25 +426,17 @@ fn attention_kernels_equal_reference_bit_for_bit() {
                 let keys = values(&mut rng, positions * stride);
                 let q = values(&mut rng, width);
                 let what = format!("{} width {width} positions {positions}", path.name());
-                let mut want = vec![f32::NAN; positions];
-                let mut got = vec![f32::NAN; positions];
-                REF.attention_scores(&mut want, &q, &keys, stride, offset)
-                    .expect("reference");
-                path.attention_scores(&mut got, &q, &keys, stride, offset)
-                    .expect("path");
-                assert_bits_eq(&got, &want, &format!("scores {what}"));
+                let want = same_bits(path, positions, &format!("scores {what}"), |p, out| {
+                    p.attention_scores(out, &q, &keys, stride, offset)
+                });
                 for (p, &s) in want.iter().enumerate() {
                     let k = &keys[p * stride + offset..][..width];
                     assert_eq!(s.to_bits(), reference::dot(&q, k).to_bits(), "{what}");
                 }
                 let weights = values(&mut rng, positions);
-                let mut want = vec![f32::NAN; width];
-                let mut got = vec![f32::NAN; width];
-                REF.weighted_sum(&mut want, &weights, &keys, stride, offset)
-                    .expect("reference");
-                path.weighted_sum(&mut got, &weights, &keys, stride, offset)
-                    .expect("path");
-                assert_bits_eq(&got, &want, &format!("weighted sum {what}"));
+                same_bits(path, width, &format!("weighted sum {what}"), |p, out| {
+                    p.weighted_sum(out, &weights, &keys, stride, offset)
+                });
             }
         }
     }

@@ -5,6 +5,9 @@
 
 use std::path::PathBuf;
 
+#[path = "common/llama2c.rs"]
+mod llama2c;
+
 use kinglet::format::TokenizerKind;
 use kinglet::{Config, Dtype, ModelFile};
 use kinglet_tools::import::llama2c::{import, parse_checkpoint, parse_tokenizer, MAGIC};
@@ -268,17 +271,7 @@ fn assert_matches_source(file: &ModelFile<Vec<u8>>, s: &Source, tied: bool) {
 fn write_v1(c: &Config, s: &Source) -> Vec<u8> {
     let mut b = MAGIC.to_le_bytes().to_vec();
     b.extend(1i32.to_le_bytes());
-    for p in [
-        c.dim,
-        c.hidden_dim,
-        c.n_layers,
-        c.n_heads,
-        c.n_kv_heads,
-        c.vocab_size,
-        c.max_seq_len,
-    ] {
-        b.extend((p as i32).to_le_bytes());
-    }
+    b.extend(llama2c::config_bytes(c, c.vocab_size as i32));
     b.push(c.tied_classifier as u8);
     b.resize(256, 0);
     for part in [0, 5] {
@@ -306,18 +299,7 @@ fn write_v0(c: &Config, s: &Source) -> Vec<u8> {
     } else {
         -(c.vocab_size as i32)
     };
-    let mut b = Vec::new();
-    for p in [
-        c.dim as i32,
-        c.hidden_dim as i32,
-        c.n_layers as i32,
-        c.n_heads as i32,
-        c.n_kv_heads as i32,
-        vocab,
-        c.max_seq_len as i32,
-    ] {
-        b.extend(p.to_le_bytes());
-    }
+    let mut b = llama2c::config_bytes(c, vocab);
     b.extend(le_bytes(&s.embedding));
     for part in 0..9 {
         for layer in &s.layers {

@@ -106,13 +106,7 @@ fn verify_names_the_tensor_and_forward_refuses_non_finite_logits() {
         );
     }
     // The same models, unpoisoned, verify and run.
-    for dtype in [
-        Dtype::F32,
-        Dtype::F16,
-        Dtype::BF16,
-        Dtype::Q8_0,
-        Dtype::Q4_0,
-    ] {
+    for dtype in Dtype::ALL {
         let file = model(dtype);
         let model = ModelFile::new_checked(&file[..]).unwrap();
         assert_eq!(model.verify(), Ok(()));

@@ -69,13 +69,7 @@ fn forward_all(
 
 #[test]
 fn prefill_gives_forward_logits_and_cache_for_every_dtype() {
-    for dtype in [
-        Dtype::F32,
-        Dtype::F16,
-        Dtype::BF16,
-        Dtype::Q8_0,
-        Dtype::Q4_0,
-    ] {
+    for dtype in Dtype::ALL {
         let file = model_file(dtype);
         let model = ModelFile::new_checked(&file[..]).expect("opens");
         let max_seq = model.config().max_seq_len;

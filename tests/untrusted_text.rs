@@ -7,9 +7,8 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use common::binaries::binary;
+use common::binaries::run_in;
 
 /// A fresh directory for one test (tests run in parallel: each needs its own).
 fn scratch(test: &str) -> PathBuf {
@@ -19,14 +18,6 @@ fn scratch(test: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn run(dir: &Path, program: &str, args: &[&str]) -> Output {
-    Command::new(binary(program))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
 }
 
 /// Characters that must never reach the terminal raw (a newline is allowed
@@ -50,7 +41,7 @@ fn inspect_escapes_metadata_keys_and_values() {
         ],
     );
     fs::write(dir.join("m.klt"), model).unwrap();
-    let o = run(&dir, "kinglet", &["inspect", "m.klt"]);
+    let o = run_in(&dir, "kinglet", &["inspect", "m.klt"]);
     assert!(o.status.success(), "{o:?}");
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(!has_raw_controls(&out), "{out:?}");
@@ -70,7 +61,7 @@ fn checksum_check_escapes_the_names_a_manifest_gives() {
     let name = "evil\u{1b}[31m\rname.klt";
     let manifest = format!("{}  {name}\n", "0".repeat(64));
     fs::write(dir.join("m.sha256"), manifest).unwrap();
-    let o = run(&dir, "kinglet", &["checksum", "--check", "m.sha256"]);
+    let o = run_in(&dir, "kinglet", &["checksum", "--check", "m.sha256"]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(!has_raw_controls(&out), "{out:?}");
@@ -95,7 +86,7 @@ fn error_lines_escape_hostile_paths() {
         ),
         ("kinglet-train", vec!["--bogus\n\u{1b}[1m\r"], false),
     ] {
-        let o = run(&dir, program, &args);
+        let o = run_in(&dir, program, &args);
         let err = String::from_utf8(o.stderr.clone()).unwrap();
         assert!(matches!(o.status.code(), Some(1 | 2)), "{args:?}: {o:?}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err:?}");

@@ -9,7 +9,7 @@
 //! features differently from the workspace's).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
@@ -41,6 +41,15 @@ const BINARIES: [(&str, &[&str]); 2] = [
 pub fn binary(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(ensure_built).join(name)
+}
+
+/// Runs the workspace program `program` with `args` in `dir`.
+pub fn run_in(dir: &Path, program: &str, args: &[&str]) -> Output {
+    Command::new(binary(program))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run the program")
 }
 
 /// The newest modification time of the files under `path`.

@@ -64,17 +64,26 @@ pub fn random_model(config: &Config, seed: u64, metadata: &[(&str, &str)]) -> Ve
     let scores = vec![0.0; pieces.len()];
     let mut sorted = vec![0; pieces.len()];
     sort_pieces(&pieces, &mut sorted);
-    let tok = TokenizerSpec {
-        kind: TokenizerKind::Char,
-        bos: None,
-        eos: None,
-        pieces: &pieces,
-        scores: &scores,
-        sorted: &sorted,
-    };
+    let tok = char_tokenizer(&pieces, &scores, &sorted);
     let mut out = IoSink(Vec::new());
     write_model(&mut out, config, &tok, &tensors, metadata).expect("valid tiny model");
     out.0
+}
+
+/// A character-level tokenizer of `pieces`, no BOS or EOS.
+pub fn char_tokenizer<'a>(
+    pieces: &'a [&'a [u8]],
+    scores: &'a [f32],
+    sorted: &'a [u32],
+) -> TokenizerSpec<'a> {
+    TokenizerSpec {
+        kind: TokenizerKind::Char,
+        bos: None,
+        eos: None,
+        pieces,
+        scores,
+        sorted,
+    }
 }
 
 /// The folder holding the reference data, or `None` (with a note) when the

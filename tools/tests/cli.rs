@@ -57,6 +57,19 @@ fn synth(dir: &Path, name: &str, extra: &[&str]) {
     assert!(stdout(&o).starts_with(&format!("wrote {name}: ")));
 }
 
+/// A scratch directory for `test` holding `s.klt`, stories260K converted
+/// with its tokenizer; `None` (after a note) without the reference data.
+fn converted_stories260k(test: &str) -> Option<PathBuf> {
+    let (bin, tok) = (data_file("stories260K.bin")?, data_file("tok512.bin")?);
+    let dir = scratch(test);
+    let (bin, tok) = (bin.to_str().unwrap(), tok.to_str().unwrap());
+    assert_ok(&kinglet_in(
+        &dir,
+        &["convert", bin, "--tokenizer", tok, "-o", "s.klt"],
+    ));
+    Some(dir)
+}
+
 #[test]
 fn convert_stories260k_then_verify_and_inspect() {
     let (Some(ckpt), Some(tok)) = (data_file("stories260K.bin"), data_file("tok512.bin")) else {
@@ -195,32 +208,20 @@ fn nan_checkpoint(dir: &Path) {
 fn failed_convert_leaves_no_output_file() {
     let dir = scratch("failed-convert");
     nan_checkpoint(&dir);
-    let o = kinglet_in(
-        &dir,
-        &[
-            "convert",
-            "nan.bin",
-            "--tokenizer",
-            "tok.bin",
-            "-o",
-            "out.klt",
-        ],
-    );
+    let convert = [
+        "convert",
+        "nan.bin",
+        "--tokenizer",
+        "tok.bin",
+        "-o",
+        "out.klt",
+    ];
+    let o = kinglet_in(&dir, &convert);
     assert_error(&o, 1, "layers.0.wq");
     assert!(!dir.join("out.klt").exists());
     // An existing output stays as it was.
     fs::write(dir.join("out.klt"), b"previous").unwrap();
-    let o = kinglet_in(
-        &dir,
-        &[
-            "convert",
-            "nan.bin",
-            "--tokenizer",
-            "tok.bin",
-            "-o",
-            "out.klt",
-        ],
-    );
+    let o = kinglet_in(&dir, &convert);
     assert_error(&o, 1, "not finite");
     assert_eq!(fs::read(dir.join("out.klt")).unwrap(), b"previous");
     let mut names: Vec<String> = fs::read_dir(&dir)
@@ -443,15 +444,9 @@ fn synth_is_deterministic_and_verifies() {
 
 #[test]
 fn generate_streams_llama2c_text_and_reports_speed() {
-    let (Some(bin), Some(tok)) = (data_file("stories260K.bin"), data_file("tok512.bin")) else {
+    let Some(dir) = converted_stories260k("generate") else {
         return;
     };
-    let dir = scratch("generate");
-    let (bin, tok) = (bin.to_str().unwrap(), tok.to_str().unwrap());
-    assert_ok(&kinglet_in(
-        &dir,
-        &["convert", bin, "--tokenizer", tok, "-o", "s.klt"],
-    ));
     let greedy = [
         "generate",
         "s.klt",
@@ -543,15 +538,9 @@ fn generate_streams_llama2c_text_and_reports_speed() {
 
 #[test]
 fn convert_to_q8_0_and_q4_0_keeps_partial_rows_in_f16() {
-    let (Some(bin), Some(tok)) = (data_file("stories260K.bin"), data_file("tok512.bin")) else {
+    let Some(dir) = converted_stories260k("quantize") else {
         return;
     };
-    let dir = scratch("quantize");
-    let (bin, tok) = (bin.to_str().unwrap(), tok.to_str().unwrap());
-    assert_ok(&kinglet_in(
-        &dir,
-        &["convert", bin, "--tokenizer", tok, "-o", "s.klt"],
-    ));
     for dtype in ["q8_0", "q4_0"] {
         let out = format!("s-{dtype}.klt");
         let o = kinglet_in(

@@ -62,10 +62,15 @@ pub fn fixed_val_loss(
 /// `[kT, kT+T)` and predicts `[kT+1, kT+T]`, every position from its
 /// in-window prefix. Tokens after the last whole window are not scored.
 pub fn whole_split_loss(layout: &ParamLayout, params: &[f32], val: &[u32], batch: usize) -> f64 {
+    let starts = whole_windows(layout, val);
+    windows_loss(layout, params, val, &starts, batch, false)
+}
+
+/// The starts of the consecutive whole windows of the context length in `val`.
+fn whole_windows(layout: &ParamLayout, val: &[u32]) -> Vec<usize> {
     let context = layout.config.context;
     let windows = val.len().saturating_sub(1) / context;
-    let starts: Vec<usize> = (0..windows).map(|k| k * context).collect();
-    windows_loss(layout, params, val, &starts, batch, false)
+    (0..windows).map(|k| k * context).collect()
 }
 
 /// [`fixed_val_loss`] of the model a QAT run simulates (and the engine runs
@@ -78,13 +83,25 @@ pub fn fixed_val_loss_qat(
     batch: usize,
     qat: &Qat,
 ) -> Result<f64> {
-    let weights = quantized_weights(layout, params, qat.dtype)?;
     let starts = fixed_window_starts(val.len(), layout.config.context, count);
+    qat_windows_loss(layout, params, val, &starts, batch, qat)
+}
+
+/// [`windows_loss`] of the fake-quantized model `qat` describes.
+fn qat_windows_loss(
+    layout: &ParamLayout,
+    params: &[f32],
+    val: &[u32],
+    starts: &[usize],
+    batch: usize,
+    qat: &Qat,
+) -> Result<f64> {
+    let weights = quantized_weights(layout, params, qat.dtype)?;
     Ok(windows_loss(
         layout,
         &weights,
         val,
-        &starts,
+        starts,
         batch,
         qat.activations,
     ))
@@ -99,18 +116,7 @@ pub fn whole_split_loss_qat(
     batch: usize,
     qat: &Qat,
 ) -> Result<f64> {
-    let weights = quantized_weights(layout, params, qat.dtype)?;
-    let context = layout.config.context;
-    let windows = val.len().saturating_sub(1) / context;
-    let starts: Vec<usize> = (0..windows).map(|k| k * context).collect();
-    Ok(windows_loss(
-        layout,
-        &weights,
-        val,
-        &starts,
-        batch,
-        qat.activations,
-    ))
+    qat_windows_loss(layout, params, val, &whole_windows(layout, val), batch, qat)
 }
 
 /// Continues `prompt` by `length` tokens: greedy when `temperature` is 0,

@@ -171,8 +171,13 @@ pub fn loss_curve_svg(points: &[LossPoint], title: &str) -> String {
         );
     }
 
-    // Legend in the top-right corner of the plot area.
-    let entries = usize::from(!train.is_empty()) + usize::from(!val.is_empty());
+    // Legend in the top-right corner of the plot area: a row per series
+    // (color, line width, whether its points are marked, label).
+    let rows = [
+        (!train.is_empty(), TRAIN_COLOR, 1.5, false, "train loss"),
+        (!val.is_empty(), VAL_COLOR, 2.0, true, "val loss"),
+    ];
+    let entries = rows.iter().filter(|row| row.0).count();
     if entries > 0 {
         let (lx, ly) = (LEFT + PLOT_W - 120.0, TOP + 10.0);
         let _ = writeln!(
@@ -181,39 +186,27 @@ pub fn loss_curve_svg(points: &[LossPoint], title: &str) -> String {
             8.0 + 20.0 * entries as f64
         );
         let mut row_y = ly + 18.0;
-        if !train.is_empty() {
+        for (_, color, width, marked, label) in rows.into_iter().filter(|row| row.0) {
             let _ = writeln!(
                 svg,
-                r#"<line x1="{:.1}" y1="{row_y:.1}" x2="{:.1}" y2="{row_y:.1}" stroke="{TRAIN_COLOR}" stroke-width="1.5"/>"#,
+                r#"<line x1="{:.1}" y1="{row_y:.1}" x2="{:.1}" y2="{row_y:.1}" stroke="{color}" stroke-width="{width}"/>"#,
                 lx + 8.0,
                 lx + 32.0
             );
+            if marked {
+                let _ = writeln!(
+                    svg,
+                    r#"<circle cx="{:.1}" cy="{row_y:.1}" r="3.5" fill="{color}"/>"#,
+                    lx + 20.0
+                );
+            }
             let _ = writeln!(
                 svg,
-                r#"<text x="{:.1}" y="{:.1}">train loss</text>"#,
+                r#"<text x="{:.1}" y="{:.1}">{label}</text>"#,
                 lx + 40.0,
                 row_y + 4.0
             );
             row_y += 20.0;
-        }
-        if !val.is_empty() {
-            let _ = writeln!(
-                svg,
-                r#"<line x1="{:.1}" y1="{row_y:.1}" x2="{:.1}" y2="{row_y:.1}" stroke="{VAL_COLOR}" stroke-width="2"/>"#,
-                lx + 8.0,
-                lx + 32.0
-            );
-            let _ = writeln!(
-                svg,
-                r#"<circle cx="{:.1}" cy="{row_y:.1}" r="3.5" fill="{VAL_COLOR}"/>"#,
-                lx + 20.0
-            );
-            let _ = writeln!(
-                svg,
-                r#"<text x="{:.1}" y="{:.1}">val loss</text>"#,
-                lx + 40.0,
-                row_y + 4.0
-            );
         }
     }
     svg.push_str("</svg>\n");

@@ -312,16 +312,9 @@ pub fn check_reference(json_path: &Path) -> Result<ReferenceReport> {
         ),
     );
     let mut grads = vec![0.0f32; layout.total];
-    let positions = (batch * config.context) as f32;
-    model::backward(
-        &layout,
-        &params,
-        &mut grads,
-        &mut acts,
-        &x,
-        &y,
-        1.0 / positions,
-    );
+    // The mean loss over the batch's positions.
+    let scale = 1.0 / (batch * config.context) as f32;
+    model::backward(&layout, &params, &mut grads, &mut acts, &x, &y, scale);
     // Every named tensor of `arena` against the dump's `{prefix}.{name}`.
     let mut per_tensor = |prefix: &str, arena: &[f32]| -> Result<()> {
         for name in &names {
@@ -349,15 +342,7 @@ pub fn check_reference(json_path: &Path) -> Result<ReferenceReport> {
     for t in 2..=reference_losses.len() as u64 {
         losses.push(model::forward(&layout, &params, &mut acts, &x, Some(&y)));
         grads.fill(0.0);
-        model::backward(
-            &layout,
-            &params,
-            &mut grads,
-            &mut acts,
-            &x,
-            &y,
-            1.0 / positions,
-        );
+        model::backward(&layout, &params, &mut grads, &mut acts, &x, &y, scale);
         adamw.step(&layout, &mut params, &grads, opt(t)?);
     }
     push(

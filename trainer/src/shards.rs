@@ -213,10 +213,7 @@ mod tests {
             .collect();
         let (inputs, targets) = (&tokens[..tokens.len() - 1], &tokens[1..]);
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("pool");
+            let pool = kinglet_tools::threads::Threads::new(threads).expect("pool");
             pool.install(|| {
                 let mut shards = BatchShards::new(&config, batch, config.context);
                 let mut grads = vec![0.0f32; layout.total];

@@ -81,10 +81,7 @@ fn damaged_checkpoints_are_refused() {
 #[test]
 fn same_results_with_any_thread_count() {
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("pool");
+        let pool = kinglet_tools::threads::Threads::new(threads).expect("pool");
         pool.install(|| {
             let (mut t, corpus) = fresh();
             for _ in 0..3 {

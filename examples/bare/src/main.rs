@@ -34,14 +34,7 @@ mod model {
 }
 use model::{CONFIG, MODEL};
 
-const PROMPT: &str = "Once upon a time";
-const NEW_TOKENS: u32 = 48;
-const TEMPERATURE: f32 = 0.8;
-const TOP_P: f32 = 0.9;
-const SEED: u64 = 42;
-/// Context positions: the prompt (16 characters, or BOS and 4 BPE tokens)
-/// and the new tokens fit, so the sample never needs a second context.
-const MAX_SEQ: u32 = 64;
+include!("settings.rs");
 const _: () = assert!(MAX_SEQ <= CONFIG.max_seq_len);
 
 /// The engine's whole working memory: activations and KV cache.
