@@ -101,6 +101,13 @@ const CASES: &[(&str, &str)] = &[
     ("kinglet generate model.klt -n 4 --prompt x --prompt-file text.txt", "--prompt-file"),
     ("kinglet generate model.klt -n 4 --prompt ~", "prompt"),
     ("kinglet generate model.klt -n 4 --max-seq 2 --prompt abcdefghijklmnopq", "17 bytes, more than the 2 positions"),
+    ("kinglet generate model.klt -n 4 --threads 100000", "--threads 100000"),
+    ("kinglet generate model.klt -n 4 --max-memory 12X", "not a size"),
+    ("kinglet generate model.klt -n 4 --max-memory 0", "not a usable memory size"),
+    // Sizes that follow from a valid model (max_seq_len 1,048,576, 1,024
+    // layers) and from flags: refused before they are allocated.
+    ("kinglet generate hostile.klt -n 4 --max-seq 1048576 --max-memory 1G", "64.0 GiB, more than --max-memory 1.0 GiB; a smaller --max-seq"),
+    ("kinglet generate hostile.klt -n 4 --max-memory 1K", "for the prompt needs"),
     // kinglet eval: model and text.
     ("kinglet eval missing.klt --text corpus.txt", "missing.klt: no such file"),
     ("kinglet eval run.ckpt --text corpus.txt", "not a .klt model file"),
@@ -118,6 +125,9 @@ const CASES: &[(&str, &str)] = &[
     ("kinglet eval model.klt --text corpus.txt --context 100000", "--context"),
     ("kinglet eval model.klt --text corpus.txt --context x", "'x'"),
     ("kinglet eval model.klt", "--text"),
+    ("kinglet eval hostile.klt --text corpus.txt", "--context"),
+    ("kinglet eval hostile.klt --text long.txt --context 100000 --max-memory 1G", "a smaller --context lowers it"),
+    ("kinglet eval model.klt --text corpus.txt --max-memory 1K", "encoding the text needs"),
     // kinglet convert: input, tokenizer, output, disk.
     ("kinglet convert missing.klt -o out/m.klt", "missing.klt: no such file"),
     ("kinglet convert dir -o out/m.klt", "dir: is a directory"),
@@ -153,6 +163,8 @@ const CASES: &[(&str, &str)] = &[
     ("kinglet synth -o dir", "dir: is a directory"),
     ("kinglet synth", "--output"),
     ("@full kinglet synth -o out/m.klt", "File too large"),
+    ("kinglet synth --dim 65536 --n-layers 1 --max-memory 8G -o out/m.klt", "--dim"),
+    ("kinglet synth --dim 65536 --hidden-dim 262144 --n-layers 1024 -o out/m.klt", "480.0 TiB, more than the"),
     ("kinglet frobnicate", "frobnicate"),
     // kinglet-train (training): corpus.
     ("kinglet-train +tiny --data missing.txt --out out/r", "missing.txt"),
@@ -191,6 +203,26 @@ const CASES: &[(&str, &str)] = &[
     ("kinglet-train +tiny --data corpus.txt --out text.txt/r", "text.txt/r"),
     ("kinglet-train +tiny --data corpus.txt --out out/r --metrics dir", "dir"),
     ("@full kinglet-train +tiny --data corpus.txt --out out/r", "File too large"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --threads 100000", "--threads 100000"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --temperature NaN", "--temperature"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --temperature inf", "--temperature"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --sample-len 1000000", "--sample-len"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --rope-theta NaN", "--rope-theta"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --rope-theta 1e-45", "--rope-theta"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --norm-eps 0", "--norm-eps"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --adam-eps inf", "--adam-eps"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --steps 2000000000", "--steps"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --accum 100000", "--accum"),
+    // kinglet-train: memory. None of these allocates what it asks for.
+    ("kinglet-train +tiny --data corpus.txt --out out/r --batch 1000000000000", "--batch 1,000,000,000,000"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --batch 2305843009213693952", "more than 16 EiB"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --eval-windows 1000000000000", "--eval-windows"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --dim 65536 --heads 8 --layers 1 --hidden 32 --max-memory 8G", "--dim"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --dim 65536 --heads 8 --layers 1024 --hidden 32", "--dim"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --max-memory 100K", "more than --max-memory 100.0 KiB"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --max-memory lots", "not a size"),
+    ("kinglet-train +tiny --data unicode.txt --out out/r", "1,112,064 distinct characters, more than --max-vocab 65,536"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --max-vocab 10", "--max-vocab 10"),
     // kinglet-train --resume: the checkpoint.
     ("kinglet-train +tiny --data corpus.txt --out out/r --resume missing.ckpt", "missing.ckpt"),
     ("kinglet-train +tiny --data corpus.txt --out out/r --resume dir", "dir"),
@@ -215,6 +247,7 @@ const CASES: &[(&str, &str)] = &[
     ("kinglet-train eval run.ckpt --data text.txt", "text.txt"),
     ("kinglet-train eval run.ckpt --data corpus.txt --batch 0", "--batch"),
     ("kinglet-train eval run.ckpt --data corpus.txt --threads 0", "--threads"),
+    ("kinglet-train eval run.ckpt --data corpus.txt --max-memory 1K", "--max-memory 1.0 KiB"),
     ("kinglet-train eval", "<CHECKPOINT>"),
     // kinglet-train export.
     ("kinglet-train export missing.ckpt -o out/m.klt", "missing.ckpt"),
@@ -236,6 +269,8 @@ const CASES: &[(&str, &str)] = &[
     ("kinglet-train check-reference text.txt", "text.txt"),
     ("kinglet-train check-reference model.klt", "model.klt"),
     ("kinglet-train check-reference ref.json", "ref.json"),
+    // batch 2^61 + 4: times block_size 8, it wraps around to the 32 tokens held.
+    ("kinglet-train check-reference wrap.json", "batch × block_size"),
     ("kinglet-train frobnicate", "frobnicate"),
 ];
 
@@ -310,6 +345,8 @@ fn fixtures(dir: &Path) {
     );
     assert!(o.status.success(), "exporting the fixture: {o:?}");
 
+    hostile_fixtures(dir);
+
     let model = fs::read(dir.join("model.klt")).expect("model");
     write("trunc.klt", &model[..model.len() / 2]);
     let ckpt = fs::read(dir.join("run.ckpt")).expect("checkpoint");
@@ -322,6 +359,31 @@ fn fixtures(dir: &Path) {
         write(name, bytes);
         fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o000)).expect("chmod");
     }
+}
+
+/// Valid inputs whose sizes are hostile: `hostile.klt` (3.5 MB: dim 8,
+/// 1,024 layers, max_seq_len 1,048,576), `long.txt` for it, `unicode.txt`
+/// (every Unicode scalar value twice), and `wrap.json`, the reference dump
+/// with a batch that wraps around.
+fn hostile_fixtures(dir: &Path) {
+    let args: Vec<&str> = common::HOSTILE_SYNTH
+        .split_whitespace()
+        .chain(["-o", "hostile.klt"])
+        .collect();
+    let o = run_in(dir, "kinglet", &args);
+    assert!(o.status.success(), "synthesizing the hostile model: {o:?}");
+    fs::write(dir.join("long.txt"), "ab cd ".repeat(100_000)).expect("fixture");
+    let scalars: String = (0..=u32::from(char::MAX))
+        .filter_map(char::from_u32)
+        .collect();
+    fs::write(dir.join("unicode.txt"), scalars.repeat(2)).expect("fixture");
+    let reference = common::data_file("torch-ref/tiny_f64.json")
+        .unwrap_or_else(|| panic!("the wrapping dump needs ../shared/data/torch-ref"));
+    let json = fs::read_to_string(&reference).expect("dump");
+    assert!(json.contains("\"batch\": 4"), "the dump's batch is 4");
+    let wrapping = json.replace("\"batch\": 4", "\"batch\": 2305843009213693956");
+    fs::write(dir.join("wrap.json"), wrapping).expect("fixture");
+    fs::copy(reference.with_extension("bin"), dir.join("wrap.bin")).expect("fixture");
 }
 
 /// Every path under `dir`, relative to it.

@@ -169,3 +169,9 @@ pub fn patch_tensor(file: &[u8], index: u32, edit: impl FnOnce(&mut [u8])) -> Ve
     out[entry + 72..entry + 76].copy_from_slice(&crc.to_le_bytes());
     patch_header(&out, |_| {})
 }
+
+/// `kinglet synth` arguments (then `-o FILE`) for a valid 3.5 MB model whose
+/// sizes are hostile: dim 8, hidden 16, 1,024 layers, 2 heads, a 300-piece
+/// vocabulary and max_seq_len 1,048,576 (a full context: 64 GiB).
+pub const HOSTILE_SYNTH: &str = "synth --dim 8 --hidden-dim 16 --n-layers 1024 --n-heads 2 \
+                                 --n-kv-heads 2 --vocab-size 300 --max-seq-len 1048576";

@@ -9,6 +9,7 @@ pub mod hf;
 pub mod import;
 pub mod interop;
 pub mod io;
+pub mod memory;
 pub mod model;
 pub mod rng;
 pub mod spm;

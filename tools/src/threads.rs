@@ -11,6 +11,21 @@ use anyhow::{Context, Result};
 use kinglet::parallel::{ChunkFn, Parallel};
 use rayon::prelude::*;
 
+/// Most threads either program starts (`--threads`): each needs a stack,
+/// and no CPU these programs run on has more cores.
+pub const MAX_THREADS: usize = 256;
+
+/// A `--threads` value checked: 1 to [`MAX_THREADS`].
+pub fn thread_count(n: usize) -> Result<usize> {
+    match n {
+        0 => anyhow::bail!("--threads must be at least 1 (leave it out to use every core)"),
+        n if n > MAX_THREADS => {
+            anyhow::bail!("--threads {n} is more than the {MAX_THREADS} threads allowed")
+        }
+        n => Ok(n),
+    }
+}
+
 /// A rayon pool of a fixed number of threads, usable as a session's
 /// [`Parallel`] hook.
 pub struct Threads {

@@ -134,6 +134,36 @@ fn sizes(c: &ModelConfig, batch: usize, context: usize) -> (Vec<usize>, Vec<usiz
     (layer, head, grad)
 }
 
+/// Floats of the arena for `batch` sequences of `context` positions, in
+/// checked arithmetic (`None`: more than 64 bits count), so a size from a
+/// flag can be compared with the memory budget before it is allocated.
+pub fn arena_floats(c: &ModelConfig, batch: usize, context: usize) -> Option<u64> {
+    let [batch, context, d, kv, f, v, heads, layers] = [
+        batch,
+        context,
+        c.dim,
+        c.kv_dim(),
+        c.hidden_dim,
+        c.vocab_size,
+        c.n_heads,
+        c.n_layers,
+    ]
+    .map(|x| x as u64);
+    let n = batch.checked_mul(context)?;
+    // Per position: a block's 15 buffers but the attention probabilities,
+    // the head's 5, the backward scratch's 10 (see `sizes`).
+    let per_layer = n.checked_mul(6 * d + 2 * kv + 2 + 4 * f)?;
+    let probs = batch
+        .checked_mul(heads)?
+        .checked_mul(context)?
+        .checked_mul(context)?;
+    let head_and_grad = n.checked_mul(6 * d + 2 * kv + 2 + 3 * f + 2 * v)?;
+    per_layer
+        .checked_add(probs)?
+        .checked_mul(layers)?
+        .checked_add(head_and_grad)
+}
+
 impl Activations {
     /// An arena for `batch` sequences of `context` positions.
     pub fn new(config: &ModelConfig, batch: usize, context: usize) -> Self {
@@ -225,5 +255,27 @@ impl Activations {
             dlogits: next(),
         };
         (ActViews { layers, head, grad }, &self.rope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::preset;
+
+    #[test]
+    fn arena_floats_counts_the_arena() {
+        let mut c = preset("seed").expect("preset").model;
+        c.vocab_size = 65;
+        for (batch, context, kv_heads) in [(1, 1, 4), (3, 16, 4), (2, 7, 2)] {
+            c.context = context;
+            c.n_kv_heads = kv_heads;
+            let arena = Activations::new(&c, batch, context);
+            assert_eq!(
+                arena_floats(&c, batch, context),
+                Some(arena.bytes() as u64 / 4)
+            );
+        }
+        assert_eq!(arena_floats(&c, usize::MAX / 2, 16), None);
     }
 }

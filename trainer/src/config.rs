@@ -90,6 +90,21 @@ impl ModelConfig {
                 self.n_kv_heads
             );
         }
+        // The engine's rules for these two, said with the flags' names.
+        if !(self.rope_theta.is_finite() && self.rope_theta >= 1.0) {
+            bail!(
+                Settings,
+                "--rope-theta must be a finite number >= 1 (got {})",
+                self.rope_theta
+            );
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0 && self.norm_eps < 1.0) {
+            bail!(
+                Settings,
+                "--norm-eps must be a finite number in (0, 1) (got {})",
+                self.norm_eps
+            );
+        }
         if let Err(e) = self.to_engine().validate() {
             bail!(Settings, "model shape not supported: {e}");
         }
@@ -105,6 +120,13 @@ pub enum Decay {
     /// Half a cosine from the peak down to the floor at the last step.
     Cosine,
 }
+
+/// Most optimizer steps a run may ask for: a billion steps of the smallest
+/// model take weeks; more is a typo.
+pub const MAX_STEPS: u64 = 1_000_000_000;
+
+/// Most micro-batches accumulated per step.
+pub const MAX_ACCUM: usize = 65_536;
 
 /// Everything about the optimization that is not the model's shape.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -152,6 +174,27 @@ impl TrainConfig {
         }
         if self.accum_steps == 0 {
             bail!(Settings, "--accum must be at least 1");
+        }
+        if self.steps > MAX_STEPS {
+            bail!(
+                Settings,
+                "--steps must be at most {MAX_STEPS} (got {})",
+                self.steps
+            );
+        }
+        if self.accum_steps > MAX_ACCUM {
+            bail!(
+                Settings,
+                "--accum must be at most {MAX_ACCUM} (got {})",
+                self.accum_steps
+            );
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            bail!(
+                Settings,
+                "--adam-eps must be a finite number > 0 (got {})",
+                self.eps
+            );
         }
         for (v, flag) in [
             (self.lr, "--lr"),

@@ -36,6 +36,8 @@ pub enum TrainError {
     Reference(String),
     /// Fetching the TinyShakespeare corpus failed.
     Download(String),
+    /// What a run needs does not fit the memory budget.
+    Memory(String),
 }
 
 impl TrainError {
@@ -71,6 +73,7 @@ impl TrainError {
             Export(m) => (Export, m),
             Reference(m) => (Reference, m),
             Download(m) => (Download, m),
+            Memory(m) => (Memory, m),
         }
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod activations;
 pub mod adamw;
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand};
 use kinglet::printable::Printable;
 use kinglet::Dtype;
 use kinglet_tools::cmd::eval::{Score, Windows};
+use kinglet_tools::cmd::grouped;
 use kinglet_tools::interop::Format;
+use kinglet_tools::memory::{parse_size, Budget};
+use kinglet_tools::threads::thread_count;
+use kinglet_trainer::budget::{check_evaluation, check_training};
 use kinglet_trainer::checkpoint::Checkpoint;
 use kinglet_trainer::config::{preset, Decay, Preset, PRESET_NAMES};
 use kinglet_trainer::data::Corpus;
@@ -58,9 +62,13 @@ enum Command {
         /// Windows per forward pass.
         #[arg(long, default_value_t = 32)]
         batch: usize,
-        /// Worker threads (default: all cores).
+        /// Worker threads, 1 to 256 (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Memory the evaluation may take, e.g. 512M or 4G (default: the
+        /// memory available when it starts).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_memory: Option<u64>,
     },
     /// Write a model file: .klt, GGUF or a Hugging Face directory (char
     /// tokenizer, training metadata).
@@ -102,7 +110,8 @@ struct TrainArgs {
     /// sha256.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Optimizer steps to stop at (counted from the start, also when resuming).
+    /// Optimizer steps to stop at (counted from the start, also when
+    /// resuming), at most 1,000,000,000.
     #[arg(long)]
     steps: Option<u64>,
     /// Output directory for last.ckpt, metrics.jsonl and loss.svg. One that
@@ -131,18 +140,23 @@ struct TrainArgs {
     /// Continue from a checkpoint (same preset and shape flags).
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Worker threads (default: all cores). Results are identical for any count.
+    /// Worker threads, 1 to 256 (default: all cores). Results are identical
+    /// for any count.
     #[arg(long)]
     threads: Option<usize>,
-    /// Characters per evaluation sample (0: none).
+    /// Characters per evaluation sample, at most 100,000 (0: none).
     #[arg(long, default_value_t = 200)]
     sample_len: usize,
-    /// Sampling temperature (0: greedy).
+    /// Sampling temperature of the samples (0: greedy).
     #[arg(long, default_value_t = 0.8)]
     temperature: f32,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Memory the run may take, e.g. 512M or 4G (default: the memory
+    /// available when it starts). A run that needs more is refused at once.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_memory: Option<u64>,
 
     /// Quantization-aware training for this export dtype: q8_0 or q4_0. The
     /// forward pass uses the weights as the engine will (straight-through
@@ -189,11 +203,14 @@ struct TrainArgs {
     /// RMSNorm epsilon.
     #[arg(long, help_heading = "Model")]
     norm_eps: Option<f32>,
+    /// Most distinct characters (tokens) the corpus may hold.
+    #[arg(long, default_value_t = 65_536, help_heading = "Model")]
+    max_vocab: usize,
 
     /// Sequences per micro-batch.
     #[arg(long, help_heading = "Optimization")]
     batch: Option<usize>,
-    /// Micro-batches accumulated per optimizer step.
+    /// Micro-batches accumulated per optimizer step, at most 65,536.
     #[arg(long, help_heading = "Optimization")]
     accum: Option<usize>,
     /// Peak learning rate.
@@ -300,13 +317,30 @@ fn presets_and_examples() -> String {
 
 fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(n) = threads {
-        if n == 0 {
-            return Err(TrainError::Settings("--threads must be at least 1".into()));
-        }
+        let n = thread_count(n).map_err(|e| TrainError::Settings(e.to_string()))?;
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
             .map_err(|e| TrainError::Settings(format!("cannot start {n} threads: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Most characters an evaluation sample may ask for: samples are read, not
+/// stored.
+const MAX_SAMPLE_LEN: usize = 100_000;
+
+/// `--temperature` and `--sample-len`, checked as kinglet checks its own.
+fn check_sampling(temperature: f32, sample_len: usize) -> Result<()> {
+    if !(temperature.is_finite() && temperature >= 0.0) {
+        return Err(TrainError::Settings(format!(
+            "--temperature must be a finite number >= 0 (got {temperature})"
+        )));
+    }
+    if sample_len > MAX_SAMPLE_LEN {
+        return Err(TrainError::Settings(format!(
+            "--sample-len must be at most {MAX_SAMPLE_LEN} (got {sample_len})"
+        )));
     }
     Ok(())
 }
@@ -409,6 +443,7 @@ fn train(a: TrainArgs) -> Result<()> {
     // Shape errors before reading a large corpus.
     m.validate()?;
     t.validate()?;
+    check_sampling(a.temperature, a.sample_len)?;
     let qat = match &a.qat {
         Some(dtype) => {
             let q = Qat {
@@ -429,7 +464,22 @@ fn train(a: TrainArgs) -> Result<()> {
     set_threads(a.threads)?;
     let corpus = read_corpus(a.data.as_deref(), a.resume.as_deref(), m.context)?;
     m.vocab_size = corpus.tokenizer.len();
+    if m.vocab_size > a.max_vocab {
+        return Err(TrainError::Corpus(format!(
+            "the corpus has {} distinct characters, more than --max-vocab {}: \
+             each is a token (raise --max-vocab to train on it anyway)",
+            grouped(m.vocab_size as u64),
+            grouped(a.max_vocab as u64)
+        )));
+    }
     m.validate()?;
+    check_training(
+        &Budget::new(a.max_memory),
+        &m,
+        &t,
+        a.eval_windows.max(1),
+        qat.is_some(),
+    )?;
     let params = ParamLayout::new(&m).total;
     println!(
         "model: {params} parameters (dim {}, {} layers, {} heads / {} kv, hidden {}, context {}, vocab {}); \
@@ -481,6 +531,7 @@ fn eval(
     data: Option<&Path>,
     batch: usize,
     threads: Option<usize>,
+    max_memory: Option<u64>,
 ) -> Result<()> {
     if batch == 0 {
         return Err(TrainError::Settings("--batch must be at least 1".into()));
@@ -505,6 +556,13 @@ fn eval(
             path.display()
         );
     }
+    let windows = corpus.val.len().saturating_sub(1) / c.model.context;
+    check_evaluation(
+        &Budget::new(max_memory),
+        &c.model,
+        batch.min(windows).max(1),
+        c.qat.is_some(),
+    )?;
     let layout = ParamLayout::new(&c.model);
     let loss = match &c.qat {
         Some(q) => whole_split_loss_qat(&layout, &c.params, &corpus.val, batch.max(1), q)?,
@@ -557,7 +615,8 @@ fn main() -> ExitCode {
             data,
             batch,
             threads,
-        }) => eval(&checkpoint, data.as_deref(), batch, threads),
+            max_memory,
+        }) => eval(&checkpoint, data.as_deref(), batch, threads, max_memory),
         Some(Command::Export {
             checkpoint,
             output,

@@ -6,10 +6,12 @@
 use crate::activations::Activations;
 use crate::adamw::{AdamW, AdamWStep};
 use crate::bail;
+use crate::budget;
 use crate::config::ModelConfig;
 use crate::error::{Result, TrainError};
 use crate::model;
 use crate::params::ParamLayout;
+use kinglet_tools::memory::Budget;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
@@ -286,9 +288,10 @@ pub fn check_reference(json_path: &Path) -> Result<ReferenceReport> {
 
     let x = dump.tokens("x", config.vocab_size)?;
     let y = dump.tokens("y", config.vocab_size)?;
-    if x.len() != batch * config.context || y.len() != x.len() {
+    if batch.checked_mul(config.context) != Some(x.len()) || y.len() != x.len() {
         bail!(Reference, "x and y must hold batch × block_size tokens");
     }
+    budget::check_reference(&Budget::new(None), &config, batch)?;
     let mut acts = Activations::new(&config, batch, config.context);
     let mut report = ReferenceReport::default();
     let mut push = |quantity: String, worst_relative: f64| {

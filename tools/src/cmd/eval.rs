@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use super::{grouped, Status};
 use crate::io::{open_model, read_file};
+use crate::memory::{self, Budget};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -41,6 +42,10 @@ pub struct Args {
     /// [default: the model's context length].
     #[arg(long, value_name = "N")]
     pub context: Option<usize>,
+    /// Memory the tokens and sessions may take, e.g. 512M or 4G (default:
+    /// the memory available when the command starts).
+    #[arg(long, value_name = "SIZE", value_parser = memory::parse_size)]
+    pub max_memory: Option<u64>,
 }
 
 /// How `len` tokens split into windows of `context`: each window predicts
@@ -174,7 +179,12 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
             e.valid_up_to()
         )
     })?;
-    let mut tokens = vec![0u32; tokenizer::max_tokens(text, false)];
+    let budget = Budget::new(args.max_memory);
+    let mut tokens = budget.zeroed(
+        tokenizer::max_tokens(text, false),
+        "encoding the text",
+        "a shorter --text needs less",
+    )?;
     let n = tokenizer::encode(&model.vocab(), text, false, &mut tokens).with_context(|| {
         format!(
             "cannot encode {} with the model's vocabulary",
@@ -195,6 +205,17 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
             scored.len()
         );
     }
+    // One session per window scored at once.
+    let sessions = rayon::current_num_threads().min(scored.len() / context);
+    let per_session = memory::session_bytes(model.config(), context as u32);
+    budget.check(
+        per_session.and_then(|b| b.checked_mul(sessions as u64)),
+        &format!(
+            "scoring {sessions} windows of {} positions at once (one per thread)",
+            grouped(context as u64)
+        ),
+        "a smaller --context lowers it",
+    )?;
     score(&model, scored, context)?.write_report(out)?;
     Ok(Status::Ok)
 }

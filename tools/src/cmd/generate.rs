@@ -16,13 +16,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use kinglet::format::TokenizerKind;
 use kinglet::generate::{Generator, Stop};
-use kinglet::{session_floats, tokenizer, ModelFile, Sampler, SamplerConfig, Session};
+use kinglet::{session_floats, tokenizer, Config, ModelFile, Sampler, SamplerConfig, Session};
 
 use super::verify::problems;
-use super::Status;
+use super::{grouped, Status};
 use crate::bundled;
 use crate::io::{open_model, read_file};
-use crate::threads::Threads;
+use crate::memory::{self, Budget};
+use crate::threads::{thread_count, Threads};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -62,14 +63,21 @@ pub struct Args {
     /// Random seed; the same seed and settings give the same text. Default: the clock.
     #[arg(long, short)]
     pub seed: Option<u64>,
-    /// Context positions to allocate (default: the model's max_seq_len).
+    /// Context positions to allocate, at most the model's max_seq_len
+    /// (default: the prompt's tokens plus -n, as far as the model and
+    /// memory allow). Past a full context, generation continues in a fresh
+    /// one that starts from the last half of the text.
     #[arg(long)]
     pub max_seq: Option<u32>,
+    /// Memory the session may take, e.g. 512M or 4G (default: the memory
+    /// available when the command starts).
+    #[arg(long, value_name = "SIZE", value_parser = memory::parse_size)]
+    pub max_memory: Option<u64>,
     /// Skip the tensor checksum verification at load.
     #[arg(long)]
     pub no_verify: bool,
-    /// Threads to run the model on (default: one per core). The text does
-    /// not depend on it.
+    /// Threads to run the model on, 1 to 256 (default: one per core). The
+    /// text does not depend on it.
     #[arg(long, short = 'j')]
     pub threads: Option<usize>,
 }
@@ -108,8 +116,9 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
     } else {
         &given
     };
-    let max_seq = args.max_seq.unwrap_or(config.max_seq_len);
-    if max_seq == 0 || max_seq > config.max_seq_len {
+    let budget = Budget::new(args.max_memory);
+    let limit = args.max_seq.unwrap_or(config.max_seq_len);
+    if limit == 0 || limit > config.max_seq_len {
         bail!(
             "--max-seq must be between 1 and the model's max_seq_len ({})",
             config.max_seq_len
@@ -119,25 +128,30 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
     // longer than the context's positions × that cannot fit: say so before
     // encoding it.
     let longest = vocab.max_piece_len().max(1);
-    if text.len() > max_seq as usize * longest {
+    if text.len() > limit as usize * longest {
         bail!(
-            "the prompt is {} bytes, more than the {max_seq} positions of the context can hold ({longest} bytes per token at most)",
+            "the prompt is {} bytes, more than the {limit} positions of the context can hold ({longest} bytes per token at most)",
             text.len()
         );
     }
-    let mut prompt = vec![0u32; tokenizer::max_tokens(text, true)];
+    let mut prompt = budget.zeroed(
+        tokenizer::max_tokens(text, true),
+        "encoding the prompt",
+        "a shorter prompt needs less",
+    )?;
     let n =
         tokenizer::encode(&vocab, text, true, &mut prompt).context("cannot encode the prompt")?;
     prompt.truncate(n);
     if prompt.is_empty() {
         bail!("the prompt is empty and this model has no BOS token: give --prompt TEXT");
     }
-    if prompt.len() > max_seq as usize {
+    if prompt.len() > limit as usize {
         bail!(
-            "the prompt is {} tokens, more than the {max_seq} positions of the context",
+            "the prompt is {} tokens, more than the {limit} positions of the context",
             prompt.len()
         );
     }
+    let max_seq = context_positions(&config, prompt.len(), args.tokens, args.max_seq, &budget)?;
     let seed = args.seed.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -150,10 +164,7 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
         seed,
     };
     let mut sampler = Sampler::new(config.vocab_size, sampling).context("bad sampling settings")?;
-    if args.threads == Some(0) {
-        bail!("--threads must be at least 1 (leave it out to use every core)");
-    }
-    let threads = Threads::new(args.threads.unwrap_or(0))?;
+    let threads = Threads::new(args.threads.map(thread_count).transpose()?.unwrap_or(0))?;
 
     let (text_tx, text_rx) = mpsc::channel::<String>();
     let mut counts = None;
@@ -196,7 +207,7 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
         generated,
     } = counts;
     eprintln!(
-        "seed {seed}, {} threads, prefill {:.1} tok/s, prompt {} tokens, generated {generated} tokens in {generation_seconds:.3} s, {:.1} tok/s",
+        "seed {seed}, {} threads, context {max_seq}, prefill {:.1} tok/s, prompt {} tokens, generated {generated} tokens in {generation_seconds:.3} s, {:.1} tok/s",
         threads.count(),
         rate(prompt.len() as f64, prompt_seconds),
         prompt.len(),
@@ -227,6 +238,44 @@ fn prompt_text(args: &Args) -> Result<String> {
     })
 }
 
+/// Context positions to allocate: `--max-seq` if given (it must fit the
+/// budget), else room for the prompt and every new token, at most the
+/// model's max_seq_len, lowered to what fits the budget (as past
+/// max_seq_len, generation then continues in a fresh context).
+fn context_positions(
+    config: &Config,
+    prompt: usize,
+    tokens: u32,
+    asked: Option<u32>,
+    budget: &Budget,
+) -> Result<u32> {
+    let needs = |n: u32| memory::session_bytes(config, n);
+    let positions = |n: u32| format!("a context of {} positions", grouped(n as u64));
+    if let Some(n) = asked {
+        budget.check(needs(n), &positions(n), "a smaller --max-seq lowers it")?;
+        return Ok(n);
+    }
+    // The prompt fits max_seq_len (checked), so these fit in u32.
+    let wanted = (prompt as u64 + tokens as u64).min(config.max_seq_len as u64) as u32;
+    let least = (prompt as u32 + 1).min(wanted);
+    budget.check(
+        needs(least),
+        &format!("{} for the prompt", positions(least)),
+        "a shorter prompt lowers it",
+    )?;
+    // The largest context in [least, wanted] that fits: sizes grow with n.
+    let (mut low, mut high) = (least, wanted);
+    while low < high {
+        let mid = low + (high - low).div_ceil(2);
+        if budget.fits(needs(mid)) {
+            low = mid;
+        } else {
+            high = mid - 1;
+        }
+    }
+    Ok(low)
+}
+
 /// Runs the prompt and samples up to `max_new_tokens` on `threads`, passing
 /// the text to `emit` until it returns false.
 fn generate<T: AsRef<[u8]>>(
@@ -238,7 +287,13 @@ fn generate<T: AsRef<[u8]>>(
     threads: &Threads,
     emit: impl Fn(&str) -> bool,
 ) -> Result<Counts> {
-    let mut buffer = vec![0.0f32; session_floats(model.config(), max_seq)];
+    // Its size was checked against the budget; the allocator may still
+    // refuse it.
+    let mut buffer = memory::zeroed(
+        session_floats(model.config(), max_seq),
+        "the session",
+        "--max-seq lowers it",
+    )?;
     let mut session = Session::new(model, &mut buffer, max_seq)?.with_parallel(threads);
     let started = Instant::now();
     let mut prompt_done = None;

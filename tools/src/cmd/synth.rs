@@ -10,6 +10,7 @@ use kinglet::Dtype;
 use super::{Status, WeightDtype};
 use crate::interop::Format;
 use crate::io::write_atomic;
+use crate::memory::{self, Budget};
 use crate::synth::{preset, synth_model};
 
 const EXAMPLES: &str = "\
@@ -64,6 +65,10 @@ pub struct Args {
     /// Give the model its own classifier instead of tying it to the embedding.
     #[arg(long)]
     pub untied: bool,
+    /// Memory the weights may take while they are written, e.g. 512M or 4G
+    /// (default: the memory available when the command starts).
+    #[arg(long, value_name = "SIZE", value_parser = memory::parse_size)]
+    pub max_memory: Option<u64>,
 }
 
 /// Runs `kinglet synth`.
@@ -77,6 +82,18 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
     c.vocab_size = args.vocab_size.unwrap_or(c.vocab_size);
     c.max_seq_len = args.max_seq_len.unwrap_or(c.max_seq_len);
     c.tied_classifier = !args.untied;
+    c.validate()?;
+    // The f32 weights, and their encoding beside them while it is written.
+    let elements =
+        kinglet::canonical_tensors(&c).try_fold(0u64, |n, t| n.checked_add(t.elements()));
+    Budget::new(args.max_memory).check(
+        elements.and_then(|n| n.checked_mul(8)),
+        &format!(
+            "writing {} weights",
+            super::grouped(elements.unwrap_or(u64::MAX))
+        ),
+        "a smaller --dim, --hidden-dim, --n-layers or --vocab-size lowers it",
+    )?;
     let model = synth_model(&c, args.seed)?.encode(Dtype::from(args.dtype))?;
     let bytes = write_atomic(&args.output, |w| model.write_klt(w))?;
     writeln!(out, "{}", model.written(&args.output, Format::Klt, bytes))?;
