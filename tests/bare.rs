@@ -97,6 +97,7 @@ fn bare_binary_prints_what_kinglet_generate_prints() {
         top_p: TOP_P,
         seed: Some(SEED),
         max_seq: Some(MAX_SEQ),
+        max_memory: None,
         no_verify: false,
         threads: Some(2),
     };
