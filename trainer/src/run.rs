@@ -14,7 +14,7 @@ use crate::rng::Rng;
 use crate::trainer::Trainer;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Everything the training command was asked to do.
@@ -132,9 +132,68 @@ fn config_difference(held: &ModelConfig, asked: &ModelConfig) -> String {
     format!("it holds {}", differences.join(", "))
 }
 
+/// Paths a run is about to create, removed again if it fails before it
+/// saves a checkpoint: a failed run leaves nothing behind.
+struct NewPaths {
+    /// Files that do not exist yet.
+    files: Vec<PathBuf>,
+    /// Directories that do not exist yet, deepest first.
+    dirs: Vec<PathBuf>,
+}
+
+impl NewPaths {
+    fn before(out_dir: &Path, files: [PathBuf; 4]) -> NewPaths {
+        NewPaths {
+            files: files.into_iter().filter(|f| !f.exists()).collect(),
+            dirs: out_dir
+                .ancestors()
+                .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+                .map(Path::to_path_buf)
+                .collect(),
+        }
+    }
+
+    /// Removes them; a directory only when it is empty (nothing of
+    /// anyone else's is touched).
+    fn remove(&self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
 /// Trains until `train.steps`, writing metrics and checkpoints as it goes.
+/// A run that fails before its first checkpoint removes the files and
+/// directories it created.
 pub fn run(o: &RunOptions) -> Result<RunSummary> {
     let mut trainer = open_trainer(o)?;
+    let ckpt_path = o.out_dir.join("last.ckpt");
+    let new = NewPaths::before(
+        &o.out_dir,
+        [
+            o.metrics.clone(),
+            o.out_dir.join("loss.svg"),
+            temp_path(&ckpt_path),
+            ckpt_path,
+        ],
+    );
+    let mut saved = None;
+    let result = train_and_save(o, &mut trainer, &mut saved);
+    if result.is_err() && saved.is_none() {
+        new.remove();
+    }
+    result
+}
+
+/// [`run`]'s work; `last_saved` is the step of the last checkpoint saved.
+fn train_and_save(
+    o: &RunOptions,
+    trainer: &mut Trainer,
+    last_saved: &mut Option<u64>,
+) -> Result<RunSummary> {
     std::fs::create_dir_all(&o.out_dir)
         .map_err(|e| TrainError::Io(format!("cannot create {}: {e}", o.out_dir.display())))?;
     let ckpt_path = o.out_dir.join("last.ckpt");
@@ -176,13 +235,13 @@ pub fn run(o: &RunOptions) -> Result<RunSummary> {
     };
     let prompt: Vec<u32> = trainer.tokenizer.encode("\n").unwrap_or_default();
     let start = Instant::now();
-    let (mut tokens_done, mut last_loss, mut last_saved) = (0usize, f64::NAN, None::<u64>);
+    let (mut tokens_done, mut last_loss) = (0usize, f64::NAN);
     while trainer.step < total {
         let stats = match trainer.step(&o.corpus.train) {
             Ok(s) => s,
             Err(e) => {
                 bar.abandon();
-                let kept = match last_saved {
+                let kept = match *last_saved {
                     Some(s) => format!(
                         "; the last good checkpoint (step {s}) is kept at {}",
                         ckpt_path.display()
@@ -207,7 +266,7 @@ pub fn run(o: &RunOptions) -> Result<RunSummary> {
             stats.loss, tokens_per_s
         ));
 
-        let evaluate = s == total || (o.eval_every > 0 && s % o.eval_every == 0);
+        let evaluate = s == total || (o.eval_every > 0 && s.is_multiple_of(o.eval_every));
         let mut val_loss = None;
         if evaluate {
             let v = match &trainer.qat {
@@ -249,7 +308,7 @@ pub fn run(o: &RunOptions) -> Result<RunSummary> {
                 ));
             }
         }
-        if evaluate || (o.log_every > 0 && s % o.log_every == 0) {
+        if evaluate || (o.log_every > 0 && s.is_multiple_of(o.log_every)) {
             let mut line = serde_json::json!({
                 "step": s,
                 "train_loss": stats.loss,
@@ -264,9 +323,9 @@ pub fn run(o: &RunOptions) -> Result<RunSummary> {
                 TrainError::Io(format!("cannot write {}: {e}", o.metrics.display()))
             })?;
         }
-        if s == total || (o.save_every > 0 && s % o.save_every == 0) {
+        if s == total || (o.save_every > 0 && s.is_multiple_of(o.save_every)) {
             trainer.checkpoint().save(&ckpt_path)?;
-            last_saved = Some(s);
+            *last_saved = Some(s);
         }
     }
     bar.finish();
