@@ -234,7 +234,9 @@ const CASES: &[(&str, &str)] = &[
     ("kinglet-train +tiny --data corpus.txt --out out/r --resume trunc.ckpt", "truncated"),
     ("@nobody kinglet-train +tiny --data corpus.txt --out out/r --resume locked.ckpt", "ermission denied"),
     ("kinglet-train +tiny --data corpus.txt --out out/r --resume run.ckpt --dim 32", "another config"),
+    ("kinglet-train +tiny --data corpus.txt --out out/r --resume nan.ckpt", "non-finite parameter (NaN)"),
     // kinglet-train eval.
+    ("kinglet-train eval nan.ckpt --data corpus.txt", "non-finite parameter (NaN)"),
     ("kinglet-train eval missing.ckpt --data corpus.txt", "missing.ckpt"),
     ("kinglet-train eval dir --data corpus.txt", "dir"),
     ("kinglet-train eval empty --data corpus.txt", "truncated"),
@@ -263,6 +265,7 @@ const CASES: &[(&str, &str)] = &[
     ("kinglet-train export run.ckpt -o dir", "dir"),
     ("kinglet-train export run.ckpt -o text.txt/m.klt", "text.txt/m.klt"),
     ("kinglet-train export run.ckpt", "--output"),
+    ("kinglet-train export nan.ckpt -o out/m.klt", "non-finite parameter (NaN)"),
     ("@full kinglet-train export run.ckpt -o out/m.klt", "File too large"),
     // kinglet-train check-reference.
     ("kinglet-train check-reference missing.json", "missing.json"),
@@ -341,6 +344,10 @@ fn fixtures(dir: &Path) {
     let model = fs::read(dir.join("model.klt")).expect("model");
     write("trunc.klt", &model[..model.len() / 2]);
     let ckpt = fs::read(dir.join("run.ckpt")).expect("checkpoint");
+    // A checkpoint whose checksum holds but whose first parameter is NaN.
+    let mut nan = kinglet_trainer::checkpoint::Checkpoint::from_bytes(&ckpt).expect("loads");
+    nan.params[0] = f32::NAN;
+    write("nan.ckpt", &nan.to_bytes());
     write("trunc.ckpt", &ckpt[..ckpt.len() - 100]);
     for (name, bytes) in [
         ("locked.klt", &model[..]),

@@ -112,6 +112,34 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Refuses parameters or AdamW moments that are not finite, and negative
+/// second moments, naming the tensor: such a checkpoint passes its checksum
+/// but would evaluate, export or resume into NaN.
+fn check_values(layout: &ParamLayout, params: &[f32], m: &[f32], v: &[f32]) -> Result<()> {
+    // Each array, what a bad value is called, and the least value allowed.
+    let arrays: [(&[f32], &str, f32); 3] = [
+        (params, "a non-finite parameter", f32::MIN),
+        (m, "a non-finite AdamW first moment", f32::MIN),
+        (v, "a non-finite or negative AdamW second moment", 0.0),
+    ];
+    for (values, what, least) in arrays {
+        let bad = values.iter().position(|x| !(x.is_finite() && *x >= least));
+        if let Some(i) = bad {
+            let tensor = layout
+                .slots
+                .iter()
+                .find(|s| s.range().contains(&i))
+                .map_or("?", |s| s.name.as_str());
+            bail!(
+                BadCheckpoint,
+                "checkpoint holds {what} ({}) in {tensor}",
+                values[i]
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Checkpoint {
     /// The file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -305,6 +333,7 @@ impl Checkpoint {
                 r.bytes.len()
             );
         }
+        check_values(&ParamLayout::new(&model), &params, &m, &v)?;
         Ok(Checkpoint {
             model,
             train,

@@ -79,6 +79,43 @@ fn damaged_checkpoints_are_refused() {
 }
 
 #[test]
+fn non_finite_values_are_refused_by_name() {
+    let (t, _) = fresh();
+    let slot = t.layout.slot("layers.0.wq").expect("wq").offset;
+    // Which array of the checkpoint, the value put in it, the message.
+    type Array = fn(&mut Checkpoint) -> &mut Vec<f32>;
+    let cases: [(Array, f32, &str); 4] = [
+        (
+            |c| &mut c.params,
+            f32::NAN,
+            "a non-finite parameter (NaN) in layers.0.wq",
+        ),
+        (
+            |c| &mut c.params,
+            f32::INFINITY,
+            "a non-finite parameter (inf) in layers.0.wq",
+        ),
+        (
+            |c| &mut c.m,
+            f32::NEG_INFINITY,
+            "AdamW first moment (-inf) in layers.0.wq",
+        ),
+        (
+            |c| &mut c.v,
+            -1.0,
+            "negative AdamW second moment (-1) in layers.0.wq",
+        ),
+    ];
+    for (array, value, needle) in cases {
+        let mut c = t.checkpoint();
+        array(&mut c)[slot] = value;
+        let e = Checkpoint::from_bytes(&c.to_bytes()).unwrap_err();
+        assert!(matches!(e, TrainError::BadCheckpoint(_)), "{e:?}");
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+}
+
+#[test]
 fn same_results_with_any_thread_count() {
     let run = |threads: usize| {
         let pool = kinglet_tools::threads::Threads::new(threads).expect("pool");
