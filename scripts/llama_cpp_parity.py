@@ -35,9 +35,12 @@ def main():
         print(run(args.kinglet, "convert", args.model, "-o", gguf).strip())
         llm = Llama(model_path=gguf, n_ctx=0, n_batch=512, logits_all=True,
                     n_threads=2, seed=0, verbose=False)
-        ctx = llm.n_ctx()
+        # kinglet eval's windows are the model's context length; llama.cpp
+        # may round its own context up (to 256 at least), so the window is
+        # the file's context length, not llm.n_ctx().
+        ctx = int(llm.metadata["llama.context_length"])
         add_bos = llm._model.add_bos_token()
-        print(f"llama.cpp: context {ctx}, vocabulary {llm.n_vocab()}, add BOS {add_bos}")
+        print(f"llama.cpp: window {ctx}, vocabulary {llm.n_vocab()}, add BOS {add_bos}")
 
         # 1. The prompt's tokens.
         prompt_tokens = llm.tokenize(args.prompt.encode(), add_bos=add_bos)
