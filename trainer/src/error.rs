@@ -2,7 +2,9 @@
 //! that callers and tests match on) and a readable message for the CLI's
 //! one stderr line.
 
+use kinglet::printable::Printable;
 use std::fmt;
+use std::io::Write;
 
 /// Everything that can go wrong in the trainer. Each variant carries the
 /// message the CLI prints, which says what and, where it helps, what to do.
@@ -38,6 +40,9 @@ pub enum TrainError {
     Download(String),
     /// What a run needs does not fit the memory budget.
     Memory(String),
+    /// In an MPI run, another rank failed and printed its error; this rank
+    /// only ends with a failure status.
+    OtherRank(String),
 }
 
 impl TrainError {
@@ -58,6 +63,15 @@ impl TrainError {
         self.map_message(|m| format!("{prefix}: {m}"))
     }
 
+    /// Prints the CLI's one error line, `kinglet-train: error: …`, on
+    /// stderr in one write (whatever the message holds: paths, file
+    /// contents), so that MPI, which forwards each rank's output, cannot
+    /// cut it in pieces.
+    pub fn print(&self) {
+        let line = format!("kinglet-train: error: {}\n", Printable(&self.to_string()));
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+
     fn parts(&self) -> (fn(String) -> TrainError, &str) {
         use TrainError::*;
         match self {
@@ -74,6 +88,7 @@ impl TrainError {
             Reference(m) => (Reference, m),
             Download(m) => (Download, m),
             Memory(m) => (Memory, m),
+            OtherRank(m) => (OtherRank, m),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! over blocks ([`model`]), the optimizer ([`adamw`], [`schedule`]), data
 //! ([`data`], [`download`]), the training state ([`trainer`]), checkpoints
 //! ([`checkpoint`], with [`pause`] points for crash tests), the loss curve ([`plot`]), and the CLI's commands
-//! ([`run`], [`eval`], [`export`], [`reference`](mod@reference)).
+//! ([`run`], [`eval`], [`export`], [`reference`](mod@reference)). [`ranks`] spreads
+//! the shards of a step over the processes of an MPI job (`mpi` feature).
 //!
 //! The only `unsafe` is in [`gemm`] (the AVX2 matrix kernel and the
 //! `matrixmultiply` call), behind bounds checks.
@@ -25,10 +26,13 @@ pub mod export;
 pub mod gemm;
 pub mod layers;
 pub mod model;
+#[cfg(feature = "mpi")]
+pub mod mpi_ranks;
 pub mod params;
 pub mod pause;
 pub mod plot;
 pub mod qat;
+pub mod ranks;
 pub mod reference;
 /// The random number generator, shared with `kinglet synth` and the tests.
 pub use kinglet_tools::rng;

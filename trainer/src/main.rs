@@ -3,7 +3,6 @@
 //! against a PyTorch reference dump.
 
 use clap::{Args, Parser, Subcommand};
-use kinglet::printable::Printable;
 use kinglet::Dtype;
 use kinglet_tools::cmd::eval::{Score, Windows};
 use kinglet_tools::cmd::grouped;
@@ -12,7 +11,7 @@ use kinglet_tools::memory::{parse_size, Budget};
 use kinglet_tools::threads::thread_count;
 use kinglet_trainer::budget::{check_evaluation, check_training};
 use kinglet_trainer::checkpoint::Checkpoint;
-use kinglet_trainer::config::{preset, Decay, Preset, PRESET_NAMES};
+use kinglet_trainer::config::{preset, Decay, ModelConfig, Preset, TrainConfig, PRESET_NAMES};
 use kinglet_trainer::data::Corpus;
 use kinglet_trainer::download;
 use kinglet_trainer::error::{Result, TrainError};
@@ -20,8 +19,10 @@ use kinglet_trainer::eval::{whole_split_loss, whole_split_loss_qat};
 use kinglet_trainer::export::{export, parse_dtype};
 use kinglet_trainer::params::ParamLayout;
 use kinglet_trainer::qat::Qat;
+use kinglet_trainer::ranks::{agree, check_rank_count, Alone, Ranks};
 use kinglet_trainer::reference::{check_reference, TOLERANCE};
-use kinglet_trainer::run::{run, RunOptions};
+use kinglet_trainer::run::{run_with, RunOptions};
+use kinglet_trainer::shards::shard_sequences;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -346,27 +347,80 @@ fn check_sampling(temperature: f32, sample_len: usize) -> Result<()> {
 }
 
 /// The cached TinyShakespeare, downloaded (and its sha256 checked) if absent.
-/// What it did goes to stdout with the rest of the training log, so a
-/// failure leaves stderr with the one error line.
-fn tinyshakespeare() -> Result<PathBuf> {
+/// What it did goes to stdout with the rest of the training log (when
+/// `say`), so a failure leaves stderr with the one error line.
+fn tinyshakespeare(say: bool) -> Result<PathBuf> {
     let url = std::env::var("KINGLET_TINYSHAKESPEARE_URL")
         .unwrap_or_else(|_| download::TINYSHAKESPEARE_URL.to_string());
     download::ensure_tinyshakespeare(&download::default_cache_dir(), &url, &mut |line| {
-        println!("{line}")
+        if say {
+            println!("{line}")
+        }
     })
     .map_err(|e| TrainError::Download(e.to_string()))
 }
 
 /// The corpus to train on: `--data`, else the one the `--resume`
-/// checkpoint records, else TinyShakespeare.
-fn read_corpus(data: Option<&Path>, resume: Option<&Path>, context: usize) -> Result<Corpus> {
-    match (data, resume) {
-        (Some(path), _) => Corpus::load(path, context),
-        (None, Some(checkpoint)) => {
-            Corpus::load(&Checkpoint::load(checkpoint)?.recorded_corpus()?, context)
+/// checkpoint records, else TinyShakespeare, fetched by one rank after
+/// another so that ranks sharing a cache never write it at once.
+fn read_corpus(
+    data: Option<&Path>,
+    resume: Option<&Checkpoint>,
+    context: usize,
+    ranks: &mut dyn Ranks,
+) -> Result<Corpus> {
+    let path = match (data, resume) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(checkpoint)) => agree(ranks, checkpoint.recorded_corpus())?,
+        (None, None) => {
+            let mut fetched = PathBuf::new();
+            for turn in 0..ranks.size() {
+                let mine = turn == ranks.rank();
+                let result = if mine {
+                    tinyshakespeare(ranks.is_root())
+                } else {
+                    Ok(PathBuf::new())
+                };
+                let path = agree(ranks, result)?;
+                if mine {
+                    fetched = path;
+                }
+            }
+            fetched
         }
-        (None, None) => Corpus::load(&tinyshakespeare()?, context),
+    };
+    let corpus = agree(ranks, Corpus::load(&path, context))?;
+    // Every rank must train on the same text.
+    let mut root_sha = corpus.sha256.clone().into_bytes();
+    ranks.broadcast_bytes(&mut root_sha);
+    let same = if root_sha == corpus.sha256.as_bytes() {
+        Ok(corpus)
+    } else {
+        Err(TrainError::Corpus(format!(
+            "the corpus {} is not rank 0's (sha256 {}…, rank 0's {}…): \
+             every rank must read the same text",
+            path.display(),
+            &corpus.sha256[..16],
+            String::from_utf8_lossy(&root_sha[..16.min(root_sha.len())])
+        )))
+    };
+    agree(ranks, same)
+}
+
+/// The `--resume` checkpoint: rank 0 reads it and sends it to the other
+/// ranks, which need not see its file.
+fn load_checkpoint(path: &Path, ranks: &mut dyn Ranks) -> Result<Checkpoint> {
+    if ranks.size() == 1 {
+        return Checkpoint::load(path);
     }
+    let read = if ranks.is_root() {
+        Checkpoint::load(path).map(|c| c.to_bytes())
+    } else {
+        Ok(Vec::new())
+    };
+    let mut bytes = agree(ranks, read)?;
+    ranks.broadcast_bytes(&mut bytes);
+    agree(ranks, Checkpoint::from_bytes(&bytes))
 }
 
 /// Refuses an `--out` that already holds a run, unless it is resumed or
@@ -392,7 +446,9 @@ fn check_out_is_free(a: &TrainArgs, metrics: &Path) -> Result<()> {
     )))
 }
 
-fn train(a: TrainArgs) -> Result<()> {
+/// The model, the optimization and the QAT settings the flags ask for, checked,
+/// for `ranks` processes.
+fn settings(a: &TrainArgs, ranks: usize) -> Result<(ModelConfig, TrainConfig, Option<Qat>)> {
     let Some(p) = preset(&a.preset) else {
         return Err(TrainError::Settings(format!(
             "unknown --preset {:?}: choose one of {}",
@@ -456,32 +512,61 @@ fn train(a: TrainArgs) -> Result<()> {
         }
         None => None,
     };
+    let shards = shard_sequences(t.batch, m.context).len();
+    check_rank_count(ranks, shards, t.batch, m.context)?;
+    Ok((m, t, qat))
+}
+
+/// Trains, alone or as one rank of an MPI job: rank 0 prints the log.
+fn train(a: TrainArgs, ranks: &mut dyn Ranks) -> Result<()> {
+    let root = ranks.is_root();
+    let asked = settings(&a, ranks.size());
+    let (mut m, t, qat) = agree(ranks, asked)?;
     let metrics = a
         .metrics
         .clone()
         .unwrap_or_else(|| a.out.join("metrics.jsonl"));
-    check_out_is_free(&a, &metrics)?;
-    set_threads(a.threads)?;
-    let corpus = read_corpus(a.data.as_deref(), a.resume.as_deref(), m.context)?;
+    let free = if root {
+        check_out_is_free(&a, &metrics)
+    } else {
+        Ok(())
+    };
+    agree(ranks, free)?;
+    agree(ranks, set_threads(a.threads))?;
+    let resume = match &a.resume {
+        Some(path) => Some((path.clone(), load_checkpoint(path, ranks)?)),
+        None => None,
+    };
+    let checkpoint = resume.as_ref().map(|(_, c)| c);
+    let corpus = read_corpus(a.data.as_deref(), checkpoint, m.context, ranks)?;
     m.vocab_size = corpus.tokenizer.len();
-    if m.vocab_size > a.max_vocab {
-        return Err(TrainError::Corpus(format!(
-            "the corpus has {} distinct characters, more than --max-vocab {}: \
-             each is a token (raise --max-vocab to train on it anyway)",
-            grouped(m.vocab_size as u64),
-            grouped(a.max_vocab as u64)
-        )));
-    }
-    m.validate()?;
-    check_training(
-        &Budget::new(a.max_memory),
-        &m,
-        &t,
-        a.eval_windows.max(1),
-        qat.is_some(),
-    )?;
+    // Every rank checks what it read.
+    let fits = (|| {
+        if m.vocab_size > a.max_vocab {
+            return Err(TrainError::Corpus(format!(
+                "the corpus has {} distinct characters, more than --max-vocab {}: \
+                 each is a token (raise --max-vocab to train on it anyway)",
+                grouped(m.vocab_size as u64),
+                grouped(a.max_vocab as u64)
+            )));
+        }
+        m.validate()?;
+        check_training(
+            &Budget::new(a.max_memory),
+            &m,
+            &t,
+            a.eval_windows.max(1),
+            qat.is_some(),
+        )
+    })();
+    agree(ranks, fits)?;
     let params = ParamLayout::new(&m).total;
-    println!(
+    let say = |line: String| {
+        if root {
+            println!("{line}")
+        }
+    };
+    say(format!(
         "model: {params} parameters (dim {}, {} layers, {} heads / {} kv, hidden {}, context {}, vocab {}); \
          corpus: {} train / {} val tokens",
         m.dim,
@@ -493,7 +578,15 @@ fn train(a: TrainArgs) -> Result<()> {
         m.vocab_size,
         corpus.train.len(),
         corpus.val.len()
-    );
+    ));
+    if ranks.size() > 1 {
+        let shards = shard_sequences(t.batch, m.context).len();
+        say(format!(
+            "ranks: {} MPI processes, each running {} of the {shards} shards of every micro-batch",
+            ranks.size(),
+            shards / ranks.size()
+        ));
+    }
     let options = RunOptions {
         model: m,
         train: t,
@@ -504,26 +597,51 @@ fn train(a: TrainArgs) -> Result<()> {
         eval_windows: a.eval_windows.max(1),
         save_every: a.save_every,
         log_every: a.log_every,
-        resume: a.resume,
+        resume,
         sample_len: a.sample_len,
         temperature: a.temperature,
         progress: !a.quiet && std::io::stderr().is_terminal(),
         qat,
     };
-    let s = run(&options)?;
+    let s = run_with(&options, ranks)?;
     let val = s
         .val_loss
         .map(|v| format!("{v:.4}"))
         .unwrap_or_else(|| "-".into());
-    println!(
+    say(format!(
         "done: {} steps, train loss {:.4}, val loss {val}, {:.1} s, {:.0} tokens/s; checkpoint {}",
         s.steps,
         s.train_loss,
         s.elapsed_s,
         s.tokens_per_s,
         a.out.join("last.ckpt").display()
-    );
+    ));
     Ok(())
+}
+
+/// Trains as a rank of the MPI job an MPI launcher started this process in,
+/// else alone.
+fn train_as_launched(a: TrainArgs) -> ExitCode {
+    #[cfg(feature = "mpi")]
+    if let Some(mut ranks) = kinglet_trainer::mpi_ranks::MpiRanks::from_launcher() {
+        // Reported before MPI_Finalize, which waits for every rank: the
+        // error line comes before mpirun's report of the exit statuses.
+        return report(train(a, &mut ranks));
+    }
+    report(train(a, &mut Alone))
+}
+
+/// The exit status of `result`, after printing its error line (another
+/// rank prints an [`TrainError::OtherRank`]).
+fn report(result: Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(TrainError::OtherRank(_)) => ExitCode::FAILURE,
+        Err(e) => {
+            e.print();
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn eval(
@@ -609,7 +727,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     let result = match cli.command {
-        None => train(cli.train),
+        None => return train_as_launched(cli.train),
         Some(Command::Eval {
             checkpoint,
             data,
@@ -644,12 +762,5 @@ fn main() -> ExitCode {
             }
         }),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line, whatever the message holds (paths, file contents).
-            eprintln!("kinglet-train: error: {}", Printable(&e.to_string()));
-            ExitCode::FAILURE
-        }
-    }
+    report(result)
 }

@@ -10,6 +10,7 @@ use crate::eval::{fixed_val_loss, fixed_val_loss_qat, sample};
 use crate::pause::{self, Point};
 use crate::plot::{self, LossPoint};
 use crate::qat::Qat;
+use crate::ranks::{agree, Alone, Ranks};
 use crate::rng::Rng;
 use crate::trainer::Trainer;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -37,8 +38,8 @@ pub struct RunOptions {
     pub save_every: u64,
     /// Write a metrics line every this many steps.
     pub log_every: u64,
-    /// Continue from this checkpoint.
-    pub resume: Option<PathBuf>,
+    /// Continue from this checkpoint, read from this path.
+    pub resume: Option<(PathBuf, Checkpoint)>,
     /// Characters in each evaluation sample (0 = none).
     pub sample_len: usize,
     /// Sampling temperature (0 = greedy).
@@ -64,13 +65,13 @@ pub struct RunSummary {
     pub tokens_per_s: f64,
 }
 
-fn open_trainer(o: &RunOptions) -> Result<Trainer> {
-    let Some(path) = &o.resume else {
+fn open_trainer(o: &RunOptions, say_notes: bool) -> Result<Trainer> {
+    let Some((path, c)) = &o.resume else {
         let mut t = Trainer::for_corpus(o.model, o.train, &o.corpus)?;
         t.set_qat(o.qat)?;
         return Ok(t);
     };
-    let c = Checkpoint::load(path)?;
+    let c = c.clone();
     if c.model != o.model {
         bail!(
             ResumeMismatch,
@@ -87,7 +88,7 @@ fn open_trainer(o: &RunOptions) -> Result<Trainer> {
             path.display()
         );
     }
-    if c.corpus_sha256 != o.corpus.sha256 {
+    if c.corpus_sha256 != o.corpus.sha256 && say_notes {
         eprintln!("note: the corpus differs from the one the checkpoint was trained on");
     }
     let qat = match (c.qat, o.qat) {
@@ -169,7 +170,16 @@ impl NewPaths {
 /// A run that fails before its first checkpoint removes the files and
 /// directories it created.
 pub fn run(o: &RunOptions) -> Result<RunSummary> {
-    let mut trainer = open_trainer(o)?;
+    run_with(o, &mut Alone)
+}
+
+/// [`run`] as one of `ranks`: each runs its share of every step, rank 0
+/// alone evaluates and writes the files and the log.
+pub fn run_with(o: &RunOptions, ranks: &mut dyn Ranks) -> Result<RunSummary> {
+    let opened = open_trainer(o, ranks.is_root());
+    let mut trainer = agree(ranks, opened)?;
+    let spread = trainer.spread_over(ranks);
+    agree(ranks, spread)?;
     let ckpt_path = o.out_dir.join("last.ckpt");
     let new = NewPaths::before(
         &o.out_dir,
@@ -181,8 +191,9 @@ pub fn run(o: &RunOptions) -> Result<RunSummary> {
         ],
     );
     let mut saved = None;
-    let result = train_and_save(o, &mut trainer, &mut saved);
-    if result.is_err() && saved.is_none() {
+    let result = train_and_save(o, &mut trainer, &mut saved, ranks);
+    // Only rank 0 creates files.
+    if result.is_err() && saved.is_none() && ranks.is_root() {
         new.remove();
     }
     result
@@ -193,28 +204,19 @@ fn train_and_save(
     o: &RunOptions,
     trainer: &mut Trainer,
     last_saved: &mut Option<u64>,
+    ranks: &mut dyn Ranks,
 ) -> Result<RunSummary> {
-    std::fs::create_dir_all(&o.out_dir)
-        .map_err(|e| TrainError::Io(format!("cannot create {}: {e}", o.out_dir.display())))?;
+    let root = ranks.is_root();
     let ckpt_path = o.out_dir.join("last.ckpt");
-    // A write killed half-way leaves its temporary file; nothing reads it
-    // (the next save would overwrite it), so tidy it away.
-    let _ = std::fs::remove_file(temp_path(&ckpt_path));
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(o.resume.is_some())
-        .write(true)
-        .truncate(o.resume.is_none())
-        .open(&o.metrics)
-        .map_err(|e| {
-            TrainError::Io(format!(
-                "cannot open metrics file {}: {e}",
-                o.metrics.display()
-            ))
-        })?;
+    let files = if root {
+        open_files(o, &ckpt_path).map(Some)
+    } else {
+        Ok(None)
+    };
+    let mut metrics = agree(ranks, files)?;
 
     let total = o.train.steps;
-    let bar = if o.progress {
+    let bar = if o.progress && root {
         ProgressBar::new(total)
     } else {
         ProgressBar::hidden()
@@ -237,7 +239,7 @@ fn train_and_save(
     let start = Instant::now();
     let (mut tokens_done, mut last_loss) = (0usize, f64::NAN);
     while trainer.step < total {
-        let stats = match trainer.step(&o.corpus.train) {
+        let stats = match trainer.step_with(&o.corpus.train, ranks) {
             Ok(s) => s,
             Err(e) => {
                 bar.abandon();
@@ -251,7 +253,8 @@ fn train_and_save(
                     }
                     None => "; no checkpoint was written".into(),
                 };
-                return Err(e.map_message(|m| format!("{m}{kept}")));
+                // Every rank meets a step's error at the same step.
+                return agree(ranks, Err(e.map_message(|m| format!("{m}{kept}"))));
             }
         };
         pause::at(Point::AfterStep);
@@ -266,6 +269,10 @@ fn train_and_save(
             stats.loss, tokens_per_s
         ));
 
+        // The rest is rank 0's: evaluations, the log, the files.
+        let Some(metrics) = &mut metrics else {
+            continue;
+        };
         let evaluate = s == total || (o.eval_every > 0 && s.is_multiple_of(o.eval_every));
         let mut val_loss = None;
         if evaluate {
@@ -277,7 +284,8 @@ fn train_and_save(
                     o.eval_windows,
                     o.train.batch,
                     q,
-                )?,
+                )
+                .map_err(|e| ranks.lone_failure(e))?,
                 None => fixed_val_loss(
                     &trainer.layout,
                     &trainer.params,
@@ -320,11 +328,17 @@ fn train_and_save(
                 line["val_loss"] = serde_json::json!(v);
             }
             writeln!(metrics, "{line}").map_err(|e| {
-                TrainError::Io(format!("cannot write {}: {e}", o.metrics.display()))
+                ranks.lone_failure(TrainError::Io(format!(
+                    "cannot write {}: {e}",
+                    o.metrics.display()
+                )))
             })?;
         }
         if s == total || (o.save_every > 0 && s.is_multiple_of(o.save_every)) {
-            trainer.checkpoint().save(&ckpt_path)?;
+            trainer
+                .checkpoint()
+                .save(&ckpt_path)
+                .map_err(|e| ranks.lone_failure(e))?;
             *last_saved = Some(s);
         }
     }
@@ -333,9 +347,12 @@ fn train_and_save(
         // The bar's line has no newline of its own; the summary needs one.
         eprintln!();
     }
-    drop(metrics);
-    let svg = o.out_dir.join("loss.svg");
-    plot::write_loss_svg(&svg, &loss_points(&o.metrics)?, "kinglet-train: loss")?;
+    if metrics.take().is_some() {
+        let svg = o.out_dir.join("loss.svg");
+        loss_points(&o.metrics)
+            .and_then(|points| plot::write_loss_svg(&svg, &points, "kinglet-train: loss"))
+            .map_err(|e| ranks.lone_failure(e))?;
+    }
     let elapsed_s = start.elapsed().as_secs_f64();
     Ok(RunSummary {
         steps: trainer.step,
@@ -344,6 +361,28 @@ fn train_and_save(
         elapsed_s,
         tokens_per_s: tokens_done as f64 / elapsed_s.max(1e-9),
     })
+}
+
+/// Rank 0's files: the output directory and the metrics file, opened for
+/// appending when resuming.
+fn open_files(o: &RunOptions, ckpt_path: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(&o.out_dir)
+        .map_err(|e| TrainError::Io(format!("cannot create {}: {e}", o.out_dir.display())))?;
+    // A write killed half-way leaves its temporary file; nothing reads it
+    // (the next save would overwrite it), so tidy it away.
+    let _ = std::fs::remove_file(temp_path(ckpt_path));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(o.resume.is_some())
+        .write(true)
+        .truncate(o.resume.is_none())
+        .open(&o.metrics)
+        .map_err(|e| {
+            TrainError::Io(format!(
+                "cannot open metrics file {}: {e}",
+                o.metrics.display()
+            ))
+        })
 }
 
 /// The loss curve of every step logged in the metrics file, including those

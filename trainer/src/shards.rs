@@ -19,12 +19,18 @@
 //! operations are never forked against each other (`model.rs` runs its
 //! products one after another), so the tasks of one level never compete
 //! with another's.
+//!
+//! Across processes (MPI ranks, `ranks.rs`) the same shards are shared out:
+//! each rank runs a contiguous run of them, and rank 0 adds the others'
+//! shard gradients in shard order, element by element as here, so N ranks
+//! compute the bits of one process.
 
 use crate::activations::Activations;
 use crate::config::ModelConfig;
 use crate::model;
 use crate::params::ParamLayout;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Most shards per micro-batch: enough for a 4-core laptop.
 pub const SHARDS: usize = 4;
@@ -53,10 +59,15 @@ struct Shard {
 /// One shard's pass: its activations, its loss, where its gradient goes.
 type Job<'a> = (&'a mut Activations, &'a mut f64, &'a mut [f32]);
 
-/// The shards of a micro-batch of `batch` sequences.
+/// The shards of a micro-batch of `batch` sequences that one process
+/// computes: all of them, or an MPI rank's share (`ranks.rs`).
 pub struct BatchShards {
     shards: Vec<Shard>,
     context: usize,
+    /// Sequences of every shard of the micro-batch, this share's and others'.
+    all_sequences: Vec<usize>,
+    /// Index of this share's first shard.
+    first: usize,
 }
 
 /// Sequences in each shard: `batch` windows of `context` tokens split as
@@ -71,21 +82,63 @@ pub fn shard_sequences(batch: usize, context: usize) -> Vec<usize> {
         .collect()
 }
 
+/// The mean loss of a micro-batch from each shard's `(mean loss, sequences)`,
+/// in shard order.
+pub fn mean_loss(shards: &[(f64, usize)]) -> f64 {
+    let batch: usize = shards.iter().map(|&(_, sequences)| sequences).sum();
+    shards
+        .iter()
+        .map(|&(loss, sequences)| loss * sequences as f64)
+        .sum::<f64>()
+        / batch as f64
+}
+
+/// `grads += part`, element by element (the order of the sum of shards is
+/// the order of these calls). grads, part: [layout.total]
+pub fn add_gradient(grads: &mut [f32], part: &[f32]) {
+    grads
+        .par_chunks_mut(REDUCE_CHUNK)
+        .zip(part.par_chunks(REDUCE_CHUNK))
+        .for_each(|(g, p)| {
+            for (g, p) in g.iter_mut().zip(p) {
+                *g += *p;
+            }
+        });
+}
+
 impl BatchShards {
     /// Buffers for micro-batches of `batch` sequences of `context` tokens.
     pub fn new(config: &ModelConfig, batch: usize, context: usize) -> Self {
+        let count = shard_sequences(batch, context).len();
+        Self::share(config, batch, context, 0..count)
+    }
+
+    /// Buffers for the shards `share` (indices in [`shard_sequences`]) of
+    /// micro-batches of `batch` sequences of `context` tokens.
+    pub fn share(config: &ModelConfig, batch: usize, context: usize, share: Range<usize>) -> Self {
         let total = ParamLayout::new(config).total;
-        let shards = shard_sequences(batch, context)
-            .into_iter()
+        let all_sequences = shard_sequences(batch, context);
+        let shards = all_sequences[share.clone()]
+            .iter()
             .enumerate()
-            .map(|(index, sequences)| Shard {
+            .map(|(index, &sequences)| Shard {
                 sequences,
                 acts: Activations::new(config, sequences, context),
                 grads: vec![0.0; if index == 0 { 0 } else { total }],
                 loss: 0.0,
             })
             .collect();
-        BatchShards { shards, context }
+        BatchShards {
+            shards,
+            context,
+            all_sequences,
+            first: share.start,
+        }
+    }
+
+    /// Sequences of every shard of the micro-batch, in shard order.
+    pub fn all_sequences(&self) -> &[usize] {
+        &self.all_sequences
     }
 
     /// Runs forward and backward on one micro-batch, adding
@@ -99,17 +152,36 @@ impl BatchShards {
         layout: &ParamLayout,
         weights: &[f32],
         grads: &mut [f32],
-        (inputs, targets): (&[u32], &[u32]),
+        batch: (&[u32], &[u32]),
         scale: f32,
         quantize_inputs: bool,
     ) -> f64 {
+        self.run(layout, weights, grads, batch, scale, quantize_inputs);
+        self.add_into(grads)
+    }
+
+    /// The passes of this share's shards on their part of the micro-batch
+    /// `(inputs, targets)`: the first shard adds its gradient into `grads`,
+    /// the others write theirs into their own arenas for [`Self::add_into`]
+    /// or [`Self::parts`].
+    ///
+    /// weights, grads: [layout.total]; inputs, targets: [batch · context].
+    pub fn run(
+        &mut self,
+        layout: &ParamLayout,
+        weights: &[f32],
+        grads: &mut [f32],
+        (inputs, targets): (&[u32], &[u32]),
+        scale: f32,
+        quantize_inputs: bool,
+    ) {
         let context = self.context;
-        let batch: usize = self.shards.iter().map(|s| s.sequences).sum();
+        let batch: usize = self.all_sequences.iter().sum();
         assert_eq!(inputs.len(), batch * context, "inputs must fill the batch");
         assert_eq!(targets.len(), inputs.len(), "one target per input");
         // Each shard's slice of the batch: [sequences · context]
         let mut windows = Vec::with_capacity(self.shards.len());
-        let mut start = 0;
+        let mut start = self.all_sequences[..self.first].iter().sum::<usize>() * context;
         for shard in &self.shards {
             let end = start + shard.sequences * context;
             windows.push((&inputs[start..end], &targets[start..end]));
@@ -134,20 +206,37 @@ impl BatchShards {
             }
         };
         jobs.into_par_iter().zip(&windows).for_each(run);
-        let loss = self
-            .shards
-            .iter()
-            .map(|s| s.loss * s.sequences as f64)
-            .sum::<f64>()
-            / batch as f64;
+    }
+
+    /// Each shard's `(mean loss, sequences)` of the last [`Self::run`], in
+    /// shard order.
+    pub fn losses(&self) -> impl Iterator<Item = (f64, usize)> + '_ {
+        self.shards.iter().map(|s| (s.loss, s.sequences))
+    }
+
+    /// The gradients of this share's shards after the first (which went into
+    /// the caller's gradients), in shard order.
+    pub fn parts(&self) -> impl Iterator<Item = &[f32]> {
+        self.shards[1..].iter().map(|s| &s.grads[..])
+    }
+
+    /// Empties the arenas of [`Self::parts`] for the next pass.
+    pub fn clear_parts(&mut self) {
+        for shard in &mut self.shards[1..] {
+            shard.grads.fill(0.0);
+        }
+    }
+
+    /// After [`Self::run`]: adds the other shards' gradients into `grads` in
+    /// shard order, emptying their arenas for the next pass, and returns the
+    /// share's mean loss. When that is not finite, only empties them.
+    pub fn add_into(&mut self, grads: &mut [f32]) -> f64 {
+        let loss = mean_loss(&self.losses().collect::<Vec<_>>());
         if !loss.is_finite() {
-            for shard in &mut self.shards {
-                shard.grads.fill(0.0);
-            }
+            self.clear_parts();
             return loss;
         }
-        // grads += Σ other shards' grads in shard order, emptying each arena
-        // for the next pass on the way (one sweep instead of a sum and a fill).
+        // One sweep that adds and empties, instead of a sum and a fill.
         let mut parts: Vec<_> = self.shards[1..]
             .iter_mut()
             .map(|s| s.grads.chunks_mut(REDUCE_CHUNK))

@@ -9,9 +9,10 @@ use crate::data::{sample_batch, CharTokenizer, Corpus};
 use crate::error::Result;
 use crate::params::ParamLayout;
 use crate::qat::{quantize_weights_into, Qat};
+use crate::ranks::{check_rank_count, share, Alone, Ranks};
 use crate::rng::Rng;
 use crate::schedule::learning_rate;
-use crate::shards::BatchShards;
+use crate::shards::{shard_sequences, BatchShards};
 
 /// Seeds the batch sampler differently from the initializer.
 const DATA_STREAM: u64 = 0xD1B5_4A32_D192_ED03;
@@ -178,9 +179,28 @@ impl Trainer {
         self.train.batch * self.train.accum_steps * self.model().context
     }
 
+    /// Spreads the steps over `ranks`: this process runs its share of each
+    /// micro-batch's shards. An error if their number does not divide the
+    /// shard count.
+    pub fn spread_over(&mut self, ranks: &dyn Ranks) -> Result<()> {
+        let (config, batch) = (self.layout.config, self.train.batch);
+        let count = shard_sequences(batch, config.context).len();
+        check_rank_count(ranks.size(), count, batch, config.context)?;
+        let share = share(ranks.rank(), ranks.size(), count);
+        self.shards = BatchShards::share(&config, batch, config.context, share);
+        Ok(())
+    }
+
     /// One optimizer step on random windows of `train_tokens`. A non-finite
     /// loss stops before any update, naming the step (1-based).
     pub fn step(&mut self, train_tokens: &[u32]) -> Result<StepStats> {
+        self.step_with(train_tokens, &mut Alone)
+    }
+
+    /// [`Trainer::step`] as one of `ranks` (after [`Trainer::spread_over`]):
+    /// every rank samples the same micro-batches, runs its shards, and ends
+    /// with rank 0's sum of the gradients, so every rank takes the same step.
+    pub fn step_with(&mut self, train_tokens: &[u32], ranks: &mut dyn Ranks) -> Result<StepStats> {
         let t = &self.train;
         let context = self.layout.config.context;
         let scale = 1.0 / (t.batch * context * t.accum_steps) as f32;
@@ -197,8 +217,8 @@ impl Trainer {
             &self.params
         };
         let quantize_inputs = qat.is_some_and(|q| q.activations);
-        let mut loss_sum = 0.0;
-        for _ in 0..t.accum_steps {
+        let mut losses = vec![0.0f64; t.accum_steps];
+        for loss in &mut losses {
             sample_batch(
                 train_tokens,
                 t.batch,
@@ -207,7 +227,7 @@ impl Trainer {
                 &mut self.inputs,
                 &mut self.targets,
             );
-            let loss = self.shards.forward_backward(
+            self.shards.run(
                 &self.layout,
                 weights,
                 &mut self.grads,
@@ -215,15 +235,17 @@ impl Trainer {
                 scale,
                 quantize_inputs,
             );
-            if !loss.is_finite() {
-                bail!(
-                    Diverged,
-                    "training loss became {loss} at step {}; stopped without updating",
-                    self.step + 1
-                );
-            }
-            loss_sum += loss;
+            *loss = ranks.combine_micro_batch(&mut self.shards, &mut self.grads);
         }
+        ranks.share_step(&mut losses, &mut self.grads);
+        if let Some(loss) = losses.iter().find(|l| !l.is_finite()) {
+            bail!(
+                Diverged,
+                "training loss became {loss} at step {}; stopped without updating",
+                self.step + 1
+            );
+        }
+        let loss_sum: f64 = losses.iter().sum();
         let grad_norm = if t.grad_clip > 0.0 {
             clip_global_norm(&mut self.grads, t.grad_clip)
         } else {
