@@ -263,7 +263,10 @@ Examples:
   # Your own text, the small preset, a cosine schedule to 5,000 steps
   kinglet-train --preset small --data my-text.txt --out runs/small
   # Quantization-aware training for q4_0 from step 1,500
-  kinglet-train --qat q4_0 --qat-start 1500 --steps 2000 --out runs/q4";
+  kinglet-train --qat q4_0 --qat-start 1500 --steps 2000 --out runs/q4
+  # 4 MPI ranks on the machines of a hostfile (built with --features mpi;
+  # the rank count must divide the shard count; same checkpoint as one process)
+  mpirun --hostfile hosts -np 4 kinglet-train --preset small --out runs/mpi";
 
 /// The help's table of every preset's values, then the examples.
 fn presets_and_examples() -> String {
