@@ -520,6 +520,21 @@ fn settings(a: &TrainArgs, ranks: usize) -> Result<(ModelConfig, TrainConfig, Op
     Ok((m, t, qat))
 }
 
+/// Whether the model the corpus gives fits `--max-vocab` and the memory
+/// budget.
+fn check_fits(a: &TrainArgs, m: &ModelConfig, t: &TrainConfig, qat: bool) -> Result<()> {
+    if m.vocab_size > a.max_vocab {
+        return Err(TrainError::Corpus(format!(
+            "the corpus has {} distinct characters, more than --max-vocab {}: \
+             each is a token (raise --max-vocab to train on it anyway)",
+            grouped(m.vocab_size as u64),
+            grouped(a.max_vocab as u64)
+        )));
+    }
+    m.validate()?;
+    check_training(&Budget::new(a.max_memory), m, t, a.eval_windows.max(1), qat)
+}
+
 /// Trains, alone or as one rank of an MPI job: rank 0 prints the log.
 fn train(a: TrainArgs, ranks: &mut dyn Ranks) -> Result<()> {
     let root = ranks.is_root();
@@ -544,24 +559,7 @@ fn train(a: TrainArgs, ranks: &mut dyn Ranks) -> Result<()> {
     let corpus = read_corpus(a.data.as_deref(), checkpoint, m.context, ranks)?;
     m.vocab_size = corpus.tokenizer.len();
     // Every rank checks what it read.
-    let fits = (|| {
-        if m.vocab_size > a.max_vocab {
-            return Err(TrainError::Corpus(format!(
-                "the corpus has {} distinct characters, more than --max-vocab {}: \
-                 each is a token (raise --max-vocab to train on it anyway)",
-                grouped(m.vocab_size as u64),
-                grouped(a.max_vocab as u64)
-            )));
-        }
-        m.validate()?;
-        check_training(
-            &Budget::new(a.max_memory),
-            &m,
-            &t,
-            a.eval_windows.max(1),
-            qat.is_some(),
-        )
-    })();
+    let fits = check_fits(&a, &m, &t, qat.is_some());
     agree(ranks, fits)?;
     let params = ParamLayout::new(&m).total;
     let say = |line: String| {
