@@ -75,7 +75,8 @@ pub struct BatchShards {
 /// least 1) contiguous groups, larger groups first. It depends only on the
 /// batch shape, never on the thread count.
 pub fn shard_sequences(batch: usize, context: usize) -> Vec<usize> {
-    let by_rows = (batch * context) / MIN_SHARD_ROWS;
+    // Saturating: an absurd --batch is refused later, by the memory budget.
+    let by_rows = batch.saturating_mul(context) / MIN_SHARD_ROWS;
     let count = SHARDS.min(batch).min(by_rows).max(1);
     (0..count)
         .map(|s| batch / count + usize::from(s < batch % count))
