@@ -105,8 +105,8 @@ fn float_matvec_equals_reference_bit_for_bit() {
 
 #[test]
 fn float_matvec_of_matrices_streamed_row_by_row_equals_reference() {
-    // Over 1 MiB in every dtype: the paths stream such matrices one row
-    // after another instead of in groups of rows.
+    // Over 1 MiB in every dtype: the paths stream such matrices (anything
+    // over 64 KiB) one row after another instead of in groups of rows.
     let mut rng = Rng::new(12);
     let (rows, cols) = (530, 1001);
     for path in accelerated_paths() {

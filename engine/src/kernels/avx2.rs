@@ -44,8 +44,10 @@ const ROW_GROUP: usize = 4;
 /// other: one sequential stream, which the hardware prefetcher follows
 /// best. Interleaving the short streams of several rows left it behind
 /// (32000×288 f32: 6.2–7.5 GB/s four rows at a time, 8.7–9.0 one row at a
-/// time, 8.1–11.8 for a plain read of the same bytes; Zen 3).
-pub(super) const STREAM_BYTES: usize = 1 << 20;
+/// time, 8.1–11.8 for a plain read of the same bytes; Zen 3). A decode step
+/// reads every matrix once, so all but the smallest come from memory, not
+/// cache, even the 330 KB ones of a 15M model (60 MB).
+pub(super) const STREAM_BYTES: usize = 64 << 10;
 /// The f16 scale in front of each Q8_0 / Q4_0 block.
 const SCALE_BYTES: usize = 2;
 /// Bytes per cache line, the unit of prefetching.
@@ -590,13 +592,22 @@ unsafe fn eight_rows<const Q4: bool, const PREFETCH: bool>(
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn scales(block: *const u8, row_bytes: usize) -> __m256 {
-    let mut raw = [0u16; QUANT_ROWS];
-    for (r, v) in raw.iter_mut().enumerate() {
-        // SAFETY: the caller's precondition.
-        *v = unsafe { block.add(r * row_bytes).cast::<u16>().read_unaligned() };
-    }
-    // SAFETY: `raw` is 16 bytes.
-    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(raw.as_ptr().cast::<__m128i>()) })
+    // Packed into two 64-bit words in general registers: eight 2-byte
+    // stores then a 16-byte load would stall on store forwarding.
+    let word = |first: usize| {
+        (0..4).fold(0u64, |w, i| {
+            // SAFETY: the caller's precondition.
+            let bits = unsafe {
+                block
+                    .add((first + i) * row_bytes)
+                    .cast::<u16>()
+                    .read_unaligned()
+            };
+            w | u64::from(bits) << (16 * i)
+        })
+    };
+    let (low, high) = (word(0), word(4));
+    _mm256_cvtph_ps(_mm_set_epi64x(high as i64, low as i64))
 }
 
 /// [`eight_rows`] for one row: the same arithmetic, one block at a time.
