@@ -35,6 +35,7 @@ mod llama2c;
 
 use kinglet::canonical::{LayerPart, TensorRole};
 use kinglet::{session_floats, Dtype, ModelFile, Session};
+use kinglet_tools::model_bytes::ModelBytes;
 use kinglet_tools::threads::Threads;
 use kinglet_tools::{synth, DtypePlan, OwnedModel};
 
@@ -189,10 +190,16 @@ fn llama2c_rate(binary: &Path, checkpoint: &Path, tokenizer: &Path, steps: u32) 
 // kinglet
 // ---------------------------------------------------------------------------
 
+/// `file` opened as `kinglet generate` opens a model: in [`ModelBytes`].
+fn open(file: &[u8]) -> ModelFile<ModelBytes> {
+    let bytes = ModelBytes::copy_of(file).unwrap_or_else(|e| fail(&format!("memory: {e}")));
+    ModelFile::new_checked(bytes).unwrap_or_else(|e| fail(&format!("open: {e}")))
+}
+
 /// Decode tok/s over `steps` greedy steps after the first, timed from the
 /// end of the first step (as llama2.c times itself).
 fn decode_rate(file: &[u8], steps: u32, threads: &Threads) -> f64 {
-    let model = ModelFile::new_checked(file).unwrap_or_else(|e| fail(&format!("open: {e}")));
+    let model = open(file);
     let config = *model.config();
     let max_seq = config.max_seq_len.min(steps + 1);
     let mut buffer = vec![0.0f32; session_floats(&config, max_seq)];
@@ -223,7 +230,7 @@ fn decode_rate(file: &[u8], steps: u32, threads: &Threads) -> f64 {
 
 /// Prefill tok/s of a `len`-token prompt.
 fn prefill_rate(file: &[u8], len: u32, threads: &Threads) -> f64 {
-    let model = ModelFile::new_checked(file).unwrap_or_else(|e| fail(&format!("open: {e}")));
+    let model = open(file);
     let config = *model.config();
     let len = config.max_seq_len.min(len);
     let prompt: Vec<u32> = (0..len)

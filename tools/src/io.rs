@@ -11,25 +11,38 @@ use anyhow::{bail, Context, Result};
 use kinglet::ModelFile;
 use sha2::{Digest, Sha256};
 
+use crate::model_bytes::ModelBytes;
+
 /// Reads a whole file, refusing directories with a clear message.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    let shown = path.display();
-    let meta = fs::metadata(path).map_err(|e| describe_io(path, &e))?;
-    if meta.is_dir() {
-        bail!("{shown}: is a directory, not a file");
-    }
+    file_length(path)?;
     fs::read(path).map_err(|e| describe_io(path, &e))
 }
 
+/// The length of the file at `path`, refusing directories with a clear
+/// message.
+fn file_length(path: &Path) -> Result<usize> {
+    let meta = fs::metadata(path).map_err(|e| describe_io(path, &e))?;
+    if meta.is_dir() {
+        bail!("{}: is a directory, not a file", path.display());
+    }
+    usize::try_from(meta.len())
+        .with_context(|| format!("{}: too large for this machine's memory", path.display()))
+}
+
 /// Reads and opens a .klt file with [`ModelFile::new_checked`] (header,
-/// layout and shapes validated; tensor checksums are not read).
-pub fn open_model(path: &Path) -> Result<ModelFile<Vec<u8>>> {
-    let bytes = read_file(path)?;
-    if bytes.is_empty() {
+/// layout and shapes validated; tensor checksums are not read), its bytes
+/// in [`ModelBytes`] (huge pages where the system gives them).
+pub fn open_model(path: &Path) -> Result<ModelFile<ModelBytes>> {
+    let len = file_length(path)?;
+    let bytes = File::open(path)
+        .and_then(|mut file| ModelBytes::read_from(&mut file, len))
+        .map_err(|e| describe_io(path, &e))?;
+    if bytes.as_ref().is_empty() {
         bail!("{}: file is empty", path.display());
     }
     // A short file of another kind is "not a .klt file", not "truncated".
-    let opened = if bytes.starts_with(&kinglet::format::MAGIC) {
+    let opened = if bytes.as_ref().starts_with(&kinglet::format::MAGIC) {
         ModelFile::new_checked(bytes)
     } else {
         Err(kinglet::Error::BadMagic)

@@ -11,6 +11,7 @@ pub mod interop;
 pub mod io;
 pub mod memory;
 pub mod model;
+pub mod model_bytes;
 pub mod rng;
 pub mod spm;
 pub mod synth;

@@ -23,6 +23,7 @@ use super::{grouped, Status};
 use crate::bundled;
 use crate::io::{open_model, read_file};
 use crate::memory::{self, Budget};
+use crate::model_bytes::ModelBytes;
 use crate::threads::{thread_count, Threads};
 
 const EXAMPLES: &str = "\
@@ -96,7 +97,7 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
     let (model, name) = match &args.model {
         Some(path) => (open_model(path)?, path.display().to_string()),
         None => (
-            ModelFile::new_checked(bundled::BYTES.to_vec())?,
+            ModelFile::new_checked(ModelBytes::copy_of(bundled::BYTES)?)?,
             bundled::PATH.to_string(),
         ),
     };
