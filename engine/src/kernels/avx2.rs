@@ -531,8 +531,8 @@ fn q4_offsets(x: &[BlockQ8]) -> [i32; CHUNK_BLOCKS] {
 /// Continues the sums of [`QUANT_ROWS`] consecutive rows (`first` points at
 /// the first row's block 0 of this stretch, the rows `row_bytes` apart) over
 /// the stretch `x` of activation blocks: per row, `sum += (d_w · d_x) · isum`
-/// block after block, one lane per row. With `PREFETCH`, the rows two groups
-/// further on are requested meanwhile.
+/// block after block, one lane per row, while the rows
+/// [`PREFETCH_GROUPS`] groups further on are requested (see [`prefetch`]).
 ///
 /// # Safety
 /// AVX2, FMA and F16C are available; `x.len() <= CHUNK_BLOCKS`; for every
@@ -540,7 +540,7 @@ fn q4_offsets(x: &[BlockQ8]) -> [i32; CHUNK_BLOCKS] {
 /// blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn eight_rows<const Q4: bool, const PREFETCH: bool>(
+unsafe fn eight_rows<const Q4: bool>(
     sums: __m256,
     first: *const u8,
     row_bytes: usize,
@@ -549,21 +549,9 @@ unsafe fn eight_rows<const Q4: bool, const PREFETCH: bool>(
 ) -> __m256 {
     let bb = block_bytes(Q4);
     let mut sums = sums;
-    // While block b of these rows is summed, the next bytes of the rows
-    // that follow are requested: the group reads 8 short streams at once,
-    // which the hardware prefetcher follows poorly on matrices from DRAM.
     let ahead = first.wrapping_add(PREFETCH_GROUPS * QUANT_ROWS * row_bytes);
     for (b, (xb, &offset)) in x.iter().zip(offsets).enumerate() {
-        let next = ahead.wrapping_add(b * QUANT_ROWS * bb);
-        for line in 0..if PREFETCH {
-            (QUANT_ROWS * bb).div_ceil(CACHE_LINE)
-        } else {
-            0
-        } {
-            // A prefetch is only a hint and never faults; the address is
-            // formed with wrapping arithmetic and not dereferenced.
-            _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(line * CACHE_LINE).cast::<i8>());
-        }
+        prefetch(ahead.wrapping_add(b * QUANT_ROWS * bb), QUANT_ROWS * bb);
         // SAFETY: `xb.qs` is 32 bytes; block b of each of the eight rows is
         // whole (the function's precondition).
         unsafe {
@@ -581,6 +569,21 @@ unsafe fn eight_rows<const Q4: bool, const PREFETCH: bool>(
         }
     }
     sums
+}
+
+/// Requests the `bytes` from `start` into L2. A group of rows reads its
+/// rows' short streams at once, which the hardware prefetcher follows
+/// poorly on matrices from DRAM; so, while block `b` of a group is summed,
+/// a group further on asks for as many bytes of its contiguous rows, and by
+/// the group's last block all of them have been asked for.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn prefetch(start: *const u8, bytes: usize) {
+    for line in 0..bytes.div_ceil(CACHE_LINE) {
+        // A prefetch is only a hint and never faults; the address is formed
+        // with wrapping arithmetic and not dereferenced.
+        _mm_prefetch::<_MM_HINT_T1>(start.wrapping_add(line * CACHE_LINE).cast::<i8>());
+    }
 }
 
 /// The f16 scales of one block of eight rows (`block` points at the first
@@ -690,7 +693,7 @@ pub(super) unsafe fn quant_rows<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[
             unsafe {
                 let first = w.as_ptr().add(g * QUANT_ROWS * row_bytes + skip);
                 let sums = _mm256_loadu_ps(o.as_ptr());
-                let sums = eight_rows::<Q4, true>(sums, first, row_bytes, xs, &offsets);
+                let sums = eight_rows::<Q4>(sums, first, row_bytes, xs, &offsets);
                 _mm256_storeu_ps(o.as_mut_ptr(), sums);
             }
         }

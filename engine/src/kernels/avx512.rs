@@ -25,7 +25,7 @@
 
 use core::arch::x86_64::*;
 
-use super::avx2::{self, reduce8, tail_sum, BF16, F16, F32, STREAM_BYTES};
+use super::avx2::{self, prefetch, reduce8, tail_sum, BF16, F16, F32, STREAM_BYTES};
 use super::shapes::{
     block_bytes, Activations, Float, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided,
 };
@@ -443,6 +443,10 @@ const ROW_PAIRS: [(usize, usize); 8] = [
     (11, 15),
 ];
 
+/// How many groups of [`QUANT_ROWS`] rows ahead the quantized matvec
+/// prefetches (see [`avx2::prefetch`]).
+const PREFETCH_GROUPS: usize = 1;
+
 /// Blocks of activations whose offsets are computed at once (rows are
 /// walked a stretch of this many blocks at a time).
 const CHUNK_BLOCKS: usize = 64;
@@ -572,7 +576,8 @@ fn transpose_sum(v: &[__m512i; 8]) -> __m512i {
 /// Continues the sums of [`QUANT_ROWS`] consecutive rows (`first` points at
 /// the first row's first block of this stretch, the rows `row_bytes` apart)
 /// over the stretch `x` of activation blocks: per row,
-/// `sum += (d_w · d_x) · isum` block after block, one lane per row.
+/// `sum += (d_w · d_x) · isum` block after block, one lane per row, while
+/// the rows [`PREFETCH_GROUPS`] groups further on are requested.
 ///
 /// # Safety
 /// The features are available; `x.len() <= CHUNK_BLOCKS`; for every row
@@ -587,7 +592,9 @@ unsafe fn sixteen_rows<const Q4: bool>(
     offsets: &[i32; CHUNK_BLOCKS],
 ) -> __m512 {
     let bb = block_bytes(Q4);
+    let ahead = first.wrapping_add(PREFETCH_GROUPS * QUANT_ROWS * row_bytes);
     for (b, (xb, &offset)) in x.iter().zip(offsets).enumerate() {
+        prefetch(ahead.wrapping_add(b * QUANT_ROWS * bb), QUANT_ROWS * bb);
         // SAFETY: block b of each of the sixteen rows is whole (the
         // function's precondition).
         let (levels, dw) = unsafe {
