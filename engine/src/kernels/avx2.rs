@@ -595,22 +595,36 @@ pub(super) fn prefetch(start: *const u8, bytes: usize) {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn scales(block: *const u8, row_bytes: usize) -> __m256 {
-    // Packed into two 64-bit words in general registers: eight 2-byte
-    // stores then a 16-byte load would stall on store forwarding.
-    let word = |first: usize| {
-        (0..4).fold(0u64, |w, i| {
-            // SAFETY: the caller's precondition.
-            let bits = unsafe {
-                block
-                    .add((first + i) * row_bytes)
-                    .cast::<u16>()
-                    .read_unaligned()
-            };
-            w | u64::from(bits) << (16 * i)
-        })
+    // SAFETY: the caller's precondition, for rows 0–3 and 4–7.
+    let (low, high) = unsafe {
+        (
+            four_scales(block, row_bytes, 0),
+            four_scales(block, row_bytes, 4),
+        )
     };
-    let (low, high) = (word(0), word(4));
     _mm256_cvtph_ps(_mm_set_epi64x(high as i64, low as i64))
+}
+
+/// The f16 scale bits of rows `first .. first + 4` of a group (`block`
+/// points at the first row's block, the rows `row_bytes` apart), packed
+/// into one 64-bit word in general registers, row `first` lowest: eight
+/// 2-byte stores then a 16-byte load would stall on store forwarding.
+///
+/// # Safety
+/// The two bytes at `block + r · row_bytes` are readable for every
+/// `r` in `first .. first + 4`.
+#[inline(always)]
+pub(super) unsafe fn four_scales(block: *const u8, row_bytes: usize, first: usize) -> u64 {
+    (0..4).fold(0u64, |w, i| {
+        // SAFETY: the caller's precondition.
+        let bits = unsafe {
+            block
+                .add((first + i) * row_bytes)
+                .cast::<u16>()
+                .read_unaligned()
+        };
+        w | u64::from(bits) << (16 * i)
+    })
 }
 
 /// [`eight_rows`] for one row: the same arithmetic, one block at a time.

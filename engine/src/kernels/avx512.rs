@@ -520,19 +520,8 @@ unsafe fn block_levels<const Q4: bool>(block: *const u8, row_bytes: usize) -> [_
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn scales(block: *const u8, row_bytes: usize) -> __m512 {
-    // Packed into four 64-bit words in general registers, as in `avx2.rs`.
-    let word = |first: usize| {
-        (0..4).fold(0u64, |w, i| {
-            // SAFETY: the caller's precondition.
-            let bits = unsafe {
-                block
-                    .add((first + i) * row_bytes)
-                    .cast::<u16>()
-                    .read_unaligned()
-            };
-            w | u64::from(bits) << (16 * i)
-        }) as i64
-    };
+    // SAFETY: the caller's precondition, for rows 0–3, 4–7, 8–11, 12–15.
+    let word = |first: usize| unsafe { avx2::four_scales(block, row_bytes, first) } as i64;
     _mm512_cvtph_ps(_mm256_set_epi64x(word(12), word(8), word(4), word(0)))
 }
 
