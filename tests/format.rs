@@ -5,7 +5,10 @@ mod common;
 use common::{random_model, tiny_config, Rng};
 use kinglet::checksum::crc32c;
 use kinglet::error::Section;
-use kinglet::format::{write_model, SliceSink, TensorSpec, TokenizerKind, DIR_ENTRY_BYTES};
+use kinglet::format::{
+    sort_pieces, write_model, write_tokenizer, IoSink, SliceSink, TensorSpec, TokenizerKind, Vocab,
+    DIR_ENTRY_BYTES,
+};
 use kinglet::{Config, Dtype, Error, ModelFile};
 
 fn header_bytes(file: &[u8]) -> usize {
@@ -264,6 +267,84 @@ fn tokenizer_bounds() {
     bad(open_patched(&file, sorted, 1)); // duplicate id: not in order
                                          // blob_bytes past the header.
     assert!(open_patched(&file, tok + 16, 1 << 30).is_err());
+}
+
+#[test]
+fn a_standalone_tokenizer_section_is_the_one_in_the_file() {
+    let file = random_model(&tiny_config(), 1, &[]);
+    let model = ModelFile::new_checked(&file[..]).expect("opens");
+    let vocab = model.vocab();
+    let pieces: Vec<&[u8]> = (0..vocab.len()).map(|id| vocab.piece(id)).collect();
+    let scores: Vec<f32> = (0..vocab.len()).map(|id| vocab.score(id)).collect();
+    let mut sorted = vec![0; pieces.len()];
+    sort_pieces(&pieces, &mut sorted);
+    let spec = common::char_tokenizer(&pieces, &scores, &sorted);
+    let mut section = IoSink(Vec::new());
+    let n = write_tokenizer(&mut section, &spec).expect("writes");
+    let section = section.0;
+    assert_eq!(n as usize, section.len());
+    assert_eq!(section, model.tokenizer_section());
+    let alone = Vocab::from_section(&section, vocab.len()).expect("reads");
+    assert_eq!(alone.kind(), TokenizerKind::Char);
+    for id in 0..vocab.len() {
+        assert_eq!(alone.piece(id), vocab.piece(id));
+        assert_eq!(alone.find(vocab.piece(id)), Some(id));
+    }
+    // A vocabulary of no pieces has no section.
+    let none = common::char_tokenizer(&[], &[], &[]);
+    assert!(matches!(
+        write_tokenizer(&mut IoSink(Vec::new()), &none),
+        Err(kinglet::format::WriteError::Invalid(
+            Error::BadConfig { .. }
+        ))
+    ));
+}
+
+#[test]
+fn bad_standalone_tokenizer_sections_are_refused() {
+    let file = random_model(&tiny_config(), 1, &[]);
+    let model = ModelFile::new_checked(&file[..]).expect("opens");
+    let (section, v) = (model.tokenizer_section(), model.vocab().len());
+    let patched = |at: usize, x: u32| {
+        let mut s = section.to_vec();
+        put_u32(&mut s, at, x);
+        s
+    };
+    let from = |s: &[u8], v: u32| Vocab::from_section(s, v).map(|_| ());
+    let bad_tokenizer = |r: Result<(), Error>| {
+        assert!(matches!(r, Err(Error::BadTokenizer { .. })), "{r:?}");
+    };
+    bad_tokenizer(from(&patched(0, 7), v)); // unknown kind
+    bad_tokenizer(from(&patched(12, 2), v)); // wrong max_piece_len
+    bad_tokenizer(from(&patched(20 + 4 * 3, 1), v)); // offsets out of order
+    bad_tokenizer(from(
+        &patched(20 + 4 * (v as usize + 1), f32::NAN.to_bits()),
+        v,
+    ));
+    let mut longer = section.to_vec();
+    longer.extend_from_slice(&[0; 4]);
+    bad_tokenizer(from(&longer, v)); // bytes after the section
+    for len in [0, 19, 20, section.len() - 4] {
+        let r = from(&section[..len], v);
+        assert!(
+            matches!(
+                r,
+                Err(Error::Truncated {
+                    section: Section::Tokenizer,
+                    ..
+                })
+            ),
+            "{len}: {r:?}"
+        );
+    }
+    // The size must be the file's: another reads other fields as pieces.
+    assert!(from(section, v - 1).is_err());
+    assert!(from(section, v + 1).is_err());
+    for v in [0, (1 << 22) + 1] {
+        let r = from(section, v);
+        assert!(matches!(r, Err(Error::BadConfig { .. })), "{v}: {r:?}");
+    }
+    assert!(from(section, v).is_ok());
 }
 
 #[test]

@@ -392,7 +392,7 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
         }
         // From here on the header is bounded by `header_bytes - 4`.
         let header = &b[..header_bytes - 4];
-        let tokenizer = read_tokenizer_layout(header, &config)?;
+        let tokenizer = read_tokenizer_layout(header, field::TOKENIZER, config.vocab_size)?;
         validate_tokenizer(header, &tokenizer, config.vocab_size)?;
 
         let n_tensors = u32_in(b, field::N_TENSORS);
@@ -453,19 +453,13 @@ impl<T: AsRef<[u8]>> ModelFile<T> {
 
     /// The vocabulary.
     pub fn vocab(&self) -> Vocab<'_> {
-        let b = self.bytes.as_ref();
-        let t = &self.tokenizer;
-        Vocab {
-            kind: t.kind,
-            bos: t.bos,
-            eos: t.eos,
-            max_piece_len: t.max_piece_len,
-            size: self.config.vocab_size,
-            offsets: &b[t.offsets..t.scores],
-            scores: &b[t.scores..t.sorted],
-            sorted: &b[t.sorted..t.blob],
-            blob: &b[t.blob..t.blob + t.blob_bytes],
-        }
+        Vocab::over(self.bytes.as_ref(), &self.tokenizer, self.config.vocab_size)
+    }
+
+    /// The bytes of the tokenizer section, as [`write_tokenizer`] writes them
+    /// and [`Vocab::from_section`] reads them.
+    pub fn tokenizer_section(&self) -> &[u8] {
+        &self.bytes.as_ref()[field::TOKENIZER..self.tokenizer.end]
     }
 
     /// Number of tensors in the directory.
@@ -639,8 +633,13 @@ fn validate_tensors(
     Ok(())
 }
 
-fn read_tokenizer_layout(header: &[u8], config: &Config) -> Result<TokenizerLayout, Error> {
-    let base = field::TOKENIZER;
+/// The layout of the tokenizer section at `base` in `header`, which must hold
+/// all of it; `vocab_size` is at most `MAX_VOCAB`.
+fn read_tokenizer_layout(
+    header: &[u8],
+    base: usize,
+    vocab_size: u32,
+) -> Result<TokenizerLayout, Error> {
     let trunc = |needed: usize| Error::Truncated {
         section: Section::Tokenizer,
         needed: needed as u64,
@@ -660,7 +659,7 @@ fn read_tokenizer_layout(header: &[u8], config: &Config) -> Result<TokenizerLayo
             })
         }
     };
-    let v = config.vocab_size as usize; // at most 2^22, so these cannot overflow
+    let v = vocab_size as usize; // at most 2^22, so these cannot overflow
     let offsets = base + tok_field::OFFSETS;
     let scores = offsets + 4 * (v + 1);
     let sorted = scores + 4 * v;
@@ -826,6 +825,45 @@ pub struct Vocab<'a> {
 }
 
 impl<'a> Vocab<'a> {
+    /// A vocabulary from a standalone tokenizer section: the bytes
+    /// [`write_tokenizer`] writes and a .klt file stores at offset 72, with
+    /// the `vocab_size` a file keeps in its header. It is checked by the same
+    /// rules as in a file, and must end exactly where `section` ends. So a
+    /// program with a vocabulary but no model yet (the trainer) encodes and
+    /// decodes with the code that will read its model file.
+    ///
+    /// A bad section is [`Error::BadTokenizer`], [`Error::Truncated`] (whose
+    /// `needed` then counts from the section's start) or
+    /// [`Error::NonZeroPadding`]; a `vocab_size` of 0 or above the limit is
+    /// [`Error::BadConfig`].
+    pub fn from_section(section: &'a [u8], vocab_size: u32) -> Result<Vocab<'a>, Error> {
+        check_vocab_size(vocab_size as usize)?;
+        let t = read_tokenizer_layout(section, 0, vocab_size)?;
+        validate_tokenizer(section, &t, vocab_size)?;
+        if t.end != section.len() {
+            return Err(Error::BadTokenizer {
+                reason: "bytes follow the tokenizer section",
+                index: 0,
+            });
+        }
+        Ok(Vocab::over(section, &t, vocab_size))
+    }
+
+    /// The vocabulary laid out as `t` in `bytes`, checked beforehand.
+    fn over(bytes: &'a [u8], t: &TokenizerLayout, size: u32) -> Vocab<'a> {
+        Vocab {
+            kind: t.kind,
+            bos: t.bos,
+            eos: t.eos,
+            max_piece_len: t.max_piece_len,
+            size,
+            offsets: &bytes[t.offsets..t.scores],
+            scores: &bytes[t.scores..t.sorted],
+            sorted: &bytes[t.sorted..t.blob],
+            blob: &bytes[t.blob..t.blob + t.blob_bytes],
+        }
+    }
+
     /// How text becomes tokens.
     pub fn kind(&self) -> TokenizerKind {
         self.kind
@@ -1058,11 +1096,7 @@ pub fn write_model<S: Sink>(
     let invalid = |reason| WriteError::Invalid(Error::InvalidInput { reason });
     let too_large = || invalid("the file would be larger than this machine can address");
     let v = config.vocab_size as usize;
-    if tokenizer.pieces.len() != v || tokenizer.scores.len() != v || tokenizer.sorted.len() != v {
-        return Err(invalid(
-            "tokenizer pieces, scores and sorted index must each have vocab_size entries",
-        ));
-    }
+    let sizes = tokenizer_sizes(tokenizer, v)?;
     if tensors.len() != config.tensor_count() as usize {
         return Err(Error::TensorCount {
             expected: config.tensor_count(),
@@ -1070,13 +1104,6 @@ pub fn write_model<S: Sink>(
         }
         .into());
     }
-    let blob_bytes = tokenizer
-        .pieces
-        .iter()
-        .try_fold(0usize, |sum, p| sum.checked_add(p.len()))
-        .filter(|&n| n <= u32::MAX as usize / 2)
-        .ok_or_else(|| invalid("tokenizer pieces are too large"))?;
-    let max_piece_len = tokenizer.pieces.iter().fold(0, |m, p| m.max(p.len()));
     let mut meta_bytes = 0usize;
     for (k, val) in metadata {
         if k.len() > MAX_METADATA_LEN as usize || val.len() > MAX_METADATA_LEN as usize {
@@ -1086,17 +1113,15 @@ pub fn write_model<S: Sink>(
             .checked_add(8 + k.len() + val.len())
             .ok_or_else(|| invalid("header larger than 4 GiB"))?;
     }
-    // vocab_size is at most 2^22 and the blob below 2^31: the tokenizer
-    // section cannot overflow; the metadata can only be too large.
-    let tokenizer_bytes =
-        (tok_field::OFFSETS + 4 * (v + 1) + 8 * v + blob_bytes).next_multiple_of(4);
+    // The tokenizer section is below 2^32 bytes (see `tokenizer_sizes`):
+    // only the metadata can make the header too large.
     let header_bytes = [
         DIR_ENTRY_BYTES * tensors.len(),
         meta_bytes.next_multiple_of(4),
         4,
     ]
     .iter()
-    .try_fold(field::TOKENIZER + tokenizer_bytes, |sum, &n| {
+    .try_fold(field::TOKENIZER + sizes.section_bytes, |sum, &n| {
         sum.checked_add(n)
     })
     .filter(|&n| n <= u32::MAX as usize)
@@ -1169,28 +1194,7 @@ pub fn write_model<S: Sink>(
     w.u32(tensors.len() as u32)?;
     w.u32(metadata.len() as u32)?;
 
-    // Tokenizer.
-    w.u32(tokenizer.kind as u32)?;
-    w.u32(tokenizer.bos.unwrap_or(NO_TOKEN))?;
-    w.u32(tokenizer.eos.unwrap_or(NO_TOKEN))?;
-    w.u32(max_piece_len as u32)?;
-    w.u32(blob_bytes as u32)?;
-    let mut at = 0u32;
-    w.u32(0)?;
-    for p in tokenizer.pieces {
-        at += p.len() as u32;
-        w.u32(at)?;
-    }
-    for s in tokenizer.scores {
-        w.u32(s.to_bits())?;
-    }
-    for &id in tokenizer.sorted {
-        w.u32(id)?;
-    }
-    for p in tokenizer.pieces {
-        w.put(p)?;
-    }
-    w.zeros(blob_bytes.next_multiple_of(4) - blob_bytes)?;
+    put_tokenizer(&mut w, tokenizer, &sizes)?;
 
     // Directory.
     let mut end = header_bytes;
@@ -1230,6 +1234,102 @@ pub fn write_model<S: Sink>(
     }
     debug_assert_eq!(w.written, file_bytes);
     Ok(w.written as u64)
+}
+
+/// Writes `tokenizer` alone as a tokenizer section: the bytes a .klt file
+/// stores at offset 72 (`docs/FORMAT.md`), by the code [`write_model`]
+/// writes them with, for [`Vocab::from_section`] to read. Returns the bytes
+/// written. The vocabulary size is the number of pieces, which must be
+/// between 1 and `MAX_VOCAB` ([`Error::BadConfig`] otherwise).
+pub fn write_tokenizer<S: Sink>(
+    sink: &mut S,
+    tokenizer: &TokenizerSpec<'_>,
+) -> Result<u64, WriteError<S::Error>> {
+    let v = tokenizer.pieces.len();
+    check_vocab_size(v)?;
+    let sizes = tokenizer_sizes(tokenizer, v)?;
+    let mut w = Checksummed {
+        sink,
+        crc: Crc32c::new(),
+        written: 0,
+    };
+    put_tokenizer(&mut w, tokenizer, &sizes)?;
+    debug_assert_eq!(w.written, sizes.section_bytes);
+    Ok(w.written as u64)
+}
+
+/// The same bound on `vocab_size` as `Config::validate`, for a tokenizer
+/// section without a config.
+fn check_vocab_size(v: usize) -> Result<(), Error> {
+    if v == 0 || v > crate::config::limits::MAX_VOCAB as usize {
+        return Err(Error::BadConfig {
+            field: "vocab_size",
+            reason: "must be between 1 and 4194304",
+        });
+    }
+    Ok(())
+}
+
+/// What the fixed fields of a tokenizer section say about its pieces, and
+/// the section's length.
+struct TokenizerSizes {
+    blob_bytes: usize,
+    max_piece_len: usize,
+    section_bytes: usize,
+}
+
+/// Checks `tokenizer` has `v` entries everywhere and pieces the format can
+/// hold, and sizes its section.
+fn tokenizer_sizes(tokenizer: &TokenizerSpec<'_>, v: usize) -> Result<TokenizerSizes, Error> {
+    let invalid = |reason| Error::InvalidInput { reason };
+    if tokenizer.pieces.len() != v || tokenizer.scores.len() != v || tokenizer.sorted.len() != v {
+        return Err(invalid(
+            "tokenizer pieces, scores and sorted index must each have vocab_size entries",
+        ));
+    }
+    let blob_bytes = tokenizer
+        .pieces
+        .iter()
+        .try_fold(0usize, |sum, p| sum.checked_add(p.len()))
+        .filter(|&n| n <= u32::MAX as usize / 2)
+        .ok_or_else(|| invalid("tokenizer pieces are too large"))?;
+    // v is at most 2^22 (checked by the caller) and the blob below 2^31:
+    // no overflow, and the section is below 2^32 bytes.
+    let section_bytes = (tok_field::OFFSETS + 4 * (v + 1) + 8 * v + blob_bytes).next_multiple_of(4);
+    Ok(TokenizerSizes {
+        blob_bytes,
+        max_piece_len: tokenizer.pieces.iter().fold(0, |m, p| m.max(p.len())),
+        section_bytes,
+    })
+}
+
+/// Writes the tokenizer section of `tokenizer`, sized by `tokenizer_sizes`.
+fn put_tokenizer<S: Sink>(
+    w: &mut Checksummed<'_, S>,
+    tokenizer: &TokenizerSpec<'_>,
+    sizes: &TokenizerSizes,
+) -> Result<(), WriteError<S::Error>> {
+    w.u32(tokenizer.kind as u32)?;
+    w.u32(tokenizer.bos.unwrap_or(NO_TOKEN))?;
+    w.u32(tokenizer.eos.unwrap_or(NO_TOKEN))?;
+    w.u32(sizes.max_piece_len as u32)?;
+    w.u32(sizes.blob_bytes as u32)?;
+    let mut at = 0u32;
+    w.u32(0)?;
+    for p in tokenizer.pieces {
+        at += p.len() as u32;
+        w.u32(at)?;
+    }
+    for s in tokenizer.scores {
+        w.u32(s.to_bits())?;
+    }
+    for &id in tokenizer.sorted {
+        w.u32(id)?;
+    }
+    for p in tokenizer.pieces {
+        w.put(p)?;
+    }
+    w.zeros(sizes.blob_bytes.next_multiple_of(4) - sizes.blob_bytes)
 }
 
 /// Where the data of the tensor after one ending at `end` starts.
