@@ -8,8 +8,8 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 
 use kinglet::format::{
-    sort_pieces, write_model, IoSink, TensorInfo, TensorSpec, TokenizerKind, TokenizerSpec,
-    WriteError,
+    sort_pieces, write_model, write_tokenizer, IoSink, TensorInfo, TensorSpec, TokenizerKind,
+    TokenizerSpec, Vocab, WriteError,
 };
 use kinglet::quant;
 use kinglet::tensor::BLOCK_LEN;
@@ -48,7 +48,11 @@ pub struct OwnedVocab {
 impl OwnedVocab {
     /// The vocabulary of an opened .klt file.
     pub fn from_klt<T: AsRef<[u8]>>(file: &ModelFile<T>) -> OwnedVocab {
-        let v = file.vocab();
+        OwnedVocab::from_vocab(&file.vocab())
+    }
+
+    /// A copy of the engine's vocabulary `v`.
+    pub fn from_vocab(v: &Vocab<'_>) -> OwnedVocab {
         OwnedVocab {
             kind: v.kind(),
             bos: v.bos(),
@@ -56,6 +60,31 @@ impl OwnedVocab {
             pieces: (0..v.len()).map(|id| v.piece(id).to_vec()).collect(),
             scores: (0..v.len()).map(|id| v.score(id)).collect(),
         }
+    }
+
+    /// The tokenizer section a .klt file would store for this vocabulary,
+    /// written by the engine's one writer: [`Vocab::from_section`] reads it
+    /// back with the pieces' count, for encoding without a model file.
+    pub fn section(&self) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.with_spec(|spec| write_tokenizer(&mut IoSink(&mut bytes), spec))
+            .map_err(|e| anyhow!("cannot write the vocabulary: {e}"))?;
+        Ok(bytes)
+    }
+
+    /// Calls `f` with this vocabulary as the engine's writer takes it.
+    fn with_spec<R>(&self, f: impl FnOnce(&TokenizerSpec<'_>) -> R) -> R {
+        let pieces: Vec<&[u8]> = self.pieces.iter().map(|p| p.as_slice()).collect();
+        let mut sorted = vec![0u32; pieces.len()];
+        sort_pieces(&pieces, &mut sorted);
+        f(&TokenizerSpec {
+            kind: self.kind,
+            bos: self.bos,
+            eos: self.eos,
+            pieces: &pieces,
+            scores: &self.scores,
+            sorted: &sorted,
+        })
     }
 }
 
@@ -270,24 +299,16 @@ impl EncodedModel {
                 data: &t.data,
             })
             .collect();
-        let pieces: Vec<&[u8]> = self.vocab.pieces.iter().map(|p| p.as_slice()).collect();
-        let mut sorted = vec![0u32; pieces.len()];
-        sort_pieces(&pieces, &mut sorted);
-        let tokenizer = TokenizerSpec {
-            kind: self.vocab.kind,
-            bos: self.vocab.bos,
-            eos: self.vocab.eos,
-            pieces: &pieces,
-            scores: &self.vocab.scores,
-            sorted: &sorted,
-        };
         let metadata: Vec<(&str, &str)> = self
             .metadata
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let mut sink = IoSink(out);
-        match write_model(&mut sink, &self.config, &tokenizer, &specs, &metadata) {
+        let written = self.vocab.with_spec(|tokenizer| {
+            write_model(&mut sink, &self.config, tokenizer, &specs, &metadata)
+        });
+        match written {
             Ok(n) => Ok(n),
             Err(WriteError::Invalid(e)) => {
                 let name = match e {
