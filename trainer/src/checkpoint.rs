@@ -184,7 +184,7 @@ impl Checkpoint {
             *s = b;
         }
         out.extend_from_slice(&sha);
-        let chars: String = self.tokenizer.chars().iter().collect();
+        let chars: String = self.tokenizer.chars().collect();
         put_u32(&mut out, chars.len() as u32);
         out.extend_from_slice(chars.as_bytes());
         match &self.qat {

@@ -1,10 +1,13 @@
-//! The corpus: a character tokenizer (ids are the sorted distinct
+//! The corpus: a character vocabulary (ids are the sorted distinct
 //! characters), the 90/10 train/validation split, and batch sampling.
 
 use crate::bail;
 use crate::error::{Result, TrainError};
 use crate::rng::Rng;
+use kinglet::format::{TokenizerKind, Vocab};
+use kinglet::tokenizer::{encode_with_scratch, max_tokens, Decoder};
 use kinglet_tools::io::sha256_hex;
+use kinglet_tools::OwnedVocab;
 use std::path::Path;
 
 // A character vocabulary always fits the model: a UTF-8 text has at most
@@ -15,19 +18,24 @@ use std::path::Path;
 // (`ModelConfig::validate`) once the corpus is read.
 const _: () = assert!((char::MAX as u32) < kinglet::config::limits::MAX_VOCAB);
 
-/// Character-level tokenizer: id `i` is the `i`-th smallest distinct character.
+/// Character-level tokenizer: id `i` is the `i`-th smallest distinct
+/// character. It is held as the tokenizer section the exported .klt file
+/// will store, and encodes and decodes through the engine's tokenizer, so
+/// the ids trained on are those `kinglet generate` and `eval` use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CharTokenizer {
-    chars: Vec<char>,
+    /// A tokenizer section of `len` pieces, checked when built.
+    section: Vec<u8>,
+    len: u32,
 }
 
 impl CharTokenizer {
-    /// The tokenizer of `text`.
-    pub fn from_text(text: &str) -> Self {
+    /// The tokenizer of `text` (which must not be empty).
+    pub fn from_text(text: &str) -> Result<Self> {
         let mut chars: Vec<char> = text.chars().collect();
         chars.sort_unstable();
         chars.dedup();
-        CharTokenizer { chars }
+        CharTokenizer::from_chars(chars)
     }
 
     /// A tokenizer with exactly these characters (sorted and distinct).
@@ -38,40 +46,92 @@ impl CharTokenizer {
                 "a character vocabulary must be non-empty, sorted and distinct"
             );
         }
-        Ok(CharTokenizer { chars })
+        let pieces = OwnedVocab {
+            kind: TokenizerKind::Char,
+            bos: None,
+            eos: None,
+            pieces: chars.iter().map(|c| c.to_string().into_bytes()).collect(),
+            scores: vec![0.0; chars.len()],
+        };
+        let section = pieces
+            .section()
+            .map_err(|e| TrainError::Corpus(format!("{e:#}")))?;
+        CharTokenizer::from_section(section, chars.len() as u32)
+    }
+
+    /// A tokenizer from a tokenizer section of `len` pieces, refused unless
+    /// it is a valid character vocabulary.
+    pub fn from_section(section: Vec<u8>, len: u32) -> Result<Self> {
+        let kind = Vocab::from_section(&section, len)
+            .map_err(|e| TrainError::Corpus(format!("not a vocabulary: {e}")))?
+            .kind();
+        if kind != TokenizerKind::Char {
+            bail!(Corpus, "not a character vocabulary");
+        }
+        Ok(CharTokenizer { section, len })
+    }
+
+    /// The engine's view of the vocabulary.
+    pub fn vocab(&self) -> Vocab<'_> {
+        Vocab::from_section(&self.section, self.len)
+            .expect("the section was checked when the tokenizer was built")
+    }
+
+    /// The tokenizer section, as the exported .klt file stores it.
+    pub fn section(&self) -> &[u8] {
+        &self.section
     }
 
     /// The characters, in id order.
-    pub fn chars(&self) -> &[char] {
-        &self.chars
+    pub fn chars(&self) -> impl Iterator<Item = char> + '_ {
+        let vocab = self.vocab();
+        // Each piece of a checked character vocabulary is one character.
+        (0..vocab.len()).filter_map(move |id| {
+            std::str::from_utf8(vocab.piece(id))
+                .ok()
+                .and_then(|s| s.chars().next())
+        })
     }
 
     /// Number of ids.
     pub fn len(&self) -> usize {
-        self.chars.len()
+        self.len as usize
     }
 
-    /// Whether there are no ids (never, once built from a non-empty text).
+    /// Whether there are no ids (never: a vocabulary has at least one).
     pub fn is_empty(&self) -> bool {
-        self.chars.is_empty()
+        self.len == 0
     }
 
-    /// The id of every character of `text`.
+    /// The id of every character of `text`; a character outside the
+    /// vocabulary is a `Corpus` error naming it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        text.chars()
-            .map(|c| {
-                self.chars.binary_search(&c).map(|i| i as u32).map_err(|_| {
-                    TrainError::Corpus(format!("character {c:?} is not in the vocabulary"))
-                })
-            })
-            .collect()
+        let mut ids = vec![0; max_tokens(text, false)];
+        // A character vocabulary merges nothing: no scratch.
+        let n = encode_with_scratch(&self.vocab(), text, false, &mut ids, &mut []).map_err(
+            |e| match e {
+                kinglet::Error::UnknownCharacter { ch } => {
+                    TrainError::Corpus(format!("character {ch:?} is not in the vocabulary"))
+                }
+                e => TrainError::Corpus(format!("cannot tokenize: {e}")),
+            },
+        )?;
+        ids.truncate(n);
+        Ok(ids)
     }
 
     /// The text of `ids` (ids outside the vocabulary become U+FFFD).
     pub fn decode(&self, ids: &[u32]) -> String {
-        ids.iter()
-            .map(|&i| self.chars.get(i as usize).copied().unwrap_or('\u{FFFD}'))
-            .collect()
+        let vocab = self.vocab();
+        let mut text = String::new();
+        let mut decoder = Decoder::new();
+        for &id in ids {
+            if decoder.push(&vocab, id, |s| text.push_str(s)).is_err() {
+                text.push('\u{FFFD}');
+            }
+        }
+        decoder.finish(|s| text.push_str(s));
+        text
     }
 }
 
@@ -124,7 +184,7 @@ impl Corpus {
         })?;
         let tokenizer = match tokenizer {
             Some(t) => t.clone(),
-            None => CharTokenizer::from_text(text),
+            None => CharTokenizer::from_text(text)?,
         };
         let tokens = tokenizer.encode(text)?;
         let n_train = tokens.len() / 10 * 9 + tokens.len() % 10 * 9 / 10;
@@ -189,12 +249,71 @@ mod tests {
         let text = "hello world, ".repeat(10);
         let c = Corpus::from_bytes(text.as_bytes(), None, 4).expect("corpus");
         assert_eq!(
-            c.tokenizer.chars(),
-            &[' ', ',', 'd', 'e', 'h', 'l', 'o', 'r', 'w']
+            c.tokenizer.chars().collect::<Vec<_>>(),
+            [' ', ',', 'd', 'e', 'h', 'l', 'o', 'r', 'w']
         );
         assert_eq!(c.train.len(), 117);
         assert_eq!(c.val.len(), 13);
         assert_eq!(c.tokenizer.decode(&c.train[..5]), "hello");
+    }
+
+    /// The ids the trainer gave before it encoded through the engine: each
+    /// character's rank among the text's distinct characters.
+    fn ranks(text: &str) -> Vec<u32> {
+        let mut chars: Vec<char> = text.chars().collect();
+        chars.sort_unstable();
+        chars.dedup();
+        text.chars()
+            .map(|c| chars.binary_search(&c).unwrap() as u32)
+            .collect()
+    }
+
+    #[test]
+    fn ids_are_character_ranks_and_decode_back() {
+        let mut texts = vec![
+            "hello world, ".repeat(10),
+            "naïve café — 東京 🦀 ∑ a\u{0}b\r\n\u{10FFFF}".repeat(3),
+        ];
+        let shakespeare = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/data/tinyshakespeare.txt"
+        );
+        if let Ok(text) = std::fs::read_to_string(shakespeare) {
+            texts.push(text);
+        }
+        for text in &texts {
+            let tokenizer = CharTokenizer::from_text(text).expect("tokenizer");
+            let ids = tokenizer.encode(text).expect("encodes");
+            assert_eq!(ids, ranks(text));
+            assert_eq!(tokenizer.decode(&ids), *text);
+            let chars: Vec<char> = tokenizer.chars().collect();
+            assert_eq!(CharTokenizer::from_chars(chars).expect("same"), tokenizer);
+        }
+    }
+
+    #[test]
+    fn missing_characters_and_bad_sections_are_corpus_errors() {
+        let tokenizer = CharTokenizer::from_text("abc").expect("tokenizer");
+        let e = tokenizer.encode("abd").unwrap_err();
+        assert_eq!(
+            e,
+            TrainError::Corpus("character 'd' is not in the vocabulary".into())
+        );
+        assert_eq!(tokenizer.decode(&[0, 3, 2]), "a\u{FFFD}c");
+        let section = tokenizer.section().to_vec();
+        for (section, len) in [
+            (section[..section.len() - 4].to_vec(), 3),
+            ([&section[..], &[0; 4]].concat(), 3),
+            (section.clone(), 4),
+            (section.clone(), 0),
+        ] {
+            let e = CharTokenizer::from_section(section, len).unwrap_err();
+            assert!(matches!(e, TrainError::Corpus(_)), "{e:?}");
+        }
+        for chars in [vec![], vec!['b', 'a'], vec!['a', 'a']] {
+            let e = CharTokenizer::from_chars(chars).unwrap_err();
+            assert!(matches!(e, TrainError::Corpus(_)), "{e:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,6 @@ use crate::bail;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Result, TrainError};
 use crate::params::ParamLayout;
-use kinglet::format::TokenizerKind;
 use kinglet::tensor::BLOCK_LEN;
 use kinglet::Dtype;
 use kinglet_tools::interop::{save, Format};
@@ -37,14 +36,8 @@ pub fn owned_model(checkpoint: &Checkpoint) -> OwnedModel {
             values: checkpoint.params[s.range()].to_vec(),
         })
         .collect();
-    let chars = checkpoint.tokenizer.chars();
-    let vocab = OwnedVocab {
-        kind: TokenizerKind::Char,
-        bos: None,
-        eos: None,
-        pieces: chars.iter().map(|c| c.to_string().into_bytes()).collect(),
-        scores: vec![0.0; chars.len()],
-    };
+    // The very vocabulary trained with: its section is the file's.
+    let vocab = OwnedVocab::from_vocab(&checkpoint.tokenizer.vocab());
     let mut metadata = vec![("training.steps".to_string(), checkpoint.step.to_string())];
     if let Some(v) = checkpoint.val_loss {
         metadata.push(("training.val_loss".to_string(), format!("{v:.6}")));

@@ -45,10 +45,12 @@ fn f32_export_round_trips_exactly() {
     assert_eq!(vocab.kind(), TokenizerKind::Char);
     assert_eq!(vocab.len() as usize, c.tokenizer.len());
     assert_eq!(vocab.bos(), None);
-    for (id, ch) in c.tokenizer.chars().iter().enumerate() {
+    for (id, ch) in c.tokenizer.chars().enumerate() {
         assert_eq!(vocab.piece(id as u32), ch.to_string().as_bytes());
         assert_eq!(vocab.find(ch.to_string().as_bytes()), Some(id as u32));
     }
+    // The file stores the very section the trainer encoded with.
+    assert_eq!(file.tokenizer_section(), c.tokenizer.section());
     let layout = &t.layout;
     for (info, slot) in file.tensors().zip(&layout.slots) {
         assert_eq!(info.name, slot.name);
@@ -66,6 +68,20 @@ fn f32_export_round_trips_exactly() {
         Some(c.corpus_sha256.as_str())
     );
     assert_eq!(file.metadata_value("source"), Some("kinglet-train"));
+}
+
+#[test]
+fn the_engine_encodes_the_corpus_to_the_ids_trained_on() {
+    let corpus = Corpus::from_bytes(common::tiny_text().as_bytes(), None, 8).expect("corpus");
+    let t = trained();
+    let bytes = model_file_bytes(&t.checkpoint(), Dtype::F32).expect("export");
+    let file = ModelFile::new_checked(&bytes[..]).expect("engine opens it");
+    let text = common::tiny_text();
+    // What `kinglet generate` and `eval` do with a prompt.
+    let mut ids = vec![0; kinglet::tokenizer::max_tokens(&text, false)];
+    let n = kinglet::tokenizer::encode(&file.vocab(), &text, false, &mut ids).expect("encodes");
+    ids.truncate(n);
+    assert_eq!(ids, [&corpus.train[..], &corpus.val[..]].concat());
 }
 
 #[test]
