@@ -1,8 +1,9 @@
 //! Training speed: tokens per second of the seed preset (context 16,
 //! d_model 128, 4 layers, batch 32) and of the `small` preset (context 128,
 //! d_model 192, 6 layers, batch 16), with 1 and 2 threads; then where one
-//! single-threaded step's time goes, and the matrix kernel's GFLOP/s against
-//! matrixmultiply's portable sgemm, on warm and on cold caches. Run with
+//! single-threaded step's time goes, and the GFLOP/s of every matrix
+//! product path the CPU runs (`gemm::Kernel`), on warm and on cold caches.
+//! The tokens/s and the breakdown use the path `KINGLET_GEMM` chooses. Run with
 //! `cargo bench --bench train` (release profile).
 //!
 //! The machine may be shared: every figure is the median of several runs.
@@ -10,7 +11,7 @@
 use kinglet_trainer::adamw::{global_norm, AdamW, AdamWStep};
 use kinglet_trainer::config::{preset, ModelConfig, Preset};
 use kinglet_trainer::data::{sample_batch, Corpus};
-use kinglet_trainer::gemm::{sgemm, sgemm_portable, Layout};
+use kinglet_trainer::gemm::{sgemm_with, Kernel, Layout};
 use kinglet_trainer::layers::attention::{self, AttentionShape};
 use kinglet_trainer::rng::Rng;
 use kinglet_trainer::shards::{shard_sequences, BatchShards};
@@ -87,9 +88,6 @@ fn step_products(c: &ModelConfig, batch: usize) -> Vec<(usize, usize, usize)> {
     products
 }
 
-/// A matrix product: [`sgemm`] or [`sgemm_portable`].
-type Gemm = fn(&[f32], Layout, &[f32], Layout, &mut [f32], Layout, bool);
-
 /// Bytes of operand copies the cold-cache runs rotate through: well past the
 /// shared L3, as in training, where each product's operands were last
 /// touched many megabytes of activations ago.
@@ -100,7 +98,10 @@ const COLD_BYTES: usize = 96 << 20;
 /// median goes with the other medians of the breakdown. With `cold`, each
 /// product works on the next of enough operand copies to fill
 /// [`COLD_BYTES`], so its inputs and outputs come from memory.
-fn matmul_ms(products: &[(usize, usize, usize)], gemm: Gemm, cold: bool) -> (f64, f64) {
+fn matmul_ms(products: &[(usize, usize, usize)], kernel: Kernel, cold: bool) -> (f64, f64) {
+    let gemm = |a: &[f32], la, b: &[f32], lb, c: &mut [f32], lc, acc| {
+        sgemm_with(kernel, a, la, b, lb, c, lc, acc)
+    };
     let big = products
         .iter()
         .map(|&(n, i, o)| n * i.max(o))
@@ -224,10 +225,7 @@ fn breakdown(name: &str, p: &Preset, corpus: &Corpus) {
     }
     let [data, passes, optimizer] = phases.map(median);
     let products = step_products(&c, batch);
-    let (fastest, matmul) = matmul_ms(&products, sgemm, false);
-    let (portable, _) = matmul_ms(&products, sgemm_portable, false);
-    let (cold, _) = matmul_ms(&products, sgemm, true);
-    let (cold_portable, _) = matmul_ms(&products, sgemm_portable, true);
+    let (_, matmul) = matmul_ms(&products, Kernel::chosen(), false);
     let attention = attention_ms(&c, batch);
     // What the passes spend outside matmuls and attention (medians of
     // separate runs: on a busy machine this difference is rough).
@@ -248,14 +246,20 @@ fn breakdown(name: &str, p: &Preset, corpus: &Corpus) {
         pct(elementwise),
         pct(optimizer),
     );
+    // Every path this CPU runs, warm then cold, one after the other.
     let rate = |ms: f64| flop / ms / 1e6;
+    let rates: Vec<String> = Kernel::ALL
+        .into_iter()
+        .filter(|k| k.available())
+        .map(|k| {
+            let (warm, _) = matmul_ms(&products, k, false);
+            let (cold, _) = matmul_ms(&products, k, true);
+            format!("{} {:.1} / {:.1}", k.name(), rate(warm), rate(cold))
+        })
+        .collect();
     println!(
-        "    matrix products, fastest of 9: {:.1} GFLOP/s (matrixmultiply: {:.1}); \
-         cold caches {:.1} (matrixmultiply: {:.1})",
-        rate(fastest),
-        rate(portable),
-        rate(cold),
-        rate(cold_portable),
+        "    matrix products, fastest of 9, GFLOP/s warm / cold caches: {}",
+        rates.join(", ")
     );
 }
 

@@ -1,8 +1,10 @@
 //! The one place the trainer runs `unsafe` code: the matrix product. On
 //! CPUs with AVX2 and FMA it is this crate's kernel (`gemm/avx2.rs`), shaped for
-//! the trainer's small matrices; elsewhere `matrixmultiply`'s portable
-//! sgemm. Every call goes through [`sgemm`], which checks that each strided
-//! matrix fits inside its slice.
+//! the trainer's small matrices, AVX-512 CPUs included (a 12×32 zmm kernel
+//! did not beat it on Zen 4: docs/PERFORMANCE.md); elsewhere
+//! `matrixmultiply`'s portable sgemm ([`Kernel`]; `KINGLET_GEMM` forces
+//! one). Every call goes through [`sgemm_with`], which checks that each
+//! strided matrix fits inside its slice.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -52,7 +54,8 @@ impl Layout {
     }
 }
 
-/// `c = a · b + (c if accumulate)`, with `a: m×k`, `b: k×n`, `c: m×n`.
+/// `c = a · b + (c if accumulate)`, with `a: m×k`, `b: k×n`, `c: m×n`, by
+/// the product path [`Kernel::chosen`].
 ///
 /// Panics if the layouts disagree or a matrix does not fit its slice: that is
 /// a bug in the caller (all shapes here come from the model config), never a
@@ -66,14 +69,116 @@ pub fn sgemm(
     lc: Layout,
     accumulate: bool,
 ) {
+    sgemm_with(Kernel::chosen(), a, la, b, lb, c, lc, accumulate);
+}
+
+/// The product paths: this crate's kernel, and `matrixmultiply`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// `gemm/avx2.rs`: a 6×16 tile in ymm registers (AVX2, FMA).
+    Avx2,
+    /// `matrixmultiply`'s sgemm, on any CPU.
+    Portable,
+}
+
+impl Kernel {
+    /// Every path, fastest first.
+    pub const ALL: [Kernel; 2] = [Kernel::Avx2, Kernel::Portable];
+
+    /// The name `KINGLET_GEMM` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Avx2 => "avx2",
+            Kernel::Portable => "portable",
+        }
+    }
+
+    /// The CPU feature this path needs and this CPU lacks, if any.
+    pub fn missing_feature(self) -> Option<&'static str> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let needs: &[(&str, bool)] = match self {
+                Kernel::Avx2 => &[
+                    ("avx2", is_x86_feature_detected!("avx2")),
+                    ("fma", is_x86_feature_detected!("fma")),
+                ],
+                Kernel::Portable => &[],
+            };
+            needs.iter().find(|(_, has)| !has).map(|(name, _)| *name)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        match self {
+            Kernel::Portable => None,
+            Kernel::Avx2 => Some("avx2"),
+        }
+    }
+
+    /// Whether this CPU can run this path.
+    pub fn available(self) -> bool {
+        self.missing_feature().is_none()
+    }
+
+    /// The path [`sgemm`] takes, decided once: `KINGLET_GEMM` (`avx2` or
+    /// `portable`, to compare them inside a real training run) if this CPU
+    /// can run it, else the fastest this CPU has (see [`Kernel::fastest`]).
+    pub fn chosen() -> Kernel {
+        static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let asked = std::env::var("KINGLET_GEMM").ok();
+            let wanted = Kernel::ALL
+                .into_iter()
+                .find(|k| asked.as_deref() == Some(k.name()));
+            match (asked, wanted) {
+                (_, Some(k)) if k.available() => k,
+                (Some(asked), wanted) => {
+                    let fallback = Kernel::fastest();
+                    let why = match wanted.and_then(Kernel::missing_feature) {
+                        Some(feature) => format!("this CPU lacks {feature}"),
+                        None => "expected avx2 or portable".into(),
+                    };
+                    eprintln!("KINGLET_GEMM={asked}: {why}; using {}", fallback.name());
+                    fallback
+                }
+                (None, _) => Kernel::fastest(),
+            }
+        })
+    }
+
+    /// The fastest path this CPU has, measured on the trainer's shapes
+    /// (docs/PERFORMANCE.md): AVX2, then `matrixmultiply`.
+    pub fn fastest() -> Kernel {
+        Kernel::ALL
+            .into_iter()
+            .find(|k| k.available())
+            .unwrap_or(Kernel::Portable)
+    }
+}
+
+/// [`sgemm`] by a given path (the tests and the benchmark compare them).
+/// This crate's kernels need `c`'s columns contiguous; other layouts of `c`
+/// take `matrixmultiply`.
+///
+/// Panics as [`sgemm`] does, and if this CPU cannot run `kernel`.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_with(
+    kernel: Kernel,
+    a: &[f32],
+    la: Layout,
+    b: &[f32],
+    lb: Layout,
+    c: &mut [f32],
+    lc: Layout,
+    accumulate: bool,
+) {
     if !fits(a, la, b, lb, c, lc) {
         return;
     }
+    assert!(kernel.available(), "gemm kernel {kernel:?} on this CPU");
     #[cfg(target_arch = "x86_64")]
-    if lc.col_stride == 1 && own_kernel() {
-        // SAFETY: the CPU has AVX2 and FMA; `fits` guarantees that every
-        // element the strides address lies inside `a`, `b` and `c`, and `c`,
-        // borrowed mutably, aliases neither input.
+    if kernel == Kernel::Avx2 && lc.col_stride == 1 {
+        // SAFETY: the CPU has AVX2 and FMA (asserted); `fits` guarantees
+        // that every element the strides address lies inside `a`, `b` and
+        // `c`, and `c`, borrowed mutably, aliases neither input.
         #[allow(unsafe_code)]
         unsafe {
             avx2::sgemm(a, la, b, lb, c, lc, accumulate)
@@ -81,18 +186,6 @@ pub fn sgemm(
         return;
     }
     sgemm_portable(a, la, b, lb, c, lc, accumulate);
-}
-
-/// Whether [`sgemm`] runs this crate's AVX2 kernel: the CPU has AVX2 and
-/// FMA, and `KINGLET_GEMM=portable` does not ask for `matrixmultiply`
-/// (to compare the two inside a real training run). Decided once.
-#[cfg(target_arch = "x86_64")]
-fn own_kernel() -> bool {
-    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OWN.get_or_init(|| {
-        let portable = std::env::var("KINGLET_GEMM").is_ok_and(|v| v == "portable");
-        !portable && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    })
 }
 
 /// [`sgemm`] by `matrixmultiply`, whatever the CPU: what runs where AVX2 or
@@ -152,8 +245,6 @@ fn fits(a: &[f32], la: Layout, b: &[f32], lb: Layout, c: &[f32], lc: Layout) -> 
 mod tests {
     use super::*;
 
-    type Gemm = fn(&[f32], Layout, &[f32], Layout, &mut [f32], Layout, bool);
-
     fn naive(a: &[f32], la: Layout, b: &[f32], lb: Layout, n: usize) -> Vec<f64> {
         let mut c = vec![0.0f64; la.rows * n];
         for i in 0..la.rows {
@@ -169,30 +260,43 @@ mod tests {
         c
     }
 
-    /// The product against an f64 one, on awkward shapes and every operand
-    /// layout the layers use: the strides are passed the right way round.
+    /// The product against an f64 one, on every path this CPU runs, on
+    /// awkward shapes and every operand layout the layers use: the strides
+    /// are passed the right way round.
     #[test]
-    fn sgemm_matches_a_naive_product() {
+    fn every_product_path_matches_a_naive_product() {
         let mut seed = 7u32;
         let mut next = || {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
-        // Tile edges (rows not a multiple of 6, columns below 8, between 8
-        // and 16, past 16) and depths past one 256-deep pass.
+        let mut paths: Vec<(&str, Option<Kernel>)> = vec![("sgemm", None)];
+        for kernel in Kernel::ALL {
+            match kernel.missing_feature() {
+                None => paths.push((kernel.name(), Some(kernel))),
+                Some(feature) => println!("{}: skipped: CPU lacks {feature}", kernel.name()),
+            }
+        }
+        // Tile edges (rows not a multiple of 6, columns below, between and
+        // past 8, 16 and 32) and depths past one 256-deep pass, some not a
+        // multiple of 8.
         for &(m, k, n) in &[
             (1, 1, 1),
             (5, 3, 17),
             (7, 31, 15),
             (6, 16, 16),
+            (12, 16, 32),
+            (11, 129, 31),
             (13, 300, 33),
             (16, 16, 9),
+            (25, 127, 47),
+            (24, 257, 64),
             (64, 513, 65),
             (256, 128, 7),
         ] {
             let a: Vec<f32> = (0..2 * m * k).map(|_| next()).collect();
             let b: Vec<f32> = (0..2 * k * n).map(|_| next()).collect();
-            let c0: Vec<f32> = (0..m * n).map(|_| next()).collect();
+            let c0: Vec<f32> = (0..3 * m * n).map(|_| next()).collect();
             let (ar, at) = (Layout::row_major(m, k), Layout::transposed(m, k));
             let (br, bt) = (Layout::row_major(k, n), Layout::transposed(k, n));
             // Neither stride 1: every other element (a and b hold twice
@@ -204,23 +308,79 @@ mod tests {
                 col_stride: 2,
             };
             let (asp, bsp) = (spaced(m, k), spaced(k, n));
-            for (la, lb) in [(ar, br), (ar, bt), (at, br), (at, bt), (asp, bsp)] {
+            // C row-major, with rows further apart than its width, and by
+            // columns (which the own kernels hand to matrixmultiply).
+            let wide = Layout {
+                rows: m,
+                cols: n,
+                row_stride: n + 3,
+                col_stride: 1,
+            };
+            let c_layouts = [Layout::row_major(m, n), wide, Layout::transposed(m, n)];
+            let operands = [(ar, br), (ar, bt), (at, br), (at, bt), (asp, bsp)];
+            let cases = operands
+                .into_iter()
+                .flat_map(|ab| c_layouts.map(|lc| (ab, lc)));
+            for ((la, lb), lc) in cases {
                 let want = naive(&a, la, &b, lb, n);
-                let backends: [(&str, Gemm); 2] = [("sgemm", sgemm), ("portable", sgemm_portable)];
-                let runs = backends.iter().flat_map(|b| [(b, false), (b, true)]);
-                for (&(name, gemm), accumulate) in runs {
-                    let mut c = c0.clone();
-                    let lc = Layout::row_major(m, n);
-                    gemm(&a, la, &b, lb, &mut c, lc, accumulate);
-                    for i in 0..m * n {
-                        let expect = want[i] + if accumulate { c0[i] as f64 } else { 0.0 };
-                        assert!(
-                            (c[i] as f64 - expect).abs() < 1e-5 * (1.0 + k as f64).sqrt(),
-                            "{name} {m}×{k}×{n} acc={accumulate} at {i}: {} vs {expect}",
-                            c[i]
-                        );
+                for &(name, kernel) in &paths {
+                    for accumulate in [false, true] {
+                        let mut c = c0.clone();
+                        match kernel {
+                            Some(kernel) => {
+                                sgemm_with(kernel, &a, la, &b, lb, &mut c, lc, accumulate)
+                            }
+                            None => sgemm(&a, la, &b, lb, &mut c, lc, accumulate),
+                        }
+                        let mut touched = vec![false; c.len()];
+                        for i in 0..m {
+                            for j in 0..n {
+                                let at = i * lc.row_stride + j * lc.col_stride;
+                                touched[at] = true;
+                                let before = if accumulate { c0[at] as f64 } else { 0.0 };
+                                let expect = want[i * n + j] + before;
+                                assert!(
+                                    (c[at] as f64 - expect).abs() < 1e-5 * (1.0 + k as f64).sqrt(),
+                                    "{name} {m}×{k}×{n} {la:?} {lb:?} {lc:?} acc={accumulate} \
+                                     at ({i}, {j}): {} vs {expect}",
+                                    c[at]
+                                );
+                            }
+                        }
+                        // Nothing outside C moves (the gaps between rows,
+                        // the masked edges).
+                        for (at, _) in touched.iter().enumerate().filter(|(_, t)| !**t) {
+                            assert_eq!(c[at], c0[at], "{name} {m}×{k}×{n} {lc:?}: wrote {at}");
+                        }
                     }
                 }
+            }
+        }
+    }
+
+    /// `k = 0`: C is zeroed, or kept when accumulating.
+    #[test]
+    fn an_empty_sum_zeroes_or_keeps_c_on_every_path() {
+        for kernel in Kernel::ALL {
+            if let Some(feature) = kernel.missing_feature() {
+                println!("{}: skipped: CPU lacks {feature}", kernel.name());
+                continue;
+            }
+            for accumulate in [false, true] {
+                let mut c = vec![1.5f32; 5 * 7];
+                let (la, lb) = (Layout::row_major(5, 0), Layout::row_major(0, 7));
+                sgemm_with(
+                    kernel,
+                    &[],
+                    la,
+                    &[],
+                    lb,
+                    &mut c,
+                    Layout::row_major(5, 7),
+                    accumulate,
+                );
+                let want = if accumulate { 1.5 } else { 0.0 };
+                assert!(c.iter().all(|&x| x == want), "{kernel:?} acc={accumulate}");
             }
         }
     }

@@ -342,10 +342,11 @@ fn check_reference_passes_on_the_shared_dump() {
     );
 }
 
-/// `KINGLET_GEMM=portable` swaps the AVX2 kernel for `matrixmultiply` (to
-/// compare the two inside a real run): the same model up to rounding.
+/// `KINGLET_GEMM` picks the matrix product path (`portable` is
+/// `matrixmultiply`, `avx2` this crate's kernel, or `matrixmultiply` where
+/// the CPU lacks AVX2): the same model up to rounding.
 #[test]
-fn the_portable_matrix_product_trains_the_same_model() {
+fn every_matrix_product_path_trains_the_same_model() {
     let dir = scratch("gemm");
     let data = corpus(&dir);
     let last_loss = |out: &str| -> f64 {
@@ -358,20 +359,26 @@ fn the_portable_matrix_product_trains_the_same_model() {
     let steps = ["--steps", "6", "--log-every", "6", "--eval-every", "0"];
     let own = train(&dir, &data, "own", &steps);
     assert!(own.status.success(), "{}", stderr(&own));
-    let portable = bin()
-        .env("KINGLET_GEMM", "portable")
-        .args(TINY)
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(dir.join("portable"))
-        .args(["--sample-len", "0", "--quiet"])
-        .args(steps)
-        .output()
-        .expect("run kinglet-train");
-    assert!(portable.status.success(), "{}", stderr(&portable));
-    let (a, b) = (last_loss("own"), last_loss("portable"));
-    assert!((a - b).abs() <= 1e-5 * a.abs(), "losses {a} and {b}");
+    let a = last_loss("own");
+    for path in ["portable", "avx2"] {
+        let run = bin()
+            .env("KINGLET_GEMM", path)
+            .args(TINY)
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(dir.join(path))
+            .args(["--sample-len", "0", "--quiet"])
+            .args(steps)
+            .output()
+            .expect("run kinglet-train");
+        assert!(run.status.success(), "{}", stderr(&run));
+        let b = last_loss(path);
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs(),
+            "{path}: losses {a} and {b}"
+        );
+    }
 }
 
 #[test]
