@@ -366,16 +366,9 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
 
             // Attention: project, rotate, write k and v into the cache, attend.
             rmsnorm_rows(xb, x, &w.attn_norm, eps, dim);
-            scratch.project_each(
-                [
-                    q,
-                    &mut keys[new_rows.clone()],
-                    &mut values[new_rows.clone()],
-                ],
-                [&w.wq, &w.wk, &w.wv],
-                xb,
-                n,
-            )?;
+            scratch.project(q, &w.wq, xb, n)?;
+            scratch.project(&mut keys[new_rows.clone()], &w.wk, xb, n)?;
+            scratch.project(&mut values[new_rows.clone()], &w.wv, xb, n)?;
             let new_keys = keys[new_rows].chunks_exact_mut(kv_dim);
             for (t, (q_row, k_row)) in q.chunks_exact_mut(dim).zip(new_keys).enumerate() {
                 let pos = (start + t) as u32;
@@ -399,7 +392,8 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
 
             // SwiGLU MLP: w2(silu(w1 x) * w3 x).
             rmsnorm_rows(xb, x, &w.ffn_norm, eps, dim);
-            scratch.project_each([&mut *hb, &mut *hb2], [&w.w1, &w.w3], xb, n)?;
+            scratch.project(hb, &w.w1, xb, n)?;
+            scratch.project(hb2, &w.w3, xb, n)?;
             ops::silu_mul(hb, hb2);
             scratch.project(xb2, &w.w2, hb, n)?;
             ops::add_assign(x, xb2);
@@ -468,13 +462,33 @@ impl Scratch<'_> {
             return Ok(());
         }
         let quantized = w.dtype.is_quantized();
-        let xq = quantize_input(self.xq, x, cols, n, quantized)?;
+        let xq: &[BlockQ8] = if quantized {
+            let blocks = cols / BLOCK_LEN;
+            let xq = self.xq.get_mut(..n * blocks).ok_or(Error::InvalidInput {
+                reason: "matrix input wider than the session's buffers",
+            })?;
+            for (x_row, q_row) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(blocks.max(1))) {
+                // Only non-finite or absurdly large inputs fail: overflow.
+                kernels::quantize_activations(x_row, q_row)
+                    .map_err(|_| Error::ActivationsOverflowed)?;
+            }
+            xq
+        } else {
+            &[]
+        };
         let rows_per_task = rows_per_task(rows, self.parallel.threads());
         let failed = AtomicBool::new(false);
         if n == 1 {
             self.parallel
                 .for_each_chunk(out, rows_per_task, &|first, part| {
-                    if !matvec_rows(part, w, first, x, xq) {
+                    let ok = match w.rows(first..first + part.len()) {
+                        Some(part_w) if quantized => {
+                            kernels::matvec_quantized(part, &part_w, xq).is_ok()
+                        }
+                        Some(part_w) => kernels::matvec(part, &part_w, x).is_ok(),
+                        None => false,
+                    };
+                    if !ok {
                         failed.store(true, Ordering::Relaxed);
                     }
                 });
@@ -512,108 +526,6 @@ impl Scratch<'_> {
             });
         }
         Ok(())
-    }
-}
-
-impl Scratch<'_> {
-    /// `outs[i][t] = W_i x[t]` for matrices sharing their input (`q`, `k`,
-    /// `v`; the MLP's gate and up): the bits of one [`project`](Self::project)
-    /// each. A single position runs them as one parallel pass over their
-    /// stacked rows (into `products`, then copied out), with the input
-    /// quantized once: a decode step waits for its threads once per group,
-    /// not once per matrix. Several positions go matrix by matrix, since
-    /// their stacked products may not fit `products`.
-    fn project_each<const K: usize>(
-        &mut self,
-        outs: [&mut [f32]; K],
-        ws: [&Matrix<'_>; K],
-        x: &[f32],
-        n: usize,
-    ) -> Result<(), Error> {
-        let cols = x.len();
-        let stacked_rows: usize = ws.iter().map(|w| w.rows).sum();
-        let stackable = n == 1
-            && cols > 0
-            && stacked_rows <= self.products.len()
-            && ws
-                .iter()
-                .zip(&outs)
-                .all(|(w, o)| w.cols == cols && o.len() == w.rows);
-        if !stackable {
-            for (out, w) in outs.into_iter().zip(ws) {
-                self.project(out, w, x, n)?;
-            }
-            return Ok(());
-        }
-        let quantized = ws.iter().any(|w| w.dtype.is_quantized());
-        let xq = quantize_input(self.xq, x, cols, 1, quantized)?;
-        let stacked = &mut self.products[..stacked_rows];
-        let failed = AtomicBool::new(false);
-        let rows_per_task = rows_per_task(stacked_rows, self.parallel.threads());
-        self.parallel
-            .for_each_chunk(stacked, rows_per_task, &|first, part| {
-                // This task's rows, matrix by matrix; `start` is the first
-                // stacked row of `w`.
-                let end = first + part.len();
-                let mut start = 0;
-                for w in ws {
-                    let (from, to) = (first.max(start), end.min(start + w.rows));
-                    if from < to
-                        && !matvec_rows(&mut part[from - first..to - first], w, from - start, x, xq)
-                    {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    start += w.rows;
-                }
-            });
-        if failed.load(Ordering::Relaxed) {
-            return Err(Error::InvalidInput {
-                reason: "a weight matrix does not match its input",
-            });
-        }
-        let mut stacked = &*stacked;
-        for out in outs {
-            let (mine, rest) = stacked.split_at(out.len());
-            out.copy_from_slice(mine);
-            stacked = rest;
-        }
-        Ok(())
-    }
-}
-
-/// Quantizes the `n` positions of `x` (`[n × cols]`) into Q8 blocks in
-/// `xq` for the integer kernels, when `quantized`; else returns no blocks.
-fn quantize_input<'q>(
-    xq: &'q mut [BlockQ8],
-    x: &[f32],
-    cols: usize,
-    n: usize,
-    quantized: bool,
-) -> Result<&'q [BlockQ8], Error> {
-    if !quantized {
-        return Ok(&[]);
-    }
-    let blocks = cols / BLOCK_LEN;
-    let xq = xq.get_mut(..n * blocks).ok_or(Error::InvalidInput {
-        reason: "matrix input wider than the session's buffers",
-    })?;
-    for (x_row, q_row) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(blocks.max(1))) {
-        // Only non-finite or absurdly large inputs fail: overflow.
-        kernels::quantize_activations(x_row, q_row).map_err(|_| Error::ActivationsOverflowed)?;
-    }
-    Ok(xq)
-}
-
-/// `out = W[first .. first + out.len()] · x`, one position, through the
-/// float or the integer matvec (`xq`: `x` quantized, for quantized `w`);
-/// false when the rows are out of range or the kernel refuses the shapes.
-fn matvec_rows(out: &mut [f32], w: &Matrix<'_>, first: usize, x: &[f32], xq: &[BlockQ8]) -> bool {
-    match w.rows(first..first + out.len()) {
-        Some(part_w) if w.dtype.is_quantized() => {
-            kernels::matvec_quantized(out, &part_w, xq).is_ok()
-        }
-        Some(part_w) => kernels::matvec(out, &part_w, x).is_ok(),
-        None => false,
     }
 }
 
