@@ -257,18 +257,28 @@ pub unsafe fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>
     let out = &mut out[..values.width];
     let weights = &weights[..values.rows.min(weights.len())];
     let (width, stride, offset) = (values.width, values.stride, values.offset);
-    let whole = width - width % LANES;
     let mut start = 0;
-    while start < whole {
-        let vectors = ((whole - start) / LANES).min(SUM_WIDTH / LANES);
+    while start < width {
+        // Up to four vectors of the output; the last one may be partial,
+        // its lanes past `width` masked off (an element's arithmetic does
+        // not depend on its neighbours, so any width gives the same bits:
+        // narrow heads, such as stories260K's 8, stay vectorized).
+        let left = width - start;
+        let vectors = left.div_ceil(LANES).min(SUM_WIDTH / LANES);
+        let mask = |i: usize| -> __mmask16 {
+            let n = (left - i * LANES).min(LANES);
+            (((1u32) << n) - 1) as __mmask16
+        };
         let mut acc = [_mm512_setzero_ps(); SUM_WIDTH / LANES];
         for (p, &w) in weights.iter().enumerate() {
             let wv = _mm512_set1_ps(w);
             for (i, a) in acc.iter_mut().take(vectors).enumerate() {
-                // SAFETY: start + 16·i + 16 <= whole <= width, and value row
-                // p < values.rows holds `width` floats from offset.
+                // SAFETY: the unmasked lanes are elements start + 16·i ..
+                // < width of value row p < values.rows, which holds `width`
+                // floats from offset; masked-off lanes are not read.
                 let v = unsafe {
-                    _mm512_loadu_ps(
+                    _mm512_maskz_loadu_ps(
+                        mask(i),
                         values
                             .data
                             .as_ptr()
@@ -279,17 +289,11 @@ pub unsafe fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>
             }
         }
         for (i, a) in acc.iter().take(vectors).enumerate() {
-            // SAFETY: as above, inside `out`.
-            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(start + i * LANES), *a) };
+            // SAFETY: as above, inside `out`; masked-off lanes are not
+            // written.
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(start + i * LANES), mask(i), *a) };
         }
-        start += vectors * LANES;
-    }
-    let tail = &mut out[whole..];
-    tail.fill(0.0);
-    for (p, &w) in weights.iter().enumerate() {
-        for (o, &v) in tail.iter_mut().zip(&values.row(p)[whole..]) {
-            *o += w * v;
-        }
+        start += (vectors * LANES).min(left);
     }
 }
 
