@@ -124,10 +124,11 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 }
 
 /// Text that [`ModelFile::new_checked`] found to be UTF-8 (a tensor name, a
-/// metadata key or value). Checking it again cannot fail for a validated
-/// file, so a failure is a bug in this file, not bad input.
+/// metadata key or value): all of it, as its first valid run. Without a
+/// panic path: bytes that changed after the check (an `AsRef` that does not
+/// return the same bytes each time) end the text at the first invalid byte.
 fn validated_str(bytes: &[u8]) -> &str {
-    core::str::from_utf8(bytes).expect("checked as UTF-8 when the file was opened")
+    bytes.utf8_chunks().next().map_or("", |chunk| chunk.valid())
 }
 
 /// The weights of one transformer block.

@@ -265,10 +265,10 @@ pub unsafe fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>
         // narrow heads, such as stories260K's 8, stay vectorized).
         let left = width - start;
         let vectors = left.div_ceil(LANES).min(SUM_WIDTH / LANES);
-        let mask = |i: usize| -> __mmask16 {
-            let n = (left - i * LANES).min(LANES);
-            (((1u32) << n) - 1) as __mmask16
-        };
+        let masks: [__mmask16; SUM_WIDTH / LANES] = core::array::from_fn(|i| {
+            let n = left.saturating_sub(i * LANES).min(LANES);
+            ((1u32 << n) - 1) as __mmask16
+        });
         let mut acc = [_mm512_setzero_ps(); SUM_WIDTH / LANES];
         for (p, &w) in weights.iter().enumerate() {
             let wv = _mm512_set1_ps(w);
@@ -278,7 +278,7 @@ pub unsafe fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>
                 // floats from offset; masked-off lanes are not read.
                 let v = unsafe {
                     _mm512_maskz_loadu_ps(
-                        mask(i),
+                        masks[i],
                         values
                             .data
                             .as_ptr()
@@ -291,7 +291,7 @@ pub unsafe fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>
         for (i, a) in acc.iter().take(vectors).enumerate() {
             // SAFETY: as above, inside `out`; masked-off lanes are not
             // written.
-            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(start + i * LANES), mask(i), *a) };
+            unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(start + i * LANES), masks[i], *a) };
         }
         start += (vectors * LANES).min(left);
     }
