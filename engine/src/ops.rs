@@ -60,25 +60,36 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], gain: &Matrix<'_>, eps: f32) {
     }
 }
 
+/// RoPE's rotations at position `pos`, one head's worth (`out`:
+/// `[head_dim]`): `out[2i]`, `out[2i+1]` = the cosine and sine of pair
+/// `i`'s angle ([`rope_rotation`]). The angles depend only on the position
+/// and the pair, so one table serves every head and layer of a position.
+pub fn rope_rotations(out: &mut [f32], pos: u32, theta: f32) {
+    let head_dim = out.len();
+    for (pair, cos_sin) in out.chunks_exact_mut(2).enumerate() {
+        let (cos, sin) = rope_rotation(pos, pair, head_dim, theta);
+        cos_sin[0] = cos;
+        cos_sin[1] = sin;
+    }
+}
+
 /// Rotary position embedding, in place, on every head of `v`
-/// (`[n × head_dim]`, a query or key vector). Each adjacent pair
+/// (`[n × head_dim]`, a query or key vector), with the rotations of its
+/// position from [`rope_rotations`] (`[head_dim]`): each adjacent pair
 /// `(h[2i], h[2i+1])` of a head is rotated by
 /// `pos · theta^(−2i/head_dim)`, computed as llama2.c does:
 /// `freq = 1 / powf(theta, 2i / head_dim)`, `angle = pos · freq`.
-pub fn rope(v: &mut [f32], head_dim: usize, pos: u32, theta: f32) {
+pub fn rope(v: &mut [f32], rotations: &[f32]) {
     debug_assert!(
-        head_dim >= 2 && head_dim.is_multiple_of(2),
+        rotations.len() >= 2 && rotations.len().is_multiple_of(2),
         "rope: head_dim"
     );
-    for pair in 0..head_dim / 2 {
-        let i = 2 * pair;
-        let (cos, sin) = rope_rotation(pos, pair, head_dim, theta);
-        // The angle depends only on the position within the head: compute it
-        // once, apply it to every head.
-        for head in v.chunks_exact_mut(head_dim) {
-            let (v0, v1) = (head[i], head[i + 1]);
-            head[i] = v0 * cos - v1 * sin;
-            head[i + 1] = v0 * sin + v1 * cos;
+    for head in v.chunks_exact_mut(rotations.len()) {
+        for (pair, cos_sin) in head.chunks_exact_mut(2).zip(rotations.chunks_exact(2)) {
+            let (cos, sin) = (cos_sin[0], cos_sin[1]);
+            let (v0, v1) = (pair[0], pair[1]);
+            pair[0] = v0 * cos - v1 * sin;
+            pair[1] = v0 * sin + v1 * cos;
         }
     }
 }
@@ -266,7 +277,9 @@ mod tests {
         for pos in [0u32, 1, 7, 300] {
             let v = rng.vec(head_dim * n_heads);
             let mut out = v.clone();
-            rope(&mut out, head_dim, pos, theta);
+            let mut rotations = [0.0f32; 8];
+            rope_rotations(&mut rotations, pos, theta);
+            rope(&mut out, &rotations);
             for h in 0..n_heads {
                 for p in 0..head_dim / 2 {
                     let i = h * head_dim + 2 * p;
@@ -285,7 +298,9 @@ mod tests {
         }
         let v = rng.vec(16);
         let mut same = v.clone();
-        rope(&mut same, 8, 0, theta);
+        let mut rotations = [0.0f32; 8];
+        rope_rotations(&mut rotations, 0, theta);
+        rope(&mut same, &rotations);
         assert_eq!(same, v, "position 0 is the identity");
     }
 

@@ -62,6 +62,7 @@ pub const PREFILL_CHUNK: usize = 16;
 /// | KV cache       | `2 × n_layers × max_seq × kv_dim` |
 /// | `products`     | `C × max(dim, hidden_dim)` (matrix products, weight-row major) |
 /// | `xq`           | `C × 9 × ⌈max(dim, hidden_dim) / 32⌉` (Q8 activation blocks) |
+/// | `rotations`    | `C × head_dim` (RoPE's cosines and sines)  |
 ///
 /// Saturates at `usize::MAX` (which no buffer can meet) on targets where the
 /// size overflows, and never panics, even for an unvalidated config.
@@ -89,6 +90,7 @@ pub const fn session_floats(config: &Config, max_seq: u32) -> usize {
         .saturating_add(kv_cache)
         .saturating_add(widest(dim, hidden).saturating_mul(PREFILL_CHUNK))
         .saturating_add(activation_block_floats(dim, hidden))
+        .saturating_add(PREFILL_CHUNK.saturating_mul(head_dim))
 }
 
 /// The wider of the two matrix inputs, `dim` or `hidden_dim`.
@@ -159,6 +161,9 @@ pub struct Session<'a, T: AsRef<[u8]>> {
     /// The inputs of a quantized matrix, as Q8 blocks,
     /// `[C × ⌈max(dim, hidden) / 32⌉]`.
     xq: &'a mut [BlockQ8],
+    /// RoPE's rotations of a chunk's positions, `[C × head_dim]`: computed
+    /// once per position, used by every layer.
+    rotations: &'a mut [f32],
 }
 
 impl<'a, T: AsRef<[u8]>> Session<'a, T> {
@@ -207,8 +212,9 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
         let (key_cache, rest) = rest.split_at_mut(cache);
         let (value_cache, rest) = rest.split_at_mut(cache);
         let (products, rest) = rest.split_at_mut(PREFILL_CHUNK * widest(dim, hidden));
-        let (xq, _unused) = rest.split_at_mut(activation_block_floats(dim, hidden));
+        let (xq, rest) = rest.split_at_mut(activation_block_floats(dim, hidden));
         let xq = kernels::blocks_in_floats(xq);
+        let (rotations, _unused) = rest.split_at_mut(PREFILL_CHUNK * config.head_dim());
         Ok(Session {
             model,
             parallel: &SEQUENTIAL,
@@ -226,6 +232,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             value_cache,
             products,
             xq,
+            rotations,
         })
     }
 
@@ -351,6 +358,11 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             xq: self.xq,
         };
 
+        let rotations = &mut self.rotations[..n * heads.head_dim];
+        for (t, r) in rotations.chunks_exact_mut(heads.head_dim).enumerate() {
+            ops::rope_rotations(r, (start + t) as u32, config.rope_theta);
+        }
+
         let embedding = model.token_embedding();
         for (&token, x_row) in tokens.iter().zip(x.chunks_exact_mut(dim)) {
             kernels::row_to_f32(&embedding, token as usize, x_row)?;
@@ -370,10 +382,14 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             scratch.project(&mut keys[new_rows.clone()], &w.wk, xb, n)?;
             scratch.project(&mut values[new_rows.clone()], &w.wv, xb, n)?;
             let new_keys = keys[new_rows].chunks_exact_mut(kv_dim);
-            for (t, (q_row, k_row)) in q.chunks_exact_mut(dim).zip(new_keys).enumerate() {
-                let pos = (start + t) as u32;
-                ops::rope(q_row, heads.head_dim, pos, config.rope_theta);
-                ops::rope(k_row, heads.head_dim, pos, config.rope_theta);
+            let position_rotations = rotations.chunks_exact(heads.head_dim);
+            for ((q_row, k_row), r) in q
+                .chunks_exact_mut(dim)
+                .zip(new_keys)
+                .zip(position_rotations)
+            {
+                ops::rope(q_row, r);
+                ops::rope(k_row, r);
             }
             let visible = ..(start + n) * kv_dim; // positions 0..start + n
             attend(
@@ -633,12 +649,14 @@ mod tests {
         let activations = c * (4 * dim + 2 * hidden);
         let products = c * hidden; // the widest matrix input
         let xq = c * 9 * (hidden / 32); // Q8 blocks of a chunk of the widest input
+        let rotations = c * head_dim;
         let want = activations
             + heads * (seq + c * head_dim)
             + vocab
             + 2 * layers * seq * kv_dim
             + products
-            + xq;
+            + xq
+            + rotations;
         assert_eq!(STORIES15M_FLOATS, want);
         assert_eq!(session_bytes(&STORIES15M, 256), 4 * want);
         let gqa = Config {
@@ -653,6 +671,7 @@ mod tests {
                 + 2 * layers * 10 * 96
                 + products
                 + xq
+                + rotations
         );
     }
 
