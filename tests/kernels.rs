@@ -222,38 +222,86 @@ fn quantized_matvec_equals_reference_bit_for_bit() {
     }
 }
 
+/// Raw blocks the quantizer never writes (Q8_0 level −128) and the largest
+/// activation levels: the integer sums must neither saturate nor wrap.
+/// Scales are finite f16 values with random exponents. `rows` weight rows
+/// and `n` positions of `cols` activations.
+fn extreme_levels(
+    rng: &mut Rng,
+    dtype: Dtype,
+    rows: usize,
+    cols: usize,
+    n: usize,
+) -> (Vec<u8>, Vec<BlockQ8>) {
+    let mut data = vec![0u8; rows * dtype.row_bytes(cols).expect("shape")];
+    let block_bytes = if dtype == Dtype::Q8_0 { 34 } else { 18 };
+    for (i, block) in data.chunks_exact_mut(block_bytes).enumerate() {
+        let scale = half::f16::from_f32(rng.uniform() * 2f32.powi(i as i32 % 20 - 10));
+        block[..2].copy_from_slice(&scale.to_le_bytes());
+        for (j, byte) in block[2..].iter_mut().enumerate() {
+            *byte = match (i + j) % 3 {
+                0 => 0x80, // Q8_0: −128; Q4_0: levels −8 and 0
+                1 => 0x7f, // Q8_0: 127; Q4_0: levels 7 and −1
+                _ => rng.next_u64() as u8,
+            };
+        }
+    }
+    let mut xq = activations(&values(rng, n * cols));
+    for (i, block) in xq.iter_mut().enumerate() {
+        for (j, q) in block.qs.iter_mut().enumerate() {
+            if (i + j) % 2 == 0 {
+                *q = if j % 4 == 0 { -127 } else { 127 };
+            }
+        }
+    }
+    (data, xq)
+}
+
 #[test]
 fn quantized_kernels_are_exact_at_the_extreme_levels() {
-    // Raw blocks the quantizer never writes (Q8_0 level −128) and the
-    // largest activation levels: the integer sums must neither saturate nor
-    // wrap. Scales are finite f16 values with random exponents.
     let mut rng = Rng::new(5);
     for path in accelerated_paths() {
         for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
             let (rows, cols) = (5, 288);
-            let mut data = vec![0u8; rows * dtype.row_bytes(cols).expect("shape")];
-            let block_bytes = if dtype == Dtype::Q8_0 { 34 } else { 18 };
-            for (i, block) in data.chunks_exact_mut(block_bytes).enumerate() {
-                let scale = half::f16::from_f32(rng.uniform() * 2f32.powi(i as i32 % 20 - 10));
-                block[..2].copy_from_slice(&scale.to_le_bytes());
-                for (j, byte) in block[2..].iter_mut().enumerate() {
-                    *byte = match (i + j) % 3 {
-                        0 => 0x80, // Q8_0: −128; Q4_0: levels −8 and 0
-                        1 => 0x7f, // Q8_0: 127; Q4_0: levels 7 and −1
-                        _ => rng.next_u64() as u8,
-                    };
-                }
-            }
-            let mut xq = activations(&values(&mut rng, cols));
-            for (i, block) in xq.iter_mut().enumerate() {
-                for (j, q) in block.qs.iter_mut().enumerate() {
-                    if (i + j) % 2 == 0 {
-                        *q = if j % 4 == 0 { -127 } else { 127 };
-                    }
-                }
-            }
+            let (data, xq) = extreme_levels(&mut rng, dtype, rows, cols, 1);
             let what = format!("{} {dtype:?} extreme levels", path.name());
             quantized_case(path, dtype, rows, &data, &xq, &what);
+        }
+    }
+}
+
+/// The reference's `out[r·n + t]`: row `r` of `w` times position `t`.
+fn reference_matmul(w: &Matrix<'_>, xq: &[BlockQ8], n: usize) -> Vec<f32> {
+    let mut want = vec![f32::NAN; w.rows * n];
+    for (t, x_t) in xq.chunks_exact(w.cols / BLOCK_LEN).enumerate() {
+        let mut column = vec![0.0; w.rows];
+        REF.matvec_quantized(&mut column, w, x_t)
+            .expect("reference");
+        for (r, v) in column.into_iter().enumerate() {
+            want[r * n + t] = v;
+        }
+    }
+    want
+}
+
+#[test]
+fn quantized_matmul_is_exact_at_the_extreme_levels() {
+    // Row groups of sixteen with rows left over, positions past a tile of
+    // sixteen, and blocks past a stretch of 64 (2080 and 4128 columns).
+    let mut rng = Rng::new(11);
+    for path in accelerated_paths() {
+        for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
+            for (rows, cols, n) in [(16, 288, 16), (33, 2080, 17), (47, 4128, 3), (32, 64, 33)] {
+                let (data, xq) = extreme_levels(&mut rng, dtype, rows, cols, n);
+                let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
+                let mut got = vec![f32::NAN; rows * n];
+                path.matmul_quantized(&mut got, &w, &xq, n).expect("path");
+                let what = format!(
+                    "{} {dtype:?} {rows}x{cols} n={n} extreme levels",
+                    path.name()
+                );
+                assert_bits_eq(&got, &reference_matmul(&w, &xq, n), &what);
+            }
         }
     }
 }
@@ -381,28 +429,18 @@ fn quantized_matmul_equals_reference_dots_bit_for_bit() {
     let mut rng = Rng::new(9);
     for path in Path::ALL.into_iter().filter(|p| p.is_supported()) {
         for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
-            for rows in [1, 3, 8, 17] {
+            for rows in [1, 3, 8, 17, 32, 35] {
                 for cols in [32, 288, 2080] {
                     for n in [1, 2, 5, 16, 17] {
                         let data = encode(dtype, &values(&mut rng, rows * cols), rows);
                         let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
-                        let blocks = cols / BLOCK_LEN;
                         let xq: Vec<BlockQ8> = (0..n)
                             .flat_map(|_| activations(&values(&mut rng, cols)))
                             .collect();
                         let mut got = vec![f32::NAN; rows * n];
                         path.matmul_quantized(&mut got, &w, &xq, n).expect("path");
-                        let mut want = vec![f32::NAN; rows * n];
-                        for (t, x_t) in xq.chunks_exact(blocks).enumerate() {
-                            let mut column = vec![0.0; rows];
-                            REF.matvec_quantized(&mut column, &w, x_t)
-                                .expect("reference");
-                            for (r, v) in column.into_iter().enumerate() {
-                                want[r * n + t] = v;
-                            }
-                        }
                         let what = format!("{} {dtype:?} {rows}x{cols} n={n}", path.name());
-                        assert_bits_eq(&got, &want, &what);
+                        assert_bits_eq(&got, &reference_matmul(&w, &xq, n), &what);
                     }
                 }
             }

@@ -12,6 +12,10 @@
 //!   adding 128 (`Σ (w+128)·x = Σ w·x + 128·Σ x`), Q4_0 nibbles are unsigned
 //!   already (`Σ q·x = Σ (q−8)·x + 8·Σ x`); the offset `k·Σ x` is computed
 //!   once per activation block and subtracted, which leaves the exact sum.
+//! - The matrix-matrix product (prefill) lays each block of sixteen rows
+//!   out once with row `r` in lane `r`, four levels a lane, and multiplies
+//!   it with each position's levels broadcast four at a time: the totals
+//!   land in their lanes, with no reduction per position.
 //! - Rows that do not fill a group, and the activation quantizer, run
 //!   `avx2.rs`'s kernels (AVX-512 CPUs have AVX2): the bits do not depend on
 //!   which rows go together.
@@ -656,13 +660,117 @@ unsafe fn quant_rows<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[BlockQ8]) {
     }
 }
 
-/// Positions whose offsets [`matmul_quantized`] keeps at once.
+/// Positions [`matmul_quantized`] multiplies with one group's block of
+/// levels while it is in registers (a prefill chunk is 16).
 const MATMUL_QUANT_POSITIONS: usize = 16;
 
+/// `matmul_quantized`'s form of one block of sixteen rows: the 32 unsigned
+/// levels of each row (as in [`pair_levels`]) laid out for `vpdpbusd`,
+/// vector `k` holding levels `4k .. 4k + 4` of every row, row `r` in i32
+/// lane `r` (a 16 × 8 transpose of 32-bit words). A product with one
+/// position's levels `4k .. 4k + 4` broadcast then leaves each row's
+/// partial sum in its own lane: no reduction per position.
+///
+/// # Safety
+/// The features are available; block `block + r · row_bytes` is whole for
+/// every `r < 16`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn lane_levels<const Q4: bool>(block: *const u8, row_bytes: usize) -> [__m512i; 8] {
+    let levels = |r: usize| block.wrapping_add(r * row_bytes + SCALE_BYTES);
+    // Words 0–3 of four vectors, per 128-bit lane: [v0 w0, v1 w0, v2 w0,
+    // v3 w0], [.. w1 ..], [.. w2 ..], [.. w3 ..].
+    let transpose4 = |v: [__m512i; 4]| {
+        let (a0, a1) = (
+            _mm512_unpacklo_epi32(v[0], v[1]),
+            _mm512_unpackhi_epi32(v[0], v[1]),
+        );
+        let (a2, a3) = (
+            _mm512_unpacklo_epi32(v[2], v[3]),
+            _mm512_unpackhi_epi32(v[2], v[3]),
+        );
+        [
+            _mm512_unpacklo_epi64(a0, a2),
+            _mm512_unpackhi_epi64(a0, a2),
+            _mm512_unpacklo_epi64(a1, a3),
+            _mm512_unpackhi_epi64(a1, a3),
+        ]
+    };
+    if Q4 {
+        // Vector i: the 16 packed bytes of rows i, i+4, i+8, i+12, one per
+        // 128-bit lane; transposed, packed word m of row r is in lane r.
+        // SAFETY: 16 bytes follow each row's scale (the caller's block).
+        let v: [__m512i; 4] = core::array::from_fn(|i| unsafe {
+            let v = _mm512_castsi128_si512(_mm_loadu_si128(levels(i).cast()));
+            let v = _mm512_inserti32x4::<1>(v, _mm_loadu_si128(levels(i + 4).cast()));
+            let v = _mm512_inserti32x4::<2>(v, _mm_loadu_si128(levels(i + 8).cast()));
+            _mm512_inserti32x4::<3>(v, _mm_loadu_si128(levels(i + 12).cast()))
+        });
+        let packed = transpose4(v);
+        let nibble = _mm512_set1_epi8(0x0f);
+        // Elements 4m.. are the low nibbles of bytes 4m.., elements
+        // 16 + 4m.. their high nibbles.
+        core::array::from_fn(|k| {
+            if k < 4 {
+                _mm512_and_si512(packed[k], nibble)
+            } else {
+                _mm512_and_si512(_mm512_srli_epi32::<4>(packed[k - 4]), nibble)
+            }
+        })
+    } else {
+        // Vector i: rows i | i+4 (i < 4), rows i+4 | i+8 (i ≥ 4), 256 bits
+        // each; transposed per half of four, each 128-bit lane then holds
+        // one word of four rows, and the lanes are put in row order.
+        // SAFETY: 32 bytes follow each row's scale (the caller's block).
+        let v: [__m512i; 8] = core::array::from_fn(|i| unsafe {
+            let (a, b) = if i < 4 { (i, i + 4) } else { (i + 4, i + 8) };
+            let low = _mm512_castsi256_si512(_mm256_loadu_si256(levels(a).cast()));
+            _mm512_inserti64x4::<1>(low, _mm256_loadu_si256(levels(b).cast()))
+        });
+        let low = transpose4([v[0], v[1], v[2], v[3]]);
+        let high = transpose4([v[4], v[5], v[6], v[7]]);
+        // w + 128 as an unsigned byte: flip the sign bit.
+        let unsigned = _mm512_set1_epi8(i8::MIN);
+        core::array::from_fn(|k| {
+            let words = if k < 4 {
+                _mm512_shuffle_i64x2::<0b10_00_10_00>(low[k], high[k])
+            } else {
+                _mm512_shuffle_i64x2::<0b11_01_11_01>(low[k - 4], high[k - 4])
+            };
+            _mm512_xor_si512(words, unsigned)
+        })
+    }
+}
+
+/// [`add_block`] for levels in [`lane_levels`]' form: the same float
+/// operations on the same exact integer totals, whose sums come from eight
+/// `vpdpbusd` with the activation words broadcast.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn add_lane_block(
+    sums: __m512,
+    levels: &[__m512i; 8],
+    dw: __m512,
+    xb: &BlockQ8,
+    minus_offset: i32,
+) -> __m512 {
+    // Starting from −offset leaves the exact total (no partial sum comes
+    // near the i32 range).
+    let mut totals = _mm512_set1_epi32(minus_offset);
+    for (k, l) in levels.iter().enumerate() {
+        // SAFETY: bytes 4k .. 4k + 4 of the 32 of `xb.qs`; unaligned read.
+        let word = unsafe { core::ptr::read_unaligned(xb.qs.as_ptr().add(4 * k).cast::<i32>()) };
+        totals = _mm512_dpbusd_epi32(totals, *l, _mm512_set1_epi32(word));
+    }
+    let scale = _mm512_mul_ps(dw, _mm512_set1_ps(xb.d));
+    _mm512_add_ps(sums, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(totals)))
+}
+
 /// `out[r·n + t] = q8_0_dot(row r, xq[t])` (or `q4_0_dot`), the reference's
-/// bits: each element is the one-position kernel's lane for its row. A
-/// group of sixteen rows stays in L1 while every position is multiplied
-/// with it; the rows left over run the AVX2 kernel.
+/// bits: each element is the one-position kernel's lane for its row. Each
+/// block of a group of sixteen rows is laid out once ([`lane_levels`]) and
+/// multiplied with up to sixteen positions; the rows left over run the
+/// AVX2 kernel.
 ///
 /// # Safety
 /// The features are available.
@@ -680,7 +788,10 @@ pub unsafe fn matmul_quantized(a: QuantMatmul<'_>) {
     }
 }
 
-/// [`matmul_quantized`] for Q8_0 (`Q4` false) or Q4_0 rows.
+/// [`matmul_quantized`] for Q8_0 (`Q4` false) or Q4_0 rows: up to
+/// [`MATMUL_QUANT_POSITIONS`] positions at a time, over stretches of
+/// [`CHUNK_BLOCKS`] blocks (whose offsets are computed once for every
+/// group), each group's sums carried over in `out`.
 ///
 /// # Safety
 /// The features are available; `n > 0`, `blocks > 0`,
@@ -703,49 +814,54 @@ unsafe fn quant_matmul<const Q4: bool>(
     let groups = rows / QUANT_ROWS;
     let (out, rest) = out.split_at_mut(groups * QUANT_ROWS * n);
     let (w, w_rest) = w.split_at(groups * QUANT_ROWS * row_bytes);
-    out.fill(0.0);
-    let mut offsets = [[0i32; CHUNK_BLOCKS]; MATMUL_QUANT_POSITIONS];
+    let mut minus_offsets = [[0i32; CHUNK_BLOCKS]; MATMUL_QUANT_POSITIONS];
     for t0 in (0..n).step_by(MATMUL_QUANT_POSITIONS) {
         let positions = (n - t0).min(MATMUL_QUANT_POSITIONS);
         for c in (0..blocks).step_by(CHUNK_BLOCKS) {
             let stretch = (blocks - c).min(CHUNK_BLOCKS);
             let x_at = |t: usize| &xq[t * blocks + c..t * blocks + c + stretch];
-            for (p, o) in offsets.iter_mut().take(positions).enumerate() {
-                *o = block_offsets::<Q4>(x_at(t0 + p));
+            for (p, o) in minus_offsets.iter_mut().take(positions).enumerate() {
+                *o = block_offsets::<Q4>(x_at(t0 + p)).map(|v| -v);
             }
-            for g in 0..groups {
-                // sums[p]: position t0 + p, row 16g + r in lane r.
-                let mut sums = [[0.0f32; QUANT_ROWS]; MATMUL_QUANT_POSITIONS];
-                for (p, s) in sums.iter_mut().take(positions).enumerate() {
-                    for (r, v) in s.iter_mut().enumerate() {
-                        *v = out[(g * QUANT_ROWS + r) * n + t0 + p];
-                    }
-                }
-                for b in 0..stretch {
-                    // SAFETY: rows 16g .. 16g + 16 each hold `blocks` blocks,
-                    // of which block c + b is in this stretch.
-                    let (levels, dw) = unsafe {
-                        let block = w.as_ptr().add(g * QUANT_ROWS * row_bytes + (c + b) * bb);
-                        (
-                            block_levels::<Q4>(block, row_bytes),
-                            scales(block, row_bytes),
-                        )
-                    };
-                    // The block's levels and scales, decoded once, for
-                    // every position.
-                    for (p, s) in sums.iter_mut().take(positions).enumerate() {
-                        let xb = &x_at(t0 + p)[b];
-                        // SAFETY: `s` is 16 floats.
-                        unsafe {
-                            let v = _mm512_loadu_ps(s.as_ptr());
-                            let v = add_block(v, &levels, dw, xb, offsets[p][b]);
-                            _mm512_storeu_ps(s.as_mut_ptr(), v);
+            for (g, o) in out.chunks_exact_mut(QUANT_ROWS * n).enumerate() {
+                // sums[p]: position t0 + p, row 16g + r in lane r, carried
+                // over from the previous stretch (the reference's sums start
+                // at zero).
+                let mut lanes = [[0.0f32; QUANT_ROWS]; MATMUL_QUANT_POSITIONS];
+                if c > 0 {
+                    for (p, s) in lanes.iter_mut().take(positions).enumerate() {
+                        for (r, v) in s.iter_mut().enumerate() {
+                            *v = o[r * n + t0 + p];
                         }
                     }
                 }
-                for (p, s) in sums.iter().take(positions).enumerate() {
+                // SAFETY: each entry of `lanes` is 16 floats.
+                let mut sums = lanes.map(|s| unsafe { _mm512_loadu_ps(s.as_ptr()) });
+                let first = w[g * QUANT_ROWS * row_bytes + c * bb..].as_ptr();
+                let ahead = first.wrapping_add(PREFETCH_GROUPS * QUANT_ROWS * row_bytes);
+                for b in 0..stretch {
+                    prefetch(ahead.wrapping_add(b * QUANT_ROWS * bb), QUANT_ROWS * bb);
+                    // SAFETY: rows 16g .. 16g + 16 each hold `blocks` blocks,
+                    // of which block c + b is in this stretch.
+                    let (levels, dw) = unsafe {
+                        let block = first.add(b * bb);
+                        (
+                            lane_levels::<Q4>(block, row_bytes),
+                            scales(block, row_bytes),
+                        )
+                    };
+                    for (p, s) in sums.iter_mut().take(positions).enumerate() {
+                        let (xb, start) = (&x_at(t0 + p)[b], minus_offsets[p][b]);
+                        *s = add_lane_block(*s, &levels, dw, xb, start);
+                    }
+                }
+                for (l, s) in lanes.iter_mut().zip(&sums).take(positions) {
+                    // SAFETY: `l` is 16 floats.
+                    unsafe { _mm512_storeu_ps(l.as_mut_ptr(), *s) };
+                }
+                for (p, s) in lanes.iter().take(positions).enumerate() {
                     for (r, v) in s.iter().enumerate() {
-                        out[(g * QUANT_ROWS + r) * n + t0 + p] = *v;
+                        o[r * n + t0 + p] = *v;
                     }
                 }
             }
