@@ -216,11 +216,81 @@ pub unsafe fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
-/// Keys whose scores [`attention_scores`] computes together.
+/// Keys whose scores [`attention_scores`] computes together when the head
+/// is not a whole number of vectors.
 const SCORE_KEYS: usize = 4;
 
-/// `scores[p] = dot(q, keys row p)`, the reference's bits, four keys at a
-/// time.
+/// Keys whose scores [`attention_scores`] reduces together when the head
+/// is a whole number of vectors: one output vector.
+const BATCH_KEYS: usize = LANES;
+
+/// The key each of a batch's accumulators holds, so that [`reduce_batch`]
+/// leaves key `k`'s score in lane `k`: accumulator `i` holds key
+/// `4·(i mod 4) + i / 4`.
+const BATCH_ORDER: [usize; BATCH_KEYS] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
+
+/// [`reduce_lanes`] of sixteen vectors at once, the same additions in the
+/// same tree for each (lane `j` plus lane `j+8`, then `j` plus `j+4`, then
+/// the two pairs), interleaved so that sixteen reductions share the
+/// shuffles: with `acc` in [`BATCH_ORDER`], key `k`'s total lands in lane
+/// `k`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn reduce_batch(acc: &[__m512; BATCH_KEYS]) -> __m512 {
+    // Each key's lanes 0–7 plus its lanes 8–15: two keys per vector.
+    let halves = |a: __m512, b: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+        )
+    };
+    // Each key's 0–3 plus 4–7 of those: one key per 128-bit lane.
+    let quarters = |a: __m512, b: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+        )
+    };
+    // Within each 128-bit lane, elements 0+1 and 2+3 of a, then of b.
+    let pairs = |a: __m512, b: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_ps::<0b11_01_11_01>(a, b),
+        )
+    };
+    let h: [__m512; 8] = core::array::from_fn(|k| halves(acc[2 * k], acc[2 * k + 1]));
+    let q: [__m512; 4] = core::array::from_fn(|m| quarters(h[2 * m], h[2 * m + 1]));
+    pairs(pairs(q[0], q[1]), pairs(q[2], q[3]))
+}
+
+/// The scores of [`BATCH_KEYS`] consecutive keys (`first` points at the
+/// first, the keys `row_bytes` apart), each the reference's `dot` of a
+/// head that is a whole number of vectors.
+///
+/// # Safety
+/// The features are available; `q.len()` is a multiple of 16 and 16 keys
+/// of `q.len()` floats are readable from `first`, `row_bytes` apart.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn batch_scores(first: *const u8, row_bytes: usize, q: &[f32]) -> __m512 {
+    let mut acc = [_mm512_setzero_ps(); BATCH_KEYS];
+    for (c, qc) in q.chunks_exact(LANES).enumerate() {
+        // SAFETY: `qc` is 16 floats; elements 16c .. 16c + 16 of each key
+        // are in bounds (the precondition).
+        unsafe {
+            let qv = _mm512_loadu_ps(qc.as_ptr());
+            for (a, &key) in acc.iter_mut().zip(&BATCH_ORDER) {
+                let k = _mm512_loadu_ps(first.add(key * row_bytes + c * LANES * 4).cast());
+                *a = _mm512_add_ps(*a, _mm512_mul_ps(k, qv));
+            }
+        }
+    }
+    reduce_batch(&acc)
+}
+
+/// `scores[p] = dot(q, keys row p)`, the reference's bits: sixteen keys at
+/// a time with their reductions interleaved when the head is a whole
+/// number of vectors, else four keys at a time.
 ///
 /// # Safety
 /// The features are available.
@@ -230,8 +300,24 @@ pub unsafe fn attention_scores(scores: &mut [f32], q: &[f32], keys: Strided<'_>)
     let scores = &mut scores[..keys.rows];
     let base = keys.data.as_ptr().wrapping_add(keys.offset).cast::<u8>();
     let row_bytes = keys.stride * 4;
-    let mut groups = scores.chunks_exact_mut(SCORE_KEYS);
     let mut first = 0;
+    let scores = if keys.width.is_multiple_of(LANES) {
+        let mut batches = scores.chunks_exact_mut(BATCH_KEYS);
+        for batch in &mut batches {
+            // SAFETY: key rows first .. first + 16 < keys.rows each hold
+            // `width` floats from offset (the `Strided` facts); `batch` is
+            // 16 floats.
+            unsafe {
+                let s = batch_scores(base.add(first * row_bytes), row_bytes, q);
+                _mm512_storeu_ps(batch.as_mut_ptr(), s);
+            }
+            first += BATCH_KEYS;
+        }
+        batches.into_remainder()
+    } else {
+        scores
+    };
+    let mut groups = scores.chunks_exact_mut(SCORE_KEYS);
     for group in &mut groups {
         // SAFETY: key rows first .. first + 4 < keys.rows each hold `width`
         // floats from offset (the `Strided` facts).
