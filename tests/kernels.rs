@@ -535,3 +535,136 @@ fn activation_quantization_equals_reference_bit_for_bit() {
         assert!(path.quantize_activations(&x[..63], &mut got).is_err());
     }
 }
+
+/// Bit for bit where the reference is not NaN; NaN where it is (a NaN's
+/// payload is not part of the contract: see `reference.rs`).
+fn assert_bits_eq_or_both_nan(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        if w.is_nan() {
+            assert!(g.is_nan(), "{what}: element {i}: {g} vs NaN");
+        } else {
+            assert_eq!(g.to_bits(), w.to_bits(), "{what}: element {i}: {g} vs {w}");
+        }
+    }
+}
+
+/// `n` inputs for `exp`: mostly within ±24, some far beyond either end of
+/// its range, and a few infinities, NaNs, zeros and subnormals.
+fn exp_inputs(rng: &mut Rng, n: usize) -> Vec<f32> {
+    let specials = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        f32::from_bits(1),
+        f32::MAX,
+        f32::MIN,
+        88.72,
+        -87.4,
+        -103.9,
+        -150.0,
+    ];
+    (0..n)
+        .map(|i| match rng.next_u64() % 8 {
+            0 => specials[i % specials.len()],
+            1 => rng.uniform() * 200.0,
+            _ => rng.uniform() * 24.0,
+        })
+        .collect()
+}
+
+/// `x` with NaN as 0 and everything else clamped to ±200.
+fn finite_copy(x: &[f32]) -> Vec<f32> {
+    x.iter()
+        .map(|&v| {
+            if v.is_nan() {
+                0.0
+            } else {
+                v.clamp(-200.0, 200.0)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn exp_and_sum_equals_reference_bit_for_bit() {
+    let mut rng = Rng::new(13);
+    for path in accelerated_paths() {
+        for n in 0..=257 {
+            let x = exp_inputs(&mut rng, n);
+            // Softmax's shift (the finite maximum), none, and a large one.
+            let finite_max = x
+                .iter()
+                .copied()
+                .filter(|v| v.is_finite())
+                .fold(0.0f32, f32::max);
+            for shift in [finite_max, 0.0, -50.0] {
+                let (mut want, mut got) = (x.clone(), x.clone());
+                let want_sum = reference::exp_and_sum(&mut want, shift);
+                let got_sum = path.exp_and_sum(&mut got, shift);
+                let what = format!("{} n={n} shift {shift}", path.name());
+                assert_bits_eq_or_both_nan(&got, &want, &what);
+                assert_bits_eq_or_both_nan(&[got_sum], &[want_sum], &format!("sum {what}"));
+            }
+            // Finite inputs at softmax's shift: the sum is finite, bit for bit.
+            let finite = finite_copy(&x);
+            let max = finite.iter().copied().fold(f32::MIN, f32::max);
+            let (mut want, mut got) = (finite.clone(), finite.clone());
+            let want_sum = reference::exp_and_sum(&mut want, max);
+            let got_sum = path.exp_and_sum(&mut got, max);
+            assert_bits_eq(&got, &want, &format!("{} n={n} finite", path.name()));
+            assert_eq!(
+                got_sum.to_bits(),
+                want_sum.to_bits(),
+                "{} n={n}",
+                path.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn vector_exp_equals_reference_exp_over_its_whole_range() {
+    // Every 2⁻¹⁰ from −105 to 90, through each path's exponentials (shift
+    // 0), element by element against the scalar definition.
+    let x: Vec<f32> = (-105 * 1024..=90 * 1024)
+        .map(|i| i as f32 / 1024.0)
+        .collect();
+    let want: Vec<f32> = x.iter().map(|&v| reference::exp(v)).collect();
+    for path in accelerated_paths() {
+        let mut got = x.clone();
+        path.exp_and_sum(&mut got, 0.0);
+        assert_bits_eq(&got, &want, path.name());
+    }
+}
+
+#[test]
+fn silu_mul_equals_reference_bit_for_bit() {
+    let mut rng = Rng::new(14);
+    for path in accelerated_paths() {
+        for n in 0..=257 {
+            let gate = exp_inputs(&mut rng, n);
+            let up = exp_inputs(&mut rng, n);
+            let what = format!("{} n={n}", path.name());
+            let (mut want, mut got) = (gate.clone(), gate.clone());
+            reference::silu_mul(&mut want, &up);
+            path.silu_mul(&mut got, &up);
+            assert_bits_eq_or_both_nan(&got, &want, &what);
+            // Finite gates and ups: no NaN anywhere, bit for bit.
+            let gate = finite_copy(&gate);
+            let up = values(&mut rng, n);
+            let (mut want, mut got) = (gate.clone(), gate.clone());
+            reference::silu_mul(&mut want, &up);
+            path.silu_mul(&mut got, &up);
+            assert_bits_eq(&got, &want, &format!("{what} finite"));
+            // Unequal lengths: the common length only.
+            let mut short = gate.clone();
+            short.push(1.5);
+            path.silu_mul(&mut short, &up);
+            assert_bits_eq(&short[..n], &want, &format!("{what} longer gate"));
+            assert_eq!(short[n], 1.5, "{what}: past the common length");
+        }
+    }
+}

@@ -21,6 +21,7 @@
 use core::arch::x86_64::*;
 use half::{bf16, f16};
 
+use super::reference;
 use super::shapes::{
     block_bytes, Activations, Float, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided,
 };
@@ -332,6 +333,147 @@ pub unsafe fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>
     for (p, &w) in weights.iter().enumerate() {
         for (o, &v) in tail.iter_mut().zip(&values.row(p)[whole..]) {
             *o += w * v;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// exp, softmax's exponentials, SwiGLU's gate
+// ---------------------------------------------------------------------------
+
+/// [`reference::exp`] on eight lanes: the same operations in the same order
+/// (a multiply, then an add: never fused), hence the same bits lane by lane.
+/// `max(lowest, x)` and `min(highest, x)` return `x` when it is NaN, as the
+/// reference's selects do.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn exp8(x: __m256) -> __m256 {
+    let x = _mm256_max_ps(_mm256_set1_ps(reference::EXP_LOWEST), x);
+    let x = _mm256_min_ps(_mm256_set1_ps(reference::EXP_HIGHEST), x);
+    let rounder = _mm256_set1_ps(reference::EXP_ROUNDER);
+    let shifted = _mm256_add_ps(
+        _mm256_mul_ps(x, _mm256_set1_ps(reference::EXP_LOG2_E)),
+        rounder,
+    );
+    let n = _mm256_sub_ps(shifted, rounder);
+    let r = _mm256_sub_ps(
+        _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(reference::EXP_LN2_HI))),
+        _mm256_mul_ps(n, _mm256_set1_ps(reference::EXP_LN2_LO)),
+    );
+    let mut p = _mm256_set1_ps(reference::EXP_POLY[0]);
+    for &c in &reference::EXP_POLY[1..] {
+        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c));
+    }
+    let k = _mm256_sub_epi32(
+        _mm256_castps_si256(shifted),
+        _mm256_set1_epi32(reference::EXP_ROUNDER.to_bits() as i32),
+    );
+    let half = _mm256_srai_epi32::<1>(k);
+    let rest = _mm256_sub_epi32(k, half);
+    _mm256_mul_ps(_mm256_mul_ps(p, pow2(half)), pow2(rest))
+}
+
+/// 2^k per lane for `k` in −126 ..= 127, built in the exponent bits.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pow2(k: __m256i) -> __m256 {
+    let biased = _mm256_add_epi32(k, _mm256_set1_epi32(127));
+    _mm256_castsi256_ps(_mm256_slli_epi32::<23>(biased))
+}
+
+/// A mask of lanes `0 .. n` (`n ≤ 8`) for `maskload` / `maskstore`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn first_lanes(n: usize) -> __m256i {
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// `x[i] = exp(x[i] − shift)`, returning their sum in the reference's
+/// order: lanes 0–7 and 8–15 in two registers, the fixed reduction, then the
+/// tail (its exponentials computed in masked vectors) in order.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn exp_and_sum(x: &mut [f32], shift: f32) -> f32 {
+    let n = x.len();
+    let whole = n - n % LANES;
+    let s = _mm256_set1_ps(shift);
+    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut c = 0;
+    while c < whole {
+        // SAFETY: c + 16 <= n; `x` is borrowed mutably, so the stores alias
+        // nothing else.
+        unsafe {
+            let p = x.as_mut_ptr().add(c);
+            let e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(p), s));
+            let e1 = exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(WIDTH)), s));
+            _mm256_storeu_ps(p, e0);
+            _mm256_storeu_ps(p.add(WIDTH), e1);
+            lo = _mm256_add_ps(lo, e0);
+            hi = _mm256_add_ps(hi, e1);
+        }
+        c += LANES;
+    }
+    let mut sum = reduce_lanes(lo, hi);
+    let tail = &mut x[whole..];
+    for chunk in tail.chunks_mut(WIDTH) {
+        let mask = first_lanes(chunk.len());
+        // SAFETY: the mask covers the chunk's `len ≤ 8` floats; lanes past
+        // it are neither read nor written.
+        unsafe {
+            let v = _mm256_maskload_ps(chunk.as_ptr(), mask);
+            _mm256_maskstore_ps(chunk.as_mut_ptr(), mask, exp8(_mm256_sub_ps(v, s)));
+        }
+    }
+    for &e in tail.iter() {
+        sum += e;
+    }
+    sum
+}
+
+/// [`reference::silu_times`] on eight lanes: `(g · (1 / (1 + exp(−g)))) · u`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn silu_times8(g: __m256, u: __m256) -> __m256 {
+    let one = _mm256_set1_ps(1.0);
+    // −g flips the sign bit, as the reference's negation does.
+    let e = exp8(_mm256_xor_ps(g, _mm256_set1_ps(-0.0)));
+    let silu = _mm256_mul_ps(g, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+    _mm256_mul_ps(silu, u)
+}
+
+/// SwiGLU's gate over the common length, the reference's bits: eight
+/// elements at a time, then a masked vector.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let whole = n - n % WIDTH;
+    let mut c = 0;
+    while c < whole {
+        // SAFETY: c + 8 <= n <= both lengths; `gate` is borrowed mutably.
+        unsafe {
+            let p = gate.as_mut_ptr().add(c);
+            let u = _mm256_loadu_ps(up.as_ptr().add(c));
+            _mm256_storeu_ps(p, silu_times8(_mm256_loadu_ps(p), u));
+        }
+        c += WIDTH;
+    }
+    if whole < n {
+        let mask = first_lanes(n - whole);
+        // SAFETY: the mask covers elements whole .. n of both slices; lanes
+        // past them are neither read nor written.
+        unsafe {
+            let p = gate.as_mut_ptr().add(whole);
+            let g = _mm256_maskload_ps(p, mask);
+            let u = _mm256_maskload_ps(up.as_ptr().add(whole), mask);
+            _mm256_maskstore_ps(p, mask, silu_times8(g, u));
         }
     }
 }

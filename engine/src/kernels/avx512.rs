@@ -30,6 +30,7 @@
 use core::arch::x86_64::*;
 
 use super::avx2::{self, prefetch, reduce8, tail_sum, BF16, F16, F32, STREAM_BYTES};
+use super::reference;
 use super::shapes::{
     block_bytes, Activations, Float, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided,
 };
@@ -395,6 +396,134 @@ pub unsafe fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>
 pub unsafe fn quantize_activations(a: Activations<'_>) {
     // SAFETY: AVX2, FMA and F16C are among this function's features.
     unsafe { avx2::quantize_activations(a) }
+}
+
+// ---------------------------------------------------------------------------
+// exp, softmax's exponentials, SwiGLU's gate
+// ---------------------------------------------------------------------------
+
+/// [`reference::exp`] on sixteen lanes: the same operations in the same
+/// order (a multiply, then an add: never fused), hence the same bits lane by
+/// lane. `max(lowest, x)` and `min(highest, x)` return `x` when it is NaN,
+/// as the reference's selects do.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn exp16(x: __m512) -> __m512 {
+    let x = _mm512_max_ps(_mm512_set1_ps(reference::EXP_LOWEST), x);
+    let x = _mm512_min_ps(_mm512_set1_ps(reference::EXP_HIGHEST), x);
+    let rounder = _mm512_set1_ps(reference::EXP_ROUNDER);
+    let shifted = _mm512_add_ps(
+        _mm512_mul_ps(x, _mm512_set1_ps(reference::EXP_LOG2_E)),
+        rounder,
+    );
+    let n = _mm512_sub_ps(shifted, rounder);
+    let r = _mm512_sub_ps(
+        _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(reference::EXP_LN2_HI))),
+        _mm512_mul_ps(n, _mm512_set1_ps(reference::EXP_LN2_LO)),
+    );
+    let mut p = _mm512_set1_ps(reference::EXP_POLY[0]);
+    for &c in &reference::EXP_POLY[1..] {
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c));
+    }
+    let k = _mm512_sub_epi32(
+        _mm512_castps_si512(shifted),
+        _mm512_set1_epi32(reference::EXP_ROUNDER.to_bits() as i32),
+    );
+    let half = _mm512_srai_epi32::<1>(k);
+    let rest = _mm512_sub_epi32(k, half);
+    _mm512_mul_ps(_mm512_mul_ps(p, pow2(half)), pow2(rest))
+}
+
+/// 2^k per lane for `k` in −126 ..= 127, built in the exponent bits.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn pow2(k: __m512i) -> __m512 {
+    let biased = _mm512_add_epi32(k, _mm512_set1_epi32(127));
+    _mm512_castsi512_ps(_mm512_slli_epi32::<23>(biased))
+}
+
+/// The lane mask of elements `0 .. n`, `n ≤ 16`.
+#[inline(always)]
+fn first_lanes(n: usize) -> __mmask16 {
+    ((1u32 << n.min(LANES)) - 1) as __mmask16
+}
+
+/// `x[i] = exp(x[i] − shift)`, returning their sum in the reference's
+/// order: the sixteen lanes in one register, the fixed reduction, then the
+/// tail (its exponentials computed in one masked vector) in order.
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn exp_and_sum(x: &mut [f32], shift: f32) -> f32 {
+    let n = x.len();
+    let whole = n - n % LANES;
+    let s = _mm512_set1_ps(shift);
+    let mut lanes = _mm512_setzero_ps();
+    let mut c = 0;
+    while c < whole {
+        // SAFETY: c + 16 <= n; `x` is borrowed mutably, so the store aliases
+        // nothing else.
+        unsafe {
+            let p = x.as_mut_ptr().add(c);
+            let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p), s));
+            _mm512_storeu_ps(p, e);
+            lanes = _mm512_add_ps(lanes, e);
+        }
+        c += LANES;
+    }
+    let mut sum = reduce_lanes(lanes);
+    let tail = &mut x[whole..];
+    let mask = first_lanes(tail.len());
+    // SAFETY: the mask covers the tail's `len < 16` floats; lanes past it
+    // are neither read nor written.
+    unsafe {
+        let v = _mm512_maskz_loadu_ps(mask, tail.as_ptr());
+        _mm512_mask_storeu_ps(tail.as_mut_ptr(), mask, exp16(_mm512_sub_ps(v, s)));
+    }
+    for &e in tail.iter() {
+        sum += e;
+    }
+    sum
+}
+
+/// [`reference::silu_times`] on sixteen lanes: `(g · (1 / (1 + exp(−g)))) · u`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn silu_times16(g: __m512, u: __m512) -> __m512 {
+    let one = _mm512_set1_ps(1.0);
+    // −g flips the sign bit, as the reference's negation does.
+    let minus_g = _mm512_castsi512_ps(_mm512_xor_si512(
+        _mm512_castps_si512(g),
+        _mm512_set1_epi32(i32::MIN),
+    ));
+    let e = exp16(minus_g);
+    let silu = _mm512_mul_ps(g, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+    _mm512_mul_ps(silu, u)
+}
+
+/// SwiGLU's gate over the common length, the reference's bits: sixteen
+/// elements at a time, then a masked vector.
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let mut c = 0;
+    while c < n {
+        let mask = first_lanes(n - c);
+        // SAFETY: the mask covers elements c .. min(c + 16, n) of both
+        // slices; lanes past them are neither read nor written. `gate` is
+        // borrowed mutably.
+        unsafe {
+            let p = gate.as_mut_ptr().add(c);
+            let g = _mm512_maskz_loadu_ps(mask, p);
+            let u = _mm512_maskz_loadu_ps(mask, up.as_ptr().add(c));
+            _mm512_mask_storeu_ps(p, mask, silu_times16(g, u));
+        }
+        c += LANES;
+    }
 }
 
 // ---------------------------------------------------------------------------

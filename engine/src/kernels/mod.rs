@@ -1,5 +1,6 @@
-//! The inference kernels: matrix products, attention's inner loops and the
-//! quantization of activations.
+//! The inference kernels: matrix products, attention's inner loops,
+//! softmax's exponentials, SwiGLU's gate and the quantization of
+//! activations.
 //!
 //! - `reference.rs` defines every kernel (and is the portable path);
 //! - `avx2.rs` and `avx512.rs` hold only intrinsics, with the same function
@@ -54,6 +55,19 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[inline]
 pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     Path::active().axpy(y, a, x)
+}
+
+/// `x[i] = exp(x[i] − shift)`, returning their sum; see
+/// [`reference::exp_and_sum`].
+#[inline]
+pub fn exp_and_sum(x: &mut [f32], shift: f32) -> f32 {
+    Path::active().exp_and_sum(x, shift)
+}
+
+/// SwiGLU's gate over the common length; see [`reference::silu_mul`].
+#[inline]
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    Path::active().silu_mul(gate, up)
 }
 
 /// Quantizes activations into Q8 blocks for the integer kernels; the bits

@@ -196,6 +196,19 @@ impl Path {
         run_on!(self, axpy(y, a, x))
     }
 
+    /// `x[i] = exp(x[i] − shift)` for every element, returning the sum of the
+    /// results in the order of a dot product (softmax's numerator and
+    /// denominator); `exp` is [`reference::exp`].
+    pub fn exp_and_sum(self, x: &mut [f32], shift: f32) -> f32 {
+        run_on!(self, exp_and_sum(x, shift))
+    }
+
+    /// SwiGLU's gate over the common length: `gate[i] = silu(gate[i]) ·
+    /// up[i]`; see [`reference::silu_mul`].
+    pub fn silu_mul(self, gate: &mut [f32], up: &[f32]) {
+        run_on!(self, silu_mul(gate, up))
+    }
+
     /// Attention scores of one query head against `scores.len()` cached
     /// positions: `scores[p] = dot(q, keys[p·stride + offset ..][..q.len()])`.
     ///

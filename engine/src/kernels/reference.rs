@@ -17,9 +17,24 @@
 //!   from 0.0, `d_w` the block's f16 scale as f32.
 //! - **Attention's weighted sum** is an `axpy` per position, in order.
 //! - **Activation blocks** are quantized by [`crate::quant`]'s one quantizer.
+//! - **Softmax's sum of exponentials** ([`exp_and_sum`]) keeps the 16 lanes
+//!   and the tail of a dot product, adding `e` where a dot product adds a
+//!   product.
 //!
 //! A result therefore depends on the row and the input only: never on which
 //! rows a kernel walks together, nor on how the rows are split among threads.
+//!
+//! # `exp`
+//!
+//! [`exp`] is defined by plain f32 operations (multiplies, adds, compares,
+//! integer ops on the bits; nothing fused, no library call), so that a
+//! vector lane computes exactly the scalar's bits. It is within 2 ulp of
+//! e^x (1.17 at worst over the test's sweep of the whole range against
+//! f64). Results below the smallest normal are its own value rounded once
+//! to a subnormal, down to 0; past ln(f32::MAX) it is +inf; NaN stays NaN.
+//! A NaN in any kernel gives a NaN out on every path, but its payload bits
+//! are the hardware's and the compiler's business, not part of the
+//! contract.
 //!
 //! The functions taking checked arguments ([`super::shapes`]) are the
 //! portable path; [`super::Path`] validates and dispatches.
@@ -74,6 +89,112 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     for (yv, &xv) in y.iter_mut().zip(x) {
         *yv += a * xv;
     }
+}
+
+// ---------------------------------------------------------------------------
+// exp, softmax's exponentials, SwiGLU's gate
+// ---------------------------------------------------------------------------
+
+/// Inputs are clamped to `[EXP_LOWEST, EXP_HIGHEST]` first: e^−104 rounds
+/// to 0 and e^88.75 overflows to +inf, so the clamp changes no result, and
+/// `n` below stays in −150 ..= 128.
+pub const EXP_LOWEST: f32 = -104.0;
+/// See [`EXP_LOWEST`].
+pub const EXP_HIGHEST: f32 = 88.75;
+/// log2(e), rounded to f32.
+pub const EXP_LOG2_E: f32 = core::f32::consts::LOG2_E;
+/// 1.5 · 2²³: adding it to a float below 2²² in magnitude rounds that float
+/// to the nearest integer (ties to even), which then sits in the low
+/// mantissa bits of the sum.
+pub const EXP_ROUNDER: f32 = 12_582_912.0;
+/// ln 2 = `EXP_LN2_HI + EXP_LN2_LO` (to 2⁻³⁴): the high part is 355/512, nine
+/// significant bits, so `n · EXP_LN2_HI` is exact for every `n` used.
+pub const EXP_LN2_HI: f32 = 355.0 / 512.0;
+/// See [`EXP_LN2_HI`].
+pub const EXP_LN2_LO: f32 = -2.121_944_4e-4;
+/// e^r's Taylor coefficients, highest degree first (for Horner's rule): to
+/// r⁷/7!, whose truncation error on |r| ≤ ln2/2 is below 1e-8 relative.
+pub const EXP_POLY: [f32; 8] = [
+    1.0 / 5040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+    1.0,
+    1.0,
+];
+
+/// 2^k for `k` in −126 ..= 127, built in the exponent bits.
+#[inline(always)]
+fn pow2(k: i32) -> f32 {
+    f32::from_bits((k.wrapping_add(127) as u32) << 23)
+}
+
+/// e^x, the definition every path's vector lanes reproduce (see the module
+/// notes). Step by step:
+///
+/// 1. clamp `x` to [`EXP_LOWEST`] ..= [`EXP_HIGHEST`] (a NaN passes);
+/// 2. `shifted = x · log2e + 1.5·2²³`, `n = shifted − 1.5·2²³`: x·log2e
+///    rounded to an integer;
+/// 3. `r = (x − n·ln2_hi) − n·ln2_lo`, |r| ≤ ~ln2/2;
+/// 4. `p` = the degree-7 Taylor polynomial of e^r by Horner's rule;
+/// 5. `k` = `n` as an integer, read from the bits of `shifted`; the result is
+///    `(p · 2^(k>>1)) · 2^(k − (k>>1))`: both factors are normal floats, the
+///    first product is exact, the second rounds once (to a subnormal, or
+///    to 0, or overflows to +inf, where e^x does).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    // The same selects as `max(lowest, x)` then `min(highest, x)` with the
+    // x86 semantics, which return `x` when it is NaN.
+    let x = if EXP_LOWEST > x { EXP_LOWEST } else { x };
+    let x = if EXP_HIGHEST < x { EXP_HIGHEST } else { x };
+    let shifted = x * EXP_LOG2_E + EXP_ROUNDER;
+    let n = shifted - EXP_ROUNDER;
+    let r = (x - n * EXP_LN2_HI) - n * EXP_LN2_LO;
+    let mut p = EXP_POLY[0];
+    for &c in &EXP_POLY[1..] {
+        p = p * r + c;
+    }
+    let k = (shifted.to_bits() as i32).wrapping_sub(EXP_ROUNDER.to_bits() as i32);
+    let half = k >> 1;
+    (p * pow2(half)) * pow2(k.wrapping_sub(half))
+}
+
+/// `x[i] = exp(x[i] − shift)` for every element, returning the sum of the
+/// results in the order of a dot product: 16 lanes, their fixed reduction,
+/// then the tail in order (softmax's numerator and denominator).
+pub fn exp_and_sum(x: &mut [f32], shift: f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let mut blocks = x.chunks_exact_mut(LANES);
+    for block in &mut blocks {
+        for j in 0..LANES {
+            block[j] = exp(block[j] - shift);
+            lanes[j] += block[j];
+        }
+    }
+    let mut sum = reduce_lanes(lanes);
+    for v in blocks.into_remainder() {
+        *v = exp(*v - shift);
+        sum += *v;
+    }
+    sum
+}
+
+/// SwiGLU's gate over the common length: `gate[i] = (g · (1 / (1 +
+/// exp(−g)))) · up[i]` with `g = gate[i]` (llama2.c's operations, with
+/// [`exp`]).
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = silu_times(*g, u);
+    }
+}
+
+/// One element of [`silu_mul`].
+#[inline(always)]
+pub fn silu_times(g: f32, u: f32) -> f32 {
+    let silu = g * (1.0 / (1.0 + exp(-g)));
+    silu * u
 }
 
 // ---------------------------------------------------------------------------
@@ -563,6 +684,111 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// |got − want| in units of the f32 spacing at `want` (2⁻¹⁴⁹ among
+    /// the subnormals).
+    fn ulps(got: f32, want: f64) -> f64 {
+        let spacing = if want.abs() < f32::MIN_POSITIVE as f64 {
+            2f64.powi(-149)
+        } else {
+            2f64.powi(want.abs().log2().floor() as i32 - 23)
+        };
+        (got as f64 - want).abs() / spacing
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_of_f64_over_its_whole_range() {
+        // Every 2⁻¹⁰ from −104 to 89, and every 2⁻¹⁶ around the overflow
+        // and underflow edges and zero.
+        let mut xs: Vec<f32> = (-104 * 1024..=89 * 1024)
+            .map(|i| i as f32 / 1024.0)
+            .collect();
+        for centre in [-103.9f32, -87.33, 0.0, 88.72] {
+            xs.extend((-4096..=4096).map(|i| centre + i as f32 / 65536.0));
+        }
+        let mut worst = (0.0f64, 0.0f32);
+        for &x in &xs {
+            let got = exp(x);
+            let want = (x as f64).exp();
+            if want > f32::MAX as f64 {
+                // Past ln(f32::MAX): +inf, or within 2 ulp of it.
+                assert!(
+                    got == f32::INFINITY || ulps(got, f32::MAX as f64) <= 2.0,
+                    "{x}"
+                );
+                continue;
+            }
+            let err = ulps(got, want);
+            if err > worst.0 {
+                worst = (err, x);
+            }
+        }
+        assert!(worst.0 <= 2.0, "exp({}) is {} ulp off", worst.1, worst.0);
+    }
+
+    #[test]
+    fn exp_of_special_values() {
+        assert_eq!(exp(0.0).to_bits(), 1.0f32.to_bits());
+        assert_eq!(exp(-0.0).to_bits(), 1.0f32.to_bits());
+        assert_eq!(exp(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp(f32::MAX), f32::INFINITY);
+        assert_eq!(exp(89.0), f32::INFINITY);
+        assert_eq!(exp(f32::NEG_INFINITY).to_bits(), 0);
+        assert_eq!(exp(f32::MIN).to_bits(), 0);
+        assert_eq!(exp(EXP_LOWEST).to_bits(), 0);
+        assert_eq!(exp(-1000.0).to_bits(), 0);
+        assert!(exp(f32::NAN).is_nan());
+        assert!(exp(-f32::NAN).is_nan());
+        // Subnormal results: e^−100 ≈ 3.7e−44, about 26 · 2⁻¹⁴⁹.
+        let tiny = exp(-100.0);
+        assert!(tiny > 0.0 && tiny < f32::MIN_POSITIVE);
+        assert!(ulps(tiny, (-100f64).exp()) <= 1.0);
+        // e^x = 1 for the smallest inputs; e^ln(2) ≈ 2.
+        assert_eq!(exp(f32::from_bits(1)), 1.0);
+        assert!(ulps(exp(core::f32::consts::LN_2), 2.0) <= 1.0);
+    }
+
+    #[test]
+    fn exp_constants_are_what_they_claim() {
+        let ln2 = core::f64::consts::LN_2;
+        assert!((EXP_LN2_HI as f64 + EXP_LN2_LO as f64 - ln2).abs() < 2f64.powi(-34));
+        // n · ln2_hi exact for |n| ≤ 150: ln2_hi has at most 9 significant
+        // bits.
+        assert_eq!(EXP_LN2_HI.to_bits() & ((1 << 15) - 1), 0);
+        assert!((EXP_LOWEST as f64).exp() < 2f64.powi(-150));
+        assert!((EXP_HIGHEST as f64).exp() > f32::MAX as f64);
+    }
+
+    #[test]
+    fn exp_and_sum_sums_like_a_dot_product() {
+        let mut rng = Rng(21);
+        for n in [0, 1, 15, 16, 17, 35, 100] {
+            let x = rng.vec(n);
+            let mut got = x.clone();
+            let sum = exp_and_sum(&mut got, 0.25);
+            let e: Vec<f32> = x.iter().map(|&v| exp(v - 0.25)).collect();
+            assert_eq!(got, e);
+            let ones = std::vec![1.0f32; n];
+            assert_eq!(sum.to_bits(), dot(&e, &ones).to_bits(), "n={n}");
+        }
+    }
+
+    #[test]
+    fn silu_mul_matches_f64() {
+        let mut rng = Rng(22);
+        let gate: Vec<f32> = rng.vec(200).iter().map(|v| v * 30.0).collect();
+        let up = rng.vec(200);
+        let mut out = gate.clone();
+        silu_mul(&mut out, &up);
+        for i in 0..200 {
+            let g = gate[i] as f64;
+            let want = g / (1.0 + (-g).exp()) * up[i] as f64;
+            assert!(
+                (out[i] as f64 - want).abs() <= 1e-6 * want.abs().max(1e-30),
+                "{g}"
+            );
         }
     }
 
