@@ -2,7 +2,10 @@
 //! each, writing into output arguments. The arithmetic follows llama2.c's
 //! `run.c` operation for operation (f32 throughout, `libm` for the
 //! transcendental functions since `no_std` has none), so a correct model
-//! reproduces llama2.c's greedy token stream.
+//! reproduces llama2.c's greedy token stream. Two exceptions, both in
+//! [`kernels`] so that they run vectorized: `exp` is the kernels' own
+//! ([`kernels::reference::exp`], within 2 ulp of `expf`), and softmax sums
+//! its exponentials in the 16 lanes of a dot product.
 //!
 //! Slices that should have equal lengths are zipped: a caller that breaks a
 //! documented shape gets a truncated result (and a debug assertion), never a
@@ -105,7 +108,8 @@ pub fn rope_rotation(pos: u32, pair: usize, head_dim: usize, theta: f32) -> (f32
 }
 
 /// Softmax in place, with the maximum subtracted first so `exp` cannot
-/// overflow. An empty slice is left alone.
+/// overflow; the exponentials and their sum come from
+/// [`kernels::exp_and_sum`]. An empty slice is left alone.
 pub fn softmax(x: &mut [f32]) {
     let Some(&first) = x.first() else {
         return;
@@ -116,11 +120,7 @@ pub fn softmax(x: &mut [f32]) {
             max = v;
         }
     }
-    let mut sum = 0.0f32;
-    for v in x.iter_mut() {
-        *v = libm::expf(*v - max);
-        sum += *v;
-    }
+    let sum = kernels::exp_and_sum(x, max);
     for v in x.iter_mut() {
         *v /= sum;
     }
@@ -130,10 +130,7 @@ pub fn softmax(x: &mut [f32]) {
 /// `silu(g) = g / (1 + exp(−g))`. `gate`, `up`: `[hidden_dim]`.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     debug_assert_eq!(gate.len(), up.len(), "silu_mul: lengths");
-    for (g, &u) in gate.iter_mut().zip(up) {
-        let silu = *g * (1.0 / (1.0 + libm::expf(-*g)));
-        *g = silu * u;
-    }
+    kernels::silu_mul(gate, up);
 }
 
 /// `x += y` elementwise (the residual connections).
