@@ -3,7 +3,9 @@
 //! 288×288 (wq), 768×2048 (w2 of 110M), 32000×288 (15M classifier) and
 //! 32000×768 (110M classifier), beside the GB/s of a plain streaming read
 //! of the same bytes (what the memory gives one core: the bound a kernel
-//! on a matrix from DRAM can reach).
+//! on a matrix from DRAM can reach). Then the prefill products, and the
+//! element-wise kernels (softmax's exponentials, SwiGLU's gate) in
+//! nanoseconds per element.
 //!
 //! Quantized rows use activations already quantized (that step is the
 //! caller's, once per vector). Each figure is the best of `RUNS` runs, a
@@ -117,6 +119,46 @@ fn main() {
         }
     }
     matmul_table(&paths, &wanted);
+    elementwise_table(&paths);
+}
+
+/// Vector lengths of the element-wise kernels: attention over 64 and 1024
+/// positions, the 110M model's hidden width, a 32000-token vocabulary.
+const ELEMENTWISE_LENS: [usize; 4] = [64, 1024, 2048, 32000];
+
+/// Softmax's exponentials (`exp_and_sum`) and SwiGLU's gate (`silu_mul`):
+/// nanoseconds per element, per path (each call includes refilling its
+/// input from a copy).
+fn elementwise_table(paths: &[Path]) {
+    println!("\nelement-wise kernels, ns per element");
+    let mut header = format!("{:<12} {:>7}", "kernel", "length");
+    for p in paths {
+        header += &format!(" | {:>8}", p.name());
+    }
+    println!("{header}");
+    println!("{}", "-".repeat(header.chars().count()));
+    let mut rng = Rng::new(3);
+    for n in ELEMENTWISE_LENS {
+        let input: Vec<f32> = rng.uniform_vec(n).iter().map(|v| v * 8.0).collect();
+        let up = rng.uniform_vec(n);
+        let mut buffer = input.clone();
+        let mut exp_line = format!("{:<12} {n:>7}", "exp_and_sum");
+        let mut silu_line = format!("{:<12} {n:>7}", "silu_mul");
+        for &path in paths {
+            let t = best_seconds(|| {
+                buffer.copy_from_slice(&input);
+                black_box(path.exp_and_sum(&mut buffer, 8.0));
+            });
+            exp_line += &format!(" | {:>8.3}", t * 1e9 / n as f64);
+            let t = best_seconds(|| {
+                buffer.copy_from_slice(&input);
+                path.silu_mul(&mut buffer, &up);
+                black_box(&buffer);
+            });
+            silu_line += &format!(" | {:>8.3}", t * 1e9 / n as f64);
+        }
+        println!("{exp_line}\n{silu_line}");
+    }
 }
 
 /// Reads every byte once, front to back, as a vectorized sum of 64-bit
