@@ -445,6 +445,9 @@ fn rows_per_task(rows: usize, threads: usize) -> usize {
     rows.div_ceil(threads.max(1)).next_multiple_of(16).max(1)
 }
 
+/// Rows of a chunk's products [`Scratch::project`] moves into place together.
+const TRANSPOSE_ROWS: usize = 16;
+
 /// What a matrix product needs besides its operands.
 struct Scratch<'s> {
     parallel: &'s dyn Parallel,
@@ -529,10 +532,16 @@ impl Scratch<'_> {
                         failed.store(true, Ordering::Relaxed);
                     }
                 });
-            // `[rows × n]` → `[n × rows]`.
-            for (t, out_row) in out.chunks_exact_mut(rows).enumerate() {
-                for (o, row_products) in out_row.iter_mut().zip(products.chunks_exact(n)) {
-                    *o = row_products[t];
+            // `[rows × n]` → `[n × rows]`, sixteen rows at a time: their
+            // products stay in L1 while every position takes its share.
+            for (tile, tile_products) in products.chunks(TRANSPOSE_ROWS * n).enumerate() {
+                let tile_rows = tile_products.len() / n;
+                for (t, out_row) in out.chunks_exact_mut(rows).enumerate() {
+                    let out_tile = &mut out_row[tile * TRANSPOSE_ROWS..][..tile_rows];
+                    for (o, row_products) in out_tile.iter_mut().zip(tile_products.chunks_exact(n))
+                    {
+                        *o = row_products[t];
+                    }
                 }
             }
         }
