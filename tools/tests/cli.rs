@@ -101,8 +101,9 @@ fn convert_stories260k_then_verify_and_inspect() {
         "parameters 260,032",
         "source = llama2.c checkpoint version 0",
         // (16*(64*4 + 172*2) activations + 8*(256 + 16*8) attention + 512 logits
-        //  + 2*5*256*32 KV + 16*172 products + 16*9*6 Q8 block floats) * 4 bytes
-        "256 positions need 394,880 bytes",
+        //  + 2*5*256*32 KV + 16*172 products + 16*9*6 Q8 block floats
+        //  + 16*8 RoPE rotations) * 4 bytes
+        "256 positions need 395,392 bytes",
     ] {
         assert!(text.contains(needle), "{needle:?} not in\n{text}");
     }
