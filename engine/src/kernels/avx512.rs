@@ -757,9 +757,62 @@ fn add_block(sums: __m512, levels: &[__m512i; 8], dw: __m512, xb: &BlockQ8, offs
     let x = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
     let x = _mm512_broadcast_i64x4(x);
     let products = levels.map(|l| _mm512_dpbusd_epi32(_mm512_setzero_si512(), l, x));
-    let totals = _mm512_sub_epi32(transpose_sum(&products), _mm512_set1_epi32(offset));
+    add_totals(sums, transpose_sum(&products), dw, xb, offset)
+}
+
+/// `sum += (d_w · d_x) · (t − offset)` for the sixteen rows, one lane each,
+/// given their totals `t` with one activation block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn add_totals(sums: __m512, totals: __m512i, dw: __m512, xb: &BlockQ8, offset: i32) -> __m512 {
+    let totals = _mm512_sub_epi32(totals, _mm512_set1_epi32(offset));
     let scale = _mm512_mul_ps(dw, _mm512_set1_ps(xb.d));
     _mm512_add_ps(sums, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(totals)))
+}
+
+/// The totals `Σ q·x` of one Q4_0 block of the sixteen rows with the
+/// activation block `xb`, row `r` in lane `r` (`block` points at the first
+/// row's block, the rows `row_bytes` apart). A row's 16 packed bytes fill
+/// one 128-bit lane, so a vector holds four rows (vector `e`: rows `e`,
+/// `e+4`, `e+8`, `e+12`): its low nibbles meet activations 0–15 and its high
+/// nibbles 16–31 in two `vpdpbusd`, leaving four partial sums per row, and a
+/// 4×4 transpose-add per lane puts row `4L + e` in element `e` of lane `L`.
+/// Half the shuffles of [`block_levels`] and [`transpose_sum`].
+///
+/// # Safety
+/// The features are available; block `block + r · row_bytes` is whole for
+/// every `r < 16`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q4_totals(block: *const u8, row_bytes: usize, xb: &BlockQ8) -> __m512i {
+    // SAFETY: `xb.qs` is 32 bytes.
+    let (x_low, x_high) = unsafe {
+        (
+            _mm512_broadcast_i32x4(_mm_loadu_si128(xb.qs.as_ptr().cast())),
+            _mm512_broadcast_i32x4(_mm_loadu_si128(xb.qs.as_ptr().add(16).cast())),
+        )
+    };
+    let nibble = _mm512_set1_epi8(0x0f);
+    let partial: [__m512i; 4] = core::array::from_fn(|e| {
+        // SAFETY: 16 bytes follow each row's scale (the caller's block).
+        let row = |i: usize| unsafe {
+            _mm_loadu_si128(block.add((e + 4 * i) * row_bytes + SCALE_BYTES).cast())
+        };
+        let v = _mm512_castsi128_si512(row(0));
+        let v = _mm512_inserti32x4::<1>(v, row(1));
+        let v = _mm512_inserti32x4::<2>(v, row(2));
+        let v = _mm512_inserti32x4::<3>(v, row(3));
+        let low = _mm512_and_si512(v, nibble);
+        let high = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
+        let sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), low, x_low);
+        _mm512_dpbusd_epi32(sums, high, x_high)
+    });
+    // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], then each vector's total.
+    let pair = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
+    };
+    let (ab, cd) = (pair(partial[0], partial[1]), pair(partial[2], partial[3]));
+    _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd))
 }
 
 /// Reduces the eight pair vectors of [`ROW_PAIRS`] to one vector of the
@@ -809,14 +862,15 @@ unsafe fn sixteen_rows<const Q4: bool>(
         prefetch(ahead.wrapping_add(b * QUANT_ROWS * bb), QUANT_ROWS * bb);
         // SAFETY: block b of each of the sixteen rows is whole (the
         // function's precondition).
-        let (levels, dw) = unsafe {
+        unsafe {
             let block = first.add(b * bb);
-            (
-                block_levels::<Q4>(block, row_bytes),
-                scales(block, row_bytes),
-            )
-        };
-        sums = add_block(sums, &levels, dw, xb, offset);
+            let dw = scales(block, row_bytes);
+            sums = if Q4 {
+                add_totals(sums, q4_totals(block, row_bytes, xb), dw, xb, offset)
+            } else {
+                add_block(sums, &block_levels::<Q4>(block, row_bytes), dw, xb, offset)
+            };
+        }
     }
     sums
 }
