@@ -1,10 +1,9 @@
 //! The whole model: the forward pass as a straight loop over blocks, and the
 //! backward pass as the same loop reversed. The engine's math (RMSNorm, the
 //! RoPE angles from `kinglet::ops::rope_rotation`, the engine's dot and
-//! quantizer) with two differences: `exp` in the attention softmax and the
-//! cross-entropy is `layers::fast_exp` (within 2 ulp of e^x, as the
-//! engine's `kinglet::kernels::reference::exp` is), and sums run in other
-//! orders (matrix kernels, shards). `trainer_engine_parity` holds the
+//! quantizer, and its `exp`, `kinglet::kernels::reference::exp`, through
+//! `layers::fast_exp`) with one difference: sums run in other orders
+//! (matrix kernels, shards). `trainer_engine_parity` holds the
 //! engine's logits on an exported f32 model to within 1e-5 of the trainer's
 //! (1.2e-6 measured).
 
