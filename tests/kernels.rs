@@ -7,7 +7,7 @@
 //! accumulate the blocks in order). Paths this CPU lacks are reported
 //! (`skipped: CPU lacks avx512vnni`) and skipped.
 
-use kinglet::kernels::{self, reference, Path};
+use kinglet::kernels::{self, packed, reference, Path};
 use kinglet::quant::{self, quantize_activations, quantize_row, BlockQ8};
 use kinglet::tensor::BLOCK_LEN;
 use kinglet::{Dtype, Error, Matrix};
@@ -666,5 +666,114 @@ fn silu_mul_equals_reference_bit_for_bit() {
             assert_bits_eq(&short[..n], &want, &format!("{what} longer gate"));
             assert_eq!(short[n], 1.5, "{what}: past the common length");
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The packed layout (kernels/packed.rs)
+// ---------------------------------------------------------------------------
+
+/// `w` packed into a fresh buffer.
+fn packed_copy(w: &Matrix<'_>) -> Vec<u8> {
+    let mut bytes = vec![0u8; packed::packed_bytes(w)];
+    packed::pack_matrix(w, &mut bytes).expect("packs");
+    bytes
+}
+
+/// Every path's packed matvec (one position) and packed matmul (`n`
+/// positions, and one position at a time) against the reference's products
+/// of the ggml matrix, bit for bit.
+fn packed_case(path: Path, w: &Matrix<'_>, xq: &[BlockQ8], n: usize, what: &str) {
+    let bytes = packed_copy(w);
+    // Only pack_matrix builds a PackedMatrix: pack into `bytes` again to
+    // borrow it as one.
+    let mut again = bytes.clone();
+    let p = packed::pack_matrix(w, &mut again).expect("packs");
+    assert_eq!(p.bytes(), &bytes[..]);
+    let blocks = w.cols / BLOCK_LEN;
+    let want = reference_matmul(w, xq, n);
+    let mut got = vec![f32::NAN; w.rows * n];
+    path.matmul_packed(&mut got, &p, xq, n).expect("path");
+    assert_bits_eq(&got, &want, &format!("{what}: matmul_packed n={n}"));
+    for (t, x_t) in xq.chunks_exact(blocks).enumerate() {
+        let mut column = vec![f32::NAN; w.rows];
+        path.matvec_packed(&mut column, &p, x_t).expect("path");
+        let want_t: Vec<f32> = (0..w.rows).map(|r| want[r * n + t]).collect();
+        assert_bits_eq(&column, &want_t, &format!("{what}: matvec_packed t={t}"));
+    }
+}
+
+/// The reference and, where the CPU has it, the AVX-512 path (the one that
+/// packs): announces the skip.
+fn packing_paths() -> Vec<Path> {
+    let mut paths = vec![REF];
+    match Path::Avx512.missing_feature() {
+        Some(feature) => println!("skipped: the avx512 packed kernels: CPU lacks {feature}"),
+        None => paths.push(Path::Avx512),
+    }
+    paths
+}
+
+#[test]
+fn packed_products_equal_the_reference_on_ggml_rows_bit_for_bit() {
+    let mut rng = Rng::new(21);
+    for path in packing_paths() {
+        for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
+            for rows in [1, 16, 17, 35, 48] {
+                for cols in [32, 96, 288, 2080, 4128] {
+                    for n in [1, 3, 17] {
+                        let data = encode(dtype, &values(&mut rng, rows * cols), rows);
+                        let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
+                        let xq: Vec<BlockQ8> = (0..n)
+                            .flat_map(|_| activations(&values(&mut rng, cols)))
+                            .collect();
+                        let what = format!("{} {dtype:?} {rows}x{cols}", path.name());
+                        packed_case(path, &w, &xq, n, &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_products_are_exact_at_the_extreme_levels() {
+    // Q8_0 levels −128 and 127, Q4_0 levels −8 and 7, activations ±127;
+    // rows left over after the groups; stretches past 64 blocks.
+    let mut rng = Rng::new(22);
+    for path in packing_paths() {
+        for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
+            for (rows, cols, n) in [(16, 288, 16), (33, 2080, 17), (47, 4128, 3), (32, 64, 2)] {
+                let (data, xq) = extreme_levels(&mut rng, dtype, rows, cols, n);
+                let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
+                let what = format!("{} {dtype:?} {rows}x{cols} extreme levels", path.name());
+                packed_case(path, &w, &xq, n, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_products_report_the_reference_errors_and_split_by_groups() {
+    let mut rng = Rng::new(23);
+    let data = encode(Dtype::Q4_0, &values(&mut rng, 40 * 64), 40);
+    let w = Matrix::new(Dtype::Q4_0, 40, 64, &data).expect("shape");
+    let mut bytes = packed_copy(&w);
+    let p = packed::pack_matrix(&w, &mut bytes).expect("packs");
+    let xq = activations(&values(&mut rng, 64));
+    for path in packing_paths() {
+        let mut out = vec![0.0; 40];
+        assert!(path.matvec_packed(&mut out[..39], &p, &xq).is_err());
+        assert!(path.matvec_packed(&mut out, &p, &xq[..1]).is_err());
+        assert!(path.matmul_packed(&mut out, &p, &xq, 2).is_err());
+        // Two tasks' shares, split at a group boundary, give the whole.
+        path.matvec_packed(&mut out, &p, &xq).expect("whole");
+        let mut parts = vec![0.0; 40];
+        let (a, b) = parts.split_at_mut(16);
+        let first = p.row_range(0..16).expect("whole group");
+        let second = p.row_range(16..40).expect("groups and the rest");
+        path.matvec_packed(a, &first, &xq).expect("first");
+        path.matvec_packed(b, &second, &xq).expect("second");
+        assert_bits_eq(&parts, &out, &format!("{}: split", path.name()));
     }
 }

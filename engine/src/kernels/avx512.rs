@@ -16,6 +16,10 @@
 //!   out once with row `r` in lane `r`, four levels a lane, and multiplies
 //!   it with each position's levels broadcast four at a time: the totals
 //!   land in their lanes, with no reduction per position.
+//! - A matrix repacked at load time (`packed.rs`) is already in that form,
+//!   scales and levels of a group's block side by side: its matrix-vector
+//!   product loads them as they are (for Q4_0, masks and shifts out the
+//!   nibbles) and multiplies them with the broadcast activation words too.
 //! - Rows that do not fill a group, and the activation quantizer, run
 //!   `avx2.rs`'s kernels (AVX-512 CPUs have AVX2): the bits do not depend on
 //!   which rows go together.
@@ -30,6 +34,7 @@
 use core::arch::x86_64::*;
 
 use super::avx2::{self, prefetch, reduce8, tail_sum, BF16, F16, F32, STREAM_BYTES};
+use super::packed::{GROUP_SCALE_BYTES, VECTOR_BYTES};
 use super::reference;
 use super::shapes::{
     block_bytes, Activations, Float, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided,
@@ -1050,9 +1055,9 @@ pub unsafe fn matmul_quantized(a: QuantMatmul<'_>) {
     // outputs, n positions of blocks ≥ 1 activation blocks and rows rows.
     unsafe {
         if a.q4 {
-            quant_matmul::<true>(a.out, a.w, a.x, n, blocks)
+            quant_matmul::<true, false>(a.out, a.w, a.x, n, blocks)
         } else {
-            quant_matmul::<false>(a.out, a.w, a.x, n, blocks)
+            quant_matmul::<false, false>(a.out, a.w, a.x, n, blocks)
         }
     }
 }
@@ -1060,7 +1065,9 @@ pub unsafe fn matmul_quantized(a: QuantMatmul<'_>) {
 /// [`matmul_quantized`] for Q8_0 (`Q4` false) or Q4_0 rows: up to
 /// [`MATMUL_QUANT_POSITIONS`] positions at a time, over stretches of
 /// [`CHUNK_BLOCKS`] blocks (whose offsets are computed once for every
-/// group), each group's sums carried over in `out`.
+/// group), each group's sums carried over in `out`. `PACKED`: `w` is in
+/// the packed layout (`packed.rs`), whose group-blocks are loaded as they
+/// are; else in ggml's, laid out by [`lane_levels`].
 ///
 /// # Safety
 /// The features are available; `n > 0`, `blocks > 0`,
@@ -1070,7 +1077,7 @@ pub unsafe fn matmul_quantized(a: QuantMatmul<'_>) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 // Block `b` indexes the weights, each position's activations and offsets.
 #[allow(clippy::needless_range_loop)]
-unsafe fn quant_matmul<const Q4: bool>(
+unsafe fn quant_matmul<const Q4: bool, const PACKED: bool>(
     out: &mut [f32],
     w: &[u8],
     xq: &[BlockQ8],
@@ -1106,18 +1113,29 @@ unsafe fn quant_matmul<const Q4: bool>(
                 }
                 // SAFETY: each entry of `lanes` is 16 floats.
                 let mut sums = lanes.map(|s| unsafe { _mm512_loadu_ps(s.as_ptr()) });
-                let first = w[g * QUANT_ROWS * row_bytes + c * bb..].as_ptr();
+                // Packed: group-block c + b at 16·bb·(c + b) in the group;
+                // ggml: block c + b of the first row at bb·(c + b).
+                let step = if PACKED { QUANT_ROWS * bb } else { bb };
+                let first = w[g * QUANT_ROWS * row_bytes + c * step..].as_ptr();
                 let ahead = first.wrapping_add(PREFETCH_GROUPS * QUANT_ROWS * row_bytes);
                 for b in 0..stretch {
                     prefetch(ahead.wrapping_add(b * QUANT_ROWS * bb), QUANT_ROWS * bb);
-                    // SAFETY: rows 16g .. 16g + 16 each hold `blocks` blocks,
-                    // of which block c + b is in this stretch.
+                    // SAFETY: rows 16g .. 16g + 16 each hold `blocks` blocks
+                    // (as 16 ggml rows, or as `blocks` group-blocks), of
+                    // which block c + b is in this stretch.
                     let (levels, dw) = unsafe {
-                        let block = first.add(b * bb);
-                        (
-                            lane_levels::<Q4>(block, row_bytes),
-                            scales(block, row_bytes),
-                        )
+                        let block = first.add(b * step);
+                        if PACKED {
+                            (
+                                packed_levels::<Q4>(block.add(GROUP_SCALE_BYTES)),
+                                packed_scales(block),
+                            )
+                        } else {
+                            (
+                                lane_levels::<Q4>(block, row_bytes),
+                                scales(block, row_bytes),
+                            )
+                        }
                     };
                     for (p, s) in sums.iter_mut().take(positions).enumerate() {
                         let (xb, start) = (&x_at(t0 + p)[b], minus_offsets[p][b]);
@@ -1144,3 +1162,160 @@ unsafe fn quant_matmul<const Q4: bool>(
 }
 
 const _: () = assert!(BLOCK_LEN == 32, "one __m256i per block of levels");
+
+// ---------------------------------------------------------------------------
+// Q8_0 / Q4_0 in the packed layout
+// ---------------------------------------------------------------------------
+
+/// The levels of one packed group-block (`levels` points past its scales)
+/// in [`lane_levels`]' form: vector `k` holds unsigned levels `4k .. 4k + 4`
+/// of every row, row `r` in lane `r`. Q8_0 vectors are stored so; Q4_0
+/// vector `j` holds the packed bytes of elements `4j ..` (low nibbles) and
+/// `16 + 4j ..` (high nibbles).
+///
+/// # Safety
+/// The features are available; `levels` is followed by the group-block's
+/// 4 (Q4_0) or 8 (Q8_0) vectors of [`VECTOR_BYTES`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn packed_levels<const Q4: bool>(levels: *const u8) -> [__m512i; 8] {
+    let vector = |i: usize| {
+        // SAFETY: vector i is inside the group-block (the caller's promise);
+        // unaligned load.
+        unsafe { _mm512_loadu_si512(levels.add(i * VECTOR_BYTES).cast()) }
+    };
+    if Q4 {
+        let nibble = _mm512_set1_epi8(0x0f);
+        let packed: [__m512i; 4] = core::array::from_fn(vector);
+        core::array::from_fn(|k| {
+            if k < 4 {
+                _mm512_and_si512(packed[k], nibble)
+            } else {
+                _mm512_and_si512(_mm512_srli_epi32::<4>(packed[k - 4]), nibble)
+            }
+        })
+    } else {
+        core::array::from_fn(vector)
+    }
+}
+
+/// The sixteen rows' scales of one packed group-block, as f32 (row `r` in
+/// lane `r`).
+///
+/// # Safety
+/// The features are available; `block` points at a whole group-block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn packed_scales(block: *const u8) -> __m512 {
+    // SAFETY: the group-block starts with its 32 bytes of scales.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(block.cast()) })
+}
+
+/// [`add_lane_block`] in two chains of four `vpdpbusd` (the even and the odd
+/// words), added at the end: the same exact integer totals, half the
+/// latency per block for the matrix-vector product, which has one
+/// position to multiply.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn add_lane_block_two_chains(
+    sums: __m512,
+    levels: &[__m512i; 8],
+    dw: __m512,
+    xb: &BlockQ8,
+    minus_offset: i32,
+) -> __m512 {
+    let word = |k: usize| {
+        // SAFETY: bytes 4k .. 4k + 4 of the 32 of `xb.qs`; unaligned read.
+        let w = unsafe { core::ptr::read_unaligned(xb.qs.as_ptr().add(4 * k).cast::<i32>()) };
+        _mm512_set1_epi32(w)
+    };
+    let mut even = _mm512_set1_epi32(minus_offset);
+    let mut odd = _mm512_setzero_si512();
+    for k in (0..8).step_by(2) {
+        even = _mm512_dpbusd_epi32(even, levels[k], word(k));
+        odd = _mm512_dpbusd_epi32(odd, levels[k + 1], word(k + 1));
+    }
+    let totals = _mm512_add_epi32(even, odd);
+    let scale = _mm512_mul_ps(dw, _mm512_set1_ps(xb.d));
+    _mm512_add_ps(sums, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(totals)))
+}
+
+/// `out[r] = q8_0_dot(row r, x)` (or `q4_0_dot`) for a matrix in the packed
+/// layout, the reference's bits: each group-block's scales and levels
+/// loaded as they are, the totals in their lanes; the rows past the last
+/// whole group (in ggml's layout) run the AVX2 kernel.
+///
+/// # Safety
+/// The features are available; `a.w` is in the packed layout.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn matvec_packed(a: QuantRows<'_>) {
+    // SAFETY: the features are available; `QuantRows` holds `out.len()`
+    // rows of `x.len() ≥ 1` blocks, in the packed layout.
+    unsafe {
+        if a.q4 {
+            packed_rows::<true>(a.out, a.w, a.x)
+        } else {
+            packed_rows::<false>(a.out, a.w, a.x)
+        }
+    }
+}
+
+/// [`matvec_packed`] for Q8_0 (`Q4` false) or Q4_0 rows, in stretches of
+/// [`CHUNK_BLOCKS`] blocks whose offsets are computed once for every group.
+///
+/// # Safety
+/// The features are available, `x.len() > 0`, and `w` is
+/// `out.len() · x.len() · block_bytes(Q4)` bytes in the packed layout.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn packed_rows<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[BlockQ8]) {
+    let group_block = QUANT_ROWS * block_bytes(Q4);
+    let group_bytes = x.len() * group_block;
+    let grouped = out.len() - out.len() % QUANT_ROWS;
+    let (out, rest) = out.split_at_mut(grouped);
+    let (w, w_rest) = w.split_at(grouped / QUANT_ROWS * group_bytes);
+    out.fill(0.0);
+    for (c, xs) in x.chunks(CHUNK_BLOCKS).enumerate() {
+        let minus_offsets = block_offsets::<Q4>(xs).map(|v| -v);
+        let skip = c * CHUNK_BLOCKS * group_block;
+        for (g, o) in out.chunks_exact_mut(QUANT_ROWS).enumerate() {
+            // SAFETY: group g holds x.len() group-blocks, of which this
+            // stretch is blocks c·64 .. c·64 + xs.len(); `o` is 16 floats.
+            unsafe {
+                let first = w.as_ptr().add(g * group_bytes + skip);
+                let mut sums = _mm512_loadu_ps(o.as_ptr());
+                for (b, (xb, &minus_offset)) in xs.iter().zip(&minus_offsets).enumerate() {
+                    let block = first.add(b * group_block);
+                    let dw = packed_scales(block);
+                    let levels = packed_levels::<Q4>(block.add(GROUP_SCALE_BYTES));
+                    sums = add_lane_block_two_chains(sums, &levels, dw, xb, minus_offset);
+                }
+                _mm512_storeu_ps(o.as_mut_ptr(), sums);
+            }
+        }
+    }
+    if !rest.is_empty() {
+        // SAFETY: AVX2, FMA and F16C are among the features; `w_rest` holds
+        // rest.len() rows of x.len() blocks in ggml's layout.
+        unsafe { avx2::quant_rows::<Q4>(rest, w_rest, x) };
+    }
+}
+
+/// `out[r·n + t] = q8_0_dot(row r, xq[t])` (or `q4_0_dot`) for a matrix in
+/// the packed layout: [`matmul_quantized`] with each group-block's levels
+/// loaded as they are instead of laid out, the same bits.
+///
+/// # Safety
+/// The features are available; `a.w` is in the packed layout.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn matmul_packed(a: QuantMatmul<'_>) {
+    let (n, blocks) = (a.n, a.blocks);
+    // SAFETY: as in `matmul_quantized`, the bytes in the packed layout.
+    unsafe {
+        if a.q4 {
+            quant_matmul::<true, true>(a.out, a.w, a.x, n, blocks)
+        } else {
+            quant_matmul::<false, true>(a.out, a.w, a.x, n, blocks)
+        }
+    }
+}

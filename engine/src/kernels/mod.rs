@@ -14,6 +14,7 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod packed;
 mod path;
 pub mod reference;
 pub mod shapes;
@@ -107,6 +108,29 @@ pub fn weighted_sum(
 #[inline]
 pub fn matvec_quantized(out: &mut [f32], w: &Matrix<'_>, xq: &[BlockQ8]) -> Result<(), Error> {
     Path::active().matvec_quantized(out, w, xq)
+}
+
+/// [`matvec_quantized`] for a matrix in the packed layout (the same bits);
+/// see [`Path::matvec_packed`].
+#[inline]
+pub fn matvec_packed(
+    out: &mut [f32],
+    w: &packed::PackedMatrix<'_>,
+    xq: &[BlockQ8],
+) -> Result<(), Error> {
+    Path::active().matvec_packed(out, w, xq)
+}
+
+/// [`matmul_quantized`] for a matrix in the packed layout (the same bits);
+/// see [`Path::matmul_packed`].
+#[inline]
+pub fn matmul_packed(
+    out: &mut [f32],
+    w: &packed::PackedMatrix<'_>,
+    xq: &[BlockQ8],
+    n: usize,
+) -> Result<(), Error> {
+    Path::active().matmul_packed(out, w, xq, n)
 }
 
 /// F32, F16 and BF16 weights times `n` positions; see [`Path::matmul`].

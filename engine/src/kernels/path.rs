@@ -13,6 +13,7 @@
 //! [`run_on!`] maps that line to the path's architecture file.
 #![allow(unsafe_code)]
 
+use super::packed::PackedMatrix;
 use super::reference;
 use super::shapes::{Activations, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided};
 #[cfg(target_arch = "x86_64")]
@@ -159,6 +160,57 @@ impl Path {
     ) -> Result<(), Error> {
         if let Some(a) = QuantMatmul::new(out, w, xq, n)? {
             run_on!(self, matmul_quantized(a));
+        }
+        Ok(())
+    }
+
+    /// Whether this path has kernels for the packed layout of
+    /// [`super::packed`] (the AVX-512 one, with VNNI); the others run the
+    /// packed products in the reference's plain Rust, correct but slower
+    /// than their kernels for ggml's layout, so packing is not worth it.
+    pub fn packs_weights(self) -> bool {
+        self.usable() == Path::Avx512
+    }
+
+    /// [`matvec_quantized`](Self::matvec_quantized) for a matrix in the
+    /// packed layout: the same bits and errors as on the ggml matrix it was
+    /// packed from.
+    pub fn matvec_packed(
+        self,
+        out: &mut [f32],
+        w: &PackedMatrix<'_>,
+        xq: &[BlockQ8],
+    ) -> Result<(), Error> {
+        if let Some(a) = QuantRows::new(out, &w.inner, xq)? {
+            match self.usable() {
+                // SAFETY: `usable` returns the path only when this CPU has
+                // its features; `a` carries the length facts, and `w`'s
+                // bytes are in the packed layout (`PackedMatrix` is built
+                // only by packing).
+                #[cfg(target_arch = "x86_64")]
+                Path::Avx512 => unsafe { avx512::matvec_packed(a) },
+                _ => reference::matvec_packed(a),
+            }
+        }
+        Ok(())
+    }
+
+    /// [`matmul_quantized`](Self::matmul_quantized) for a matrix in the
+    /// packed layout: the same bits and errors as on the ggml matrix.
+    pub fn matmul_packed(
+        self,
+        out: &mut [f32],
+        w: &PackedMatrix<'_>,
+        xq: &[BlockQ8],
+        n: usize,
+    ) -> Result<(), Error> {
+        if let Some(a) = QuantMatmul::new(out, &w.inner, xq, n)? {
+            match self.usable() {
+                // SAFETY: as in `matvec_packed`.
+                #[cfg(target_arch = "x86_64")]
+                Path::Avx512 => unsafe { avx512::matmul_packed(a) },
+                _ => reference::matmul_packed(a),
+            }
         }
         Ok(())
     }

@@ -40,6 +40,7 @@
 //! portable path; [`super::Path`] validates and dispatches.
 #![forbid(unsafe_code)]
 
+use super::packed::{group_block_bytes, unpack_block, GROUP_ROWS};
 use super::shapes::{Activations, Float, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided};
 use crate::error::Error;
 use crate::quant::{self, BlockQ8};
@@ -469,6 +470,59 @@ pub fn matmul_quantized(a: QuantMatmul<'_>) {
                     *o += d_w * x_row[b].d * isum as f32;
                 }
             }
+        }
+    }
+}
+
+/// `d_w · d_x · isum` of one block (`block` starts at its scale): the term
+/// [`quant_row`] adds.
+fn block_term(block: &[u8], xb: &BlockQ8, q4: bool) -> f32 {
+    let isum = if q4 {
+        q4_0_block_isum(block, &xb.qs)
+    } else {
+        q8_0_block_isum(block, &xb.qs)
+    };
+    scale_of(block) * xb.d * isum as f32
+}
+
+/// [`matvec_quantized`] of a matrix in the packed layout (`a.w` holds
+/// [`super::packed`]'s bytes): the same bits, each row's blocks taken out
+/// of its groups-blocks one at a time.
+pub fn matvec_packed(a: QuantRows<'_>) {
+    let x = a.x;
+    let n = 1;
+    matmul_packed_rows(a.out, a.w, x, n, x.len(), a.q4);
+}
+
+/// [`matmul_quantized`] of a matrix in the packed layout: the same bits.
+pub fn matmul_packed(a: QuantMatmul<'_>) {
+    matmul_packed_rows(a.out, a.w, a.x, a.n, a.blocks, a.q4);
+}
+
+/// `out[r·n + t]` = packed row `r` times position `t` (`x`: `[n × blocks]`),
+/// in the reference order: `sum += d_w · d_x · isum` block after block.
+fn matmul_packed_rows(out: &mut [f32], w: &[u8], x: &[BlockQ8], n: usize, blocks: usize, q4: bool) {
+    let dtype = if q4 { Dtype::Q4_0 } else { Dtype::Q8_0 };
+    let row_bytes = blocks * super::shapes::block_bytes(q4);
+    let grouped = (out.len() / n) / GROUP_ROWS * GROUP_ROWS;
+    let (out, rest) = out.split_at_mut(grouped * n);
+    let (w, w_rest) = w.split_at(grouped * row_bytes);
+    out.fill(0.0);
+    let group_outs = out.chunks_exact_mut(GROUP_ROWS * n);
+    for (o, group) in group_outs.zip(w.chunks_exact(GROUP_ROWS * row_bytes)) {
+        for (b, group_block) in group.chunks_exact(group_block_bytes(dtype)).enumerate() {
+            for (r, o_row) in o.chunks_exact_mut(n).enumerate() {
+                let block = unpack_block(dtype, group_block, r);
+                for (t, o) in o_row.iter_mut().enumerate() {
+                    *o += block_term(&block, &x[t * blocks + b], q4);
+                }
+            }
+        }
+    }
+    // The rows past the last whole group are in ggml's layout.
+    for (o_row, row) in rest.chunks_exact_mut(n).zip(w_rest.chunks_exact(row_bytes)) {
+        for (t, o) in o_row.iter_mut().enumerate() {
+            *o = quant_row(row, &x[t * blocks..(t + 1) * blocks], q4);
         }
     }
 }
