@@ -7,6 +7,11 @@
 //! element-wise kernels (softmax's exponentials, SwiGLU's gate) in
 //! nanoseconds per element.
 //!
+//! Quantized rows are also measured packed (`kinglet::kernels::packed`, the
+//! layout the CLI repacks them into at load time) on the path that packs
+//! (AVX-512 with VNNI), in the `packed` columns, with their speed-up over
+//! the same path on ggml's rows.
+//!
 //! Quantized rows use activations already quantized (that step is the
 //! caller's, once per vector). Each figure is the best of `RUNS` runs, a
 //! run repeating the kernel for about `RUN_SECONDS` (1 ms) of wall time:
@@ -20,6 +25,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use kinglet::kernels::packed::{pack_matrix, packed_bytes, PackedMatrix};
 use kinglet::kernels::Path;
 use kinglet::quant::{quantize_activations, quantize_row, BlockQ8};
 use kinglet::tensor::BLOCK_LEN;
@@ -65,6 +71,10 @@ fn main() {
     }
     if paths.len() > 1 {
         header += " | speed-up";
+    }
+    let packer = paths.iter().copied().find(|p| p.packs_weights());
+    if packer.is_some() {
+        header += &format!(" | {:>7} GB/s {:>6} GF/s | vs ggml", "packed", "");
     }
     println!("{header}");
     println!("{}", "-".repeat(header.chars().count()));
@@ -114,6 +124,19 @@ fn main() {
                 if seconds.len() > 1 {
                     line += &format!(" | {:>7.1}×", first / last);
                 }
+            }
+            let mut packed = vec![0u8; packed_bytes(&w)];
+            if let (Some(path), Some(p)) = (packer, pack(&w, &mut packed)) {
+                let t = best_seconds(|| {
+                    if let Err(e) = path.matvec_packed(&mut out, &p, &xq) {
+                        fail(&format!("matvec_packed: {e}"));
+                    }
+                    black_box(&out);
+                });
+                let gbs = data.len() as f64 / t / 1e9;
+                let gflops = 2.0 * (rows * cols) as f64 / t / 1e9;
+                let ggml = seconds.last().copied().unwrap_or(t);
+                line += &format!(" | {gbs:>12.2} {gflops:>11.2} | {:>6.2}×", ggml / t);
             }
             println!("{line}");
         }
@@ -185,6 +208,10 @@ fn matmul_table(paths: &[Path], wanted: &[String]) {
     for p in paths {
         header += &format!(" | {:>8} GF/s", p.name());
     }
+    let packer = paths.iter().copied().find(|p| p.packs_weights());
+    if packer.is_some() {
+        header += &format!(" | {:>8} GF/s", "packed");
+    }
     println!("{header}");
     println!("{}", "-".repeat(header.chars().count()));
     let mut rng = Rng::new(2);
@@ -220,6 +247,17 @@ fn matmul_table(paths: &[Path], wanted: &[String]) {
                 let gflops = 2.0 * (rows * cols * POSITIONS) as f64 / t / 1e9;
                 line += &format!(" | {gflops:>13.2}");
             }
+            let mut packed = vec![0u8; packed_bytes(&w)];
+            if let (Some(path), Some(p)) = (packer, pack(&w, &mut packed)) {
+                let t = best_seconds(|| {
+                    if let Err(e) = path.matmul_packed(&mut out, &p, &xq, POSITIONS) {
+                        fail(&format!("matmul_packed: {e}"));
+                    }
+                    black_box(&out);
+                });
+                let gflops = 2.0 * (rows * cols * POSITIONS) as f64 / t / 1e9;
+                line += &format!(" | {gflops:>13.2}");
+            }
             println!("{line}");
         }
     }
@@ -230,6 +268,18 @@ fn wanted_dtypes(wanted: &[String]) -> impl Iterator<Item = Dtype> + '_ {
     DTYPES
         .into_iter()
         .filter(move |dtype| wanted.is_empty() || wanted.iter().any(|n| n == dtype.name()))
+}
+
+/// `w` packed into `buffer` (`packed_bytes(w)` long); `None` for a float
+/// matrix.
+fn pack<'b>(w: &Matrix<'_>, buffer: &'b mut [u8]) -> Option<PackedMatrix<'b>> {
+    if !w.dtype.is_quantized() {
+        return None;
+    }
+    match pack_matrix(w, buffer) {
+        Ok(p) => Some(p),
+        Err(e) => fail(&format!("pack: {e}")),
+    }
 }
 
 /// `data` as a `rows × cols` matrix of `dtype`.
