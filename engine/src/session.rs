@@ -10,6 +10,10 @@
 //! each output is computed the same way whatever the split, so the results
 //! are the same bits for any number of threads.
 //!
+//! [`Session::with_packed`] makes the quantized products read copies of the
+//! matrices repacked at load time for the AVX-512 VNNI kernels
+//! ([`crate::packed_weights`]): faster, the same bits.
+//!
 //! The buffer's exact size is [`session_floats`], a `const fn`, so firmware can
 //! size a `static`. A session never allocates, and every failure (buffer too
 //! small, token out of range, sequence full) is an `Err`, never a panic.
@@ -39,8 +43,9 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crate::config::Config;
 use crate::error::Error;
 use crate::format::ModelFile;
-use crate::kernels;
+use crate::kernels::{self, packed::PackedMatrix};
 use crate::ops::{self, Heads};
+use crate::packed_weights::{PackedLayer, PackedWeights};
 use crate::parallel::{Parallel, SEQUENTIAL};
 use crate::quant::BlockQ8;
 use crate::tensor::{Matrix, BLOCK_LEN};
@@ -130,6 +135,8 @@ pub struct Session<'a, T: AsRef<[u8]>> {
     model: &'a ModelFile<T>,
     /// Runs the row-split matrix products and the per-head attention.
     parallel: &'a dyn Parallel,
+    /// Packed copies of the quantized matrices, read instead of the file's.
+    packed: Option<PackedWeights<'a>>,
     /// Positions the KV cache holds.
     max_seq: u32,
     /// Positions already run (the next token goes at this position).
@@ -218,6 +225,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
         Ok(Session {
             model,
             parallel: &SEQUENTIAL,
+            packed: None,
             max_seq,
             pos: 0,
             x,
@@ -242,6 +250,22 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     pub fn with_parallel(mut self, parallel: &'a dyn Parallel) -> Self {
         self.parallel = parallel;
         self
+    }
+
+    /// Multiplies by `packed`'s copies of the quantized matrices instead of
+    /// the file's (see [`crate::packed_weights`]), in decode and prefill
+    /// alike. The results do not change, bit for bit.
+    ///
+    /// Errors: [`Error::InvalidInput`] when `packed` was made from another
+    /// model (another file's bytes).
+    pub fn with_packed(mut self, packed: PackedWeights<'a>) -> Result<Self, Error> {
+        if !packed.is_of(self.model) {
+            return Err(Error::InvalidInput {
+                reason: "packed weights made from another model",
+            });
+        }
+        self.packed = Some(packed);
+        Ok(self)
     }
 
     /// The model this session runs.
@@ -368,7 +392,12 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             kernels::row_to_f32(&embedding, token as usize, x_row)?;
         }
 
+        // The packed copies, taken in the order they were packed.
+        let mut packed = self.packed.map(|p| p.matrices());
         for (layer, w) in model.layers().enumerate() {
+            let p = packed
+                .as_mut()
+                .map_or(PackedLayer::default(), |c| c.layer(&w));
             // This layer's cache, `[max_seq × kv_dim]` each; rows
             // `start..start + n` are new.
             let layer_cache = layer * seq * kv_dim..(layer + 1) * seq * kv_dim;
@@ -378,9 +407,9 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
 
             // Attention: project, rotate, write k and v into the cache, attend.
             rmsnorm_rows(xb, x, &w.attn_norm, eps, dim);
-            scratch.project(q, &w.wq, xb, n)?;
-            scratch.project(&mut keys[new_rows.clone()], &w.wk, xb, n)?;
-            scratch.project(&mut values[new_rows.clone()], &w.wv, xb, n)?;
+            scratch.project(q, &w.wq, p.wq, xb, n)?;
+            scratch.project(&mut keys[new_rows.clone()], &w.wk, p.wk, xb, n)?;
+            scratch.project(&mut values[new_rows.clone()], &w.wv, p.wv, xb, n)?;
             let new_keys = keys[new_rows].chunks_exact_mut(kv_dim);
             let position_rotations = rotations.chunks_exact(heads.head_dim);
             for ((q_row, k_row), r) in q
@@ -403,15 +432,15 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
                 start,
                 seq,
             )?;
-            scratch.project(xb2, &w.wo, xb, n)?;
+            scratch.project(xb2, &w.wo, p.wo, xb, n)?;
             ops::add_assign(x, xb2);
 
             // SwiGLU MLP: w2(silu(w1 x) * w3 x).
             rmsnorm_rows(xb, x, &w.ffn_norm, eps, dim);
-            scratch.project(hb, &w.w1, xb, n)?;
-            scratch.project(hb2, &w.w3, xb, n)?;
+            scratch.project(hb, &w.w1, p.w1, xb, n)?;
+            scratch.project(hb2, &w.w3, p.w3, xb, n)?;
             ops::silu_mul(hb, hb2);
-            scratch.project(xb2, &w.w2, hb, n)?;
+            scratch.project(xb2, &w.w2, p.w2, hb, n)?;
             ops::add_assign(x, xb2);
         }
 
@@ -419,7 +448,9 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             let last = &x[(n - 1) * dim..];
             let normed = &mut xb[..dim];
             ops::rmsnorm(normed, last, &model.final_norm(), eps);
-            scratch.project(self.logits, &model.classifier(), normed, 1)?;
+            let classifier = model.classifier();
+            let packed_classifier = packed.as_mut().and_then(|c| c.next(&classifier));
+            scratch.project(self.logits, &classifier, packed_classifier, normed, 1)?;
             // One check per token: NaN or inf weights (their checksums can
             // be valid) end here, and no sampler or loss should see them.
             if !ops::all_finite(self.logits) {
@@ -466,12 +497,17 @@ impl Scratch<'_> {
     /// more go through the matrix-matrix kernels (each weight row read once
     /// for all of them) into `products` and are transposed into `out`.
     ///
+    /// `packed`, when given, is `w` in the packed layout, and the products
+    /// read it instead (the same bits); the thread split gives each task
+    /// whole groups of its rows.
+    ///
     /// Shapes were checked when the model was opened, so the kernels' length
     /// errors cannot occur; they are passed on rather than unwrapped.
     fn project(
         &mut self,
         out: &mut [f32],
         w: &Matrix<'_>,
+        packed: Option<PackedMatrix<'_>>,
         x: &[f32],
         n: usize,
     ) -> Result<(), Error> {
@@ -500,12 +536,16 @@ impl Scratch<'_> {
         if n == 1 {
             self.parallel
                 .for_each_chunk(out, rows_per_task, &|first, part| {
-                    let ok = match w.rows(first..first + part.len()) {
-                        Some(part_w) if quantized => {
+                    let rows = first..first + part.len();
+                    let ok = match (packed, w.rows(rows.clone())) {
+                        (Some(p), _) => p.row_range(rows).is_some_and(|part_p| {
+                            kernels::matvec_packed(part, &part_p, xq).is_ok()
+                        }),
+                        (None, Some(part_w)) if quantized => {
                             kernels::matvec_quantized(part, &part_w, xq).is_ok()
                         }
-                        Some(part_w) => kernels::matvec(part, &part_w, x).is_ok(),
-                        None => false,
+                        (None, Some(part_w)) => kernels::matvec(part, &part_w, x).is_ok(),
+                        (None, None) => false,
                     };
                     if !ok {
                         failed.store(true, Ordering::Relaxed);
@@ -521,12 +561,16 @@ impl Scratch<'_> {
             self.parallel
                 .for_each_chunk(products, rows_per_task * n, &|first, part| {
                     let first_row = first / n;
-                    let ok = match w.rows(first_row..first_row + part.len() / n) {
-                        Some(part_w) if quantized => {
+                    let rows = first_row..first_row + part.len() / n;
+                    let ok = match (packed, w.rows(rows.clone())) {
+                        (Some(p), _) => p.row_range(rows).is_some_and(|part_p| {
+                            kernels::matmul_packed(part, &part_p, xq, n).is_ok()
+                        }),
+                        (None, Some(part_w)) if quantized => {
                             kernels::matmul_quantized(part, &part_w, xq, n).is_ok()
                         }
-                        Some(part_w) => kernels::matmul(part, &part_w, x, n).is_ok(),
-                        None => false,
+                        (None, Some(part_w)) => kernels::matmul(part, &part_w, x, n).is_ok(),
+                        (None, None) => false,
                     };
                     if !ok {
                         failed.store(true, Ordering::Relaxed);

@@ -67,6 +67,21 @@ impl<'a> PackedMatrix<'a> {
         self.inner.data
     }
 
+    /// Bytes already in the packed layout, as a matrix of that shape (the
+    /// caller packed them with [`pack_matrix`]); `None` when the length
+    /// does not match or the dtype is not quantized.
+    pub(crate) fn from_packed_bytes(
+        dtype: Dtype,
+        rows: usize,
+        cols: usize,
+        bytes: &'a [u8],
+    ) -> Option<Self> {
+        if !dtype.is_quantized() {
+            return None;
+        }
+        Matrix::new(dtype, rows, cols, bytes).map(|inner| PackedMatrix { inner })
+    }
+
     /// The rows `range` as a packed matrix of their own, e.g. one thread's
     /// share of a product: `None` unless the range starts at a whole group
     /// and ends at one or at the last row (a group cut in two is not in
