@@ -21,12 +21,18 @@
 //! two agree, on a busy one the step figure is the one to compare across
 //! runs, and "prefill ×" is the ratio of the step figures.
 //!
+//! Sessions read packed weights where `kinglet generate` would (on an
+//! AVX-512 VNNI CPU, for q8_0 and q4_0; see `kinglet_tools::packing`);
+//! `KINGLET_BENCH_PACK=0` reads the file's layout instead.
+//!
 //! `cargo bench --bench decode`
 
 use std::time::Instant;
 
 use kinglet::session::PREFILL_CHUNK;
-use kinglet::{session_floats, Dtype, ModelFile, Sampler, SamplerConfig, Session};
+use kinglet::{session_floats, Dtype, ModelFile, PackedWeights, Sampler, SamplerConfig, Session};
+use kinglet_tools::memory::Budget;
+use kinglet_tools::packing;
 use kinglet_tools::threads::Threads;
 use kinglet_tools::{import::llama2c, synth, DtypePlan, OwnedModel};
 
@@ -112,6 +118,26 @@ impl Rates {
     }
 }
 
+/// The packed-weights buffer `kinglet generate` would give `model`, unless
+/// `KINGLET_BENCH_PACK=0`.
+fn packed_buffer<T: AsRef<[u8]>>(model: &ModelFile<T>) -> Option<Vec<u8>> {
+    let enabled = env_or("KINGLET_BENCH_PACK", 1) == 1;
+    packing::packed_buffer(model, enabled, &Budget::new(None), Some(0))
+}
+
+/// `session` reading the `packed` weights when given.
+fn maybe_packed<'a, T: AsRef<[u8]>>(
+    session: Session<'a, T>,
+    packed: Option<PackedWeights<'a>>,
+) -> Session<'a, T> {
+    match packed {
+        Some(p) => session
+            .with_packed(p)
+            .expect("packed weights of this model"),
+        None => session,
+    }
+}
+
 /// Decode tok/s (median run, median token) of `steps` greedy steps after a
 /// one-token prompt.
 fn decode_rate(file: &[u8], steps: u32, threads: &Threads) -> (f64, f64) {
@@ -119,11 +145,16 @@ fn decode_rate(file: &[u8], steps: u32, threads: &Threads) -> (f64, f64) {
     let config = *model.config();
     let max_seq = config.max_seq_len.min(steps + 1);
     let mut buffer = vec![0.0f32; session_floats(&config, max_seq)];
+    let mut packed_buffer = packed_buffer(&model);
+    let packed = packed_buffer
+        .as_deref_mut()
+        .map(|b| PackedWeights::new(&model, b).expect("packs"));
     let mut rates = Rates::new(1.0);
     for _ in 0..RUNS {
-        let mut session = Session::new(&model, &mut buffer, max_seq)
+        let session = Session::new(&model, &mut buffer, max_seq)
             .expect("session")
             .with_parallel(threads);
+        let mut session = maybe_packed(session, packed);
         let mut sampler =
             Sampler::new(config.vocab_size, SamplerConfig::default()).expect("sampler");
         let mut token = model.vocab().bos().unwrap_or(0);
@@ -153,9 +184,14 @@ fn prefill_rate(file: &[u8], prompt_len: u32, threads: &Threads) -> (f64, f64) {
         .chain((1..max_seq).map(|i| i.wrapping_mul(7919) % config.vocab_size))
         .collect();
     let mut buffer = vec![0.0f32; session_floats(&config, max_seq)];
-    let mut session = Session::new(&model, &mut buffer, max_seq)
+    let mut packed_buffer = packed_buffer(&model);
+    let packed = packed_buffer
+        .as_deref_mut()
+        .map(|b| PackedWeights::new(&model, b).expect("packs"));
+    let session = Session::new(&model, &mut buffer, max_seq)
         .expect("session")
         .with_parallel(threads);
+    let mut session = maybe_packed(session, packed);
     let mut rates = Rates::new(PREFILL_CHUNK as f64);
     for _ in 0..RUNS {
         session.reset();
@@ -203,6 +239,16 @@ fn main() {
     println!(
         "decode: median of {RUNS} runs of {steps} steps; \
          prefill: median of {RUNS} prompts of {prompt_len} tokens"
+    );
+    println!(
+        "packed weights for q8_0/q4_0: {} (kernel path {}; KINGLET_BENCH_PACK=0 turns them off)",
+        if env_or("KINGLET_BENCH_PACK", 1) == 1 && kinglet::kernels::Path::active().packs_weights()
+        {
+            "yes"
+        } else {
+            "no"
+        },
+        kinglet::kernels::active_path()
     );
     println!(
         "{:<24} {:>6} {:>7} {:>9} {:>10} {:>9} {:>7} {:>13} {:>13} {:>9}",

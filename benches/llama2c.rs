@@ -25,6 +25,8 @@
 //! (default 128) greedy steps after the first token, timed as llama2.c
 //! times itself (from the end of the first step). Prefill: a prompt of the
 //! same length in chunks. `KINGLET_BENCH_MODELS=15m,110m` picks the shapes.
+//! kinglet reads packed weights where `kinglet generate` would (q8_0 and
+//! q4_0 on an AVX-512 VNNI CPU); `KINGLET_BENCH_PACK=0` turns them off.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,8 +36,10 @@ use std::time::Instant;
 mod llama2c;
 
 use kinglet::canonical::{LayerPart, TensorRole};
-use kinglet::{session_floats, Dtype, ModelFile, Session};
+use kinglet::{session_floats, Dtype, ModelFile, PackedWeights, Session};
+use kinglet_tools::memory::Budget;
 use kinglet_tools::model_bytes::ModelBytes;
+use kinglet_tools::packing;
 use kinglet_tools::threads::Threads;
 use kinglet_tools::{synth, DtypePlan, OwnedModel};
 
@@ -196,6 +200,32 @@ fn open(file: &[u8]) -> ModelFile<ModelBytes> {
     ModelFile::new_checked(bytes).unwrap_or_else(|e| fail(&format!("open: {e}")))
 }
 
+/// The packed-weights buffer `kinglet generate` would give `model`, unless
+/// `KINGLET_BENCH_PACK=0`.
+fn packed_buffer<T: AsRef<[u8]>>(model: &ModelFile<T>) -> Option<Vec<u8>> {
+    let enabled = env_or("KINGLET_BENCH_PACK", 1) == 1;
+    packing::packed_buffer(model, enabled, &Budget::new(None), Some(0))
+}
+
+/// `session` reading `model`'s weights packed into `buffer` when given, as
+/// `kinglet generate` runs.
+fn maybe_packed<'a, T: AsRef<[u8]>>(
+    session: Session<'a, T>,
+    model: &'a ModelFile<T>,
+    buffer: Option<&'a mut [u8]>,
+) -> Session<'a, T> {
+    match buffer {
+        Some(b) => {
+            let packed =
+                PackedWeights::new(model, b).unwrap_or_else(|e| fail(&format!("pack: {e}")));
+            session
+                .with_packed(packed)
+                .unwrap_or_else(|e| fail(&format!("pack: {e}")))
+        }
+        None => session,
+    }
+}
+
 /// Decode tok/s over `steps` greedy steps after the first, timed from the
 /// end of the first step (as llama2.c times itself).
 fn decode_rate(file: &[u8], steps: u32, threads: &Threads) -> f64 {
@@ -203,9 +233,11 @@ fn decode_rate(file: &[u8], steps: u32, threads: &Threads) -> f64 {
     let config = *model.config();
     let max_seq = config.max_seq_len.min(steps + 1);
     let mut buffer = vec![0.0f32; session_floats(&config, max_seq)];
-    let mut session = Session::new(&model, &mut buffer, max_seq)
+    let mut packed = packed_buffer(&model);
+    let session = Session::new(&model, &mut buffer, max_seq)
         .unwrap_or_else(|e| fail(&format!("session: {e}")))
         .with_parallel(threads);
+    let mut session = maybe_packed(session, &model, packed.as_deref_mut());
     let argmax = |logits: &[f32]| {
         logits
             .iter()
@@ -237,9 +269,11 @@ fn prefill_rate(file: &[u8], len: u32, threads: &Threads) -> f64 {
         .map(|i| i.wrapping_mul(7919) % config.vocab_size)
         .collect();
     let mut buffer = vec![0.0f32; session_floats(&config, len)];
-    let mut session = Session::new(&model, &mut buffer, len)
+    let mut packed = packed_buffer(&model);
+    let session = Session::new(&model, &mut buffer, len)
         .unwrap_or_else(|e| fail(&format!("session: {e}")))
         .with_parallel(threads);
+    let mut session = maybe_packed(session, &model, packed.as_deref_mut());
     let start = Instant::now();
     session
         .prefill(&prompt)
@@ -354,6 +388,12 @@ fn main() {
 
     let mut r = Rounds::default();
     println!("{} rounds; load average before: {}", rounds, load_average());
+    let packs =
+        env_or("KINGLET_BENCH_PACK", 1) == 1 && kinglet::kernels::Path::active().packs_weights();
+    println!(
+        "kinglet q8_0/q4_0 read packed weights: {} (KINGLET_BENCH_PACK=0 turns them off)",
+        if packs { "yes" } else { "no" }
+    );
     for round in 0..rounds {
         for s in &shapes {
             for (dtype, file) in &s.klt {

@@ -100,6 +100,7 @@ fn bare_binary_prints_what_kinglet_generate_prints() {
         max_memory: None,
         no_verify: false,
         threads: Some(2),
+        no_pack: false,
     };
     let mut cli = Vec::new();
     generate::run(args, &mut cli).expect("kinglet generate runs");

@@ -12,6 +12,7 @@ pub mod io;
 pub mod memory;
 pub mod model;
 pub mod model_bytes;
+pub mod packing;
 pub mod rng;
 pub mod spm;
 pub mod synth;

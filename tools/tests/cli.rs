@@ -596,6 +596,31 @@ fn convert_to_q8_0_and_q4_0_keeps_partial_rows_in_f16() {
             "{}",
             stdout(&o)
         );
+        // Packed at load where the kernel path packs: the same text.
+        let packs = kinglet::kernels::Path::active().packs_weights();
+        assert_eq!(
+            stderr(&o).contains("packed weights"),
+            packs,
+            "{}",
+            stderr(&o)
+        );
+        let unpacked = kinglet_in(
+            &dir,
+            &[
+                "generate",
+                &out,
+                "--prompt",
+                "Once upon a time",
+                "--temperature",
+                "0",
+                "-n",
+                "12",
+                "--no-pack",
+            ],
+        );
+        assert_ok(&unpacked);
+        assert!(!stderr(&unpacked).contains("packed weights"));
+        assert_eq!(stdout(&unpacked), stdout(&o));
     }
 }
 
