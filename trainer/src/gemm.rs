@@ -1,13 +1,16 @@
-//! The one place the trainer runs `unsafe` code: the matrix product. On
-//! CPUs with AVX2 and FMA it is this crate's kernel (`gemm/avx2.rs`), shaped for
-//! the trainer's small matrices, AVX-512 CPUs included (a 12×32 zmm kernel
-//! did not beat it on Zen 4: docs/PERFORMANCE.md); elsewhere
-//! `matrixmultiply`'s portable sgemm ([`Kernel`]; `KINGLET_GEMM` forces
-//! one). Every call goes through [`sgemm_with`], which checks that each
-//! strided matrix fits inside its slice.
+//! The one place the trainer runs `unsafe` code: the matrix product. One
+//! path per CPU, the fastest measured on the trainer's shapes
+//! (docs/PERFORMANCE.md): on CPUs with AVX-512F this crate's 16×16 zmm
+//! kernel (`gemm/avx512.rs`), on CPUs with AVX2 and FMA its 6×16 ymm kernel
+//! (`gemm/avx2.rs`; both give the same bits), elsewhere `matrixmultiply`'s
+//! portable sgemm ([`Kernel`]; `KINGLET_GEMM` forces one). Every call goes
+//! through [`sgemm_with`], which checks that each strided matrix fits
+//! inside its slice.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// A strided view description: `rows × cols` elements, element (r, c) at
 /// `r * row_stride + c * col_stride`.
@@ -72,9 +75,11 @@ pub fn sgemm(
     sgemm_with(Kernel::chosen(), a, la, b, lb, c, lc, accumulate);
 }
 
-/// The product paths: this crate's kernel, and `matrixmultiply`.
+/// The product paths: this crate's kernels, and `matrixmultiply`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
+    /// `gemm/avx512.rs`: a 16×16 tile in zmm registers (AVX-512F).
+    Avx512,
     /// `gemm/avx2.rs`: a 6×16 tile in ymm registers (AVX2, FMA).
     Avx2,
     /// `matrixmultiply`'s sgemm, on any CPU.
@@ -83,11 +88,12 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every path, fastest first.
-    pub const ALL: [Kernel; 2] = [Kernel::Avx2, Kernel::Portable];
+    pub const ALL: [Kernel; 3] = [Kernel::Avx512, Kernel::Avx2, Kernel::Portable];
 
     /// The name `KINGLET_GEMM` takes.
     pub fn name(self) -> &'static str {
         match self {
+            Kernel::Avx512 => "avx512",
             Kernel::Avx2 => "avx2",
             Kernel::Portable => "portable",
         }
@@ -98,6 +104,11 @@ impl Kernel {
         #[cfg(target_arch = "x86_64")]
         {
             let needs: &[(&str, bool)] = match self {
+                Kernel::Avx512 => &[
+                    ("avx512f", is_x86_feature_detected!("avx512f")),
+                    ("avx2", is_x86_feature_detected!("avx2")),
+                    ("fma", is_x86_feature_detected!("fma")),
+                ],
                 Kernel::Avx2 => &[
                     ("avx2", is_x86_feature_detected!("avx2")),
                     ("fma", is_x86_feature_detected!("fma")),
@@ -109,6 +120,7 @@ impl Kernel {
         #[cfg(not(target_arch = "x86_64"))]
         match self {
             Kernel::Portable => None,
+            Kernel::Avx512 => Some("avx512f"),
             Kernel::Avx2 => Some("avx2"),
         }
     }
@@ -118,8 +130,8 @@ impl Kernel {
         self.missing_feature().is_none()
     }
 
-    /// The path [`sgemm`] takes, decided once: `KINGLET_GEMM` (`avx2` or
-    /// `portable`, to compare them inside a real training run) if this CPU
+    /// The path [`sgemm`] takes, decided once: `KINGLET_GEMM` (`avx512`,
+    /// `avx2` or `portable`, to compare them inside a real training run) if this CPU
     /// can run it, else the fastest this CPU has (see [`Kernel::fastest`]).
     pub fn chosen() -> Kernel {
         static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
@@ -134,7 +146,7 @@ impl Kernel {
                     let fallback = Kernel::fastest();
                     let why = match wanted.and_then(Kernel::missing_feature) {
                         Some(feature) => format!("this CPU lacks {feature}"),
-                        None => "expected avx2 or portable".into(),
+                        None => "expected avx512, avx2 or portable".into(),
                     };
                     eprintln!("KINGLET_GEMM={asked}: {why}; using {}", fallback.name());
                     fallback
@@ -145,7 +157,7 @@ impl Kernel {
     }
 
     /// The fastest path this CPU has, measured on the trainer's shapes
-    /// (docs/PERFORMANCE.md): AVX2, then `matrixmultiply`.
+    /// (docs/PERFORMANCE.md): AVX-512, AVX2, then `matrixmultiply`.
     pub fn fastest() -> Kernel {
         Kernel::ALL
             .into_iter()
@@ -174,6 +186,15 @@ pub fn sgemm_with(
         return;
     }
     assert!(kernel.available(), "gemm kernel {kernel:?} on this CPU");
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx512 && lc.col_stride == 1 {
+        // SAFETY: the CPU has AVX-512F, AVX2 and FMA (asserted); as below.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx512::sgemm(a, la, b, lb, c, lc, accumulate)
+        };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Avx2 && lc.col_stride == 1 {
         // SAFETY: the CPU has AVX2 and FMA (asserted); `fits` guarantees
@@ -277,7 +298,7 @@ mod tests {
                 Some(feature) => println!("{}: skipped: CPU lacks {feature}", kernel.name()),
             }
         }
-        // Tile edges (rows not a multiple of 6, columns below, between and
+        // Tile edges (rows not a multiple of 6 or 16, columns below, between and
         // past 8, 16 and 32) and depths past one 256-deep pass, some not a
         // multiple of 8.
         for &(m, k, n) in &[
@@ -293,6 +314,9 @@ mod tests {
             (24, 257, 64),
             (64, 513, 65),
             (256, 128, 7),
+            (22, 9, 70),
+            (31, 40, 20),
+            (47, 260, 16),
         ] {
             let a: Vec<f32> = (0..2 * m * k).map(|_| next()).collect();
             let b: Vec<f32> = (0..2 * k * n).map(|_| next()).collect();
@@ -323,8 +347,10 @@ mod tests {
                 .flat_map(|ab| c_layouts.map(|lc| (ab, lc)));
             for ((la, lb), lc) in cases {
                 let want = naive(&a, la, &b, lb, n);
-                for &(name, kernel) in &paths {
-                    for accumulate in [false, true] {
+                for accumulate in [false, true] {
+                    // What this crate's kernels wrote: the same bits.
+                    let mut own_bits: Vec<Vec<u32>> = Vec::new();
+                    for &(name, kernel) in &paths {
                         let mut c = c0.clone();
                         match kernel {
                             Some(kernel) => {
@@ -352,7 +378,14 @@ mod tests {
                         for (at, _) in touched.iter().enumerate().filter(|(_, t)| !**t) {
                             assert_eq!(c[at], c0[at], "{name} {m}×{k}×{n} {lc:?}: wrote {at}");
                         }
+                        if matches!(kernel, Some(Kernel::Avx512 | Kernel::Avx2)) {
+                            own_bits.push(c.iter().map(|x| x.to_bits()).collect());
+                        }
                     }
+                    assert!(
+                        own_bits.windows(2).all(|w| w[0] == w[1]),
+                        "avx512 and avx2 differ: {m}×{k}×{n} {la:?} {lb:?} {lc:?} acc={accumulate}"
+                    );
                 }
             }
         }

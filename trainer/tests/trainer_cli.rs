@@ -343,8 +343,8 @@ fn check_reference_passes_on_the_shared_dump() {
 }
 
 /// `KINGLET_GEMM` picks the matrix product path (`portable` is
-/// `matrixmultiply`, `avx2` this crate's kernel, or `matrixmultiply` where
-/// the CPU lacks AVX2): the same model up to rounding.
+/// `matrixmultiply`, `avx2` and `avx512` this crate's kernels, or the
+/// fastest this CPU has where it lacks theirs): the same model up to rounding.
 #[test]
 fn every_matrix_product_path_trains_the_same_model() {
     let dir = scratch("gemm");
@@ -360,7 +360,7 @@ fn every_matrix_product_path_trains_the_same_model() {
     let own = train(&dir, &data, "own", &steps);
     assert!(own.status.success(), "{}", stderr(&own));
     let a = last_loss("own");
-    for path in ["portable", "avx2"] {
+    for path in ["portable", "avx2", "avx512"] {
         let run = bin()
             .env("KINGLET_GEMM", path)
             .args(TINY)

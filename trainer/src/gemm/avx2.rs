@@ -10,6 +10,9 @@
 //! `dyᵀ·x`) it is first copied into 6-row blocks, for the same reason.
 //! In training the operands arrive cold from L3, so each tile prefetches
 //! the next tile's rows of A and its own tile of C.
+//!
+//! The AVX-512 kernel (`avx512.rs`) shares this file's panels of B and
+//! copies of A.
 #![allow(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -20,25 +23,25 @@ use std::cell::RefCell;
 /// Rows of C per register tile.
 const MR: usize = 6;
 /// Columns of C per register tile (two 8-lane vectors).
-const NR: usize = 16;
+pub(super) const NR: usize = 16;
 /// Depth per pass: a panel of KC × NR floats is 16 KiB, half of L1.
-const KC: usize = 256;
+pub(super) const KC: usize = 256;
 
 /// A panel of B: `[KC][NR]`, zero past the last column.
 #[repr(align(64))]
-struct Panel([f32; KC * NR]);
+pub(super) struct Panel(pub(super) [f32; KC * NR]);
 
 /// Copies reused by every call on a thread (attention makes thousands of
 /// tiny products per step: no allocation or clearing per call).
-struct Scratch {
+pub(super) struct Scratch {
     /// The current panel of B.
-    panel: Box<Panel>,
-    /// A copied into 6-row blocks, `[m/MR][kc][MR]`.
-    a_blocks: Vec<f32>,
+    pub(super) panel: Box<Panel>,
+    /// A copied into blocks of a tile's rows, `[m/MR][kc][MR]`.
+    pub(super) a_blocks: Vec<f32>,
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+    pub(super) static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
         panel: Box::new(Panel([0.0; KC * NR])),
         a_blocks: Vec::new(),
     });
@@ -46,10 +49,10 @@ thread_local! {
 
 /// Where one operand lies: element (r, c) at `ptr + r·row_stride + c·col_stride`.
 #[derive(Clone, Copy)]
-struct Strided {
-    ptr: *const f32,
-    row_stride: usize,
-    col_stride: usize,
+pub(super) struct Strided {
+    pub(super) ptr: *const f32,
+    pub(super) row_stride: usize,
+    pub(super) col_stride: usize,
 }
 
 impl Strided {
@@ -58,7 +61,7 @@ impl Strided {
     /// # Safety
     /// (r, c) must lie inside the matrix the caller bounds-checked.
     #[inline(always)]
-    unsafe fn at(self, r: usize, c: usize) -> *const f32 {
+    pub(super) unsafe fn at(self, r: usize, c: usize) -> *const f32 {
         // SAFETY: in bounds by this function's contract.
         unsafe { self.ptr.add(r * self.row_stride + c * self.col_stride) }
     }
@@ -113,7 +116,7 @@ pub unsafe fn sgemm(
                 let acc = accumulate || k0 > 0;
                 if copy_a {
                     // SAFETY: rows 0..m, columns k0..k0+kc are inside a.
-                    unsafe { pack_a(blocks, a, m, k0, kc) };
+                    unsafe { pack_a::<MR>(blocks, a, m, k0, kc) };
                 }
                 for j0 in (0..n).step_by(NR) {
                     let cols = NR.min(n - j0);
@@ -159,7 +162,14 @@ pub unsafe fn sgemm(
 /// # Safety
 /// AVX2; those rows and columns lie inside b.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pack_b(panel: &mut Panel, b: Strided, k0: usize, kc: usize, j0: usize, cols: usize) {
+pub(super) unsafe fn pack_b(
+    panel: &mut Panel,
+    b: Strided,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    cols: usize,
+) {
     let out = panel.0.as_mut_ptr();
     // SAFETY: reads stay inside rows k0..k0+kc, columns j0..j0+cols of b;
     // writes inside the panel's first kc rows.
@@ -200,7 +210,7 @@ unsafe fn pack_b(panel: &mut Panel, b: Strided, k0: usize, kc: usize, j0: usize,
 /// The transpose of the 8×8 matrix whose rows are `r`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+pub(super) fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
     let t1 = _mm256_unpackhi_ps(r[0], r[1]);
     let t2 = _mm256_unpacklo_ps(r[2], r[3]);
@@ -230,11 +240,17 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 }
 
 /// Copies A's rows 0..m, columns k0..k0+kc into `blocks` as
-/// `[m/MR][kc][MR]`, zeros past row m.
+/// `[m/MR][kc][MR]` (MR: the tile's rows), zeros past row m.
 ///
 /// # Safety
 /// Those rows and columns lie inside a.
-unsafe fn pack_a(blocks: &mut Vec<f32>, a: Strided, m: usize, k0: usize, kc: usize) {
+pub(super) unsafe fn pack_a<const MR: usize>(
+    blocks: &mut Vec<f32>,
+    a: Strided,
+    m: usize,
+    k0: usize,
+    kc: usize,
+) {
     let whole = m - m % MR;
     blocks.clear();
     blocks.resize(m.div_ceil(MR) * MR * kc, 0.0);
