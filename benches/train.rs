@@ -2,7 +2,8 @@
 //! d_model 128, 4 layers, batch 32) and of the `small` preset (context 128,
 //! d_model 192, 6 layers, batch 16), with 1 and 2 threads; then where one
 //! single-threaded step's time goes, and the GFLOP/s of every matrix
-//! product path the CPU runs (`gemm::Kernel`), on warm and on cold caches.
+//! product path the CPU runs (`gemm::Kernel`), on warm and on cold caches;
+//! last, those GFLOP/s for a step at nanoGPT's shakespeare-char size.
 //! The tokens/s and the breakdown use the path `KINGLET_GEMM` chooses. Run with
 //! `cargo bench --bench train` (release profile).
 //!
@@ -93,12 +94,17 @@ fn step_products(c: &ModelConfig, batch: usize) -> Vec<(usize, usize, usize)> {
 /// touched many megabytes of activations ago.
 const COLD_BYTES: usize = 96 << 20;
 
-/// All the step's products (forward, dx, dW) on one thread, 9 runs, in ms:
+/// All the step's products (forward, dx, dW) on one thread, `runs` runs, in ms:
 /// (fastest, median). The fastest compares kernels on a shared machine; the
 /// median goes with the other medians of the breakdown. With `cold`, each
 /// product works on the next of enough operand copies to fill
 /// [`COLD_BYTES`], so its inputs and outputs come from memory.
-fn matmul_ms(products: &[(usize, usize, usize)], kernel: Kernel, cold: bool) -> (f64, f64) {
+fn matmul_ms(
+    products: &[(usize, usize, usize)],
+    kernel: Kernel,
+    cold: bool,
+    runs: usize,
+) -> (f64, f64) {
     let gemm = |a: &[f32], la, b: &[f32], lb, c: &mut [f32], lc, acc| {
         sgemm_with(kernel, a, la, b, lb, c, lc, acc)
     };
@@ -128,7 +134,7 @@ fn matmul_ms(products: &[(usize, usize, usize)], kernel: Kernel, cold: bool) -> 
         vec![0.0; wbig * copies],
     );
     let mut next = 0;
-    let times: Vec<f64> = (0..9)
+    let times: Vec<f64> = (0..runs)
         .map(|_| {
             let start = Instant::now();
             for &(n, i, o) in products {
@@ -225,16 +231,12 @@ fn breakdown(name: &str, p: &Preset, corpus: &Corpus) {
     }
     let [data, passes, optimizer] = phases.map(median);
     let products = step_products(&c, batch);
-    let (_, matmul) = matmul_ms(&products, Kernel::chosen(), false);
+    let (_, matmul) = matmul_ms(&products, Kernel::chosen(), false, 9);
     let attention = attention_ms(&c, batch);
     // What the passes spend outside matmuls and attention (medians of
     // separate runs: on a busy machine this difference is rough).
     let elementwise = (passes - matmul - attention).max(0.0);
     let total = data + passes + optimizer;
-    let flop: f64 = products
-        .iter()
-        .map(|&(n, i, o)| 6.0 * (n * i * o) as f64)
-        .sum();
     let pct = |ms: f64| 100.0 * ms / total;
     println!("  {name}, one step on 1 thread: {total:.2} ms");
     println!(
@@ -246,19 +248,28 @@ fn breakdown(name: &str, p: &Preset, corpus: &Corpus) {
         pct(elementwise),
         pct(optimizer),
     );
-    // Every path this CPU runs, warm then cold, one after the other.
+    product_rates(&products, 9);
+}
+
+/// The GFLOP/s of every path this CPU runs on `products`, warm then cold,
+/// one after the other, fastest of `runs`.
+fn product_rates(products: &[(usize, usize, usize)], runs: usize) {
+    let flop: f64 = products
+        .iter()
+        .map(|&(n, i, o)| 6.0 * (n * i * o) as f64)
+        .sum();
     let rate = |ms: f64| flop / ms / 1e6;
     let rates: Vec<String> = Kernel::ALL
         .into_iter()
         .filter(|k| k.available())
         .map(|k| {
-            let (warm, _) = matmul_ms(&products, k, false);
-            let (cold, _) = matmul_ms(&products, k, true);
+            let (warm, _) = matmul_ms(products, k, false, runs);
+            let (cold, _) = matmul_ms(products, k, true, runs);
             format!("{} {:.1} / {:.1}", k.name(), rate(warm), rate(cold))
         })
         .collect();
     println!(
-        "    matrix products, fastest of 9, GFLOP/s warm / cold caches: {}",
+        "    matrix products, fastest of {runs}, GFLOP/s warm / cold caches: {}",
         rates.join(", ")
     );
 }
@@ -277,4 +288,13 @@ fn main() {
         }
         with_threads(1, || breakdown(name, &p, &corpus));
     }
+    // nanoGPT's shakespeare-char size (benches/train_vs_pytorch.sh): only
+    // its products, a step's worth being 3.5 s of one core.
+    let mut c = preset("seed").expect("preset").model;
+    (c.vocab_size, c.context, c.dim, c.n_layers) = (vocab, 256, 384, 6);
+    (c.n_heads, c.n_kv_heads, c.hidden_dim) = (6, 6, 1024);
+    println!(
+        "  nanoGPT's size (context 256, d_model 384, 6 layers, hidden 1024, batch 16), one step:"
+    );
+    with_threads(1, || product_rates(&step_products(&c, 16), 3));
 }
