@@ -480,6 +480,154 @@ fn attention_kernels_equal_reference_bit_for_bit() {
     }
 }
 
+/// Runs of query heads, as attention tasks split them: `(n_heads,
+/// n_kv_heads, first_head, heads)`, with grouped-query layouts and runs
+/// that start inside a group.
+const HEAD_RUNS: [(usize, usize, usize, usize); 7] = [
+    (1, 1, 0, 1),
+    (3, 3, 0, 3),
+    (3, 3, 1, 2),
+    (6, 2, 0, 6),
+    (6, 2, 2, 3),
+    (8, 1, 3, 5),
+    (12, 12, 6, 6),
+];
+
+#[test]
+fn attention_head_run_kernels_equal_reference_and_per_head_bit_for_bit() {
+    let mut rng = Rng::new(12);
+    for path in accelerated_paths() {
+        for width in [1, 7, 8, 15, 16, 17, 33, 48, 64] {
+            for (n_heads, n_kv_heads, first_head, heads) in HEAD_RUNS {
+                for positions in [1, 3, 15, 16, 17, 33, 47] {
+                    let row_floats = n_kv_heads * width + 3; // rows padded past the heads
+                    let run = kernels::HeadRun {
+                        positions,
+                        row_floats,
+                        head_dim: width,
+                        first_head,
+                        heads,
+                        group: n_heads / n_kv_heads,
+                        score_stride: positions + 5,
+                    };
+                    let keys = values(&mut rng, positions * row_floats);
+                    let q = values(&mut rng, heads * width);
+                    let what = format!(
+                        "{} width {width} heads {n_heads}/{n_kv_heads} run {first_head}+{heads} \
+                         positions {positions}",
+                        path.name()
+                    );
+                    let scores_len = heads * run.score_stride;
+                    let want = same_bits(path, scores_len, &format!("scores {what}"), |p, out| {
+                        p.attention_scores_heads(out, &q, &keys, run)
+                    });
+                    let weights = values(&mut rng, scores_len);
+                    let sums = same_bits(path, heads * width, &format!("sums {what}"), |p, out| {
+                        p.weighted_sum_heads(out, &weights, &keys, run)
+                    });
+                    // Each head's bits are those of the one-head kernels.
+                    for i in 0..heads {
+                        let kv_start = (first_head + i) / run.group * width;
+                        let q_head = &q[run.head_range(i)];
+                        let mut one = vec![f32::NAN; positions];
+                        path.attention_scores(&mut one, q_head, &keys, row_floats, kv_start)
+                            .expect("one head");
+                        assert_bits_eq(
+                            &want[run.score_range(i)],
+                            &one,
+                            &format!("head {i} {what}"),
+                        );
+                        let mut one = vec![f32::NAN; width];
+                        let w = &weights[run.score_range(i)];
+                        path.weighted_sum(&mut one, w, &keys, row_floats, kv_start)
+                            .expect("one head");
+                        assert_bits_eq(&sums[run.head_range(i)], &one, &format!("head {i} {what}"));
+                    }
+                }
+            }
+        }
+        // Runs that do not fit their buffers or rows are errors, not panics.
+        let run = kernels::HeadRun {
+            positions: 4,
+            row_floats: 16,
+            head_dim: 8,
+            first_head: 0,
+            heads: 2,
+            group: 1,
+            score_stride: 4,
+        };
+        let (keys, q) = (vec![1.0; 64], vec![1.0; 16]);
+        let mut scores = vec![0.0; 8];
+        assert!(path
+            .attention_scores_heads(&mut scores, &q, &keys, run)
+            .is_ok());
+        let past_row = kernels::HeadRun { heads: 3, ..run };
+        let past_cache = kernels::HeadRun {
+            positions: 5,
+            ..run
+        };
+        let scores_overlap = kernels::HeadRun {
+            score_stride: 3,
+            ..run
+        };
+        let no_kv_head = kernels::HeadRun { group: 0, ..run };
+        let overflow = kernels::HeadRun {
+            first_head: usize::MAX,
+            ..run
+        };
+        let no_width = kernels::HeadRun {
+            head_dim: 0,
+            row_floats: 0,
+            ..run
+        };
+        let bad_runs = [
+            past_row,
+            past_cache,
+            scores_overlap,
+            no_kv_head,
+            overflow,
+            no_width,
+        ];
+        for bad in bad_runs {
+            let mut scores = [0.0; 16];
+            let mut out = [0.0; 16];
+            let q = &q[..(bad.heads * bad.head_dim).min(16)];
+            assert!(
+                path.attention_scores_heads(&mut scores, q, &keys, bad)
+                    .is_err(),
+                "{bad:?}"
+            );
+            let out = &mut out[..q.len()];
+            assert!(
+                path.weighted_sum_heads(out, &scores, &keys, bad).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(path
+            .attention_scores_heads(&mut scores[..7], &q, &keys, run)
+            .is_err());
+        assert!(path
+            .attention_scores_heads(&mut scores, &q[..15], &keys, run)
+            .is_err());
+        let mut out = vec![0.0; 16];
+        assert!(path
+            .weighted_sum_heads(&mut out[..15], &scores, &keys, run)
+            .is_err());
+        assert!(path
+            .weighted_sum_heads(&mut out, &scores[..7], &keys, run)
+            .is_err());
+        // No positions: no scores, zero sums.
+        let empty = kernels::HeadRun {
+            positions: 0,
+            ..run
+        };
+        let mut out = vec![f32::NAN; 16];
+        path.weighted_sum_heads(&mut out, &scores, &keys, empty)
+            .expect("empty");
+        assert!(out.iter().all(|&v| v == 0.0));
+    }
+}
+
 #[test]
 fn activation_quantization_equals_reference_bit_for_bit() {
     let mut rng = Rng::new(11);

@@ -23,7 +23,8 @@ use half::{bf16, f16};
 
 use super::reference;
 use super::shapes::{
-    block_bytes, Activations, Float, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided,
+    block_bytes, Activations, Float, FloatMatmul, FloatRows, HeadRows, HeadScores, HeadSums,
+    QuantMatmul, QuantRows, Strided,
 };
 use crate::quant::BlockQ8;
 use crate::tensor::BLOCK_LEN;
@@ -298,6 +299,19 @@ const SUM_WIDTH: usize = 8 * WIDTH;
 /// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>) {
+    out[..values.width].fill(0.0);
+    // SAFETY: the features are available (this function's precondition).
+    unsafe { add_weighted(out, weights, values) }
+}
+
+/// `out += weights[p] · values row p` for each position in order: the
+/// reference's `axpy` per position, the output in registers across them.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn add_weighted(out: &mut [f32], weights: &[f32], values: Strided<'_>) {
     let out = &mut out[..values.width];
     let weights = &weights[..values.rows.min(weights.len())];
     let (width, stride, offset) = (values.width, values.stride, values.offset);
@@ -305,7 +319,14 @@ pub unsafe fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>
     let mut start = 0;
     while start < whole {
         let vectors = ((whole - start) / WIDTH).min(SUM_WIDTH / WIDTH);
-        let mut acc = [_mm256_setzero_ps(); SUM_WIDTH / WIDTH];
+        let mut acc: [__m256; SUM_WIDTH / WIDTH] = core::array::from_fn(|i| {
+            if i < vectors {
+                // SAFETY: start + 8·i + 8 <= whole <= width, inside `out`.
+                unsafe { _mm256_loadu_ps(out.as_ptr().add(start + i * WIDTH)) }
+            } else {
+                _mm256_setzero_ps()
+            }
+        });
         for (p, &w) in weights.iter().enumerate() {
             let wv = _mm256_set1_ps(w);
             for (i, a) in acc.iter_mut().take(vectors).enumerate() {
@@ -329,11 +350,89 @@ pub unsafe fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>
         start += vectors * WIDTH;
     }
     let tail = &mut out[whole..];
-    tail.fill(0.0);
     for (p, &w) in weights.iter().enumerate() {
         for (o, &v) in tail.iter_mut().zip(&values.row(p)[whole..]) {
             *o += w * v;
         }
+    }
+}
+
+/// Cached positions a run of heads goes through together: every head's
+/// scores (or sums) over a block before the next block. A position's KV
+/// heads sit side by side in its row, so a block's rows are read once,
+/// together, rather than each head striding over the whole cache.
+const HEAD_BLOCK: usize = 16;
+
+/// Asks for head `i`'s columns of rows `first .. first + n` (those before
+/// `positions`): the next block's, while this one is computed. With the
+/// order alone the hardware prefetcher still fell behind (AVX-512 path,
+/// 110M shape; see docs/PERFORMANCE.md).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn prefetch_block(rows: &HeadRows<'_>, i: usize, first: usize, n: usize) {
+    let head = rows.head(i);
+    let end = rows.run.positions.min(first + n);
+    for row in first..end {
+        let start = head
+            .data
+            .as_ptr()
+            .wrapping_add(row * head.stride + head.offset);
+        prefetch(start.cast::<u8>(), head.width * 4);
+    }
+}
+
+/// [`attention_scores`] for each head of a run, a block of positions at a
+/// time across the heads; each score is the reference's `dot`, whichever
+/// block computes it.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn attention_scores_heads(a: HeadScores<'_>) {
+    let HeadScores { scores, q, keys } = a;
+    let run = keys.run;
+    let mut first = 0;
+    while first < run.positions {
+        let n = HEAD_BLOCK.min(run.positions - first);
+        for i in 0..run.heads {
+            prefetch_block(&keys, i, first + n, HEAD_BLOCK);
+            let block = &mut scores[run.score_range(i)][first..first + n];
+            let rows = keys.head(i).rows_in(first, n);
+            // SAFETY: the features are available (this function's
+            // precondition).
+            unsafe { attention_scores(block, &q[run.head_range(i)], rows) };
+        }
+        first += n;
+    }
+}
+
+/// [`weighted_sum`] for each head of a run, a block of positions at a time
+/// across the heads; each output element still adds the positions in
+/// order, the reference's bits.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn weighted_sum_heads(a: HeadSums<'_>) {
+    let HeadSums {
+        out,
+        weights,
+        values,
+    } = a;
+    let run = values.run;
+    out.fill(0.0);
+    let mut first = 0;
+    while first < run.positions {
+        let n = HEAD_BLOCK.min(run.positions - first);
+        for i in 0..run.heads {
+            prefetch_block(&values, i, first + n, HEAD_BLOCK);
+            let block = &weights[run.score_range(i)][first..first + n];
+            let rows = values.head(i).rows_in(first, n);
+            // SAFETY: the features are available (this function's
+            // precondition).
+            unsafe { add_weighted(&mut out[run.head_range(i)], block, rows) };
+        }
+        first += n;
     }
 }
 

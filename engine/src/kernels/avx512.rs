@@ -37,7 +37,8 @@ use super::avx2::{self, prefetch, reduce8, tail_sum, BF16, F16, F32, STREAM_BYTE
 use super::packed::{GROUP_SCALE_BYTES, VECTOR_BYTES};
 use super::reference;
 use super::shapes::{
-    block_bytes, Activations, Float, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided,
+    block_bytes, Activations, Float, FloatMatmul, FloatRows, HeadRows, HeadScores, HeadSums,
+    QuantMatmul, QuantRows, Strided,
 };
 use crate::quant::BlockQ8;
 use crate::tensor::BLOCK_LEN;
@@ -350,6 +351,19 @@ const SUM_WIDTH: usize = 4 * LANES;
 /// The features are available.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>) {
+    out[..values.width].fill(0.0);
+    // SAFETY: the features are available (this function's precondition).
+    unsafe { add_weighted(out, weights, values) }
+}
+
+/// `out += weights[p] · values row p` for each position in order: the
+/// reference's `axpy` per position, the output in registers across them.
+///
+/// # Safety
+/// The features are available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn add_weighted(out: &mut [f32], weights: &[f32], values: Strided<'_>) {
     let out = &mut out[..values.width];
     let weights = &weights[..values.rows.min(weights.len())];
     let (width, stride, offset) = (values.width, values.stride, values.offset);
@@ -365,7 +379,11 @@ pub unsafe fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>
             let n = left.saturating_sub(i * LANES).min(LANES);
             ((1u32 << n) - 1) as __mmask16
         });
-        let mut acc = [_mm512_setzero_ps(); SUM_WIDTH / LANES];
+        let mut acc: [__m512; SUM_WIDTH / LANES] = core::array::from_fn(|i| {
+            // SAFETY: the unmasked lanes are elements start + 16·i .. <
+            // width of `out`; masked-off lanes are not read.
+            unsafe { _mm512_maskz_loadu_ps(masks[i], out.as_ptr().add(start + i * LANES)) }
+        });
         for (p, &w) in weights.iter().enumerate() {
             let wv = _mm512_set1_ps(w);
             for (i, a) in acc.iter_mut().take(vectors).enumerate() {
@@ -390,6 +408,85 @@ pub unsafe fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>
             unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(start + i * LANES), masks[i], *a) };
         }
         start += (vectors * LANES).min(left);
+    }
+}
+
+/// Cached positions a run of heads goes through together: every head's
+/// scores (or sums) over a block before the next block. A position's KV
+/// heads sit side by side in its row, so a block's rows are read once,
+/// together, rather than each head striding over the whole cache.
+const HEAD_BLOCK: usize = BATCH_KEYS;
+
+/// Asks for head `i`'s columns of rows `first .. first + n` (those before
+/// `positions`): the next block's, while this one is computed. With the
+/// order alone the hardware prefetcher still fell behind (110M shape; see
+/// docs/PERFORMANCE.md).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn prefetch_block(rows: &HeadRows<'_>, i: usize, first: usize, n: usize) {
+    let head = rows.head(i);
+    let end = rows.run.positions.min(first + n);
+    for row in first..end {
+        let start = head
+            .data
+            .as_ptr()
+            .wrapping_add(row * head.stride + head.offset);
+        prefetch(start.cast::<u8>(), head.width * 4);
+    }
+}
+
+/// [`attention_scores`] for each head of a run, a block of positions at a
+/// time across the heads; each score is the reference's `dot`, whichever
+/// block computes it.
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn attention_scores_heads(a: HeadScores<'_>) {
+    let HeadScores { scores, q, keys } = a;
+    let run = keys.run;
+    let mut first = 0;
+    while first < run.positions {
+        let n = HEAD_BLOCK.min(run.positions - first);
+        for i in 0..run.heads {
+            prefetch_block(&keys, i, first + n, HEAD_BLOCK);
+            let block = &mut scores[run.score_range(i)][first..first + n];
+            let rows = keys.head(i).rows_in(first, n);
+            // SAFETY: the features are available (this function's
+            // precondition).
+            unsafe { attention_scores(block, &q[run.head_range(i)], rows) };
+        }
+        first += n;
+    }
+}
+
+/// [`weighted_sum`] for each head of a run, a block of positions at a time
+/// across the heads; each output element still adds the positions in
+/// order, the reference's bits.
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn weighted_sum_heads(a: HeadSums<'_>) {
+    let HeadSums {
+        out,
+        weights,
+        values,
+    } = a;
+    let run = values.run;
+    out.fill(0.0);
+    let mut first = 0;
+    while first < run.positions {
+        let n = HEAD_BLOCK.min(run.positions - first);
+        for i in 0..run.heads {
+            prefetch_block(&values, i, first + n, HEAD_BLOCK);
+            let block = &weights[run.score_range(i)][first..first + n];
+            let rows = values.head(i).rows_in(first, n);
+            // SAFETY: the features are available (this function's
+            // precondition).
+            unsafe { add_weighted(&mut out[run.head_range(i)], block, rows) };
+        }
+        first += n;
     }
 }
 

@@ -20,6 +20,7 @@ pub mod reference;
 pub mod shapes;
 
 pub use path::{active_path, Path};
+pub use shapes::HeadRun;
 
 use crate::error::Error;
 use crate::quant::{self, BlockQ8};
@@ -101,6 +102,30 @@ pub fn weighted_sum(
     offset: usize,
 ) -> Result<(), Error> {
     Path::active().weighted_sum(out, weights, values, stride, offset)
+}
+
+/// Attention scores of a run of query heads; see
+/// [`Path::attention_scores_heads`].
+#[inline]
+pub fn attention_scores_heads(
+    scores: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    run: HeadRun,
+) -> Result<(), Error> {
+    Path::active().attention_scores_heads(scores, q, keys, run)
+}
+
+/// Attention-weighted sums of a run of query heads; see
+/// [`Path::weighted_sum_heads`].
+#[inline]
+pub fn weighted_sum_heads(
+    out: &mut [f32],
+    weights: &[f32],
+    values: &[f32],
+    run: HeadRun,
+) -> Result<(), Error> {
+    Path::active().weighted_sum_heads(out, weights, values, run)
 }
 
 /// `out = W · x` for a Q8_0 or Q4_0 matrix and activations quantized with

@@ -15,7 +15,10 @@
 
 use super::packed::PackedMatrix;
 use super::reference;
-use super::shapes::{Activations, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided};
+use super::shapes::{
+    Activations, FloatMatmul, FloatRows, HeadRun, HeadScores, HeadSums, QuantMatmul, QuantRows,
+    Strided,
+};
 #[cfg(target_arch = "x86_64")]
 use super::{avx2, avx512};
 use crate::error::Error;
@@ -295,6 +298,48 @@ impl Path {
     ) -> Result<(), Error> {
         let values = Strided::new(values, weights.len(), out.len(), stride, offset)?;
         run_on!(self, weighted_sum(out, weights, values));
+        Ok(())
+    }
+
+    /// [`attention_scores`](Self::attention_scores) of each query head `i`
+    /// of a run (`q[run.head_range(i)]` against its KV head's columns of
+    /// `keys`, rows of `run.row_floats`), into `scores[run.score_range(i)]`;
+    /// the scores of one position for all the heads before the next
+    /// positions, since a position's heads share a row.
+    ///
+    /// Errors: [`Error::InvalidInput`] when a head has no width or no KV
+    /// head, a row would reach past `row_floats` or `keys`, or `q` or
+    /// `scores` do not fit the run.
+    pub fn attention_scores_heads(
+        self,
+        scores: &mut [f32],
+        q: &[f32],
+        keys: &[f32],
+        run: HeadRun,
+    ) -> Result<(), Error> {
+        if let Some(a) = HeadScores::new(scores, q, keys, run)? {
+            run_on!(self, attention_scores_heads(a));
+        }
+        Ok(())
+    }
+
+    /// [`weighted_sum`](Self::weighted_sum) of each query head `i` of a run
+    /// (`weights[run.score_range(i)]` over its KV head's columns of
+    /// `values`), into `out[run.head_range(i)]`, the heads' sums taken a few
+    /// positions at a time across the heads.
+    ///
+    /// Errors: as [`attention_scores_heads`](Self::attention_scores_heads),
+    /// for `out` and `weights`.
+    pub fn weighted_sum_heads(
+        self,
+        out: &mut [f32],
+        weights: &[f32],
+        values: &[f32],
+        run: HeadRun,
+    ) -> Result<(), Error> {
+        if let Some(a) = HeadSums::new(out, weights, values, run)? {
+            run_on!(self, weighted_sum_heads(a));
+        }
         Ok(())
     }
 

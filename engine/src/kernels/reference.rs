@@ -41,7 +41,10 @@
 #![forbid(unsafe_code)]
 
 use super::packed::{group_block_bytes, unpack_block, GROUP_ROWS};
-use super::shapes::{Activations, Float, FloatMatmul, FloatRows, QuantMatmul, QuantRows, Strided};
+use super::shapes::{
+    Activations, Float, FloatMatmul, FloatRows, HeadScores, HeadSums, QuantMatmul, QuantRows,
+    Strided,
+};
 use crate::error::Error;
 use crate::quant::{self, BlockQ8};
 use crate::tensor::{Dtype, BLOCK_LEN, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
@@ -376,6 +379,38 @@ pub fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>) {
     out.fill(0.0);
     for (p, &w) in weights.iter().enumerate().take(values.rows) {
         axpy(out, w, values.row(p));
+    }
+}
+
+/// [`attention_scores`] for each head `i` of a run: `scores[score_range(i)]`
+/// from query `q[head_range(i)]` and its KV head's keys.
+pub fn attention_scores_heads(a: HeadScores<'_>) {
+    let HeadScores { scores, q, keys } = a;
+    let run = keys.run;
+    for i in 0..run.heads {
+        attention_scores(
+            &mut scores[run.score_range(i)],
+            &q[run.head_range(i)],
+            keys.head(i),
+        );
+    }
+}
+
+/// [`weighted_sum`] for each head `i` of a run: `out[head_range(i)]` from
+/// `weights[score_range(i)]` and its KV head's values.
+pub fn weighted_sum_heads(a: HeadSums<'_>) {
+    let HeadSums {
+        out,
+        weights,
+        values,
+    } = a;
+    let run = values.run;
+    for i in 0..run.heads {
+        weighted_sum(
+            &mut out[run.head_range(i)],
+            &weights[run.score_range(i)],
+            values.head(i),
+        );
     }
 }
 

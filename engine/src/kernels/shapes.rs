@@ -265,6 +265,188 @@ impl<'a> Strided<'a> {
         let start = p * self.stride + self.offset;
         &self.data[start..start + self.width]
     }
+
+    /// Rows `first .. first + n` as a view of their own (`first + n ≤
+    /// rows`, which keeps the facts).
+    pub(super) fn rows_in(&self, first: usize, n: usize) -> Strided<'a> {
+        debug_assert!(first + n <= self.rows, "rows_in: past the last row");
+        Strided {
+            data: &self.data[first * self.stride..],
+            rows: n,
+            ..*self
+        }
+    }
+}
+
+/// A run of consecutive query heads attending over the same cached
+/// positions (one attention task's heads), and where their scores go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadRun {
+    /// Cached positions each head attends over.
+    pub positions: usize,
+    /// Floats of one cached row: every KV head of a position (`kv_dim`).
+    pub row_floats: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// The run's first query head.
+    pub first_head: usize,
+    /// Query heads in the run.
+    pub heads: usize,
+    /// Query heads per KV head: query head `h` reads the columns
+    /// `(h / group)·head_dim ..` of each row (grouped-query attention).
+    pub group: usize,
+    /// Floats from one head's scores (or weights) to the next head's.
+    pub score_stride: usize,
+}
+
+impl HeadRun {
+    /// Where the run's head `i` keeps its scores or weights.
+    pub fn score_range(&self, i: usize) -> core::ops::Range<usize> {
+        let start = i * self.score_stride;
+        start..start + self.positions
+    }
+
+    /// Where the run's head `i` sits in its queries and outputs.
+    pub fn head_range(&self, i: usize) -> core::ops::Range<usize> {
+        let start = i * self.head_dim;
+        start..start + self.head_dim
+    }
+
+    /// The length a buffer of the run's scores or weights needs.
+    fn scores_len(&self) -> Option<usize> {
+        (self.heads - 1)
+            .checked_mul(self.score_stride)?
+            .checked_add(self.positions)
+    }
+}
+
+/// The cached rows a [`HeadRun`] reads: keys or values.
+///
+/// Facts: `heads ≥ 1`, `positions ≥ 1`, `head_dim ≥ 1`, `group ≥ 1`,
+/// `positions ≤ score_stride`, the last head's KV columns end within
+/// `row_floats`, and `positions · row_floats ≤ data.len()`.
+#[derive(Clone, Copy)]
+pub struct HeadRows<'a> {
+    pub(super) data: &'a [f32],
+    pub(super) run: HeadRun,
+}
+
+impl<'a> HeadRows<'a> {
+    /// `Ok(None)` when the run has no heads or no positions.
+    ///
+    /// Errors: [`Error::InvalidInput`] when a head has no width or no KV
+    /// head, the heads' scores would overlap, or a row would reach past
+    /// `row_floats` or the last row past `data`.
+    fn new(data: &'a [f32], run: HeadRun) -> Result<Option<Self>, Error> {
+        if run.heads == 0 || run.positions == 0 {
+            return Ok(None);
+        }
+        let last_kv_end = run
+            .first_head
+            .checked_add(run.heads - 1)
+            .map(|last| last / run.group.max(1) + 1)
+            .and_then(|kv_heads| kv_heads.checked_mul(run.head_dim));
+        let fits_row = last_kv_end.is_some_and(|end| end <= run.row_floats);
+        let fits_data = run
+            .positions
+            .checked_mul(run.row_floats)
+            .is_some_and(|n| n <= data.len());
+        let sane = run.head_dim > 0 && run.group > 0 && run.positions <= run.score_stride;
+        if !(sane && fits_row && fits_data) {
+            return Err(invalid(
+                "attention heads reach past their rows or the cache",
+            ));
+        }
+        Ok(Some(HeadRows { data, run }))
+    }
+
+    /// The rows of the run's head `i` (`i < heads`), its KV head's columns.
+    pub(super) fn head(&self, i: usize) -> Strided<'a> {
+        let run = self.run;
+        Strided {
+            data: self.data,
+            rows: run.positions,
+            width: run.head_dim,
+            stride: run.row_floats,
+            offset: (run.first_head + i) / run.group * run.head_dim,
+        }
+    }
+}
+
+/// A run's attention scores: each head's query against its cached keys.
+///
+/// Facts: those of [`HeadRows`], `q.len() = heads · head_dim`, and
+/// `scores` holds every head's [`HeadRun::score_range`].
+pub struct HeadScores<'a> {
+    pub(super) scores: &'a mut [f32],
+    pub(super) q: &'a [f32],
+    pub(super) keys: HeadRows<'a>,
+}
+
+impl<'a> HeadScores<'a> {
+    /// `Ok(None)` when there is nothing to compute.
+    ///
+    /// Errors: those of [`HeadRows`], and [`Error::InvalidInput`] when `q`
+    /// or `scores` do not fit the run.
+    pub fn new(
+        scores: &'a mut [f32],
+        q: &'a [f32],
+        keys: &'a [f32],
+        run: HeadRun,
+    ) -> Result<Option<Self>, Error> {
+        let Some(keys) = HeadRows::new(keys, run)? else {
+            return Ok(None);
+        };
+        let fits_q = run.heads.checked_mul(run.head_dim) == Some(q.len());
+        let fits_scores = run.scores_len().is_some_and(|n| n <= scores.len());
+        if !(fits_q && fits_scores) {
+            return Err(invalid(
+                "attention_scores_heads: queries or scores do not fit the heads",
+            ));
+        }
+        Ok(Some(HeadScores { scores, q, keys }))
+    }
+}
+
+/// A run's attention-weighted sums: each head's weights over its cached
+/// values.
+///
+/// Facts: those of [`HeadRows`], `out.len() = heads · head_dim`, and
+/// `weights` holds every head's [`HeadRun::score_range`].
+pub struct HeadSums<'a> {
+    pub(super) out: &'a mut [f32],
+    pub(super) weights: &'a [f32],
+    pub(super) values: HeadRows<'a>,
+}
+
+impl<'a> HeadSums<'a> {
+    /// `Ok(None)`, with `out` zeroed, when there is nothing to sum.
+    ///
+    /// Errors: those of [`HeadRows`], and [`Error::InvalidInput`] when `out`
+    /// or `weights` do not fit the run.
+    pub fn new(
+        out: &'a mut [f32],
+        weights: &'a [f32],
+        values: &'a [f32],
+        run: HeadRun,
+    ) -> Result<Option<Self>, Error> {
+        let Some(values) = HeadRows::new(values, run)? else {
+            out.fill(0.0);
+            return Ok(None);
+        };
+        let fits_out = run.heads.checked_mul(run.head_dim) == Some(out.len());
+        let fits_weights = run.scores_len().is_some_and(|n| n <= weights.len());
+        if !(fits_out && fits_weights) {
+            return Err(invalid(
+                "weighted_sum_heads: outputs or weights do not fit the heads",
+            ));
+        }
+        Ok(Some(HeadSums {
+            out,
+            weights,
+            values,
+        }))
+    }
 }
 
 /// Activations to quantize into Q8 blocks.
