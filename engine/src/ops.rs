@@ -198,6 +198,42 @@ pub fn attend_head(
     kernels::weighted_sum(out, weights, values, kv_dim, kv_start)
 }
 
+/// A run of query heads attending over the same cached positions, each with
+/// the bits of [`attend_head`]: the scores of every head, position block by
+/// position block (a position's heads share its cache row), then each head's
+/// softmax, then the weighted sums, again a block of positions across the
+/// heads.
+///
+/// - `out`: `[heads × head_dim]`, the heads' outputs;
+/// - `scores`: `[heads × score_stride]`, on return head `i`'s attention
+///   weights in `scores[run.score_range(i)]`;
+/// - `q`: `[heads × head_dim]`, the run's query heads (RoPE applied);
+/// - `keys`, `values`: `[≥ positions × row_floats]`, the layer's cache rows.
+///
+/// Errors: [`Error::InvalidInput`] when the buffers or the cache rows do not
+/// fit the run (see [`kernels::Path::attention_scores_heads`]).
+pub fn attend_heads(
+    out: &mut [f32],
+    scores: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    run: kernels::HeadRun,
+) -> Result<(), Error> {
+    kernels::attention_scores_heads(scores, q, keys, run)?;
+    let scale = libm::sqrtf(run.head_dim as f32);
+    for i in 0..run.heads {
+        let Some(weights) = scores.get_mut(run.score_range(i)) else {
+            break; // unreachable: the scores kernel checked the run
+        };
+        for w in weights.iter_mut() {
+            *w /= scale;
+        }
+        softmax(weights);
+    }
+    kernels::weighted_sum_heads(out, scores, values, run)
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;

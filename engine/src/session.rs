@@ -43,7 +43,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crate::config::Config;
 use crate::error::Error;
 use crate::format::ModelFile;
-use crate::kernels::{self, packed::PackedMatrix};
+use crate::kernels::{self, packed::PackedMatrix, HeadRun};
 use crate::ops::{self, Heads};
 use crate::packed_weights::{PackedLayer, PackedWeights};
 use crate::parallel::{Parallel, SEQUENTIAL};
@@ -153,8 +153,9 @@ pub struct Session<'a, T: AsRef<[u8]>> {
     hb: &'a mut [f32],
     /// SwiGLU up projection `w3·x`, `[C × hidden_dim]`.
     hb2: &'a mut [f32],
-    /// Per head: attention weights `[max_seq]`, then the head's outputs
-    /// `[C × head_dim]`; `[n_heads × (max_seq + C × head_dim)]`.
+    /// Per attention task's run of `k` heads: their attention weights
+    /// `[k × max_seq]`, then their outputs `[C × k × head_dim]`;
+    /// `[n_heads × (max_seq + C × head_dim)]` in all.
     att: &'a mut [f32],
     /// Output of the last forward or prefill, `[vocab_size]`.
     logits: &'a mut [f32],
@@ -599,14 +600,17 @@ impl Scratch<'_> {
 }
 
 /// Causal attention of the chunk's `n` query positions (`start..start + n`)
-/// over the cache, the query heads split among the hook's threads, each position
-/// by [`ops::attend_head`], so a chunk gives the bits of as many single
-/// positions.
+/// over the cache, the query heads split among the hook's threads in runs of
+/// consecutive heads, each run and position by [`ops::attend_heads`] (the
+/// bits of [`ops::attend_head`] per head), so a chunk gives the bits of as
+/// many single positions, whatever the split.
 ///
 /// - `out`: `[n × dim]`, the heads' outputs;
 /// - `q`: `[n × dim]`, the queries (RoPE applied);
 /// - `keys`, `values`: `[(start + n) × kv_dim]`, this layer's cache rows;
-/// - `att`: `[n_heads × (max_seq + C × head_dim)]` workspace.
+/// - `att`: `[n_heads × (max_seq + C × head_dim)]` workspace, one region per
+///   run of `k` heads: their scores `[k × max_seq]`, then their outputs
+///   `[C × k × head_dim]`.
 #[allow(clippy::too_many_arguments)]
 fn attend(
     parallel: &dyn Parallel,
@@ -630,57 +634,62 @@ fn attend(
     if n_heads == 0 || n_kv_heads == 0 || head_dim == 0 {
         return mismatch;
     }
-    let (dim, kv_dim) = (n_heads * head_dim, heads.kv_dim());
-    let group = n_heads / n_kv_heads; // query heads per KV head
+    let dim = n_heads * head_dim;
     let stride = attention_stride(max_seq, head_dim);
     let Some(att) = att.get_mut(..n_heads * stride) else {
         return mismatch;
     };
+    let whole_run = HeadRun {
+        positions: 0,
+        row_floats: heads.kv_dim(),
+        head_dim,
+        first_head: 0,
+        heads: n_heads,
+        group: (n_heads / n_kv_heads).max(1), // query heads per KV head
+        score_stride: max_seq,
+    };
     let failed = AtomicBool::new(false);
     // One task per thread, each a run of whole heads.
     let heads_per_task = n_heads.div_ceil(parallel.threads().max(1));
-    parallel.for_each_chunk(att, heads_per_task * stride, &|first, task| {
-        for (i, workspace) in task.chunks_mut(stride).enumerate() {
-            let h = first / stride + i;
-            let (scores, head_out) = workspace.split_at_mut(max_seq.min(workspace.len()));
-            let kv_start = (h / group.max(1)) * head_dim;
-            if kv_start + head_dim > kv_dim {
-                // n_heads not a multiple of n_kv_heads: refused at open.
+    let task_floats = heads_per_task * stride;
+    parallel.for_each_chunk(att, task_floats, &|first, task| {
+        let run = HeadRun {
+            first_head: first / stride,
+            heads: task.len() / stride,
+            ..whole_run
+        };
+        if run.heads == 0 {
+            return; // a hook that splits chunks, against its contract
+        }
+        let (scores, outputs) = task.split_at_mut(run.heads * max_seq);
+        let run_width = run.heads * head_dim;
+        // Past the end only for a hook that moves chunks: then `attend_heads`
+        // refuses the empty queries.
+        let q_runs = q.chunks_exact(dim).map(|q_row| {
+            q_row
+                .get(run.first_head * head_dim..)
+                .and_then(|q_heads| q_heads.get(..run_width))
+                .unwrap_or_default()
+        });
+        for (t, (q_run, out_run)) in q_runs.zip(outputs.chunks_exact_mut(run_width)).enumerate() {
+            let positions = (start + t + 1).min(max_seq); // causal: 0..=start + t
+            let run = HeadRun { positions, ..run };
+            let attended = ops::attend_heads(out_run, scores, q_run, keys, values, run);
+            if attended.is_err() {
                 failed.store(true, Ordering::Relaxed);
-                continue;
-            }
-            let kv_range = kv_start..kv_start + head_dim;
-            let queries = q
-                .chunks_exact(dim)
-                .map(|q_row| &q_row[h * head_dim..][..head_dim]);
-            for (t, (q_head, out_head)) in
-                queries.zip(head_out.chunks_exact_mut(head_dim)).enumerate()
-            {
-                let positions = start + t + 1; // causal: 0..=start + t
-                let weights = &mut scores[..positions.min(max_seq)];
-                let attended = ops::attend_head(
-                    out_head,
-                    weights,
-                    q_head,
-                    keys,
-                    values,
-                    kv_dim,
-                    kv_range.start,
-                );
-                if attended.is_err() {
-                    failed.store(true, Ordering::Relaxed);
-                }
             }
         }
     });
     if failed.load(Ordering::Relaxed) {
         return mismatch;
     }
-    // Each head's `[n × head_dim]` outputs into the position-major `out`.
-    for (h, workspace) in att.chunks_exact(stride).enumerate() {
-        let head_out = workspace[max_seq..].chunks_exact(head_dim);
-        for (out_row, o) in out.chunks_exact_mut(dim).zip(head_out) {
-            out_row[h * head_dim..][..head_dim].copy_from_slice(o);
+    // Each run's `[n × k × head_dim]` outputs into the position-major `out`.
+    for (task, region) in att.chunks(task_floats).enumerate() {
+        let run_heads = region.len() / stride;
+        let run_width = run_heads * head_dim;
+        let run_outputs = region[run_heads * max_seq..].chunks_exact(run_width);
+        for (out_row, o) in out.chunks_exact_mut(dim).zip(run_outputs) {
+            out_row[task * heads_per_task * head_dim..][..run_width].copy_from_slice(o);
         }
     }
     Ok(())
