@@ -202,7 +202,9 @@ fn open(file: &[u8]) -> ModelFile<ModelBytes> {
 
 /// The packed-weights buffer `kinglet generate` would give `model`, unless
 /// `KINGLET_BENCH_PACK=0`.
-fn packed_buffer<T: AsRef<[u8]>>(model: &ModelFile<T>) -> Option<Vec<u8>> {
+fn packed_buffer<T: AsRef<[u8]>>(
+    model: &ModelFile<T>,
+) -> Option<impl std::ops::DerefMut<Target = [u8]>> {
     let enabled = env_or("KINGLET_BENCH_PACK", 1) == 1;
     packing::packed_buffer(model, enabled, &Budget::new(None), Some(0))
 }

@@ -28,10 +28,7 @@ pub struct ModelBytes {
 impl ModelBytes {
     /// `len` bytes read from `source` (an error if it holds fewer).
     pub fn read_from(source: &mut impl Read, len: usize) -> io::Result<ModelBytes> {
-        let mut map = MmapMut::map_anon(len.max(1))?;
-        // Only a hint: where it is refused, ordinary pages serve.
-        #[cfg(target_os = "linux")]
-        let _ = map.advise(memmap2::Advice::HugePage);
+        let mut map = huge_page_buffer(len)?;
         source.read_exact(&mut map[..len])?;
         Ok(ModelBytes { map, len })
     }
@@ -40,6 +37,17 @@ impl ModelBytes {
     pub fn copy_of(bytes: &[u8]) -> io::Result<ModelBytes> {
         ModelBytes::read_from(&mut &bytes[..], bytes.len())
     }
+}
+
+/// `len` zeroed, writable bytes (at least one is mapped) in an anonymous
+/// mapping that Linux is asked to back with huge pages: for weights the
+/// kernels stream, such as the model's bytes or their packed copy.
+pub fn huge_page_buffer(len: usize) -> io::Result<MmapMut> {
+    let map = MmapMut::map_anon(len.max(1))?;
+    // Only a hint: where it is refused, ordinary pages serve.
+    #[cfg(target_os = "linux")]
+    let _ = map.advise(memmap2::Advice::HugePage);
+    Ok(map)
 }
 
 impl AsRef<[u8]> for ModelBytes {

@@ -7,9 +7,13 @@
 
 use kinglet::{packed_weights_bytes, ModelFile};
 
-use crate::memory::{self, Budget};
+use memmap2::MmapMut;
 
-/// A zeroed buffer for `model`'s packed weights, or `None` when packing is
+use crate::memory::Budget;
+use crate::model_bytes::huge_page_buffer;
+
+/// A zeroed buffer for `model`'s packed weights (on huge pages where the
+/// system gives them), or `None` when packing is
 /// off (`enabled` false), does not pay on this CPU's kernel path, the model
 /// has no quantized matrices, or the buffer does not fit `budget` beside
 /// the `others` bytes the command needs (`None`: beyond counting) or the
@@ -20,7 +24,7 @@ pub fn packed_buffer<T: AsRef<[u8]>>(
     enabled: bool,
     budget: &Budget,
     others: Option<u64>,
-) -> Option<Vec<u8>> {
+) -> Option<MmapMut> {
     let bytes = packed_weights_bytes(model);
     if !enabled || bytes == 0 || !kinglet::kernels::Path::active().packs_weights() {
         return None;
@@ -29,5 +33,6 @@ pub fn packed_buffer<T: AsRef<[u8]>>(
     if !budget.fits(total) {
         return None;
     }
-    memory::zeroed(bytes, "the packed weights", "--no-pack skips them").ok()
+    // On huge pages, as the model's bytes are: every token streams them.
+    huge_page_buffer(bytes).ok()
 }
