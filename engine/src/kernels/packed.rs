@@ -189,8 +189,9 @@ pub fn pack_matrix<'d>(w: &Matrix<'_>, dst: &'d mut [u8]) -> Result<PackedMatrix
 /// Row `r`'s ggml block (scale, then levels: the first 18 bytes for Q4_0,
 /// all 34 for Q8_0) out of a packed group-block of `dtype`: the inverse of
 /// [`pack_matrix`] for one block, for the reference kernels and tests.
-/// `group_block` is one whole group-block and `r < 16`.
-pub fn unpack_block(dtype: Dtype, group_block: &[u8], r: usize) -> [u8; Q8_0_BLOCK_BYTES] {
+/// `group_block` is one whole group-block and `r < 16` (crate callers
+/// only: both come from a packed matrix of checked shape).
+pub(crate) fn unpack_block(dtype: Dtype, group_block: &[u8], r: usize) -> [u8; Q8_0_BLOCK_BYTES] {
     let mut block = [0u8; Q8_0_BLOCK_BYTES];
     block[..SCALE_BYTES].copy_from_slice(&group_block[2 * r..2 * r + 2]);
     let q8 = dtype == Dtype::Q8_0;
@@ -206,7 +207,7 @@ pub fn unpack_block(dtype: Dtype, group_block: &[u8], r: usize) -> [u8; Q8_0_BLO
 }
 
 /// Bytes of one group-block of `dtype` (Q8_0 or Q4_0): 16 ggml blocks.
-pub fn group_block_bytes(dtype: Dtype) -> usize {
+pub(crate) fn group_block_bytes(dtype: Dtype) -> usize {
     GROUP_ROWS * block_bytes(dtype)
 }
 
