@@ -381,6 +381,29 @@ fn prefetch_block(rows: &HeadRows<'_>, i: usize, first: usize, n: usize) {
     }
 }
 
+/// Walks a run of heads over its cached `rows` a [`HEAD_BLOCK`] of
+/// positions at a time: for each block and each head `i`, requests that
+/// head's columns of the next block, then runs `head_block(i, first, n)`
+/// on positions `first .. first + n`. Shared by the AVX2 and AVX-512
+/// attention kernels, which differ only in `head_block`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn by_position_blocks(
+    rows: &HeadRows<'_>,
+    mut head_block: impl FnMut(usize, usize, usize),
+) {
+    let run = rows.run;
+    let mut first = 0;
+    while first < run.positions {
+        let n = HEAD_BLOCK.min(run.positions - first);
+        for i in 0..run.heads {
+            prefetch_block(rows, i, first + n, HEAD_BLOCK);
+            head_block(i, first, n);
+        }
+        first += n;
+    }
+}
+
 /// [`attention_scores`] for each head of a run, a block of positions at a
 /// time across the heads; each score is the reference's `dot`, whichever
 /// block computes it.
@@ -391,19 +414,13 @@ fn prefetch_block(rows: &HeadRows<'_>, i: usize, first: usize, n: usize) {
 pub unsafe fn attention_scores_heads(a: HeadScores<'_>) {
     let HeadScores { scores, q, keys } = a;
     let run = keys.run;
-    let mut first = 0;
-    while first < run.positions {
-        let n = HEAD_BLOCK.min(run.positions - first);
-        for i in 0..run.heads {
-            prefetch_block(&keys, i, first + n, HEAD_BLOCK);
-            let block = &mut scores[run.score_range(i)][first..first + n];
-            let rows = keys.head(i).rows_in(first, n);
-            // SAFETY: the features are available (this function's
-            // precondition).
-            unsafe { attention_scores(block, &q[run.head_range(i)], rows) };
-        }
-        first += n;
-    }
+    by_position_blocks(&keys, |i, first, n| {
+        let block = &mut scores[run.score_range(i)][first..first + n];
+        let rows = keys.head(i).rows_in(first, n);
+        // SAFETY: the features are available (this function's
+        // precondition).
+        unsafe { attention_scores(block, &q[run.head_range(i)], rows) };
+    });
 }
 
 /// [`weighted_sum`] for each head of a run, a block of positions at a time
@@ -421,19 +438,13 @@ pub unsafe fn weighted_sum_heads(a: HeadSums<'_>) {
     } = a;
     let run = values.run;
     out.fill(0.0);
-    let mut first = 0;
-    while first < run.positions {
-        let n = HEAD_BLOCK.min(run.positions - first);
-        for i in 0..run.heads {
-            prefetch_block(&values, i, first + n, HEAD_BLOCK);
-            let block = &weights[run.score_range(i)][first..first + n];
-            let rows = values.head(i).rows_in(first, n);
-            // SAFETY: the features are available (this function's
-            // precondition).
-            unsafe { add_weighted(&mut out[run.head_range(i)], block, rows) };
-        }
-        first += n;
-    }
+    by_position_blocks(&values, |i, first, n| {
+        let block = &weights[run.score_range(i)][first..first + n];
+        let rows = values.head(i).rows_in(first, n);
+        // SAFETY: the features are available (this function's
+        // precondition).
+        unsafe { add_weighted(&mut out[run.head_range(i)], block, rows) };
+    });
 }
 
 // ---------------------------------------------------------------------------

@@ -33,12 +33,14 @@
 
 use core::arch::x86_64::*;
 
-use super::avx2::{self, prefetch, reduce8, tail_sum, BF16, F16, F32, STREAM_BYTES};
+use super::avx2::{
+    self, by_position_blocks, prefetch, reduce8, tail_sum, BF16, F16, F32, STREAM_BYTES,
+};
 use super::packed::{GROUP_SCALE_BYTES, VECTOR_BYTES};
 use super::reference;
 use super::shapes::{
-    block_bytes, Activations, Float, FloatMatmul, FloatRows, HeadRows, HeadScores, HeadSums,
-    QuantMatmul, QuantRows, Strided,
+    block_bytes, Activations, Float, FloatMatmul, FloatRows, HeadScores, HeadSums, QuantMatmul,
+    QuantRows, Strided,
 };
 use crate::quant::BlockQ8;
 use crate::tensor::BLOCK_LEN;
@@ -411,30 +413,6 @@ unsafe fn add_weighted(out: &mut [f32], weights: &[f32], values: Strided<'_>) {
     }
 }
 
-/// Cached positions a run of heads goes through together: every head's
-/// scores (or sums) over a block before the next block. A position's KV
-/// heads sit side by side in its row, so a block's rows are read once,
-/// together, rather than each head striding over the whole cache.
-const HEAD_BLOCK: usize = BATCH_KEYS;
-
-/// Asks for head `i`'s columns of rows `first .. first + n` (those before
-/// `positions`): the next block's, while this one is computed. With the
-/// order alone the hardware prefetcher still fell behind (110M shape; see
-/// docs/PERFORMANCE.md).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn prefetch_block(rows: &HeadRows<'_>, i: usize, first: usize, n: usize) {
-    let head = rows.head(i);
-    let end = rows.run.positions.min(first + n);
-    for row in first..end {
-        let start = head
-            .data
-            .as_ptr()
-            .wrapping_add(row * head.stride + head.offset);
-        prefetch(start.cast::<u8>(), head.width * 4);
-    }
-}
-
 /// [`attention_scores`] for each head of a run, a block of positions at a
 /// time across the heads; each score is the reference's `dot`, whichever
 /// block computes it.
@@ -445,19 +423,13 @@ fn prefetch_block(rows: &HeadRows<'_>, i: usize, first: usize, n: usize) {
 pub unsafe fn attention_scores_heads(a: HeadScores<'_>) {
     let HeadScores { scores, q, keys } = a;
     let run = keys.run;
-    let mut first = 0;
-    while first < run.positions {
-        let n = HEAD_BLOCK.min(run.positions - first);
-        for i in 0..run.heads {
-            prefetch_block(&keys, i, first + n, HEAD_BLOCK);
-            let block = &mut scores[run.score_range(i)][first..first + n];
-            let rows = keys.head(i).rows_in(first, n);
-            // SAFETY: the features are available (this function's
-            // precondition).
-            unsafe { attention_scores(block, &q[run.head_range(i)], rows) };
-        }
-        first += n;
-    }
+    by_position_blocks(&keys, |i, first, n| {
+        let block = &mut scores[run.score_range(i)][first..first + n];
+        let rows = keys.head(i).rows_in(first, n);
+        // SAFETY: the features are available (this function's
+        // precondition).
+        unsafe { attention_scores(block, &q[run.head_range(i)], rows) };
+    });
 }
 
 /// [`weighted_sum`] for each head of a run, a block of positions at a time
@@ -475,19 +447,13 @@ pub unsafe fn weighted_sum_heads(a: HeadSums<'_>) {
     } = a;
     let run = values.run;
     out.fill(0.0);
-    let mut first = 0;
-    while first < run.positions {
-        let n = HEAD_BLOCK.min(run.positions - first);
-        for i in 0..run.heads {
-            prefetch_block(&values, i, first + n, HEAD_BLOCK);
-            let block = &weights[run.score_range(i)][first..first + n];
-            let rows = values.head(i).rows_in(first, n);
-            // SAFETY: the features are available (this function's
-            // precondition).
-            unsafe { add_weighted(&mut out[run.head_range(i)], block, rows) };
-        }
-        first += n;
-    }
+    by_position_blocks(&values, |i, first, n| {
+        let block = &weights[run.score_range(i)][first..first + n];
+        let rows = values.head(i).rows_in(first, n);
+        // SAFETY: the features are available (this function's
+        // precondition).
+        unsafe { add_weighted(&mut out[run.head_range(i)], block, rows) };
+    });
 }
 
 /// The activation quantizer of the AVX2 path (the same bits).
