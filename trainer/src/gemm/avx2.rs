@@ -47,6 +47,69 @@ thread_local! {
     });
 }
 
+/// One product's operands as raw views, and its sizes `m × k` times
+/// `k × n`, as both kernels start from them.
+pub(super) struct Operands {
+    pub(super) a: Strided,
+    pub(super) b: Strided,
+    pub(super) c: *mut f32,
+    /// C's row stride.
+    pub(super) ldc: usize,
+    pub(super) m: usize,
+    pub(super) k: usize,
+    pub(super) n: usize,
+}
+
+/// The kernels' common start: the operands as raw views, or `None` when
+/// the depth `k` is 0 and nothing is left to do (C zeroed unless
+/// `accumulate`).
+///
+/// # Safety
+/// As the kernels': every element the layouts address lies inside its
+/// slice.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn operands(
+    a: &[f32],
+    la: Layout,
+    b: &[f32],
+    lb: Layout,
+    c: &mut [f32],
+    lc: Layout,
+    accumulate: bool,
+) -> Option<Operands> {
+    let (m, k, n) = (la.rows, la.cols, lb.cols);
+    debug_assert!(lc.col_stride == 1 && lc.rows == m && lc.cols == n && lb.rows == k);
+    let a = Strided {
+        ptr: a.as_ptr(),
+        row_stride: la.row_stride,
+        col_stride: la.col_stride,
+    };
+    let b = Strided {
+        ptr: b.as_ptr(),
+        row_stride: lb.row_stride,
+        col_stride: lb.col_stride,
+    };
+    let (c, ldc) = (c.as_mut_ptr(), lc.row_stride);
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                // SAFETY: row i of c holds n elements (span checked).
+                unsafe { core::ptr::write_bytes(c.add(i * ldc), 0, n) };
+            }
+        }
+        return None;
+    }
+    Some(Operands {
+        a,
+        b,
+        c,
+        ldc,
+        m,
+        k,
+        n,
+    })
+}
+
 /// Where one operand lies: element (r, c) at `ptr + r·row_stride + c·col_stride`.
 #[derive(Clone, Copy)]
 pub(super) struct Strided {
@@ -83,28 +146,20 @@ pub unsafe fn sgemm(
     lc: Layout,
     accumulate: bool,
 ) {
-    let (m, k, n) = (la.rows, la.cols, lb.cols);
-    debug_assert!(lc.col_stride == 1 && lc.rows == m && lc.cols == n && lb.rows == k);
-    let a = Strided {
-        ptr: a.as_ptr(),
-        row_stride: la.row_stride,
-        col_stride: la.col_stride,
-    };
-    let b = Strided {
-        ptr: b.as_ptr(),
-        row_stride: lb.row_stride,
-        col_stride: lb.col_stride,
-    };
-    let (c, ldc) = (c.as_mut_ptr(), lc.row_stride);
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                // SAFETY: row i of c holds n elements (span checked).
-                unsafe { core::ptr::write_bytes(c.add(i * ldc), 0, n) };
-            }
-        }
+    // SAFETY: the spans were checked (this function's precondition).
+    let operands = unsafe { operands(a, la, b, lb, c, lc, accumulate) };
+    let Some(Operands {
+        a,
+        b,
+        c,
+        ldc,
+        m,
+        k,
+        n,
+    }) = operands
+    else {
         return;
-    }
+    };
     let copy_a = la.col_stride != 1;
     SCRATCH.with_borrow_mut(
         |Scratch {

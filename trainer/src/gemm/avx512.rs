@@ -17,7 +17,9 @@
 #![allow(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use super::avx2::{pack_a, pack_b, transpose8, Scratch, Strided, KC, NR, SCRATCH};
+use super::avx2::{
+    operands, pack_a, pack_b, transpose8, Operands, Scratch, Strided, KC, NR, SCRATCH,
+};
 use super::Layout;
 use core::arch::x86_64::*;
 
@@ -41,28 +43,20 @@ pub unsafe fn sgemm(
     lc: Layout,
     accumulate: bool,
 ) {
-    let (m, k, n) = (la.rows, la.cols, lb.cols);
-    debug_assert!(lc.col_stride == 1 && lc.rows == m && lc.cols == n && lb.rows == k);
-    let a = Strided {
-        ptr: a.as_ptr(),
-        row_stride: la.row_stride,
-        col_stride: la.col_stride,
-    };
-    let b = Strided {
-        ptr: b.as_ptr(),
-        row_stride: lb.row_stride,
-        col_stride: lb.col_stride,
-    };
-    let (c, ldc) = (c.as_mut_ptr(), lc.row_stride);
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                // SAFETY: row i of c holds n elements (span checked).
-                unsafe { core::ptr::write_bytes(c.add(i * ldc), 0, n) };
-            }
-        }
+    // SAFETY: the spans were checked (this function's precondition).
+    let operands = unsafe { operands(a, la, b, lb, c, lc, accumulate) };
+    let Some(Operands {
+        a,
+        b,
+        c,
+        ldc,
+        m,
+        k,
+        n,
+    }) = operands
+    else {
         return;
-    }
+    };
     SCRATCH.with_borrow_mut(
         |Scratch {
              panel,
