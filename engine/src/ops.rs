@@ -190,12 +190,19 @@ pub fn attend_head(
     kv_start: usize,
 ) -> Result<(), Error> {
     kernels::attention_scores(weights, q, keys, kv_dim, kv_start)?;
-    let scale = libm::sqrtf(q.len() as f32);
-    for w in weights.iter_mut() {
+    scaled_softmax(weights, q.len());
+    kernels::weighted_sum(out, weights, values, kv_dim, kv_start)
+}
+
+/// One head's scores into attention weights: each divided by
+/// `sqrt(head_dim)`, then softmaxed. Shared by [`attend_head`] and
+/// [`attend_heads`], which must give the same bits.
+fn scaled_softmax(scores: &mut [f32], head_dim: usize) {
+    let scale = libm::sqrtf(head_dim as f32);
+    for w in scores.iter_mut() {
         *w /= scale;
     }
-    softmax(weights);
-    kernels::weighted_sum(out, weights, values, kv_dim, kv_start)
+    softmax(scores);
 }
 
 /// A run of query heads attending over the same cached positions, each with
@@ -221,15 +228,11 @@ pub fn attend_heads(
     run: kernels::HeadRun,
 ) -> Result<(), Error> {
     kernels::attention_scores_heads(scores, q, keys, run)?;
-    let scale = libm::sqrtf(run.head_dim as f32);
     for i in 0..run.heads {
         let Some(weights) = scores.get_mut(run.score_range(i)) else {
             break; // unreachable: the scores kernel checked the run
         };
-        for w in weights.iter_mut() {
-            *w /= scale;
-        }
-        softmax(weights);
+        scaled_softmax(weights, run.head_dim);
     }
     kernels::weighted_sum_heads(out, scores, values, run)
 }
