@@ -408,9 +408,15 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
 
             // Attention: project, rotate, write k and v into the cache, attend.
             rmsnorm_rows(xb, x, &w.attn_norm, eps, dim);
-            scratch.project(q, &w.wq, p.wq, xb, n)?;
-            scratch.project(&mut keys[new_rows.clone()], &w.wk, p.wk, xb, n)?;
-            scratch.project(&mut values[new_rows.clone()], &w.wv, p.wv, xb, n)?;
+            scratch.project(
+                [
+                    (q, &w.wq, p.wq),
+                    (&mut keys[new_rows.clone()], &w.wk, p.wk),
+                    (&mut values[new_rows.clone()], &w.wv, p.wv),
+                ],
+                xb,
+                n,
+            )?;
             let new_keys = keys[new_rows].chunks_exact_mut(kv_dim);
             let position_rotations = rotations.chunks_exact(heads.head_dim);
             for ((q_row, k_row), r) in q
@@ -433,15 +439,14 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
                 start,
                 seq,
             )?;
-            scratch.project(xb2, &w.wo, p.wo, xb, n)?;
+            scratch.project([(xb2, &w.wo, p.wo)], xb, n)?;
             ops::add_assign(x, xb2);
 
             // SwiGLU MLP: w2(silu(w1 x) * w3 x).
             rmsnorm_rows(xb, x, &w.ffn_norm, eps, dim);
-            scratch.project(hb, &w.w1, p.w1, xb, n)?;
-            scratch.project(hb2, &w.w3, p.w3, xb, n)?;
+            scratch.project([(hb, &w.w1, p.w1), (hb2, &w.w3, p.w3)], xb, n)?;
             ops::silu_mul(hb, hb2);
-            scratch.project(xb2, &w.w2, p.w2, hb, n)?;
+            scratch.project([(xb2, &w.w2, p.w2)], hb, n)?;
             ops::add_assign(x, xb2);
         }
 
@@ -451,7 +456,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             ops::rmsnorm(normed, last, &model.final_norm(), eps);
             let classifier = model.classifier();
             let packed_classifier = packed.as_mut().and_then(|c| c.next(&classifier));
-            scratch.project(self.logits, &classifier, packed_classifier, normed, 1)?;
+            scratch.project([(self.logits, &classifier, packed_classifier)], normed, 1)?;
             // One check per token: NaN or inf weights (their checksums can
             // be valid) end here, and no sampler or loss should see them.
             if !ops::all_finite(self.logits) {
@@ -489,36 +494,41 @@ struct Scratch<'s> {
     xq: &'s mut [BlockQ8],
 }
 
+/// One matrix product of [`Scratch::project`]: where it goes, the matrix,
+/// and the matrix in the packed layout when there is one.
+type Product<'o, 'w> = (&'o mut [f32], &'o Matrix<'w>, Option<PackedMatrix<'w>>);
+
 impl Scratch<'_> {
-    /// `out[t] = W x[t]` for `n` positions, any weight dtype, split by rows
-    /// of `W` over the parallel hook. `out`: `[n × w.rows]`, `x`:
-    /// `[n × w.cols]`. Quantized weights multiply the positions quantized on
-    /// the fly to Q8 blocks, with integer dot products per block. One
-    /// position goes through the matrix-vector kernels straight into `out`;
-    /// more go through the matrix-matrix kernels (each weight row read once
-    /// for all of them) into `products` and are transposed into `out`.
+    /// `out[t] = W x[t]` for `n` positions and each `(out, W, packed)` of
+    /// `products` (matrices of any dtype, `x`'s width), split by rows of
+    /// `W` over the parallel hook. `out`: `[n × w.rows]`, `x`: `[n ×
+    /// w.cols]`. Quantized weights multiply the positions quantized on the
+    /// fly to Q8 blocks (once for all the products, which share `x`), with
+    /// integer dot products per block. One position goes through the
+    /// matrix-vector kernels straight into `out`; more go through the
+    /// matrix-matrix kernels (each weight row read once for all of them)
+    /// into `products` and are transposed into `out`.
     ///
-    /// `packed`, when given, is `w` in the packed layout, and the products
+    /// `packed`, when given, is `W` in the packed layout, and the products
     /// read it instead (the same bits); the thread split gives each task
     /// whole groups of its rows.
     ///
     /// Shapes were checked when the model was opened, so the kernels' length
     /// errors cannot occur; they are passed on rather than unwrapped.
-    fn project(
+    fn project<const K: usize>(
         &mut self,
-        out: &mut [f32],
-        w: &Matrix<'_>,
-        packed: Option<PackedMatrix<'_>>,
+        products: [Product<'_, '_>; K],
         x: &[f32],
         n: usize,
     ) -> Result<(), Error> {
-        let (rows, cols) = (w.rows, w.cols);
-        if rows == 0 || cols == 0 || n == 0 {
-            out.fill(0.0);
-            return Ok(());
+        let cols = products.first().map_or(0, |(_, w, _)| w.cols);
+        if products.iter().any(|(_, w, _)| w.cols != cols) {
+            return Err(Error::InvalidInput {
+                reason: "matrices of one input differ in width",
+            });
         }
-        let quantized = w.dtype.is_quantized();
-        let xq: &[BlockQ8] = if quantized {
+        let quantized = products.iter().any(|(_, w, _)| w.dtype.is_quantized());
+        let xq: &[BlockQ8] = if quantized && cols > 0 && n > 0 {
             let blocks = cols / BLOCK_LEN;
             let xq = self.xq.get_mut(..n * blocks).ok_or(Error::InvalidInput {
                 reason: "matrix input wider than the session's buffers",
@@ -532,71 +542,90 @@ impl Scratch<'_> {
         } else {
             &[]
         };
-        let rows_per_task = rows_per_task(rows, self.parallel.threads());
-        let failed = AtomicBool::new(false);
-        if n == 1 {
-            self.parallel
-                .for_each_chunk(out, rows_per_task, &|first, part| {
-                    let rows = first..first + part.len();
-                    let ok = match (packed, w.rows(rows.clone())) {
-                        (Some(p), _) => p.row_range(rows).is_some_and(|part_p| {
-                            kernels::matvec_packed(part, &part_p, xq).is_ok()
-                        }),
-                        (None, Some(part_w)) if quantized => {
-                            kernels::matvec_quantized(part, &part_w, xq).is_ok()
-                        }
-                        (None, Some(part_w)) => kernels::matvec(part, &part_w, x).is_ok(),
-                        (None, None) => false,
-                    };
-                    if !ok {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                });
-        } else {
-            let products = self
-                .products
-                .get_mut(..rows * n)
-                .ok_or(Error::InvalidInput {
-                    reason: "matrix output taller than the session's buffers",
-                })?;
-            self.parallel
-                .for_each_chunk(products, rows_per_task * n, &|first, part| {
-                    let first_row = first / n;
-                    let rows = first_row..first_row + part.len() / n;
-                    let ok = match (packed, w.rows(rows.clone())) {
-                        (Some(p), _) => p.row_range(rows).is_some_and(|part_p| {
-                            kernels::matmul_packed(part, &part_p, xq, n).is_ok()
-                        }),
-                        (None, Some(part_w)) if quantized => {
-                            kernels::matmul_quantized(part, &part_w, xq, n).is_ok()
-                        }
-                        (None, Some(part_w)) => kernels::matmul(part, &part_w, x, n).is_ok(),
-                        (None, None) => false,
-                    };
-                    if !ok {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                });
-            // `[rows × n]` → `[n × rows]`, sixteen rows at a time: their
-            // products stay in L1 while every position takes its share.
-            for (tile, tile_products) in products.chunks(TRANSPOSE_ROWS * n).enumerate() {
-                let tile_rows = tile_products.len() / n;
-                for (t, out_row) in out.chunks_exact_mut(rows).enumerate() {
-                    let out_tile = &mut out_row[tile * TRANSPOSE_ROWS..][..tile_rows];
-                    for (o, row_products) in out_tile.iter_mut().zip(tile_products.chunks_exact(n))
-                    {
-                        *o = row_products[t];
-                    }
-                }
-            }
-        }
-        if failed.load(Ordering::Relaxed) {
-            return Err(Error::InvalidInput {
-                reason: "a weight matrix does not match its input",
-            });
+        for (out, w, packed) in products {
+            multiply(self.parallel, self.products, out, w, packed, x, xq, n)?;
         }
         Ok(())
     }
+}
+
+/// One product of [`Scratch::project`], its input `x` already quantized
+/// to `xq` when `w` is quantized; `products` is the `[rows × n]` scratch.
+#[allow(clippy::too_many_arguments)]
+fn multiply(
+    parallel: &dyn Parallel,
+    products: &mut [f32],
+    out: &mut [f32],
+    w: &Matrix<'_>,
+    packed: Option<PackedMatrix<'_>>,
+    x: &[f32],
+    xq: &[BlockQ8],
+    n: usize,
+) -> Result<(), Error> {
+    let (rows, cols) = (w.rows, w.cols);
+    if rows == 0 || cols == 0 || n == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
+    let quantized = w.dtype.is_quantized();
+    let rows_per_task = rows_per_task(rows, parallel.threads());
+    let failed = AtomicBool::new(false);
+    if n == 1 {
+        parallel.for_each_chunk(out, rows_per_task, &|first, part| {
+            let rows = first..first + part.len();
+            let ok = match (packed, w.rows(rows.clone())) {
+                (Some(p), _) => p
+                    .row_range(rows)
+                    .is_some_and(|part_p| kernels::matvec_packed(part, &part_p, xq).is_ok()),
+                (None, Some(part_w)) if quantized => {
+                    kernels::matvec_quantized(part, &part_w, xq).is_ok()
+                }
+                (None, Some(part_w)) => kernels::matvec(part, &part_w, x).is_ok(),
+                (None, None) => false,
+            };
+            if !ok {
+                failed.store(true, Ordering::Relaxed);
+            }
+        });
+    } else {
+        let products = products.get_mut(..rows * n).ok_or(Error::InvalidInput {
+            reason: "matrix output taller than the session's buffers",
+        })?;
+        parallel.for_each_chunk(products, rows_per_task * n, &|first, part| {
+            let first_row = first / n;
+            let rows = first_row..first_row + part.len() / n;
+            let ok = match (packed, w.rows(rows.clone())) {
+                (Some(p), _) => p
+                    .row_range(rows)
+                    .is_some_and(|part_p| kernels::matmul_packed(part, &part_p, xq, n).is_ok()),
+                (None, Some(part_w)) if quantized => {
+                    kernels::matmul_quantized(part, &part_w, xq, n).is_ok()
+                }
+                (None, Some(part_w)) => kernels::matmul(part, &part_w, x, n).is_ok(),
+                (None, None) => false,
+            };
+            if !ok {
+                failed.store(true, Ordering::Relaxed);
+            }
+        });
+        // `[rows × n]` → `[n × rows]`, sixteen rows at a time: their
+        // products stay in L1 while every position takes its share.
+        for (tile, tile_products) in products.chunks(TRANSPOSE_ROWS * n).enumerate() {
+            let tile_rows = tile_products.len() / n;
+            for (t, out_row) in out.chunks_exact_mut(rows).enumerate() {
+                let out_tile = &mut out_row[tile * TRANSPOSE_ROWS..][..tile_rows];
+                for (o, row_products) in out_tile.iter_mut().zip(tile_products.chunks_exact(n)) {
+                    *o = row_products[t];
+                }
+            }
+        }
+    }
+    if failed.load(Ordering::Relaxed) {
+        return Err(Error::InvalidInput {
+            reason: "a weight matrix does not match its input",
+        });
+    }
+    Ok(())
 }
 
 /// Causal attention of the chunk's `n` query positions (`start..start + n`)
