@@ -32,13 +32,52 @@ pub fn all_finite(x: &[f32]) -> bool {
 /// and BF16 are read too).
 pub fn rmsnorm(out: &mut [f32], x: &[f32], gain: &Matrix<'_>, eps: f32) {
     debug_assert_eq!(out.len(), x.len(), "rmsnorm: out length");
-    debug_assert_eq!(gain.rows * gain.cols, x.len(), "rmsnorm: gain length");
     let mut sum_squares = 0.0f32;
     for &v in x {
         sum_squares += v * v;
     }
-    let mean = sum_squares / x.len().max(1) as f32;
-    let scale = 1.0 / libm::sqrtf(mean + eps);
+    scale_by_gain(out, x, gain, rms_scale(sum_squares, x.len(), eps));
+}
+
+/// Rows whose sums of squares [`rmsnorm_rows`] adds side by side.
+const NORM_ROWS: usize = 16;
+
+/// [`rmsnorm`] of each `dim`-wide row of `x` into the same row of `out`
+/// (`[n × dim]` each), the same bits: each row's squares are added in
+/// order as `rmsnorm` adds them, but [`NORM_ROWS`] rows' sums go side by
+/// side, so that no addition waits on the one before it.
+pub fn rmsnorm_rows(out: &mut [f32], x: &[f32], gain: &Matrix<'_>, eps: f32, dim: usize) {
+    debug_assert_eq!(out.len(), x.len(), "rmsnorm_rows: out length");
+    if dim == 0 {
+        return;
+    }
+    for (out_rows, x_rows) in out
+        .chunks_mut(NORM_ROWS * dim)
+        .zip(x.chunks(NORM_ROWS * dim))
+    {
+        let mut sums = [0.0f32; NORM_ROWS];
+        for i in 0..dim {
+            for (s, row) in sums.iter_mut().zip(x_rows.chunks_exact(dim)) {
+                let v = row[i];
+                *s += v * v;
+            }
+        }
+        let rows = out_rows.chunks_exact_mut(dim).zip(x_rows.chunks_exact(dim));
+        for ((o, row), &sum_squares) in rows.zip(&sums) {
+            scale_by_gain(o, row, gain, rms_scale(sum_squares, dim, eps));
+        }
+    }
+}
+
+/// RMSNorm's `1 / sqrt(mean(x²) + eps)` from the sum of `len` squares.
+fn rms_scale(sum_squares: f32, len: usize, eps: f32) -> f32 {
+    let mean = sum_squares / len.max(1) as f32;
+    1.0 / libm::sqrtf(mean + eps)
+}
+
+/// `out[i] = gain[i] · (scale · x[i])`: RMSNorm once its scale is known.
+fn scale_by_gain(out: &mut [f32], x: &[f32], gain: &Matrix<'_>, scale: f32) {
+    debug_assert_eq!(gain.rows * gain.cols, x.len(), "rmsnorm: gain length");
     let scaled = out.iter_mut().zip(x);
     match gain.dtype {
         Dtype::F32 => {
@@ -270,6 +309,24 @@ mod tests {
                     close(out[i], g[i] as f64 * x[i] as f64 * inv, 1e-5),
                     "{n} {i}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn rmsnorm_rows_gives_rmsnorm_bits_per_row() {
+        let mut rng = Rng(3);
+        for (n, dim) in [(1, 5), (16, 64), (17, 77), (40, 8)] {
+            let x = rng.vec(n * dim);
+            let bytes = f32_matrix(&rng.vec(dim));
+            let gain = Matrix::new(Dtype::F32, 1, dim, &bytes).unwrap();
+            let mut got = std::vec![0.0; n * dim];
+            rmsnorm_rows(&mut got, &x, &gain, 1e-5, dim);
+            for (row, x_row) in got.chunks_exact(dim).zip(x.chunks_exact(dim)) {
+                let mut want = std::vec![0.0; dim];
+                rmsnorm(&mut want, x_row, &gain, 1e-5);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(row), bits(&want), "n {n} dim {dim}");
             }
         }
     }

@@ -407,7 +407,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             let new_rows = start * kv_dim..(start + n) * kv_dim;
 
             // Attention: project, rotate, write k and v into the cache, attend.
-            rmsnorm_rows(xb, x, &w.attn_norm, eps, dim);
+            ops::rmsnorm_rows(xb, x, &w.attn_norm, eps, dim);
             scratch.project(
                 [
                     (q, &w.wq, p.wq),
@@ -443,7 +443,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             ops::add_assign(x, xb2);
 
             // SwiGLU MLP: w2(silu(w1 x) * w3 x).
-            rmsnorm_rows(xb, x, &w.ffn_norm, eps, dim);
+            ops::rmsnorm_rows(xb, x, &w.ffn_norm, eps, dim);
             scratch.project([(hb, &w.w1, p.w1), (hb2, &w.w3, p.w3)], xb, n)?;
             ops::silu_mul(hb, hb2);
             scratch.project([(xb2, &w.w2, p.w2)], hb, n)?;
@@ -465,13 +465,6 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
         }
         self.pos += n as u32;
         Ok(())
-    }
-}
-
-/// RMSNorm of every position: `out`, `x`: `[n × dim]`.
-fn rmsnorm_rows(out: &mut [f32], x: &[f32], gain: &Matrix<'_>, eps: f32, dim: usize) {
-    for (o, x_row) in out.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-        ops::rmsnorm(o, x_row, gain, eps);
     }
 }
 
