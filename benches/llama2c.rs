@@ -27,6 +27,12 @@
 //! same length in chunks. `KINGLET_BENCH_MODELS=15m,110m` picks the shapes.
 //! kinglet reads packed weights where `kinglet generate` would (q8_0 and
 //! q4_0 on an AVX-512 VNNI CPU); `KINGLET_BENCH_PACK=0` turns them off.
+//!
+//! Beside the thread ratio, the memory's: a plain streaming read of the
+//! model's bytes (the weights decode reads once a token) by one thread and
+//! by two, each reading half, in every round. Where decode streams its
+//! weights at one core's read rate, that read's 2 / 1 ratio is about the
+//! most two threads can give.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -283,6 +289,49 @@ fn prefill_rate(file: &[u8], len: u32, threads: &Threads) -> f64 {
     f64::from(len) / start.elapsed().as_secs_f64()
 }
 
+/// Bytes each streaming-read measurement reads at least, in passes over its
+/// buffer, so that starting the threads is a small part of the time.
+const STREAM_BYTES: usize = 1 << 30;
+
+/// Reads every byte of `data` once, front to back, as a sum of 64-bit
+/// words in eight lanes (vectorized): the plain streaming read a
+/// matrix-vector product is compared with.
+fn stream_read(data: &[u8]) -> u64 {
+    let mut lanes = [0u64; 8];
+    for line in data.chunks_exact(64) {
+        for (lane, word) in lanes.iter_mut().zip(line.chunks_exact(8)) {
+            let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+            *lane = lane.wrapping_add(word);
+        }
+    }
+    lanes.iter().fold(0, |a, &b| a.wrapping_add(b))
+}
+
+/// GB/s of `threads` threads reading `data` (as decode reads a model's
+/// weights: the bytes once per token, the threads each a contiguous part)
+/// over and over, together: the ceiling memory puts on decode at that many
+/// threads, on this machine, now.
+fn stream_rate(data: &[u8], threads: usize) -> f64 {
+    let passes = STREAM_BYTES.div_ceil(data.len().max(1));
+    let part = data.len().div_ceil(threads).next_multiple_of(64);
+    let start_line = std::sync::Barrier::new(threads + 1);
+    let mut start = Instant::now();
+    std::thread::scope(|scope| {
+        for chunk in data.chunks(part) {
+            let start_line = &start_line;
+            scope.spawn(move || {
+                start_line.wait();
+                for _ in 0..passes {
+                    std::hint::black_box(stream_read(std::hint::black_box(chunk)));
+                }
+            });
+        }
+        start_line.wait();
+        start = Instant::now();
+    });
+    (passes * data.len()) as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
 // ---------------------------------------------------------------------------
 // The table
 // ---------------------------------------------------------------------------
@@ -416,6 +465,13 @@ fn main() {
                     let prefill = pool.install(|| prefill_rate(file, steps, pool));
                     r.add(key(&format!("prefill {t}")), prefill);
                 }
+                // The model's bytes where decode finds them (the packed
+                // copy has the same size and pages).
+                let model = open(file);
+                for t in [1, 2] {
+                    let read = stream_rate(model.as_bytes(), t);
+                    r.add(key(&format!("read {t}")), read);
+                }
             }
         }
         eprintln!(
@@ -436,22 +492,31 @@ fn main() {
         "decode: {steps} steps after the first; prefill: a {steps}-token prompt; \
          medians of {rounds} alternating rounds; llama2.c: run (f32) or runq (int8), one thread\n"
     );
-    println!("| model | dtype | llama2.c tok/s | kinglet tok/s | ratio | 2 threads tok/s | 2 threads / 1 | prefill tok/s | prefill / decode |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "read GB/s: a plain streaming read of the model's bytes by 1 and by 2 threads \
+         (the ceiling memory sets); decode GB/s: the model's bytes × 2-thread tok/s\n"
+    );
+    println!("| model | dtype | llama2.c tok/s | kinglet tok/s | ratio | 2 threads tok/s | 2 threads / 1 | read GB/s 1 / 2 threads | read 2 / 1 | decode GB/s 1 / 2 threads | prefill tok/s | prefill / decode |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for s in &shapes {
-        for (dtype, _) in &s.klt {
+        for (dtype, file) in &s.klt {
             let key = |what: &str| format!("{} {} {what}", s.name, dtype.name());
             let theirs = r.median(&key("llama2c"));
             let one = r.median(&key("decode 1"));
             let two = r.median(&key("decode 2"));
+            let (read_one, read_two) = (r.median(&key("read 1")), r.median(&key("read 2")));
+            let gb = file.len() as f64 / 1e9;
             let prefill = r.median(&key("prefill 1"));
             println!(
-                "| {} | {} | {theirs:.1} ({}) | {one:.1} | {:.2}× | {two:.1} | {:.2}× | {prefill:.1} | {:.1}× |",
+                "| {} | {} | {theirs:.1} ({}) | {one:.1} | {:.2}× | {two:.1} | {:.2}× | {read_one:.1} / {read_two:.1} | {:.2}× | {:.1} / {:.1} | {prefill:.1} | {:.1}× |",
                 s.name,
                 dtype.name(),
                 if *dtype == Dtype::F32 { "run" } else { "runq" },
                 one / theirs,
                 two / one,
+                read_two / read_one,
+                one * gb,
+                two * gb,
                 prefill / one
             );
         }
