@@ -100,6 +100,17 @@ fn assert_packing_changes_no_bit(file: &[u8], what: &str) {
         let got = logits_bits(file, true, &pool);
         assert!(got == want, "{what}, {threads} threads: logits differ");
     }
+    // These matrices are under the default least task size: split them
+    // anyway, so that tasks meet the packed groups (and the 24 KV rows'
+    // partial group).
+    for threads in [2, 3] {
+        let pool = Threads::new(threads).unwrap().with_min_task_bytes(0);
+        let got = logits_bits(file, true, &pool);
+        assert!(
+            got == want,
+            "{what}, {threads} threads, every split: logits differ"
+        );
+    }
 }
 
 #[test]

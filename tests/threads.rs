@@ -83,3 +83,19 @@ fn token_streams_and_logits_are_identical_for_1_2_and_3_threads() {
         }
     }
 }
+
+#[test]
+fn every_task_split_changes_no_bit_either() {
+    // The small model's products fall under the default least task size;
+    // without one, every product and attention step is split as finely as
+    // the pool allows.
+    for dtype in [Dtype::F32, Dtype::Q8_0, Dtype::Q4_0] {
+        let file = model_file(dtype);
+        let want = greedy(&file, &kinglet::Sequential);
+        for threads in [2, 3] {
+            let pool = Threads::new(threads).unwrap().with_min_task_bytes(0);
+            let got = pool.install(|| greedy(&file, &pool));
+            assert!(got == want, "{dtype:?}, {threads} threads, every split");
+        }
+    }
+}

@@ -5,8 +5,10 @@
 //! The engine cuts an output slice into one chunk per thread
 //! ([`Parallel::threads`]): a static split, one task per thread and call,
 //! so a matrix product costs one hand-off per thread rather than one per
-//! small task. Every output element is computed by the same code, with the
-//! same operations in the same order, whichever chunk it falls in (the
+//! small task; work too small to pay for a hand-off
+//! ([`Parallel::min_task_bytes`]) gets fewer chunks, down to one. Every
+//! output element is computed by the same code, with the same operations
+//! in the same order, whichever chunk it falls in (the
 //! kernels' results do not depend on which rows go together), so the
 //! results are bit-identical for every implementation of [`Parallel`] and
 //! every number of threads. Each chunk is a disjoint `&mut` sub-slice, so
@@ -38,7 +40,23 @@ pub trait Parallel: Sync {
     fn threads(&self) -> usize {
         1
     }
+
+    /// The least work, in bytes read (weights, or cached keys and values),
+    /// worth a task of its own: smaller products and attention steps are
+    /// cut into fewer chunks than [`threads`](Self::threads), down to one,
+    /// because a hand-off and a join cost about what such a task takes.
+    /// [`MIN_TASK_BYTES`] unless overridden; 0 gives every thread a chunk
+    /// of everything. The results do not depend on it.
+    fn min_task_bytes(&self) -> usize {
+        MIN_TASK_BYTES
+    }
 }
+
+/// The default [`Parallel::min_task_bytes`]: on a two-core Zen 4 with a
+/// rayon pool, 15M-shaped q4_0 decode (matrices of 46–124 KB) ran slower
+/// on two threads than on one when every product was split (see
+/// docs/PERFORMANCE.md, 2026-12-03).
+pub const MIN_TASK_BYTES: usize = 128 * 1024;
 
 /// Every chunk in order, on the calling thread.
 #[derive(Clone, Copy, Debug, Default)]

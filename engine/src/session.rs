@@ -6,7 +6,8 @@
 //!
 //! Matrix products (split by output rows) and attention (split by heads) go
 //! through a [`Parallel`] hook, [`Sequential`](crate::parallel::Sequential)
-//! unless [`Session::with_parallel`] gives another, one task per thread;
+//! unless [`Session::with_parallel`] gives another, one task per thread
+//! (fewer when the work is small: [`Parallel::min_task_bytes`]);
 //! each output is computed the same way whatever the split, so the results
 //! are the same bits for any number of threads.
 //!
@@ -468,11 +469,21 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     }
 }
 
-/// Rows per task: the rows split evenly among the hook's threads (one
-/// task each), rounded up to a multiple of 16 so that kernels taking rows
-/// in groups see whole groups. Which rows go together changes no bit.
-fn rows_per_task(rows: usize, threads: usize) -> usize {
-    rows.div_ceil(threads.max(1)).next_multiple_of(16).max(1)
+/// Tasks to cut work reading `bytes` into: one per thread, but none
+/// reading fewer than the hook's [`Parallel::min_task_bytes`], and at
+/// least one.
+fn task_count(bytes: usize, parallel: &dyn Parallel) -> usize {
+    let worth = bytes
+        .checked_div(parallel.min_task_bytes())
+        .unwrap_or(usize::MAX);
+    worth.clamp(1, parallel.threads().max(1))
+}
+
+/// Rows per task: the rows split evenly among `tasks` tasks, rounded up
+/// to a multiple of 16 so that kernels taking rows in groups see whole
+/// groups. Which rows go together changes no bit.
+fn rows_per_task(rows: usize, tasks: usize) -> usize {
+    rows.div_ceil(tasks.max(1)).next_multiple_of(16).max(1)
 }
 
 /// Rows of a chunk's products [`Scratch::project`] moves into place together.
@@ -561,7 +572,8 @@ fn multiply(
         return Ok(());
     }
     let quantized = w.dtype.is_quantized();
-    let rows_per_task = rows_per_task(rows, parallel.threads());
+    let tasks = task_count(w.data.len().saturating_mul(n), parallel);
+    let rows_per_task = rows_per_task(rows, tasks);
     let failed = AtomicBool::new(false);
     if n == 1 {
         parallel.for_each_chunk(out, rows_per_task, &|first, part| {
@@ -671,8 +683,15 @@ fn attend(
         score_stride: max_seq,
     };
     let failed = AtomicBool::new(false);
-    // One task per thread, each a run of whole heads.
-    let heads_per_task = n_heads.div_ceil(parallel.threads().max(1));
+    // One task per thread, each a run of whole heads, unless the keys and
+    // values the chunk's positions read are too few to pay for a hand-off.
+    let n = q.len() / dim;
+    let cache_bytes = keys
+        .len()
+        .saturating_add(values.len())
+        .saturating_mul(size_of::<f32>());
+    let tasks = task_count(cache_bytes.saturating_mul(n), parallel);
+    let heads_per_task = n_heads.div_ceil(tasks);
     let task_floats = heads_per_task * stride;
     parallel.for_each_chunk(att, task_floats, &|first, task| {
         let run = HeadRun {

@@ -30,6 +30,8 @@ pub fn thread_count(n: usize) -> Result<usize> {
 /// [`Parallel`] hook.
 pub struct Threads {
     pool: rayon::ThreadPool,
+    /// [`Parallel::min_task_bytes`].
+    min_task_bytes: usize,
 }
 
 impl Threads {
@@ -40,7 +42,18 @@ impl Threads {
             .thread_name(|i| format!("kinglet-{i}"))
             .build()
             .context("cannot start the thread pool")?;
-        Ok(Threads { pool })
+        Ok(Threads {
+            pool,
+            min_task_bytes: kinglet::parallel::MIN_TASK_BYTES,
+        })
+    }
+
+    /// The pool handing out tasks that read fewer than `bytes` too (0:
+    /// every product and attention step split among all threads), e.g. to
+    /// test the split on a small model.
+    pub fn with_min_task_bytes(mut self, bytes: usize) -> Threads {
+        self.min_task_bytes = bytes;
+        self
     }
 
     /// Threads in the pool.
@@ -64,6 +77,10 @@ impl Threads {
 impl Parallel for Threads {
     fn threads(&self) -> usize {
         self.count()
+    }
+
+    fn min_task_bytes(&self) -> usize {
+        self.min_task_bytes
     }
 
     fn for_each_chunk(&self, out: &mut [f32], chunk: usize, f: &ChunkFn<'_>) {
