@@ -57,6 +57,48 @@ impl Layout {
     }
 }
 
+/// What a product of attention's triangular matrices may skip (a causal
+/// mask). Rows and columns are those of C and A; what lies past the
+/// diagonal is skipped a register tile at a time (16 × 16 on AVX-512), so
+/// the sums that remain run in the order of the full product and give its
+/// bits. Only this crate's kernels skip; `matrixmultiply` computes all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mask {
+    /// The whole product.
+    Full,
+    /// Only C's lower triangle (column ≤ row) is wanted: C's elements above
+    /// it may keep their old values. (The scores `Q Kᵀ`, and `dY Vᵀ`.)
+    LowerC,
+    /// A is zero above its diagonal (A[i][p] = 0 for p > i): row i sums
+    /// depth 0..=i. (The probabilities P in `P V`, and their gradient.)
+    LowerA,
+    /// A is zero below its diagonal (A[i][p] = 0 for p < i): row i sums
+    /// depth i... (Pᵀ in `Pᵀ dY`, and the gradient's transpose.)
+    UpperA,
+}
+
+impl Mask {
+    /// The part `start..end` of a pass over depth `k0..k0 + kc` (offsets
+    /// into the pass) that a tile of C's rows `i0..i0 + rows` sums: where
+    /// A is zero the full product adds exact zeros, which change no sum
+    /// (a sum that starts at +0 stays +0).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn depth(self, i0: usize, rows: usize, k0: usize, kc: usize) -> (usize, usize) {
+        match self {
+            Mask::LowerA => (0, (i0 + rows).saturating_sub(k0).min(kc)),
+            Mask::UpperA => (i0.saturating_sub(k0).min(kc), kc),
+            Mask::Full | Mask::LowerC => (0, kc),
+        }
+    }
+
+    /// Whether the tile of C's rows `i0..i0 + rows` and columns from `j0`
+    /// is wanted at all.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn wants(self, i0: usize, rows: usize, j0: usize) -> bool {
+        self != Mask::LowerC || j0 < i0 + rows
+    }
+}
+
 /// `c = a · b + (c if accumulate)`, with `a: m×k`, `b: k×n`, `c: m×n`, by
 /// the product path [`Kernel::chosen`].
 ///
@@ -73,6 +115,21 @@ pub fn sgemm(
     accumulate: bool,
 ) {
     sgemm_with(Kernel::chosen(), a, la, b, lb, c, lc, accumulate);
+}
+
+/// [`sgemm`] skipping what `mask` says is zero or not wanted.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_masked(
+    a: &[f32],
+    la: Layout,
+    b: &[f32],
+    lb: Layout,
+    c: &mut [f32],
+    lc: Layout,
+    accumulate: bool,
+    mask: Mask,
+) {
+    product(Kernel::chosen(), a, la, b, lb, c, lc, accumulate, mask);
 }
 
 /// The product paths: this crate's kernels, and `matrixmultiply`.
@@ -182,6 +239,38 @@ pub fn sgemm_with(
     lc: Layout,
     accumulate: bool,
 ) {
+    product(kernel, a, la, b, lb, c, lc, accumulate, Mask::Full);
+}
+
+/// [`sgemm_masked`] by a given path (the tests compare the masks).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_masked_with(
+    kernel: Kernel,
+    a: &[f32],
+    la: Layout,
+    b: &[f32],
+    lb: Layout,
+    c: &mut [f32],
+    lc: Layout,
+    accumulate: bool,
+    mask: Mask,
+) {
+    product(kernel, a, la, b, lb, c, lc, accumulate, mask);
+}
+
+/// Every product's one way in: checks the operands, then takes `kernel`.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    kernel: Kernel,
+    a: &[f32],
+    la: Layout,
+    b: &[f32],
+    lb: Layout,
+    c: &mut [f32],
+    lc: Layout,
+    accumulate: bool,
+    mask: Mask,
+) {
     if !fits(a, la, b, lb, c, lc) {
         return;
     }
@@ -191,7 +280,7 @@ pub fn sgemm_with(
         // SAFETY: the CPU has AVX-512F, AVX2 and FMA (asserted); as below.
         #[allow(unsafe_code)]
         unsafe {
-            avx512::sgemm(a, la, b, lb, c, lc, accumulate)
+            avx512::sgemm(a, la, b, lb, c, lc, accumulate, mask)
         };
         return;
     }
@@ -202,7 +291,7 @@ pub fn sgemm_with(
         // `c`, and `c`, borrowed mutably, aliases neither input.
         #[allow(unsafe_code)]
         unsafe {
-            avx2::sgemm(a, la, b, lb, c, lc, accumulate)
+            avx2::sgemm(a, la, b, lb, c, lc, accumulate, mask)
         };
         return;
     }
@@ -386,6 +475,97 @@ mod tests {
                         own_bits.windows(2).all(|w| w[0] == w[1]),
                         "avx512 and avx2 differ: {m}×{k}×{n} {la:?} {lb:?} {lc:?} acc={accumulate}"
                     );
+                }
+            }
+        }
+    }
+
+    /// Attention's masks skip only zeros and unwanted elements: on every
+    /// path, C's wanted elements keep the full product's bits, for squares
+    /// with edges inside a tile and depths past one 256-deep pass, A and C
+    /// in the layouts attention uses (A by rows and transposed).
+    #[test]
+    fn masked_products_keep_the_full_products_bits() {
+        let mut seed = 11u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
+            for &(t, n) in &[
+                (1, 3),
+                (5, 8),
+                (16, 16),
+                (23, 17),
+                (64, 64),
+                (100, 40),
+                (300, 33),
+            ] {
+                let b: Vec<f32> = (0..t * n).map(|_| next()).collect();
+                let lb = Layout::row_major(t, n);
+                let lc = Layout::row_major(t, n);
+                let c0: Vec<f32> = (0..t * n).map(|_| next()).collect();
+                // A square, zero above (lower) or below (upper) its diagonal.
+                let lower: Vec<f32> = (0..t * t)
+                    .map(|at| if at % t <= at / t { next() } else { 0.0 })
+                    .collect();
+                let cases = [
+                    (Layout::row_major(t, t), Mask::LowerA),
+                    (Layout::transposed(t, t), Mask::UpperA),
+                ];
+                for (la, mask) in cases {
+                    for accumulate in [false, true] {
+                        let (mut full, mut masked) = (c0.clone(), c0.clone());
+                        let f = Mask::Full;
+                        product(kernel, &lower, la, &b, lb, &mut full, lc, accumulate, f);
+                        product(
+                            kernel,
+                            &lower,
+                            la,
+                            &b,
+                            lb,
+                            &mut masked,
+                            lc,
+                            accumulate,
+                            mask,
+                        );
+                        let bits = |c: &[f32]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&full), bits(&masked), "{kernel:?} {t}×{n} {mask:?}");
+                    }
+                }
+                // C = A·Bᵀ (t × t) wanted on and below the diagonal.
+                let a: Vec<f32> = (0..t * n).map(|_| next()).collect();
+                let (la, lbt) = (Layout::row_major(t, n), Layout::transposed(n, t));
+                let square = Layout::row_major(t, t);
+                let mut full = vec![0.0; t * t];
+                product(
+                    kernel,
+                    &a,
+                    la,
+                    &b,
+                    lbt,
+                    &mut full,
+                    square,
+                    false,
+                    Mask::Full,
+                );
+                let mut masked = vec![f32::NAN; t * t];
+                product(
+                    kernel,
+                    &a,
+                    la,
+                    &b,
+                    lbt,
+                    &mut masked,
+                    square,
+                    false,
+                    Mask::LowerC,
+                );
+                for i in 0..t {
+                    for j in 0..=i {
+                        let (x, y) = (full[i * t + j], masked[i * t + j]);
+                        assert_eq!(x.to_bits(), y.to_bits(), "{kernel:?} {t} LowerC ({i}, {j})");
+                    }
                 }
             }
         }

@@ -16,7 +16,7 @@
 #![allow(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use super::Layout;
+use super::{Layout, Mask};
 use core::arch::x86_64::*;
 use std::cell::RefCell;
 
@@ -131,11 +131,13 @@ impl Strided {
 }
 
 /// `c = a·b + (c if accumulate)`; `a: m×k`, `b: k×n`, `c: m×n`, c's columns
-/// contiguous (`lc.col_stride == 1`).
+/// contiguous (`lc.col_stride == 1`), skipping the tiles and depths `mask`
+/// allows.
 ///
 /// # Safety
 /// The CPU supports AVX2 and FMA; every element the layouts address lies
 /// inside its slice (the caller checked the spans); `c` aliases neither input.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn sgemm(
     a: &[f32],
@@ -145,6 +147,7 @@ pub unsafe fn sgemm(
     c: &mut [f32],
     lc: Layout,
     accumulate: bool,
+    mask: Mask,
 ) {
     // SAFETY: the spans were checked (this function's precondition).
     let operands = unsafe { operands(a, la, b, lb, c, lc, accumulate) };
@@ -178,12 +181,21 @@ pub unsafe fn sgemm(
                     // SAFETY: rows k0..k0+kc, columns j0..j0+cols are inside b.
                     unsafe { pack_b(panel, b, k0, kc, j0, cols) };
                     for i0 in (0..m).step_by(MR) {
-                        // A's block for rows i0.., in place or copied.
+                        let rows = MR.min(m - i0);
+                        if !mask.wants(i0, rows, j0) {
+                            continue;
+                        }
+                        // A tile summing no depth still writes C (zeros, or C).
+                        let (start, end) = mask.depth(i0, rows, k0, kc);
+                        // A's block for rows i0.., depth from `start`, in
+                        // place or copied.
                         let (a0, rs, cs) = if copy_a {
-                            (blocks[i0 * kc..].as_ptr(), 1, MR)
+                            (blocks[i0 * kc + start * MR..].as_ptr(), 1, MR)
                         } else {
-                            // SAFETY: (i0, k0) is inside a.
-                            (unsafe { a.at(i0, k0) }, a.row_stride, a.col_stride)
+                            // (i0, k0 + start): inside a, or just past the
+                            // pass when the tile sums nothing (then unread).
+                            let at = (k0 + start) * a.col_stride + i0 * a.row_stride;
+                            (a.ptr.wrapping_add(at), a.row_stride, a.col_stride)
                         };
                         // The next tile's rows of A, for prefetching: the
                         // next 6 rows, or the first 6 for the next panel.
@@ -194,16 +206,16 @@ pub unsafe fn sgemm(
                             prefetch_a: !copy_a,
                             rs,
                             cs,
-                            b: panel.0.as_ptr(),
+                            b: panel.0[start * NR..].as_ptr(),
                             c: c.wrapping_add(i0 * ldc + j0),
                             ldc,
-                            kc,
+                            kc: end - start,
                             cols,
                             acc,
                         };
                         // SAFETY: the tile's rows and columns lie inside A (or
                         // its copy), the panel and c.
-                        unsafe { tile.run(MR.min(m - i0)) };
+                        unsafe { tile.run(rows) };
                     }
                 }
             }

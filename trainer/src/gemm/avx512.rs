@@ -20,19 +20,21 @@
 use super::avx2::{
     operands, pack_a, pack_b, transpose8, Operands, Scratch, Strided, KC, NR, SCRATCH,
 };
-use super::Layout;
+use super::{Layout, Mask};
 use core::arch::x86_64::*;
 
 /// Rows of C per register tile.
 const MR: usize = 16;
 
 /// `c = a·b + (c if accumulate)`; `a: m×k`, `b: k×n`, `c: m×n`, c's columns
-/// contiguous (`lc.col_stride == 1`).
+/// contiguous (`lc.col_stride == 1`), skipping the tiles and depths `mask`
+/// allows.
 ///
 /// # Safety
 /// The CPU supports AVX-512F, AVX2 and FMA; every element the layouts
 /// address lies inside its slice (the caller checked the spans); `c`
 /// aliases neither input.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub unsafe fn sgemm(
     a: &[f32],
@@ -42,6 +44,7 @@ pub unsafe fn sgemm(
     c: &mut [f32],
     lc: Layout,
     accumulate: bool,
+    mask: Mask,
 ) {
     // SAFETY: the spans were checked (this function's precondition).
     let operands = unsafe { operands(a, la, b, lb, c, lc, accumulate) };
@@ -80,18 +83,24 @@ pub unsafe fn sgemm(
                     // j0..j0+cols are inside b.
                     unsafe { pack_b(panel, b, k0, kc, j0, cols) };
                     for i0 in (0..m).step_by(MR) {
+                        let rows = MR.min(m - i0);
+                        if !mask.wants(i0, rows, j0) {
+                            continue;
+                        }
+                        // A tile summing no depth still writes C (zeros, or C).
+                        let (start, end) = mask.depth(i0, rows, k0, kc);
                         let tile = Tile {
-                            a: blocks[i0 * kc..].as_ptr(),
-                            b: panel.0.as_ptr(),
+                            a: blocks[i0 * kc + start * MR..].as_ptr(),
+                            b: panel.0[start * NR..].as_ptr(),
                             c: c.wrapping_add(i0 * ldc + j0),
                             ldc,
-                            kc,
+                            kc: end - start,
                             cols,
                             acc,
                         };
                         // SAFETY: the tile's rows and columns lie inside
                         // A's copy, the panel and c; the CPU has AVX-512F.
-                        unsafe { tile.run(MR.min(m - i0)) };
+                        unsafe { tile.run(rows) };
                     }
                 }
             }

@@ -2,7 +2,7 @@
 //! KV head `h / (n_heads / n_kv_heads)`; scores are scaled by 1/sqrt(head_dim).
 
 use super::fast_exp::exp;
-use crate::gemm::{sgemm, Layout};
+use crate::gemm::{sgemm_masked, Layout, Mask};
 use kinglet::kernels::dot;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -63,7 +63,8 @@ thread_local! {
 /// y: [b·T, H·hd]; probs: [b, H, T, T] (saved for backward; zero above the
 /// diagonal); q: [b·T, H·hd]; k, v: [b·T, KVH·hd]. Parallel over sequences;
 /// per head, the scores `Q Kᵀ` and the output `P V` are matrix products
-/// (the full T×T square; the masked half is zeroed before `P V`).
+/// that skip the masked half (`Mask`), tile by tile: what they compute past
+/// the diagonal the softmax zeroes, and `P V` adds no term past it.
 pub fn forward(
     y: &mut [f32],
     probs: &mut [f32],
@@ -85,14 +86,15 @@ pub fn forward(
                 // scores = Q_h K_hᵀ: [T, T]
                 let (q_h, k_h) = (&q[h * hd..], &k[kvh * hd..]);
                 let (lq, lkt) = (head_rows(t_len, hd, qw), head_cols(t_len, hd, kvw));
-                sgemm(q_h, lq, k_h, lkt, p, square, false);
+                sgemm_masked(q_h, lq, k_h, lkt, p, square, false, Mask::LowerC);
                 for (t, row) in p.chunks_exact_mut(t_len).enumerate() {
                     softmax_causal(row, t, s.scale());
                 }
                 // y_h = P V_h: [T, hd]
                 let lv = head_rows(t_len, hd, kvw);
                 let ly = head_rows(t_len, hd, qw);
-                sgemm(p, square, &v[kvh * hd..], lv, &mut y[h * hd..], ly, false);
+                let (v_h, y_h) = (&v[kvh * hd..], &mut y[h * hd..]);
+                sgemm_masked(p, square, v_h, lv, y_h, ly, false, Mask::LowerA);
             }
         });
 }
@@ -138,6 +140,9 @@ fn softmax_causal(row: &mut [f32], t: usize, scale: f32) {
 /// contents are ignored, so the caller need not zero them). Each sequence is
 /// one task, and the heads sharing a KV head run in order inside it, so the
 /// `dk`/`dv` sums have a fixed order; the first head of a group overwrites.
+/// P and dS are zero past the diagonal: the products skip that half, as in
+/// [`forward`] (the softmax backward's row reads old values of `dprobs`
+/// past the tiles `dY Vᵀ` computed, and multiplies them by P's zeros).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     dq: &mut [f32],
@@ -178,10 +183,19 @@ pub fn backward(
                     let (dy_h, v_h) = (&dy[h * hd..], &v[kvh * hd..]);
                     // dV_h (+)= Pᵀ dY_h
                     let dv_h = &mut dv[kvh * hd..];
-                    sgemm(p, square_t, dy_h, lq, dv_h, lkv, kv_accumulate);
-                    // dP = dY_h V_hᵀ
+                    sgemm_masked(
+                        p,
+                        square_t,
+                        dy_h,
+                        lq,
+                        dv_h,
+                        lkv,
+                        kv_accumulate,
+                        Mask::UpperA,
+                    );
+                    // dP = dY_h V_hᵀ, on and below the diagonal
                     let lvt = head_cols(t_len, hd, kvw);
-                    sgemm(dy_h, lq, v_h, lvt, &mut dprobs, square, false);
+                    sgemm_masked(dy_h, lq, v_h, lvt, &mut dprobs, square, false, Mask::LowerC);
                     // softmax backward, then the score scale: dS in place of dP
                     let rows = dprobs.chunks_exact_mut(t_len).zip(p.chunks_exact(t_len));
                     for (t, (ds, p)) in rows.enumerate() {
@@ -192,9 +206,19 @@ pub fn backward(
                     }
                     // dQ_h = dS K_h; dK_h (+)= dSᵀ Q_h
                     let (k_h, q_h) = (&k[kvh * hd..], &q[h * hd..]);
-                    sgemm(&dprobs, square, k_h, lkv, &mut dq[h * hd..], lq, false);
+                    let dq_h = &mut dq[h * hd..];
+                    sgemm_masked(&dprobs, square, k_h, lkv, dq_h, lq, false, Mask::LowerA);
                     let dk_h = &mut dk[kvh * hd..];
-                    sgemm(&dprobs, square_t, q_h, lq, dk_h, lkv, kv_accumulate);
+                    sgemm_masked(
+                        &dprobs,
+                        square_t,
+                        q_h,
+                        lq,
+                        dk_h,
+                        lkv,
+                        kv_accumulate,
+                        Mask::UpperA,
+                    );
                 }
             });
         });
