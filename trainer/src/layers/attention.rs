@@ -102,12 +102,28 @@ pub fn forward(
 /// `row[..=t] = softmax(scale · row[..=t])`, `row[t+1..] = 0`. The
 /// exponentials run over whole 8-lane chunks with the masked lanes set to 0
 /// afterwards, which the compiler vectorizes; a loop over `..=t` alone stays
-/// scalar (its length is rarely a multiple of the vector width).
+/// scalar (its length is rarely a multiple of the vector width). Chunks past
+/// position t are only zeroed: their exponentials would all be masked, and
+/// adding their zeros changed no sum. The maximum, exact in any order, is
+/// taken 8 lanes at a time too.
 fn softmax_causal(row: &mut [f32], t: usize, scale: f32) {
-    let max = row[..=t].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut scores = row[..=t].chunks_exact(8);
+    for chunk in &mut scores {
+        for (m, &x) in lanes.iter_mut().zip(chunk) {
+            *m = m.max(x);
+        }
+    }
+    let rest = scores
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let max = lanes.into_iter().fold(rest, f32::max) * scale;
+    let first = row.len() - row.len() % 8;
+    // The whole chunks that hold a position ≤ t.
+    let live = (t + 1).div_ceil(8).saturating_mul(8).min(first);
     let mut sums = [0.0f32; 8];
-    let mut chunks = row.chunks_exact_mut(8);
-    for (c, chunk) in (&mut chunks).enumerate() {
+    for (c, chunk) in row[..live].chunks_exact_mut(8).enumerate() {
         let mut x = [0.0f32; 8];
         x.copy_from_slice(chunk);
         for (lane, (x, sum)) in x.iter_mut().zip(&mut sums).enumerate() {
@@ -117,7 +133,7 @@ fn softmax_causal(row: &mut [f32], t: usize, scale: f32) {
         }
         chunk.copy_from_slice(&x);
     }
-    let first = row.len() - row.len() % 8;
+    row[live..first].fill(0.0);
     let mut tail = 0.0f32;
     for (j, x) in row[first..].iter_mut().enumerate() {
         *x = if first + j <= t {
@@ -141,8 +157,7 @@ fn softmax_causal(row: &mut [f32], t: usize, scale: f32) {
 /// one task, and the heads sharing a KV head run in order inside it, so the
 /// `dk`/`dv` sums have a fixed order; the first head of a group overwrites.
 /// P and dS are zero past the diagonal: the products skip that half, as in
-/// [`forward`] (the softmax backward's row reads old values of `dprobs`
-/// past the tiles `dY Vᵀ` computed, and multiplies them by P's zeros).
+/// [`forward`].
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     dq: &mut [f32],
@@ -196,13 +211,16 @@ pub fn backward(
                     // dP = dY_h V_hᵀ, on and below the diagonal
                     let lvt = head_cols(t_len, hd, kvw);
                     sgemm_masked(dy_h, lq, v_h, lvt, &mut dprobs, square, false, Mask::LowerC);
-                    // softmax backward, then the score scale: dS in place of dP
+                    // softmax backward, then the score scale: dS in place of
+                    // dP; zero past the diagonal, as P
                     let rows = dprobs.chunks_exact_mut(t_len).zip(p.chunks_exact(t_len));
                     for (t, (ds, p)) in rows.enumerate() {
-                        let weighted = dot(&p[..=t], &ds[..=t]);
-                        for (d, &pj) in ds.iter_mut().zip(p) {
+                        let (live, masked) = ds.split_at_mut(t + 1);
+                        let weighted = dot(&p[..=t], live);
+                        for (d, &pj) in live.iter_mut().zip(p) {
                             *d = pj * (*d - weighted) * s.scale();
                         }
+                        masked.fill(0.0);
                     }
                     // dQ_h = dS K_h; dK_h (+)= dSᵀ Q_h
                     let (k_h, q_h) = (&k[kvh * hd..], &q[h * hd..]);
