@@ -306,8 +306,19 @@ pub(super) fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     ]
 }
 
+/// Makes `blocks` hold at least `len` floats, keeping what it held: the
+/// copies of A write every element a tile reads (a tile at A's last rows
+/// reads only those rows, never the rest of its block), so clearing them
+/// first, as much work as the copy, bought nothing.
+pub(super) fn grow(blocks: &mut Vec<f32>, len: usize) {
+    if blocks.len() < len {
+        blocks.resize(len, 0.0);
+    }
+}
+
 /// Copies A's rows 0..m, columns k0..k0+kc into `blocks` as
-/// `[m/MR][kc][MR]` (MR: the tile's rows), zeros past row m.
+/// `[m/MR][kc][MR]` (MR: the tile's rows); the block rows past row m keep
+/// old values (see [`grow`]).
 ///
 /// # Safety
 /// Those rows and columns lie inside a.
@@ -319,8 +330,7 @@ pub(super) unsafe fn pack_a<const MR: usize>(
     kc: usize,
 ) {
     let whole = m - m % MR;
-    blocks.clear();
-    blocks.resize(m.div_ceil(MR) * MR * kc, 0.0);
+    grow(blocks, m.div_ceil(MR) * MR * kc);
     // A stored by columns (dyᵀ): each column is one contiguous run, read
     // once, front to back, and dealt out MR floats per block; other
     // layouts, and the rows past the last whole block, one element at a time.

@@ -18,7 +18,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use super::avx2::{
-    operands, pack_a, pack_b, transpose8, Operands, Scratch, Strided, KC, NR, SCRATCH,
+    grow, operands, pack_a, pack_b, transpose8, Operands, Scratch, Strided, KC, NR, SCRATCH,
 };
 use super::{Layout, Mask};
 use core::arch::x86_64::*;
@@ -115,8 +115,7 @@ pub unsafe fn sgemm(
 /// AVX2; rows 0..m, columns k0..k0+kc lie inside a, whose `col_stride` is 1.
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn pack_a_rows(blocks: &mut Vec<f32>, a: Strided, m: usize, k0: usize, kc: usize) {
-    blocks.clear();
-    blocks.resize(m.div_ceil(MR) * MR * kc, 0.0);
+    grow(blocks, m.div_ceil(MR) * MR * kc);
     let out = blocks.as_mut_ptr();
     // Element (r, p) goes to `block(r) + p·MR + r % MR`.
     let at = |r: usize, p: usize| (r - r % MR) * kc + p * MR + r % MR;
