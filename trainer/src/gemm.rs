@@ -242,22 +242,6 @@ pub fn sgemm_with(
     product(kernel, a, la, b, lb, c, lc, accumulate, Mask::Full);
 }
 
-/// [`sgemm_masked`] by a given path (the tests compare the masks).
-#[allow(clippy::too_many_arguments)]
-pub fn sgemm_masked_with(
-    kernel: Kernel,
-    a: &[f32],
-    la: Layout,
-    b: &[f32],
-    lb: Layout,
-    c: &mut [f32],
-    lc: Layout,
-    accumulate: bool,
-    mask: Mask,
-) {
-    product(kernel, a, la, b, lb, c, lc, accumulate, mask);
-}
-
 /// Every product's one way in: checks the operands, then takes `kernel`.
 #[allow(clippy::too_many_arguments)]
 fn product(
