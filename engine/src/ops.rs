@@ -44,7 +44,7 @@ const NORM_ROWS: usize = 16;
 
 /// [`rmsnorm`] of each `dim`-wide row of `x` into the same row of `out`
 /// (`[n × dim]` each), the same bits: each row's squares are added in
-/// order as `rmsnorm` adds them, but [`NORM_ROWS`] rows' sums go side by
+/// order as `rmsnorm` adds them, but sixteen rows' sums go side by
 /// side, so that no addition waits on the one before it.
 pub fn rmsnorm_rows(out: &mut [f32], x: &[f32], gain: &Matrix<'_>, eps: f32, dim: usize) {
     debug_assert_eq!(out.len(), x.len(), "rmsnorm_rows: out length");
