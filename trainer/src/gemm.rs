@@ -69,10 +69,10 @@ pub enum Mask {
     /// Only C's lower triangle (column ≤ row) is wanted: C's elements above
     /// it may keep their old values. (The scores `Q Kᵀ`, and `dY Vᵀ`.)
     LowerC,
-    /// A is zero above its diagonal (A[i][p] = 0 for p > i): row i sums
+    /// A is zero above its diagonal (`A[i][p] = 0` for p > i): row i sums
     /// depth 0..=i. (The probabilities P in `P V`, and their gradient.)
     LowerA,
-    /// A is zero below its diagonal (A[i][p] = 0 for p < i): row i sums
+    /// A is zero below its diagonal (`A[i][p] = 0` for p < i): row i sums
     /// depth i... (Pᵀ in `Pᵀ dY`, and the gradient's transpose.)
     UpperA,
 }
