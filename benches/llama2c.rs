@@ -494,7 +494,7 @@ fn main() {
     );
     println!(
         "read GB/s: a plain streaming read of the model's bytes by 1 and by 2 threads \
-         (the ceiling memory sets); decode GB/s: the model's bytes × 2-thread tok/s\n"
+         (the ceiling memory sets); decode GB/s: the model's bytes × tok/s at 1 and 2 threads\n"
     );
     println!("| model | dtype | llama2.c tok/s | kinglet tok/s | ratio | 2 threads tok/s | 2 threads / 1 | read GB/s 1 / 2 threads | read 2 / 1 | decode GB/s 1 / 2 threads | prefill tok/s | prefill / decode |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
