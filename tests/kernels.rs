@@ -270,7 +270,7 @@ fn quantized_kernels_are_exact_at_the_extreme_levels() {
     }
 }
 
-/// The reference's `out[r·n + t]`: row `r` of `w` times position `t`.
+/// The reference's `out[t·rows + r]`: row `r` of `w` times position `t`.
 fn reference_matmul(w: &Matrix<'_>, xq: &[BlockQ8], n: usize) -> Vec<f32> {
     let mut want = vec![f32::NAN; w.rows * n];
     for (t, x_t) in xq.chunks_exact(w.cols / BLOCK_LEN).enumerate() {
@@ -278,7 +278,7 @@ fn reference_matmul(w: &Matrix<'_>, xq: &[BlockQ8], n: usize) -> Vec<f32> {
         REF.matvec_quantized(&mut column, w, x_t)
             .expect("reference");
         for (r, v) in column.into_iter().enumerate() {
-            want[r * n + t] = v;
+            want[t * w.rows + r] = v;
         }
     }
     want
@@ -412,7 +412,7 @@ fn float_matmul_equals_matvec_per_position_bit_for_bit() {
                             let mut column = vec![0.0; rows];
                             REF.matvec(&mut column, &w, x_t).expect("reference");
                             for (r, v) in column.into_iter().enumerate() {
-                                want[r * n + t] = v;
+                                want[t * w.rows + r] = v;
                             }
                         }
                         let what = format!("{} {dtype:?} {rows}x{cols} n={n}", path.name());
@@ -846,7 +846,7 @@ fn packed_case(path: Path, w: &Matrix<'_>, xq: &[BlockQ8], n: usize, what: &str)
     for (t, x_t) in xq.chunks_exact(blocks).enumerate() {
         let mut column = vec![f32::NAN; w.rows];
         path.matvec_packed(&mut column, &p, x_t).expect("path");
-        let want_t: Vec<f32> = (0..w.rows).map(|r| want[r * n + t]).collect();
+        let want_t: Vec<f32> = want[t * w.rows..][..w.rows].to_vec();
         assert_bits_eq(&column, &want_t, &format!("{what}: matvec_packed t={t}"));
     }
 }

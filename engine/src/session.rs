@@ -66,7 +66,7 @@ pub const PREFILL_CHUNK: usize = 16;
 /// | `att`          | `n_heads × (max_seq + C × head_dim)` (per head: scores, then outputs) |
 /// | `logits`       | `vocab_size`                      |
 /// | KV cache       | `2 × n_layers × max_seq × kv_dim` |
-/// | `products`     | `C × max(dim, hidden_dim)` (matrix products, weight-row major) |
+/// | `products`     | `C × max(dim, hidden_dim)` (matrix products split among threads) |
 /// | `xq`           | `C × 9 × ⌈max(dim, hidden_dim) / 32⌉` (Q8 activation blocks) |
 /// | `rotations`    | `C × head_dim` (RoPE's cosines and sines)  |
 ///
@@ -164,8 +164,9 @@ pub struct Session<'a, T: AsRef<[u8]>> {
     key_cache: &'a mut [f32],
     /// Values, `[n_layers × max_seq × kv_dim]`.
     value_cache: &'a mut [f32],
-    /// A chunk's matrix product, weight-row major `[rows × C]` (rows ≤
-    /// `max(dim, hidden_dim)`), before it is transposed into place.
+    /// A chunk's matrix product split among threads, each task's
+    /// `[C × task rows]` (rows ≤ `max(dim, hidden_dim)` in all), before it
+    /// is copied into place.
     products: &'a mut [f32],
     /// The inputs of a quantized matrix, as Q8 blocks,
     /// `[C × ⌈max(dim, hidden) / 32⌉]`.
@@ -486,13 +487,11 @@ fn rows_per_task(rows: usize, tasks: usize) -> usize {
     rows.div_ceil(tasks.max(1)).next_multiple_of(16).max(1)
 }
 
-/// Rows of a chunk's products [`Scratch::project`] moves into place together.
-const TRANSPOSE_ROWS: usize = 16;
-
 /// What a matrix product needs besides its operands.
 struct Scratch<'s> {
     parallel: &'s dyn Parallel,
-    /// `[rows × n]` products before they are transposed into place.
+    /// `[n × task rows]` products of each task of a product split among
+    /// threads, before they are copied into place.
     products: &'s mut [f32],
     /// `[n × cols / 32]` quantized inputs.
     xq: &'s mut [BlockQ8],
@@ -510,8 +509,10 @@ impl Scratch<'_> {
     /// fly to Q8 blocks (once for all the products, which share `x`), with
     /// integer dot products per block. One position goes through the
     /// matrix-vector kernels straight into `out`; more go through the
-    /// matrix-matrix kernels (each weight row read once for all of them)
-    /// into `products` and are transposed into `out`.
+    /// matrix-matrix kernels (each weight row read once for all of them),
+    /// which write position-major `[n × rows]` as `out` is: straight into
+    /// it on one thread, else each task into its part of `products`, then
+    /// copied into place.
     ///
     /// `packed`, when given, is `W` in the packed layout, and the products
     /// read it instead (the same bits); the thread split gives each task
@@ -554,7 +555,8 @@ impl Scratch<'_> {
 }
 
 /// One product of [`Scratch::project`], its input `x` already quantized
-/// to `xq` when `w` is quantized; `products` is the `[rows × n]` scratch.
+/// to `xq` when `w` is quantized; `products` is the scratch of a product
+/// split among threads, `[n × task rows]` per task.
 #[allow(clippy::too_many_arguments)]
 fn multiply(
     parallel: &dyn Parallel,
@@ -593,34 +595,41 @@ fn multiply(
             }
         });
     } else {
-        let products = products.get_mut(..rows * n).ok_or(Error::InvalidInput {
-            reason: "matrix output taller than the session's buffers",
-        })?;
-        parallel.for_each_chunk(products, rows_per_task * n, &|first, part| {
-            let first_row = first / n;
-            let rows = first_row..first_row + part.len() / n;
-            let ok = match (packed, w.rows(rows.clone())) {
-                (Some(p), _) => p
-                    .row_range(rows)
-                    .is_some_and(|part_p| kernels::matmul_packed(part, &part_p, xq, n).is_ok()),
-                (None, Some(part_w)) if quantized => {
-                    kernels::matmul_quantized(part, &part_w, xq, n).is_ok()
-                }
-                (None, Some(part_w)) => kernels::matmul(part, &part_w, x, n).is_ok(),
-                (None, None) => false,
-            };
-            if !ok {
+        // Each task's rows for every position, `[n × task rows]`: straight
+        // into `out` when one task has them all, else into `products`,
+        // then each position's stretch of them copied into place.
+        let product = |part: &mut [f32], rows: core::ops::Range<usize>| match (
+            packed,
+            w.rows(rows.clone()),
+        ) {
+            (Some(p), _) => p
+                .row_range(rows)
+                .is_some_and(|part_p| kernels::matmul_packed(part, &part_p, xq, n).is_ok()),
+            (None, Some(part_w)) if quantized => {
+                kernels::matmul_quantized(part, &part_w, xq, n).is_ok()
+            }
+            (None, Some(part_w)) => kernels::matmul(part, &part_w, x, n).is_ok(),
+            (None, None) => false,
+        };
+        if rows_per_task >= rows {
+            if !product(out, 0..rows) {
                 failed.store(true, Ordering::Relaxed);
             }
-        });
-        // `[rows × n]` → `[n × rows]`, sixteen rows at a time: their
-        // products stay in L1 while every position takes its share.
-        for (tile, tile_products) in products.chunks(TRANSPOSE_ROWS * n).enumerate() {
-            let tile_rows = tile_products.len() / n;
-            for (t, out_row) in out.chunks_exact_mut(rows).enumerate() {
-                let out_tile = &mut out_row[tile * TRANSPOSE_ROWS..][..tile_rows];
-                for (o, row_products) in out_tile.iter_mut().zip(tile_products.chunks_exact(n)) {
-                    *o = row_products[t];
+        } else {
+            let products = products.get_mut(..rows * n).ok_or(Error::InvalidInput {
+                reason: "matrix output taller than the session's buffers",
+            })?;
+            parallel.for_each_chunk(products, rows_per_task * n, &|first, part| {
+                let first_row = first / n;
+                if !product(part, first_row..first_row + part.len() / n) {
+                    failed.store(true, Ordering::Relaxed);
+                }
+            });
+            for (task, part) in products.chunks(rows_per_task * n).enumerate() {
+                let task_rows = part.len() / n;
+                let parts = part.chunks_exact(task_rows);
+                for (out_row, p) in out.chunks_exact_mut(rows).zip(parts) {
+                    out_row[task * rows_per_task..][..task_rows].copy_from_slice(p);
                 }
             }
         }

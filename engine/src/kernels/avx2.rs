@@ -980,8 +980,9 @@ pub(super) unsafe fn quant_rows<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[
 const MATMUL_ROWS: usize = 2;
 const MATMUL_POSITIONS: usize = 3;
 
-/// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]` for float rows, each element
-/// the bits of [`matvec`] for row `r` and position `t`; each loaded stretch
+/// `out[t·rows + r] = Σ_c w[r][c] · x[t·cols + c]` for float rows
+/// (position-major), each element the bits of [`matvec`] for row `r` and
+/// position `t`; each loaded stretch
 /// of a row is used for several positions.
 ///
 /// # Safety
@@ -1030,8 +1031,9 @@ unsafe fn float_matmul<const DT: u8>(a: FloatMatmul<'_>) {
                 }
             };
             for (i, sums) in tile.iter().enumerate().take(group) {
-                let o = &mut a.out[(r + i) * n + t..][..positions];
-                o.copy_from_slice(&sums[..positions]);
+                for (p, &v) in sums.iter().enumerate().take(positions) {
+                    a.out[(t + p) * rows + r + i] = v;
+                }
             }
             t += positions;
         }
@@ -1161,40 +1163,44 @@ unsafe fn eight_rows_positions<const Q4: bool>(
     }
 }
 
-/// `out[r·n + t] = q8_0_dot(row r, xq[t])` (or `q4_0_dot`) for `rows` rows
-/// of `blocks` blocks and `n` positions of activations (`xq`:
+/// `out[t·rows + r] = q8_0_dot(row r, xq[t])` (or `q4_0_dot`) for `rows`
+/// rows of `blocks` blocks and `n` positions of activations (`xq`:
 /// `[n × blocks]`), equal bit for bit to the reference: each element is the
 /// one-position kernel's lane for its row. A group of eight rows (a few KB)
 /// stays in L1 while every position is multiplied with it.
 ///
-/// `out`: `[rows × n]`.
+/// `out`: `[n × rows]` (position-major).
 ///
 /// # Safety
 /// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn matmul_quantized(a: QuantMatmul<'_>) {
     let (n, blocks) = (a.n, a.blocks);
+    let rows = a.out.len() / n;
     // SAFETY: the features are available; `QuantMatmul` holds rows · n
     // outputs, n positions of blocks ≥ 1 activation blocks and rows rows.
     unsafe {
         if a.q4 {
-            quant_matmul::<true>(a.out, a.w, a.x, n, blocks)
+            quant_matmul::<true>(a.out, rows, a.w, a.x, n, blocks)
         } else {
-            quant_matmul::<false>(a.out, a.w, a.x, n, blocks)
+            quant_matmul::<false>(a.out, rows, a.w, a.x, n, blocks)
         }
     }
 }
 
-/// [`matmul_quantized`] for Q8_0 (`Q4` false) or Q4_0 rows.
+/// [`matmul_quantized`] for Q8_0 (`Q4` false) or Q4_0 rows, the results
+/// of position `t` and row `r` at `out[t·stride + r]` (`stride ≥ rows`: the
+/// AVX-512 kernel hands over the last rows of a wider output).
 ///
 /// # Safety
 /// AVX2, FMA and F16C are available; `n > 0`, `blocks > 0`,
-/// `xq.len() == n · blocks`, `out.len() = rows · n`, and
+/// `xq.len() == n · blocks`, `out.len() ≥ (n − 1) · stride + rows`, and
 /// `w.len() == rows · blocks · block_bytes(Q4)`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn quant_matmul<const Q4: bool>(
     out: &mut [f32],
+    stride: usize,
     w: &[u8],
     xq: &[BlockQ8],
     n: usize,
@@ -1202,9 +1208,11 @@ pub(super) unsafe fn quant_matmul<const Q4: bool>(
 ) {
     let bb = block_bytes(Q4);
     let row_bytes = blocks * bb;
-    let rows = out.len() / n;
+    let rows = w.len() / row_bytes;
     let groups = rows / QUANT_ROWS;
-    out.fill(0.0);
+    for t in 0..n {
+        out[t * stride..][..rows].fill(0.0);
+    }
     let mut offsets = [[0i32; CHUNK_BLOCKS]; MATMUL_QUANT_POSITIONS];
     for t0 in (0..n).step_by(MATMUL_QUANT_POSITIONS) {
         let positions = (n - t0).min(MATMUL_QUANT_POSITIONS);
@@ -1223,9 +1231,7 @@ pub(super) unsafe fn quant_matmul<const Q4: bool>(
                 // sums[p][r]: position t0 + p, row 8g + r.
                 let mut sums = [[0.0f32; QUANT_ROWS]; MATMUL_QUANT_POSITIONS];
                 for (p, s) in sums.iter_mut().take(positions).enumerate() {
-                    for (r, v) in s.iter_mut().enumerate() {
-                        *v = out[(g * QUANT_ROWS + r) * n + t0 + p];
-                    }
+                    s.copy_from_slice(&out[(t0 + p) * stride + g * QUANT_ROWS..][..QUANT_ROWS]);
                 }
                 // SAFETY: rows 8g .. 8g + 8 each hold `blocks` blocks, of
                 // which this stretch is c .. c + stretch; each `xs[p]` holds
@@ -1237,17 +1243,15 @@ pub(super) unsafe fn quant_matmul<const Q4: bool>(
                     );
                 }
                 for (p, s) in sums.iter().take(positions).enumerate() {
-                    for (r, v) in s.iter().enumerate() {
-                        out[(g * QUANT_ROWS + r) * n + t0 + p] = *v;
-                    }
+                    out[(t0 + p) * stride + g * QUANT_ROWS..][..QUANT_ROWS].copy_from_slice(s);
                 }
             }
             for r in groups * QUANT_ROWS..rows {
                 let row = &w[r * row_bytes + skip..r * row_bytes + skip + stretch * bb];
                 for (p, o) in offsets.iter().take(positions).enumerate() {
-                    let t = t0 + p;
+                    let at = (t0 + p) * stride + r;
                     // SAFETY: the stretch holds exactly `stretch` blocks.
-                    out[r * n + t] = unsafe { one_row::<Q4>(out[r * n + t], row, x_at(t), o) };
+                    out[at] = unsafe { one_row::<Q4>(out[at], row, x_at(t0 + p), o) };
                 }
             }
         }

@@ -602,8 +602,9 @@ pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
 const MATMUL_ROWS: usize = 4;
 const MATMUL_POSITIONS: usize = 3;
 
-/// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]` for float rows, each element
-/// the bits of [`matvec`] for row `r` and position `t`.
+/// `out[t·rows + r] = Σ_c w[r][c] · x[t·cols + c]` for float rows
+/// (position-major), each element the bits of [`matvec`] for row `r` and
+/// position `t`.
 ///
 /// # Safety
 /// The features are available.
@@ -655,8 +656,9 @@ unsafe fn float_matmul<const DT: u8>(a: FloatMatmul<'_>) {
                 }
             };
             for (i, sums) in tile.iter().enumerate().take(group) {
-                let o = &mut a.out[(r + i) * n + t..][..positions];
-                o.copy_from_slice(&sums[..positions]);
+                for (p, &v) in sums.iter().enumerate().take(positions) {
+                    a.out[(t + p) * rows + r + i] = v;
+                }
             }
             t += positions;
         }
@@ -1103,8 +1105,8 @@ fn add_lane_block(
     _mm512_add_ps(sums, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(totals)))
 }
 
-/// `out[r·n + t] = q8_0_dot(row r, xq[t])` (or `q4_0_dot`), the reference's
-/// bits: each element is the one-position kernel's lane for its row. Each
+/// `out[t·rows + r] = q8_0_dot(row r, xq[t])` (or `q4_0_dot`), position-major,
+/// the reference's bits: each element is the one-position kernel's lane for its row. Each
 /// block of a group of sixteen rows is laid out once ([`lane_levels`]) and
 /// multiplied with up to sixteen positions; the rows left over run the
 /// AVX2 kernel.
@@ -1151,7 +1153,6 @@ unsafe fn quant_matmul<const Q4: bool, const PACKED: bool>(
     let row_bytes = blocks * bb;
     let rows = out.len() / n;
     let groups = rows / QUANT_ROWS;
-    let (out, rest) = out.split_at_mut(groups * QUANT_ROWS * n);
     let (w, w_rest) = w.split_at(groups * QUANT_ROWS * row_bytes);
     let mut minus_offsets = [[0i32; CHUNK_BLOCKS]; MATMUL_QUANT_POSITIONS];
     for t0 in (0..n).step_by(MATMUL_QUANT_POSITIONS) {
@@ -1162,20 +1163,19 @@ unsafe fn quant_matmul<const Q4: bool, const PACKED: bool>(
             for (p, o) in minus_offsets.iter_mut().take(positions).enumerate() {
                 *o = block_offsets::<Q4>(x_at(t0 + p)).map(|v| -v);
             }
-            for (g, o) in out.chunks_exact_mut(QUANT_ROWS * n).enumerate() {
-                // sums[p]: position t0 + p, row 16g + r in lane r, carried
-                // over from the previous stretch (the reference's sums start
-                // at zero).
-                let mut lanes = [[0.0f32; QUANT_ROWS]; MATMUL_QUANT_POSITIONS];
+            for g in 0..groups {
+                // sums[p]: position t0 + p, row 16g + r in lane r: the 16
+                // floats at out[(t0 + p)·rows + 16g], carried over from the
+                // previous stretch (the reference's sums start at zero).
+                let at = |p: usize| (t0 + p) * rows + g * QUANT_ROWS;
+                let mut sums = [_mm512_setzero_ps(); MATMUL_QUANT_POSITIONS];
                 if c > 0 {
-                    for (p, s) in lanes.iter_mut().take(positions).enumerate() {
-                        for (r, v) in s.iter_mut().enumerate() {
-                            *v = o[r * n + t0 + p];
-                        }
+                    for (p, s) in sums.iter_mut().take(positions).enumerate() {
+                        let lanes = &out[at(p)..][..QUANT_ROWS];
+                        // SAFETY: `lanes` is 16 floats.
+                        *s = unsafe { _mm512_loadu_ps(lanes.as_ptr()) };
                     }
                 }
-                // SAFETY: each entry of `lanes` is 16 floats.
-                let mut sums = lanes.map(|s| unsafe { _mm512_loadu_ps(s.as_ptr()) });
                 // Packed: group-block c + b at 16·bb·(c + b) in the group;
                 // ggml: block c + b of the first row at bb·(c + b).
                 let step = if PACKED { QUANT_ROWS * bb } else { bb };
@@ -1205,22 +1205,21 @@ unsafe fn quant_matmul<const Q4: bool, const PACKED: bool>(
                         *s = add_lane_block(*s, &levels, dw, xb, start);
                     }
                 }
-                for (l, s) in lanes.iter_mut().zip(&sums).take(positions) {
-                    // SAFETY: `l` is 16 floats.
-                    unsafe { _mm512_storeu_ps(l.as_mut_ptr(), *s) };
-                }
-                for (p, s) in lanes.iter().take(positions).enumerate() {
-                    for (r, v) in s.iter().enumerate() {
-                        o[r * n + t0 + p] = *v;
-                    }
+                for (p, s) in sums.iter().take(positions).enumerate() {
+                    let lanes = &mut out[at(p)..][..QUANT_ROWS];
+                    // SAFETY: `lanes` is 16 floats.
+                    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *s) };
                 }
             }
         }
     }
-    if !rest.is_empty() {
+    if groups * QUANT_ROWS < rows {
         // SAFETY: AVX2, FMA and F16C are among the features; `w_rest` holds
-        // rest.len() / n rows of `blocks` blocks.
-        unsafe { avx2::quant_matmul::<Q4>(rest, w_rest, xq, n, blocks) };
+        // the rows past the last group, in ggml's layout, whose results go
+        // at columns 16·groups .. rows of each position's `rows` outputs.
+        unsafe {
+            avx2::quant_matmul::<Q4>(&mut out[groups * QUANT_ROWS..], rows, w_rest, xq, n, blocks)
+        };
     }
 }
 
@@ -1364,7 +1363,7 @@ unsafe fn packed_rows<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[BlockQ8]) 
     }
 }
 
-/// `out[r·n + t] = q8_0_dot(row r, xq[t])` (or `q4_0_dot`) for a matrix in
+/// `out[t·rows + r] = q8_0_dot(row r, xq[t])` (or `q4_0_dot`) for a matrix in
 /// the packed layout: [`matmul_quantized`] with each group-block's levels
 /// loaded as they are instead of laid out, the same bits.
 ///

@@ -119,8 +119,9 @@ impl Path {
         Ok(())
     }
 
-    /// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]` for F32, F16 and BF16
-    /// weights and `n` positions; `out`: `[w.rows × n]`, `x`: `[n × w.cols]`.
+    /// `out[t·rows + r] = Σ_c w[r][c] · x[t·cols + c]` for F32, F16 and BF16
+    /// weights and `n` positions; `out`: `[n × w.rows]` (position-major, as
+    /// `x`), `x`: `[n × w.cols]`.
     /// Each element is the bits of [`matvec`](Self::matvec) for its row and
     /// position.
     ///
@@ -149,7 +150,7 @@ impl Path {
     }
 
     /// Q8_0 / Q4_0 weights times `n` positions of quantized activations
-    /// (`xq`: `[n × w.cols / 32]`); `out`: `[w.rows × n]`, each element the
+    /// (`xq`: `[n × w.cols / 32]`); `out`: `[n × w.rows]`, each element the
     /// bits of [`matvec_quantized`](Self::matvec_quantized).
     ///
     /// Errors: [`Error::InvalidInput`] for a float matrix or lengths that

@@ -326,37 +326,42 @@ pub fn matvec(a: FloatRows<'_>) {
 /// Positions multiplied together against one decoded stretch of a row.
 const GROUP: usize = 4;
 
-/// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]`, each element the bits of
-/// [`matvec`] for row `r` and position `t`.
+/// `out[t·rows + r] = Σ_c w[r][c] · x[t·cols + c]` (position-major), each
+/// element the bits of [`matvec`] for row `r` and position `t`.
 pub fn matmul(a: FloatMatmul<'_>) {
     let (n, x) = (a.n, a.x);
-    let rows = a
-        .out
-        .chunks_exact_mut(n)
-        .zip(a.w.chunks_exact(a.cols * a.dtype.bytes()));
-    match a.dtype {
-        Float::F32 => rows.for_each(|(o, row)| row_times_positions::<F32>(o, row, x)),
-        Float::F16 => rows.for_each(|(o, row)| row_times_positions::<F16>(o, row, x)),
-        Float::BF16 => rows.for_each(|(o, row)| row_times_positions::<BF16>(o, row, x)),
+    let rows = a.out.len() / n;
+    let row_bytes = a.cols * a.dtype.bytes();
+    for (r, row) in a.w.chunks_exact(row_bytes).enumerate() {
+        // Row `r` of every position: the column `r` of `out`.
+        let column = a.out[r..].iter_mut().step_by(rows);
+        match a.dtype {
+            Float::F32 => row_times_positions::<F32>(column, row, x),
+            Float::F16 => row_times_positions::<F16>(column, row, x),
+            Float::BF16 => row_times_positions::<BF16>(column, row, x),
+        }
     }
 }
 
-/// One weight row times every position: `out[t] = row · x[t]`, `out`: `[n]`,
-/// `x`: `[n × cols]`, positions taken [`GROUP`] at a time.
+/// One weight row times every position: `out[t] = row · x[t]`, `out`: the
+/// `n` places of the row's results, `x`: `[n × cols]`, positions taken
+/// [`GROUP`] at a time.
 #[inline(always)]
-fn row_times_positions<E: Element>(out: &mut [f32], row: &[u8], x: &[f32]) {
+fn row_times_positions<'o, E: Element>(
+    mut out: impl Iterator<Item = &'o mut f32>,
+    row: &[u8],
+    x: &[f32],
+) {
     let cols = row.len() / E::BYTES;
-    let mut groups = out.chunks_exact_mut(GROUP);
     let mut xs = x.chunks_exact(GROUP * cols);
-    for (o, x_group) in (&mut groups).zip(&mut xs) {
+    for x_group in &mut xs {
         let x_rows: [&[f32]; GROUP] = core::array::from_fn(|g| &x_group[g * cols..][..cols]);
-        o.copy_from_slice(&dot_group::<E, GROUP>(row, x_rows));
+        // The group's results first: a zip asks its first iterator first.
+        for (v, o) in dot_group::<E, GROUP>(row, x_rows).into_iter().zip(&mut out) {
+            *o = v;
+        }
     }
-    for (o, x_row) in groups
-        .into_remainder()
-        .iter_mut()
-        .zip(xs.remainder().chunks_exact(cols))
-    {
+    for (o, x_row) in out.zip(xs.remainder().chunks_exact(cols)) {
         *o = dot_row::<E>(row, x_row);
     }
 }
@@ -481,17 +486,19 @@ pub fn matvec_quantized(a: QuantRows<'_>) {
 /// Positions whose integer block sums are computed in one call.
 const ISUM_GROUP: usize = 16;
 
-/// `out[r·n + t]` = row `r` times position `t`, each the bits of
-/// [`matvec_quantized`]: every weight block is decoded once and used for all
-/// `n` positions, the float sums still block after block for each.
+/// `out[t·rows + r]` = row `r` times position `t` (position-major), each
+/// the bits of [`matvec_quantized`]: every weight block is decoded once and
+/// used for all `n` positions, the float sums still block after block for
+/// each.
 pub fn matmul_quantized(a: QuantMatmul<'_>) {
     let (n, blocks, xq) = (a.n, a.blocks, a.x);
+    let rows = a.out.len() / n;
     let bb = super::shapes::block_bytes(a.q4);
-    for (o, row) in a.out.chunks_exact_mut(n).zip(a.w.chunks_exact(blocks * bb)) {
-        o.fill(0.0);
+    a.out.fill(0.0);
+    for (r, row) in a.w.chunks_exact(blocks * bb).enumerate() {
         for (b, block) in row.chunks_exact(bb).enumerate() {
             let d_w = scale_of(block);
-            for (o_group, x_group) in o.chunks_mut(ISUM_GROUP).zip(xq.chunks(ISUM_GROUP * blocks)) {
+            for (g, x_group) in xq.chunks(ISUM_GROUP * blocks).enumerate() {
                 let mut isums = [0i32; ISUM_GROUP];
                 for (isum, x_row) in isums.iter_mut().zip(x_group.chunks_exact(blocks)) {
                     *isum = if a.q4 {
@@ -500,9 +507,10 @@ pub fn matmul_quantized(a: QuantMatmul<'_>) {
                         q8_0_block_isum(block, &x_row[b].qs)
                     };
                 }
-                let products = o_group.iter_mut().zip(x_group.chunks_exact(blocks));
-                for ((o, x_row), isum) in products.zip(isums) {
-                    *o += d_w * x_row[b].d * isum as f32;
+                let products = x_group.chunks_exact(blocks).zip(isums).enumerate();
+                for (i, (x_row, isum)) in products {
+                    let t = g * ISUM_GROUP + i;
+                    a.out[t * rows + r] += d_w * x_row[b].d * isum as f32;
                 }
             }
         }
@@ -534,30 +542,31 @@ pub fn matmul_packed(a: QuantMatmul<'_>) {
     matmul_packed_rows(a.out, a.w, a.x, a.n, a.blocks, a.q4);
 }
 
-/// `out[r·n + t]` = packed row `r` times position `t` (`x`: `[n × blocks]`),
-/// in the reference order: `sum += d_w · d_x · isum` block after block.
+/// `out[t·rows + r]` = packed row `r` times position `t` (`x`: `[n ×
+/// blocks]`, `out` position-major), in the reference order:
+/// `sum += d_w · d_x · isum` block after block.
 fn matmul_packed_rows(out: &mut [f32], w: &[u8], x: &[BlockQ8], n: usize, blocks: usize, q4: bool) {
     let dtype = if q4 { Dtype::Q4_0 } else { Dtype::Q8_0 };
     let row_bytes = blocks * super::shapes::block_bytes(q4);
-    let grouped = (out.len() / n) / GROUP_ROWS * GROUP_ROWS;
-    let (out, rest) = out.split_at_mut(grouped * n);
+    let rows = out.len() / n;
+    let grouped = rows / GROUP_ROWS * GROUP_ROWS;
     let (w, w_rest) = w.split_at(grouped * row_bytes);
     out.fill(0.0);
-    let group_outs = out.chunks_exact_mut(GROUP_ROWS * n);
-    for (o, group) in group_outs.zip(w.chunks_exact(GROUP_ROWS * row_bytes)) {
+    for (g, group) in w.chunks_exact(GROUP_ROWS * row_bytes).enumerate() {
         for (b, group_block) in group.chunks_exact(group_block_bytes(dtype)).enumerate() {
-            for (r, o_row) in o.chunks_exact_mut(n).enumerate() {
+            for r in 0..GROUP_ROWS {
                 let block = unpack_block(dtype, group_block, r);
-                for (t, o) in o_row.iter_mut().enumerate() {
-                    *o += block_term(&block, &x[t * blocks + b], q4);
+                for t in 0..n {
+                    out[t * rows + g * GROUP_ROWS + r] +=
+                        block_term(&block, &x[t * blocks + b], q4);
                 }
             }
         }
     }
     // The rows past the last whole group are in ggml's layout.
-    for (o_row, row) in rest.chunks_exact_mut(n).zip(w_rest.chunks_exact(row_bytes)) {
-        for (t, o) in o_row.iter_mut().enumerate() {
-            *o = quant_row(row, &x[t * blocks..(t + 1) * blocks], q4);
+    for (i, row) in w_rest.chunks_exact(row_bytes).enumerate() {
+        for t in 0..n {
+            out[t * rows + grouped + i] = quant_row(row, &x[t * blocks..(t + 1) * blocks], q4);
         }
     }
 }
@@ -726,7 +735,7 @@ mod tests {
                         let want = run_matvec(&w, &x[t * cols..][..cols]);
                         for r in 0..rows {
                             assert_eq!(
-                                out[r * n + t].to_bits(),
+                                out[t * rows + r].to_bits(),
                                 want[r].to_bits(),
                                 "{dtype:?} {rows}x{cols} n={n} ({r},{t})"
                             );
@@ -765,7 +774,7 @@ mod tests {
                             }
                             .unwrap();
                             assert_eq!(
-                                out[r * n + t].to_bits(),
+                                out[t * rows + r].to_bits(),
                                 want.to_bits(),
                                 "{dtype:?} {rows}x{cols} n={n} ({r},{t})"
                             );

@@ -88,8 +88,8 @@ impl<'a> FloatRows<'a> {
     }
 }
 
-/// `out[r·n + t] = Σ_c w[r][c] · x[t·cols + c]`: float rows times `n`
-/// positions, `out` weight-row major.
+/// `out[t·rows + r] = Σ_c w[r][c] · x[t·cols + c]`: float rows times `n`
+/// positions, `out` position-major.
 ///
 /// Facts: `n ≥ 1`, `cols ≥ 1`, `rows ≥ 1`, `x.len() == n · cols`,
 /// `out.len() == rows · n`, `w.len() == rows · cols · dtype.bytes()`.
@@ -176,7 +176,7 @@ impl<'a> QuantRows<'a> {
 }
 
 /// Q8_0 / Q4_0 rows times `n` positions of quantized activations
-/// (`x`: `[n × blocks]`), `out` weight-row major `[rows × n]`.
+/// (`x`: `[n × blocks]`), `out` position-major `[n × rows]`.
 ///
 /// Facts: `n ≥ 1`, `blocks ≥ 1`, `rows ≥ 1`, `x.len() == n · blocks`,
 /// `out.len() == rows · n`, `w.len() == rows · blocks · block_bytes(q4)`.
