@@ -12,6 +12,8 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
+use std::sync::Mutex;
+
 /// A strided view description: `rows × cols` elements, element (r, c) at
 /// `r * row_stride + c * col_stride`.
 #[derive(Clone, Copy, Debug)]
@@ -264,7 +266,7 @@ fn product(
         // SAFETY: the CPU has AVX-512F, AVX2 and FMA (asserted); as below.
         #[allow(unsafe_code)]
         unsafe {
-            avx512::sgemm(a, la, b, lb, c, lc, accumulate, mask)
+            avx512::sgemm(a, la, in_place(b, lb), c, lc, accumulate, mask)
         };
         return;
     }
@@ -275,11 +277,146 @@ fn product(
         // `c`, and `c`, borrowed mutably, aliases neither input.
         #[allow(unsafe_code)]
         unsafe {
-            avx2::sgemm(a, la, b, lb, c, lc, accumulate, mask)
+            avx2::sgemm(a, la, in_place(b, lb), c, lc, accumulate, mask)
         };
         return;
     }
     sgemm_portable(a, la, b, lb, c, lc, accumulate);
+}
+
+/// B read in place by this crate's kernels.
+#[cfg(target_arch = "x86_64")]
+fn in_place(b: &[f32], lb: Layout) -> avx2::Source {
+    avx2::Source::InPlace(avx2::Strided::of(b, lb))
+}
+
+/// One row of a panel of B as this crate's kernels read it: 16 floats (the
+/// tile's width), aligned for their vector loads.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct PanelRow([f32; 16]);
+
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(std::mem::size_of::<PanelRow>() == avx2::NR * 4);
+
+/// Copies of B made earlier and free for the next [`PackedB`] (their
+/// memory stays mapped: no page faults per product).
+static SPARE_COPIES: Mutex<Vec<Vec<PanelRow>>> = Mutex::new(Vec::new());
+
+/// A matrix B copied once into the panels this crate's kernels read, for
+/// the products that share it: the linear layers split their rows over
+/// tasks, and each task copying the same weights again cost 5.7% of a
+/// training step (docs/PERFORMANCE.md). The products keep their bits: only
+/// where B's elements are read from changes. On the portable path nothing
+/// is copied.
+pub struct PackedB<'b> {
+    b: &'b [f32],
+    lb: Layout,
+    kernel: Kernel,
+    /// Pass by pass (256 deep), the panels of 16 columns side by side.
+    rows: Vec<PanelRow>,
+}
+
+impl<'b> PackedB<'b> {
+    /// Copies `b` for the path [`sgemm`] takes, pass by pass in parallel.
+    pub fn new(b: &'b [f32], lb: Layout) -> Self {
+        Self::with(Kernel::chosen(), b, lb)
+    }
+
+    /// Copies `b` for `kernel`'s products.
+    ///
+    /// Panics if `b` does not fit `lb`, or this CPU cannot run `kernel`.
+    pub fn with(kernel: Kernel, b: &'b [f32], lb: Layout) -> Self {
+        assert!(lb.span() <= b.len(), "gemm bounds");
+        assert!(kernel.available(), "gemm kernel {kernel:?} on this CPU");
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+        let mut rows = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        if matches!(kernel, Kernel::Avx512 | Kernel::Avx2) && lb.rows != 0 && lb.cols != 0 {
+            use rayon::prelude::*;
+            rows = SPARE_COPIES
+                .lock()
+                .map(|mut spare| spare.pop())
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let (k, panels) = (lb.rows, lb.cols.div_ceil(avx2::NR));
+            // Every row is written below (zeros past B's last column).
+            if rows.len() < k * panels {
+                rows.resize(k * panels, PanelRow([0.0; 16]));
+            }
+            let passes: Vec<(usize, &mut [PanelRow])> = rows[..k * panels]
+                .chunks_mut(avx2::KC * panels)
+                .enumerate()
+                .map(|(pass, rows)| (pass * avx2::KC, rows))
+                .collect();
+            passes.into_par_iter().for_each(|(k0, out)| {
+                let kc = out.len() / panels;
+                // SAFETY: the CPU has AVX2 (asserted); rows k0..k0+kc of b
+                // lie inside it (span checked); `out`, of 64-byte aligned
+                // rows, holds the pass's panels.
+                #[allow(unsafe_code)]
+                unsafe {
+                    let b = avx2::Strided::of(b, lb);
+                    avx2::pack_b_pass(out.as_mut_ptr().cast(), b, k0, kc, lb.cols)
+                };
+            });
+        }
+        PackedB {
+            b,
+            lb,
+            kernel,
+            rows,
+        }
+    }
+}
+
+impl Drop for PackedB<'_> {
+    fn drop(&mut self) {
+        if self.rows.capacity() != 0 {
+            if let Ok(mut spare) = SPARE_COPIES.lock() {
+                spare.push(std::mem::take(&mut self.rows));
+            }
+        }
+    }
+}
+
+/// [`sgemm`] with a B copied beforehand, by the path it was copied for.
+/// As [`sgemm_with`], other layouts of `c` take `matrixmultiply`.
+///
+/// Panics as [`sgemm`] does.
+pub fn sgemm_packed(
+    a: &[f32],
+    la: Layout,
+    b: &PackedB<'_>,
+    c: &mut [f32],
+    lc: Layout,
+    accumulate: bool,
+) {
+    let (lb, kernel) = (b.lb, b.kernel);
+    if !fits(a, la, b.b, lb, c, lc) {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if lc.col_stride == 1 && !b.rows.is_empty() {
+        let packed = avx2::Source::Packed {
+            rows: b.rows.as_ptr().cast(),
+            panels: lb.cols.div_ceil(avx2::NR),
+        };
+        // SAFETY: the CPU runs `kernel` (checked when B was copied); `fits`
+        // guarantees that every element the strides address lies inside
+        // `a` and `c`, and the copy holds every pass and panel of B; `c`,
+        // borrowed mutably, aliases neither.
+        #[allow(unsafe_code)]
+        unsafe {
+            match kernel {
+                Kernel::Avx512 => avx512::sgemm(a, la, packed, c, lc, accumulate, Mask::Full),
+                _ => avx2::sgemm(a, la, packed, c, lc, accumulate, Mask::Full),
+            }
+        };
+        return;
+    }
+    sgemm_with(kernel, a, la, b.b, lb, c, lc, accumulate);
 }
 
 /// [`sgemm`] by `matrixmultiply`, whatever the CPU: what runs where AVX2 or
@@ -549,6 +686,37 @@ mod tests {
                     for j in 0..=i {
                         let (x, y) = (full[i * t + j], masked[i * t + j]);
                         assert_eq!(x.to_bits(), y.to_bits(), "{kernel:?} {t} LowerC ({i}, {j})");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A B copied beforehand gives the bits of the product that copies it
+    /// as it goes, on every path, for the layouts the linear layers use
+    /// (Wᵀ, W, x) and depths past one pass; the copy is reused.
+    #[test]
+    fn products_with_b_copied_beforehand_keep_their_bits() {
+        let mut seed = 5u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
+            for &(m, k, n) in &[(1, 1, 1), (7, 31, 15), (32, 300, 65), (48, 520, 40)] {
+                let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+                let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+                let c0: Vec<f32> = (0..m * n).map(|_| next()).collect();
+                let la = Layout::row_major(m, k);
+                let lc = Layout::row_major(m, n);
+                for lb in [Layout::row_major(k, n), Layout::transposed(k, n)] {
+                    let packed = PackedB::with(kernel, &b, lb);
+                    for accumulate in [false, true] {
+                        let (mut want, mut got) = (c0.clone(), c0.clone());
+                        sgemm_with(kernel, &a, la, &b, lb, &mut want, lc, accumulate);
+                        sgemm_packed(&a, la, &packed, &mut got, lc, accumulate);
+                        let bits = |c: &[f32]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&want), bits(&got), "{kernel:?} {m}×{k}×{n} {lb:?}");
                     }
                 }
             }

@@ -48,10 +48,9 @@ thread_local! {
 }
 
 /// One product's operands as raw views, and its sizes `m × k` times
-/// `k × n`, as both kernels start from them.
+/// `k × n`, as both kernels start from them (B comes as a [`Source`]).
 pub(super) struct Operands {
     pub(super) a: Strided,
-    pub(super) b: Strided,
     pub(super) c: *mut f32,
     /// C's row stride.
     pub(super) ldc: usize,
@@ -71,24 +70,13 @@ pub(super) struct Operands {
 pub(super) unsafe fn operands(
     a: &[f32],
     la: Layout,
-    b: &[f32],
-    lb: Layout,
     c: &mut [f32],
     lc: Layout,
     accumulate: bool,
 ) -> Option<Operands> {
-    let (m, k, n) = (la.rows, la.cols, lb.cols);
-    debug_assert!(lc.col_stride == 1 && lc.rows == m && lc.cols == n && lb.rows == k);
-    let a = Strided {
-        ptr: a.as_ptr(),
-        row_stride: la.row_stride,
-        col_stride: la.col_stride,
-    };
-    let b = Strided {
-        ptr: b.as_ptr(),
-        row_stride: lb.row_stride,
-        col_stride: lb.col_stride,
-    };
+    let (m, k, n) = (la.rows, la.cols, lc.cols);
+    debug_assert!(lc.col_stride == 1 && lc.rows == m);
+    let a = Strided::of(a, la);
     let (c, ldc) = (c.as_mut_ptr(), lc.row_stride);
     if k == 0 {
         if !accumulate {
@@ -99,15 +87,7 @@ pub(super) unsafe fn operands(
         }
         return None;
     }
-    Some(Operands {
-        a,
-        b,
-        c,
-        ldc,
-        m,
-        k,
-        n,
-    })
+    Some(Operands { a, c, ldc, m, k, n })
 }
 
 /// Where one operand lies: element (r, c) at `ptr + r·row_stride + c·col_stride`.
@@ -119,6 +99,15 @@ pub(super) struct Strided {
 }
 
 impl Strided {
+    /// The view of `x` that `layout` describes.
+    pub(super) fn of(x: &[f32], layout: Layout) -> Strided {
+        Strided {
+            ptr: x.as_ptr(),
+            row_stride: layout.row_stride,
+            col_stride: layout.col_stride,
+        }
+    }
+
     /// Pointer to element (r, c).
     ///
     /// # Safety
@@ -127,6 +116,53 @@ impl Strided {
     pub(super) unsafe fn at(self, r: usize, c: usize) -> *const f32 {
         // SAFETY: in bounds by this function's contract.
         unsafe { self.ptr.add(r * self.row_stride + c * self.col_stride) }
+    }
+}
+
+/// Where a product's B comes from.
+#[derive(Clone, Copy)]
+pub(super) enum Source {
+    /// Read in place: each panel is copied as the product reaches it.
+    InPlace(Strided),
+    /// Copied whole beforehand by [`pack_b_pass`] (`panels` panels per
+    /// pass), shared by the products that read it.
+    Packed { rows: *const f32, panels: usize },
+}
+
+impl Source {
+    /// Whether B was copied beforehand.
+    pub(super) fn is_packed(self) -> bool {
+        matches!(self, Source::Packed { .. })
+    }
+
+    /// The panel of B's rows k0..k0+kc, columns j0..j0+cols as the tile
+    /// reads it (`[kc][NR]`, zeros past `cols`): copied into `panel` when B
+    /// is read in place.
+    ///
+    /// # Safety
+    /// AVX2; those rows and columns lie inside B (and inside the copy,
+    /// which holds every pass and panel of B).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn panel(
+        self,
+        panel: &mut Panel,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        cols: usize,
+    ) -> *const f32 {
+        match self {
+            Source::InPlace(b) => {
+                // SAFETY: forwarded contract; the panel holds KC ≥ kc rows.
+                unsafe { pack_b(panel.0.as_mut_ptr(), b, k0, kc, j0, cols) };
+                panel.0.as_ptr()
+            }
+            // SAFETY: the copy's pass from k0 holds `panels` panels of kc rows.
+            Source::Packed { rows, panels } => unsafe {
+                rows.add((k0 * panels + (j0 / NR) * kc) * NR)
+            },
+        }
     }
 }
 
@@ -142,25 +178,15 @@ impl Strided {
 pub unsafe fn sgemm(
     a: &[f32],
     la: Layout,
-    b: &[f32],
-    lb: Layout,
+    b: Source,
     c: &mut [f32],
     lc: Layout,
     accumulate: bool,
     mask: Mask,
 ) {
     // SAFETY: the spans were checked (this function's precondition).
-    let operands = unsafe { operands(a, la, b, lb, c, lc, accumulate) };
-    let Some(Operands {
-        a,
-        b,
-        c,
-        ldc,
-        m,
-        k,
-        n,
-    }) = operands
-    else {
+    let operands = unsafe { operands(a, la, c, lc, accumulate) };
+    let Some(Operands { a, c, ldc, m, k, n }) = operands else {
         return;
     };
     let copy_a = la.col_stride != 1;
@@ -179,7 +205,7 @@ pub unsafe fn sgemm(
                 for j0 in (0..n).step_by(NR) {
                     let cols = NR.min(n - j0);
                     // SAFETY: rows k0..k0+kc, columns j0..j0+cols are inside b.
-                    unsafe { pack_b(panel, b, k0, kc, j0, cols) };
+                    let panel = unsafe { b.panel(panel, k0, kc, j0, cols) };
                     for i0 in (0..m).step_by(MR) {
                         let rows = MR.min(m - i0);
                         if !mask.wants(i0, rows, j0) {
@@ -206,7 +232,7 @@ pub unsafe fn sgemm(
                             prefetch_a: !copy_a,
                             rs,
                             cs,
-                            b: panel.0[start * NR..].as_ptr(),
+                            b: panel.wrapping_add(start * NR),
                             c: c.wrapping_add(i0 * ldc + j0),
                             ldc,
                             kc: end - start,
@@ -223,21 +249,21 @@ pub unsafe fn sgemm(
     );
 }
 
-/// Copies B's rows k0..k0+kc, columns j0..j0+cols into `panel` as `[kc][NR]`,
+/// Copies B's rows k0..k0+kc, columns j0..j0+cols to `out` as `[kc][NR]`,
 /// zeros past `cols` (so the tile loads whole vectors).
 ///
 /// # Safety
-/// AVX2; those rows and columns lie inside b.
+/// AVX2; those rows and columns lie inside b; `out` is 32-byte aligned and
+/// holds kc·NR floats.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn pack_b(
-    panel: &mut Panel,
+    out: *mut f32,
     b: Strided,
     k0: usize,
     kc: usize,
     j0: usize,
     cols: usize,
 ) {
-    let out = panel.0.as_mut_ptr();
     // SAFETY: reads stay inside rows k0..k0+kc, columns j0..j0+cols of b;
     // writes inside the panel's first kc rows.
     unsafe {
@@ -271,6 +297,21 @@ pub(super) unsafe fn pack_b(
                 }
             }
         }
+    }
+}
+
+/// Copies B's rows k0..k0+kc (one pass) to `out` as the panels of
+/// [`Source::Packed`], side by side: `[n/NR][kc][NR]`.
+///
+/// # Safety
+/// AVX2; rows k0..k0+kc, columns 0..n lie inside b; `out` is 32-byte
+/// aligned and holds `n.div_ceil(NR)·kc·NR` floats.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn pack_b_pass(out: *mut f32, b: Strided, k0: usize, kc: usize, n: usize) {
+    for j0 in (0..n).step_by(NR) {
+        // SAFETY: panel j0/NR of the pass lies inside `out`; its rows and
+        // columns inside b.
+        unsafe { pack_b(out.add(j0 * kc), b, k0, kc, j0, NR.min(n - j0)) };
     }
 }
 

@@ -18,7 +18,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use super::avx2::{
-    grow, operands, pack_a, pack_b, transpose8, Operands, Scratch, Strided, KC, NR, SCRATCH,
+    grow, operands, pack_a, transpose8, Operands, Scratch, Source, Strided, KC, NR, SCRATCH,
 };
 use super::{Layout, Mask};
 use core::arch::x86_64::*;
@@ -39,25 +39,15 @@ const MR: usize = 16;
 pub unsafe fn sgemm(
     a: &[f32],
     la: Layout,
-    b: &[f32],
-    lb: Layout,
+    b: Source,
     c: &mut [f32],
     lc: Layout,
     accumulate: bool,
     mask: Mask,
 ) {
     // SAFETY: the spans were checked (this function's precondition).
-    let operands = unsafe { operands(a, la, b, lb, c, lc, accumulate) };
-    let Some(Operands {
-        a,
-        b,
-        c,
-        ldc,
-        m,
-        k,
-        n,
-    }) = operands
-    else {
+    let operands = unsafe { operands(a, la, c, lc, accumulate) };
+    let Some(Operands { a, c, ldc, m, k, n }) = operands else {
         return;
     };
     SCRATCH.with_borrow_mut(
@@ -81,9 +71,21 @@ pub unsafe fn sgemm(
                     let cols = NR.min(n - j0);
                     // SAFETY: the CPU has AVX2; rows k0..k0+kc, columns
                     // j0..j0+cols are inside b.
-                    unsafe { pack_b(panel, b, k0, kc, j0, cols) };
+                    let panel = unsafe { b.panel(panel, k0, kc, j0, cols) };
+                    // A copy of B made beforehand arrives cold: its next
+                    // panel (the next kc rows of the copy) is fetched a
+                    // share per tile while this one runs.
+                    let ahead = b.is_packed().then(|| panel.wrapping_add(kc * NR));
+                    let per_tile = kc.div_ceil(m.div_ceil(MR));
                     for i0 in (0..m).step_by(MR) {
                         let rows = MR.min(m - i0);
+                        if let Some(next) = ahead {
+                            let first = i0 / MR * per_tile;
+                            for line in first..(first + per_tile).min(kc) {
+                                let at = next.wrapping_add(line * NR) as *const i8;
+                                _mm_prefetch::<_MM_HINT_T0>(at);
+                            }
+                        }
                         if !mask.wants(i0, rows, j0) {
                             continue;
                         }
@@ -91,7 +93,7 @@ pub unsafe fn sgemm(
                         let (start, end) = mask.depth(i0, rows, k0, kc);
                         let tile = Tile {
                             a: blocks[i0 * kc + start * MR..].as_ptr(),
-                            b: panel.0[start * NR..].as_ptr(),
+                            b: panel.wrapping_add(start * NR),
                             c: c.wrapping_add(i0 * ldc + j0),
                             ldc,
                             kc: end - start,

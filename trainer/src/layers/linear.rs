@@ -1,34 +1,27 @@
 //! Linear layer `y = x Wᵀ` with W stored (out, in), as in the .klt format.
 
-use crate::gemm::{sgemm, Layout};
+use crate::gemm::{sgemm_packed, Layout, PackedB};
 use rayon::prelude::*;
 
-/// Rows of `x` per parallel matmul task. Large on purpose: sgemm packs its
-/// operands once per call, and with small tasks the repacking of W costs as
-/// much as the multiply; 512 rows of A's copy for a 256-deep pass (512 KiB)
-/// still fit a Zen 4's 1 MiB L2. Fixed (not derived from the thread count),
-/// though each row of C is a sum of its own, which no split changes.
+/// Rows of `x` per parallel matmul task. Large on purpose: sgemm copies A
+/// once per call (B, shared by the tasks, is copied once per product);
+/// 512 rows of A's copy for a 256-deep pass (512 KiB) still fit a Zen 4's
+/// 1 MiB L2. Fixed (not derived from the thread count), though each row of
+/// C is a sum of its own, which no split changes.
 const ROWS_PER_TASK: usize = 512;
-/// Rows of W per parallel task in the weight-gradient matmul (each task packs
-/// the whole of x: 128 made that packing the largest outside the products).
+/// Rows of W per parallel task in the weight-gradient matmul.
 const OUTS_PER_TASK: usize = 256;
 
 /// `y = x Wᵀ`, or `y += x Wᵀ` when `accumulate` (a residual add for free).
 /// y: [n, out]; x: [n, inp]; w: [out, inp].
 pub fn forward(y: &mut [f32], x: &[f32], w: &[f32], inp: usize, out: usize, accumulate: bool) {
+    let wt = PackedB::new(w, Layout::transposed(inp, out));
     y.par_chunks_mut(ROWS_PER_TASK * out)
         .zip(x.par_chunks(ROWS_PER_TASK * inp))
         .for_each(|(y, x)| {
             let rows = x.len() / inp;
-            sgemm(
-                x,
-                Layout::row_major(rows, inp),
-                w,
-                Layout::transposed(inp, out),
-                y,
-                Layout::row_major(rows, out),
-                accumulate,
-            );
+            let (lx, ly) = (Layout::row_major(rows, inp), Layout::row_major(rows, out));
+            sgemm_packed(x, lx, &wt, y, ly, accumulate);
         });
 }
 
@@ -49,19 +42,13 @@ pub fn backward(
 
 /// `dx += dy W`. dx: [n, inp]; dy: [n, out]; w: [out, inp].
 pub fn backward_input(dx: &mut [f32], dy: &[f32], w: &[f32], inp: usize, out: usize) {
+    let w = PackedB::new(w, Layout::row_major(out, inp));
     dx.par_chunks_mut(ROWS_PER_TASK * inp)
         .zip(dy.par_chunks(ROWS_PER_TASK * out))
         .for_each(|(dx, dy)| {
             let rows = dy.len() / out;
-            sgemm(
-                dy,
-                Layout::row_major(rows, out),
-                w,
-                Layout::row_major(out, inp),
-                dx,
-                Layout::row_major(rows, inp),
-                true,
-            );
+            let (ldy, ldx) = (Layout::row_major(rows, out), Layout::row_major(rows, inp));
+            sgemm_packed(dy, ldy, &w, dx, ldx, true);
         });
 }
 
@@ -69,6 +56,7 @@ pub fn backward_input(dx: &mut [f32], dy: &[f32], w: &[f32], inp: usize, out: us
 /// dw: [out, inp]; dy: [n, out]; x: [n, inp].
 pub fn backward_weight(dw: &mut [f32], dy: &[f32], x: &[f32], inp: usize, out: usize) {
     let n = x.len() / inp;
+    let x = PackedB::new(x, Layout::row_major(n, inp));
     dw.par_chunks_mut(OUTS_PER_TASK * inp)
         .enumerate()
         .for_each(|(task, dw)| {
@@ -81,11 +69,10 @@ pub fn backward_weight(dw: &mut [f32], dy: &[f32], x: &[f32], inp: usize, out: u
                 row_stride: 1,
                 col_stride: out,
             };
-            sgemm(
+            sgemm_packed(
                 &dy[first..],
                 dy_t,
-                x,
-                Layout::row_major(n, inp),
+                &x,
                 dw,
                 Layout::row_major(outs, inp),
                 true,
