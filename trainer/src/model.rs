@@ -168,8 +168,7 @@ pub fn backward(
         Some(dc) => dc,
         None => gw.tok_embedding,
     };
-    g.dxn.fill(0.0);
-    linear::backward(g.dxn, dclassifier, g.dlogits, h.xn, classifier, d, v);
+    linear::backward(g.dxn, dclassifier, g.dlogits, h.xn, classifier, d, v, false);
     g.dresid.fill(0.0);
     rmsnorm::backward(g.dresid, gw.norm, g.dxn, h.resid_out, h.rstd, w.norm, d);
 
@@ -200,12 +199,12 @@ fn block_backward(
 ) {
     let (d, kv, f) = (c.dim, c.kv_dim(), c.hidden_dim);
     // MLP branch: out = resid_mid + W2·gate; dresid passes straight through.
-    g.dgate.fill(0.0);
-    linear::backward(g.dgate, gw.w2, g.dresid, la.gate, lw.w2, f, d);
+    // The first linear layer into an input gradient writes it, the
+    // others add: no zeroing first.
+    linear::backward(g.dgate, gw.w2, g.dresid, la.gate, lw.w2, f, d, false);
     swiglu::backward(g.dh1, g.dh3, g.dgate, la.sig, la.h1, la.h3);
-    g.dxn.fill(0.0);
-    linear::backward(g.dxn, gw.w1, g.dh1, la.ffn_xn, lw.w1, d, f);
-    linear::backward(g.dxn, gw.w3, g.dh3, la.ffn_xn, lw.w3, d, f);
+    linear::backward(g.dxn, gw.w1, g.dh1, la.ffn_xn, lw.w1, d, f, false);
+    linear::backward(g.dxn, gw.w3, g.dh3, la.ffn_xn, lw.w3, d, f, true);
     rmsnorm::backward(
         g.dresid,
         gw.ffn_norm,
@@ -217,8 +216,7 @@ fn block_backward(
     );
 
     // Attention branch: resid_mid = resid_in + Wo·att_y.
-    g.datt_y.fill(0.0);
-    linear::backward(g.datt_y, gw.wo, g.dresid, la.att_y, lw.wo, d, d);
+    linear::backward(g.datt_y, gw.wo, g.dresid, la.att_y, lw.wo, d, d, false);
     // attention::backward writes dq, dk, dv whole: no zeroing needed.
     let shape = attention_shape(c, context);
     attention::backward(
@@ -226,10 +224,9 @@ fn block_backward(
     );
     rope::backward(g.dq, rope_table, context, d);
     rope::backward(g.dk, rope_table, context, kv);
-    g.dxn.fill(0.0);
-    linear::backward(g.dxn, gw.wq, g.dq, la.attn_xn, lw.wq, d, d);
-    linear::backward(g.dxn, gw.wk, g.dk, la.attn_xn, lw.wk, d, kv);
-    linear::backward(g.dxn, gw.wv, g.dv, la.attn_xn, lw.wv, d, kv);
+    linear::backward(g.dxn, gw.wq, g.dq, la.attn_xn, lw.wq, d, d, false);
+    linear::backward(g.dxn, gw.wk, g.dk, la.attn_xn, lw.wk, d, kv, true);
+    linear::backward(g.dxn, gw.wv, g.dv, la.attn_xn, lw.wv, d, kv, true);
     rmsnorm::backward(
         g.dresid,
         gw.attn_norm,

@@ -85,8 +85,11 @@ fn linear_backward_matches_finite_differences() {
         linear::forward(&mut y, &i[0], &i[1], inp, out, false);
         project(&y, &r)
     };
-    let (mut dx, mut dw) = (vec![0.0; n * inp], vec![0.0; out * inp]);
-    linear::backward(&mut dx, &mut dw, &r, &inputs[0], &inputs[1], inp, out);
+    // dx is written (its NaNs must not survive), dw accumulated.
+    let (mut dx, mut dw) = (vec![f32::NAN; n * inp], vec![0.0; out * inp]);
+    linear::backward(
+        &mut dx, &mut dw, &r, &inputs[0], &inputs[1], inp, out, false,
+    );
     assert_gradient("linear x", &mut inputs, 0, &dx, &loss);
     assert_gradient("linear w", &mut inputs, 1, &dw, &loss);
     // and the forward is the plain definition

@@ -25,8 +25,9 @@ pub fn forward(y: &mut [f32], x: &[f32], w: &[f32], inp: usize, out: usize, accu
         });
 }
 
-/// Accumulates `dx += dy W` and `dw += dyᵀ x`.
+/// `dx = dy W` (`dx += dy W` when `accumulate`) and `dw += dyᵀ x`.
 /// dx: [n, inp]; dw: [out, inp]; dy: [n, out]; x: [n, inp]; w: [out, inp].
+#[allow(clippy::too_many_arguments)]
 pub fn backward(
     dx: &mut [f32],
     dw: &mut [f32],
@@ -35,20 +36,29 @@ pub fn backward(
     w: &[f32],
     inp: usize,
     out: usize,
+    accumulate: bool,
 ) {
-    backward_input(dx, dy, w, inp, out);
+    backward_input(dx, dy, w, inp, out, accumulate);
     backward_weight(dw, dy, x, inp, out);
 }
 
-/// `dx += dy W`. dx: [n, inp]; dy: [n, out]; w: [out, inp].
-pub fn backward_input(dx: &mut [f32], dy: &[f32], w: &[f32], inp: usize, out: usize) {
+/// `dx = dy W`, or `dx += dy W` when `accumulate` (writing the first input
+/// gradient saves zeroing it first). dx: [n, inp]; dy: [n, out]; w: [out, inp].
+pub fn backward_input(
+    dx: &mut [f32],
+    dy: &[f32],
+    w: &[f32],
+    inp: usize,
+    out: usize,
+    accumulate: bool,
+) {
     let w = PackedB::new(w, Layout::row_major(out, inp));
     dx.par_chunks_mut(ROWS_PER_TASK * inp)
         .zip(dy.par_chunks(ROWS_PER_TASK * out))
         .for_each(|(dx, dy)| {
             let rows = dy.len() / out;
             let (ldy, ldx) = (Layout::row_major(rows, out), Layout::row_major(rows, inp));
-            sgemm_packed(dy, ldy, &w, dx, ldx, true);
+            sgemm_packed(dy, ldy, &w, dx, ldx, accumulate);
         });
 }
 
