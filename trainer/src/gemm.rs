@@ -476,6 +476,15 @@ fn fits(a: &[f32], la: Layout, b: &[f32], lb: Layout, c: &[f32], lc: Layout) -> 
 mod tests {
     use super::*;
 
+    /// Values in [-0.5, 0.5) from a linear congruential generator started
+    /// at `seed`: operands that are the same on every run.
+    fn uniform(mut seed: u32) -> impl FnMut() -> f32 {
+        move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        }
+    }
+
     fn naive(a: &[f32], la: Layout, b: &[f32], lb: Layout, n: usize) -> Vec<f64> {
         let mut c = vec![0.0f64; la.rows * n];
         for i in 0..la.rows {
@@ -496,11 +505,7 @@ mod tests {
     /// are passed the right way round.
     #[test]
     fn every_product_path_matches_a_naive_product() {
-        let mut seed = 7u32;
-        let mut next = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut next = uniform(7);
         let mut paths: Vec<(&str, Option<Kernel>)> = vec![("sgemm", None)];
         for kernel in Kernel::ALL {
             match kernel.missing_feature() {
@@ -607,11 +612,7 @@ mod tests {
     /// in the layouts attention uses (A by rows and transposed).
     #[test]
     fn masked_products_keep_the_full_products_bits() {
-        let mut seed = 11u32;
-        let mut next = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut next = uniform(11);
         for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
             for &(t, n) in &[
                 (1, 3),
@@ -697,11 +698,7 @@ mod tests {
     /// (Wᵀ, W, x) and depths past one pass; the copy is reused.
     #[test]
     fn products_with_b_copied_beforehand_keep_their_bits() {
-        let mut seed = 5u32;
-        let mut next = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut next = uniform(5);
         for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
             for &(m, k, n) in &[(1, 1, 1), (7, 31, 15), (32, 300, 65), (48, 520, 40)] {
                 let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
