@@ -262,32 +262,49 @@ fn product(
     }
     assert!(kernel.available(), "gemm kernel {kernel:?} on this CPU");
     #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Avx512 && lc.col_stride == 1 {
-        // SAFETY: the CPU has AVX-512F, AVX2 and FMA (asserted); as below.
-        #[allow(unsafe_code)]
-        unsafe {
-            avx512::sgemm(a, la, in_place(b, lb), c, lc, accumulate, mask)
-        };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Avx2 && lc.col_stride == 1 {
-        // SAFETY: the CPU has AVX2 and FMA (asserted); `fits` guarantees
-        // that every element the strides address lies inside `a`, `b` and
-        // `c`, and `c`, borrowed mutably, aliases neither input.
-        #[allow(unsafe_code)]
-        unsafe {
-            avx2::sgemm(a, la, in_place(b, lb), c, lc, accumulate, mask)
-        };
-        return;
+    {
+        let source = avx2::Source::InPlace(avx2::Strided::of(b, lb));
+        if own_kernel(kernel, a, la, source, c, lc, accumulate, mask) {
+            return;
+        }
     }
     sgemm_portable(a, la, b, lb, c, lc, accumulate);
 }
 
-/// B read in place by this crate's kernels.
+/// Runs the product on this crate's `kernel` and says so, or returns false
+/// where only `matrixmultiply` can (the portable path, or C's columns not
+/// contiguous).
+///
+/// The caller has checked that `kernel` runs on this CPU and, with
+/// [`fits`], that every element the strides address lies inside `a`, `c`
+/// and B (or B's copy, which holds every pass and panel).
 #[cfg(target_arch = "x86_64")]
-fn in_place(b: &[f32], lb: Layout) -> avx2::Source {
-    avx2::Source::InPlace(avx2::Strided::of(b, lb))
+#[allow(clippy::too_many_arguments)]
+fn own_kernel(
+    kernel: Kernel,
+    a: &[f32],
+    la: Layout,
+    b: avx2::Source,
+    c: &mut [f32],
+    lc: Layout,
+    accumulate: bool,
+    mask: Mask,
+) -> bool {
+    if lc.col_stride != 1 {
+        return false;
+    }
+    // SAFETY: the CPU runs `kernel` (AVX-512F, AVX2 and FMA, or AVX2 and
+    // FMA) and the operands lie inside their slices (the caller's checks,
+    // above); `c`, borrowed mutably, aliases neither input.
+    #[allow(unsafe_code)]
+    unsafe {
+        match kernel {
+            Kernel::Avx512 => avx512::sgemm(a, la, b, c, lc, accumulate, mask),
+            Kernel::Avx2 => avx2::sgemm(a, la, b, c, lc, accumulate, mask),
+            Kernel::Portable => return false,
+        }
+    };
+    true
 }
 
 /// One row of a panel of B as this crate's kernels read it: 16 floats (the
@@ -398,23 +415,15 @@ pub fn sgemm_packed(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if lc.col_stride == 1 && !b.rows.is_empty() {
+    if !b.rows.is_empty() {
+        // `kernel` was checked when B was copied.
         let packed = avx2::Source::Packed {
             rows: b.rows.as_ptr().cast(),
             panels: lb.cols.div_ceil(avx2::NR),
         };
-        // SAFETY: the CPU runs `kernel` (checked when B was copied); `fits`
-        // guarantees that every element the strides address lies inside
-        // `a` and `c`, and the copy holds every pass and panel of B; `c`,
-        // borrowed mutably, aliases neither.
-        #[allow(unsafe_code)]
-        unsafe {
-            match kernel {
-                Kernel::Avx512 => avx512::sgemm(a, la, packed, c, lc, accumulate, Mask::Full),
-                _ => avx2::sgemm(a, la, packed, c, lc, accumulate, Mask::Full),
-            }
-        };
-        return;
+        if own_kernel(kernel, a, la, packed, c, lc, accumulate, Mask::Full) {
+            return;
+        }
     }
     sgemm_with(kernel, a, la, b.b, lb, c, lc, accumulate);
 }
