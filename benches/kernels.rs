@@ -30,6 +30,7 @@ use kinglet::kernels::Path;
 use kinglet::quant::{quantize_activations, quantize_row, BlockQ8};
 use kinglet::tensor::BLOCK_LEN;
 use kinglet::{Dtype, Matrix};
+use kinglet_tools::model_bytes::huge_page_buffer;
 use kinglet_tools::rng::Rng;
 
 const RUNS: usize = 301;
@@ -197,6 +198,10 @@ fn stream_read(data: &[u8]) -> u64 {
     lanes.iter().fold(0, |a, &b| a.wrapping_add(b))
 }
 
+/// The prefill products' shapes: stories15M's wq, and stories110M's wq
+/// (and wk, wv, wo), w1 (and w3) and w2.
+const MATMUL_SHAPES: [(usize, usize); 4] = [(288, 288), (768, 768), (2048, 768), (768, 2048)];
+
 /// Positions of the matrix × several vectors kernels (one prefill chunk).
 const POSITIONS: usize = kinglet::session::PREFILL_CHUNK;
 
@@ -210,12 +215,12 @@ fn matmul_table(paths: &[Path], wanted: &[String]) {
     }
     let packer = paths.iter().copied().find(|p| p.packs_weights());
     if packer.is_some() {
-        header += &format!(" | {:>8} GF/s", "packed");
+        header += &format!(" | {:>8} GF/s | {:>8} GF/s", "packed", "cold");
     }
     println!("{header}");
     println!("{}", "-".repeat(header.chars().count()));
     let mut rng = Rng::new(2);
-    for (rows, cols) in SHAPES.into_iter().filter(|&(rows, _)| rows < 32000) {
+    for (rows, cols) in MATMUL_SHAPES {
         let x = rng.uniform_vec(POSITIONS * cols);
         let mut xq = vec![BlockQ8::ZERO; POSITIONS * cols / BLOCK_LEN];
         for (x, q) in x
@@ -257,10 +262,41 @@ fn matmul_table(paths: &[Path], wanted: &[String]) {
                 });
                 let gflops = 2.0 * (rows * cols * POSITIONS) as f64 / t / 1e9;
                 line += &format!(" | {gflops:>13.2}");
+                let t = cold_packed_seconds(path, &w, &xq, &mut out);
+                let gflops = 2.0 * (rows * cols * POSITIONS) as f64 / t / 1e9;
+                line += &format!(" | {gflops:>13.2}");
             }
             println!("{line}");
         }
     }
+}
+
+/// Bytes of weights the `cold` column cycles through: far more than the
+/// last-level cache, as a prefill chunk streams every layer's weights.
+const COLD_BYTES: usize = 96 << 20;
+
+/// Seconds per [`POSITIONS`]-vector product of `w` packed, each call on the
+/// next of enough packed copies to fill [`COLD_BYTES`]: the weights come
+/// from memory, not from the cache (the `packed` column's case), on huge
+/// pages as the CLI's packed weights are.
+fn cold_packed_seconds(path: Path, w: &Matrix<'_>, xq: &[BlockQ8], out: &mut [f32]) -> f64 {
+    let bytes = packed_bytes(w);
+    let copies = COLD_BYTES.div_ceil(bytes.max(1));
+    let Ok(mut buffer) = huge_page_buffer(bytes * copies) else {
+        fail("cold copies: no memory")
+    };
+    let packed: Vec<PackedMatrix<'_>> = buffer
+        .chunks_exact_mut(bytes)
+        .filter_map(|b| pack(w, b))
+        .collect();
+    let mut next = 0;
+    best_seconds(|| {
+        if let Err(e) = path.matmul_packed(out, &packed[next], xq, POSITIONS) {
+            fail(&format!("matmul_packed: {e}"));
+        }
+        next = (next + 1) % packed.len();
+        black_box(&*out);
+    })
 }
 
 /// The dtypes `wanted` names, every one when it names none.
