@@ -106,7 +106,7 @@ const CASES: &[(&str, &str)] = &[
     ("kinglet generate model.klt -n 4 --max-memory 0", "not a usable memory size"),
     // Sizes that follow from a valid model (max_seq_len 1,048,576, 1,024
     // layers) and from flags: refused before they are allocated.
-    ("kinglet generate hostile.klt -n 4 --max-seq 1048576 --max-memory 1G", "64.0 GiB, more than --max-memory 1.0 GiB; a smaller --max-seq"),
+    ("kinglet generate hostile.klt -n 4 --max-seq 1048576 --max-memory 1G", "64.1 GiB, more than --max-memory 1.0 GiB; a smaller --max-seq"),
     ("kinglet generate hostile.klt -n 4 --max-memory 1K", "for the prompt needs"),
     // kinglet eval: model and text.
     ("kinglet eval missing.klt --text corpus.txt", "missing.klt: no such file"),

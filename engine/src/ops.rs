@@ -276,6 +276,95 @@ pub fn attend_heads(
     kernels::weighted_sum_heads(out, scores, values, run)
 }
 
+/// Cached positions [`attend_queries`] takes for every query before the next
+/// ones: the run's keys (or values) of this many positions (at 12 heads of
+/// 64, 48 KiB) come from memory once for all the queries of a chunk, then
+/// from the L2 cache. One query at a time read all the keys for each; with
+/// 8 positions (whose keys fit the L1 cache) the scores went four keys at a
+/// time instead of sixteen, and it was no faster.
+const QUERY_BLOCK: usize = 16;
+
+/// [`attend_heads`] for `n` consecutive queries of a chunk, query `t` seeing
+/// the first `seen + t` cached positions, with the bits of attending them
+/// one by one: the scores of every query a block of positions at a time
+/// (each block of keys read once from memory for all the queries), then each
+/// query's softmax per head, then the weighted sums, a block at a time
+/// again, each element adding the positions in order.
+///
+/// - `out`: `[n × heads × head_dim]`, query after query;
+/// - `scores`: `[n × heads × score_stride]`, query `t`'s weights in its
+///   `heads × score_stride` floats, as in [`attend_heads`];
+/// - `q`: query `t`'s heads at `q[t · q_stride ..][.. heads × head_dim]`;
+/// - `keys`, `values`: `[≥ (seen + n − 1) × row_floats]`;
+/// - `run.positions` is not read (each query has its own).
+///
+/// Errors: [`Error::InvalidInput`] when `seen` is 0, `score_stride` is
+/// below a query's positions, or the buffers or the cache rows do not fit
+/// the run.
+#[allow(clippy::too_many_arguments)] // the shapes of four buffers
+pub fn attend_queries(
+    out: &mut [f32],
+    scores: &mut [f32],
+    q: &[f32],
+    q_stride: usize,
+    keys: &[f32],
+    values: &[f32],
+    run: kernels::HeadRun,
+    seen: usize,
+    n: usize,
+) -> Result<(), Error> {
+    let misfit = Error::InvalidInput {
+        reason: "attention queries do not fit the run",
+    };
+    let width = run.heads * run.head_dim;
+    let per_query = run.heads * run.score_stride;
+    let last = seen + n.saturating_sub(1); // the last query's positions
+    if seen == 0 || last > run.score_stride {
+        return Err(misfit);
+    }
+    // Calls `f(t, first, block)` for every query `t` and block of
+    // positions from `first` it sees, block after block.
+    let blocks = |f: &mut dyn FnMut(usize, usize, kernels::HeadRun) -> Result<(), Error>| {
+        for first in (0..last).step_by(QUERY_BLOCK) {
+            for t in 0..n {
+                let positions = (seen + t).saturating_sub(first).min(QUERY_BLOCK);
+                if positions > 0 {
+                    f(t, first, kernels::HeadRun { positions, ..run })?;
+                }
+            }
+        }
+        Ok(())
+    };
+    blocks(&mut |t, first, block| {
+        let q_t = q.get(t * q_stride..).and_then(|q| q.get(..width));
+        let s = scores.get_mut(t * per_query + first..);
+        let k = keys.get(first * run.row_floats..);
+        match (q_t, s, k) {
+            (Some(q_t), Some(s), Some(k)) => kernels::attention_scores_heads(s, q_t, k, block),
+            _ => Err(misfit),
+        }
+    })?;
+    for t in 0..n {
+        for i in 0..run.heads {
+            let at = t * per_query + i * run.score_stride;
+            let Some(weights) = scores.get_mut(at..at + seen + t) else {
+                return Err(misfit);
+            };
+            scaled_softmax(weights, run.head_dim);
+        }
+    }
+    out.fill(0.0);
+    blocks(&mut |t, first, block| {
+        let o = out.get_mut(t * width..).and_then(|o| o.get_mut(..width));
+        let w = scores.get(t * per_query + first..);
+        let v = values.get(first * run.row_floats..);
+        match (o, w, v) {
+            (Some(o), Some(w), Some(v)) => kernels::add_weighted_heads(o, w, v, block),
+            _ => Err(misfit),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;

@@ -63,7 +63,7 @@ pub const PREFILL_CHUNK: usize = 16;
 /// |----------------|-----------------------------------|
 /// | `x`, `xb`, `xb2`, `q` | `C × dim` each             |
 /// | `hb`, `hb2`    | `C × hidden_dim` each             |
-/// | `att`          | `n_heads × (max_seq + C × head_dim)` (per head: scores, then outputs) |
+/// | `att`          | `n_heads × C × (max_seq + head_dim)` (scores of each query, then outputs) |
 /// | `logits`       | `vocab_size`                      |
 /// | KV cache       | `2 × n_layers × max_seq × kv_dim` |
 /// | `products`     | `C × max(dim, hidden_dim)` (matrix products split among threads) |
@@ -109,9 +109,10 @@ const fn widest(dim: usize, hidden: usize) -> usize {
 }
 
 /// Floats of one head's attention workspace: its scores over `max_seq`
-/// positions, then its outputs for a chunk, `[C × head_dim]`.
+/// positions for each query of a chunk, `[C × max_seq]`, then its outputs
+/// for a chunk, `[C × head_dim]`.
 const fn attention_stride(max_seq: usize, head_dim: usize) -> usize {
-    max_seq.saturating_add(PREFILL_CHUNK.saturating_mul(head_dim))
+    PREFILL_CHUNK.saturating_mul(max_seq.saturating_add(head_dim))
 }
 
 /// Floats holding the Q8 blocks of a chunk of the widest matrix input.
@@ -154,9 +155,9 @@ pub struct Session<'a, T: AsRef<[u8]>> {
     hb: &'a mut [f32],
     /// SwiGLU up projection `w3·x`, `[C × hidden_dim]`.
     hb2: &'a mut [f32],
-    /// Per attention task's run of `k` heads: their attention weights
-    /// `[k × max_seq]`, then their outputs `[C × k × head_dim]`;
-    /// `[n_heads × (max_seq + C × head_dim)]` in all.
+    /// Per attention task's run of `k` heads: their attention weights for
+    /// each query of a chunk, `[C × k × max_seq]`, then their outputs
+    /// `[C × k × head_dim]`; `[n_heads × C × (max_seq + head_dim)]` in all.
     att: &'a mut [f32],
     /// Output of the last forward or prefill, `[vocab_size]`.
     logits: &'a mut [f32],
@@ -644,16 +645,17 @@ fn multiply(
 
 /// Causal attention of the chunk's `n` query positions (`start..start + n`)
 /// over the cache, the query heads split among the hook's threads in runs of
-/// consecutive heads, each run and position by [`ops::attend_heads`] (the
-/// bits of [`ops::attend_head`] per head), so a chunk gives the bits of as
-/// many single positions, whatever the split.
+/// consecutive heads, each run by [`ops::attend_queries`] (or, for one
+/// position, [`ops::attend_heads`]: the bits of [`ops::attend_head`] per
+/// head, as `attend_queries` gives), so a chunk gives the bits of as many
+/// single positions, whatever the split.
 ///
 /// - `out`: `[n × dim]`, the heads' outputs;
 /// - `q`: `[n × dim]`, the queries (RoPE applied);
 /// - `keys`, `values`: `[(start + n) × kv_dim]`, this layer's cache rows;
-/// - `att`: `[n_heads × (max_seq + C × head_dim)]` workspace, one region per
-///   run of `k` heads: their scores `[k × max_seq]`, then their outputs
-///   `[C × k × head_dim]`.
+/// - `att`: `[n_heads × C × (max_seq + head_dim)]` workspace, one region per
+///   run of `k` heads: their scores `[C × k × max_seq]` (query after
+///   query), then their outputs `[C × k × head_dim]`.
 #[allow(clippy::too_many_arguments)]
 fn attend(
     parallel: &dyn Parallel,
@@ -711,23 +713,36 @@ fn attend(
         if run.heads == 0 {
             return; // a hook that splits chunks, against its contract
         }
-        let (scores, outputs) = task.split_at_mut(run.heads * max_seq);
+        let (scores, outputs) = task.split_at_mut(run.heads * PREFILL_CHUNK * max_seq);
         let run_width = run.heads * head_dim;
-        // Past the end only for a hook that moves chunks: then `attend_heads`
-        // refuses the empty queries.
-        let q_runs = q.chunks_exact(dim).map(|q_row| {
-            q_row
-                .get(run.first_head * head_dim..)
-                .and_then(|q_heads| q_heads.get(..run_width))
-                .unwrap_or_default()
-        });
-        for (t, (q_run, out_run)) in q_runs.zip(outputs.chunks_exact_mut(run_width)).enumerate() {
-            let positions = (start + t + 1).min(max_seq); // causal: 0..=start + t
-            let run = HeadRun { positions, ..run };
-            let attended = ops::attend_heads(out_run, scores, q_run, keys, values, run);
-            if attended.is_err() {
-                failed.store(true, Ordering::Relaxed);
-            }
+        // Past the end only for a hook that moves chunks: then the
+        // attention refuses the empty queries.
+        let q_heads = q.get(run.first_head * head_dim..).unwrap_or_default();
+        let outputs = outputs.get_mut(..n * run_width).unwrap_or_default();
+        // Causal: query t sees positions 0..=start + t. One query (a
+        // decoded token) reads its keys and values once either way.
+        let attended = if n == 1 {
+            let run = HeadRun {
+                positions: start + 1,
+                ..run
+            };
+            let q_run = q_heads.get(..run_width).unwrap_or_default();
+            ops::attend_heads(outputs, scores, q_run, keys, values, run)
+        } else {
+            ops::attend_queries(
+                outputs,
+                scores,
+                q_heads,
+                dim,
+                keys,
+                values,
+                run,
+                start + 1,
+                n,
+            )
+        };
+        if attended.is_err() {
+            failed.store(true, Ordering::Relaxed);
         }
     });
     if failed.load(Ordering::Relaxed) {
@@ -737,7 +752,7 @@ fn attend(
     for (task, region) in att.chunks(task_floats).enumerate() {
         let run_heads = region.len() / stride;
         let run_width = run_heads * head_dim;
-        let run_outputs = region[run_heads * max_seq..].chunks_exact(run_width);
+        let run_outputs = region[run_heads * PREFILL_CHUNK * max_seq..].chunks_exact(run_width);
         for (out_row, o) in out.chunks_exact_mut(dim).zip(run_outputs) {
             out_row[task * heads_per_task * head_dim..][..run_width].copy_from_slice(o);
         }
@@ -763,7 +778,7 @@ mod tests {
         let xq = c * 9 * (hidden / 32); // Q8 blocks of a chunk of the widest input
         let rotations = c * head_dim;
         let want = activations
-            + heads * (seq + c * head_dim)
+            + heads * c * (seq + head_dim)
             + vocab
             + 2 * layers * seq * kv_dim
             + products
@@ -778,7 +793,7 @@ mod tests {
         assert_eq!(
             session_floats(&gqa, 10),
             activations
-                + heads * (10 + c * head_dim)
+                + heads * c * (10 + head_dim)
                 + vocab
                 + 2 * layers * 10 * 96
                 + products

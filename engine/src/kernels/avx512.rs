@@ -525,21 +525,20 @@ pub unsafe fn attention_scores_heads(a: HeadScores<'_>) {
     });
 }
 
-/// [`weighted_sum`] for each head of a run, a block of positions at a time
-/// across the heads; each output element still adds the positions in
-/// order, the reference's bits.
+/// [`weighted_sum`] for each head of a run, added to what `out` holds, a
+/// block of positions at a time across the heads; each output element
+/// still adds the positions in order, the reference's bits.
 ///
 /// # Safety
 /// The features are available.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn weighted_sum_heads(a: HeadSums<'_>) {
+pub unsafe fn add_weighted_heads(a: HeadSums<'_>) {
     let HeadSums {
         out,
         weights,
         values,
     } = a;
     let run = values.run;
-    out.fill(0.0);
     by_position_blocks(&values, |i, first, n| {
         let block = &weights[run.score_range(i)][first..first + n];
         let rows = values.head(i).rows_in(first, n);

@@ -128,6 +128,18 @@ pub fn weighted_sum_heads(
     Path::active().weighted_sum_heads(out, weights, values, run)
 }
 
+/// Attention-weighted sums of a run of query heads added to `out`; see
+/// [`Path::add_weighted_heads`].
+#[inline]
+pub fn add_weighted_heads(
+    out: &mut [f32],
+    weights: &[f32],
+    values: &[f32],
+    run: HeadRun,
+) -> Result<(), Error> {
+    Path::active().add_weighted_heads(out, weights, values, run)
+}
+
 /// `out = W · x` for a Q8_0 or Q4_0 matrix and activations quantized with
 /// [`quant::quantize_activations`]; see [`Path::matvec_quantized`].
 #[inline]

@@ -338,8 +338,25 @@ impl Path {
         values: &[f32],
         run: HeadRun,
     ) -> Result<(), Error> {
+        out.fill(0.0);
+        self.add_weighted_heads(out, weights, values, run)
+    }
+
+    /// [`weighted_sum_heads`](Self::weighted_sum_heads) added to what `out`
+    /// holds: each element continues its sum position after position, so
+    /// sums over consecutive stretches of positions, each started where the
+    /// last one ended, give the bits of one sum over all of them.
+    ///
+    /// Errors: as [`weighted_sum_heads`](Self::weighted_sum_heads).
+    pub fn add_weighted_heads(
+        self,
+        out: &mut [f32],
+        weights: &[f32],
+        values: &[f32],
+        run: HeadRun,
+    ) -> Result<(), Error> {
         if let Some(a) = HeadSums::new(out, weights, values, run)? {
-            run_on!(self, weighted_sum_heads(a));
+            run_on!(self, add_weighted_heads(a));
         }
         Ok(())
     }

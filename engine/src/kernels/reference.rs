@@ -401,9 +401,10 @@ pub fn attention_scores_heads(a: HeadScores<'_>) {
     }
 }
 
-/// [`weighted_sum`] for each head `i` of a run: `out[head_range(i)]` from
-/// `weights[score_range(i)]` and its KV head's values.
-pub fn weighted_sum_heads(a: HeadSums<'_>) {
+/// [`weighted_sum`] for each head `i` of a run, added to what
+/// `out[head_range(i)]` holds: from `weights[score_range(i)]` and its KV
+/// head's values.
+pub fn add_weighted_heads(a: HeadSums<'_>) {
     let HeadSums {
         out,
         weights,
@@ -411,11 +412,10 @@ pub fn weighted_sum_heads(a: HeadSums<'_>) {
     } = a;
     let run = values.run;
     for i in 0..run.heads {
-        weighted_sum(
-            &mut out[run.head_range(i)],
-            &weights[run.score_range(i)],
-            values.head(i),
-        );
+        let (out, values) = (&mut out[run.head_range(i)], values.head(i));
+        for (p, &w) in weights[run.score_range(i)].iter().enumerate() {
+            axpy(out, w, values.row(p));
+        }
     }
 }
 

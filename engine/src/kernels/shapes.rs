@@ -420,7 +420,7 @@ pub struct HeadSums<'a> {
 }
 
 impl<'a> HeadSums<'a> {
-    /// `Ok(None)`, with `out` zeroed, when there is nothing to sum.
+    /// `Ok(None)` when there is nothing to sum (`out` untouched).
     ///
     /// Errors: those of [`HeadRows`], and [`Error::InvalidInput`] when `out`
     /// or `weights` do not fit the run.
@@ -431,7 +431,6 @@ impl<'a> HeadSums<'a> {
         run: HeadRun,
     ) -> Result<Option<Self>, Error> {
         let Some(values) = HeadRows::new(values, run)? else {
-            out.fill(0.0);
             return Ok(None);
         };
         let fits_out = run.heads.checked_mul(run.head_dim) == Some(out.len());
