@@ -225,6 +225,39 @@ impl Kernel {
     }
 }
 
+/// Runs `f` compiled for AVX2 and FMA when the chosen product path has
+/// them ([`Kernel::chosen`]), else as it is. The crate is built for the
+/// baseline x86-64 (SSE2), so the element-wise passes between the products
+/// (SwiGLU, softmax, RMSNorm, AdamW, the gradient sum) ran four lanes wide;
+/// `f` inlined here runs eight. The bits do not change: the same IEEE
+/// operations in the same order, only more lanes at once (Rust never fuses
+/// a multiply and an add into an FMA by itself). Callers pass a closure
+/// marked `#[inline(always)]` (a large one is otherwise called, not
+/// inlined, and keeps the baseline's code) that does one chunk's whole
+/// loop, so the call costs one branch per chunk.
+#[inline(always)]
+pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if Kernel::chosen() != Kernel::Portable {
+        // SAFETY: the chosen path is one this CPU runs (`Kernel::chosen`
+        // checks), and both of this crate's kernels need AVX2 and FMA.
+        #[allow(unsafe_code)]
+        return unsafe { with_avx2(f) };
+    }
+    f()
+}
+
+/// `f()`, inlined into a function compiled with AVX2 and FMA.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 /// [`sgemm`] by a given path (the tests and the benchmark compare them).
 /// This crate's kernels need `c`'s columns contiguous; other layouts of `c`
 /// take `matrixmultiply`.

@@ -27,6 +27,7 @@
 
 use crate::activations::Activations;
 use crate::config::ModelConfig;
+use crate::gemm::vectorized;
 use crate::model;
 use crate::params::ParamLayout;
 use rayon::prelude::*;
@@ -101,9 +102,14 @@ pub fn add_gradient(grads: &mut [f32], part: &[f32]) {
         .par_chunks_mut(REDUCE_CHUNK)
         .zip(part.par_chunks(REDUCE_CHUNK))
         .for_each(|(g, p)| {
-            for (g, p) in g.iter_mut().zip(p) {
-                *g += *p;
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (g, p) in g.iter_mut().zip(p) {
+                        *g += *p;
+                    }
+                },
+            )
         });
 }
 
@@ -251,12 +257,17 @@ impl BatchShards {
             tasks.push((g, chunk));
         }
         tasks.into_par_iter().for_each(|(g, mut chunk)| {
-            for part in chunk.iter_mut() {
-                for (g, p) in g.iter_mut().zip(part.iter_mut()) {
-                    *g += *p;
-                    *p = 0.0;
-                }
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for part in chunk.iter_mut() {
+                        for (g, p) in g.iter_mut().zip(part.iter_mut()) {
+                            *g += *p;
+                            *p = 0.0;
+                        }
+                    }
+                },
+            )
         });
         loss
     }

@@ -2,7 +2,7 @@
 //! KV head `h / (n_heads / n_kv_heads)`; scores are scaled by 1/sqrt(head_dim).
 
 use super::fast_exp::exp;
-use crate::gemm::{sgemm_masked, Layout, Mask};
+use crate::gemm::{sgemm_masked, vectorized, Layout, Mask};
 use kinglet::kernels::dot;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -87,9 +87,14 @@ pub fn forward(
                 let (q_h, k_h) = (&q[h * hd..], &k[kvh * hd..]);
                 let (lq, lkt) = (head_rows(t_len, hd, qw), head_cols(t_len, hd, kvw));
                 sgemm_masked(q_h, lq, k_h, lkt, p, square, false, Mask::LowerC);
-                for (t, row) in p.chunks_exact_mut(t_len).enumerate() {
-                    softmax_causal(row, t, s.scale());
-                }
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (t, row) in p.chunks_exact_mut(t_len).enumerate() {
+                            softmax_causal(row, t, s.scale());
+                        }
+                    },
+                );
                 // y_h = P V_h: [T, hd]
                 let lv = head_rows(t_len, hd, kvw);
                 let ly = head_rows(t_len, hd, qw);
@@ -106,6 +111,7 @@ pub fn forward(
 /// position t are only zeroed: their exponentials would all be masked, and
 /// adding their zeros changed no sum. The maximum, exact in any order, is
 /// taken 8 lanes at a time too.
+#[inline(always)]
 fn softmax_causal(row: &mut [f32], t: usize, scale: f32) {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let mut scores = row[..=t].chunks_exact(8);
@@ -214,14 +220,19 @@ pub fn backward(
                     // softmax backward, then the score scale: dS in place of
                     // dP; zero past the diagonal, as P
                     let rows = dprobs.chunks_exact_mut(t_len).zip(p.chunks_exact(t_len));
-                    for (t, (ds, p)) in rows.enumerate() {
-                        let (live, masked) = ds.split_at_mut(t + 1);
-                        let weighted = dot(&p[..=t], live);
-                        for (d, &pj) in live.iter_mut().zip(p) {
-                            *d = pj * (*d - weighted) * s.scale();
-                        }
-                        masked.fill(0.0);
-                    }
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            for (t, (ds, p)) in rows.enumerate() {
+                                let (live, masked) = ds.split_at_mut(t + 1);
+                                let weighted = dot(&p[..=t], live);
+                                for (d, &pj) in live.iter_mut().zip(p) {
+                                    *d = pj * (*d - weighted) * s.scale();
+                                }
+                                masked.fill(0.0);
+                            }
+                        },
+                    );
                     // dQ_h = dS K_h; dK_h (+)= dSᵀ Q_h
                     let (k_h, q_h) = (&k[kvh * hd..], &q[h * hd..]);
                     let dq_h = &mut dq[h * hd..];

@@ -2,6 +2,7 @@
 
 use super::fast_exp::exp;
 use super::ROW_CHUNK;
+use crate::gemm::vectorized;
 use rayon::prelude::*;
 
 /// Writes each position's loss `logsumexp(logits) - logits[target]` into
@@ -13,13 +14,18 @@ pub fn forward(losses: &mut [f32], logits: &[f32], targets: &[u32], vocab: usize
         .zip(logits.par_chunks(ROW_CHUNK * vocab))
         .zip(targets.par_chunks(ROW_CHUNK))
         .for_each(|((losses, logits), targets)| {
-            for ((loss, row), &t) in losses
-                .iter_mut()
-                .zip(logits.chunks_exact(vocab))
-                .zip(targets)
-            {
-                *loss = log_sum_exp(row) - row[t as usize];
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for ((loss, row), &t) in losses
+                        .iter_mut()
+                        .zip(logits.chunks_exact(vocab))
+                        .zip(targets)
+                    {
+                        *loss = log_sum_exp(row) - row[t as usize];
+                    }
+                },
+            )
         });
     losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len().max(1) as f64
 }
@@ -33,20 +39,26 @@ pub fn backward(dlogits: &mut [f32], logits: &[f32], targets: &[u32], vocab: usi
         .zip(logits.par_chunks(ROW_CHUNK * vocab))
         .zip(targets.par_chunks(ROW_CHUNK))
         .for_each(|((drows, rows), targets)| {
-            let it = drows.chunks_exact_mut(vocab).zip(rows.chunks_exact(vocab));
-            for ((d, row), &t) in it.zip(targets) {
-                let lse = log_sum_exp(row);
-                for (d, &z) in d.iter_mut().zip(row) {
-                    *d = exp(z - lse) * scale;
-                }
-                d[t as usize] -= scale;
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    let it = drows.chunks_exact_mut(vocab).zip(rows.chunks_exact(vocab));
+                    for ((d, row), &t) in it.zip(targets) {
+                        let lse = log_sum_exp(row);
+                        for (d, &z) in d.iter_mut().zip(row) {
+                            *d = exp(z - lse) * scale;
+                        }
+                        d[t as usize] -= scale;
+                    }
+                },
+            )
         });
 }
 
 /// `log Σ exp(row)`, shifted by the maximum so it cannot overflow. Both
 /// reductions keep eight partial results: with one running sum the compiler
 /// leaves every `exp` scalar.
+#[inline(always)]
 pub fn log_sum_exp(row: &[f32]) -> f32 {
     let mut chunks = row.chunks_exact(8);
     let mut maxes = [f32::NEG_INFINITY; 8];

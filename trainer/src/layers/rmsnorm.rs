@@ -1,6 +1,7 @@
 //! RMSNorm: `y = x · 1/sqrt(mean(x²) + eps) · g`, per row (as llama2.c's run.c).
 
 use super::ROW_CHUNK;
+use crate::gemm::vectorized;
 use kinglet::kernels::dot;
 use rayon::prelude::*;
 
@@ -10,14 +11,20 @@ pub fn forward(out: &mut [f32], rstd: &mut [f32], x: &[f32], gain: &[f32], dim: 
         .zip(rstd.par_chunks_mut(ROW_CHUNK))
         .zip(x.par_chunks(ROW_CHUNK * dim))
         .for_each(|((out, rstd), x)| {
-            for ((o, r), x) in out.chunks_exact_mut(dim).zip(rstd).zip(x.chunks_exact(dim)) {
-                let ss = dot(x, x);
-                let scale = 1.0 / (ss / dim as f32 + eps).sqrt();
-                *r = scale;
-                for ((o, v), g) in o.iter_mut().zip(x).zip(gain) {
-                    *o = g * (scale * v);
-                }
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    let rows = out.chunks_exact_mut(dim).zip(rstd).zip(x.chunks_exact(dim));
+                    for ((o, r), x) in rows {
+                        let ss = dot(x, x);
+                        let scale = 1.0 / (ss / dim as f32 + eps).sqrt();
+                        *r = scale;
+                        for ((o, v), g) in o.iter_mut().zip(x).zip(gain) {
+                            *o = g * (scale * v);
+                        }
+                    }
+                },
+            )
         });
 }
 
@@ -29,6 +36,22 @@ pub fn forward(out: &mut [f32], rstd: &mut [f32], x: &[f32], gain: &[f32], dim: 
 /// order lets the gain gradient (a sum over rows) ride along in the same
 /// pass, in a fixed order.
 pub fn backward(
+    dx: &mut [f32],
+    dgain: &mut [f32],
+    dout: &[f32],
+    x: &[f32],
+    rstd: &[f32],
+    gain: &[f32],
+    dim: usize,
+) {
+    vectorized(
+        #[inline(always)]
+        || backward_rows(dx, dgain, dout, x, rstd, gain, dim),
+    );
+}
+
+#[inline(always)]
+fn backward_rows(
     dx: &mut [f32],
     dgain: &mut [f32],
     dout: &[f32],
@@ -53,6 +76,7 @@ pub fn backward(
 }
 
 /// `Σ a[i]·b[i]·c[i]` with eight partial sums, like [`dot`].
+#[inline(always)]
 fn weighted_dot(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks = a

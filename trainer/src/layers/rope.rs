@@ -42,6 +42,14 @@ pub fn backward(dx: &mut [f32], table: &RopeTable, context: usize, width: usize)
 }
 
 fn rotate(x: &mut [f32], table: &RopeTable, context: usize, width: usize, direction: f32) {
+    crate::gemm::vectorized(
+        #[inline(always)]
+        || rotate_rows(x, table, context, width, direction),
+    );
+}
+
+#[inline(always)]
+fn rotate_rows(x: &mut [f32], table: &RopeTable, context: usize, width: usize, direction: f32) {
     let head_dim = table.pairs * 2;
     for (row_index, row) in x.chunks_exact_mut(width).enumerate() {
         let pos = row_index % context;
