@@ -40,6 +40,7 @@ pub mod run;
 pub mod schedule;
 pub mod shards;
 pub mod trainer;
+pub mod weight_copies;
 
 pub use config::{ModelConfig, TrainConfig};
 pub use error::{Result, TrainError};

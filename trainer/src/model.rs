@@ -14,6 +14,7 @@ use crate::layers::rope::{self, RopeTable};
 use crate::layers::{cross_entropy, embedding, linear, rmsnorm, swiglu};
 use crate::params::{LayerWeights, ParamLayout};
 use crate::qat;
+use crate::weight_copies::{LayerCopies, Passes, WeightCopies};
 
 fn attention_shape(c: &ModelConfig, context: usize) -> AttentionShape {
     AttentionShape {
@@ -53,6 +54,29 @@ pub fn forward_with(
     targets: Option<&[u32]>,
     quantize_inputs: bool,
 ) -> f64 {
+    let copies = WeightCopies::new(layout, params, Passes::Forward);
+    forward_copied(
+        layout,
+        params,
+        &copies,
+        acts,
+        inputs,
+        targets,
+        quantize_inputs,
+    )
+}
+
+/// [`forward_with`], with the linear layers' weights copied beforehand
+/// (for the forward pass) from the same `params`.
+pub fn forward_copied(
+    layout: &ParamLayout,
+    params: &[f32],
+    copies: &WeightCopies<'_>,
+    acts: &mut Activations,
+    inputs: &[u32],
+    targets: Option<&[u32]>,
+    quantize_inputs: bool,
+) -> f64 {
     let c = &layout.config;
     let context = acts.context;
     assert!(
@@ -73,6 +97,7 @@ pub fn forward_with(
             &mut done[l],
             out,
             &w.layers[l],
+            &copies.layers[l],
             c,
             rope,
             context,
@@ -84,8 +109,7 @@ pub fn forward_with(
     if quantize_inputs {
         qat::quantize_activations(h.xn);
     }
-    let classifier = w.classifier.unwrap_or(w.tok_embedding);
-    linear::forward(h.logits, h.xn, classifier, d, v, false);
+    linear::forward_copied(h.logits, h.xn, copies.classifier.forward(), d, v, false);
     match targets {
         Some(targets) => cross_entropy::forward(h.losses, h.logits, targets, v),
         None => f64::NAN,
@@ -94,10 +118,12 @@ pub fn forward_with(
 
 /// One block: `x += Wo·attn(rope(Wq·n1(x)), rope(Wk·n1(x)), Wv·n1(x))`, then
 /// `x += W2·(silu(W1·n2(x)) · W3·n2(x))`, written into `out`. out: [n, dim].
+#[allow(clippy::too_many_arguments)]
 fn block_forward(
     la: &mut LayerActs<'_>,
     out: &mut [f32],
     lw: &LayerWeights<&[f32]>,
+    lc: &LayerCopies<'_>,
     c: &ModelConfig,
     rope_table: &RopeTable,
     context: usize,
@@ -114,25 +140,25 @@ fn block_forward(
     rmsnorm::forward(la.attn_xn, la.attn_rstd, la.resid_in, lw.attn_norm, d, eps);
     round(la.attn_xn);
     let (xn, q, k, v) = (&*la.attn_xn, &mut *la.q, &mut *la.k, &mut *la.v);
-    linear::forward(q, xn, lw.wq, d, d, false);
-    linear::forward(k, xn, lw.wk, d, kv, false);
-    linear::forward(v, xn, lw.wv, d, kv, false);
+    linear::forward_copied(q, xn, lc.wq.forward(), d, d, false);
+    linear::forward_copied(k, xn, lc.wk.forward(), d, kv, false);
+    linear::forward_copied(v, xn, lc.wv.forward(), d, kv, false);
     rope::forward(la.q, rope_table, context, d);
     rope::forward(la.k, rope_table, context, kv);
     let shape = attention_shape(c, context);
     attention::forward(la.att_y, la.probs, la.q, la.k, la.v, shape);
     round(la.att_y);
     la.resid_mid.copy_from_slice(la.resid_in);
-    linear::forward(la.resid_mid, la.att_y, lw.wo, d, d, true);
+    linear::forward_copied(la.resid_mid, la.att_y, lc.wo.forward(), d, d, true);
     rmsnorm::forward(la.ffn_xn, la.ffn_rstd, la.resid_mid, lw.ffn_norm, d, eps);
     round(la.ffn_xn);
     let (xn, h1, h3) = (&*la.ffn_xn, &mut *la.h1, &mut *la.h3);
-    linear::forward(h1, xn, lw.w1, d, f, false);
-    linear::forward(h3, xn, lw.w3, d, f, false);
+    linear::forward_copied(h1, xn, lc.w1.forward(), d, f, false);
+    linear::forward_copied(h3, xn, lc.w3.forward(), d, f, false);
     swiglu::forward(la.gate, la.sig, la.h1, la.h3);
     round(la.gate);
     out.copy_from_slice(la.resid_mid);
-    linear::forward(out, la.gate, lw.w2, f, d, true);
+    linear::forward_copied(out, la.gate, lc.w2.forward(), f, d, true);
 }
 
 /// The logits of the last [`forward`]: [sequences · context, vocab].
@@ -154,6 +180,23 @@ pub fn backward(
     targets: &[u32],
     scale: f32,
 ) {
+    let copies = WeightCopies::new(layout, params, Passes::Backward);
+    backward_copied(layout, params, &copies, grads, acts, inputs, targets, scale);
+}
+
+/// [`backward`], with the linear layers' weights copied beforehand (for
+/// the backward pass) from the same `params`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_copied(
+    layout: &ParamLayout,
+    params: &[f32],
+    copies: &WeightCopies<'_>,
+    grads: &mut [f32],
+    acts: &mut Activations,
+    inputs: &[u32],
+    targets: &[u32],
+    scale: f32,
+) {
     let c = &layout.config;
     let context = acts.context;
     let w = layout.views(params);
@@ -163,12 +206,12 @@ pub fn backward(
     let (h, g) = (a.head, &mut a.grad);
 
     cross_entropy::backward(g.dlogits, h.logits, targets, v, scale);
-    let classifier = w.classifier.unwrap_or(w.tok_embedding);
+    let classifier = copies.classifier.input_grad();
     let dclassifier: &mut [f32] = match gw.classifier.as_mut() {
         Some(dc) => dc,
         None => gw.tok_embedding,
     };
-    linear::backward(g.dxn, dclassifier, g.dlogits, h.xn, classifier, d, v, false);
+    linear::backward_copied(g.dxn, dclassifier, g.dlogits, h.xn, classifier, d, v, false);
     g.dresid.fill(0.0);
     rmsnorm::backward(g.dresid, gw.norm, g.dxn, h.resid_out, h.rstd, w.norm, d);
 
@@ -178,6 +221,7 @@ pub fn backward(
             g,
             &mut gw.layers[l],
             &w.layers[l],
+            &copies.layers[l],
             c,
             rope,
             context,
@@ -188,11 +232,13 @@ pub fn backward(
 
 /// Turns `g.dresid = ∂L/∂(block output)` into `∂L/∂(block input)`,
 /// accumulating the block's weight gradients into `gw`.
+#[allow(clippy::too_many_arguments)]
 fn block_backward(
     la: &LayerActs<'_>,
     g: &mut GradScratch<'_>,
     gw: &mut LayerWeights<&mut [f32]>,
     lw: &LayerWeights<&[f32]>,
+    lc: &LayerCopies<'_>,
     c: &ModelConfig,
     rope_table: &RopeTable,
     context: usize,
@@ -201,10 +247,37 @@ fn block_backward(
     // MLP branch: out = resid_mid + W2·gate; dresid passes straight through.
     // The first linear layer into an input gradient writes it, the
     // others add: no zeroing first.
-    linear::backward(g.dgate, gw.w2, g.dresid, la.gate, lw.w2, f, d, false);
+    linear::backward_copied(
+        g.dgate,
+        gw.w2,
+        g.dresid,
+        la.gate,
+        lc.w2.input_grad(),
+        f,
+        d,
+        false,
+    );
     swiglu::backward(g.dh1, g.dh3, g.dgate, la.sig, la.h1, la.h3);
-    linear::backward(g.dxn, gw.w1, g.dh1, la.ffn_xn, lw.w1, d, f, false);
-    linear::backward(g.dxn, gw.w3, g.dh3, la.ffn_xn, lw.w3, d, f, true);
+    linear::backward_copied(
+        g.dxn,
+        gw.w1,
+        g.dh1,
+        la.ffn_xn,
+        lc.w1.input_grad(),
+        d,
+        f,
+        false,
+    );
+    linear::backward_copied(
+        g.dxn,
+        gw.w3,
+        g.dh3,
+        la.ffn_xn,
+        lc.w3.input_grad(),
+        d,
+        f,
+        true,
+    );
     rmsnorm::backward(
         g.dresid,
         gw.ffn_norm,
@@ -216,7 +289,16 @@ fn block_backward(
     );
 
     // Attention branch: resid_mid = resid_in + Wo·att_y.
-    linear::backward(g.datt_y, gw.wo, g.dresid, la.att_y, lw.wo, d, d, false);
+    linear::backward_copied(
+        g.datt_y,
+        gw.wo,
+        g.dresid,
+        la.att_y,
+        lc.wo.input_grad(),
+        d,
+        d,
+        false,
+    );
     // attention::backward writes dq, dk, dv whole: no zeroing needed.
     let shape = attention_shape(c, context);
     attention::backward(
@@ -224,9 +306,36 @@ fn block_backward(
     );
     rope::backward(g.dq, rope_table, context, d);
     rope::backward(g.dk, rope_table, context, kv);
-    linear::backward(g.dxn, gw.wq, g.dq, la.attn_xn, lw.wq, d, d, false);
-    linear::backward(g.dxn, gw.wk, g.dk, la.attn_xn, lw.wk, d, kv, true);
-    linear::backward(g.dxn, gw.wv, g.dv, la.attn_xn, lw.wv, d, kv, true);
+    linear::backward_copied(
+        g.dxn,
+        gw.wq,
+        g.dq,
+        la.attn_xn,
+        lc.wq.input_grad(),
+        d,
+        d,
+        false,
+    );
+    linear::backward_copied(
+        g.dxn,
+        gw.wk,
+        g.dk,
+        la.attn_xn,
+        lc.wk.input_grad(),
+        d,
+        kv,
+        true,
+    );
+    linear::backward_copied(
+        g.dxn,
+        gw.wv,
+        g.dv,
+        la.attn_xn,
+        lc.wv.input_grad(),
+        d,
+        kv,
+        true,
+    );
     rmsnorm::backward(
         g.dresid,
         gw.attn_norm,

@@ -30,6 +30,7 @@ use crate::config::ModelConfig;
 use crate::gemm::vectorized;
 use crate::model;
 use crate::params::ParamLayout;
+use crate::weight_copies::{Passes, WeightCopies};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -206,10 +207,14 @@ impl BatchShards {
             };
             jobs.push((&mut shard.acts, &mut shard.loss, target));
         }
+        // The weights are copied for the products once, for every shard.
+        let copies = WeightCopies::new(layout, weights, Passes::Both);
         let run = |((acts, loss, g), (x, y)): (Job<'_>, &(&[u32], &[u32]))| {
-            *loss = model::forward_with(layout, weights, acts, x, Some(y), quantize_inputs);
+            let targets = Some(*y);
+            *loss =
+                model::forward_copied(layout, weights, &copies, acts, x, targets, quantize_inputs);
             if loss.is_finite() {
-                model::backward(layout, weights, g, acts, x, y, scale);
+                model::backward_copied(layout, weights, &copies, g, acts, x, y, scale);
             }
         };
         jobs.into_par_iter().zip(&windows).for_each(run);

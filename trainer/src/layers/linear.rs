@@ -16,12 +16,25 @@ const OUTS_PER_TASK: usize = 256;
 /// y: [n, out]; x: [n, inp]; w: [out, inp].
 pub fn forward(y: &mut [f32], x: &[f32], w: &[f32], inp: usize, out: usize, accumulate: bool) {
     let wt = PackedB::new(w, Layout::transposed(inp, out));
+    forward_copied(y, x, &wt, inp, out, accumulate);
+}
+
+/// [`forward`] with Wᵀ copied beforehand (`weight_copies`), as
+/// `PackedB::new(w, Layout::transposed(inp, out))`.
+pub fn forward_copied(
+    y: &mut [f32],
+    x: &[f32],
+    wt: &PackedB<'_>,
+    inp: usize,
+    out: usize,
+    accumulate: bool,
+) {
     y.par_chunks_mut(ROWS_PER_TASK * out)
         .zip(x.par_chunks(ROWS_PER_TASK * inp))
         .for_each(|(y, x)| {
             let rows = x.len() / inp;
             let (lx, ly) = (Layout::row_major(rows, inp), Layout::row_major(rows, out));
-            sgemm_packed(x, lx, &wt, y, ly, accumulate);
+            sgemm_packed(x, lx, wt, y, ly, accumulate);
         });
 }
 
@@ -38,27 +51,44 @@ pub fn backward(
     out: usize,
     accumulate: bool,
 ) {
+    let w = PackedB::new(w, Layout::row_major(out, inp));
+    backward_copied(dx, dw, dy, x, &w, inp, out, accumulate);
+}
+
+/// [`backward`] with W copied beforehand (`weight_copies`), as
+/// `PackedB::new(w, Layout::row_major(out, inp))`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_copied(
+    dx: &mut [f32],
+    dw: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    w: &PackedB<'_>,
+    inp: usize,
+    out: usize,
+    accumulate: bool,
+) {
     backward_input(dx, dy, w, inp, out, accumulate);
     backward_weight(dw, dy, x, inp, out);
 }
 
 /// `dx = dy W`, or `dx += dy W` when `accumulate` (writing the first input
-/// gradient saves zeroing it first). dx: [n, inp]; dy: [n, out]; w: [out, inp].
+/// gradient saves zeroing it first). dx: [n, inp]; dy: [n, out]; w: W
+/// [out, inp] copied as `PackedB::new(w, Layout::row_major(out, inp))`.
 pub fn backward_input(
     dx: &mut [f32],
     dy: &[f32],
-    w: &[f32],
+    w: &PackedB<'_>,
     inp: usize,
     out: usize,
     accumulate: bool,
 ) {
-    let w = PackedB::new(w, Layout::row_major(out, inp));
     dx.par_chunks_mut(ROWS_PER_TASK * inp)
         .zip(dy.par_chunks(ROWS_PER_TASK * out))
         .for_each(|(dx, dy)| {
             let rows = dy.len() / out;
             let (ldy, ldx) = (Layout::row_major(rows, out), Layout::row_major(rows, inp));
-            sgemm_packed(dy, ldy, &w, dx, ldx, accumulate);
+            sgemm_packed(dy, ldy, w, dx, ldx, accumulate);
         });
 }
 
