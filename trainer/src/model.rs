@@ -258,26 +258,13 @@ fn block_backward(
         false,
     );
     swiglu::backward(g.dh1, g.dh3, g.dgate, la.sig, la.h1, la.h3);
-    linear::backward_copied(
-        g.dxn,
-        gw.w1,
-        g.dh1,
-        la.ffn_xn,
-        lc.w1.input_grad(),
-        d,
-        f,
-        false,
-    );
-    linear::backward_copied(
-        g.dxn,
-        gw.w3,
-        g.dh3,
-        la.ffn_xn,
-        lc.w3.input_grad(),
-        d,
-        f,
-        true,
-    );
+    // One copy of the norm's output serves both weight gradients.
+    let xn = linear::copy_input(la.ffn_xn, d);
+    linear::backward_input(g.dxn, g.dh1, lc.w1.input_grad(), d, f, false);
+    linear::backward_weight_copied(gw.w1, g.dh1, &xn, d, f);
+    linear::backward_input(g.dxn, g.dh3, lc.w3.input_grad(), d, f, true);
+    linear::backward_weight_copied(gw.w3, g.dh3, &xn, d, f);
+    drop(xn);
     rmsnorm::backward(
         g.dresid,
         gw.ffn_norm,
@@ -306,36 +293,15 @@ fn block_backward(
     );
     rope::backward(g.dq, rope_table, context, d);
     rope::backward(g.dk, rope_table, context, kv);
-    linear::backward_copied(
-        g.dxn,
-        gw.wq,
-        g.dq,
-        la.attn_xn,
-        lc.wq.input_grad(),
-        d,
-        d,
-        false,
-    );
-    linear::backward_copied(
-        g.dxn,
-        gw.wk,
-        g.dk,
-        la.attn_xn,
-        lc.wk.input_grad(),
-        d,
-        kv,
-        true,
-    );
-    linear::backward_copied(
-        g.dxn,
-        gw.wv,
-        g.dv,
-        la.attn_xn,
-        lc.wv.input_grad(),
-        d,
-        kv,
-        true,
-    );
+    // One copy of the norm's output serves the three weight gradients.
+    let xn = linear::copy_input(la.attn_xn, d);
+    linear::backward_input(g.dxn, g.dq, lc.wq.input_grad(), d, d, false);
+    linear::backward_weight_copied(gw.wq, g.dq, &xn, d, d);
+    linear::backward_input(g.dxn, g.dk, lc.wk.input_grad(), d, kv, true);
+    linear::backward_weight_copied(gw.wk, g.dk, &xn, d, kv);
+    linear::backward_input(g.dxn, g.dv, lc.wv.input_grad(), d, kv, true);
+    linear::backward_weight_copied(gw.wv, g.dv, &xn, d, kv);
+    drop(xn);
     rmsnorm::backward(
         g.dresid,
         gw.attn_norm,

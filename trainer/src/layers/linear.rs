@@ -95,8 +95,18 @@ pub fn backward_input(
 /// `dw += dyᵀ x`, split over rows of W so no two tasks touch the same sum.
 /// dw: [out, inp]; dy: [n, out]; x: [n, inp].
 pub fn backward_weight(dw: &mut [f32], dy: &[f32], x: &[f32], inp: usize, out: usize) {
-    let n = x.len() / inp;
-    let x = PackedB::new(x, Layout::row_major(n, inp));
+    backward_weight_copied(dw, dy, &copy_input(x, inp), inp, out);
+}
+
+/// An input x [n, inp] copied for the weight gradients' products, once for
+/// the layers that read the same x (queries, keys and values; W1 and W3).
+pub fn copy_input(x: &[f32], inp: usize) -> PackedB<'_> {
+    PackedB::new(x, Layout::row_major(x.len() / inp, inp))
+}
+
+/// [`backward_weight`] with x copied beforehand ([`copy_input`]).
+pub fn backward_weight_copied(dw: &mut [f32], dy: &[f32], x: &PackedB<'_>, inp: usize, out: usize) {
+    let n = dy.len() / out;
     dw.par_chunks_mut(OUTS_PER_TASK * inp)
         .enumerate()
         .for_each(|(task, dw)| {
@@ -112,7 +122,7 @@ pub fn backward_weight(dw: &mut [f32], dy: &[f32], x: &[f32], inp: usize, out: u
             sgemm_packed(
                 &dy[first..],
                 dy_t,
-                &x,
+                x,
                 dw,
                 Layout::row_major(outs, inp),
                 true,
