@@ -382,6 +382,11 @@ pub fn attention_scores(scores: &mut [f32], q: &[f32], keys: Strided<'_>) {
 /// order. `out`: `[values.width]`, `weights`: `[values.rows]`.
 pub fn weighted_sum(out: &mut [f32], weights: &[f32], values: Strided<'_>) {
     out.fill(0.0);
+    add_weighted(out, weights, values);
+}
+
+/// [`weighted_sum`] added to what `out` holds, position after position.
+fn add_weighted(out: &mut [f32], weights: &[f32], values: Strided<'_>) {
     for (p, &w) in weights.iter().enumerate().take(values.rows) {
         axpy(out, w, values.row(p));
     }
@@ -412,10 +417,11 @@ pub fn add_weighted_heads(a: HeadSums<'_>) {
     } = a;
     let run = values.run;
     for i in 0..run.heads {
-        let (out, values) = (&mut out[run.head_range(i)], values.head(i));
-        for (p, &w) in weights[run.score_range(i)].iter().enumerate() {
-            axpy(out, w, values.row(p));
-        }
+        add_weighted(
+            &mut out[run.head_range(i)],
+            &weights[run.score_range(i)],
+            values.head(i),
+        );
     }
 }
 
