@@ -231,12 +231,18 @@ impl Kernel {
 /// (SwiGLU, softmax, RMSNorm, AdamW, the gradient sum) ran four lanes wide;
 /// `f` inlined here runs eight. The bits do not change: the same IEEE
 /// operations in the same order, only more lanes at once (Rust never fuses
-/// a multiply and an add into an FMA by itself). Callers pass a closure
+/// a multiply and an add into an FMA by itself; `shards.rs`'s
+/// `element_wise_passes_give_the_baseline_bits` checks a training step's
+/// bits both ways). Callers pass a closure
 /// marked `#[inline(always)]` (a large one is otherwise called, not
 /// inlined, and keeps the baseline's code) that does one chunk's whole
 /// loop, so the call costs one branch per chunk.
 #[inline(always)]
 pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(test)]
+    if BASELINE_ONLY.with(std::cell::Cell::get) {
+        return f();
+    }
     #[cfg(target_arch = "x86_64")]
     if Kernel::chosen() != Kernel::Portable {
         // SAFETY: the chosen path is one this CPU runs (`Kernel::chosen`
@@ -245,6 +251,13 @@ pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
         return unsafe { with_avx2(f) };
     }
     f()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set by a test on a thread of its own: [`vectorized`] runs its
+    /// closures as the baseline build does, to compare the bits.
+    pub(crate) static BASELINE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// `f()`, inlined into a function compiled with AVX2 and FMA.

@@ -342,4 +342,82 @@ mod tests {
         assert_eq!(one, run(2));
         assert_eq!(one, run(3));
     }
+
+    /// The element-wise passes compiled for AVX2 (`gemm::vectorized`) give
+    /// the baseline build's bits: a step's loss, gradients, clipped norm,
+    /// and the parameters and moments after AdamW, over several shards.
+    #[test]
+    fn element_wise_passes_give_the_baseline_bits() {
+        use crate::adamw::{clip_global_norm, AdamW, AdamWStep};
+        use crate::gemm::{Kernel, BASELINE_ONLY};
+        if Kernel::chosen() == Kernel::Portable {
+            eprintln!("skipped: the portable product path runs the baseline passes only");
+            return;
+        }
+        let config = ModelConfig {
+            vocab_size: 37,
+            context: 96,
+            dim: 48,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 2,
+            hidden_dim: 72,
+            tied_classifier: true,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+        };
+        let batch = 9;
+        assert!(shard_sequences(batch, config.context).len() > 1);
+        let layout = ParamLayout::new(&config);
+        let mut rng = Rng::new(11);
+        let params = layout.init(0.1, &mut rng);
+        let tokens: Vec<u32> = (0..batch * config.context + 1)
+            .map(|_| rng.below(config.vocab_size) as u32)
+            .collect();
+        let (inputs, targets) = (&tokens[..tokens.len() - 1], &tokens[1..]);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // One thread, so every pass runs where the flag is set.
+        let pool = kinglet_tools::threads::Threads::new(1).expect("pool");
+        let run = |baseline: bool| {
+            pool.install(|| {
+                BASELINE_ONLY.with(|b| b.set(baseline));
+                let mut shards = BatchShards::new(&config, batch, config.context);
+                let mut grads = vec![0.0f32; layout.total];
+                let mut params = params.clone();
+                let mut adamw = AdamW::new(layout.total);
+                let mut trace = Vec::new();
+                for t in 1..=2 {
+                    grads.iter_mut().for_each(|g| *g = 0.0);
+                    let loss = shards.forward_backward(
+                        &layout,
+                        &params,
+                        &mut grads,
+                        (inputs, targets),
+                        0.01,
+                        false,
+                    );
+                    let norm = clip_global_norm(&mut grads, 0.5);
+                    let step = AdamWStep {
+                        lr: 1e-2,
+                        beta1: 0.9,
+                        beta2: 0.95,
+                        eps: 1e-8,
+                        weight_decay: 0.1,
+                        decay_norms: false,
+                        t,
+                    };
+                    adamw.step(&layout, &mut params, &grads, step);
+                    trace.push((loss.to_bits(), norm.to_bits(), bits(&grads)));
+                }
+                BASELINE_ONLY.with(|b| b.set(false));
+                (trace, bits(&params), bits(&adamw.m), bits(&adamw.v))
+            })
+        };
+        let vectorized = run(false);
+        assert!(
+            vectorized.0[0].2.iter().any(|&g| g != 0),
+            "a gradient was computed"
+        );
+        assert!(vectorized == run(true), "the AVX2 passes changed a bit");
+    }
 }
