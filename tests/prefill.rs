@@ -1,12 +1,19 @@
 //! Chunked prefill against token-by-token forward: same logits after the
 //! prompt, same KV cache (the tokens decoded after it agree too), for every
 //! weight dtype, with grouped KV heads, for prompts shorter than, equal to
-//! and longer than a chunk, from position 0 and from a later position.
+//! and longer than a chunk, from position 0 and from a later position; and
+//! the same again for sessions sized for smaller chunks (1, 3), on every
+//! kernel path this CPU has, packed weights and 1 to 3 threads.
 
 mod common;
 
+use kinglet::kernels::Path;
 use kinglet::session::PREFILL_CHUNK;
-use kinglet::{session_floats, Config, Dtype, Error, ModelFile, Session};
+use kinglet::{
+    packed_weights_bytes, session_floats, session_floats_for_chunk, Config, Dtype, Error,
+    ModelFile, PackedWeights, Parallel, Session,
+};
+use kinglet_tools::threads::Threads;
 
 /// Grouped KV heads (4 query heads on 2 KV heads), an untied classifier,
 /// widths that are whole Q8 blocks, and a vocabulary that is not.
@@ -158,4 +165,157 @@ fn prefill_refuses_bad_prompts_and_leaves_the_session_alone() {
         session.forward(5).err(),
         Some(Error::SequenceFull { max_seq_len: 20 })
     );
+}
+
+/// A session of `chunk` positions per prefill in a buffer of exactly its
+/// size (NaN, so a read before a write would show), packed when `packed`:
+/// the logits after `prompt` prefilled (after `start` decoded), then after
+/// each of `after` decoded.
+fn chunked_logits(
+    model: &ModelFile<&[u8]>,
+    chunk: usize,
+    packed: bool,
+    parallel: &dyn Parallel,
+    [start, prompt, after]: [&[u32]; 3],
+) -> Vec<Vec<f32>> {
+    let max_seq = model.config().max_seq_len;
+    let mut buffer = vec![f32::NAN; session_floats_for_chunk(model.config(), max_seq, chunk)];
+    let mut packed_bytes = vec![0u8; packed_weights_bytes(model)];
+    let session = Session::with_chunk(model, &mut buffer, max_seq, chunk)
+        .unwrap()
+        .with_parallel(parallel);
+    assert_eq!(session.chunk(), chunk);
+    let mut session = if packed {
+        let weights = PackedWeights::new(model, &mut packed_bytes).expect("packs");
+        session.with_packed(weights).expect("same model")
+    } else {
+        session
+    };
+    for &t in start {
+        session.forward(t).unwrap();
+    }
+    let mut logits = vec![session.prefill(prompt).unwrap().to_vec()];
+    for &t in after {
+        logits.push(session.forward(t).unwrap().to_vec());
+    }
+    logits
+}
+
+/// Run on the active kernel path; `prefill_chunks_agree_on_every_kernel_path`
+/// runs it again on each other path this CPU has.
+#[test]
+fn every_prefill_chunk_gives_the_bits_of_token_by_token() {
+    let path = Path::active();
+    for dtype in Dtype::ALL {
+        let file = model_file(dtype);
+        let model = ModelFile::new_checked(&file[..]).expect("opens");
+        let packs = path.packs_weights() && packed_weights_bytes(&model) > 0;
+        for (start_len, prompt_len) in [(0, 1), (0, 7), (3, 16), (0, 17), (3, 37)] {
+            let start = tokens(start_len, 1);
+            let prompt = tokens(prompt_len, prompt_len as u32 + 2);
+            let after = tokens(4, 3);
+            let want = forward_all(&model, &start, &prompt, &after);
+            for chunk in [1, 3, PREFILL_CHUNK] {
+                let label = format!(
+                    "{} {dtype:?} chunk {chunk} start {start_len} prompt {prompt_len}",
+                    path.name()
+                );
+                let run = |packed: bool, parallel: &dyn Parallel, how: &str| {
+                    let got =
+                        chunked_logits(&model, chunk, packed, parallel, [&start, &prompt, &after]);
+                    for (i, (got, want)) in got
+                        .iter()
+                        .zip(&want[start_len + prompt_len - 1..])
+                        .enumerate()
+                    {
+                        // 0: after the prompt; then the tokens decoded after it.
+                        agree(dtype, got, want)
+                            .unwrap_or_else(|e| panic!("{label}, {how}, logits {i}: {e}"));
+                    }
+                };
+                run(false, &kinglet::Sequential, "sequential");
+                if packs {
+                    run(true, &kinglet::Sequential, "packed");
+                }
+                // Split even these small products and heads among threads.
+                for threads in [2, 3] {
+                    let pool = Threads::new(threads).unwrap().with_min_task_bytes(0);
+                    let how = format!("{threads} threads");
+                    run(false, &pool, &how);
+                    if packs {
+                        run(true, &pool, &format!("{how}, packed"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn prefill_chunks_agree_on_every_kernel_path() {
+    if std::env::var_os("KINGLET_KERNELS").is_some() {
+        return; // a child of this test, or a run forcing one path
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    for path in Path::ALL {
+        if let Some(feature) = path.missing_feature() {
+            println!("{}: skipped, CPU lacks {feature}", path.name());
+            continue;
+        }
+        let output = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "every_prefill_chunk_gives_the_bits_of_token_by_token",
+                "--test-threads=1",
+            ])
+            .env("KINGLET_KERNELS", path.name())
+            .output()
+            .expect("run the test binary");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "{}: {stdout}{stderr}",
+            path.name()
+        );
+    }
+}
+
+#[test]
+fn a_session_refuses_a_bad_chunk_or_a_buffer_for_a_smaller_one() {
+    let file = model_file(Dtype::Q8_0);
+    let model = ModelFile::new_checked(&file[..]).unwrap();
+    let max_seq = 20;
+    let config = model.config();
+    let mut buffer = vec![0.0f32; session_floats(config, max_seq)];
+    for chunk in [0, PREFILL_CHUNK + 1] {
+        assert!(
+            matches!(
+                Session::with_chunk(&model, &mut buffer, max_seq, chunk).err(),
+                Some(Error::InvalidInput { reason }) if reason.contains("prefill chunk")
+            ),
+            "chunk {chunk}"
+        );
+    }
+    let for_3 = session_floats_for_chunk(config, max_seq, 3);
+    let for_4 = session_floats_for_chunk(config, max_seq, 4);
+    assert!(session_floats_for_chunk(config, max_seq, 1) < for_3 && for_3 < for_4);
+    assert_eq!(
+        Session::with_chunk(&model, &mut buffer[..for_3], max_seq, 4).err(),
+        Some(Error::BufferTooSmall {
+            needed: for_4,
+            available: for_3
+        })
+    );
+    assert_eq!(
+        Session::with_chunk(&model, &mut buffer[..for_3 - 1], max_seq, 3).err(),
+        Some(Error::BufferTooSmall {
+            needed: for_3,
+            available: for_3 - 1
+        })
+    );
+    let session = Session::with_chunk(&model, &mut buffer[..for_3], max_seq, 3).unwrap();
+    assert_eq!(session.chunk(), 3);
+    let session = Session::new(&model, &mut buffer, max_seq).unwrap();
+    assert_eq!(session.chunk(), PREFILL_CHUNK);
 }

@@ -37,5 +37,7 @@ pub use format::ModelFile;
 pub use packed_weights::{packed_weights_bytes, PackedWeights};
 pub use parallel::{Parallel, Sequential};
 pub use sampler::{Sampler, SamplerConfig};
-pub use session::{session_bytes, session_floats, Session};
+pub use session::{
+    session_bytes, session_bytes_for_chunk, session_floats, session_floats_for_chunk, Session,
+};
 pub use tensor::{Dtype, Matrix};

@@ -1,6 +1,6 @@
 //! An inference session: fixed buffers carved from one caller-provided `f32`
 //! slice, a KV cache, and the forward pass — one token at a time
-//! ([`Session::forward`]) or a prompt in chunks of [`PREFILL_CHUNK`]
+//! ([`Session::forward`]) or a prompt in chunks of up to [`PREFILL_CHUNK`]
 //! positions ([`Session::prefill`]), whose matrix products read each weight
 //! row once per chunk instead of once per token.
 //!
@@ -18,6 +18,13 @@
 //! The buffer's exact size is [`session_floats`], a `const fn`, so firmware can
 //! size a `static`. A session never allocates, and every failure (buffer too
 //! small, token out of range, sequence full) is an `Err`, never a panic.
+//!
+//! The activation buffers hold a prefill chunk of positions, [`PREFILL_CHUNK`]
+//! by default. A program that decodes token by token (or does not mind a
+//! slower prompt) can ask for a smaller chunk with
+//! [`session_floats_for_chunk`] and [`Session::with_chunk`]: with a chunk of
+//! 1 every activation is one position wide. The chunk changes no bit of the
+//! results, only the memory and the prefill's speed.
 //!
 //! ```no_run
 //! use kinglet::{session_floats, ModelFile, Sampler, SamplerConfig, Session};
@@ -51,13 +58,23 @@ use crate::parallel::{Parallel, SEQUENTIAL};
 use crate::quant::BlockQ8;
 use crate::tensor::{Matrix, BLOCK_LEN};
 
-/// Prompt positions [`Session::prefill`] runs together. Every activation
-/// buffer holds this many positions, so it sets the session's extra memory
-/// (see [`session_floats`]) as well as how often a weight row is reused.
+/// Prompt positions [`Session::prefill`] runs together, at most and by
+/// default. Every activation buffer holds a chunk of positions, so the chunk
+/// sets the session's extra memory (see [`session_floats_for_chunk`]) as
+/// well as how often a weight row is reused.
 pub const PREFILL_CHUNK: usize = 16;
 
 /// The exact number of `f32` elements a session of `max_seq` positions needs
-/// for `config` (`C` = [`PREFILL_CHUNK`]):
+/// for `config`, with prefill chunks of [`PREFILL_CHUNK`] positions:
+/// [`session_floats_for_chunk`]`(config, max_seq, PREFILL_CHUNK)`.
+pub const fn session_floats(config: &Config, max_seq: u32) -> usize {
+    session_floats_for_chunk(config, max_seq, PREFILL_CHUNK)
+}
+
+/// The exact number of `f32` elements a session of `max_seq` positions needs
+/// for `config` when its prefill runs `chunk` positions together
+/// (`C` = `chunk`, 1 to [`PREFILL_CHUNK`]; 1 for a session that only
+/// decodes):
 ///
 /// | region         | elements                          |
 /// |----------------|-----------------------------------|
@@ -71,8 +88,12 @@ pub const PREFILL_CHUNK: usize = 16;
 /// | `rotations`    | `C × head_dim` (RoPE's cosines and sines)  |
 ///
 /// Saturates at `usize::MAX` (which no buffer can meet) on targets where the
-/// size overflows, and never panics, even for an unvalidated config.
-pub const fn session_floats(config: &Config, max_seq: u32) -> usize {
+/// size overflows, and for a `chunk` of 0 or more than [`PREFILL_CHUNK`];
+/// never panics, even for an unvalidated config.
+pub const fn session_floats_for_chunk(config: &Config, max_seq: u32, chunk: usize) -> usize {
+    if chunk == 0 || chunk > PREFILL_CHUNK {
+        return usize::MAX;
+    }
     let dim = config.dim as usize;
     let hidden = config.hidden_dim as usize;
     let seq = max_seq as usize;
@@ -84,8 +105,8 @@ pub const fn session_floats(config: &Config, max_seq: u32) -> usize {
     let activations = dim
         .saturating_mul(4)
         .saturating_add(hidden.saturating_mul(2))
-        .saturating_mul(PREFILL_CHUNK);
-    let att = (config.n_heads as usize).saturating_mul(attention_stride(seq, head_dim));
+        .saturating_mul(chunk);
+    let att = (config.n_heads as usize).saturating_mul(attention_stride(chunk, seq, head_dim));
     let kv_cache = (config.n_layers as usize)
         .saturating_mul(2)
         .saturating_mul(seq)
@@ -94,9 +115,9 @@ pub const fn session_floats(config: &Config, max_seq: u32) -> usize {
         .saturating_add(att)
         .saturating_add(config.vocab_size as usize)
         .saturating_add(kv_cache)
-        .saturating_add(widest(dim, hidden).saturating_mul(PREFILL_CHUNK))
-        .saturating_add(activation_block_floats(dim, hidden))
-        .saturating_add(PREFILL_CHUNK.saturating_mul(head_dim))
+        .saturating_add(widest(dim, hidden).saturating_mul(chunk))
+        .saturating_add(activation_block_floats(chunk, dim, hidden))
+        .saturating_add(chunk.saturating_mul(head_dim))
 }
 
 /// The wider of the two matrix inputs, `dim` or `hidden_dim`.
@@ -109,30 +130,36 @@ const fn widest(dim: usize, hidden: usize) -> usize {
 }
 
 /// Floats of one head's attention workspace: its scores over `max_seq`
-/// positions for each query of a chunk, `[C × max_seq]`, then its outputs
-/// for a chunk, `[C × head_dim]`.
-const fn attention_stride(max_seq: usize, head_dim: usize) -> usize {
-    PREFILL_CHUNK.saturating_mul(max_seq.saturating_add(head_dim))
+/// positions for each query of a chunk, `[chunk × max_seq]`, then its
+/// outputs for a chunk, `[chunk × head_dim]`.
+const fn attention_stride(chunk: usize, max_seq: usize, head_dim: usize) -> usize {
+    chunk.saturating_mul(max_seq.saturating_add(head_dim))
 }
 
 /// Floats holding the Q8 blocks of a chunk of the widest matrix input.
-const fn activation_block_floats(dim: usize, hidden: usize) -> usize {
+const fn activation_block_floats(chunk: usize, dim: usize, hidden: usize) -> usize {
     widest(dim, hidden)
         .div_ceil(BLOCK_LEN)
         .saturating_mul(kernels::FLOATS_PER_BLOCK_Q8)
-        .saturating_mul(PREFILL_CHUNK)
+        .saturating_mul(chunk)
 }
 
 /// [`session_floats`] in bytes.
 pub const fn session_bytes(config: &Config, max_seq: u32) -> usize {
-    session_floats(config, max_seq).saturating_mul(core::mem::size_of::<f32>())
+    session_bytes_for_chunk(config, max_seq, PREFILL_CHUNK)
+}
+
+/// [`session_floats_for_chunk`] in bytes.
+pub const fn session_bytes_for_chunk(config: &Config, max_seq: u32, chunk: usize) -> usize {
+    session_floats_for_chunk(config, max_seq, chunk).saturating_mul(core::mem::size_of::<f32>())
 }
 
 /// One sequence being decoded: the model, the activations and the KV cache.
 ///
-/// Activation buffers hold up to [`PREFILL_CHUNK`] positions, position-major
-/// (`[C × width]`); a single-token [`forward`](Self::forward) uses their
-/// first row.
+/// Activation buffers hold a prefill chunk of `C` positions (up to
+/// [`PREFILL_CHUNK`], see [`with_chunk`](Self::with_chunk)),
+/// position-major (`[C × width]`); a single-token
+/// [`forward`](Self::forward) uses their first row.
 pub struct Session<'a, T: AsRef<[u8]>> {
     model: &'a ModelFile<T>,
     /// Runs the row-split matrix products and the per-head attention.
@@ -141,6 +168,8 @@ pub struct Session<'a, T: AsRef<[u8]>> {
     packed: Option<PackedWeights<'a>>,
     /// Positions the KV cache holds.
     max_seq: u32,
+    /// Positions a prefill runs together (`C`), 1 to [`PREFILL_CHUNK`].
+    chunk: usize,
     /// Positions already run (the next token goes at this position).
     pos: u32,
     /// Residual stream, `[C × dim]`.
@@ -180,7 +209,8 @@ pub struct Session<'a, T: AsRef<[u8]>> {
 impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     /// Starts an empty session of up to `max_seq` positions in `buffer`, which
     /// must hold at least [`session_floats`]`(model.config(), max_seq)`
-    /// elements (any excess is left unused). The buffer's contents do not
+    /// elements (any excess is left unused), with prefill chunks of
+    /// [`PREFILL_CHUNK`] positions. The buffer's contents do not
     /// matter: every element is written before it is read. The session runs
     /// on the calling thread until [`with_parallel`](Self::with_parallel).
     ///
@@ -191,25 +221,48 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
         buffer: &'a mut [f32],
         max_seq: u32,
     ) -> Result<Self, Error> {
+        Self::with_chunk(model, buffer, max_seq, PREFILL_CHUNK)
+    }
+
+    /// As [`new`](Self::new), with a prefill that runs `chunk` positions
+    /// together (1 to [`PREFILL_CHUNK`]) in a `buffer` of at least
+    /// [`session_floats_for_chunk`]`(model.config(), max_seq, chunk)`
+    /// elements: a smaller chunk needs less memory and reads the weights
+    /// more often in a prefill. A chunk of 1 suits a session that decodes
+    /// token by token. Every chunk gives the same bits.
+    ///
+    /// Errors: as `new`, and [`Error::InvalidInput`] when `chunk` is 0 or
+    /// larger than [`PREFILL_CHUNK`].
+    pub fn with_chunk(
+        model: &'a ModelFile<T>,
+        buffer: &'a mut [f32],
+        max_seq: u32,
+        chunk: usize,
+    ) -> Result<Self, Error> {
         let config = *model.config();
         if max_seq == 0 || max_seq > config.max_seq_len {
             return Err(Error::InvalidInput {
                 reason: "max_seq must be between 1 and the model's max_seq_len",
             });
         }
-        let needed = session_floats(&config, max_seq);
+        if chunk == 0 || chunk > PREFILL_CHUNK {
+            return Err(Error::InvalidInput {
+                reason: "the prefill chunk must be between 1 and PREFILL_CHUNK (16) positions",
+            });
+        }
+        let needed = session_floats_for_chunk(&config, max_seq, chunk);
         if buffer.len() < needed {
             return Err(Error::BufferTooSmall {
                 needed,
                 available: buffer.len(),
             });
         }
-        let chunk_dim = PREFILL_CHUNK * config.dim as usize;
-        let chunk_hidden = PREFILL_CHUNK * config.hidden_dim as usize;
+        let chunk_dim = chunk * config.dim as usize;
+        let chunk_hidden = chunk * config.hidden_dim as usize;
         let seq = max_seq as usize;
         let dim = config.dim as usize;
         let hidden = config.hidden_dim as usize;
-        let att = config.n_heads as usize * attention_stride(seq, config.head_dim());
+        let att = config.n_heads as usize * attention_stride(chunk, seq, config.head_dim());
         let cache = config.n_layers as usize * seq * config.kv_dim();
         // Every size below sums to `needed`, which fits in `buffer`.
         let (x, rest) = buffer.split_at_mut(chunk_dim);
@@ -222,15 +275,16 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
         let (logits, rest) = rest.split_at_mut(config.vocab_size as usize);
         let (key_cache, rest) = rest.split_at_mut(cache);
         let (value_cache, rest) = rest.split_at_mut(cache);
-        let (products, rest) = rest.split_at_mut(PREFILL_CHUNK * widest(dim, hidden));
-        let (xq, rest) = rest.split_at_mut(activation_block_floats(dim, hidden));
+        let (products, rest) = rest.split_at_mut(chunk * widest(dim, hidden));
+        let (xq, rest) = rest.split_at_mut(activation_block_floats(chunk, dim, hidden));
         let xq = kernels::blocks_in_floats(xq);
-        let (rotations, _unused) = rest.split_at_mut(PREFILL_CHUNK * config.head_dim());
+        let (rotations, _unused) = rest.split_at_mut(chunk * config.head_dim());
         Ok(Session {
             model,
             parallel: &SEQUENTIAL,
             packed: None,
             max_seq,
+            chunk,
             pos: 0,
             x,
             xb,
@@ -287,6 +341,12 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
         self.max_seq
     }
 
+    /// Positions a [`prefill`](Self::prefill) runs together, 1 to
+    /// [`PREFILL_CHUNK`].
+    pub fn chunk(&self) -> usize {
+        self.chunk
+    }
+
     /// Forgets the sequence: the next token goes at position 0.
     pub fn reset(&mut self) {
         self.pos = 0;
@@ -319,7 +379,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     }
 
     /// Runs `tokens` at positions [`pos`](Self::pos)`..pos + tokens.len()`,
-    /// [`PREFILL_CHUNK`] at a time, appends their keys and values to the
+    /// [`chunk`](Self::chunk) at a time, appends their keys and values to the
     /// cache, advances the position and returns the logits after the last
     /// one, `[vocab_size]`: what as many [`forward`](Self::forward) calls
     /// would give, bit for bit, with every weight row read once per chunk.
@@ -332,8 +392,8 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
         }
         self.check_tokens(tokens)?;
         let start = self.pos;
-        let last = (tokens.len() - 1) / PREFILL_CHUNK;
-        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+        let last = (tokens.len() - 1) / self.chunk;
+        for (i, chunk) in tokens.chunks(self.chunk).enumerate() {
             if let Err(e) = self.run_chunk(chunk, i == last) {
                 self.pos = start;
                 return Err(e);
@@ -356,8 +416,8 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
         Ok(())
     }
 
-    /// The forward pass of `tokens` (checked, 1 to [`PREFILL_CHUNK`] of
-    /// them, fitting in the cache) at positions `pos..pos + n`; the logits
+    /// The forward pass of `tokens` (checked, 1 to [`chunk`](Self::chunk)
+    /// of them, fitting in the cache) at positions `pos..pos + n`; the logits
     /// of the last one when `want_logits`. Advances `pos` on success.
     fn run_chunk(&mut self, tokens: &[u32], want_logits: bool) -> Result<(), Error> {
         let config = *self.model.config();
@@ -441,6 +501,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
                 heads,
                 start,
                 seq,
+                self.chunk,
             )?;
             scratch.project([(xb2, &w.wo, p.wo)], xb, n)?;
             ops::add_assign(x, xb2);
@@ -653,9 +714,10 @@ fn multiply(
 /// - `out`: `[n × dim]`, the heads' outputs;
 /// - `q`: `[n × dim]`, the queries (RoPE applied);
 /// - `keys`, `values`: `[(start + n) × kv_dim]`, this layer's cache rows;
-/// - `att`: `[n_heads × C × (max_seq + head_dim)]` workspace, one region per
-///   run of `k` heads: their scores `[C × k × max_seq]` (query after
-///   query), then their outputs `[C × k × head_dim]`.
+/// - `att`: `[n_heads × C × (max_seq + head_dim)]` workspace (`C` =
+///   `chunk` ≥ `n`), one region per run of `k` heads: their scores
+///   `[C × k × max_seq]` (query after query), then their outputs
+///   `[C × k × head_dim]`.
 #[allow(clippy::too_many_arguments)]
 fn attend(
     parallel: &dyn Parallel,
@@ -667,6 +729,7 @@ fn attend(
     heads: Heads,
     start: usize,
     max_seq: usize,
+    chunk: usize,
 ) -> Result<(), Error> {
     let Heads {
         n_heads,
@@ -680,7 +743,7 @@ fn attend(
         return mismatch;
     }
     let dim = n_heads * head_dim;
-    let stride = attention_stride(max_seq, head_dim);
+    let stride = attention_stride(chunk, max_seq, head_dim);
     let Some(att) = att.get_mut(..n_heads * stride) else {
         return mismatch;
     };
@@ -713,7 +776,7 @@ fn attend(
         if run.heads == 0 {
             return; // a hook that splits chunks, against its contract
         }
-        let (scores, outputs) = task.split_at_mut(run.heads * PREFILL_CHUNK * max_seq);
+        let (scores, outputs) = task.split_at_mut(run.heads * chunk * max_seq);
         let run_width = run.heads * head_dim;
         // Past the end only for a hook that moves chunks: then the
         // attention refuses the empty queries.
@@ -752,7 +815,7 @@ fn attend(
     for (task, region) in att.chunks(task_floats).enumerate() {
         let run_heads = region.len() / stride;
         let run_width = run_heads * head_dim;
-        let run_outputs = region[run_heads * PREFILL_CHUNK * max_seq..].chunks_exact(run_width);
+        let run_outputs = region[run_heads * chunk * max_seq..].chunks_exact(run_width);
         for (out_row, o) in out.chunks_exact_mut(dim).zip(run_outputs) {
             out_row[task * heads_per_task * head_dim..][..run_width].copy_from_slice(o);
         }
@@ -768,6 +831,7 @@ mod tests {
 
     // Usable where firmware needs it: in a const context.
     const STORIES15M_FLOATS: usize = session_floats(&STORIES15M, 256);
+    const STORIES15M_DECODE_FLOATS: usize = session_floats_for_chunk(&STORIES15M, 256, 1);
 
     #[test]
     fn session_floats_counts_every_region() {
@@ -800,6 +864,34 @@ mod tests {
                 + xq
                 + rotations
         );
+    }
+
+    #[test]
+    fn session_floats_for_chunk_scales_every_chunk_region() {
+        let (dim, hidden, heads, seq, vocab, layers) = (288, 768, 6, 256, 32000, 6);
+        let (head_dim, kv_dim) = (48, 288);
+        for c in [1, 3, PREFILL_CHUNK] {
+            let want = c * (4 * dim + 2 * hidden)
+                + heads * c * (seq + head_dim)
+                + vocab
+                + 2 * layers * seq * kv_dim
+                + c * hidden
+                + c * 9 * (hidden / 32)
+                + c * head_dim;
+            assert_eq!(session_floats_for_chunk(&STORIES15M, 256, c), want);
+            if c == 1 {
+                assert_eq!(STORIES15M_DECODE_FLOATS, want);
+            }
+            assert_eq!(session_bytes_for_chunk(&STORIES15M, 256, c), 4 * want);
+        }
+        assert_eq!(
+            session_floats_for_chunk(&STORIES15M, 256, PREFILL_CHUNK),
+            STORIES15M_FLOATS
+        );
+        for c in [0, PREFILL_CHUNK + 1, usize::MAX] {
+            assert_eq!(session_floats_for_chunk(&STORIES15M, 256, c), usize::MAX);
+            assert_eq!(session_bytes_for_chunk(&STORIES15M, 256, c), usize::MAX);
+        }
     }
 
     #[test]
