@@ -100,10 +100,11 @@ fn convert_stories260k_then_verify_and_inspect() {
         "layers.4.w3",
         "parameters 260,032",
         "source = llama2.c checkpoint version 0",
-        // (16*(64*4 + 172*2) activations + 8*16*(256 + 8) attention + 512 logits
-        //  + 2*5*256*32 KV + 16*172 products + 16*9*6 Q8 block floats
-        //  + 16*8 RoPE rotations) * 4 bytes
-        "256 positions need 518,272 bytes",
+        // (C*(64*4 + 172*2) activations + 8*C*(256 + 8) attention + 512 logits
+        //  + 2*5*256*32 KV + C*172 products + C*9*6 Q8 block floats
+        //  + C*8 RoPE rotations) * 4 bytes, for chunks of C = 16 and 1
+        "256 positions need 518,272 bytes with prompt chunks of 16 (of which KV cache 327,680 bytes)",
+        "256 positions need 341,512 bytes with prompt chunks of 1 (decode only)",
     ] {
         assert!(text.contains(needle), "{needle:?} not in\n{text}");
     }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use kinglet::format::TokenizerKind;
 use kinglet::printable::Printable;
-use kinglet::{session_bytes, Dtype};
+use kinglet::session::PREFILL_CHUNK;
+use kinglet::{session_bytes, session_bytes_for_chunk, Dtype};
 
 use super::{grouped, Status};
 use crate::io::open_model;
@@ -182,10 +183,16 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
     let kv_cache = 2 * c.n_layers as u64 * max_seq as u64 * c.kv_dim() as u64 * 4;
     writeln!(
         out,
-        "  {} positions need {} (of which KV cache {})",
-        max_seq,
+        "  {max_seq} positions need {} with prompt chunks of {PREFILL_CHUNK} (of which KV cache {})",
         size(session_bytes(&c, max_seq) as u64),
         size(kv_cache)
+    )?;
+    // The engine's smallest session: activations one position wide, for a
+    // program that decodes token by token (a prompt then runs as slowly).
+    writeln!(
+        out,
+        "  {max_seq} positions need {} with prompt chunks of 1 (decode only)",
+        size(session_bytes_for_chunk(&c, max_seq, 1) as u64),
     )?;
     Ok(Status::Ok)
 }
