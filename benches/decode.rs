@@ -13,11 +13,14 @@
 //! `KINGLET_BENCH_PROMPT`-token prompt (default 64). Both run on a rayon pool
 //! of each thread count in `KINGLET_BENCH_THREADS` (default `1,2`).
 //! `KINGLET_BENCH_MODELS=260k,15m,110m` picks the models (default: 260k and
-//! 15m, plus 110m with `KINGLET_BENCH_LARGE=1`).
+//! 15m, plus 110m with `KINGLET_BENCH_LARGE=1`). `KINGLET_BENCH_CHUNK`
+//! (1 to `PREFILL_CHUNK`, default `PREFILL_CHUNK`) sizes the sessions for
+//! prefill chunks of that many positions (`Session::with_chunk`): 1 is a
+//! decode-only session.
 //!
 //! On a shared machine wall time counts other people's work against us, so
 //! each rate is also given from the median time of one step (a decode
-//! token; a prefill chunk of `PREFILL_CHUNK` tokens): on an idle machine the
+//! token; a prefill chunk of `KINGLET_BENCH_CHUNK` tokens): on an idle machine the
 //! two agree, on a busy one the step figure is the one to compare across
 //! runs, and "prefill ×" is the ratio of the step figures.
 //!
@@ -30,7 +33,9 @@
 use std::time::Instant;
 
 use kinglet::session::PREFILL_CHUNK;
-use kinglet::{session_floats, Dtype, ModelFile, PackedWeights, Sampler, SamplerConfig, Session};
+use kinglet::{
+    session_floats_for_chunk, Dtype, ModelFile, PackedWeights, Sampler, SamplerConfig, Session,
+};
 use kinglet_tools::memory::Budget;
 use kinglet_tools::packing;
 use kinglet_tools::threads::Threads;
@@ -43,6 +48,16 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Positions of a prefill chunk the sessions are sized for.
+fn chunk() -> usize {
+    let chunk = env_or("KINGLET_BENCH_CHUNK", PREFILL_CHUNK);
+    assert!(
+        (1..=PREFILL_CHUNK).contains(&chunk),
+        "KINGLET_BENCH_CHUNK must be 1 to {PREFILL_CHUNK}"
+    );
+    chunk
 }
 
 fn dtypes() -> Vec<Dtype> {
@@ -146,14 +161,14 @@ fn decode_rate(file: &[u8], steps: u32, threads: &Threads) -> (f64, f64) {
     let model = ModelFile::new_checked(file).expect("bench model opens");
     let config = *model.config();
     let max_seq = config.max_seq_len.min(steps + 1);
-    let mut buffer = vec![0.0f32; session_floats(&config, max_seq)];
+    let mut buffer = vec![0.0f32; session_floats_for_chunk(&config, max_seq, chunk())];
     let mut packed_buffer = packed_buffer(&model);
     let packed = packed_buffer
         .as_deref_mut()
         .map(|b| PackedWeights::new(&model, b).expect("packs"));
     let mut rates = Rates::new(1.0);
     for _ in 0..RUNS {
-        let session = Session::new(&model, &mut buffer, max_seq)
+        let session = Session::with_chunk(&model, &mut buffer, max_seq, chunk())
             .expect("session")
             .with_parallel(threads);
         let mut session = maybe_packed(session, packed);
@@ -185,25 +200,26 @@ fn prefill_rate(file: &[u8], prompt_len: u32, threads: &Threads) -> (f64, f64) {
     let prompt: Vec<u32> = std::iter::once(bos)
         .chain((1..max_seq).map(|i| i.wrapping_mul(7919) % config.vocab_size))
         .collect();
-    let mut buffer = vec![0.0f32; session_floats(&config, max_seq)];
+    let chunk = chunk();
+    let mut buffer = vec![0.0f32; session_floats_for_chunk(&config, max_seq, chunk)];
     let mut packed_buffer = packed_buffer(&model);
     let packed = packed_buffer
         .as_deref_mut()
         .map(|b| PackedWeights::new(&model, b).expect("packs"));
-    let session = Session::new(&model, &mut buffer, max_seq)
+    let session = Session::with_chunk(&model, &mut buffer, max_seq, chunk)
         .expect("session")
         .with_parallel(threads);
     let mut session = maybe_packed(session, packed);
-    let mut rates = Rates::new(PREFILL_CHUNK as f64);
+    let mut rates = Rates::new(chunk as f64);
     for _ in 0..RUNS {
         session.reset();
         let start = Instant::now();
         // Chunk by chunk (what one `prefill` call does inside), to time
         // each; the last, partial chunk is left out of the step times.
-        for chunk in prompt.chunks(PREFILL_CHUNK) {
+        for part in prompt.chunks(chunk) {
             let step = Instant::now();
-            session.prefill(chunk).expect("prefill");
-            if chunk.len() == PREFILL_CHUNK {
+            session.prefill(part).expect("prefill");
+            if part.len() == chunk {
                 rates.steps.push(step.elapsed().as_secs_f64());
             }
         }
@@ -241,6 +257,10 @@ fn main() {
     println!(
         "decode: median of {RUNS} runs of {steps} steps; \
          prefill: median of {RUNS} prompts of {prompt_len} tokens"
+    );
+    println!(
+        "sessions for prefill chunks of {} positions (KINGLET_BENCH_CHUNK)",
+        chunk()
     );
     println!(
         "packed weights for q8_0/q4_0: {} (kernel path {}; KINGLET_BENCH_PACK=0 turns them off)",
