@@ -636,7 +636,9 @@ fn attention_head_run_kernels_equal_reference_and_per_head_bit_for_bit() {
 fn activation_quantization_equals_reference_bit_for_bit() {
     let mut rng = Rng::new(11);
     for path in accelerated_paths() {
-        for blocks in [1, 2, 9, 24] {
+        // 16 and more: the AVX-512 quantizer's sixteen blocks at a time,
+        // with the blocks left over.
+        for blocks in [1, 2, 9, 16, 24, 48, 67] {
             let mut x = values(&mut rng, blocks * BLOCK_LEN);
             // Exact halves (the rounding's ties), zeros, a zero block, and
             // magnitudes whose inverse scale overflows.

@@ -20,9 +20,11 @@
 //!   scales and levels of a group's block side by side: its matrix-vector
 //!   product loads them as they are (for Q4_0, masks and shifts out the
 //!   nibbles) and multiplies them with the broadcast activation words too.
-//! - Rows that do not fill a group, and the activation quantizer, run
-//!   `avx2.rs`'s kernels (AVX-512 CPUs have AVX2): the bits do not depend on
-//!   which rows go together.
+//! - The activation quantizer takes sixteen blocks at a time, one lane per
+//!   block for the maxima and scales.
+//! - Rows that do not fill a group, and activation blocks past the last
+//!   sixteen, run `avx2.rs`'s kernels (AVX-512 CPUs have AVX2): the bits do
+//!   not depend on which rows or blocks go together.
 //!
 //! Every function needs AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI (the
 //! `# Safety` sections say no more); lengths come in the checked types of
@@ -548,14 +550,114 @@ pub unsafe fn add_weighted_heads(a: HeadSums<'_>) {
     });
 }
 
-/// The activation quantizer of the AVX2 path (the same bits).
+/// [`reduce_batch`]'s shuffles with `max` instead of `+`: key (here,
+/// block) `k`'s maximum lands in lane `k` when `acc` is in
+/// [`BATCH_ORDER`]. Any order of `max` gives the same bits on values that
+/// are not NaN.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn max_batch(acc: &[__m512; BATCH_KEYS]) -> __m512 {
+    let halves = |a: __m512, b: __m512| {
+        _mm512_max_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+        )
+    };
+    let quarters = |a: __m512, b: __m512| {
+        _mm512_max_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+        )
+    };
+    let pairs = |a: __m512, b: __m512| {
+        _mm512_max_ps(
+            _mm512_shuffle_ps::<0b10_00_10_00>(a, b),
+            _mm512_shuffle_ps::<0b11_01_11_01>(a, b),
+        )
+    };
+    let h: [__m512; 8] = core::array::from_fn(|k| halves(acc[2 * k], acc[2 * k + 1]));
+    let q: [__m512; 4] = core::array::from_fn(|m| quarters(h[2 * m], h[2 * m + 1]));
+    pairs(pairs(q[0], q[1]), pairs(q[2], q[3]))
+}
+
+/// Activation blocks [`quantize_activations`] takes together: one lane
+/// each for their scales.
+const QUANT_BLOCKS: usize = LANES;
+
+/// `roundf(p)` per lane as an i32, as the AVX2 quantizer computes it:
+/// `trunc(p)` plus ±1 (the sign of `p`) where `|p − trunc(p)| ≥ ½`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn round_half_away(p: __m512) -> __m512i {
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(p);
+    let frac = _mm512_abs_ps(_mm512_sub_ps(p, t));
+    let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, _mm512_set1_ps(0.5));
+    let p_sign = _mm512_and_si512(_mm512_castps_si512(p), sign);
+    let one = _mm512_castps_si512(_mm512_set1_ps(1.0));
+    let step = _mm512_or_si512(_mm512_maskz_mov_epi32(up, one), p_sign);
+    _mm512_cvtps_epi32(_mm512_add_ps(t, _mm512_castsi512_ps(step)))
+}
+
+/// The AVX2 path's activation quantizer, the same bits, sixteen blocks at
+/// a time: their maxima side by side in one vector ([`max_batch`]), their
+/// scales and inverse scales in one division each, then each block's 32
+/// levels in two vectors, narrowed to bytes with `vpmovsdb` (saturating,
+/// as the AVX2 path's packs; the levels are within −127..=127 anyway).
+/// The blocks past the last sixteen run the AVX2 kernel.
 ///
 /// # Safety
 /// The features are available.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn quantize_activations(a: Activations<'_>) {
-    // SAFETY: AVX2, FMA and F16C are among this function's features.
-    unsafe { avx2::quantize_activations(a) }
+    let (x, dst) = (a.x, a.dst);
+    let mut xs = x.chunks_exact(QUANT_BLOCKS * BLOCK_LEN);
+    let mut outs = dst.chunks_exact_mut(QUANT_BLOCKS);
+    for (x16, out16) in (&mut xs).zip(&mut outs) {
+        // Block j's two vectors (read twice, from the L1 cache the second
+        // time, rather than held in 32 registers).
+        let halves = |j: usize| {
+            // SAFETY: `x16` is 16 blocks of 32 floats, and j < 16.
+            unsafe {
+                let block = x16.as_ptr().add(j * BLOCK_LEN);
+                [_mm512_loadu_ps(block), _mm512_loadu_ps(block.add(LANES))]
+            }
+        };
+        let amax = max_batch(&core::array::from_fn(|i| {
+            let [lo, hi] = halves(BATCH_ORDER[i]);
+            _mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi))
+        }));
+        let d = _mm512_div_ps(amax, _mm512_set1_ps(127.0));
+        let inverse = _mm512_div_ps(_mm512_set1_ps(1.0), d);
+        // 0 where d is 0 (1/d is infinite) or 1/d overflows.
+        let finite =
+            _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(inverse), _mm512_set1_ps(f32::INFINITY));
+        let id = _mm512_maskz_mov_ps(finite, inverse);
+        let (mut ds, mut ids) = ([0.0f32; QUANT_BLOCKS], [0.0f32; QUANT_BLOCKS]);
+        // SAFETY: each array is 16 floats.
+        unsafe {
+            _mm512_storeu_ps(ds.as_mut_ptr(), d);
+            _mm512_storeu_ps(ids.as_mut_ptr(), id);
+        }
+        for (j, out) in out16.iter_mut().enumerate() {
+            let idv = _mm512_set1_ps(ids[j]);
+            let [lo, hi] =
+                halves(j).map(|h| _mm512_cvtsepi32_epi8(round_half_away(_mm512_mul_ps(h, idv))));
+            out.d = ds[j];
+            // SAFETY: `out.qs` is 32 bytes, 16 from each half.
+            unsafe {
+                _mm_storeu_si128(out.qs.as_mut_ptr().cast(), lo);
+                _mm_storeu_si128(out.qs.as_mut_ptr().add(LANES).cast(), hi);
+            }
+        }
+    }
+    let (x, dst) = (xs.remainder(), outs.into_remainder());
+    if !dst.is_empty() {
+        // SAFETY: AVX2, FMA and F16C are among this function's features;
+        // the blocks left and their 32 floats each (the `Activations`
+        // facts, sixteen blocks at a time).
+        unsafe { avx2::quantize_activations(Activations { x, dst }) }
+    }
 }
 
 // ---------------------------------------------------------------------------
