@@ -41,6 +41,7 @@
  *    -8   KINGLET_E_CONTEXT_FULL       the prompt's tokens exceed max_seq positions
  *    -9   KINGLET_E_TEMPERATURE        temperature is NaN, infinite or negative
  *   -10   KINGLET_E_BAD_SESSION        not a session from kinglet_session_init
+ *   -11   KINGLET_E_PREFILL_CHUNK      prefill_chunk is 0 or > KINGLET_MAX_PREFILL_CHUNK
  *   -20   KINGLET_E_TRUNCATED          model truncated / length disagrees with header
  *   -21   KINGLET_E_BAD_MAGIC          not a .klt model file
  *   -22   KINGLET_E_VERSION            unsupported .klt format version
@@ -92,6 +93,7 @@ extern "C" {
 #define KINGLET_E_CONTEXT_FULL (-8)
 #define KINGLET_E_TEMPERATURE (-9)
 #define KINGLET_E_BAD_SESSION (-10)
+#define KINGLET_E_PREFILL_CHUNK (-11)
 #define KINGLET_E_TRUNCATED (-20)
 #define KINGLET_E_BAD_MAGIC (-21)
 #define KINGLET_E_VERSION (-22)
@@ -116,6 +118,7 @@ extern "C" {
  *   -8  "the prompt does not fit in the session's max_seq positions"
  *   -9  "temperature must be finite and non-negative"
  *  -10  "the session pointer does not point at an initialized session"
+ *  -11  "prefill_chunk must be between 1 and 16"
  *  -20  "the model bytes are truncated or their length disagrees with the header"
  *  -21  "not a .klt model file (bad magic)"
  *  -22  "unsupported .klt format version"
@@ -154,17 +157,35 @@ int kinglet_check(const uint8_t *model, size_t len);
  * 0 if the model is NULL or invalid. */
 uint32_t kinglet_model_max_seq(const uint8_t *model, size_t len);
 
+/* The most prompt positions a session runs together (its prefill chunk),
+ * and the default of kinglet_session_bytes and kinglet_session_init. */
+#define KINGLET_MAX_PREFILL_CHUNK 16
+
 /* Bytes of arena a session of `max_seq` positions needs, whatever the arena's
- * alignment (it includes up to 63 bytes skipped to reach a 64-byte boundary).
- * It is the engine's buffer (activations and the KV cache:
- * 4 * (4*dim + 2*hidden + n_heads*max_seq + vocab
- *      + 2*n_layers*max_seq*kv_dim + 9*ceil(max(dim, hidden)/32)) bytes)
- * plus the session state (a few hundred bytes), 4*t bytes of prompt token
- * slots and 4*(5*t + 3*c) bytes for the tokenizer to merge them in, where
- * t = 4*max_seq + 2 and c is the largest power of two <= t, at most 4096.
+ * alignment (it includes up to 63 bytes skipped to reach a 64-byte boundary),
+ * with a prefill chunk of KINGLET_MAX_PREFILL_CHUNK positions:
+ * kinglet_session_bytes_chunk(model, len, max_seq, 16).
  * 0 if the model is NULL or invalid, or max_seq is 0 or
  * larger than the model's max_seq_len. */
 size_t kinglet_session_bytes(const uint8_t *model, size_t len, uint32_t max_seq);
+
+/* Bytes of arena a session of `max_seq` positions needs (at any alignment)
+ * when its prompt runs `prefill_chunk` positions at a time, 1 to
+ * KINGLET_MAX_PREFILL_CHUNK: 1 is the smallest session, for a program that
+ * decodes token by token or whose prompts are short; 16 runs long prompts
+ * fastest. The text generated is the same for every chunk.
+ * It is the engine's buffer (activations, attention scores and the KV cache:
+ * 4 * (C*(4*dim + 2*hidden + max(dim, hidden) + 9*ceil(max(dim, hidden)/32)
+ *         + head_dim) + n_heads*C*(max_seq + head_dim) + vocab
+ *      + 2*n_layers*max_seq*kv_dim) bytes, C = prefill_chunk)
+ * plus the session state (a few hundred bytes), 4*t bytes of prompt token
+ * slots and 4*(5*t + 3*c) bytes for the tokenizer to merge them in, where
+ * t = 4*max_seq + 2 and c is the largest power of two <= t, at most 4096.
+ * 0 if the model is NULL or invalid, max_seq is 0 or larger than the
+ * model's max_seq_len, or prefill_chunk is 0 or larger than
+ * KINGLET_MAX_PREFILL_CHUNK. */
+size_t kinglet_session_bytes_chunk(const uint8_t *model, size_t len, uint32_t max_seq,
+                                   uint32_t prefill_chunk);
 
 /* Opens the model (its layout and header checksum; kinglet_check also
  * verifies the tensor data) and starts a session of `max_seq` positions in
@@ -175,6 +196,14 @@ size_t kinglet_session_bytes(const uint8_t *model, size_t len, uint32_t max_seq)
  * The model bytes and the arena must outlive the session (see the top). */
 int kinglet_session_init(void *arena, size_t arena_len, const uint8_t *model, size_t len,
                          uint32_t max_seq, kinglet_session **out);
+
+/* kinglet_session_init for a session whose prompt runs `prefill_chunk`
+ * positions at a time (arena_len >= kinglet_session_bytes_chunk(model, len,
+ * max_seq, prefill_chunk)); KINGLET_E_PREFILL_CHUNK when prefill_chunk is 0
+ * or larger than KINGLET_MAX_PREFILL_CHUNK. */
+int kinglet_session_init_chunk(void *arena, size_t arena_len, const uint8_t *model,
+                               size_t len, uint32_t max_seq, uint32_t prefill_chunk,
+                               kinglet_session **out);
 
 /* Generates text from the `prompt_len` bytes of UTF-8 at `prompt` (no NUL
  * needed; `prompt` may be NULL when prompt_len is 0). Prefer it to

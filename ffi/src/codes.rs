@@ -27,6 +27,8 @@ pub const KINGLET_E_CONTEXT_FULL: c_int = -8;
 pub const KINGLET_E_TEMPERATURE: c_int = -9;
 /// The session pointer does not point at an initialized session.
 pub const KINGLET_E_BAD_SESSION: c_int = -10;
+/// `prefill_chunk` is 0 or larger than `KINGLET_MAX_PREFILL_CHUNK` (16).
+pub const KINGLET_E_PREFILL_CHUNK: c_int = -11;
 /// The model bytes are truncated, or longer than their header says.
 pub const KINGLET_E_TRUNCATED: c_int = -20;
 /// The bytes are not a .klt model file (bad magic).
@@ -103,6 +105,11 @@ pub const MESSAGES: &[(&str, c_int, &CStr)] = &[
         "KINGLET_E_BAD_SESSION",
         KINGLET_E_BAD_SESSION,
         c"the session pointer does not point at an initialized session",
+    ),
+    (
+        "KINGLET_E_PREFILL_CHUNK",
+        KINGLET_E_PREFILL_CHUNK,
+        c"prefill_chunk must be between 1 and 16",
     ),
     (
         "KINGLET_E_TRUNCATED",

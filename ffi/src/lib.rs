@@ -22,6 +22,7 @@ mod state;
 use core::ffi::{c_char, c_int, c_void, CStr};
 
 use codes::*;
+use kinglet::session::PREFILL_CHUNK;
 use kinglet::ModelFile;
 pub use state::kinglet_session;
 
@@ -108,7 +109,9 @@ pub unsafe extern "C" fn kinglet_model_max_seq(model: *const u8, len: usize) -> 
 }
 
 /// Arena bytes a session of `max_seq` positions needs, at any arena
-/// alignment; 0 when the model is NULL or invalid or `max_seq` is out of range.
+/// alignment, with prefill chunks of `KINGLET_MAX_PREFILL_CHUNK` (16)
+/// positions; 0 when the model is NULL or invalid or `max_seq` is out of
+/// range.
 ///
 /// # Safety
 /// A non-NULL `model` must point at `len` readable bytes.
@@ -117,6 +120,25 @@ pub unsafe extern "C" fn kinglet_session_bytes(
     model: *const u8,
     len: usize,
     max_seq: u32,
+) -> usize {
+    // SAFETY: forwarded from the caller.
+    unsafe { kinglet_session_bytes_chunk(model, len, max_seq, PREFILL_CHUNK as u32) }
+}
+
+/// Arena bytes a session of `max_seq` positions needs, at any arena
+/// alignment, when its prompt runs `prefill_chunk` positions at a time (1 to
+/// `KINGLET_MAX_PREFILL_CHUNK`; 1 for a session that decodes token by
+/// token, the smallest); 0 when the model is NULL or invalid or `max_seq`
+/// or `prefill_chunk` is out of range.
+///
+/// # Safety
+/// A non-NULL `model` must point at `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn kinglet_session_bytes_chunk(
+    model: *const u8,
+    len: usize,
+    max_seq: u32,
+    prefill_chunk: u32,
 ) -> usize {
     guarded(0, || {
         // SAFETY: forwarded from the caller.
@@ -130,7 +152,8 @@ pub unsafe extern "C" fn kinglet_session_bytes(
         if max_seq == 0 || max_seq > config.max_seq_len {
             return 0;
         }
-        state::arena_bytes(config, max_seq).unwrap_or(0)
+        // Out of range chunks give no size (`None`).
+        state::arena_bytes(config, max_seq, prefill_chunk as usize).unwrap_or(0)
     })
 }
 
@@ -151,6 +174,37 @@ pub unsafe extern "C" fn kinglet_session_init(
     max_seq: u32,
     out: *mut *mut kinglet_session,
 ) -> c_int {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        kinglet_session_init_chunk(
+            arena,
+            arena_len,
+            model,
+            len,
+            max_seq,
+            PREFILL_CHUNK as u32,
+            out,
+        )
+    }
+}
+
+/// `kinglet_session_init` for a session whose prompt runs `prefill_chunk`
+/// positions at a time (1 to `KINGLET_MAX_PREFILL_CHUNK`), in an arena of
+/// `kinglet_session_bytes_chunk` bytes. The chunk changes no output, only
+/// the arena's size and the prompt's speed.
+///
+/// # Safety
+/// As `kinglet_session_init`.
+#[no_mangle]
+pub unsafe extern "C" fn kinglet_session_init_chunk(
+    arena: *mut c_void,
+    arena_len: usize,
+    model: *const u8,
+    len: usize,
+    max_seq: u32,
+    prefill_chunk: u32,
+    out: *mut *mut kinglet_session,
+) -> c_int {
     guarded(KINGLET_E_INTERNAL, || {
         if arena.is_null() || out.is_null() {
             return KINGLET_E_NULL;
@@ -160,8 +214,9 @@ pub unsafe extern "C" fn kinglet_session_init(
         let Some(bytes) = (unsafe { model_bytes::<'static>(model, len) }) else {
             return KINGLET_E_NULL;
         };
+        let chunk = prefill_chunk as usize;
         // SAFETY: forwarded from the caller.
-        match unsafe { state::init(arena.cast(), arena_len, bytes, max_seq) } {
+        match unsafe { state::init(arena.cast(), arena_len, bytes, max_seq, chunk) } {
             Ok(session) => {
                 // SAFETY: `out` is non-NULL and writable by contract.
                 unsafe { out.write(session) };

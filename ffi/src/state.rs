@@ -14,6 +14,7 @@ use core::mem::size_of;
 use core::ptr::{addr_of, addr_of_mut};
 
 use kinglet::generate::Generator;
+use kinglet::session::PREFILL_CHUNK;
 use kinglet::{tokenizer, Config, ModelFile, Sampler, SamplerConfig, Session};
 
 use crate::codes::*;
@@ -39,12 +40,14 @@ pub struct kinglet_session {
 
 const _: () = assert!(core::mem::align_of::<kinglet_session>() <= layout::ARENA_ALIGN);
 
-/// Arena bytes for a session of `max_seq` positions (any arena alignment).
-pub fn arena_bytes(config: &Config, max_seq: u32) -> Option<usize> {
-    layout::arena_bytes(size_of::<kinglet_session>(), config, max_seq)
+/// Arena bytes for a session of `max_seq` positions whose prefill runs
+/// `chunk` positions together (any arena alignment).
+pub fn arena_bytes(config: &Config, max_seq: u32, chunk: usize) -> Option<usize> {
+    layout::arena_bytes(size_of::<kinglet_session>(), config, max_seq, chunk)
 }
 
-/// Builds a session in `arena[..arena_len]` for the model in `bytes`.
+/// Builds a session in `arena[..arena_len]` for the model in `bytes`, its
+/// prefill running `chunk` positions together.
 ///
 /// # Safety
 /// `arena` must be valid for reads and writes of `arena_len` bytes, and it
@@ -55,15 +58,19 @@ pub unsafe fn init(
     arena_len: usize,
     bytes: &'static [u8],
     max_seq: u32,
+    chunk: usize,
 ) -> Result<*mut kinglet_session, c_int> {
     let model = ModelFile::new_checked(bytes).map_err(|e| code_of(&e))?;
     let config = *model.config();
     if max_seq == 0 || max_seq > config.max_seq_len {
         return Err(KINGLET_E_MAX_SEQ);
     }
+    if chunk == 0 || chunk > PREFILL_CHUNK {
+        return Err(KINGLET_E_PREFILL_CHUNK);
+    }
     // The worst-case size, not just what this address needs, so that
     // whether an arena is big enough never depends on where it happens to be.
-    let needed = arena_bytes(&config, max_seq).ok_or(KINGLET_E_ARENA_TOO_SMALL)?;
+    let needed = arena_bytes(&config, max_seq, chunk).ok_or(KINGLET_E_ARENA_TOO_SMALL)?;
     if arena_len < needed {
         return Err(KINGLET_E_ARENA_TOO_SMALL);
     }
@@ -72,6 +79,7 @@ pub unsafe fn init(
         size_of::<kinglet_session>(),
         &config,
         max_seq,
+        chunk,
     )
     .ok_or(KINGLET_E_ARENA_TOO_SMALL)?;
     if regions.end > arena_len {
@@ -98,7 +106,7 @@ pub unsafe fn init(
         addr_of_mut!((*state).tag).write(0);
         addr_of_mut!((*state).model).write(model);
         let model: &'static Model = &*addr_of!((*state).model);
-        let session = match Session::new(model, floats, max_seq) {
+        let session = match Session::with_chunk(model, floats, max_seq, chunk) {
             Ok(session) => session,
             Err(e) => return Err(code_of(&e)),
         };
