@@ -849,17 +849,11 @@ fn packed_case(path: Path, w: &Matrix<'_>, xq: &[BlockQ8], n: usize, what: &str)
     let mut got = vec![f32::NAN; w.rows * n];
     path.matmul_packed(&mut got, &p, xq, n).expect("path");
     assert_bits_eq(&got, &want, &format!("{what}: matmul_packed n={n}"));
-    // Read as from the cache and as from memory (the same bits).
-    assert!(!p.is_streamed() && p.streamed().is_streamed());
-    for p in [p, p.streamed()] {
-        for (t, x_t) in xq.chunks_exact(blocks).enumerate() {
-            let mut column = vec![f32::NAN; w.rows];
-            path.matvec_packed(&mut column, &p, x_t).expect("path");
-            let want_t: Vec<f32> = want[t * w.rows..][..w.rows].to_vec();
-            let streamed = p.is_streamed();
-            let what = format!("{what}: matvec_packed t={t} streamed {streamed}");
-            assert_bits_eq(&column, &want_t, &what);
-        }
+    for (t, x_t) in xq.chunks_exact(blocks).enumerate() {
+        let mut column = vec![f32::NAN; w.rows];
+        path.matvec_packed(&mut column, &p, x_t).expect("path");
+        let want_t: Vec<f32> = want[t * w.rows..][..w.rows].to_vec();
+        assert_bits_eq(&column, &want_t, &format!("{what}: matvec_packed t={t}"));
     }
 }
 
@@ -932,10 +926,6 @@ fn packed_products_report_the_reference_errors_and_split_by_groups() {
         let (a, b) = parts.split_at_mut(16);
         let first = p.row_range(0..16).expect("whole group");
         let second = p.row_range(16..40).expect("groups and the rest");
-        assert!(p
-            .streamed()
-            .row_range(16..40)
-            .is_some_and(|s| s.is_streamed()));
         path.matvec_packed(a, &first, &xq).expect("first");
         path.matvec_packed(b, &second, &xq).expect("second");
         assert_bits_eq(&parts, &out, &format!("{}: split", path.name()));

@@ -31,12 +31,6 @@ use crate::kernels::packed::{pack_matrix, packed_bytes, PackedMatrix};
 use crate::kernels::Path;
 use crate::tensor::Matrix;
 
-/// Packed weights larger than this are taken to be read from memory every
-/// token, not from the last-level cache (32 MiB on the Zen 4 measured):
-/// their matrices are marked [`PackedMatrix::streamed`]. A 15M q8_0 model
-/// (16 MB packed) stays cached between tokens; a 110M (117 MB) does not.
-const CACHED_BYTES: usize = 32 << 20;
-
 /// The bytes [`PackedWeights::new`] needs for `model`: the size of each of
 /// its Q8_0 and Q4_0 layer projections and of its classifier if quantized;
 /// 0 for a model without quantized matrices. Saturates at `usize::MAX`.
@@ -129,10 +123,7 @@ impl<'a> PackedWeights<'a> {
 
     /// The packed matrices, to be taken in buffer order.
     pub(crate) fn matrices(&self) -> PackedCursor<'a> {
-        PackedCursor {
-            rest: self.bytes,
-            streamed: self.bytes.len() > CACHED_BYTES,
-        }
+        PackedCursor { rest: self.bytes }
     }
 }
 
@@ -140,8 +131,6 @@ impl<'a> PackedWeights<'a> {
 /// layer's copies ([`layer`](Self::layer)), then the classifier's.
 pub(crate) struct PackedCursor<'a> {
     rest: &'a [u8],
-    /// Whether the matrices come from memory (more than [`CACHED_BYTES`]).
-    streamed: bool,
 }
 
 /// The packed copies of one layer's projections (`None` for a float one).
@@ -166,12 +155,7 @@ impl<'a> PackedCursor<'a> {
         }
         let bytes = self.rest.get(..packed_bytes(w))?;
         self.rest = &self.rest[bytes.len()..];
-        let packed = PackedMatrix::from_packed_bytes(w.dtype, w.rows, w.cols, bytes)?;
-        Some(if self.streamed {
-            packed.streamed()
-        } else {
-            packed
-        })
+        PackedMatrix::from_packed_bytes(w.dtype, w.rows, w.cols, bytes)
     }
 
     /// The packed copies of the next layer's projections, `w` its weights.

@@ -1435,33 +1435,10 @@ const _: () = assert!(BLOCK_LEN == 32, "one __m256i per block of levels");
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn packed_levels<const Q4: bool>(levels: *const u8) -> [__m512i; 8] {
-    // SAFETY: the caller's promise.
-    unsafe { levels_by::<Q4, false>(levels) }
-}
-
-/// [`packed_levels`], each vector read by one 512-bit load or (`HALVES`)
-/// by two masked loads of eight lanes each: 256-bit reads, which stream
-/// faster from DRAM on Zen 4 (the f32 rows' finding, `load16_in_halves`)
-/// but are slower from the cache (a 15M q8_0 decode, whose weights stay
-/// cached, ran 2–8% slower with them).
-///
-/// # Safety
-/// As [`packed_levels`].
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn levels_by<const Q4: bool, const HALVES: bool>(levels: *const u8) -> [__m512i; 8] {
     let vector = |i: usize| {
-        let p = levels.wrapping_add(i * VECTOR_BYTES);
         // SAFETY: vector i is inside the group-block (the caller's promise);
-        // unaligned loads, each masked one reading only its unmasked lanes.
-        unsafe {
-            if HALVES {
-                let low = _mm512_maskz_loadu_epi32(0x00ff, p.cast());
-                _mm512_mask_loadu_epi32(low, 0xff00, p.cast())
-            } else {
-                _mm512_loadu_si512(p.cast())
-            }
-        }
+        // unaligned load.
+        unsafe { _mm512_loadu_si512(levels.add(i * VECTOR_BYTES).cast()) }
     };
     if Q4 {
         let nibble = _mm512_set1_epi8(0x0f);
@@ -1522,40 +1499,32 @@ fn add_lane_block_two_chains(
 /// `out[r] = q8_0_dot(row r, x)` (or `q4_0_dot`) for a matrix in the packed
 /// layout, the reference's bits: each group-block's scales and levels
 /// loaded as they are, the totals in their lanes; the rows past the last
-/// whole group (in ggml's layout) run the AVX2 kernel. `streamed`: the
-/// matrix comes from memory, and Q8_0 levels are read in 256-bit halves
-/// (a 110M q8_0 decode +1–6% in paired runs on Zen 4; Q4_0 ran 0.5–17%
-/// slower so, and keeps 512-bit loads).
+/// whole group (in ggml's layout) run the AVX2 kernel.
 ///
 /// # Safety
 /// The features are available; `a.w` is in the packed layout.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn matvec_packed(a: QuantRows<'_>, streamed: bool) {
+pub unsafe fn matvec_packed(a: QuantRows<'_>) {
     // SAFETY: the features are available; `QuantRows` holds `out.len()`
     // rows of `x.len() ≥ 1` blocks, in the packed layout.
     unsafe {
-        match (a.q4, streamed) {
-            (true, _) => packed_rows::<true, false>(a.out, a.w, a.x),
-            (false, false) => packed_rows::<false, false>(a.out, a.w, a.x),
-            (false, true) => packed_rows::<false, true>(a.out, a.w, a.x),
+        if a.q4 {
+            packed_rows::<true>(a.out, a.w, a.x)
+        } else {
+            packed_rows::<false>(a.out, a.w, a.x)
         }
     }
 }
 
 /// [`matvec_packed`] for Q8_0 (`Q4` false) or Q4_0 rows, in stretches of
-/// [`CHUNK_BLOCKS`] blocks whose offsets are computed once for every group;
-/// `HALVES`: each vector of levels read as two 256-bit halves.
+/// [`CHUNK_BLOCKS`] blocks whose offsets are computed once for every group.
 ///
 /// # Safety
 /// The features are available, `x.len() > 0`, and `w` is
 /// `out.len() · x.len() · block_bytes(Q4)` bytes in the packed layout.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn packed_rows<const Q4: bool, const HALVES: bool>(
-    out: &mut [f32],
-    w: &[u8],
-    x: &[BlockQ8],
-) {
+unsafe fn packed_rows<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[BlockQ8]) {
     let group_block = QUANT_ROWS * block_bytes(Q4);
     let group_bytes = x.len() * group_block;
     let grouped = out.len() - out.len() % QUANT_ROWS;
@@ -1574,7 +1543,7 @@ unsafe fn packed_rows<const Q4: bool, const HALVES: bool>(
                 for (b, (xb, &minus_offset)) in xs.iter().zip(&minus_offsets).enumerate() {
                     let block = first.add(b * group_block);
                     let dw = packed_scales(block);
-                    let levels = levels_by::<Q4, HALVES>(block.add(GROUP_SCALE_BYTES));
+                    let levels = packed_levels::<Q4>(block.add(GROUP_SCALE_BYTES));
                     sums = add_lane_block_two_chains(sums, &levels, dw, xb, minus_offset);
                 }
                 _mm512_storeu_ps(o.as_mut_ptr(), sums);

@@ -39,14 +39,11 @@ const SCALE_BYTES: usize = 2;
 
 /// A Q8_0 or Q4_0 matrix in the packed layout (see the module notes):
 /// `rows × cols`, the same bytes count as the ggml matrix. Built by
-/// [`pack_matrix`], or by [`row_range`](Self::row_range) of one.
+/// [`pack_matrix`], or by [`rows`](Self::rows) of one.
 #[derive(Clone, Copy, Debug)]
 pub struct PackedMatrix<'a> {
     /// The same shape and dtype as the ggml matrix, its bytes repacked.
     pub(super) inner: Matrix<'a>,
-    /// Whether a product reads it from memory rather than from the cache
-    /// (see [`streamed`](Self::streamed)).
-    pub(super) streamed: bool,
 }
 
 impl<'a> PackedMatrix<'a> {
@@ -70,24 +67,6 @@ impl<'a> PackedMatrix<'a> {
         self.inner.data
     }
 
-    /// The same matrix, marked as read from memory rather than from the
-    /// cache: part of a model too large to stay cached between tokens,
-    /// which `PackedWeights` marks so. The matrix-vector kernels then read
-    /// its Q8_0 levels as DRAM streams fastest (in 256-bit halves on the
-    /// AVX-512 path) instead of as the cache serves them fastest; the
-    /// results are the same bits either way.
-    pub fn streamed(self) -> Self {
-        PackedMatrix {
-            streamed: true,
-            ..self
-        }
-    }
-
-    /// Whether the matrix is marked [`streamed`](Self::streamed).
-    pub fn is_streamed(&self) -> bool {
-        self.streamed
-    }
-
     /// Bytes already in the packed layout, as a matrix of that shape (the
     /// caller packed them with [`pack_matrix`]); `None` when the length
     /// does not match or the dtype is not quantized.
@@ -100,10 +79,7 @@ impl<'a> PackedMatrix<'a> {
         if !dtype.is_quantized() {
             return None;
         }
-        Matrix::new(dtype, rows, cols, bytes).map(|inner| PackedMatrix {
-            inner,
-            streamed: false,
-        })
+        Matrix::new(dtype, rows, cols, bytes).map(|inner| PackedMatrix { inner })
     }
 
     /// The rows `range` as a packed matrix of their own, e.g. one thread's
@@ -117,9 +93,7 @@ impl<'a> PackedMatrix<'a> {
             return None;
         }
         // Row 16g starts at the same byte in both layouts.
-        self.inner
-            .rows(range)
-            .map(|inner| PackedMatrix { inner, ..*self })
+        self.inner.rows(range).map(|inner| PackedMatrix { inner })
     }
 }
 
@@ -209,7 +183,6 @@ pub fn pack_matrix<'d>(w: &Matrix<'_>, dst: &'d mut [u8]) -> Result<PackedMatrix
             cols: w.cols,
             data: dst,
         },
-        streamed: false,
     })
 }
 

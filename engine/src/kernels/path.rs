@@ -192,7 +192,7 @@ impl Path {
                 // bytes are in the packed layout (`PackedMatrix` is built
                 // only by packing).
                 #[cfg(target_arch = "x86_64")]
-                Path::Avx512 => unsafe { avx512::matvec_packed(a, w.streamed) },
+                Path::Avx512 => unsafe { avx512::matvec_packed(a) },
                 _ => reference::matvec_packed(a),
             }
         }
