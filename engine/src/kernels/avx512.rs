@@ -53,11 +53,6 @@ const _: () = assert!(LANES == super::reference::LANES);
 /// Rows the float matvec walks together when the matrix is small enough to
 /// be in cache.
 const ROW_GROUP: usize = 4;
-/// Vectors of `x` (the first `16 · HELD_VECTORS` columns) that a streamed
-/// f32 matrix keeps in registers across all its rows: a 15M model's rows
-/// (288 columns, 18 vectors) all but whole, longer rows their first part.
-/// Loading `x` again for every row made a 15M decode 1–7% slower (Zen 4).
-const HELD_VECTORS: usize = 16;
 /// The f16 scale in front of each Q8_0 / Q4_0 block.
 const SCALE_BYTES: usize = 2;
 
@@ -121,7 +116,10 @@ pub unsafe fn matvec(a: FloatRows<'_>) {
 
 /// [`matvec`] for encoding `DT`: [`ROW_GROUP`] rows at a time, then one;
 /// or, for a matrix larger than [`STREAM_BYTES`], one row after another
-/// (one sequential stream: see `avx2.rs`).
+/// (one sequential stream: see `avx2.rs`), one 512-bit load a vector.
+/// Holding `x` in registers across the rows and reading the rows in
+/// 256-bit halves gained 1–13% on Zen 4 but cost 20–30% of a 110M f32
+/// decode on Zen 5 (docs/PERFORMANCE.md, 2026-12-03).
 ///
 /// # Safety
 /// The features are available; `x.len() ≥ 1` and
@@ -130,12 +128,6 @@ pub unsafe fn matvec(a: FloatRows<'_>) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn float_rows<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
     let row_bytes = x.len() * element_bytes(DT);
-    if w.len() > STREAM_BYTES && DT == F32 {
-        // SAFETY: the features are available; `w` holds `out.len()` rows of
-        // `x.len()` f32 elements (this function's precondition).
-        unsafe { stream_f32_rows(out, w, x) };
-        return;
-    }
     if w.len() > STREAM_BYTES {
         for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
             // SAFETY: `row` is one row of x.len() elements.
@@ -157,95 +149,6 @@ unsafe fn float_rows<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
     {
         // SAFETY: `row` is one row of x.len() elements.
         *o = unsafe { dot_rows::<DT, 1>(row.as_ptr(), row_bytes, x) }[0];
-    }
-}
-
-/// Sixteen f32 from `p` as two 256-bit loads, in one `__m512`: the lanes
-/// of one 512-bit load. Streaming f32 rows from memory, 256-bit loads read
-/// faster than 512-bit loads on Zen 4 (one thread: a 15M decode +1–5%,
-/// 110M +3–13%; a plain read of the same bytes +13–26%). Plain loads and
-/// an insert, not two masked loads: on Zen 5 the masked merge loads halved
-/// the rate (a 110M f32 decode 11–13 GB/s against 23–25).
-///
-/// # Safety
-/// The features are available, and `p` points to 16 readable f32 (no
-/// alignment needed).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn load16_in_halves(p: *const f32) -> __m512 {
-    // SAFETY: floats 0..8 and 8..16 are readable; no alignment is needed.
-    unsafe {
-        // As doubles: the f32 insert needs AVX-512 DQ; the bits are moved
-        // as they are.
-        let low = _mm256_castps_pd(_mm256_loadu_ps(p));
-        let high = _mm256_castps_pd(_mm256_loadu_ps(p.add(8)));
-        _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castpd256_pd512(low), high))
-    }
-}
-
-/// [`float_rows`] of an f32 matrix streamed from memory: one row after
-/// another, each in the reference order, with the first
-/// [`HELD_VECTORS`] vectors of `x` held in registers and each row's
-/// elements read by [`load16_in_halves`].
-///
-/// # Safety
-/// The features are available; `w.len() == out.len() · x.len() · 4`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn stream_f32_rows(out: &mut [f32], w: &[u8], x: &[f32]) {
-    // SAFETY: the features are available, and so is the precondition.
-    unsafe {
-        if x.len() >= HELD_VECTORS * LANES {
-            held_x_rows::<true>(out, w, x)
-        } else {
-            held_x_rows::<false>(out, w, x)
-        }
-    }
-}
-
-/// [`stream_f32_rows`]; `ALL`: `x` has at least [`HELD_VECTORS`] whole
-/// vectors, so that every held step runs and the row's first part is
-/// straight-line code.
-///
-/// # Safety
-/// As [`stream_f32_rows`]; with `ALL`, `x.len() ≥ 16 · HELD_VECTORS`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn held_x_rows<const ALL: bool>(out: &mut [f32], w: &[u8], x: &[f32]) {
-    let cols = x.len();
-    let whole = cols - cols % LANES;
-    let held = (whole / LANES).min(HELD_VECTORS);
-    let held_x: [__m512; HELD_VECTORS] = core::array::from_fn(|i| {
-        if ALL || i < held {
-            // SAFETY: 16·i + 16 <= 16·held <= whole <= cols (with `ALL`,
-            // held is HELD_VECTORS).
-            unsafe { _mm512_loadu_ps(x.as_ptr().add(i * LANES)) }
-        } else {
-            _mm512_setzero_ps()
-        }
-    });
-    for (o, row) in out.iter_mut().zip(w.chunks_exact(cols * 4)) {
-        let p = row.as_ptr().cast::<f32>();
-        let mut acc = _mm512_setzero_ps();
-        // A fixed count: unrolled, and `held_x` stays in registers.
-        for (i, &xv) in held_x.iter().enumerate() {
-            if ALL || i < held {
-                // SAFETY: elements 16·i .. 16·i + 16 <= whole of the row.
-                let wv = unsafe { load16_in_halves(p.add(i * LANES)) };
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(wv, xv));
-            }
-        }
-        let mut c = held * LANES;
-        while c < whole {
-            // SAFETY: c + 16 <= whole <= cols: x[c..c + 16] and elements
-            // c..c + 16 of the row are in bounds.
-            unsafe {
-                let xv = _mm512_loadu_ps(x.as_ptr().add(c));
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(load16_in_halves(p.add(c)), xv));
-            }
-            c += LANES;
-        }
-        *o = tail_sum::<F32>(reduce_lanes(acc), &row[whole * 4..], &x[whole..]);
     }
 }
 
