@@ -294,6 +294,22 @@ mod tests {
         assert_eq!(shard_sequences(1, 1), vec![1]);
     }
 
+    /// A model's layout, random parameters and `batch · context + 1` random
+    /// tokens (inputs and targets one apart), from `seed`.
+    fn random_step(
+        config: &ModelConfig,
+        batch: usize,
+        seed: u64,
+    ) -> (ParamLayout, Vec<f32>, Vec<u32>) {
+        let layout = ParamLayout::new(config);
+        let mut rng = Rng::new(seed);
+        let params = layout.init(0.1, &mut rng);
+        let tokens = (0..batch * config.context + 1)
+            .map(|_| rng.below(config.vocab_size) as u32)
+            .collect();
+        (layout, params, tokens)
+    }
+
     /// Several shards: the same gradient bits with 1, 2 and 3 threads.
     #[test]
     fn gradients_do_not_depend_on_the_thread_count() {
@@ -311,12 +327,7 @@ mod tests {
         };
         let batch = 7;
         assert_eq!(shard_sequences(batch, config.context).len(), 3);
-        let layout = ParamLayout::new(&config);
-        let mut rng = Rng::new(4);
-        let params = layout.init(0.1, &mut rng);
-        let tokens: Vec<u32> = (0..batch * config.context + 1)
-            .map(|_| rng.below(config.vocab_size) as u32)
-            .collect();
+        let (layout, params, tokens) = random_step(&config, batch, 4);
         let (inputs, targets) = (&tokens[..tokens.len() - 1], &tokens[1..]);
         let run = |threads: usize| {
             let pool = kinglet_tools::threads::Threads::new(threads).expect("pool");
@@ -368,12 +379,7 @@ mod tests {
         };
         let batch = 9;
         assert!(shard_sequences(batch, config.context).len() > 1);
-        let layout = ParamLayout::new(&config);
-        let mut rng = Rng::new(11);
-        let params = layout.init(0.1, &mut rng);
-        let tokens: Vec<u32> = (0..batch * config.context + 1)
-            .map(|_| rng.below(config.vocab_size) as u32)
-            .collect();
+        let (layout, params, tokens) = random_step(&config, batch, 11);
         let (inputs, targets) = (&tokens[..tokens.len() - 1], &tokens[1..]);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         // One thread, so every pass runs where the flag is set.

@@ -251,23 +251,30 @@ const BATCH_ORDER: [usize; BATCH_KEYS] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn reduce_batch(acc: &[__m512; BATCH_KEYS]) -> __m512 {
+    batch_tree(acc, |a, b| _mm512_add_ps(a, b))
+}
+
+/// [`reduce_batch`]'s tree of shuffles with `combine` in place of `+`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn batch_tree(acc: &[__m512; BATCH_KEYS], combine: impl Fn(__m512, __m512) -> __m512) -> __m512 {
     // Each key's lanes 0–7 plus its lanes 8–15: two keys per vector.
     let halves = |a: __m512, b: __m512| {
-        _mm512_add_ps(
+        combine(
             _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
             _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
         )
     };
     // Each key's 0–3 plus 4–7 of those: one key per 128-bit lane.
     let quarters = |a: __m512, b: __m512| {
-        _mm512_add_ps(
+        combine(
             _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
             _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
         )
     };
     // Within each 128-bit lane, elements 0+1 and 2+3 of a, then of b.
     let pairs = |a: __m512, b: __m512| {
-        _mm512_add_ps(
+        combine(
             _mm512_shuffle_ps::<0b10_00_10_00>(a, b),
             _mm512_shuffle_ps::<0b11_01_11_01>(a, b),
         )
@@ -467,27 +474,7 @@ pub unsafe fn add_weighted_heads(a: HeadSums<'_>) {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn max_batch(acc: &[__m512; BATCH_KEYS]) -> __m512 {
-    let halves = |a: __m512, b: __m512| {
-        _mm512_max_ps(
-            _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
-            _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
-        )
-    };
-    let quarters = |a: __m512, b: __m512| {
-        _mm512_max_ps(
-            _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
-            _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
-        )
-    };
-    let pairs = |a: __m512, b: __m512| {
-        _mm512_max_ps(
-            _mm512_shuffle_ps::<0b10_00_10_00>(a, b),
-            _mm512_shuffle_ps::<0b11_01_11_01>(a, b),
-        )
-    };
-    let h: [__m512; 8] = core::array::from_fn(|k| halves(acc[2 * k], acc[2 * k + 1]));
-    let q: [__m512; 4] = core::array::from_fn(|m| quarters(h[2 * m], h[2 * m + 1]));
-    pairs(pairs(q[0], q[1]), pairs(q[2], q[3]))
+    batch_tree(acc, |a, b| _mm512_max_ps(a, b))
 }
 
 /// Activation blocks [`quantize_activations`] takes together: one lane
