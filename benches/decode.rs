@@ -161,14 +161,15 @@ fn decode_rate(file: &[u8], steps: u32, threads: &Threads) -> (f64, f64) {
     let model = ModelFile::new_checked(file).expect("bench model opens");
     let config = *model.config();
     let max_seq = config.max_seq_len.min(steps + 1);
-    let mut buffer = vec![0.0f32; session_floats_for_chunk(&config, max_seq, chunk())];
+    let chunk = chunk();
+    let mut buffer = vec![0.0f32; session_floats_for_chunk(&config, max_seq, chunk)];
     let mut packed_buffer = packed_buffer(&model);
     let packed = packed_buffer
         .as_deref_mut()
         .map(|b| PackedWeights::new(&model, b).expect("packs"));
     let mut rates = Rates::new(1.0);
     for _ in 0..RUNS {
-        let session = Session::with_chunk(&model, &mut buffer, max_seq, chunk())
+        let session = Session::with_chunk(&model, &mut buffer, max_seq, chunk)
             .expect("session")
             .with_parallel(threads);
         let mut session = maybe_packed(session, packed);

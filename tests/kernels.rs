@@ -7,6 +7,8 @@
 //! accumulate the blocks in order). Paths this CPU lacks are reported
 //! (`skipped: CPU lacks avx512vnni`) and skipped.
 
+mod common;
+
 use kinglet::kernels::{self, packed, reference, Path};
 use kinglet::quant::{self, quantize_activations, quantize_row, BlockQ8};
 use kinglet::tensor::BLOCK_LEN;
@@ -379,18 +381,8 @@ fn child_prints_active_path() {
 
 #[test]
 fn kinglet_kernels_env_forces_a_path() {
-    let exe = std::env::current_exe().expect("test binary path");
     for path in Path::ALL.into_iter().filter(|p| p.is_supported()) {
-        let output = std::process::Command::new(&exe)
-            .args([
-                "--exact",
-                "child_prints_active_path",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("KINGLET_KERNELS", path.name())
-            .output()
-            .expect("run the test binary");
+        let output = common::run_test_on_path("child_prints_active_path", path);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "child failed: {stdout}");
         let line = format!("active kernel path: {}\n", path.name());

@@ -9,6 +9,17 @@ pub mod binaries;
 
 pub use kinglet_tools::rng::Rng;
 
+/// Runs test `name` of this test binary alone in a child process with
+/// `KINGLET_KERNELS` forcing `path`, its output captured.
+pub fn run_test_on_path(name: &str, path: kinglet::kernels::Path) -> std::process::Output {
+    let exe = std::env::current_exe().expect("test binary path");
+    std::process::Command::new(&exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env("KINGLET_KERNELS", path.name())
+        .output()
+        .expect("run the test binary")
+}
+
 /// A tiny config with grouped KV heads and an untied classifier.
 pub fn tiny_config() -> Config {
     Config {

@@ -40,9 +40,9 @@ const _: () = assert!(MAX_SEQ <= CONFIG.max_seq_len);
 /// Prompt positions run together: one, the smallest session (every
 /// activation one position wide). The prompt is a few tokens, so chunks of
 /// them would save little time and cost 16 positions of activations.
-const PREFILL_CHUNK: usize = 1;
+const PROMPT_CHUNK: usize = 1;
 /// The engine's whole working memory: activations and KV cache.
-const SESSION_FLOATS: usize = session_floats_for_chunk(&CONFIG, MAX_SEQ, PREFILL_CHUNK);
+const SESSION_FLOATS: usize = session_floats_for_chunk(&CONFIG, MAX_SEQ, PROMPT_CHUNK);
 /// `[SESSION_FLOATS]`, in .bss. Borrowed once, by `run`.
 static mut SESSION: [f32; SESSION_FLOATS] = [0.0; SESSION_FLOATS];
 
@@ -73,7 +73,7 @@ fn run() -> Result<(), &'static str> {
     // SAFETY: `run` is called once, on the only thread, so this is the one
     // and only reference to the buffer.
     let buffer = unsafe { &mut *core::ptr::addr_of_mut!(SESSION) };
-    let mut session = Session::with_chunk(&model, buffer, MAX_SEQ, PREFILL_CHUNK)
+    let mut session = Session::with_chunk(&model, buffer, MAX_SEQ, PROMPT_CHUNK)
         .map_err(|_| "kinglet-bare: cannot start a session\n")?;
     let sampling = SamplerConfig {
         temperature: TEMPERATURE,
