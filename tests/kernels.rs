@@ -867,7 +867,7 @@ fn packed_products_equal_the_reference_on_ggml_rows_bit_for_bit() {
         for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
             for rows in [1, 16, 17, 35, 48] {
                 for cols in [32, 96, 288, 2080, 4128] {
-                    for n in [1, 3, 17] {
+                    for n in [1, 3, 11, 17] {
                         let data = encode(dtype, &values(&mut rng, rows * cols), rows);
                         let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
                         let xq: Vec<BlockQ8> = (0..n)

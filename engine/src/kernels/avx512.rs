@@ -1218,12 +1218,23 @@ pub unsafe fn matmul_quantized(a: QuantMatmul<'_>) {
     }
 }
 
+/// Positions whose sums [`register_sums`] keeps in registers: eight sums,
+/// eight vectors of levels and the scales leave room for the arithmetic in
+/// the 32 registers (sixteen sums spilled).
+const REGISTER_POSITIONS: usize = 8;
+const _: () = assert!(
+    REGISTER_POSITIONS == 8,
+    "register_sums calls its eight positions one by one"
+);
+
 /// [`matmul_quantized`] for Q8_0 (`Q4` false) or Q4_0 rows: up to
 /// [`MATMUL_QUANT_POSITIONS`] positions at a time, over stretches of
 /// [`CHUNK_BLOCKS`] blocks (whose offsets are computed once for every
 /// group), each group's sums carried over in `out`. `PACKED`: `w` is in
 /// the packed layout (`packed.rs`), whose group-blocks are loaded as they
-/// are; else in ggml's, laid out by [`lane_levels`].
+/// are, [`REGISTER_POSITIONS`] positions at a time with their sums in
+/// registers; else in ggml's, laid out by [`lane_levels`] once per block
+/// for all the positions.
 ///
 /// # Safety
 /// The features are available; `n > 0`, `blocks > 0`,
@@ -1231,8 +1242,6 @@ pub unsafe fn matmul_quantized(a: QuantMatmul<'_>) {
 /// `w.len() == rows · blocks · block_bytes(Q4)`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-// Block `b` indexes the weights, each position's activations and offsets.
-#[allow(clippy::needless_range_loop)]
 unsafe fn quant_matmul<const Q4: bool, const PACKED: bool>(
     out: &mut [f32],
     w: &[u8],
@@ -1248,59 +1257,68 @@ unsafe fn quant_matmul<const Q4: bool, const PACKED: bool>(
     let mut minus_offsets = [[0i32; CHUNK_BLOCKS]; MATMUL_QUANT_POSITIONS];
     for t0 in (0..n).step_by(MATMUL_QUANT_POSITIONS) {
         let positions = (n - t0).min(MATMUL_QUANT_POSITIONS);
+        // Positions t0 .. t0 + in_registers go REGISTER_POSITIONS at a time.
+        let in_registers = if PACKED {
+            positions - positions % REGISTER_POSITIONS
+        } else {
+            0
+        };
         for c in (0..blocks).step_by(CHUNK_BLOCKS) {
-            let stretch = (blocks - c).min(CHUNK_BLOCKS);
-            let x_at = |t: usize| &xq[t * blocks + c..t * blocks + c + stretch];
+            let stretch = Stretch {
+                xq,
+                blocks,
+                first_block: c,
+                len: (blocks - c).min(CHUNK_BLOCKS),
+            };
             for (p, o) in minus_offsets.iter_mut().take(positions).enumerate() {
-                *o = block_offsets::<Q4>(x_at(t0 + p)).map(|v| -v);
+                *o = block_offsets::<Q4>(stretch.of(t0 + p)).map(|v| -v);
             }
             for g in 0..groups {
-                // sums[p]: position t0 + p, row 16g + r in lane r: the 16
-                // floats at out[(t0 + p)·rows + 16g], carried over from the
-                // previous stretch (the reference's sums start at zero).
-                let at = |p: usize| (t0 + p) * rows + g * QUANT_ROWS;
-                let mut sums = [_mm512_setzero_ps(); MATMUL_QUANT_POSITIONS];
-                if c > 0 {
-                    for (p, s) in sums.iter_mut().take(positions).enumerate() {
-                        let lanes = &out[at(p)..][..QUANT_ROWS];
-                        // SAFETY: `lanes` is 16 floats.
-                        *s = unsafe { _mm512_loadu_ps(lanes.as_ptr()) };
-                    }
-                }
                 // Packed: group-block c + b at 16·bb·(c + b) in the group;
                 // ggml: block c + b of the first row at bb·(c + b).
                 let step = if PACKED { QUANT_ROWS * bb } else { bb };
-                let first = w[g * QUANT_ROWS * row_bytes + c * step..].as_ptr();
-                let ahead = first.wrapping_add(PREFETCH_GROUPS * QUANT_ROWS * row_bytes);
-                for b in 0..stretch {
-                    prefetch(ahead.wrapping_add(b * QUANT_ROWS * bb), QUANT_ROWS * bb);
+                let group = GroupRows {
+                    first: w[g * QUANT_ROWS * row_bytes + c * step..].as_ptr(),
+                    step,
+                    row_bytes,
+                };
+                // Position t's sums for rows 16g .. 16g + 16: the 16 floats
+                // at out[t·rows + 16g], carried over from the previous
+                // stretch (the reference's sums start at zero).
+                let sums = PositionSums {
+                    at: t0 * rows + g * QUANT_ROWS,
+                    rows,
+                    carry: c > 0,
+                };
+                for p in (0..in_registers).step_by(REGISTER_POSITIONS) {
                     // SAFETY: rows 16g .. 16g + 16 each hold `blocks` blocks
-                    // (as 16 ggml rows, or as `blocks` group-blocks), of
-                    // which block c + b is in this stretch.
-                    let (levels, dw) = unsafe {
-                        let block = first.add(b * step);
-                        if PACKED {
-                            (
-                                packed_levels::<Q4>(block.add(GROUP_SCALE_BYTES)),
-                                packed_scales(block),
-                            )
-                        } else {
-                            (
-                                lane_levels::<Q4>(block, row_bytes),
-                                scales(block, row_bytes),
-                            )
-                        }
+                    // (as 16 group-blocks), of which the stretch's are
+                    // read; positions t0 + p .. + 8 ≤ n have their blocks
+                    // and outputs.
+                    unsafe {
+                        register_sums::<Q4>(
+                            out,
+                            sums.from(p),
+                            &group,
+                            &stretch,
+                            t0 + p,
+                            &minus_offsets[p..],
+                        )
                     };
-                    for (p, s) in sums.iter_mut().take(positions).enumerate() {
-                        let (xb, start) = (&x_at(t0 + p)[b], minus_offsets[p][b]);
-                        *s = add_lane_block(*s, &levels, dw, xb, start);
-                    }
                 }
-                for (p, s) in sums.iter().take(positions).enumerate() {
-                    let lanes = &mut out[at(p)..][..QUANT_ROWS];
-                    // SAFETY: `lanes` is 16 floats.
-                    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *s) };
-                }
+                // SAFETY: as above, for positions t0 + in_registers ..
+                // t0 + positions, in either layout.
+                unsafe {
+                    memory_sums::<Q4, PACKED>(
+                        out,
+                        sums,
+                        &group,
+                        &stretch,
+                        t0,
+                        &minus_offsets,
+                        in_registers..positions,
+                    )
+                };
             }
         }
     }
@@ -1311,6 +1329,210 @@ unsafe fn quant_matmul<const Q4: bool, const PACKED: bool>(
         unsafe {
             avx2::quant_matmul::<Q4>(&mut out[groups * QUANT_ROWS..], rows, w_rest, xq, n, blocks)
         };
+    }
+}
+
+/// One group of sixteen rows over a stretch of blocks: block `b` of the
+/// stretch at `first + b · step` (the group-block when packed; in ggml's
+/// layout the first row's block, the others `row_bytes` apart).
+struct GroupRows {
+    first: *const u8,
+    step: usize,
+    row_bytes: usize,
+}
+
+impl GroupRows {
+    /// Block `b` of the stretch: its levels in [`lane_levels`]' form and the
+    /// sixteen rows' scales, with the same block of the next group
+    /// prefetched.
+    ///
+    /// # Safety
+    /// The features are available; block `b` is whole for the sixteen rows.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn block<const Q4: bool, const PACKED: bool>(&self, b: usize) -> ([__m512i; 8], __m512) {
+        let bytes = QUANT_ROWS * block_bytes(Q4);
+        let ahead = self
+            .first
+            .wrapping_add(PREFETCH_GROUPS * QUANT_ROWS * self.row_bytes);
+        prefetch(ahead.wrapping_add(b * bytes), bytes);
+        // SAFETY: block b is whole for the sixteen rows (the caller's
+        // promise).
+        unsafe {
+            let block = self.first.add(b * self.step);
+            if PACKED {
+                (
+                    packed_levels::<Q4>(block.add(GROUP_SCALE_BYTES)),
+                    packed_scales(block),
+                )
+            } else {
+                (
+                    lane_levels::<Q4>(block, self.row_bytes),
+                    scales(block, self.row_bytes),
+                )
+            }
+        }
+    }
+}
+
+/// Activation blocks `first_block .. first_block + len` of each position's
+/// `blocks` in `xq`.
+struct Stretch<'a> {
+    xq: &'a [BlockQ8],
+    blocks: usize,
+    first_block: usize,
+    len: usize,
+}
+
+impl Stretch<'_> {
+    /// Position `t`'s blocks of the stretch.
+    fn of(&self, t: usize) -> &[BlockQ8] {
+        &self.xq[t * self.blocks + self.first_block..][..self.len]
+    }
+}
+
+/// Where a group's sums are: position `p`'s sixteen floats at
+/// `out[at + p · rows ..]`, read first when `carry` (else they start at
+/// zero, as the reference's).
+#[derive(Clone, Copy)]
+struct PositionSums {
+    at: usize,
+    rows: usize,
+    carry: bool,
+}
+
+impl PositionSums {
+    /// The sums from position `p` on.
+    fn from(self, p: usize) -> PositionSums {
+        PositionSums {
+            at: self.at + p * self.rows,
+            ..self
+        }
+    }
+
+    /// Position `p`'s sixteen floats.
+    fn lanes(self, out: &mut [f32], p: usize) -> &mut [f32] {
+        &mut out[self.at + p * self.rows..][..QUANT_ROWS]
+    }
+
+    /// Position `p`'s sums as they start.
+    ///
+    /// # Safety
+    /// The features are available.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn load(self, out: &mut [f32], p: usize) -> __m512 {
+        let lanes = self.lanes(out, p);
+        if self.carry {
+            // SAFETY: `lanes` is 16 floats.
+            unsafe { _mm512_loadu_ps(lanes.as_ptr()) }
+        } else {
+            _mm512_setzero_ps()
+        }
+    }
+
+    /// Stores position `p`'s sums.
+    ///
+    /// # Safety
+    /// The features are available.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn store(self, out: &mut [f32], p: usize, sums: __m512) {
+        let lanes = self.lanes(out, p);
+        // SAFETY: `lanes` is 16 floats.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sums) }
+    }
+}
+
+/// Adds the products of one packed group of sixteen rows with positions
+/// `t ..` (the next [`REGISTER_POSITIONS`]) over a stretch to their sums,
+/// which stay in registers across the stretch: each group-block is loaded
+/// once for these positions.
+///
+/// # Safety
+/// The features are available; every block of the stretch is whole for the
+/// sixteen rows; `minus_offsets` holds the positions' arrays first.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn register_sums<const Q4: bool>(
+    out: &mut [f32],
+    sums_at: PositionSums,
+    w: &GroupRows,
+    x: &Stretch<'_>,
+    t: usize,
+    minus_offsets: &[[i32; CHUNK_BLOCKS]],
+) {
+    const P: usize = REGISTER_POSITIONS;
+    // Plain loops: `core::array::from_fn`'s closures were not inlined here,
+    // and cost an eighth of the products' time.
+    let mut xs: [&[BlockQ8]; P] = [&[]; P];
+    let mut offsets: [&[i32]; P] = [&[]; P];
+    let mut sums = [_mm512_setzero_ps(); P];
+    for p in 0..P {
+        xs[p] = x.of(t + p);
+        offsets[p] = &minus_offsets[p][..x.len];
+        // SAFETY: the features are available (this function's
+        // precondition).
+        sums[p] = unsafe { sums_at.load(out, p) };
+    }
+    for b in 0..x.len {
+        // SAFETY: block b of the stretch is whole (the precondition).
+        let (levels, dw) = unsafe { w.block::<Q4, true>(b) };
+        // Written out per position, with constant indices: a loop over `p`
+        // was not unrolled, and kept the sums in memory.
+        macro_rules! add_positions {
+            ($($p:literal)*) => {$(
+                sums[$p] = add_lane_block(sums[$p], &levels, dw, &xs[$p][b], offsets[$p][b]);
+            )*};
+        }
+        add_positions!(0 1 2 3 4 5 6 7);
+    }
+    for (p, s) in sums.into_iter().enumerate() {
+        // SAFETY: the features are available.
+        unsafe { sums_at.store(out, p, s) };
+    }
+}
+
+/// Adds the products of one group of sixteen rows with positions `t0 + p`
+/// (`p` in `positions`) over a stretch to their sums, kept in memory: each
+/// block is loaded (in ggml's layout, laid out) once for all of them.
+///
+/// # Safety
+/// The features are available; every block of the stretch is whole for the
+/// sixteen rows; `minus_offsets` holds position `t0 + p`'s at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+// Block `b` indexes the weights, each position's activations and offsets.
+#[allow(clippy::needless_range_loop)]
+unsafe fn memory_sums<const Q4: bool, const PACKED: bool>(
+    out: &mut [f32],
+    sums_at: PositionSums,
+    w: &GroupRows,
+    x: &Stretch<'_>,
+    t0: usize,
+    minus_offsets: &[[i32; CHUNK_BLOCKS]; MATMUL_QUANT_POSITIONS],
+    positions: core::ops::Range<usize>,
+) {
+    if positions.is_empty() {
+        return;
+    }
+    let mut sums = [_mm512_setzero_ps(); MATMUL_QUANT_POSITIONS];
+    for p in positions.clone() {
+        // SAFETY: the features are available (this function's
+        // precondition).
+        sums[p] = unsafe { sums_at.load(out, p) };
+    }
+    for b in 0..x.len {
+        // SAFETY: block b of the stretch is whole (the precondition).
+        let (levels, dw) = unsafe { w.block::<Q4, PACKED>(b) };
+        for p in positions.clone() {
+            let xb = &x.of(t0 + p)[b];
+            sums[p] = add_lane_block(sums[p], &levels, dw, xb, minus_offsets[p][b]);
+        }
+    }
+    for p in positions {
+        // SAFETY: the features are available.
+        unsafe { sums_at.store(out, p, sums[p]) };
     }
 }
 
