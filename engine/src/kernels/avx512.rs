@@ -1405,14 +1405,14 @@ impl PositionSums {
     /// The sums from position `p` on.
     fn from(self, p: usize) -> PositionSums {
         PositionSums {
-            at: self.at + p * self.rows,
+            at: self.index(p),
             ..self
         }
     }
 
-    /// Position `p`'s sixteen floats.
-    fn lanes(self, out: &mut [f32], p: usize) -> &mut [f32] {
-        &mut out[self.at + p * self.rows..][..QUANT_ROWS]
+    /// Where position `p`'s sixteen floats start in `out`.
+    fn index(self, p: usize) -> usize {
+        self.at + p * self.rows
     }
 
     /// Position `p`'s sums as they start.
@@ -1421,14 +1421,13 @@ impl PositionSums {
     /// The features are available.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn load(self, out: &mut [f32], p: usize) -> __m512 {
-        let lanes = self.lanes(out, p);
-        if self.carry {
-            // SAFETY: `lanes` is 16 floats.
-            unsafe { _mm512_loadu_ps(lanes.as_ptr()) }
-        } else {
-            _mm512_setzero_ps()
+    unsafe fn load(self, out: &[f32], p: usize) -> __m512 {
+        if !self.carry {
+            return _mm512_setzero_ps();
         }
+        let lanes = &out[self.index(p)..][..QUANT_ROWS];
+        // SAFETY: `lanes` is 16 floats.
+        unsafe { _mm512_loadu_ps(lanes.as_ptr()) }
     }
 
     /// Stores position `p`'s sums.
@@ -1438,7 +1437,7 @@ impl PositionSums {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn store(self, out: &mut [f32], p: usize, sums: __m512) {
-        let lanes = self.lanes(out, p);
+        let lanes = &mut out[self.index(p)..][..QUANT_ROWS];
         // SAFETY: `lanes` is 16 floats.
         unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sums) }
     }

@@ -39,7 +39,7 @@ const SCALE_BYTES: usize = 2;
 
 /// A Q8_0 or Q4_0 matrix in the packed layout (see the module notes):
 /// `rows × cols`, the same bytes count as the ggml matrix. Built by
-/// [`pack_matrix`], or by [`rows`](Self::rows) of one.
+/// [`pack_matrix`], or by [`row_range`](Self::row_range) of one.
 #[derive(Clone, Copy, Debug)]
 pub struct PackedMatrix<'a> {
     /// The same shape and dtype as the ggml matrix, its bytes repacked.
