@@ -11,9 +11,11 @@
 //!   and add `d_w · d_x · isum` to the row sum one block after another, as
 //!   the reference does; eight rows go together, one f32 lane each, so the
 //!   scaling and the adds of eight rows are one vector operation each.
+//!   The AVX-VNNI path (`avxvnni.rs`) runs the same kernels with each
+//!   block's products in one `vpdpbusd` (see `quad_products`).
 //!
 //! Every function needs AVX2, FMA and F16C (the `# Safety` sections say no
-//! more); lengths come in the checked types of `shapes.rs`, whose facts make
+//! more, but AVX-VNNI where `VNNI` is set); lengths come in the checked types of `shapes.rs`, whose facts make
 //! every load below in bounds, as each `unsafe` block restates.
 #![allow(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -649,20 +651,44 @@ pub unsafe fn quantize_activations(a: Activations<'_>) {
 // Q8_0 / Q4_0 against BlockQ8 activations
 // ---------------------------------------------------------------------------
 
+/// Eight i32 lanes, each the sum of four adjacent products `u_j · s_j` of
+/// unsigned bytes `u` and signed bytes `s`: one `vpdpbusd` with AVX-VNNI
+/// (`VNNI`), else `maddubs` (pairs, to i16) then `madd` (pairs of pairs, to
+/// i32). The two agree wherever no pair of products reaches ±2¹⁵ (there
+/// `maddubs` saturates); the callers' operands stay below it.
+///
+/// The functions from here to [`quant_matmul_with`] that take `VNNI` have no
+/// `target_feature` of their own: they are inlined into the kernel that
+/// calls them (this file's, or the AVX-VNNI path's in `avxvnni.rs`), whose
+/// features they then have.
+///
+/// # Safety
+/// AVX2 is available, and AVX-VNNI if `VNNI`.
+#[inline(always)]
+unsafe fn quad_products<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
+    // SAFETY: the caller's features.
+    unsafe {
+        if VNNI {
+            _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s)
+        } else {
+            _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+        }
+    }
+}
+
 /// Eight i32 partial sums of `Σ w_j · x_j` over one block of 32 signed
 /// weights `w` and activation levels `x`.
 ///
 /// Exact for every weight byte and activation levels in −127..=127 (what the
 /// quantizer produces): `|w|` fits u8 (128 for −128), `x · sign(w)` fits i8,
-/// and a pair of products is at most 2·128·127 < 2¹⁵, so `maddubs` never
-/// saturates.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn block_products(w: __m256i, x: __m256i) -> __m256i {
-    let abs_w = _mm256_sign_epi8(w, w);
-    let signed_x = _mm256_sign_epi8(x, w);
-    let pairs = _mm256_maddubs_epi16(abs_w, signed_x);
-    _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+/// and a pair of products is at most 2·128·127 < 2¹⁵.
+///
+/// # Safety
+/// As [`quad_products`].
+#[inline(always)]
+unsafe fn block_products<const VNNI: bool>(w: __m256i, x: __m256i) -> __m256i {
+    // SAFETY: the caller's features.
+    unsafe { quad_products::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)) }
 }
 
 /// The 32 signed levels of a Q8_0 block (`block` points at its scale).
@@ -692,14 +718,6 @@ unsafe fn q4_0_nibbles(block: *const u8) -> __m256i {
     let both = _mm256_broadcastsi128_si256(packed);
     let shifted = _mm256_srlv_epi32(both, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
     _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f))
-}
-
-/// Eight partial sums of `Σ q_j · x_j` for unsigned nibbles `q` (exact:
-/// a pair of products is at most 2·15·128).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn nibble_products(q: __m256i, x: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1))
 }
 
 /// Reduces eight vectors of partial sums to one vector of their totals:
@@ -739,19 +757,19 @@ const CHUNK_BLOCKS: usize = 64;
 
 /// Eight partial sums of one block's products: `Σ w_j · x_j` for Q8_0,
 /// `Σ q_j · x_j` for Q4_0 (the caller subtracts `8 · Σ x_j`, see
-/// [`q4_offsets`]); `xq` holds the block's 32 activation levels.
+/// [`q4_offsets`]; a pair of nibble products is at most 2·15·127);
+/// `xq` holds the block's 32 activation levels.
 ///
 /// # Safety
-/// AVX2 is available and `block` points to one whole block.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_isums<const Q4: bool>(block: *const u8, xq: __m256i) -> __m256i {
+/// As [`quad_products`], and `block` points to one whole block.
+#[inline(always)]
+unsafe fn block_isums<const Q4: bool, const VNNI: bool>(block: *const u8, xq: __m256i) -> __m256i {
     // SAFETY: forwarded precondition.
     unsafe {
         if Q4 {
-            nibble_products(q4_0_nibbles(block), xq)
+            quad_products::<VNNI>(q4_0_nibbles(block), xq)
         } else {
-            block_products(q8_0_levels(block), xq)
+            block_products::<VNNI>(q8_0_levels(block), xq)
         }
     }
 }
@@ -786,12 +804,11 @@ fn q4_offsets(x: &[BlockQ8]) -> [i32; CHUNK_BLOCKS] {
 /// [`PREFETCH_GROUPS`] groups further on are requested (see [`prefetch`]).
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available; `x.len() <= CHUNK_BLOCKS`; for every
-/// row `r < 8`, `first + r · row_bytes` is followed by `x.len()` whole
-/// blocks.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn eight_rows<const Q4: bool>(
+/// As [`quad_products`], and FMA and F16C are available;
+/// `x.len() <= CHUNK_BLOCKS`; for every row `r < 8`,
+/// `first + r · row_bytes` is followed by `x.len()` whole blocks.
+#[inline(always)]
+unsafe fn eight_rows<const Q4: bool, const VNNI: bool>(
     sums: __m256,
     first: *const u8,
     row_bytes: usize,
@@ -802,14 +819,18 @@ unsafe fn eight_rows<const Q4: bool>(
     let mut sums = sums;
     let ahead = first.wrapping_add(PREFETCH_GROUPS * QUANT_ROWS * row_bytes);
     for (b, (xb, &offset)) in x.iter().zip(offsets).enumerate() {
-        prefetch(ahead.wrapping_add(b * QUANT_ROWS * bb), QUANT_ROWS * bb);
-        // SAFETY: `xb.qs` is 32 bytes; block b of each of the eight rows is
-        // whole (the function's precondition).
+        // SAFETY: the caller's features; `xb.qs` is 32 bytes; block b of
+        // each of the eight rows is whole (the function's precondition).
         unsafe {
+            prefetch(ahead.wrapping_add(b * QUANT_ROWS * bb), QUANT_ROWS * bb);
             let xq = _mm256_loadu_si256(xb.qs.as_ptr().cast::<__m256i>());
             let block = first.add(b * bb);
-            let isums: [__m256i; QUANT_ROWS] =
-                core::array::from_fn(|r| block_isums::<Q4>(block.add(r * row_bytes), xq));
+            // A loop, not `array::from_fn`: a closure would not have the
+            // kernel's features.
+            let mut isums = [_mm256_setzero_si256(); QUANT_ROWS];
+            for (r, isum) in isums.iter_mut().enumerate() {
+                *isum = block_isums::<Q4, VNNI>(block.add(r * row_bytes), xq);
+            }
             let mut totals = transpose_sum(&isums);
             if Q4 {
                 totals = _mm256_sub_epi32(totals, _mm256_set1_epi32(offset));
@@ -881,11 +902,9 @@ pub(super) unsafe fn four_scales(block: *const u8, row_bytes: usize, first: usiz
 /// [`eight_rows`] for one row: the same arithmetic, one block at a time.
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available and `row` holds at least `x.len()`
-/// whole blocks.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn one_row<const Q4: bool>(
+/// As [`quad_products`], and `row` holds at least `x.len()` whole blocks.
+#[inline(always)]
+unsafe fn one_row<const Q4: bool, const VNNI: bool>(
     mut sum: f32,
     row: &[u8],
     x: &[BlockQ8],
@@ -894,11 +913,12 @@ unsafe fn one_row<const Q4: bool>(
     let bb = block_bytes(Q4);
     for (b, (xb, &offset)) in x.iter().zip(offsets).enumerate() {
         let start = b * bb;
-        // SAFETY: block b lies inside the row; `xb.qs` is 32 bytes.
-        let mut isum = sum_lanes_i32(unsafe {
+        // SAFETY: the caller's features; block b lies inside the row;
+        // `xb.qs` is 32 bytes.
+        let mut isum = unsafe {
             let xq = _mm256_loadu_si256(xb.qs.as_ptr().cast::<__m256i>());
-            block_isums::<Q4>(row.as_ptr().add(start), xq)
-        });
+            sum_lanes_i32(block_isums::<Q4, VNNI>(row.as_ptr().add(start), xq))
+        };
         if Q4 {
             isum -= offset;
         }
@@ -920,25 +940,51 @@ unsafe fn one_row<const Q4: bool>(
 /// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn matvec_quantized(a: QuantRows<'_>) {
-    // SAFETY: the features are available; `QuantRows` holds `out.len()`
-    // rows of `x.len() ≥ 1` blocks.
+    // SAFETY: the features are available.
+    unsafe { quant_rows_of::<false>(a) }
+}
+
+/// [`matvec_quantized`] with the block products of [`quad_products`].
+///
+/// # Safety
+/// As [`quad_products`], and FMA and F16C are available.
+#[inline(always)]
+pub(super) unsafe fn quant_rows_of<const VNNI: bool>(a: QuantRows<'_>) {
+    // SAFETY: the caller's features; `QuantRows` holds `out.len()` rows of
+    // `x.len() ≥ 1` blocks.
     unsafe {
         if a.q4 {
-            quant_rows::<true>(a.out, a.w, a.x)
+            quant_rows_with::<true, VNNI>(a.out, a.w, a.x)
         } else {
-            quant_rows::<false>(a.out, a.w, a.x)
+            quant_rows_with::<false, VNNI>(a.out, a.w, a.x)
         }
     }
+}
+
+/// [`quant_rows_with`] with AVX2's products, as a function with AVX2's
+/// features, for the AVX-512 kernels' last rows (an `inline(always)` body
+/// would be copied into them).
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; the rest as [`quant_rows_with`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quant_rows<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[BlockQ8]) {
+    // SAFETY: the features are available; forwarded precondition.
+    unsafe { quant_rows_with::<Q4, false>(out, w, x) }
 }
 
 /// [`matvec_quantized`] for Q8_0 (`Q4` false) or Q4_0 rows.
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available, `x.len() > 0`, and
-/// `w.len() == out.len() · x.len() · block_bytes(Q4)`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn quant_rows<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[BlockQ8]) {
+/// As [`quad_products`], and FMA and F16C are available; `x.len() > 0`,
+/// and `w.len() == out.len() · x.len() · block_bytes(Q4)`.
+#[inline(always)]
+unsafe fn quant_rows_with<const Q4: bool, const VNNI: bool>(
+    out: &mut [f32],
+    w: &[u8],
+    x: &[BlockQ8],
+) {
     let bb = block_bytes(Q4);
     let row_bytes = x.len() * bb;
     let groups = out.len() / QUANT_ROWS;
@@ -952,20 +998,21 @@ pub(super) unsafe fn quant_rows<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[
         let skip = c * CHUNK_BLOCKS * bb;
         let (grouped, rest) = out.split_at_mut(groups * QUANT_ROWS);
         for (g, o) in grouped.chunks_exact_mut(QUANT_ROWS).enumerate() {
-            // SAFETY: rows 8g .. 8g + 8 < out.len() each hold x.len() blocks,
-            // of which this stretch is blocks c·64 .. c·64 + xs.len(); `o`
-            // is 8 floats.
+            // SAFETY: the caller's features; rows 8g .. 8g + 8 < out.len()
+            // each hold x.len() blocks, of which this stretch is blocks
+            // c·64 .. c·64 + xs.len(); `o` is 8 floats.
             unsafe {
                 let first = w.as_ptr().add(g * QUANT_ROWS * row_bytes + skip);
                 let sums = _mm256_loadu_ps(o.as_ptr());
-                let sums = eight_rows::<Q4>(sums, first, row_bytes, xs, &offsets);
+                let sums = eight_rows::<Q4, VNNI>(sums, first, row_bytes, xs, &offsets);
                 _mm256_storeu_ps(o.as_mut_ptr(), sums);
             }
         }
         let rest_rows = w[groups * QUANT_ROWS * row_bytes..].chunks_exact(row_bytes);
         for (o, row) in rest.iter_mut().zip(rest_rows) {
-            // SAFETY: the stretch holds exactly xs.len() blocks of the row.
-            *o = unsafe { one_row::<Q4>(*o, &row[skip..skip + xs.len() * bb], xs, &offsets) };
+            // SAFETY: the caller's features; the stretch holds exactly
+            // xs.len() blocks of the row.
+            *o = unsafe { one_row::<Q4, VNNI>(*o, &row[skip..skip + xs.len() * bb], xs, &offsets) };
         }
     }
 }
@@ -1104,13 +1151,12 @@ const MATMUL_QUANT_POSITIONS: usize = 16;
 /// the sum of row `r` and position `p`, in the reference's order.
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available; `positions <= 16`; every `xs[p]`
-/// (`p < positions`) holds the same number `k <= CHUNK_BLOCKS` of blocks;
-/// for every row `r < 8`, `first + r · row_bytes` is followed by `k` whole
-/// blocks.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn eight_rows_positions<const Q4: bool>(
+/// As [`quad_products`], and FMA and F16C are available; `positions <= 16`;
+/// every `xs[p]` (`p < positions`) holds the same number
+/// `k <= CHUNK_BLOCKS` of blocks; for every row `r < 8`,
+/// `first + r · row_bytes` is followed by `k` whole blocks.
+#[inline(always)]
+unsafe fn eight_rows_positions<const Q4: bool, const VNNI: bool>(
     sums: &mut [[f32; QUANT_ROWS]; MATMUL_QUANT_POSITIONS],
     positions: usize,
     first: *const u8,
@@ -1119,36 +1165,41 @@ unsafe fn eight_rows_positions<const Q4: bool>(
     offsets: &[[i32; CHUNK_BLOCKS]; MATMUL_QUANT_POSITIONS],
 ) {
     let bb = block_bytes(Q4);
-    let ones = _mm256_set1_epi16(1);
     for b in 0..xs[0].len() {
-        // SAFETY: block b of each of the eight rows is whole.
-        let (levels, dw) = unsafe {
+        // SAFETY: the caller's features; block b of each of the eight rows
+        // is whole.
+        let (levels, magnitudes, dw) = unsafe {
+            // Loops, not `array::from_fn` or `map`: a closure would not have
+            // the kernel's features.
+            let mut levels = [_mm256_setzero_si256(); QUANT_ROWS];
+            // Q8_0 multiplies |w| by x·sign(w) (see `block_products`).
+            let mut magnitudes = levels;
             let block = first.add(b * bb);
-            let levels: [__m256i; QUANT_ROWS] = core::array::from_fn(|r| {
+            for (r, (l, m)) in levels.iter_mut().zip(&mut magnitudes).enumerate() {
                 let at = block.add(r * row_bytes);
                 if Q4 {
-                    q4_0_nibbles(at)
+                    *l = q4_0_nibbles(at);
                 } else {
-                    q8_0_levels(at)
+                    *l = q8_0_levels(at);
+                    *m = _mm256_sign_epi8(*l, *l);
                 }
-            });
-            (levels, scales(block, row_bytes))
+            }
+            (levels, magnitudes, scales(block, row_bytes))
         };
-        // Q8_0 multiplies |w| by x·sign(w) (see `block_products`).
-        let magnitudes = levels.map(|w| _mm256_sign_epi8(w, w));
         for (p, (s, x)) in sums.iter_mut().zip(xs).take(positions).enumerate() {
             let xb = &x[b];
-            // SAFETY: `xb.qs` is 32 bytes; `s` is 8 floats.
+            // SAFETY: the caller's features; `xb.qs` is 32 bytes; `s` is 8
+            // floats.
             unsafe {
                 let xq = _mm256_loadu_si256(xb.qs.as_ptr().cast::<__m256i>());
-                let isums: [__m256i; QUANT_ROWS] = core::array::from_fn(|r| {
-                    let pairs = if Q4 {
-                        _mm256_maddubs_epi16(levels[r], xq)
+                let mut isums = [_mm256_setzero_si256(); QUANT_ROWS];
+                for (r, isum) in isums.iter_mut().enumerate() {
+                    *isum = if Q4 {
+                        quad_products::<VNNI>(levels[r], xq)
                     } else {
-                        _mm256_maddubs_epi16(magnitudes[r], _mm256_sign_epi8(xq, levels[r]))
+                        quad_products::<VNNI>(magnitudes[r], _mm256_sign_epi8(xq, levels[r]))
                     };
-                    _mm256_madd_epi16(pairs, ones)
-                });
+                }
                 let mut totals = transpose_sum(&isums);
                 if Q4 {
                     totals = _mm256_sub_epi32(totals, _mm256_set1_epi32(offsets[p][b]));
@@ -1174,17 +1225,47 @@ unsafe fn eight_rows_positions<const Q4: bool>(
 /// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn matmul_quantized(a: QuantMatmul<'_>) {
+    // SAFETY: the features are available.
+    unsafe { quant_matmul_of::<false>(a) }
+}
+
+/// [`matmul_quantized`] with the block products of [`quad_products`].
+///
+/// # Safety
+/// As [`quad_products`], and FMA and F16C are available.
+#[inline(always)]
+pub(super) unsafe fn quant_matmul_of<const VNNI: bool>(a: QuantMatmul<'_>) {
     let (n, blocks) = (a.n, a.blocks);
     let rows = a.out.len() / n;
-    // SAFETY: the features are available; `QuantMatmul` holds rows · n
-    // outputs, n positions of blocks ≥ 1 activation blocks and rows rows.
+    // SAFETY: the caller's features; `QuantMatmul` holds rows · n outputs,
+    // n positions of blocks ≥ 1 activation blocks and rows rows.
     unsafe {
         if a.q4 {
-            quant_matmul::<true>(a.out, rows, a.w, a.x, n, blocks)
+            quant_matmul_with::<true, VNNI>(a.out, rows, a.w, a.x, n, blocks)
         } else {
-            quant_matmul::<false>(a.out, rows, a.w, a.x, n, blocks)
+            quant_matmul_with::<false, VNNI>(a.out, rows, a.w, a.x, n, blocks)
         }
     }
+}
+
+/// [`quant_matmul_with`] with AVX2's products, as a function with AVX2's
+/// features, for the AVX-512 kernels' last rows (an `inline(always)` body
+/// would be copied into them).
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; the rest as [`quant_matmul_with`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quant_matmul<const Q4: bool>(
+    out: &mut [f32],
+    stride: usize,
+    w: &[u8],
+    xq: &[BlockQ8],
+    n: usize,
+    blocks: usize,
+) {
+    // SAFETY: the features are available; forwarded precondition.
+    unsafe { quant_matmul_with::<Q4, false>(out, stride, w, xq, n, blocks) }
 }
 
 /// [`matmul_quantized`] for Q8_0 (`Q4` false) or Q4_0 rows, the results
@@ -1192,12 +1273,12 @@ pub unsafe fn matmul_quantized(a: QuantMatmul<'_>) {
 /// AVX-512 kernel hands over the last rows of a wider output).
 ///
 /// # Safety
-/// AVX2, FMA and F16C are available; `n > 0`, `blocks > 0`,
-/// `xq.len() == n · blocks`, `out.len() ≥ (n − 1) · stride + rows`, and
+/// As [`quad_products`], and FMA and F16C are available; `n > 0`,
+/// `blocks > 0`, `xq.len() == n · blocks`,
+/// `out.len() ≥ (n − 1) · stride + rows`, and
 /// `w.len() == rows · blocks · block_bytes(Q4)`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn quant_matmul<const Q4: bool>(
+#[inline(always)]
+unsafe fn quant_matmul_with<const Q4: bool, const VNNI: bool>(
     out: &mut [f32],
     stride: usize,
     w: &[u8],
@@ -1232,12 +1313,12 @@ pub(super) unsafe fn quant_matmul<const Q4: bool>(
                 for (p, s) in sums.iter_mut().take(positions).enumerate() {
                     s.copy_from_slice(&out[(t0 + p) * stride + g * QUANT_ROWS..][..QUANT_ROWS]);
                 }
-                // SAFETY: rows 8g .. 8g + 8 each hold `blocks` blocks, of
-                // which this stretch is c .. c + stretch; each `xs[p]` holds
-                // `stretch` blocks.
+                // SAFETY: the caller's features; rows 8g .. 8g + 8 each
+                // hold `blocks` blocks, of which this stretch is
+                // c .. c + stretch; each `xs[p]` holds `stretch` blocks.
                 unsafe {
                     let first = w.as_ptr().add(g * QUANT_ROWS * row_bytes + skip);
-                    eight_rows_positions::<Q4>(
+                    eight_rows_positions::<Q4, VNNI>(
                         &mut sums, positions, first, row_bytes, &xs, &offsets,
                     );
                 }
@@ -1249,8 +1330,9 @@ pub(super) unsafe fn quant_matmul<const Q4: bool>(
                 let row = &w[r * row_bytes + skip..r * row_bytes + skip + stretch * bb];
                 for (p, o) in offsets.iter().take(positions).enumerate() {
                     let at = (t0 + p) * stride + r;
-                    // SAFETY: the stretch holds exactly `stretch` blocks.
-                    out[at] = unsafe { one_row::<Q4>(out[at], row, x_at(t0 + p), o) };
+                    // SAFETY: the caller's features; the stretch holds
+                    // exactly `stretch` blocks.
+                    out[at] = unsafe { one_row::<Q4, VNNI>(out[at], row, x_at(t0 + p), o) };
                 }
             }
         }

@@ -4,7 +4,8 @@
 //!
 //! - `reference.rs` defines every kernel (and is the portable path);
 //! - `avx2.rs` and `avx512.rs` hold only intrinsics, with the same function
-//!   names, each reproducing the reference bit for bit;
+//!   names, each reproducing the reference bit for bit; `avxvnni.rs` is the
+//!   AVX2 path with its quantized kernels compiled for AVX-VNNI;
 //! - `path.rs` chooses a path and dispatches, one line per kernel;
 //! - `shapes.rs` checks the arguments once, into types the kernels rely on.
 //!
@@ -14,6 +15,8 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avxvnni;
 pub mod packed;
 mod path;
 pub mod reference;

@@ -4,7 +4,7 @@
 //! the enabled target features (build with `-C target-cpu=native`, or e.g.
 //! `-C target-feature=+avx2,+fma,+f16c`). With `std` it is chosen once at
 //! run time from the CPU, and the environment variable
-//! `KINGLET_KERNELS=portable|avx2|avx512` can force another (a request for a
+//! `KINGLET_KERNELS=portable|avx2|avxvnni|avx512` can force another (a request for a
 //! path the CPU lacks is ignored).
 //!
 //! Every path computes the reference's bits (see `reference.rs`), so the
@@ -20,7 +20,7 @@ use super::shapes::{
     Strided,
 };
 #[cfg(target_arch = "x86_64")]
-use super::{avx2, avx512};
+use super::{avx2, avx512, avxvnni};
 use crate::error::Error;
 use crate::quant::BlockQ8;
 use crate::tensor::{Dtype, Matrix, BLOCK_LEN};
@@ -34,6 +34,9 @@ pub enum Path {
     Portable,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
+    /// AVX2 with AVX-VNNI (for CPUs that have it without AVX-512): the
+    /// Q8_0 / Q4_0 block products in 256-bit `vpdpbusd`.
+    AvxVnni,
     /// x86-64 with AVX-512 F, BW, VL and VNNI (besides AVX2, FMA and F16C):
     /// 16-lane float rows, `vpdpbusd` integer dot products.
     Avx512,
@@ -52,6 +55,9 @@ macro_rules! run_on {
             Path::Avx512 => unsafe { avx512::$kernel($($arg),*) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
+            Path::AvxVnni => unsafe { avxvnni::$kernel($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
             Path::Avx2 => unsafe { avx2::$kernel($($arg),*) },
             _ => reference::$kernel($($arg),*),
         }
@@ -60,13 +66,14 @@ macro_rules! run_on {
 
 impl Path {
     /// Every path, slowest first.
-    pub const ALL: [Path; 3] = [Path::Portable, Path::Avx2, Path::Avx512];
+    pub const ALL: [Path; 4] = [Path::Portable, Path::Avx2, Path::AvxVnni, Path::Avx512];
 
     /// The name used in reports and in `KINGLET_KERNELS`.
     pub const fn name(self) -> &'static str {
         match self {
             Path::Portable => "portable",
             Path::Avx2 => "avx2",
+            Path::AvxVnni => "avxvnni",
             Path::Avx512 => "avx512",
         }
     }
@@ -87,6 +94,7 @@ impl Path {
         match self {
             Path::Portable => &[],
             Path::Avx2 => &AVX2,
+            Path::AvxVnni => &AVX_VNNI,
             Path::Avx512 => &AVX512,
         }
     }
@@ -375,6 +383,7 @@ impl Path {
 // ---------------------------------------------------------------------------
 
 const AVX2: [&str; 3] = ["avx2", "fma", "f16c"];
+const AVX_VNNI: [&str; 4] = ["avx2", "fma", "f16c", "avxvnni"];
 const AVX512: [&str; 7] = [
     "avx2",
     "fma",
@@ -393,6 +402,7 @@ fn has_feature(feature: &str) -> bool {
         "avx2" => std::is_x86_feature_detected!("avx2"),
         "fma" => std::is_x86_feature_detected!("fma"),
         "f16c" => std::is_x86_feature_detected!("f16c"),
+        "avxvnni" => std::is_x86_feature_detected!("avxvnni"),
         "avx512f" => std::is_x86_feature_detected!("avx512f"),
         "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
         "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
@@ -408,6 +418,7 @@ fn has_feature(feature: &str) -> bool {
         b"avx2" => cfg!(all(target_arch = "x86_64", target_feature = "avx2")),
         b"fma" => cfg!(all(target_arch = "x86_64", target_feature = "fma")),
         b"f16c" => cfg!(all(target_arch = "x86_64", target_feature = "f16c")),
+        b"avxvnni" => cfg!(all(target_arch = "x86_64", target_feature = "avxvnni")),
         b"avx512f" => cfg!(all(target_arch = "x86_64", target_feature = "avx512f")),
         b"avx512bw" => cfg!(all(target_arch = "x86_64", target_feature = "avx512bw")),
         b"avx512vl" => cfg!(all(target_arch = "x86_64", target_feature = "avx512vl")),
@@ -463,8 +474,8 @@ fn active() -> Path {
     best_supported()
 }
 
-/// The name of the active path, for reports: `"avx512"`, `"avx2"` or
-/// `"portable"`.
+/// The name of the active path, for reports: `"avx512"`, `"avxvnni"`,
+/// `"avx2"` or `"portable"`.
 pub fn active_path() -> &'static str {
     active().name()
 }
