@@ -681,14 +681,35 @@ unsafe fn quad_products<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
 ///
 /// Exact for every weight byte and activation levels in −127..=127 (what the
 /// quantizer produces): `|w|` fits u8 (128 for −128), `x · sign(w)` fits i8,
-/// and a pair of products is at most 2·128·127 < 2¹⁵.
+/// and a pair of products is at most 2·128·127 < 2¹⁵. (With AVX-VNNI the
+/// kernels multiply `w + 128` instead, see [`block_isums`].)
 ///
 /// # Safety
-/// As [`quad_products`].
+/// AVX2 is available.
 #[inline(always)]
-unsafe fn block_products<const VNNI: bool>(w: __m256i, x: __m256i) -> __m256i {
+unsafe fn block_products(w: __m256i, x: __m256i) -> __m256i {
     // SAFETY: the caller's features.
-    unsafe { quad_products::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)) }
+    unsafe { quad_products::<false>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)) }
+}
+
+/// The 32 levels of a Q8_0 block as unsigned bytes `w + 128` (the sign bit
+/// flipped): `vpdpbusd` sums four products of these with activation levels
+/// without saturating (4·255·127 < 2³¹), and `Σ (w + 128) · x` minus
+/// `128 · Σ x` (see [`block_offsets`]) is `Σ w · x`.
+///
+/// # Safety
+/// AVX2 is available.
+#[inline(always)]
+unsafe fn shifted_levels(w: __m256i) -> __m256i {
+    // SAFETY: the caller's features.
+    unsafe { _mm256_xor_si256(w, _mm256_set1_epi8(i8::MIN)) }
+}
+
+/// Whether the kernels multiply shifted levels (Q4_0's nibbles `q`, and
+/// with AVX-VNNI Q8_0's `w + 128`) and subtract [`block_offsets`] from
+/// each block's sum.
+const fn shifted<const Q4: bool, const VNNI: bool>() -> bool {
+    Q4 || VNNI
 }
 
 /// The 32 signed levels of a Q8_0 block (`block` points at its scale).
@@ -751,14 +772,15 @@ pub const QUANT_ROWS: usize = 8;
 /// prefetches.
 const PREFETCH_GROUPS: usize = 2;
 
-/// Blocks of activations whose Q4_0 offsets are computed once per matvec
+/// Blocks of activations whose offsets are computed once per matvec
 /// (rows are walked a stretch of this many blocks at a time).
 const CHUNK_BLOCKS: usize = 64;
 
 /// Eight partial sums of one block's products: `Σ w_j · x_j` for Q8_0,
-/// `Σ q_j · x_j` for Q4_0 (the caller subtracts `8 · Σ x_j`, see
-/// [`q4_offsets`]; a pair of nibble products is at most 2·15·127);
-/// `xq` holds the block's 32 activation levels.
+/// `Σ q_j · x_j` for Q4_0 and, with AVX-VNNI, `Σ (w_j + 128) · x_j` for
+/// Q8_0 (for those two the caller subtracts [`block_offsets`]; a pair of
+/// nibble products is at most 2·15·127); `xq` holds the block's 32
+/// activation levels.
 ///
 /// # Safety
 /// As [`quad_products`], and `block` points to one whole block.
@@ -768,8 +790,10 @@ unsafe fn block_isums<const Q4: bool, const VNNI: bool>(block: *const u8, xq: __
     unsafe {
         if Q4 {
             quad_products::<VNNI>(q4_0_nibbles(block), xq)
+        } else if VNNI {
+            quad_products::<VNNI>(shifted_levels(q8_0_levels(block)), xq)
         } else {
-            block_products::<VNNI>(q8_0_levels(block), xq)
+            block_products(q8_0_levels(block), xq)
         }
     }
 }
@@ -784,15 +808,15 @@ fn sum_lanes_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(total)
 }
 
-/// Q4_0 stores level `q − 8` as `q`.
-const Q4_OFFSET: i32 = 8;
-
-/// `8 · Σ_j x_j` for each of up to [`CHUNK_BLOCKS`] activation blocks:
-/// `Σ (q_j − 8) · x_j = Σ q_j · x_j − 8 · Σ x_j` (missing blocks get 0).
-fn q4_offsets(x: &[BlockQ8]) -> [i32; CHUNK_BLOCKS] {
+/// `k · Σ_j x_j` for each of up to [`CHUNK_BLOCKS`] activation blocks
+/// (missing blocks get 0), `k` the shift of the stored levels:
+/// `Σ (q_j − 8) · x_j = Σ q_j · x_j − 8 · Σ x_j` for Q4_0, which stores
+/// level `q − 8` as `q`; `k` = 128 for Q8_0's `w + 128`.
+pub(super) fn block_offsets<const Q4: bool>(x: &[BlockQ8]) -> [i32; CHUNK_BLOCKS] {
+    let k = if Q4 { 8 } else { 128 };
     let mut offsets = [0; CHUNK_BLOCKS];
     for (o, b) in offsets.iter_mut().zip(x) {
-        *o = Q4_OFFSET * b.qs.iter().map(|&q| i32::from(q)).sum::<i32>();
+        *o = k * b.qs.iter().map(|&q| i32::from(q)).sum::<i32>();
     }
     offsets
 }
@@ -832,7 +856,7 @@ unsafe fn eight_rows<const Q4: bool, const VNNI: bool>(
                 *isum = block_isums::<Q4, VNNI>(block.add(r * row_bytes), xq);
             }
             let mut totals = transpose_sum(&isums);
-            if Q4 {
+            if shifted::<Q4, VNNI>() {
                 totals = _mm256_sub_epi32(totals, _mm256_set1_epi32(offset));
             }
             let dw = scales(block, row_bytes);
@@ -919,7 +943,7 @@ unsafe fn one_row<const Q4: bool, const VNNI: bool>(
             let xq = _mm256_loadu_si256(xb.qs.as_ptr().cast::<__m256i>());
             sum_lanes_i32(block_isums::<Q4, VNNI>(row.as_ptr().add(start), xq))
         };
-        if Q4 {
+        if shifted::<Q4, VNNI>() {
             isum -= offset;
         }
         let dw = f16::from_bits(u16::from_le_bytes([row[start], row[start + 1]])).to_f32();
@@ -990,8 +1014,8 @@ unsafe fn quant_rows_with<const Q4: bool, const VNNI: bool>(
     let groups = out.len() / QUANT_ROWS;
     out.fill(0.0);
     for (c, xs) in x.chunks(CHUNK_BLOCKS).enumerate() {
-        let offsets = if Q4 {
-            q4_offsets(xs)
+        let offsets = if shifted::<Q4, VNNI>() {
+            block_offsets::<Q4>(xs)
         } else {
             [0; CHUNK_BLOCKS]
         };
@@ -1145,8 +1169,7 @@ unsafe fn float_tile<const DT: u8, const R: usize, const P: usize>(
 const MATMUL_QUANT_POSITIONS: usize = 16;
 
 /// [`eight_rows`] for `positions` positions at once: block after block,
-/// the eight rows' levels (Q8_0: and their magnitudes) and scales are
-/// decoded once and multiplied with every position's activations, so the
+/// the eight rows' levels and scales are decoded once and multiplied with every position's activations, so the
 /// decoding is shared by up to sixteen positions. `sums[p][r]` continues
 /// the sum of row `r` and position `p`, in the reference's order.
 ///
@@ -1168,23 +1191,29 @@ unsafe fn eight_rows_positions<const Q4: bool, const VNNI: bool>(
     for b in 0..xs[0].len() {
         // SAFETY: the caller's features; block b of each of the eight rows
         // is whole.
-        let (levels, magnitudes, dw) = unsafe {
+        let (unsigned, levels, dw) = unsafe {
             // Loops, not `array::from_fn` or `map`: a closure would not have
             // the kernel's features.
-            let mut levels = [_mm256_setzero_si256(); QUANT_ROWS];
-            // Q8_0 multiplies |w| by x·sign(w) (see `block_products`).
-            let mut magnitudes = levels;
+            // Each row's unsigned operand: Q4_0's nibbles; Q8_0's `w + 128`
+            // with AVX-VNNI, else `|w|`, whose signs (from `levels`) go to
+            // the activations (see `block_products`).
+            let mut unsigned = [_mm256_setzero_si256(); QUANT_ROWS];
+            let mut levels = unsigned;
             let block = first.add(b * bb);
-            for (r, (l, m)) in levels.iter_mut().zip(&mut magnitudes).enumerate() {
+            for (r, (u, l)) in unsigned.iter_mut().zip(&mut levels).enumerate() {
                 let at = block.add(r * row_bytes);
                 if Q4 {
-                    *l = q4_0_nibbles(at);
+                    *u = q4_0_nibbles(at);
                 } else {
                     *l = q8_0_levels(at);
-                    *m = _mm256_sign_epi8(*l, *l);
+                    *u = if VNNI {
+                        shifted_levels(*l)
+                    } else {
+                        _mm256_sign_epi8(*l, *l)
+                    };
                 }
             }
-            (levels, magnitudes, scales(block, row_bytes))
+            (unsigned, levels, scales(block, row_bytes))
         };
         for (p, (s, x)) in sums.iter_mut().zip(xs).take(positions).enumerate() {
             let xb = &x[b];
@@ -1194,14 +1223,14 @@ unsafe fn eight_rows_positions<const Q4: bool, const VNNI: bool>(
                 let xq = _mm256_loadu_si256(xb.qs.as_ptr().cast::<__m256i>());
                 let mut isums = [_mm256_setzero_si256(); QUANT_ROWS];
                 for (r, isum) in isums.iter_mut().enumerate() {
-                    *isum = if Q4 {
-                        quad_products::<VNNI>(levels[r], xq)
+                    *isum = if shifted::<Q4, VNNI>() {
+                        quad_products::<VNNI>(unsigned[r], xq)
                     } else {
-                        quad_products::<VNNI>(magnitudes[r], _mm256_sign_epi8(xq, levels[r]))
+                        quad_products::<VNNI>(unsigned[r], _mm256_sign_epi8(xq, levels[r]))
                     };
                 }
                 let mut totals = transpose_sum(&isums);
-                if Q4 {
+                if shifted::<Q4, VNNI>() {
                     totals = _mm256_sub_epi32(totals, _mm256_set1_epi32(offsets[p][b]));
                 }
                 let scale = _mm256_mul_ps(dw, _mm256_set1_ps(xb.d));
@@ -1299,9 +1328,9 @@ unsafe fn quant_matmul_with<const Q4: bool, const VNNI: bool>(
         for c in (0..blocks).step_by(CHUNK_BLOCKS) {
             let stretch = (blocks - c).min(CHUNK_BLOCKS);
             let x_at = |t: usize| &xq[t * blocks + c..t * blocks + c + stretch];
-            if Q4 {
+            if shifted::<Q4, VNNI>() {
                 for (p, o) in offsets.iter_mut().take(positions).enumerate() {
-                    *o = q4_offsets(x_at(t0 + p));
+                    *o = block_offsets::<Q4>(x_at(t0 + p));
                 }
             }
             let skip = c * bb;

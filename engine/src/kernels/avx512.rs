@@ -36,7 +36,8 @@
 use core::arch::x86_64::*;
 
 use super::avx2::{
-    self, by_position_blocks, prefetch, reduce8, tail_sum, BF16, F16, F32, STREAM_BYTES,
+    self, block_offsets, by_position_blocks, prefetch, reduce8, tail_sum, BF16, F16, F32,
+    STREAM_BYTES,
 };
 use super::packed::{GROUP_SCALE_BYTES, VECTOR_BYTES};
 use super::reference;
@@ -834,17 +835,6 @@ const PREFETCH_GROUPS: usize = 1;
 /// Blocks of activations whose offsets are computed at once (rows are
 /// walked a stretch of this many blocks at a time).
 const CHUNK_BLOCKS: usize = 64;
-
-/// `k · Σ_j x_j` for each of up to [`CHUNK_BLOCKS`] activation blocks, with
-/// `k` = 8 for Q4_0 and 128 for Q8_0 (see the module notes).
-fn block_offsets<const Q4: bool>(x: &[BlockQ8]) -> [i32; CHUNK_BLOCKS] {
-    let k = if Q4 { 8 } else { 128 };
-    let mut offsets = [0; CHUNK_BLOCKS];
-    for (o, b) in offsets.iter_mut().zip(x) {
-        *o = k * b.qs.iter().map(|&q| i32::from(q)).sum::<i32>();
-    }
-    offsets
-}
 
 /// The unsigned levels of one block of two rows: bytes 0–31 from the block
 /// at `a`, bytes 32–63 from the block at `b` (each pointing at its scale).
