@@ -16,6 +16,9 @@
 #
 #   PYTHON=/path/to/venv/bin/python bash benches/train_vs_pytorch.sh [ROUNDS]
 #
+# Such an interpreter: python3 -m venv venv && venv/bin/pip install torch
+# (PyPI's wheel brings CUDA packages, about 3 GB, and runs on the CPU).
+#
 # ROUNDS defaults to 3. Environment: PYTHON (an interpreter with torch,
 # default python3), KINGLET_DATA (directory of tinyshakespeare.txt, default
 # ../shared/data), KINGLET_TRAIN (a kinglet-train binary to measure instead
