@@ -657,10 +657,10 @@ pub unsafe fn quantize_activations(a: Activations<'_>) {
 /// i32). The two agree wherever no pair of products reaches ±2¹⁵ (there
 /// `maddubs` saturates); the callers' operands stay below it.
 ///
-/// The functions from here to [`quant_matmul_with`] that take `VNNI` have no
-/// `target_feature` of their own: they are inlined into the kernel that
-/// calls them (this file's, or the AVX-VNNI path's in `avxvnni.rs`), whose
-/// features they then have.
+/// The `#[inline(always)]` functions from here to [`quant_matmul_with`]
+/// have no `target_feature` of their own: they are inlined into the kernel
+/// that calls them (this file's, or the AVX-VNNI path's in `avxvnni.rs`),
+/// whose features they then have.
 ///
 /// # Safety
 /// AVX2 is available, and AVX-VNNI if `VNNI`.
@@ -772,9 +772,9 @@ pub const QUANT_ROWS: usize = 8;
 /// prefetches.
 const PREFETCH_GROUPS: usize = 2;
 
-/// Blocks of activations whose offsets are computed once per matvec
-/// (rows are walked a stretch of this many blocks at a time).
-const CHUNK_BLOCKS: usize = 64;
+/// Blocks of activations whose offsets are computed at once (rows are
+/// walked a stretch of this many blocks at a time; the AVX-512 kernels too).
+pub(super) const CHUNK_BLOCKS: usize = 64;
 
 /// Eight partial sums of one block's products: `Σ w_j · x_j` for Q8_0,
 /// `Σ q_j · x_j` for Q4_0 and, with AVX-VNNI, `Σ (w_j + 128) · x_j` for

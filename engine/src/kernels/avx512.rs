@@ -36,8 +36,8 @@
 use core::arch::x86_64::*;
 
 use super::avx2::{
-    self, block_offsets, by_position_blocks, prefetch, reduce8, tail_sum, BF16, F16, F32,
-    STREAM_BYTES,
+    self, block_offsets, by_position_blocks, prefetch, reduce8, tail_sum, BF16, CHUNK_BLOCKS, F16,
+    F32, STREAM_BYTES,
 };
 use super::packed::{GROUP_SCALE_BYTES, VECTOR_BYTES};
 use super::reference;
@@ -831,10 +831,6 @@ const ROW_PAIRS: [(usize, usize); 8] = [
 /// How many groups of [`QUANT_ROWS`] rows ahead the quantized matvec
 /// prefetches (see [`avx2::prefetch`]).
 const PREFETCH_GROUPS: usize = 1;
-
-/// Blocks of activations whose offsets are computed at once (rows are
-/// walked a stretch of this many blocks at a time).
-const CHUNK_BLOCKS: usize = 64;
 
 /// The unsigned levels of one block of two rows: bytes 0–31 from the block
 /// at `a`, bytes 32–63 from the block at `b` (each pointing at its scale).

@@ -4,8 +4,8 @@
 //! the enabled target features (build with `-C target-cpu=native`, or e.g.
 //! `-C target-feature=+avx2,+fma,+f16c`). With `std` it is chosen once at
 //! run time from the CPU, and the environment variable
-//! `KINGLET_KERNELS=portable|avx2|avxvnni|avx512` can force another (a request for a
-//! path the CPU lacks is ignored).
+//! `KINGLET_KERNELS=portable|avx2|avxvnni|avx512` can force another (a
+//! request for a path the CPU lacks is ignored).
 //!
 //! Every path computes the reference's bits (see `reference.rs`), so the
 //! choice changes speed only. Each kernel validates its arguments once into
