@@ -17,7 +17,7 @@
 #   PYTHON=/path/to/venv/bin/python bash benches/train_vs_pytorch.sh [ROUNDS]
 #
 # Such an interpreter: python3 -m venv venv && venv/bin/pip install torch
-# (PyPI's wheel brings CUDA packages, about 3 GB, and runs on the CPU).
+# (PyPI's wheel brings CUDA packages, 5.4 GB installed, and runs on the CPU).
 #
 # ROUNDS defaults to 3. Environment: PYTHON (an interpreter with torch,
 # default python3), KINGLET_DATA (directory of tinyshakespeare.txt, default
