@@ -25,7 +25,7 @@
 //! runs, and "prefill ×" is the ratio of the step figures.
 //!
 //! Sessions read packed weights where `kinglet generate` would (on an
-//! AVX-512 VNNI CPU, for q8_0 and q4_0; see `kinglet_tools::packing`);
+//! x86 CPU with AVX2, for q8_0 and q4_0; see `kinglet_tools::packing`);
 //! `KINGLET_BENCH_PACK=0` reads the file's layout instead.
 //!
 //! `cargo bench --bench decode`

@@ -8,9 +8,10 @@
 //! nanoseconds per element.
 //!
 //! Quantized rows are also measured packed (`kinglet::kernels::packed`, the
-//! layout the CLI repacks them into at load time) on the path that packs
-//! (AVX-512 with VNNI), in the `packed` columns, with their speed-up over
-//! the same path on ggml's rows.
+//! layout the CLI repacks them into at load time) on each path that packs
+//! (every x86 one), in a `packed` column after the path's own; the prefill
+//! table's `cold` column is the fastest path's packed product on weights
+//! from memory. `speed-up`: the portable path's time over the best.
 //!
 //! Quantized rows use activations already quantized (that step is the
 //! caller's, once per vector). Each figure is the best of `RUNS` runs, a
@@ -69,13 +70,12 @@ fn main() {
     );
     for p in &paths {
         header += &format!(" | {:>7} GB/s {:>6} GF/s", p.name(), "");
+        if p.packs_weights() {
+            header += &format!(" | packed GB/s {:>6} GF/s", "");
+        }
     }
     if paths.len() > 1 {
         header += " | speed-up";
-    }
-    let packer = paths.iter().copied().find(|p| p.packs_weights());
-    if packer.is_some() {
-        header += &format!(" | {:>7} GB/s {:>6} GF/s | vs ggml", "packed", "");
     }
     println!("{header}");
     println!("{}", "-".repeat(header.chars().count()));
@@ -102,6 +102,8 @@ fn main() {
                 dtype.name(),
                 data.len() as f64 / 1e6
             );
+            let mut packed = vec![0u8; packed_bytes(&w)];
+            let packed = pack(&w, &mut packed);
             let mut seconds = Vec::new();
             for &path in &paths {
                 let t = best_seconds(|| {
@@ -120,24 +122,27 @@ fn main() {
                 let gflops = 2.0 * (rows * cols) as f64 / t / 1e9;
                 line += &format!(" | {gbs:>12.2} {gflops:>11.2}");
                 seconds.push(t);
-            }
-            if let (Some(first), Some(last)) = (seconds.first(), seconds.last()) {
-                if seconds.len() > 1 {
-                    line += &format!(" | {:>7.1}×", first / last);
+                if let (true, Some(p)) = (path.packs_weights(), &packed) {
+                    let t = best_seconds(|| {
+                        if let Err(e) = path.matvec_packed(&mut out, p, &xq) {
+                            fail(&format!("matvec_packed: {e}"));
+                        }
+                        black_box(&out);
+                    });
+                    let gbs = data.len() as f64 / t / 1e9;
+                    let gflops = 2.0 * (rows * cols) as f64 / t / 1e9;
+                    line += &format!(" | {gbs:>11.2} {gflops:>11.2}");
+                    seconds.push(t);
+                } else if path.packs_weights() {
+                    line += &format!(" | {:>11} {:>11}", "-", "-");
                 }
             }
-            let mut packed = vec![0u8; packed_bytes(&w)];
-            if let (Some(path), Some(p)) = (packer, pack(&w, &mut packed)) {
-                let t = best_seconds(|| {
-                    if let Err(e) = path.matvec_packed(&mut out, &p, &xq) {
-                        fail(&format!("matvec_packed: {e}"));
-                    }
-                    black_box(&out);
-                });
-                let gbs = data.len() as f64 / t / 1e9;
-                let gflops = 2.0 * (rows * cols) as f64 / t / 1e9;
-                let ggml = seconds.last().copied().unwrap_or(t);
-                line += &format!(" | {gbs:>12.2} {gflops:>11.2} | {:>6.2}×", ggml / t);
+            if let (Some(first), Some(best)) =
+                (seconds.first(), seconds.iter().copied().reduce(f64::min))
+            {
+                if paths.len() > 1 {
+                    line += &format!(" | {:>7.1}×", first / best);
+                }
             }
             println!("{line}");
         }
@@ -212,10 +217,14 @@ fn matmul_table(paths: &[Path], wanted: &[String]) {
     let mut header = format!("{:<12} {:<6}", "shape", "dtype");
     for p in paths {
         header += &format!(" | {:>8} GF/s", p.name());
+        if p.packs_weights() {
+            header += &format!(" | {:>8} GF/s", "packed");
+        }
     }
-    let packer = paths.iter().copied().find(|p| p.packs_weights());
+    // The cold column: the fastest path's packed product from memory.
+    let packer = paths.iter().copied().rfind(|p| p.packs_weights());
     if packer.is_some() {
-        header += &format!(" | {:>8} GF/s | {:>8} GF/s", "packed", "cold");
+        header += &format!(" | {:>8} GF/s", "cold");
     }
     println!("{header}");
     println!("{}", "-".repeat(header.chars().count()));
@@ -237,6 +246,8 @@ fn matmul_table(paths: &[Path], wanted: &[String]) {
             let w = matrix(dtype, rows, cols, &data);
             let mut out = vec![0.0f32; rows * POSITIONS];
             let mut line = format!("{:<12} {:<6}", format!("{rows}x{cols}"), dtype.name());
+            let mut packed = vec![0u8; packed_bytes(&w)];
+            let packed = pack(&w, &mut packed);
             for &path in paths {
                 let t = best_seconds(|| {
                     let done = if dtype.is_quantized() {
@@ -251,17 +262,20 @@ fn matmul_table(paths: &[Path], wanted: &[String]) {
                 });
                 let gflops = 2.0 * (rows * cols * POSITIONS) as f64 / t / 1e9;
                 line += &format!(" | {gflops:>13.2}");
+                if let (true, Some(p)) = (path.packs_weights(), &packed) {
+                    let t = best_seconds(|| {
+                        if let Err(e) = path.matmul_packed(&mut out, p, &xq, POSITIONS) {
+                            fail(&format!("matmul_packed: {e}"));
+                        }
+                        black_box(&out);
+                    });
+                    let gflops = 2.0 * (rows * cols * POSITIONS) as f64 / t / 1e9;
+                    line += &format!(" | {gflops:>13.2}");
+                } else if path.packs_weights() {
+                    line += &format!(" | {:>13}", "-");
+                }
             }
-            let mut packed = vec![0u8; packed_bytes(&w)];
-            if let (Some(path), Some(p)) = (packer, pack(&w, &mut packed)) {
-                let t = best_seconds(|| {
-                    if let Err(e) = path.matmul_packed(&mut out, &p, &xq, POSITIONS) {
-                        fail(&format!("matmul_packed: {e}"));
-                    }
-                    black_box(&out);
-                });
-                let gflops = 2.0 * (rows * cols * POSITIONS) as f64 / t / 1e9;
-                line += &format!(" | {gflops:>13.2}");
+            if let (Some(path), true) = (packer, packed.is_some()) {
                 let t = cold_packed_seconds(path, &w, &xq, &mut out);
                 let gflops = 2.0 * (rows * cols * POSITIONS) as f64 / t / 1e9;
                 line += &format!(" | {gflops:>13.2}");

@@ -26,7 +26,7 @@
 //! times itself (from the end of the first step). Prefill: a prompt of the
 //! same length in chunks. `KINGLET_BENCH_MODELS=15m,110m` picks the shapes.
 //! kinglet reads packed weights where `kinglet generate` would (q8_0 and
-//! q4_0 on an AVX-512 VNNI CPU); `KINGLET_BENCH_PACK=0` turns them off.
+//! q4_0 on an x86 CPU with AVX2); `KINGLET_BENCH_PACK=0` turns them off.
 //!
 //! Beside the thread ratio, the memory's: a plain streaming read of the
 //! model's bytes (the weights decode reads once a token) by one thread and

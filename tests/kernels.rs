@@ -849,14 +849,11 @@ fn packed_case(path: Path, w: &Matrix<'_>, xq: &[BlockQ8], n: usize, what: &str)
     }
 }
 
-/// The reference and, where the CPU has it, the AVX-512 path (the one that
-/// packs): announces the skip.
+/// The reference and every accelerated path the CPU has (each has packed
+/// kernels), announcing the ones skipped.
 fn packing_paths() -> Vec<Path> {
-    let mut paths = vec![REF];
-    match Path::Avx512.missing_feature() {
-        Some(feature) => println!("skipped: the avx512 packed kernels: CPU lacks {feature}"),
-        None => paths.push(Path::Avx512),
-    }
+    let paths: Vec<Path> = [REF].into_iter().chain(accelerated_paths()).collect();
+    assert!(paths.iter().skip(1).all(|p| p.packs_weights()));
     paths
 }
 

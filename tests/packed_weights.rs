@@ -1,10 +1,9 @@
 //! A session given packed weights (the quantized matrices repacked at load
-//! time for the AVX-512 VNNI kernels) computes the same logits, bit for bit,
-//! as one reading the file's ggml blocks: prefill and decode, tied and
-//! separate classifiers, matrices whose rows are not a multiple of 16, one
-//! and two threads. Where the active kernel path does not pack (a CPU
-//! without AVX-512 VNNI, or `KINGLET_KERNELS` forcing another path) the
-//! tests say so and skip.
+//! time for the x86 kernels) computes the same logits, bit for bit, as one
+//! reading the file's ggml blocks: prefill and decode, tied and separate
+//! classifiers, matrices whose rows are not a multiple of 16, one and two
+//! threads. Where the active kernel path does not pack (a CPU without
+//! AVX2, or `KINGLET_KERNELS=portable`) the tests say so and skip.
 
 mod common;
 
@@ -22,7 +21,7 @@ fn packing_path() -> bool {
     if active.packs_weights() {
         return true;
     }
-    match Path::Avx512.missing_feature() {
+    match Path::Avx2.missing_feature() {
         Some(feature) => println!("skipped: CPU lacks {feature}"),
         None => println!("skipped: the active kernel path is {}", active.name()),
     }

@@ -1,8 +1,7 @@
 //! Packed copies of a model's quantized matrices, made once at load time in
 //! a caller buffer, for the kernels that read them faster (see
-//! [`crate::kernels::packed`]): on the AVX-512 VNNI path the Q4_0 and Q8_0
-//! matrix-vector products stop gathering scales and transposing levels for
-//! every block. The file keeps ggml's layout, and a session that is not
+//! [`crate::kernels::packed`]): on the x86 paths the Q4_0 and Q8_0 products
+//! stop gathering scales and transposing levels for every block. The file keeps ggml's layout, and a session that is not
 //! given packed weights reads it as before.
 //!
 //! The buffer costs as much memory again as the packed matrices (every
@@ -75,8 +74,8 @@ impl<'a> PackedWeights<'a> {
     ///
     /// Errors: [`Error::BufferTooSmall`] (in bytes); [`Error::InvalidInput`]
     /// when the model has quantized matrices and the active kernel path
-    /// has no kernels for the packed layout ([`Path::packs_weights`]: only
-    /// AVX-512 with VNNI has; elsewhere packing would only slow it down).
+    /// has no kernels for the packed layout ([`Path::packs_weights`]: the
+    /// portable path, where packing would only slow it down).
     pub fn new<T: AsRef<[u8]>>(
         model: &'a ModelFile<T>,
         buffer: &'a mut [u8],

@@ -12,7 +12,7 @@
 //! are the same bits for any number of threads.
 //!
 //! [`Session::with_packed`] makes the quantized products read copies of the
-//! matrices repacked at load time for the AVX-512 VNNI kernels
+//! matrices repacked at load time for the x86 kernels
 //! ([`crate::packed_weights`]): faster, the same bits.
 //!
 //! The buffer's exact size is [`session_floats`], a `const fn`, so firmware can

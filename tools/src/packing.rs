@@ -1,6 +1,6 @@
 //! The packed weights `generate` and `eval` give their sessions unless
 //! `--no-pack` is given: on a CPU whose kernel path reads packed matrices
-//! faster (AVX-512 with VNNI), the model's Q8_0 and Q4_0 matrices are
+//! faster (every x86 one: AVX2, AVX-VNNI, AVX-512), the model's Q8_0 and Q4_0 matrices are
 //! repacked once at load into a buffer of their size (see
 //! `kinglet::packed_weights`). The results are the same bits either way;
 //! only speed and memory change.

@@ -23,6 +23,7 @@
 use core::arch::x86_64::*;
 use half::{bf16, f16};
 
+use super::avx2_packed;
 use super::reference;
 use super::shapes::{
     block_bytes, Activations, Float, FloatMatmul, FloatRows, HeadRows, HeadScores, HeadSums,
@@ -687,7 +688,7 @@ unsafe fn quad_products<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
 /// # Safety
 /// AVX2 is available.
 #[inline(always)]
-unsafe fn block_products(w: __m256i, x: __m256i) -> __m256i {
+pub(super) unsafe fn block_products(w: __m256i, x: __m256i) -> __m256i {
     // SAFETY: the caller's features.
     unsafe { quad_products::<false>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)) }
 }
@@ -700,7 +701,7 @@ unsafe fn block_products(w: __m256i, x: __m256i) -> __m256i {
 /// # Safety
 /// AVX2 is available.
 #[inline(always)]
-unsafe fn shifted_levels(w: __m256i) -> __m256i {
+pub(super) unsafe fn shifted_levels(w: __m256i) -> __m256i {
     // SAFETY: the caller's features.
     unsafe { _mm256_xor_si256(w, _mm256_set1_epi8(i8::MIN)) }
 }
@@ -708,7 +709,7 @@ unsafe fn shifted_levels(w: __m256i) -> __m256i {
 /// Whether the kernels multiply shifted levels (Q4_0's nibbles `q`, and
 /// with AVX-VNNI Q8_0's `w + 128`) and subtract [`block_offsets`] from
 /// each block's sum.
-const fn shifted<const Q4: bool, const VNNI: bool>() -> bool {
+pub(super) const fn shifted<const Q4: bool, const VNNI: bool>() -> bool {
     Q4 || VNNI
 }
 
@@ -1004,7 +1005,7 @@ pub(super) unsafe fn quant_rows<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[
 /// As [`quad_products`], and FMA and F16C are available; `x.len() > 0`,
 /// and `w.len() == out.len() · x.len() · block_bytes(Q4)`.
 #[inline(always)]
-unsafe fn quant_rows_with<const Q4: bool, const VNNI: bool>(
+pub(super) unsafe fn quant_rows_with<const Q4: bool, const VNNI: bool>(
     out: &mut [f32],
     w: &[u8],
     x: &[BlockQ8],
@@ -1258,6 +1259,28 @@ pub unsafe fn matmul_quantized(a: QuantMatmul<'_>) {
     unsafe { quant_matmul_of::<false>(a) }
 }
 
+/// [`matvec_quantized`] for a matrix in the packed layout (`packed.rs`),
+/// the same bits: see `avx2_packed.rs`.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `a.w` is in the packed layout.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn matvec_packed(a: QuantRows<'_>) {
+    // SAFETY: the features are available; forwarded precondition.
+    unsafe { avx2_packed::matvec_packed_of::<false>(a) }
+}
+
+/// [`matmul_quantized`] for a matrix in the packed layout, the same bits:
+/// see `avx2_packed.rs`.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `a.w` is in the packed layout.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn matmul_packed(a: QuantMatmul<'_>) {
+    // SAFETY: the features are available; forwarded precondition.
+    unsafe { avx2_packed::matmul_packed_of::<false>(a) }
+}
+
 /// [`matmul_quantized`] with the block products of [`quad_products`].
 ///
 /// # Safety
@@ -1307,7 +1330,7 @@ pub(super) unsafe fn quant_matmul<const Q4: bool>(
 /// `out.len() ≥ (n − 1) · stride + rows`, and
 /// `w.len() == rows · blocks · block_bytes(Q4)`.
 #[inline(always)]
-unsafe fn quant_matmul_with<const Q4: bool, const VNNI: bool>(
+pub(super) unsafe fn quant_matmul_with<const Q4: bool, const VNNI: bool>(
     out: &mut [f32],
     stride: usize,
     w: &[u8],

@@ -9,8 +9,8 @@
 #![allow(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use super::avx2;
 use super::shapes::{QuantMatmul, QuantRows};
+use super::{avx2, avx2_packed};
 
 pub use super::avx2::{
     add_weighted_heads, attention_scores, attention_scores_heads, axpy, dot, exp_and_sum, matmul,
@@ -35,4 +35,26 @@ pub unsafe fn matvec_quantized(a: QuantRows<'_>) {
 pub unsafe fn matmul_quantized(a: QuantMatmul<'_>) {
     // SAFETY: the features are available.
     unsafe { avx2::quant_matmul_of::<true>(a) }
+}
+
+/// The AVX2 path's `matvec_packed`, with `vpdpbusd`.
+///
+/// # Safety
+/// AVX2, FMA, F16C and AVX-VNNI are available; `a.w` is in the packed
+/// layout.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub unsafe fn matvec_packed(a: QuantRows<'_>) {
+    // SAFETY: the features are available; forwarded precondition.
+    unsafe { avx2_packed::matvec_packed_of::<true>(a) }
+}
+
+/// The AVX2 path's `matmul_packed`, with `vpdpbusd`.
+///
+/// # Safety
+/// AVX2, FMA, F16C and AVX-VNNI are available; `a.w` is in the packed
+/// layout.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub unsafe fn matmul_packed(a: QuantMatmul<'_>) {
+    // SAFETY: the features are available; forwarded precondition.
+    unsafe { avx2_packed::matmul_packed_of::<true>(a) }
 }

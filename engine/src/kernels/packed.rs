@@ -1,5 +1,7 @@
-//! A Q8_0 / Q4_0 matrix repacked at load time for the AVX-512 VNNI kernels
-//! (the file keeps ggml's layout; this is a copy in a caller buffer).
+//! A Q8_0 / Q4_0 matrix repacked at load time for the x86 kernels (the
+//! file keeps ggml's layout; this is a copy in a caller buffer). AVX-512
+//! reads each 64-byte vector of levels at once, AVX2 and AVX-VNNI in two
+//! halves of eight rows.
 //!
 //! Rows go in groups of [`GROUP_ROWS`]; each group's blocks follow one
 //! another (block 0 of the group, then block 1, …), and one group-block of

@@ -177,11 +177,11 @@ impl Path {
     }
 
     /// Whether this path has kernels for the packed layout of
-    /// [`super::packed`] (the AVX-512 one, with VNNI); the others run the
+    /// [`super::packed`] (every x86 path does); the portable path runs the
     /// packed products in the reference's plain Rust, correct but slower
-    /// than their kernels for ggml's layout, so packing is not worth it.
+    /// than on ggml's layout, so packing is not worth it there.
     pub fn packs_weights(self) -> bool {
-        self.usable() == Path::Avx512
+        self.usable() != Path::Portable
     }
 
     /// [`matvec_quantized`](Self::matvec_quantized) for a matrix in the
@@ -193,16 +193,10 @@ impl Path {
         w: &PackedMatrix<'_>,
         xq: &[BlockQ8],
     ) -> Result<(), Error> {
+        // `w`'s bytes are in the packed layout: `PackedMatrix` is built
+        // only by packing.
         if let Some(a) = QuantRows::new(out, &w.inner, xq)? {
-            match self.usable() {
-                // SAFETY: `usable` returns the path only when this CPU has
-                // its features; `a` carries the length facts, and `w`'s
-                // bytes are in the packed layout (`PackedMatrix` is built
-                // only by packing).
-                #[cfg(target_arch = "x86_64")]
-                Path::Avx512 => unsafe { avx512::matvec_packed(a) },
-                _ => reference::matvec_packed(a),
-            }
+            run_on!(self, matvec_packed(a));
         }
         Ok(())
     }
@@ -216,13 +210,9 @@ impl Path {
         xq: &[BlockQ8],
         n: usize,
     ) -> Result<(), Error> {
+        // As in `matvec_packed`.
         if let Some(a) = QuantMatmul::new(out, &w.inner, xq, n)? {
-            match self.usable() {
-                // SAFETY: as in `matvec_packed`.
-                #[cfg(target_arch = "x86_64")]
-                Path::Avx512 => unsafe { avx512::matmul_packed(a) },
-                _ => reference::matmul_packed(a),
-            }
+            run_on!(self, matmul_packed(a));
         }
         Ok(())
     }

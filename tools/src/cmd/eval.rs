@@ -6,7 +6,7 @@
 //! every position from its in-window prefix. Tokens after the last whole
 //! window are not scored; the report says how many.
 //!
-//! On a CPU with AVX-512 VNNI the quantized matrices are repacked at load
+//! On an x86 CPU with AVX2 the quantized matrices are repacked at load
 //! for faster kernels, shared by every session (`--no-pack` turns it off;
 //! see `crate::packing`); the loss is the same bits either way.
 
@@ -51,8 +51,8 @@ pub struct Args {
     /// the memory available when the command starts).
     #[arg(long, value_name = "SIZE", value_parser = memory::parse_size)]
     pub max_memory: Option<u64>,
-    /// Don't repack the Q8_0/Q4_0 matrices at load. Repacking (only on
-    /// AVX-512 VNNI CPUs) makes them faster to read, costs memory about the
+    /// Don't repack the Q8_0/Q4_0 matrices at load. Repacking (on x86
+    /// CPUs with AVX2 and up) makes them faster to read, costs memory about the
     /// model's size, and never changes the output.
     #[arg(long)]
     pub no_pack: bool,

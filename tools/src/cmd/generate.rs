@@ -8,7 +8,7 @@
 //! session's many short parallel calls start inside the pool, and sends its
 //! text back to this thread, which writes it.
 //!
-//! On a CPU with AVX-512 VNNI the quantized matrices are repacked at load
+//! On an x86 CPU with AVX2 the quantized matrices are repacked at load
 //! for faster kernels (`--no-pack` turns it off; see `crate::packing`).
 
 use std::io::{Read, Write};
@@ -87,8 +87,8 @@ pub struct Args {
     /// text does not depend on it.
     #[arg(long, short = 'j')]
     pub threads: Option<usize>,
-    /// Don't repack the Q8_0/Q4_0 matrices at load. Repacking (only on
-    /// AVX-512 VNNI CPUs) makes them faster to read, costs memory about the
+    /// Don't repack the Q8_0/Q4_0 matrices at load. Repacking (on x86
+    /// CPUs with AVX2 and up) makes them faster to read, costs memory about the
     /// model's size, and never changes the output.
     #[arg(long)]
     pub no_pack: bool,
