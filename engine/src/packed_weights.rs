@@ -63,7 +63,15 @@ pub struct PackedWeights<'a> {
     source: &'a [u8],
     /// The packed matrices, in [`packed_matrices`] order.
     bytes: &'a [u8],
+    /// Whether they are more than [`CACHED_BYTES`], so read from memory at
+    /// every token ([`PackedMatrix::streamed`]).
+    streamed: bool,
 }
+
+/// Packed weights up to this size are taken to stay in the last-level
+/// cache from one token to the next (32 MiB: AMD Zen 4 and Zen 5's L3 per
+/// eight cores); larger ones are marked [`PackedMatrix::streamed`].
+pub(crate) const CACHED_BYTES: usize = 32 << 20;
 
 impl<'a> PackedWeights<'a> {
     /// Packs every quantized layer projection and the classifier of `model`
@@ -101,6 +109,7 @@ impl<'a> PackedWeights<'a> {
         }
         Ok(PackedWeights {
             source: model.as_bytes(),
+            streamed: buffer.len() > CACHED_BYTES,
             bytes: buffer,
         })
     }
@@ -122,7 +131,10 @@ impl<'a> PackedWeights<'a> {
 
     /// The packed matrices, to be taken in buffer order.
     pub(crate) fn matrices(&self) -> PackedCursor<'a> {
-        PackedCursor { rest: self.bytes }
+        PackedCursor {
+            rest: self.bytes,
+            streamed: self.streamed,
+        }
     }
 }
 
@@ -130,6 +142,7 @@ impl<'a> PackedWeights<'a> {
 /// layer's copies ([`layer`](Self::layer)), then the classifier's.
 pub(crate) struct PackedCursor<'a> {
     rest: &'a [u8],
+    streamed: bool,
 }
 
 /// The packed copies of one layer's projections (`None` for a float one).
@@ -155,6 +168,7 @@ impl<'a> PackedCursor<'a> {
         let bytes = self.rest.get(..packed_bytes(w))?;
         self.rest = &self.rest[bytes.len()..];
         PackedMatrix::from_packed_bytes(w.dtype, w.rows, w.cols, bytes)
+            .map(|m| m.streamed(self.streamed))
     }
 
     /// The packed copies of the next layer's projections, `w` its weights.

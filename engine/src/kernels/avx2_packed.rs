@@ -19,8 +19,8 @@
 use core::arch::x86_64::*;
 
 use super::avx2::{
-    block_offsets, block_products, quant_matmul_with, quant_rows_with, shifted, shifted_levels,
-    CHUNK_BLOCKS,
+    block_offsets, block_products, prefetch, quant_matmul_with, quant_rows_with, shifted,
+    shifted_levels, CHUNK_BLOCKS,
 };
 use super::packed::{GROUP_ROWS, GROUP_SCALE_BYTES, VECTOR_BYTES};
 use super::shapes::{block_bytes, QuantMatmul, QuantRows};
@@ -30,6 +30,17 @@ use crate::quant::BlockQ8;
 const HALF_ROWS: usize = GROUP_ROWS / 2;
 /// Bytes of one half of a vector of levels.
 const HALF_BYTES: usize = VECTOR_BYTES / 2;
+
+/// How far ahead of the group-block it multiplies a packed matvec requests
+/// the bytes it will read (this file's and the AVX-512 one), for a matrix
+/// marked streamed. A packed matrix is one sequential stream, yet the
+/// hardware prefetcher alone left the slower kernels short of the memory's
+/// rate: on Zen 5 the request took the 110M decode's AVX2 q8_0 from 255–258
+/// to 318–326 tok/s and AVX-512 q4_0 from 491–513 to 582–626; 4 KB gained
+/// less, 12–32 KB less again. The VNNI Q8_0 kernels reach the memory's rate
+/// without it and lost 3–8% with it, and every kernel lost 10–25% with it
+/// on a matrix in cache (docs/PERFORMANCE.md, 2026-12-04).
+pub(super) const PREFETCH_BYTES: usize = 8 << 10;
 
 /// The eight 4-byte words of an activation block's levels, each broadcast
 /// to every lane: word `k` multiplies levels `4k .. 4k + 4` of every row.
@@ -182,23 +193,30 @@ pub(super) unsafe fn matvec_packed_of<const VNNI: bool>(a: QuantRows<'_>) {
     // `x.len() ≥ 1` blocks, in the packed layout.
     unsafe {
         if a.q4 {
-            packed_rows::<true, VNNI>(a.out, a.w, a.x)
+            packed_rows::<true, VNNI>(a.out, a.w, a.x, a.streamed)
         } else {
-            packed_rows::<false, VNNI>(a.out, a.w, a.x)
+            packed_rows::<false, VNNI>(a.out, a.w, a.x, a.streamed)
         }
     }
 }
 
 /// [`matvec_packed_of`] for Q8_0 (`Q4` false) or Q4_0 rows, in stretches
 /// of [`CHUNK_BLOCKS`] blocks whose offsets are computed once for every
-/// group; the rows past the last whole group (in ggml's layout) run the
-/// AVX2 path's kernel.
+/// group, the bytes [`PREFETCH_BYTES`] ahead requested when `streamed` (but
+/// for VNNI Q8_0); the rows past the last whole group (in ggml's layout)
+/// run the AVX2 path's kernel.
 ///
 /// # Safety
 /// As [`matvec_packed_of`]; `x.len() > 0`, and `w` is
 /// `out.len() · x.len() · block_bytes(Q4)` bytes.
 #[inline(always)]
-unsafe fn packed_rows<const Q4: bool, const VNNI: bool>(out: &mut [f32], w: &[u8], x: &[BlockQ8]) {
+unsafe fn packed_rows<const Q4: bool, const VNNI: bool>(
+    out: &mut [f32],
+    w: &[u8],
+    x: &[BlockQ8],
+    streamed: bool,
+) {
+    let ahead = streamed && (Q4 || !VNNI);
     let group_block = GROUP_ROWS * block_bytes(Q4);
     let group_bytes = x.len() * group_block;
     let grouped = out.len() - out.len() % GROUP_ROWS;
@@ -220,6 +238,9 @@ unsafe fn packed_rows<const Q4: bool, const VNNI: bool>(out: &mut [f32], w: &[u8
                 ];
                 for (b, (xb, &minus_offset)) in xs.iter().zip(&minus_offsets).enumerate() {
                     let block = first.add(b * group_block);
+                    if ahead {
+                        prefetch(block.wrapping_add(PREFETCH_BYTES), group_block);
+                    }
                     let words = activation_words(xb);
                     for (h, s) in sums.iter_mut().enumerate() {
                         let levels = half_levels::<Q4, VNNI>(block.add(GROUP_SCALE_BYTES), h);

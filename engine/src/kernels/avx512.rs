@@ -39,6 +39,7 @@ use super::avx2::{
     self, block_offsets, by_position_blocks, prefetch, reduce8, tail_sum, BF16, CHUNK_BLOCKS, F16,
     F32, STREAM_BYTES,
 };
+use super::avx2_packed::PREFETCH_BYTES;
 use super::packed::{GROUP_SCALE_BYTES, VECTOR_BYTES};
 use super::reference;
 use super::shapes::{
@@ -1613,22 +1614,24 @@ pub unsafe fn matvec_packed(a: QuantRows<'_>) {
     // rows of `x.len() ≥ 1` blocks, in the packed layout.
     unsafe {
         if a.q4 {
-            packed_rows::<true>(a.out, a.w, a.x)
+            packed_rows::<true>(a.out, a.w, a.x, a.streamed)
         } else {
-            packed_rows::<false>(a.out, a.w, a.x)
+            packed_rows::<false>(a.out, a.w, a.x, a.streamed)
         }
     }
 }
 
 /// [`matvec_packed`] for Q8_0 (`Q4` false) or Q4_0 rows, in stretches of
-/// [`CHUNK_BLOCKS`] blocks whose offsets are computed once for every group.
+/// [`CHUNK_BLOCKS`] blocks whose offsets are computed once for every group;
+/// Q4_0's bytes [`PREFETCH_BYTES`] ahead requested when `streamed`.
 ///
 /// # Safety
 /// The features are available, `x.len() > 0`, and `w` is
 /// `out.len() · x.len() · block_bytes(Q4)` bytes in the packed layout.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn packed_rows<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[BlockQ8]) {
+unsafe fn packed_rows<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[BlockQ8], streamed: bool) {
+    let ahead = streamed && Q4;
     let group_block = QUANT_ROWS * block_bytes(Q4);
     let group_bytes = x.len() * group_block;
     let grouped = out.len() - out.len() % QUANT_ROWS;
@@ -1646,6 +1649,9 @@ unsafe fn packed_rows<const Q4: bool>(out: &mut [f32], w: &[u8], x: &[BlockQ8]) 
                 let mut sums = _mm512_loadu_ps(o.as_ptr());
                 for (b, (xb, &minus_offset)) in xs.iter().zip(&minus_offsets).enumerate() {
                     let block = first.add(b * group_block);
+                    if ahead {
+                        prefetch(block.wrapping_add(PREFETCH_BYTES), group_block);
+                    }
                     let dw = packed_scales(block);
                     let levels = packed_levels::<Q4>(block.add(GROUP_SCALE_BYTES));
                     sums = add_lane_block_two_chains(sums, &levels, dw, xb, minus_offset);

@@ -195,7 +195,8 @@ impl Path {
     ) -> Result<(), Error> {
         // `w`'s bytes are in the packed layout: `PackedMatrix` is built
         // only by packing.
-        if let Some(a) = QuantRows::new(out, &w.inner, xq)? {
+        if let Some(mut a) = QuantRows::new(out, &w.inner, xq)? {
+            a.streamed = w.streamed;
             run_on!(self, matvec_packed(a));
         }
         Ok(())

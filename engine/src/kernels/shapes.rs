@@ -144,6 +144,8 @@ pub struct QuantRows<'a> {
     pub(super) w: &'a [u8],
     pub(super) x: &'a [BlockQ8],
     pub(super) q4: bool,
+    /// Packed rows read from memory (`PackedMatrix::streamed`): a hint.
+    pub(super) streamed: bool,
 }
 
 impl<'a> QuantRows<'a> {
@@ -171,6 +173,7 @@ impl<'a> QuantRows<'a> {
             w: w.data,
             x,
             q4,
+            streamed: false,
         }))
     }
 }
