@@ -104,6 +104,12 @@ fn main() {
             );
             let mut packed = vec![0u8; packed_bytes(&w)];
             let packed = pack(&w, &mut packed);
+            // " | GB/s GF/s" of one run taking `t` seconds, the GB/s `width` wide.
+            let rates = |t: f64, width: usize| {
+                let gbs = data.len() as f64 / t / 1e9;
+                let gflops = 2.0 * (rows * cols) as f64 / t / 1e9;
+                format!(" | {gbs:>width$.2} {gflops:>11.2}")
+            };
             let mut seconds = Vec::new();
             for &path in &paths {
                 let t = best_seconds(|| {
@@ -118,9 +124,7 @@ fn main() {
                     }
                     black_box(&out);
                 });
-                let gbs = data.len() as f64 / t / 1e9;
-                let gflops = 2.0 * (rows * cols) as f64 / t / 1e9;
-                line += &format!(" | {gbs:>12.2} {gflops:>11.2}");
+                line += &rates(t, 12);
                 seconds.push(t);
                 if let (true, Some(p)) = (path.packs_weights(), &packed) {
                     let t = best_seconds(|| {
@@ -129,9 +133,7 @@ fn main() {
                         }
                         black_box(&out);
                     });
-                    let gbs = data.len() as f64 / t / 1e9;
-                    let gflops = 2.0 * (rows * cols) as f64 / t / 1e9;
-                    line += &format!(" | {gbs:>11.2} {gflops:>11.2}");
+                    line += &rates(t, 11);
                     seconds.push(t);
                 } else if path.packs_weights() {
                     line += &format!(" | {:>11} {:>11}", "-", "-");

@@ -36,10 +36,10 @@ const HALF_BYTES: usize = VECTOR_BYTES / 2;
 /// marked streamed. A packed matrix is one sequential stream, yet the
 /// hardware prefetcher alone left the slower kernels short of the memory's
 /// rate: on Zen 5 the request took the 110M decode's AVX2 q8_0 from 255–258
-/// to 318–326 tok/s and AVX-512 q4_0 from 491–513 to 582–626; 4 KB gained
+/// to 304–326 tok/s and AVX-512 q4_0 from 491–513 to 582–626; 4 KB gained
 /// less, 12–32 KB less again. The VNNI Q8_0 kernels reach the memory's rate
-/// without it and lost 3–8% with it, and every kernel lost 10–25% with it
-/// on a matrix in cache (docs/PERFORMANCE.md, 2026-12-04).
+/// without it and gained nothing, and the kernels lost 10–25% with it on a
+/// matrix in cache (docs/PERFORMANCE.md, 2026-12-04, later).
 pub(super) const PREFETCH_BYTES: usize = 8 << 10;
 
 /// The eight 4-byte words of an activation block's levels, each broadcast

@@ -77,14 +77,9 @@ impl<'a> PackedMatrix<'a> {
     /// [`pack_matrix`] gives). A hint, never a change of results: the
     /// Q4_0 products, and AVX2's Q8_0 ones, then request each group-block's
     /// bytes a few KB ahead, which lifts them to the memory's rate but costs
-    /// a tenth of their speed on a matrix already in cache.
+    /// 10–25% of their speed on a matrix already in cache.
     pub fn streamed(self, streamed: bool) -> Self {
         PackedMatrix { streamed, ..self }
-    }
-
-    /// Whether it is marked as read from memory.
-    pub fn is_streamed(&self) -> bool {
-        self.streamed
     }
 
     /// Bytes already in the packed layout, as a matrix of that shape (the
