@@ -139,6 +139,42 @@ fn packed_weights_give_the_same_logits_on_stories260k() {
 }
 
 #[test]
+fn packed_weights_over_32_mib_are_streamed_and_change_no_bit() {
+    if !packing_path() {
+        return;
+    }
+    // Five layers of 1024 × 2816 in Q4_0: about 38 MB packed, so the
+    // products request bytes ahead; the small models above are not marked.
+    let large = Config {
+        dim: 1024,
+        hidden_dim: 2816,
+        n_layers: 5,
+        n_heads: 16,
+        n_kv_heads: 16,
+        vocab_size: 1000,
+        max_seq_len: 64,
+        rope_theta: 10000.0,
+        norm_eps: 1e-5,
+        tied_classifier: false,
+    };
+    let file = common::sharp_synth_model(&large, 7, Dtype::Q4_0);
+    let model = ModelFile::new_checked(&file[..]).expect("opens");
+    let mut buffer = vec![0u8; packed_weights_bytes(&model)];
+    assert!(buffer.len() > 32 << 20, "{} bytes", buffer.len());
+    assert!(PackedWeights::new(&model, &mut buffer)
+        .expect("packs")
+        .is_streamed());
+    let small = common::sharp_synth_model(&config(true), 5, Dtype::Q4_0);
+    let small_model = ModelFile::new_checked(&small[..]).expect("opens");
+    let mut small_buffer = vec![0u8; packed_weights_bytes(&small_model)];
+    let packed = PackedWeights::new(&small_model, &mut small_buffer).expect("packs");
+    assert!(!packed.is_streamed());
+    let want = logits_bits(&file, false, &kinglet::Sequential);
+    let got = logits_bits(&file, true, &kinglet::Sequential);
+    assert!(got == want, "streamed packed weights: logits differ");
+}
+
+#[test]
 fn packed_weights_refuse_small_buffers_and_other_models() {
     let float = common::sharp_synth_model(&config(true), 5, Dtype::F32);
     let float_model = ModelFile::new_checked(&float[..]).expect("opens");

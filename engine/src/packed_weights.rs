@@ -124,6 +124,13 @@ impl<'a> PackedWeights<'a> {
         self.bytes.is_empty()
     }
 
+    /// Whether the packed matrices total more than 32 MiB, so that the
+    /// products take them as read from memory at every token and request
+    /// their bytes ahead ([`PackedMatrix::streamed`]).
+    pub fn is_streamed(&self) -> bool {
+        self.streamed
+    }
+
     /// Whether these are copies of `model`'s matrices.
     pub(crate) fn is_of<T: AsRef<[u8]>>(&self, model: &ModelFile<T>) -> bool {
         core::ptr::eq(self.source, model.as_bytes())
