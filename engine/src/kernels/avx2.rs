@@ -812,7 +812,10 @@ fn sum_lanes_i32(v: __m256i) -> i32 {
 /// `k · Σ_j x_j` for each of up to [`CHUNK_BLOCKS`] activation blocks
 /// (missing blocks get 0), `k` the shift of the stored levels:
 /// `Σ (q_j − 8) · x_j = Σ q_j · x_j − 8 · Σ x_j` for Q4_0, which stores
-/// level `q − 8` as `q`; `k` = 128 for Q8_0's `w + 128`.
+/// level `q − 8` as `q`; `k` = 128 for Q8_0's `w + 128`. Inlined, so the
+/// sums vectorize with the caller's features (a call, built for the
+/// baseline x86-64, took 2% of a 110M prefill).
+#[inline(always)]
 pub(super) fn block_offsets<const Q4: bool>(x: &[BlockQ8]) -> [i32; CHUNK_BLOCKS] {
     let k = if Q4 { 8 } else { 128 };
     let mut offsets = [0; CHUNK_BLOCKS];
