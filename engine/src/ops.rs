@@ -32,11 +32,16 @@ pub fn all_finite(x: &[f32]) -> bool {
 /// and BF16 are read too).
 pub fn rmsnorm(out: &mut [f32], x: &[f32], gain: &Matrix<'_>, eps: f32) {
     debug_assert_eq!(out.len(), x.len(), "rmsnorm: out length");
-    let mut sum_squares = 0.0f32;
+    scale_by_gain(out, x, gain, rms_scale(sum_of_squares(x), x.len(), eps));
+}
+
+/// `Σ x[i]²`, added in order.
+fn sum_of_squares(x: &[f32]) -> f32 {
+    let mut sum = 0.0f32;
     for &v in x {
-        sum_squares += v * v;
+        sum += v * v;
     }
-    scale_by_gain(out, x, gain, rms_scale(sum_squares, x.len(), eps));
+    sum
 }
 
 /// Rows whose sums of squares [`rmsnorm_rows`] adds side by side.
@@ -56,10 +61,19 @@ pub fn rmsnorm_rows(out: &mut [f32], x: &[f32], gain: &Matrix<'_>, eps: f32, dim
         .zip(x.chunks(NORM_ROWS * dim))
     {
         let mut sums = [0.0f32; NORM_ROWS];
-        for i in 0..dim {
+        if x_rows.len() == NORM_ROWS * dim {
+            // A constant count of rows, so the sums stay in registers
+            // (over a variable count they went through memory, each
+            // addition waiting on the store before it).
+            for i in 0..dim {
+                for (r, s) in sums.iter_mut().enumerate() {
+                    let v = x_rows[r * dim + i];
+                    *s += v * v;
+                }
+            }
+        } else {
             for (s, row) in sums.iter_mut().zip(x_rows.chunks_exact(dim)) {
-                let v = row[i];
-                *s += v * v;
+                *s = sum_of_squares(row);
             }
         }
         let rows = out_rows.chunks_exact_mut(dim).zip(x_rows.chunks_exact(dim));
