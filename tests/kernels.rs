@@ -625,6 +625,153 @@ fn attention_head_run_kernels_equal_reference_and_per_head_bit_for_bit() {
 }
 
 #[test]
+fn attention_query_block_kernels_equal_reference_and_one_query_bit_for_bit() {
+    let mut rng = Rng::new(13);
+    for path in accelerated_paths() {
+        for width in [1, 7, 8, 16, 17, 48, 64, 80] {
+            // Blocks short of, at and past sixteen rows (the AVX-512 batch).
+            for rows in [1, 5, 15, 16, 17] {
+                for (queries, visible) in [(1, 1), (3, 2), (16, 1), (5, 16), (20, 3)] {
+                    let column = 3; // the KV head's columns start inside the row
+                    let row_floats = width + 5;
+                    let block = kernels::QueryBlock {
+                        rows,
+                        row_floats,
+                        column,
+                        head_dim: width,
+                        queries,
+                        visible,
+                        query_stride: width + 2,
+                        score_stride: rows + 1,
+                    };
+                    let keys = values(&mut rng, rows * row_floats);
+                    let q = values(&mut rng, queries * block.query_stride);
+                    let what = format!(
+                        "{} width {width} rows {rows} queries {queries} visible {visible}",
+                        path.name()
+                    );
+                    let scores_len = queries * block.score_stride;
+                    let scores =
+                        same_bits(path, scores_len, &format!("scores {what}"), |p, out| {
+                            p.attention_scores_queries(out, &q, &keys, block)
+                        });
+                    let weights = values(&mut rng, scores_len);
+                    let start = values(&mut rng, queries * block.query_stride);
+                    let sums = same_bits(path, start.len(), &format!("sums {what}"), |p, out| {
+                        out.copy_from_slice(&start);
+                        p.add_weighted_queries(out, &weights, &keys, block)
+                    });
+                    // Each query's bits are those of the one-query kernels
+                    // over the rows it sees; what lies between is untouched.
+                    for t in 0..queries {
+                        let seen = block.seen(t);
+                        let mut one = vec![f32::NAN; seen];
+                        let q_t = &q[t * block.query_stride..][..width];
+                        path.attention_scores(&mut one, q_t, &keys, row_floats, column)
+                            .expect("one query");
+                        let at = t * block.score_stride;
+                        assert_bits_eq(&scores[at..at + seen], &one, &format!("query {t} {what}"));
+                        assert!(scores[at + seen..at + block.score_stride]
+                            .iter()
+                            .all(|v| v.is_nan()));
+                        let mut one = start[t * block.query_stride..][..width].to_vec();
+                        // From the output's start, the rows it sees added
+                        // position after position.
+                        for (p, &wp) in weights[at..at + seen].iter().enumerate() {
+                            let row = &keys[p * row_floats + column..][..width];
+                            reference::axpy(&mut one, wp, row);
+                        }
+                        let got = &sums[t * block.query_stride..][..width];
+                        assert_bits_eq(got, &one, &format!("query {t} sums {what}"));
+                    }
+                }
+            }
+        }
+        // Blocks that do not fit their buffers or rows are errors, not
+        // panics; no queries or no rows leave everything alone.
+        let block = kernels::QueryBlock {
+            rows: 4,
+            row_floats: 8,
+            column: 0,
+            head_dim: 8,
+            queries: 2,
+            visible: 1,
+            query_stride: 8,
+            score_stride: 4,
+        };
+        let (keys, q) = (vec![1.0; 32], vec![1.0; 16]);
+        let mut scores = vec![0.0; 6];
+        assert!(path
+            .attention_scores_queries(&mut scores, &q, &keys, block)
+            .is_ok());
+        let bad_blocks = [
+            kernels::QueryBlock { rows: 5, ..block },
+            kernels::QueryBlock { column: 1, ..block },
+            kernels::QueryBlock {
+                visible: 0,
+                ..block
+            },
+            kernels::QueryBlock {
+                head_dim: 0,
+                ..block
+            },
+            kernels::QueryBlock {
+                query_stride: 7,
+                ..block
+            },
+            kernels::QueryBlock {
+                visible: 4,
+                score_stride: 3,
+                ..block
+            },
+            kernels::QueryBlock {
+                queries: usize::MAX,
+                ..block
+            },
+        ];
+        for bad in bad_blocks {
+            let mut scores = [0.0; 16];
+            let mut out = [0.0; 16];
+            assert!(
+                path.attention_scores_queries(&mut scores, &q, &keys, bad)
+                    .is_err(),
+                "{bad:?}"
+            );
+            assert!(
+                path.add_weighted_queries(&mut out, &scores, &keys, bad)
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(path
+            .attention_scores_queries(&mut scores[..5], &q, &keys, block)
+            .is_err());
+        assert!(path
+            .attention_scores_queries(&mut scores, &q[..15], &keys, block)
+            .is_err());
+        let mut out = vec![0.0; 16];
+        assert!(path
+            .add_weighted_queries(&mut out[..15], &scores, &keys, block)
+            .is_err());
+        assert!(path
+            .add_weighted_queries(&mut out, &scores[..5], &keys, block)
+            .is_err());
+        for empty in [
+            kernels::QueryBlock {
+                queries: 0,
+                ..block
+            },
+            kernels::QueryBlock { rows: 0, ..block },
+        ] {
+            let mut out = vec![f32::NAN; 16];
+            path.add_weighted_queries(&mut out, &scores, &keys, empty)
+                .expect("empty");
+            assert!(out.iter().all(|v| v.is_nan()));
+        }
+    }
+}
+
+#[test]
 fn activation_quantization_equals_reference_bit_for_bit() {
     let mut rng = Rng::new(11);
     for path in accelerated_paths() {

@@ -293,15 +293,13 @@ pub fn attend_heads(
 /// Cached positions [`attend_queries`] takes for every query before the next
 /// ones: the run's keys (or values) of this many positions (at 12 heads of
 /// 64, 48 KiB) come from memory once for all the queries of a chunk, then
-/// from the L2 cache. One query at a time read all the keys for each; with
-/// 8 positions (whose keys fit the L1 cache) the scores went four keys at a
-/// time instead of sixteen, and it was no faster.
+/// one head's (4 KiB) from the L1 cache for each query.
 const QUERY_BLOCK: usize = 16;
 
 /// [`attend_heads`] for `n` consecutive queries of a chunk, query `t` seeing
 /// the first `seen + t` cached positions, with the bits of attending them
-/// one by one: the scores of every query a block of positions at a time
-/// (each block of keys read once from memory for all the queries), then each
+/// one by one: the scores a block of positions at a time, each head's
+/// block for every query that sees it in one kernel call, then each
 /// query's softmax per head, then the weighted sums, a block at a time
 /// again, each element adding the positions in order.
 ///
@@ -333,30 +331,44 @@ pub fn attend_queries(
     let width = run.heads * run.head_dim;
     let per_query = run.heads * run.score_stride;
     let last = seen + n.saturating_sub(1); // the last query's positions
-    if seen == 0 || last > run.score_stride {
+    if seen == 0 || last > run.score_stride || run.group == 0 {
         return Err(misfit);
     }
-    // Calls `f(t, first, block)` for every query `t` and block of
-    // positions from `first` it sees, block after block.
-    let blocks = |f: &mut dyn FnMut(usize, usize, kernels::HeadRun) -> Result<(), Error>| {
+    // Calls `f([at_scores, at_head], at_rows, block)` for every block of
+    // positions from `first` and head `i`, where `block` holds the queries
+    // that see it (from query `t0`), `at_scores` and `at_head` are where
+    // query `t0`'s head `i` starts in the scores (at position `first`) and
+    // in the queries or outputs (`query_stride` apart), and `at_rows` is
+    // where the block's first cached row starts.
+    type BlockFn<'f> = dyn FnMut([usize; 2], usize, kernels::QueryBlock) -> Result<(), Error> + 'f;
+    let blocks = |query_stride: usize, f: &mut BlockFn<'_>| {
         for first in (0..last).step_by(QUERY_BLOCK) {
-            for t in 0..n {
-                let positions = (seen + t).saturating_sub(first).min(QUERY_BLOCK);
-                if positions > 0 {
-                    f(t, first, kernels::HeadRun { positions, ..run })?;
-                }
+            let t0 = (first + 1).saturating_sub(seen); // the first query to see `first`
+            for i in 0..run.heads {
+                let block = kernels::QueryBlock {
+                    rows: QUERY_BLOCK.min(last - first),
+                    row_floats: run.row_floats,
+                    column: (run.first_head + i) / run.group * run.head_dim,
+                    head_dim: run.head_dim,
+                    queries: n - t0,
+                    visible: seen + t0 - first,
+                    query_stride,
+                    score_stride: per_query,
+                };
+                let at_scores = t0 * per_query + i * run.score_stride + first;
+                let at_head = t0 * query_stride + i * run.head_dim;
+                f([at_scores, at_head], first * run.row_floats, block)?;
             }
         }
         Ok(())
     };
-    blocks(&mut |t, first, block| {
-        let q_t = q.get(t * q_stride..).and_then(|q| q.get(..width));
-        let s = scores.get_mut(t * per_query + first..);
-        let k = keys.get(first * run.row_floats..);
-        match (q_t, s, k) {
-            (Some(q_t), Some(s), Some(k)) => kernels::attention_scores_heads(s, q_t, k, block),
-            _ => Err(misfit),
-        }
+    blocks(q_stride, &mut |[at_scores, at_q], at_keys, block| match (
+        scores.get_mut(at_scores..),
+        q.get(at_q..),
+        keys.get(at_keys..),
+    ) {
+        (Some(s), Some(q), Some(k)) => kernels::attention_scores_queries(s, q, k, block),
+        _ => Err(misfit),
     })?;
     for t in 0..n {
         for i in 0..run.heads {
@@ -368,14 +380,13 @@ pub fn attend_queries(
         }
     }
     out.fill(0.0);
-    blocks(&mut |t, first, block| {
-        let o = out.get_mut(t * width..).and_then(|o| o.get_mut(..width));
-        let w = scores.get(t * per_query + first..);
-        let v = values.get(first * run.row_floats..);
-        match (o, w, v) {
-            (Some(o), Some(w), Some(v)) => kernels::add_weighted_heads(o, w, v, block),
-            _ => Err(misfit),
-        }
+    blocks(width, &mut |[at_weights, at_out], at_values, block| match (
+        out.get_mut(at_out..),
+        scores.get(at_weights..),
+        values.get(at_values..),
+    ) {
+        (Some(o), Some(w), Some(v)) => kernels::add_weighted_queries(o, w, v, block),
+        _ => Err(misfit),
     })
 }
 

@@ -27,7 +27,7 @@ use super::avx2_packed;
 use super::reference;
 use super::shapes::{
     block_bytes, Activations, Float, FloatMatmul, FloatRows, HeadRows, HeadScores, HeadSums,
-    QuantMatmul, QuantRows, Strided,
+    QuantMatmul, QuantRows, QueryScores, QuerySums, Strided,
 };
 use crate::quant::BlockQ8;
 use crate::tensor::BLOCK_LEN;
@@ -447,6 +447,52 @@ pub unsafe fn add_weighted_heads(a: HeadSums<'_>) {
         // precondition).
         unsafe { add_weighted(&mut out[run.head_range(i)], block, rows) };
     });
+}
+
+/// [`attention_scores`] for each query `t` of a block: its head against
+/// the rows it sees, the reference's bits.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn attention_scores_queries(a: QueryScores<'_>) {
+    let QueryScores {
+        scores,
+        q,
+        keys,
+        block,
+    } = a;
+    for t in 0..block.queries {
+        let seen = block.seen(t);
+        let s = &mut scores[t * block.score_stride..][..seen];
+        let q_t = &q[t * block.query_stride..][..block.head_dim];
+        // SAFETY: the features are available (this function's
+        // precondition).
+        unsafe { attention_scores(s, q_t, keys.rows_in(0, seen)) };
+    }
+}
+
+/// [`weighted_sum`] for each query `t` of a block, added to what its output
+/// holds, the reference's bits.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn add_weighted_queries(a: QuerySums<'_>) {
+    let QuerySums {
+        out,
+        weights,
+        values,
+        block,
+    } = a;
+    for t in 0..block.queries {
+        let seen = block.seen(t);
+        let o = &mut out[t * block.query_stride..][..block.head_dim];
+        let w = &weights[t * block.score_stride..][..seen];
+        // SAFETY: the features are available (this function's
+        // precondition).
+        unsafe { add_weighted(o, w, values.rows_in(0, seen)) };
+    }
 }
 
 // ---------------------------------------------------------------------------

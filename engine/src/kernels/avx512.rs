@@ -44,7 +44,7 @@ use super::packed::{GROUP_SCALE_BYTES, VECTOR_BYTES};
 use super::reference;
 use super::shapes::{
     block_bytes, Activations, Float, FloatMatmul, FloatRows, HeadScores, HeadSums, QuantMatmul,
-    QuantRows, Strided,
+    QuantRows, QueryScores, QuerySums, Strided,
 };
 use crate::quant::BlockQ8;
 use crate::tensor::BLOCK_LEN;
@@ -467,6 +467,143 @@ pub unsafe fn add_weighted_heads(a: HeadSums<'_>) {
         // precondition).
         unsafe { add_weighted(&mut out[run.head_range(i)], block, rows) };
     });
+}
+
+/// [`attention_scores`] for each query `t` of a block, the reference's
+/// bits. When the block has sixteen rows or more and the head is whole
+/// vectors, a query that sees up to sixteen rows takes one batch of the
+/// first sixteen and stores the scores of those it sees (a batch's scores
+/// do not depend on each other); others run [`attention_scores`].
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn attention_scores_queries(a: QueryScores<'_>) {
+    let QueryScores {
+        scores,
+        q,
+        keys,
+        block,
+    } = a;
+    let batches = keys.rows >= BATCH_KEYS && keys.width.is_multiple_of(LANES);
+    let first = keys.data.as_ptr().wrapping_add(keys.offset).cast::<u8>();
+    let row_bytes = keys.stride * 4;
+    for t in 0..block.queries {
+        let seen = block.seen(t);
+        let s = &mut scores[t * block.score_stride..][..seen];
+        let q_t = &q[t * block.query_stride..][..block.head_dim];
+        if batches && seen <= BATCH_KEYS {
+            // SAFETY: key rows 0 .. 16 ≤ keys.rows each hold `width` floats
+            // from offset (the `Strided` facts), `q_t` is whole vectors;
+            // the store writes lanes 0 .. seen of `s`, which holds `seen`.
+            unsafe {
+                let v = batch_scores(first, row_bytes, q_t);
+                _mm512_mask_storeu_ps(s.as_mut_ptr(), ((1u32 << seen) - 1) as __mmask16, v);
+            }
+        } else {
+            // SAFETY: the features are available (this function's
+            // precondition).
+            unsafe { attention_scores(s, q_t, keys.rows_in(0, seen)) };
+        }
+    }
+}
+
+/// [`weighted_sum`] for each query `t` of a block, added to what its output
+/// holds, the reference's bits.
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn add_weighted_queries(a: QuerySums<'_>) {
+    let QuerySums {
+        out,
+        weights,
+        values,
+        block,
+    } = a;
+    let whole = values.width.is_multiple_of(LANES);
+    for t in 0..block.queries {
+        let seen = block.seen(t);
+        let o = &mut out[t * block.query_stride..][..block.head_dim];
+        let w = &weights[t * block.score_stride..][..seen];
+        let rows = values.rows_in(0, seen);
+        // SAFETY: the features are available (this function's
+        // precondition).
+        unsafe {
+            if whole {
+                add_weighted_whole(o, w, rows)
+            } else {
+                add_weighted(o, w, rows)
+            }
+        }
+    }
+}
+
+/// [`add_weighted`] for rows of whole vectors: up to four vectors of the
+/// output in registers per pass, plain loads, no masks to set up (prefill
+/// calls it for sixteen positions at a time, where that setup showed).
+///
+/// # Safety
+/// The features are available; `values.width` is a multiple of 16.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn add_weighted_whole(out: &mut [f32], weights: &[f32], values: Strided<'_>) {
+    let out = &mut out[..values.width];
+    let weights = &weights[..values.rows.min(weights.len())];
+    let mut start = 0;
+    while start < values.width {
+        let rows = values.data.as_ptr().wrapping_add(values.offset + start);
+        let o = &mut out[start..];
+        // SAFETY: the features are available; `o` and each value row hold
+        // the pass's vectors (the width is whole vectors, the `Strided`
+        // facts).
+        let vectors = unsafe {
+            match (values.width - start) / LANES {
+                1 => add_weighted_pass::<1>(o, weights, rows, values.stride),
+                2 => add_weighted_pass::<2>(o, weights, rows, values.stride),
+                3 => add_weighted_pass::<3>(o, weights, rows, values.stride),
+                _ => add_weighted_pass::<4>(o, weights, rows, values.stride),
+            }
+        };
+        start += vectors * LANES;
+    }
+}
+
+/// `out[.. 16·V] += weights[p] · row p` for each position in order, the
+/// rows `stride` floats apart from `rows`; returns `V`.
+///
+/// # Safety
+/// The features are available; `out` holds `16·V` floats, and so does
+/// each of the `weights.len()` rows from `rows`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn add_weighted_pass<const V: usize>(
+    out: &mut [f32],
+    weights: &[f32],
+    rows: *const f32,
+    stride: usize,
+) -> usize {
+    let out = &mut out[..V * LANES];
+    let mut acc = [_mm512_setzero_ps(); V];
+    for (i, a) in acc.iter_mut().enumerate() {
+        // SAFETY: 16·i + 16 ≤ 16·V floats of `out`.
+        *a = unsafe { _mm512_loadu_ps(out.as_ptr().add(i * LANES)) };
+    }
+    let mut row = rows;
+    for &w in weights {
+        let wv = _mm512_set1_ps(w);
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: each row holds 16·V floats (the precondition).
+            let v = unsafe { _mm512_loadu_ps(row.add(i * LANES)) };
+            *a = _mm512_add_ps(*a, _mm512_mul_ps(wv, v));
+        }
+        row = row.wrapping_add(stride);
+    }
+    for (i, a) in acc.iter().enumerate() {
+        // SAFETY: as above, inside `out`.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(i * LANES), *a) };
+    }
+    V
 }
 
 /// [`reduce_batch`]'s shuffles with `max` instead of `+`: key (here,

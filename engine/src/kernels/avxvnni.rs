@@ -13,8 +13,9 @@ use super::shapes::{QuantMatmul, QuantRows};
 use super::{avx2, avx2_packed};
 
 pub use super::avx2::{
-    add_weighted_heads, attention_scores, attention_scores_heads, axpy, dot, exp_and_sum, matmul,
-    matvec, quantize_activations, silu_mul, weighted_sum,
+    add_weighted_heads, add_weighted_queries, attention_scores, attention_scores_heads,
+    attention_scores_queries, axpy, dot, exp_and_sum, matmul, matvec, quantize_activations,
+    silu_mul, weighted_sum,
 };
 
 /// The AVX2 path's `matvec_quantized`, with `vpdpbusd`.

@@ -25,7 +25,7 @@ pub mod reference;
 pub mod shapes;
 
 pub use path::{active_path, Path};
-pub use shapes::HeadRun;
+pub use shapes::{HeadRun, QueryBlock};
 
 use crate::error::Error;
 use crate::quant::{self, BlockQ8};
@@ -131,6 +131,30 @@ pub fn weighted_sum_heads(
     run: HeadRun,
 ) -> Result<(), Error> {
     Path::active().weighted_sum_heads(out, weights, values, run)
+}
+
+/// Attention scores of a chunk's queries against one head's block of
+/// keys; see [`Path::attention_scores_queries`].
+#[inline]
+pub fn attention_scores_queries(
+    scores: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    block: QueryBlock,
+) -> Result<(), Error> {
+    Path::active().attention_scores_queries(scores, q, keys, block)
+}
+
+/// Attention-weighted sums of a chunk's queries over one head's block of
+/// values, added to their outputs; see [`Path::add_weighted_queries`].
+#[inline]
+pub fn add_weighted_queries(
+    out: &mut [f32],
+    weights: &[f32],
+    values: &[f32],
+    block: QueryBlock,
+) -> Result<(), Error> {
+    Path::active().add_weighted_queries(out, weights, values, block)
 }
 
 /// Attention-weighted sums of a run of query heads added to `out`; see

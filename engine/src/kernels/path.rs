@@ -17,7 +17,7 @@ use super::packed::PackedMatrix;
 use super::reference;
 use super::shapes::{
     Activations, FloatMatmul, FloatRows, HeadRun, HeadScores, HeadSums, QuantMatmul, QuantRows,
-    Strided,
+    QueryBlock, QueryScores, QuerySums, Strided,
 };
 #[cfg(target_arch = "x86_64")]
 use super::{avx2, avx512, avxvnni};
@@ -356,6 +356,47 @@ impl Path {
     ) -> Result<(), Error> {
         if let Some(a) = HeadSums::new(out, weights, values, run)? {
             run_on!(self, add_weighted_heads(a));
+        }
+        Ok(())
+    }
+
+    /// [`attention_scores`](Self::attention_scores) of each query `t` of a
+    /// block (its head `q[t · query_stride ..][.. head_dim]` against the
+    /// first [`seen(t)`](QueryBlock::seen) rows of `keys`, the head's
+    /// columns `column ..`) into `scores[t · score_stride ..]`.
+    ///
+    /// Errors: [`Error::InvalidInput`] when a query sees no row, a head has
+    /// no width, the rows reach past `row_floats` or `keys`, two queries
+    /// overlap, or `q` or `scores` do not fit the queries.
+    pub fn attention_scores_queries(
+        self,
+        scores: &mut [f32],
+        q: &[f32],
+        keys: &[f32],
+        block: QueryBlock,
+    ) -> Result<(), Error> {
+        if let Some(a) = QueryScores::new(scores, q, keys, block)? {
+            run_on!(self, attention_scores_queries(a));
+        }
+        Ok(())
+    }
+
+    /// Each query `t` of a block's weights `weights[t · score_stride ..]`
+    /// over the first [`seen(t)`](QueryBlock::seen) rows of `values`, added
+    /// position after position to its output `out[t · query_stride ..][..
+    /// head_dim]`, as [`add_weighted_heads`](Self::add_weighted_heads) adds.
+    ///
+    /// Errors: as [`attention_scores_queries`](Self::attention_scores_queries),
+    /// for `out` and `weights`.
+    pub fn add_weighted_queries(
+        self,
+        out: &mut [f32],
+        weights: &[f32],
+        values: &[f32],
+        block: QueryBlock,
+    ) -> Result<(), Error> {
+        if let Some(a) = QuerySums::new(out, weights, values, block)? {
+            run_on!(self, add_weighted_queries(a));
         }
         Ok(())
     }

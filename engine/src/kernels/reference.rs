@@ -43,7 +43,7 @@
 use super::packed::{group_block_bytes, unpack_block, GROUP_ROWS};
 use super::shapes::{
     Activations, Float, FloatMatmul, FloatRows, HeadScores, HeadSums, QuantMatmul, QuantRows,
-    Strided,
+    QueryScores, QuerySums, Strided,
 };
 use crate::error::Error;
 use crate::quant::{self, BlockQ8};
@@ -421,6 +421,44 @@ pub fn add_weighted_heads(a: HeadSums<'_>) {
             &mut out[run.head_range(i)],
             &weights[run.score_range(i)],
             values.head(i),
+        );
+    }
+}
+
+/// [`attention_scores`] for each query `t` of a block: its head against
+/// the rows it sees.
+pub fn attention_scores_queries(a: QueryScores<'_>) {
+    let QueryScores {
+        scores,
+        q,
+        keys,
+        block,
+    } = a;
+    for t in 0..block.queries {
+        let seen = block.seen(t);
+        attention_scores(
+            &mut scores[t * block.score_stride..][..seen],
+            &q[t * block.query_stride..][..block.head_dim],
+            keys.rows_in(0, seen),
+        );
+    }
+}
+
+/// [`weighted_sum`] for each query `t` of a block, added to what its output
+/// holds: its weights over the rows it sees.
+pub fn add_weighted_queries(a: QuerySums<'_>) {
+    let QuerySums {
+        out,
+        weights,
+        values,
+        block,
+    } = a;
+    for t in 0..block.queries {
+        let seen = block.seen(t);
+        add_weighted(
+            &mut out[t * block.query_stride..][..block.head_dim],
+            &weights[t * block.score_stride..][..seen],
+            values.rows_in(0, seen),
         );
     }
 }

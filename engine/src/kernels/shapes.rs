@@ -451,6 +451,157 @@ impl<'a> HeadSums<'a> {
     }
 }
 
+/// A chunk's queries against one KV head's block of cached rows, as
+/// prefill attends ([`crate::ops::attend_queries`]): query `t` sees the
+/// block's first [`seen(t)`](Self::seen) rows, and keeps its head at
+/// `t · query_stride` of the queries (or outputs) and its scores (or
+/// weights) at `t · score_stride`. Every query of a chunk reads the same
+/// few kilobytes of the block from the L1 cache, in one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryBlock {
+    /// Cached rows in the block.
+    pub rows: usize,
+    /// Floats of one cached row (`kv_dim`).
+    pub row_floats: usize,
+    /// The KV head's first column in each row.
+    pub column: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Queries.
+    pub queries: usize,
+    /// Rows query 0 sees (at least 1); each later query sees one more, up
+    /// to every row.
+    pub visible: usize,
+    /// Floats from one query's head (or output) to the next query's.
+    pub query_stride: usize,
+    /// Floats from one query's scores (or weights) to the next query's.
+    pub score_stride: usize,
+}
+
+impl QueryBlock {
+    /// Rows query `t` sees.
+    pub fn seen(&self, t: usize) -> usize {
+        self.rows.min(self.visible.saturating_add(t))
+    }
+
+    /// The block's rows in `data` (their first row at its start); `None`
+    /// when there are no queries or no rows.
+    ///
+    /// Errors: [`Error::InvalidInput`] when a query sees no row, a head has
+    /// no width, a row reaches past `row_floats` or the last row past
+    /// `data`, or two queries' heads or scores would overlap.
+    fn rows_of<'a>(&self, data: &'a [f32]) -> Result<Option<Strided<'a>>, Error> {
+        if self.queries == 0 || self.rows == 0 {
+            return Ok(None);
+        }
+        let apart = self.queries == 1
+            || (self.head_dim <= self.query_stride
+                && self.seen(self.queries - 1) <= self.score_stride);
+        if self.visible == 0 || self.head_dim == 0 || !apart {
+            return Err(invalid("attention queries overlap or see no row"));
+        }
+        Strided::new(data, self.rows, self.head_dim, self.row_floats, self.column).map(Some)
+    }
+
+    /// Whether `len` floats hold the last query's `width` floats at `t ·
+    /// stride` (so every query's).
+    fn fits(&self, len: usize, stride: usize, width: usize) -> bool {
+        (self.queries - 1)
+            .checked_mul(stride)
+            .and_then(|start| start.checked_add(width))
+            .is_some_and(|end| end <= len)
+    }
+}
+
+/// Queries' attention scores against one head's block of keys.
+///
+/// Facts: those of [`Strided`] for `keys` (`block.rows` rows of
+/// `block.head_dim` floats); `block.queries`, `block.visible` and
+/// `block.head_dim` are at least 1; query `t`'s head
+/// `q[t · query_stride ..][.. head_dim]` and scores
+/// `scores[t · score_stride ..][.. seen(t)]` are in bounds.
+pub struct QueryScores<'a> {
+    pub(super) scores: &'a mut [f32],
+    pub(super) q: &'a [f32],
+    pub(super) keys: Strided<'a>,
+    pub(super) block: QueryBlock,
+}
+
+impl<'a> QueryScores<'a> {
+    /// `Ok(None)` when there is nothing to compute.
+    ///
+    /// Errors: those of the block's rows (see [`QueryBlock`]), and
+    /// [`Error::InvalidInput`] when `q` or `scores` do not fit the queries.
+    pub fn new(
+        scores: &'a mut [f32],
+        q: &'a [f32],
+        keys: &'a [f32],
+        block: QueryBlock,
+    ) -> Result<Option<Self>, Error> {
+        let Some(keys) = block.rows_of(keys)? else {
+            return Ok(None);
+        };
+        let last_seen = block.seen(block.queries - 1);
+        if !(block.fits(q.len(), block.query_stride, block.head_dim)
+            && block.fits(scores.len(), block.score_stride, last_seen))
+        {
+            return Err(invalid(
+                "attention_scores_queries: queries or scores do not fit the block",
+            ));
+        }
+        Ok(Some(QueryScores {
+            scores,
+            q,
+            keys,
+            block,
+        }))
+    }
+}
+
+/// Queries' attention-weighted sums over one head's block of values, added
+/// to what their outputs hold.
+///
+/// Facts: those of [`QueryScores`], with `out` for `q` and `weights` for
+/// `scores`.
+pub struct QuerySums<'a> {
+    pub(super) out: &'a mut [f32],
+    pub(super) weights: &'a [f32],
+    pub(super) values: Strided<'a>,
+    pub(super) block: QueryBlock,
+}
+
+impl<'a> QuerySums<'a> {
+    /// `Ok(None)` when there is nothing to sum (`out` untouched).
+    ///
+    /// Errors: those of the block's rows (see [`QueryBlock`]), and
+    /// [`Error::InvalidInput`] when `out` or `weights` do not fit the
+    /// queries.
+    pub fn new(
+        out: &'a mut [f32],
+        weights: &'a [f32],
+        values: &'a [f32],
+        block: QueryBlock,
+    ) -> Result<Option<Self>, Error> {
+        let Some(values) = block.rows_of(values)? else {
+            return Ok(None);
+        };
+        let last_seen = block.seen(block.queries - 1);
+        if !(block.fits(out.len(), block.query_stride, block.head_dim)
+            && block.fits(weights.len(), block.score_stride, last_seen))
+        {
+            return Err(invalid(
+                "add_weighted_queries: outputs or weights do not fit the block",
+            ));
+        }
+        Ok(Some(QuerySums {
+            out,
+            weights,
+            values,
+            block,
+        }))
+    }
+}
+
 /// Activations to quantize into Q8 blocks.
 ///
 /// Facts: `x.len() == 32 · dst.len()` and every element of `x` is finite.
