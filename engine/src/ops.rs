@@ -167,16 +167,39 @@ pub fn softmax(x: &mut [f32]) {
     let Some(&first) = x.first() else {
         return;
     };
-    let mut max = first;
-    for &v in x.iter() {
-        if v > max {
-            max = v;
-        }
-    }
-    let sum = kernels::exp_and_sum(x, max);
+    let sum = kernels::exp_and_sum(x, maximum(x, first));
     for v in x.iter_mut() {
         *v /= sum;
     }
+}
+
+/// Lanes [`maximum`] compares side by side.
+const MAX_LANES: usize = 16;
+
+/// The largest of `first` and the elements of `x` that are not NaN (NaN
+/// when `first` is), taken in sixteen lanes so that it vectorizes: each
+/// lane keeps what `if v > max { max = v }` keeps of its elements, and the
+/// lanes are merged the same way. Only which zero wins a tie between +0
+/// and −0 can differ from a pass in order, and `exp(x − max)` is then the
+/// same.
+fn maximum(x: &[f32], first: f32) -> f32 {
+    let keep_larger = |max: &mut f32, v: f32| {
+        if v > *max {
+            *max = v;
+        }
+    };
+    let mut lanes = [first; MAX_LANES];
+    let mut chunks = x.chunks_exact(MAX_LANES);
+    for chunk in &mut chunks {
+        for (max, &v) in lanes.iter_mut().zip(chunk) {
+            keep_larger(max, v);
+        }
+    }
+    let mut max = first;
+    for v in lanes.into_iter().chain(chunks.remainder().iter().copied()) {
+        keep_larger(&mut max, v);
+    }
+    max
 }
 
 /// SwiGLU's gate, in place: `gate[i] = silu(gate[i]) · up[i]` with
@@ -527,6 +550,39 @@ mod tests {
         assert_eq!(big, [0.5, 0.5, 0.0]);
         let mut empty: [f32; 0] = [];
         softmax(&mut empty);
+    }
+
+    #[test]
+    fn softmax_gives_the_bits_of_an_in_order_maximum() {
+        let mut rng = Rng(7);
+        for n in [1, 2, 15, 16, 17, 40, 100] {
+            for case in 0..4 {
+                let mut x: Vec<f32> = rng.vec(n).iter().map(|v| v * 30.0).collect();
+                match case {
+                    1 => x[n / 2] = f32::NAN, // skipped by the maximum
+                    2 => x[0] = f32::NAN,     // the maximum
+                    3 => x
+                        .iter_mut()
+                        .for_each(|v| *v = if *v < 0.0 { -0.0 } else { 0.0 }),
+                    _ => {}
+                }
+                let mut in_order = x[0];
+                for &v in &x {
+                    if v > in_order {
+                        in_order = v;
+                    }
+                }
+                let lanes = maximum(&x, x[0]);
+                assert!(lanes.to_bits() == in_order.to_bits() || lanes == 0.0 && in_order == 0.0);
+                let mut want = x.clone();
+                let sum = kernels::exp_and_sum(&mut want, in_order);
+                want.iter_mut().for_each(|v| *v /= sum);
+                let mut got = x.clone();
+                softmax(&mut got);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "n {n} case {case}");
+            }
+        }
     }
 
     #[test]
