@@ -450,6 +450,24 @@ fn quantized_matmul_equals_reference_dots_bit_for_bit() {
     }
 }
 
+/// A matrix past 32 MiB (the AVX-512 path then reads its rows as the AVX2
+/// path does, from memory) gives the reference's bits too.
+#[test]
+fn float_matvec_over_32_mib_equals_reference_bit_for_bit() {
+    let mut rng = Rng::new(14);
+    let cols = 1000;
+    for (dtype, rows) in [(Dtype::F32, 8_400), (Dtype::F16, 16_800)] {
+        let data = encode(dtype, &values(&mut rng, rows * cols), rows);
+        assert!(data.len() > 32 << 20);
+        let w = Matrix::new(dtype, rows, cols, &data).expect("shape");
+        let x = values(&mut rng, cols);
+        for path in accelerated_paths() {
+            let what = format!("{} {dtype:?} {rows}x{cols}", path.name());
+            same_bits(path, rows, &what, |p, out| p.matvec(out, &w, &x));
+        }
+    }
+}
+
 #[test]
 fn attention_kernels_equal_reference_bit_for_bit() {
     let mut rng = Rng::new(10);

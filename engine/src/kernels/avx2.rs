@@ -186,7 +186,7 @@ unsafe fn float_rows<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
 /// encoding `DT` are readable from `first`, `row_bytes` apart.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_rows<const DT: u8, const R: usize>(
+pub(super) unsafe fn dot_rows<const DT: u8, const R: usize>(
     first: *const u8,
     row_bytes: usize,
     x: &[f32],

@@ -46,6 +46,7 @@ use super::shapes::{
     block_bytes, Activations, Float, FloatMatmul, FloatRows, HeadScores, HeadSums, QuantMatmul,
     QuantRows, QueryScores, QuerySums, Strided,
 };
+use crate::packed_weights::CACHED_BYTES;
 use crate::quant::BlockQ8;
 use crate::tensor::BLOCK_LEN;
 
@@ -121,7 +122,11 @@ pub unsafe fn matvec(a: FloatRows<'_>) {
 /// (one sequential stream: see `avx2.rs`), one 512-bit load a vector.
 /// Holding `x` in registers across the rows and reading the rows in
 /// 256-bit halves gained 1–13% on Zen 4 but cost 20–30% of a 110M f32
-/// decode on Zen 5 (docs/PERFORMANCE.md, 2026-12-03).
+/// decode on Zen 5 (docs/PERFORMANCE.md, 2026-12-03). A matrix larger
+/// than the last-level cache ([`CACHED_BYTES`], a classifier) runs the
+/// AVX2 kernel's rows, two 256-bit chains: from memory they read 25–30%
+/// faster on Zen 5 (a 32000 × 768 f32 classifier 29–32 → 36–40 GB/s), in
+/// cache 5–10% slower.
 ///
 /// # Safety
 /// The features are available; `x.len() ≥ 1` and
@@ -130,6 +135,14 @@ pub unsafe fn matvec(a: FloatRows<'_>) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn float_rows<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
     let row_bytes = x.len() * element_bytes(DT);
+    if w.len() > CACHED_BYTES {
+        for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+            // SAFETY: `row` is one row of x.len() elements; AVX2, FMA and
+            // F16C are among the features.
+            *o = unsafe { avx2::dot_rows::<DT, 1>(row.as_ptr(), row_bytes, x)[0] };
+        }
+        return;
+    }
     if w.len() > STREAM_BYTES {
         for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
             // SAFETY: `row` is one row of x.len() elements.
