@@ -449,49 +449,31 @@ pub unsafe fn add_weighted_heads(a: HeadSums<'_>) {
     });
 }
 
-/// [`attention_scores`] for each query `t` of a block: its head against
-/// the rows it sees, the reference's bits.
+/// [`attention_scores`] for each query of a block: its head against the
+/// rows it sees, the reference's bits.
 ///
 /// # Safety
 /// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn attention_scores_queries(a: QueryScores<'_>) {
-    let QueryScores {
-        scores,
-        q,
-        keys,
-        block,
-    } = a;
-    for t in 0..block.queries {
-        let seen = block.seen(t);
-        let s = &mut scores[t * block.score_stride..][..seen];
-        let q_t = &q[t * block.query_stride..][..block.head_dim];
+    for (scores, q, keys) in a.queries() {
         // SAFETY: the features are available (this function's
         // precondition).
-        unsafe { attention_scores(s, q_t, keys.rows_in(0, seen)) };
+        unsafe { attention_scores(scores, q, keys) };
     }
 }
 
-/// [`weighted_sum`] for each query `t` of a block, added to what its output
+/// [`weighted_sum`] for each query of a block, added to what its output
 /// holds, the reference's bits.
 ///
 /// # Safety
 /// AVX2, FMA and F16C are available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn add_weighted_queries(a: QuerySums<'_>) {
-    let QuerySums {
-        out,
-        weights,
-        values,
-        block,
-    } = a;
-    for t in 0..block.queries {
-        let seen = block.seen(t);
-        let o = &mut out[t * block.query_stride..][..block.head_dim];
-        let w = &weights[t * block.score_stride..][..seen];
+    for (out, weights, values) in a.queries() {
         // SAFETY: the features are available (this function's
         // precondition).
-        unsafe { add_weighted(o, w, values.rows_in(0, seen)) };
+        unsafe { add_weighted(out, weights, values) };
     }
 }
 

@@ -492,31 +492,25 @@ pub unsafe fn add_weighted_heads(a: HeadSums<'_>) {
 /// The features are available.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn attention_scores_queries(a: QueryScores<'_>) {
-    let QueryScores {
-        scores,
-        q,
-        keys,
-        block,
-    } = a;
-    let batches = keys.rows >= BATCH_KEYS && keys.width.is_multiple_of(LANES);
-    let first = keys.data.as_ptr().wrapping_add(keys.offset).cast::<u8>();
-    let row_bytes = keys.stride * 4;
-    for t in 0..block.queries {
-        let seen = block.seen(t);
-        let s = &mut scores[t * block.score_stride..][..seen];
-        let q_t = &q[t * block.query_stride..][..block.head_dim];
+    let rows = &a.keys; // the block's, all of them
+    let batches = rows.rows >= BATCH_KEYS && rows.width.is_multiple_of(LANES);
+    let first = rows.data.as_ptr().wrapping_add(rows.offset).cast::<u8>();
+    let row_bytes = rows.stride * 4;
+    for (scores, q, keys) in a.queries() {
+        let seen = keys.rows;
         if batches && seen <= BATCH_KEYS {
-            // SAFETY: key rows 0 .. 16 ≤ keys.rows each hold `width` floats
-            // from offset (the `Strided` facts), `q_t` is whole vectors;
-            // the store writes lanes 0 .. seen of `s`, which holds `seen`.
+            // SAFETY: the block's key rows 0 .. 16 each hold `width` floats
+            // from offset (the `Strided` facts), `q` is whole vectors; the
+            // store writes lanes 0 .. seen of `scores`, which holds `seen`.
             unsafe {
-                let v = batch_scores(first, row_bytes, q_t);
-                _mm512_mask_storeu_ps(s.as_mut_ptr(), ((1u32 << seen) - 1) as __mmask16, v);
+                let v = batch_scores(first, row_bytes, q);
+                let lanes = ((1u32 << seen) - 1) as __mmask16;
+                _mm512_mask_storeu_ps(scores.as_mut_ptr(), lanes, v);
             }
         } else {
             // SAFETY: the features are available (this function's
             // precondition).
-            unsafe { attention_scores(s, q_t, keys.rows_in(0, seen)) };
+            unsafe { attention_scores(scores, q, keys) };
         }
     }
 }
@@ -528,25 +522,15 @@ pub unsafe fn attention_scores_queries(a: QueryScores<'_>) {
 /// The features are available.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn add_weighted_queries(a: QuerySums<'_>) {
-    let QuerySums {
-        out,
-        weights,
-        values,
-        block,
-    } = a;
-    let whole = values.width.is_multiple_of(LANES);
-    for t in 0..block.queries {
-        let seen = block.seen(t);
-        let o = &mut out[t * block.query_stride..][..block.head_dim];
-        let w = &weights[t * block.score_stride..][..seen];
-        let rows = values.rows_in(0, seen);
+    let whole = a.values.width.is_multiple_of(LANES);
+    for (out, weights, values) in a.queries() {
         // SAFETY: the features are available (this function's
         // precondition).
         unsafe {
             if whole {
-                add_weighted_whole(o, w, rows)
+                add_weighted_whole(out, weights, values)
             } else {
-                add_weighted(o, w, rows)
+                add_weighted(out, weights, values)
             }
         }
     }

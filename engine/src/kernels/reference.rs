@@ -425,41 +425,19 @@ pub fn add_weighted_heads(a: HeadSums<'_>) {
     }
 }
 
-/// [`attention_scores`] for each query `t` of a block: its head against
-/// the rows it sees.
+/// [`attention_scores`] for each query of a block: its head against the
+/// rows it sees.
 pub fn attention_scores_queries(a: QueryScores<'_>) {
-    let QueryScores {
-        scores,
-        q,
-        keys,
-        block,
-    } = a;
-    for t in 0..block.queries {
-        let seen = block.seen(t);
-        attention_scores(
-            &mut scores[t * block.score_stride..][..seen],
-            &q[t * block.query_stride..][..block.head_dim],
-            keys.rows_in(0, seen),
-        );
+    for (scores, q, keys) in a.queries() {
+        attention_scores(scores, q, keys);
     }
 }
 
-/// [`weighted_sum`] for each query `t` of a block, added to what its output
+/// [`weighted_sum`] for each query of a block, added to what its output
 /// holds: its weights over the rows it sees.
 pub fn add_weighted_queries(a: QuerySums<'_>) {
-    let QuerySums {
-        out,
-        weights,
-        values,
-        block,
-    } = a;
-    for t in 0..block.queries {
-        let seen = block.seen(t);
-        add_weighted(
-            &mut out[t * block.query_stride..][..block.head_dim],
-            &weights[t * block.score_stride..][..seen],
-            values.rows_in(0, seen),
-        );
+    for (out, weights, values) in a.queries() {
+        add_weighted(out, weights, values);
     }
 }
 

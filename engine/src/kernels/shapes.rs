@@ -503,6 +503,36 @@ impl QueryBlock {
         Strided::new(data, self.rows, self.head_dim, self.row_floats, self.column).map(Some)
     }
 
+    /// Each query's floats of `data`, `stride` apart: its `width` first
+    /// ones (the checks made them in bounds; the last query's may be all
+    /// there is).
+    fn each<'d>(
+        &self,
+        data: &'d [f32],
+        stride: usize,
+        width: impl Fn(usize) -> usize,
+    ) -> impl Iterator<Item = &'d [f32]> {
+        let apart = stride.max(width(self.queries - 1));
+        data.chunks(apart)
+            .take(self.queries)
+            .enumerate()
+            .map(move |(t, d)| &d[..width(t)])
+    }
+
+    /// [`each`](Self::each) for a `&mut` slice.
+    fn each_mut<'d>(
+        &self,
+        data: &'d mut [f32],
+        stride: usize,
+        width: impl Fn(usize) -> usize,
+    ) -> impl Iterator<Item = &'d mut [f32]> {
+        let apart = stride.max(width(self.queries - 1));
+        data.chunks_mut(apart)
+            .take(self.queries)
+            .enumerate()
+            .map(move |(t, d)| &mut d[..width(t)])
+    }
+
     /// Whether `len` floats hold the last query's `width` floats at `t ·
     /// stride` (so every query's).
     fn fits(&self, len: usize, stride: usize, width: usize) -> bool {
@@ -556,6 +586,22 @@ impl<'a> QueryScores<'a> {
             block,
         }))
     }
+
+    /// Each query's scores, head and the rows it sees, query after query.
+    pub(super) fn queries(self) -> impl Iterator<Item = (&'a mut [f32], &'a [f32], Strided<'a>)> {
+        let QueryScores {
+            scores,
+            q,
+            keys,
+            block,
+        } = self;
+        let scores = block.each_mut(scores, block.score_stride, move |t| block.seen(t));
+        let heads = block.each(q, block.query_stride, move |_| block.head_dim);
+        scores
+            .zip(heads)
+            .enumerate()
+            .map(move |(t, (s, q))| (s, q, keys.rows_in(0, block.seen(t))))
+    }
 }
 
 /// Queries' attention-weighted sums over one head's block of values, added
@@ -599,6 +645,22 @@ impl<'a> QuerySums<'a> {
             values,
             block,
         }))
+    }
+
+    /// Each query's output, weights and the rows it sees, query after
+    /// query.
+    pub(super) fn queries(self) -> impl Iterator<Item = (&'a mut [f32], &'a [f32], Strided<'a>)> {
+        let QuerySums {
+            out,
+            weights,
+            values,
+            block,
+        } = self;
+        let outs = block.each_mut(out, block.query_stride, move |_| block.head_dim);
+        let weights = block.each(weights, block.score_stride, move |t| block.seen(t));
+        outs.zip(weights)
+            .enumerate()
+            .map(move |(t, (o, w))| (o, w, values.rows_in(0, block.seen(t))))
     }
 }
 
