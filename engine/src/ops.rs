@@ -368,10 +368,16 @@ pub fn attend_queries(
         for first in (0..last).step_by(QUERY_BLOCK) {
             let t0 = (first + 1).saturating_sub(seen); // the first query to see `first`
             for i in 0..run.heads {
+                // Query head `first_head + i` reads KV head `/ group`.
+                let column = run
+                    .first_head
+                    .checked_add(i)
+                    .and_then(|h| (h / run.group).checked_mul(run.head_dim))
+                    .ok_or(misfit)?;
                 let block = kernels::QueryBlock {
                     rows: QUERY_BLOCK.min(last - first),
                     row_floats: run.row_floats,
-                    column: (run.first_head + i) / run.group * run.head_dim,
+                    column,
                     head_dim: run.head_dim,
                     queries: n - t0,
                     visible: seen + t0 - first,
@@ -600,6 +606,98 @@ mod tests {
         add_assign(&mut x, &gate);
         for i in 0..50 {
             assert_eq!(x[i], up[i] + gate[i]);
+        }
+    }
+
+    #[test]
+    fn attend_queries_gives_each_querys_attend_heads_bits_and_refuses_misfits() {
+        let mut rng = Rng(9);
+        let (head_dim, heads, kv_heads) = (16, 4, 2);
+        let row_floats = kv_heads * head_dim;
+        let run = kernels::HeadRun {
+            positions: 0,
+            row_floats,
+            head_dim,
+            first_head: 1,
+            heads: 3,
+            group: heads / kv_heads,
+            score_stride: 40,
+        };
+        let width = run.heads * head_dim;
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        // Chunks that start at, inside and past a block of sixteen.
+        for (seen, n) in [(1, 16), (5, 20), (17, 3), (16, 1)] {
+            let keys = rng.vec((seen + n - 1) * row_floats);
+            let values = rng.vec((seen + n - 1) * row_floats);
+            let q_stride = heads * head_dim; // the run's heads start at `first_head`
+            let q = rng.vec(n * q_stride);
+            let mut out = std::vec![f32::NAN; n * width];
+            let mut scores = std::vec![f32::NAN; n * run.heads * run.score_stride];
+            let q_run = &q[run.first_head * head_dim..];
+            attend_queries(
+                &mut out,
+                &mut scores,
+                q_run,
+                q_stride,
+                &keys,
+                &values,
+                run,
+                seen,
+                n,
+            )
+            .unwrap();
+            for t in 0..n {
+                let one = kernels::HeadRun {
+                    positions: seen + t,
+                    ..run
+                };
+                let mut want = std::vec![f32::NAN; width];
+                let mut weights = std::vec![f32::NAN; run.heads * run.score_stride];
+                let q_t = &q_run[t * q_stride..][..width];
+                attend_heads(&mut want, &mut weights, q_t, &keys, &values, one).unwrap();
+                assert_eq!(
+                    bits(&out[t * width..][..width]),
+                    bits(&want),
+                    "seen {seen} query {t}"
+                );
+            }
+        }
+        let keys = rng.vec(20 * row_floats);
+        let q = rng.vec(4 * 4 * head_dim);
+        let misfits = [
+            (kernels::HeadRun { group: 0, ..run }, 4),
+            (
+                kernels::HeadRun {
+                    first_head: usize::MAX,
+                    ..run
+                },
+                4,
+            ),
+            (
+                kernels::HeadRun {
+                    score_stride: 6,
+                    ..run
+                },
+                4,
+            ),
+            (kernels::HeadRun { heads: 4, ..run }, 4), // past the last KV head
+            (run, 0),                                  // no positions seen
+        ];
+        for (bad, seen) in misfits {
+            let mut out = std::vec![0.0; 4 * width];
+            let mut scores = std::vec![0.0; 4 * 4 * run.score_stride];
+            let got = attend_queries(
+                &mut out,
+                &mut scores,
+                &q,
+                4 * head_dim,
+                &keys,
+                &keys,
+                bad,
+                seen,
+                4,
+            );
+            assert!(got.is_err(), "{bad:?} seen {seen}");
         }
     }
 
