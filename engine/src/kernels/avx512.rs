@@ -135,18 +135,18 @@ pub unsafe fn matvec(a: FloatRows<'_>) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn float_rows<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
     let row_bytes = x.len() * element_bytes(DT);
-    if w.len() > CACHED_BYTES {
+    if w.len() > STREAM_BYTES {
+        let from_memory = w.len() > CACHED_BYTES;
         for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
             // SAFETY: `row` is one row of x.len() elements; AVX2, FMA and
             // F16C are among the features.
-            *o = unsafe { avx2::dot_rows::<DT, 1>(row.as_ptr(), row_bytes, x)[0] };
-        }
-        return;
-    }
-    if w.len() > STREAM_BYTES {
-        for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
-            // SAFETY: `row` is one row of x.len() elements.
-            *o = unsafe { dot_rows::<DT, 1>(row.as_ptr(), row_bytes, x)[0] };
+            *o = unsafe {
+                if from_memory {
+                    avx2::dot_rows::<DT, 1>(row.as_ptr(), row_bytes, x)[0]
+                } else {
+                    dot_rows::<DT, 1>(row.as_ptr(), row_bytes, x)[0]
+                }
+            };
         }
         return;
     }

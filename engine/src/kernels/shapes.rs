@@ -533,13 +533,38 @@ impl QueryBlock {
             .map(move |(t, d)| &mut d[..width(t)])
     }
 
-    /// Whether `len` floats hold the last query's `width` floats at `t ·
-    /// stride` (so every query's).
-    fn fits(&self, len: usize, stride: usize, width: usize) -> bool {
-        (self.queries - 1)
-            .checked_mul(stride)
-            .and_then(|start| start.checked_add(width))
-            .is_some_and(|end| end <= len)
+    /// The block's rows in `rows` once every query's head (`heads`: its
+    /// queries or outputs) and scores (or weights) are checked to be in
+    /// bounds; `None` as [`rows_of`](Self::rows_of).
+    ///
+    /// Errors: those of `rows_of`, and [`Error::InvalidInput`] (`misfit`)
+    /// when `heads` or `scores` do not fit the queries.
+    fn check<'a>(
+        &self,
+        rows: &'a [f32],
+        heads: usize,
+        scores: usize,
+        misfit: &'static str,
+    ) -> Result<Option<Strided<'a>>, Error> {
+        let Some(rows) = self.rows_of(rows)? else {
+            return Ok(None);
+        };
+        // Whether `len` floats hold the last query's `width` floats at
+        // `(queries − 1) · stride` (so every query's).
+        let fits = |len: usize, stride: usize, width: usize| {
+            (self.queries - 1)
+                .checked_mul(stride)
+                .and_then(|start| start.checked_add(width))
+                .is_some_and(|end| end <= len)
+        };
+        let last_seen = self.seen(self.queries - 1);
+        if fits(heads, self.query_stride, self.head_dim)
+            && fits(scores, self.score_stride, last_seen)
+        {
+            Ok(Some(rows))
+        } else {
+            Err(invalid(misfit))
+        }
     }
 }
 
@@ -568,17 +593,10 @@ impl<'a> QueryScores<'a> {
         keys: &'a [f32],
         block: QueryBlock,
     ) -> Result<Option<Self>, Error> {
-        let Some(keys) = block.rows_of(keys)? else {
+        let misfit = "attention_scores_queries: queries or scores do not fit the block";
+        let Some(keys) = block.check(keys, q.len(), scores.len(), misfit)? else {
             return Ok(None);
         };
-        let last_seen = block.seen(block.queries - 1);
-        if !(block.fits(q.len(), block.query_stride, block.head_dim)
-            && block.fits(scores.len(), block.score_stride, last_seen))
-        {
-            return Err(invalid(
-                "attention_scores_queries: queries or scores do not fit the block",
-            ));
-        }
         Ok(Some(QueryScores {
             scores,
             q,
@@ -628,17 +646,10 @@ impl<'a> QuerySums<'a> {
         values: &'a [f32],
         block: QueryBlock,
     ) -> Result<Option<Self>, Error> {
-        let Some(values) = block.rows_of(values)? else {
+        let misfit = "add_weighted_queries: outputs or weights do not fit the block";
+        let Some(values) = block.check(values, out.len(), weights.len(), misfit)? else {
             return Ok(None);
         };
-        let last_seen = block.seen(block.queries - 1);
-        if !(block.fits(out.len(), block.query_stride, block.head_dim)
-            && block.fits(weights.len(), block.score_stride, last_seen))
-        {
-            return Err(invalid(
-                "add_weighted_queries: outputs or weights do not fit the block",
-            ));
-        }
         Ok(Some(QuerySums {
             out,
             weights,
