@@ -5,7 +5,8 @@
 //! of the same bytes (what the memory gives one core: the bound a kernel
 //! on a matrix from DRAM can reach). Then the prefill products, and the
 //! element-wise kernels (softmax's exponentials, SwiGLU's gate) in
-//! nanoseconds per element.
+//! nanoseconds per element, and prefill attention's kernels for one layer
+//! of the 110M shape in microseconds.
 //!
 //! Quantized rows are also measured packed (`kinglet::kernels::packed`, the
 //! layout the CLI repacks them into at load time) on each path that packs
@@ -27,10 +28,10 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use kinglet::kernels::packed::{pack_matrix, packed_bytes, PackedMatrix};
-use kinglet::kernels::Path;
+use kinglet::kernels::{Path, QueryBlock};
 use kinglet::quant::{quantize_activations, quantize_row, BlockQ8};
 use kinglet::tensor::BLOCK_LEN;
-use kinglet::{Dtype, Matrix};
+use kinglet::{Dtype, Matrix, Sampler, SamplerConfig};
 use kinglet_tools::model_bytes::huge_page_buffer;
 use kinglet_tools::rng::Rng;
 
@@ -151,6 +152,82 @@ fn main() {
     }
     matmul_table(&paths, &wanted);
     elementwise_table(&paths);
+    prefill_attention_table(&paths);
+}
+
+/// Prefill attention's kernels for one layer of the stories110M shape (12
+/// heads of 64, a 128-token prompt in chunks of 16 queries), as
+/// `ops::attend_queries` calls them: per chunk, block of 16 cached positions
+/// and head, the scores of every query that sees the block, then the
+/// weighted sums. Microseconds per layer, per path (the softmax between
+/// them, which does not depend on the path, left out).
+fn prefill_attention_table(paths: &[Path]) {
+    const HEADS: usize = 12;
+    const HEAD_DIM: usize = 64;
+    const PROMPT: usize = 128;
+    const CHUNK: usize = 16;
+    let dim = HEADS * HEAD_DIM;
+    let mut rng = Rng::new(4);
+    let keys = rng.uniform_vec(PROMPT * dim);
+    let values = rng.uniform_vec(PROMPT * dim);
+    let q = rng.uniform_vec(CHUNK * dim);
+    let weights: Vec<f32> = rng
+        .uniform_vec(CHUNK * HEADS * PROMPT)
+        .iter()
+        .map(|w| w.abs() / 64.0)
+        .collect();
+    let mut scores = vec![0.0f32; CHUNK * HEADS * PROMPT];
+    let mut out = vec![0.0f32; CHUNK * dim];
+    let layer = |path: Path, scores: &mut [f32], out: &mut [f32]| {
+        for start in (0..PROMPT).step_by(CHUNK) {
+            let last = start + CHUNK; // positions the chunk's last query sees
+            for first in (0..last).step_by(CHUNK) {
+                let t0 = first.saturating_sub(start); // the first query to see `first`
+                for h in 0..HEADS {
+                    let block = QueryBlock {
+                        rows: CHUNK.min(last - first),
+                        row_floats: dim,
+                        column: h * HEAD_DIM,
+                        head_dim: HEAD_DIM,
+                        queries: CHUNK - t0,
+                        visible: start + 1 + t0 - first,
+                        query_stride: dim,
+                        score_stride: HEADS * PROMPT,
+                    };
+                    let at_scores = t0 * HEADS * PROMPT + h * PROMPT + first;
+                    let at_head = t0 * dim + h * HEAD_DIM;
+                    let rows = first * dim..;
+                    path.attention_scores_queries(
+                        &mut scores[at_scores..],
+                        &q[at_head..],
+                        &keys[rows.clone()],
+                        block,
+                    )
+                    .expect("scores");
+                    path.add_weighted_queries(
+                        &mut out[at_head..],
+                        &weights[at_scores..],
+                        &values[rows],
+                        block,
+                    )
+                    .expect("sums");
+                }
+            }
+        }
+    };
+    println!(
+        "\nprefill attention, one layer ({HEADS} heads of {HEAD_DIM}, {PROMPT} positions in chunks \
+         of {CHUNK}): scores and weighted sums, microseconds"
+    );
+    let mut line = String::new();
+    for &path in paths {
+        let t = best_seconds(|| {
+            layer(path, &mut scores, &mut out);
+            black_box(&out);
+        });
+        line += &format!("{}: {:.1}  ", path.name(), t * 1e6);
+    }
+    println!("{}", line.trim_end());
 }
 
 /// Vector lengths of the element-wise kernels: attention over 64 and 1024
@@ -190,6 +267,25 @@ fn elementwise_table(paths: &[Path]) {
         }
         println!("{exp_line}\n{silu_line}");
     }
+    // A draw at temperature 1 over a vocabulary: the temperature, softmax
+    // (its maximum, exponentials and division) and the draw, on the
+    // active path.
+    let logits: Vec<f32> = rng.uniform_vec(32000).iter().map(|v| v * 8.0).collect();
+    let config = SamplerConfig {
+        temperature: 1.0,
+        ..SamplerConfig::default()
+    };
+    let mut sampler = Sampler::new(32000, config).expect("sampler");
+    let mut buffer = logits.clone();
+    let t = best_seconds(|| {
+        buffer.copy_from_slice(&logits);
+        black_box(sampler.sample(&mut buffer));
+    });
+    println!(
+        "sample at temperature 1, 32000 logits ({}): {:.1} us",
+        kinglet::kernels::active_path(),
+        t * 1e6
+    );
 }
 
 /// Reads every byte once, front to back, as a vectorized sum of 64-bit
