@@ -34,6 +34,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::arch::x86_64::*;
+use core::mem::MaybeUninit;
 
 use super::avx2::{
     self, block_offsets, by_position_blocks, prefetch, reduce8, tail_sum, BF16, CHUNK_BLOCKS, F16,
@@ -311,14 +312,17 @@ fn batch_tree(acc: &[__m512; BATCH_KEYS], combine: impl Fn(__m512, __m512) -> __
 unsafe fn batch_scores(first: *const u8, row_bytes: usize, q: &[f32]) -> __m512 {
     let mut acc = [_mm512_setzero_ps(); BATCH_KEYS];
     for (c, qc) in q.chunks_exact(LANES).enumerate() {
-        // SAFETY: `qc` is 16 floats; elements 16c .. 16c + 16 of each key
-        // are in bounds (the precondition).
-        unsafe {
-            let qv = _mm512_loadu_ps(qc.as_ptr());
-            for (a, &key) in acc.iter_mut().zip(&BATCH_ORDER) {
-                let k = _mm512_loadu_ps(first.add(key * row_bytes + c * LANES * 4).cast());
-                *a = _mm512_add_ps(*a, _mm512_mul_ps(k, qv));
-            }
+        // SAFETY: `qc` is 16 floats.
+        let qv = unsafe { _mm512_loadu_ps(qc.as_ptr()) };
+        // Key after key (one pointer, not sixteen): key k goes to
+        // accumulator BATCH_ORDER[k], the order being its own inverse.
+        let mut key = first.wrapping_add(c * LANES * 4);
+        for &slot in &BATCH_ORDER {
+            // SAFETY: elements 16c .. 16c + 16 of each key are in bounds
+            // (the precondition).
+            let k = unsafe { _mm512_loadu_ps(key.cast()) };
+            acc[slot] = _mm512_add_ps(acc[slot], _mm512_mul_ps(k, qv));
+            key = key.wrapping_add(row_bytes);
         }
     }
     reduce_batch(&acc)
@@ -484,28 +488,44 @@ pub unsafe fn add_weighted_heads(a: HeadSums<'_>) {
 
 /// [`attention_scores`] for each query `t` of a block, the reference's
 /// bits. When the block has sixteen rows or more and the head is whole
-/// vectors, a query that sees up to sixteen rows takes one batch of the
-/// first sixteen and stores the scores of those it sees (a batch's scores
-/// do not depend on each other); others run [`attention_scores`].
+/// vectors of up to [`TRANSPOSED_CHUNKS`], the first sixteen keys are
+/// transposed once (key `r` in lane `r`) and the queries that see at most
+/// those take their sixteen scores four queries at a time
+/// ([`transposed_scores`]), storing the scores of the keys they see;
+/// others run [`attention_scores`].
 ///
 /// # Safety
 /// The features are available.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn attention_scores_queries(a: QueryScores<'_>) {
     let rows = &a.keys; // the block's, all of them
-    let batches = rows.rows >= BATCH_KEYS && rows.width.is_multiple_of(LANES);
-    let first = rows.data.as_ptr().wrapping_add(rows.offset).cast::<u8>();
-    let row_bytes = rows.stride * 4;
+    let chunks = rows.width / LANES;
+    let transposed =
+        rows.rows >= BATCH_KEYS && rows.width.is_multiple_of(LANES) && chunks <= TRANSPOSED_CHUNKS;
+    let mut tiles = [MaybeUninit::<[__m512; LANES]>::uninit(); TRANSPOSED_CHUNKS];
+    let kt: &[[__m512; LANES]] = if transposed {
+        let first = rows.data.as_ptr().wrapping_add(rows.offset).cast::<u8>();
+        // SAFETY: the block's key rows 0 .. 16 each hold `width` floats
+        // from offset (the `Strided` facts), whole vectors; the first
+        // `chunks` tiles are written before they are read.
+        unsafe {
+            transpose_keys(&mut tiles[..chunks], first, rows.stride * 4);
+            core::slice::from_raw_parts(tiles.as_ptr().cast(), chunks)
+        }
+    } else {
+        &[]
+    };
+    let mut group: [Option<(&mut [f32], &[f32])>; QUERY_GROUP] = Default::default();
+    let mut grouped = 0;
     for (scores, q, keys) in a.queries() {
-        let seen = keys.rows;
-        if batches && seen <= BATCH_KEYS {
-            // SAFETY: the block's key rows 0 .. 16 each hold `width` floats
-            // from offset (the `Strided` facts), `q` is whole vectors; the
-            // store writes lanes 0 .. seen of `scores`, which holds `seen`.
-            unsafe {
-                let v = batch_scores(first, row_bytes, q);
-                let lanes = ((1u32 << seen) - 1) as __mmask16;
-                _mm512_mask_storeu_ps(scores.as_mut_ptr(), lanes, v);
+        if transposed && keys.rows <= BATCH_KEYS {
+            group[grouped] = Some((scores, q));
+            grouped += 1;
+            if grouped == QUERY_GROUP {
+                // SAFETY: the features are available; `kt` holds the
+                // heads' vectors.
+                unsafe { transposed_scores(kt, &mut group) };
+                grouped = 0;
             }
         } else {
             // SAFETY: the features are available (this function's
@@ -513,92 +533,305 @@ pub unsafe fn attention_scores_queries(a: QueryScores<'_>) {
             unsafe { attention_scores(scores, q, keys) };
         }
     }
+    group[grouped..].fill_with(|| None);
+    // SAFETY: as above.
+    unsafe { transposed_scores(kt, &mut group) };
+}
+
+/// Head vectors of up to which [`attention_scores_queries`] transposes a
+/// block's keys (heads of up to 128 floats; 8 KiB of stack).
+const TRANSPOSED_CHUNKS: usize = 8;
+
+/// Queries whose scores [`transposed_scores`] computes together, each load
+/// of the transposed keys shared by them.
+const QUERY_GROUP: usize = 4;
+
+/// `kt[c][j]` = element `16c + j` of each of the sixteen keys from
+/// `first` (`row_bytes` apart), key `r` in lane `r`: four stages of
+/// shuffles per 16 × 16 tile.
+///
+/// # Safety
+/// The features are available; 16 keys of `16 · kt.len()` floats are
+/// readable from `first`, `row_bytes` apart.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn transpose_keys(
+    kt: &mut [MaybeUninit<[__m512; LANES]>],
+    first: *const u8,
+    row_bytes: usize,
+) {
+    for (c, tile) in kt.iter_mut().enumerate() {
+        let mut r = [_mm512_setzero_ps(); LANES];
+        for (i, v) in r.iter_mut().enumerate() {
+            // SAFETY: elements 16c .. 16c + 16 of key i are readable (the
+            // precondition).
+            *v = unsafe { _mm512_loadu_ps(first.add(i * row_bytes + c * LANES * 4).cast()) };
+        }
+        // Within each 128-bit lane: keys 2i and 2i + 1 interleaved, elements
+        // 0–1 (even t) and 2–3 (odd t).
+        let mut t = [_mm512_setzero_ps(); LANES];
+        for i in 0..LANES / 2 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        // u[4i + k]: element k of each 128-bit lane, keys 4i .. 4i + 4.
+        let mut u = [_mm512_setzero_ps(); LANES];
+        for i in 0..LANES / 4 {
+            for h in 0..2 {
+                let (a, b) = (
+                    _mm512_castps_pd(t[4 * i + h]),
+                    _mm512_castps_pd(t[4 * i + h + 2]),
+                );
+                u[4 * i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+                u[4 * i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+            }
+        }
+        // Element 4L + k gathers 128-bit lane L of u[k], u[4 + k], u[8 + k],
+        // u[12 + k].
+        let mut out = [_mm512_setzero_ps(); LANES];
+        for k in 0..4 {
+            let low01 = _mm512_shuffle_f32x4::<0x44>(u[k], u[4 + k]);
+            let high01 = _mm512_shuffle_f32x4::<0x44>(u[8 + k], u[12 + k]);
+            let low23 = _mm512_shuffle_f32x4::<0xEE>(u[k], u[4 + k]);
+            let high23 = _mm512_shuffle_f32x4::<0xEE>(u[8 + k], u[12 + k]);
+            out[k] = _mm512_shuffle_f32x4::<0x88>(low01, high01);
+            out[4 + k] = _mm512_shuffle_f32x4::<0xDD>(low01, high01);
+            out[8 + k] = _mm512_shuffle_f32x4::<0x88>(low23, high23);
+            out[12 + k] = _mm512_shuffle_f32x4::<0xDD>(low23, high23);
+        }
+        tile.write(out);
+    }
+}
+
+/// The scores of the group's queries against the sixteen transposed keys
+/// `kt`, each the reference's `dot` (lane `j` over the head's vectors in
+/// order, then [`reduce_lanes`](reference::reduce_lanes)'s tree, here on
+/// whole vectors: no shuffles); each query stores the scores of the keys
+/// it sees (its slice's length). Empty slots compute the first query's
+/// scores again and store nothing.
+///
+/// # Safety
+/// The features are available; each query's head holds `16 · kt.len()`
+/// floats and its scores at most 16.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn transposed_scores(
+    kt: &[[__m512; LANES]],
+    group: &mut [Option<(&mut [f32], &[f32])>; QUERY_GROUP],
+) {
+    let Some((_, q0)) = &group[0] else {
+        return;
+    };
+    let q: [*const f32; QUERY_GROUP] = core::array::from_fn(|t| match &group[t] {
+        Some((_, q)) => q.as_ptr(),
+        None => q0.as_ptr(),
+    });
+    // SAFETY: each head holds the `kt.len()` vectors `lane_pair` reads.
+    let m = |j: usize| unsafe { lane_pair(kt, &q, j) };
+    let left = add_each(add_each(m(0), m(4)), add_each(m(1), m(5)));
+    let right = add_each(add_each(m(2), m(6)), add_each(m(3), m(7)));
+    let sums = add_each(left, right);
+    for (slot, v) in group.iter_mut().zip(sums) {
+        if let Some((scores, _)) = slot {
+            let lanes = ((1u32 << scores.len()) - 1) as __mmask16;
+            // SAFETY: the store writes lanes 0 .. len of `scores`, which
+            // holds at most 16 (the precondition).
+            unsafe { _mm512_mask_storeu_ps(scores.as_mut_ptr(), lanes, v) };
+        }
+    }
+}
+
+/// Lane `j` plus lane `j + 8` of each query's dot products with the
+/// sixteen transposed keys, the first level of the reference's tree; lane
+/// `j` is `0 + q[j]·k[j] + q[16 + j]·k[16 + j] + …` in order, the
+/// reference's.
+///
+/// # Safety
+/// The features are available; each head holds `16 · kt.len()` floats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn lane_pair(
+    kt: &[[__m512; LANES]],
+    q: &[*const f32; QUERY_GROUP],
+    j: usize,
+) -> [__m512; QUERY_GROUP] {
+    let mut low = [_mm512_setzero_ps(); QUERY_GROUP];
+    let mut high = [_mm512_setzero_ps(); QUERY_GROUP];
+    let half = LANES / 2;
+    for (c, keys) in kt.iter().enumerate() {
+        for t in 0..QUERY_GROUP {
+            // SAFETY: elements 16c + j and 16c + j + 8 < 16 · kt.len() of
+            // the head.
+            let (ql, qh) = unsafe { (*q[t].add(c * LANES + j), *q[t].add(c * LANES + j + half)) };
+            low[t] = _mm512_add_ps(low[t], _mm512_mul_ps(keys[j], _mm512_set1_ps(ql)));
+            high[t] = _mm512_add_ps(high[t], _mm512_mul_ps(keys[j + half], _mm512_set1_ps(qh)));
+        }
+    }
+    add_each(low, high)
+}
+
+/// `a + b`, query by query.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn add_each(a: [__m512; QUERY_GROUP], b: [__m512; QUERY_GROUP]) -> [__m512; QUERY_GROUP] {
+    let mut s = a;
+    for (s, b) in s.iter_mut().zip(b) {
+        *s = _mm512_add_ps(*s, b);
+    }
+    s
 }
 
 /// [`weighted_sum`] for each query `t` of a block, added to what its output
-/// holds, the reference's bits.
+/// holds, the reference's bits. When the head is whole vectors, queries
+/// four at a time share each load of the values over the positions they
+/// all see ([`add_weighted_group`]).
 ///
 /// # Safety
 /// The features are available.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn add_weighted_queries(a: QuerySums<'_>) {
-    let whole = a.values.width.is_multiple_of(LANES);
-    for (out, weights, values) in a.queries() {
-        // SAFETY: the features are available (this function's
-        // precondition).
-        unsafe {
-            if whole {
-                add_weighted_whole(out, weights, values)
-            } else {
-                add_weighted(out, weights, values)
-            }
+    let values = a.values;
+    if !values.width.is_multiple_of(LANES) {
+        for (out, weights, values) in a.queries() {
+            // SAFETY: the features are available (this function's
+            // precondition).
+            unsafe { add_weighted(out, weights, values) };
+        }
+        return;
+    }
+    let mut group: [Option<(&mut [f32], &[f32])>; QUERY_GROUP] = Default::default();
+    let mut grouped = 0;
+    for (out, weights, _) in a.queries() {
+        group[grouped] = Some((out, weights));
+        grouped += 1;
+        if grouped == QUERY_GROUP {
+            // SAFETY: the features are available; each query's output and
+            // the rows it sees hold whole vectors.
+            unsafe { add_weighted_group(&mut group, values) };
+            grouped = 0;
         }
     }
+    group[grouped..].fill_with(|| None);
+    // SAFETY: as above.
+    unsafe { add_weighted_group(&mut group, values) };
 }
 
-/// [`add_weighted`] for rows of whole vectors: up to four vectors of the
-/// output in registers per pass, plain loads, no masks to set up (prefill
-/// calls it for sixteen positions at a time, where that setup showed).
+/// [`add_weighted`] for a group of queries (`None`: an empty slot) over
+/// rows of whole vectors, the group's outputs in registers up to four
+/// vectors of each at a time ([`add_weighted_pass`]). Each output element
+/// still adds its positions in order.
 ///
 /// # Safety
-/// The features are available; `values.width` is a multiple of 16.
+/// The features are available; `values.width` is a multiple of 16, each
+/// query's output holds `width` floats and its weights at most
+/// `values.rows`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn add_weighted_whole(out: &mut [f32], weights: &[f32], values: Strided<'_>) {
-    let out = &mut out[..values.width];
-    let weights = &weights[..values.rows.min(weights.len())];
+unsafe fn add_weighted_group(
+    group: &mut [Option<(&mut [f32], &[f32])>; QUERY_GROUP],
+    values: Strided<'_>,
+) {
+    let mut queries = [WeightedQuery::EMPTY; QUERY_GROUP];
+    for (query, slot) in queries.iter_mut().zip(group.iter_mut()) {
+        if let Some((out, weights)) = slot {
+            *query = WeightedQuery {
+                out: out.as_mut_ptr(),
+                weights: weights.as_ptr(),
+                seen: weights.len(),
+            };
+        }
+    }
     let mut start = 0;
     while start < values.width {
         let rows = values.data.as_ptr().wrapping_add(values.offset + start);
-        let o = &mut out[start..];
-        // SAFETY: the features are available; `o` and each value row hold
-        // the pass's vectors (the width is whole vectors, the `Strided`
-        // facts).
+        let (q, stride) = (queries, values.stride);
+        // SAFETY: the features are available; each output holds `width`
+        // floats, each query's weights `seen` ≤ `values.rows`, and each
+        // value row the pass's vectors from `start` (the width is whole
+        // vectors, the `Strided` facts).
         let vectors = unsafe {
             match (values.width - start) / LANES {
-                1 => add_weighted_pass::<1>(o, weights, rows, values.stride),
-                2 => add_weighted_pass::<2>(o, weights, rows, values.stride),
-                3 => add_weighted_pass::<3>(o, weights, rows, values.stride),
-                _ => add_weighted_pass::<4>(o, weights, rows, values.stride),
+                1 => add_weighted_pass::<1>(q, start, rows, stride),
+                2 => add_weighted_pass::<2>(q, start, rows, stride),
+                3 => add_weighted_pass::<3>(q, start, rows, stride),
+                _ => add_weighted_pass::<4>(q, start, rows, stride),
             }
         };
         start += vectors * LANES;
     }
 }
 
-/// `out[.. 16·V] += weights[p] · row p` for each position in order, the
-/// rows `stride` floats apart from `rows`; returns `V`.
+/// One query of [`add_weighted_group`]: its output, and its weights for
+/// the first `seen` rows; an empty slot sees none (and its output is not
+/// touched).
+#[derive(Clone, Copy)]
+struct WeightedQuery {
+    out: *mut f32,
+    weights: *const f32,
+    seen: usize,
+}
+
+impl WeightedQuery {
+    const EMPTY: Self = WeightedQuery {
+        out: core::ptr::null_mut(),
+        weights: core::ptr::null(),
+        seen: 0,
+    };
+}
+
+/// `out[column ..][.. 16·V] += weights[p] · row p` for each query and each
+/// row it sees in order, the reference's bits, the rows `stride` floats
+/// apart from `rows` (a query skips the rows it does not see). Returns
+/// `V`.
 ///
 /// # Safety
-/// The features are available; `out` holds `16·V` floats, and so does
-/// each of the `weights.len()` rows from `rows`.
+/// The features are available; each query that sees rows has an output
+/// holding `column + 16·V` floats and its weights, and each row it sees
+/// holds `16·V` floats from `rows`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn add_weighted_pass<const V: usize>(
-    out: &mut [f32],
-    weights: &[f32],
+    queries: [WeightedQuery; QUERY_GROUP],
+    column: usize,
     rows: *const f32,
     stride: usize,
 ) -> usize {
-    let out = &mut out[..V * LANES];
-    let mut acc = [_mm512_setzero_ps(); V];
-    for (i, a) in acc.iter_mut().enumerate() {
-        // SAFETY: 16·i + 16 ≤ 16·V floats of `out`.
-        *a = unsafe { _mm512_loadu_ps(out.as_ptr().add(i * LANES)) };
+    let mut acc = [[_mm512_setzero_ps(); V]; QUERY_GROUP];
+    for (a, query) in acc.iter_mut().zip(&queries) {
+        if query.seen > 0 {
+            for (i, v) in a.iter_mut().enumerate() {
+                // SAFETY: column + 16·i + 16 ≤ column + 16·V floats of the
+                // output.
+                *v = unsafe { _mm512_loadu_ps(query.out.add(column + i * LANES)) };
+            }
+        }
     }
+    let rows_seen = queries.iter().map(|q| q.seen).max().unwrap_or(0);
     let mut row = rows;
-    for &w in weights {
-        let wv = _mm512_set1_ps(w);
-        for (i, a) in acc.iter_mut().enumerate() {
-            // SAFETY: each row holds 16·V floats (the precondition).
-            let v = unsafe { _mm512_loadu_ps(row.add(i * LANES)) };
-            *a = _mm512_add_ps(*a, _mm512_mul_ps(wv, v));
+    for p in 0..rows_seen {
+        let mut v = [_mm512_setzero_ps(); V];
+        for (i, v) in v.iter_mut().enumerate() {
+            // SAFETY: row p < seen of some query holds 16·V floats.
+            *v = unsafe { _mm512_loadu_ps(row.add(i * LANES)) };
+        }
+        for (a, query) in acc.iter_mut().zip(&queries) {
+            if p < query.seen {
+                // SAFETY: p < seen, which the query's weights hold.
+                let wv = _mm512_set1_ps(unsafe { *query.weights.add(p) });
+                for (a, v) in a.iter_mut().zip(v) {
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(wv, v));
+                }
+            }
         }
         row = row.wrapping_add(stride);
     }
-    for (i, a) in acc.iter().enumerate() {
-        // SAFETY: as above, inside `out`.
-        unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(i * LANES), *a) };
+    for (a, query) in acc.iter().zip(&queries) {
+        if query.seen > 0 {
+            for (i, v) in a.iter().enumerate() {
+                // SAFETY: as above, inside the output.
+                unsafe { _mm512_storeu_ps(query.out.add(column + i * LANES), *v) };
+            }
+        }
     }
     V
 }
