@@ -847,6 +847,34 @@ fn activation_quantization_equals_reference_bit_for_bit() {
     }
 }
 
+#[test]
+fn finiteness_pass_finds_every_non_finite_value() {
+    for path in std::iter::once(REF).chain(accelerated_paths()) {
+        // Lengths around the vectors and the 64-float chunks of the pass;
+        // each bad value at every position.
+        for len in (0..=20).chain([63, 64, 65, 127, 128, 129, 200]) {
+            let mut x = vec![1.5f32; len];
+            assert!(path.all_finite(&x), "{} length {len}", path.name());
+            for at in 0..len {
+                for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+                    x[at] = bad;
+                    assert!(
+                        !path.all_finite(&x),
+                        "{} {bad} at {at} of {len}",
+                        path.name()
+                    );
+                }
+                x[at] = f32::MAX; // finite, however large
+                assert!(
+                    path.all_finite(&x),
+                    "{} f32::MAX at {at} of {len}",
+                    path.name()
+                );
+            }
+        }
+    }
+}
+
 /// Bit for bit where the reference is not NaN; NaN where it is (a NaN's
 /// payload is not part of the contract: see `reference.rs`).
 fn assert_bits_eq_or_both_nan(got: &[f32], want: &[f32], what: &str) {

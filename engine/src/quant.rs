@@ -55,6 +55,7 @@
 use half::{bf16, f16};
 
 use crate::error::Error;
+use crate::kernels::reference;
 use crate::tensor::{Dtype, Matrix, BLOCK_LEN, Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES};
 
 /// Q8_0 levels run from −127 to 127.
@@ -220,7 +221,7 @@ pub fn fake_quantize(dtype: Dtype, x: &mut [f32]) -> Result<(), Error> {
 /// [`Error::InvalidInput`] for a wrong `dst` length, [`Error::Unrepresentable`]
 /// for NaN or ±∞. On error `dst` is untouched.
 pub fn quantize_activations(x: &[f32], dst: &mut [BlockQ8]) -> Result<(), Error> {
-    check_activations(x, dst.len())?;
+    check_activations(x, dst.len(), reference::all_finite)?;
     for (out, block) in dst.iter_mut().zip(f32_blocks(x)) {
         *out = quantize_block_q8(block);
     }
@@ -428,17 +429,23 @@ pub(crate) fn check_output_len(needed: usize, available: usize) -> Result<(), Er
 
 /// What [`quantize_activations`] refuses: `x` not whole blocks, `blocks`
 /// not exactly its number of blocks, a NaN or an infinity.
-pub(crate) fn check_activations(x: &[f32], blocks: usize) -> Result<(), Error> {
+/// `all_finite` makes the pass over `x` (a kernel path's, or
+/// [`reference::all_finite`]).
+pub(crate) fn check_activations(
+    x: &[f32],
+    blocks: usize,
+    all_finite: impl Fn(&[f32]) -> bool,
+) -> Result<(), Error> {
     check_output_len(whole_blocks(x.len())?, blocks)?;
+    if all_finite(x) {
+        return Ok(());
+    }
     check_finite(Dtype::Q8_0, x)
 }
 
 fn check_finite(dtype: Dtype, x: &[f32]) -> Result<(), Error> {
-    // A branch-free pass first (it vectorizes); the position only on failure.
-    let all_finite = x
-        .chunks(64)
-        .all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()));
-    if all_finite {
+    // A branch-free pass first; the position only on failure.
+    if reference::all_finite(x) {
         return Ok(());
     }
     match x.iter().position(|v| !v.is_finite()) {

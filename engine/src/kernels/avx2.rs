@@ -586,6 +586,15 @@ fn silu_times8(g: __m256, u: __m256) -> __m256 {
     _mm256_mul_ps(silu, u)
 }
 
+/// [`reference::all_finite`] eight lanes at a time.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn all_finite(x: &[f32]) -> bool {
+    reference::all_finite(x)
+}
+
 /// SwiGLU's gate over the common length, the reference's bits: eight
 /// elements at a time, then a masked vector.
 ///

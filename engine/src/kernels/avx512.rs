@@ -1030,6 +1030,15 @@ fn silu_times16(g: __m512, u: __m512) -> __m512 {
     _mm512_mul_ps(silu, u)
 }
 
+/// [`reference::all_finite`] sixteen lanes at a time.
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn all_finite(x: &[f32]) -> bool {
+    reference::all_finite(x)
+}
+
 /// SwiGLU's gate over the common length, the reference's bits: sixteen
 /// elements at a time, then a masked vector.
 ///

@@ -401,10 +401,15 @@ impl Path {
         Ok(())
     }
 
+    /// Whether every element of `x` is finite.
+    pub fn all_finite(self, x: &[f32]) -> bool {
+        run_on!(self, all_finite(x))
+    }
+
     /// [`crate::quant::quantize_activations`] on this path: the same blocks,
     /// bit for bit, and the same errors (with `dst` untouched).
     pub fn quantize_activations(self, x: &[f32], dst: &mut [BlockQ8]) -> Result<(), Error> {
-        let a = Activations::new(x, dst)?;
+        let a = Activations::new(x, dst, |x| self.all_finite(x))?;
         run_on!(self, quantize_activations(a));
         Ok(())
     }

@@ -185,6 +185,15 @@ pub fn exp_and_sum(x: &mut [f32], shift: f32) -> f32 {
     sum
 }
 
+/// Whether every element of `x` is finite: a branch-free pass (it
+/// vectorizes, at the width of the features of the function it is inlined
+/// into).
+#[inline(always)]
+pub fn all_finite(x: &[f32]) -> bool {
+    x.chunks(64)
+        .all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()))
+}
+
 /// SwiGLU's gate over the common length: `gate[i] = (g · (1 / (1 +
 /// exp(−g)))) · up[i]` with `g = gate[i]` (llama2.c's operations, with
 /// [`exp`]).

@@ -684,9 +684,15 @@ pub struct Activations<'a> {
 }
 
 impl<'a> Activations<'a> {
-    /// The errors of [`quant::quantize_activations`], with `dst` untouched.
-    pub fn new(x: &'a [f32], dst: &'a mut [BlockQ8]) -> Result<Self, Error> {
-        quant::check_activations(x, dst.len())?;
+    /// The errors of [`quant::quantize_activations`], with `dst` untouched;
+    /// `all_finite` makes the check's pass over `x` (a path's
+    /// [`all_finite`](super::Path::all_finite)).
+    pub fn new(
+        x: &'a [f32],
+        dst: &'a mut [BlockQ8],
+        all_finite: impl Fn(&[f32]) -> bool,
+    ) -> Result<Self, Error> {
+        quant::check_activations(x, dst.len(), all_finite)?;
         Ok(Activations { x, dst })
     }
 }
