@@ -870,7 +870,7 @@ fn round_half_away(p: __m512) -> __m512i {
 /// scales and inverse scales in one division each, then each block's 32
 /// levels in two vectors, narrowed to bytes with `vpmovsdb` (saturating,
 /// as the AVX2 path's packs; the levels are within −127..=127 anyway).
-/// The blocks past the last sixteen run the AVX2 kernel.
+/// The blocks past the last sixteen go zero-padded to sixteen.
 ///
 /// # Safety
 /// The features are available.
@@ -880,49 +880,65 @@ pub unsafe fn quantize_activations(a: Activations<'_>) {
     let mut xs = x.chunks_exact(QUANT_BLOCKS * BLOCK_LEN);
     let mut outs = dst.chunks_exact_mut(QUANT_BLOCKS);
     for (x16, out16) in (&mut xs).zip(&mut outs) {
-        // Block j's two vectors (read twice, from the L1 cache the second
-        // time, rather than held in 32 registers).
-        let halves = |j: usize| {
-            // SAFETY: `x16` is 16 blocks of 32 floats, and j < 16.
-            unsafe {
-                let block = x16.as_ptr().add(j * BLOCK_LEN);
-                [_mm512_loadu_ps(block), _mm512_loadu_ps(block.add(LANES))]
-            }
-        };
-        let amax = max_batch(&core::array::from_fn(|i| {
-            let [lo, hi] = halves(BATCH_ORDER[i]);
-            _mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi))
-        }));
-        let d = _mm512_div_ps(amax, _mm512_set1_ps(127.0));
-        let inverse = _mm512_div_ps(_mm512_set1_ps(1.0), d);
-        // 0 where d is 0 (1/d is infinite) or 1/d overflows.
-        let finite =
-            _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(inverse), _mm512_set1_ps(f32::INFINITY));
-        let id = _mm512_maskz_mov_ps(finite, inverse);
-        let (mut ds, mut ids) = ([0.0f32; QUANT_BLOCKS], [0.0f32; QUANT_BLOCKS]);
-        // SAFETY: each array is 16 floats.
-        unsafe {
-            _mm512_storeu_ps(ds.as_mut_ptr(), d);
-            _mm512_storeu_ps(ids.as_mut_ptr(), id);
-        }
-        for (j, out) in out16.iter_mut().enumerate() {
-            let idv = _mm512_set1_ps(ids[j]);
-            let [lo, hi] =
-                halves(j).map(|h| _mm512_cvtsepi32_epi8(round_half_away(_mm512_mul_ps(h, idv))));
-            out.d = ds[j];
-            // SAFETY: `out.qs` is 32 bytes, 16 from each half.
-            unsafe {
-                _mm_storeu_si128(out.qs.as_mut_ptr().cast(), lo);
-                _mm_storeu_si128(out.qs.as_mut_ptr().add(LANES).cast(), hi);
-            }
-        }
+        // SAFETY: the features are available; 16 blocks each.
+        unsafe { quantize_sixteen(x16, out16) };
     }
     let (x, dst) = (xs.remainder(), outs.into_remainder());
     if !dst.is_empty() {
-        // SAFETY: AVX2, FMA and F16C are among this function's features;
-        // the blocks left and their 32 floats each (the `Activations`
-        // facts, sixteen blocks at a time).
-        unsafe { avx2::quantize_activations(Activations { x, dst }) }
+        // The blocks left, zero-padded to sixteen (a block's levels and
+        // scale depend on its own floats only).
+        let mut padded = [0.0f32; QUANT_BLOCKS * BLOCK_LEN];
+        padded[..x.len()].copy_from_slice(x);
+        let mut blocks = [BlockQ8::ZERO; QUANT_BLOCKS];
+        // SAFETY: as above.
+        unsafe { quantize_sixteen(&padded, &mut blocks) };
+        dst.copy_from_slice(&blocks[..dst.len()]);
+    }
+}
+
+/// [`quantize_activations`] for sixteen blocks.
+///
+/// # Safety
+/// The features are available; `x16` holds 16 blocks of finite floats and
+/// `out16` 16 blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn quantize_sixteen(x16: &[f32], out16: &mut [BlockQ8]) {
+    // Block j's two vectors (read twice, from the L1 cache the second
+    // time, rather than held in 32 registers).
+    let halves = |j: usize| {
+        // SAFETY: `x16` is 16 blocks of 32 floats, and j < 16.
+        unsafe {
+            let block = x16.as_ptr().add(j * BLOCK_LEN);
+            [_mm512_loadu_ps(block), _mm512_loadu_ps(block.add(LANES))]
+        }
+    };
+    let amax = max_batch(&core::array::from_fn(|i| {
+        let [lo, hi] = halves(BATCH_ORDER[i]);
+        _mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi))
+    }));
+    let d = _mm512_div_ps(amax, _mm512_set1_ps(127.0));
+    let inverse = _mm512_div_ps(_mm512_set1_ps(1.0), d);
+    // 0 where d is 0 (1/d is infinite) or 1/d overflows.
+    let finite =
+        _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(inverse), _mm512_set1_ps(f32::INFINITY));
+    let id = _mm512_maskz_mov_ps(finite, inverse);
+    let (mut ds, mut ids) = ([0.0f32; QUANT_BLOCKS], [0.0f32; QUANT_BLOCKS]);
+    // SAFETY: each array is 16 floats.
+    unsafe {
+        _mm512_storeu_ps(ds.as_mut_ptr(), d);
+        _mm512_storeu_ps(ids.as_mut_ptr(), id);
+    }
+    for (j, out) in out16.iter_mut().enumerate() {
+        let idv = _mm512_set1_ps(ids[j]);
+        let [lo, hi] =
+            halves(j).map(|h| _mm512_cvtsepi32_epi8(round_half_away(_mm512_mul_ps(h, idv))));
+        out.d = ds[j];
+        // SAFETY: `out.qs` is 32 bytes, 16 from each half.
+        unsafe {
+            _mm_storeu_si128(out.qs.as_mut_ptr().cast(), lo);
+            _mm_storeu_si128(out.qs.as_mut_ptr().add(LANES).cast(), hi);
+        }
     }
 }
 
