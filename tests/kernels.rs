@@ -848,6 +848,33 @@ fn activation_quantization_equals_reference_bit_for_bit() {
 }
 
 #[test]
+fn sums_of_squares_of_sixteen_rows_equal_reference_bit_for_bit() {
+    let mut rng = Rng::new(17);
+    for path in accelerated_paths() {
+        for dim in [1, 7, 16, 17, 48, 64, 288, 768] {
+            let x = values(&mut rng, 16 * dim);
+            let got = path.sum_of_squares_rows(&x, dim).expect("sixteen rows");
+            let want = reference::sum_of_squares_rows(&x, dim);
+            assert_bits_eq(&got, &want, &format!("{} dim {dim}", path.name()));
+            // Each row's squares added in order.
+            for (r, row) in x.chunks_exact(dim).enumerate() {
+                let in_order = row.iter().fold(0.0f32, |s, v| s + v * v);
+                assert_eq!(
+                    got[r].to_bits(),
+                    in_order.to_bits(),
+                    "{} row {r}",
+                    path.name()
+                );
+            }
+        }
+        let x = vec![1.0; 16 * 8];
+        assert!(path.sum_of_squares_rows(&x[1..], 8).is_err());
+        assert!(path.sum_of_squares_rows(&x, 9).is_err());
+        assert!(path.sum_of_squares_rows(&x, usize::MAX).is_err());
+    }
+}
+
+#[test]
 fn finiteness_pass_finds_every_non_finite_value() {
     for path in std::iter::once(REF).chain(accelerated_paths()) {
         // Lengths around the vectors and the 64-float chunks of the pass;

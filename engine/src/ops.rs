@@ -14,7 +14,7 @@
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::kernels;
+use crate::kernels::{self, reference::NORM_ROWS};
 use crate::tensor::{Dtype, Matrix};
 use half::{bf16, f16};
 
@@ -44,9 +44,6 @@ fn sum_of_squares(x: &[f32]) -> f32 {
     sum
 }
 
-/// Rows whose sums of squares [`rmsnorm_rows`] adds side by side.
-const NORM_ROWS: usize = 16;
-
 /// [`rmsnorm`] of each `dim`-wide row of `x` into the same row of `out`
 /// (`[n × dim]` each), the same bits: each row's squares are added in
 /// order as `rmsnorm` adds them, but sixteen rows' sums go side by
@@ -60,22 +57,17 @@ pub fn rmsnorm_rows(out: &mut [f32], x: &[f32], gain: &Matrix<'_>, eps: f32, dim
         .chunks_mut(NORM_ROWS * dim)
         .zip(x.chunks(NORM_ROWS * dim))
     {
-        let mut sums = [0.0f32; NORM_ROWS];
-        if x_rows.len() == NORM_ROWS * dim {
-            // A constant count of rows, so the sums stay in registers
-            // (over a variable count they went through memory, each
-            // addition waiting on the store before it).
-            for i in 0..dim {
-                for (r, s) in sums.iter_mut().enumerate() {
-                    let v = x_rows[r * dim + i];
-                    *s += v * v;
+        let sums = match kernels::sum_of_squares_rows(x_rows, dim) {
+            Ok(sums) => sums, // sixteen whole rows, side by side
+            Err(_) => {
+                // A short last chunk (decode's one row): row by row.
+                let mut sums = [0.0f32; NORM_ROWS];
+                for (s, row) in sums.iter_mut().zip(x_rows.chunks_exact(dim)) {
+                    *s = sum_of_squares(row);
                 }
+                sums
             }
-        } else {
-            for (s, row) in sums.iter_mut().zip(x_rows.chunks_exact(dim)) {
-                *s = sum_of_squares(row);
-            }
-        }
+        };
         let rows = out_rows.chunks_exact_mut(dim).zip(x_rows.chunks_exact(dim));
         for ((o, row), &sum_squares) in rows.zip(&sums) {
             scale_by_gain(o, row, gain, rms_scale(sum_squares, dim, eps));

@@ -24,7 +24,7 @@ use core::arch::x86_64::*;
 use half::{bf16, f16};
 
 use super::avx2_packed;
-use super::reference;
+use super::reference::{self, NORM_ROWS};
 use super::shapes::{
     block_bytes, Activations, Float, FloatMatmul, FloatRows, HeadRows, HeadScores, HeadSums,
     QuantMatmul, QuantRows, QueryScores, QuerySums, Strided,
@@ -584,6 +584,15 @@ fn silu_times8(g: __m256, u: __m256) -> __m256 {
     let e = exp8(_mm256_xor_ps(g, _mm256_set1_ps(-0.0)));
     let silu = _mm256_mul_ps(g, _mm256_div_ps(one, _mm256_add_ps(one, e)));
     _mm256_mul_ps(silu, u)
+}
+
+/// [`reference::sum_of_squares_rows`], compiled for AVX2.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn sum_of_squares_rows(x: &[f32], dim: usize) -> [f32; NORM_ROWS] {
+    reference::sum_of_squares_rows(x, dim)
 }
 
 /// [`reference::all_finite`] eight lanes at a time.

@@ -42,7 +42,7 @@ use super::avx2::{
 };
 use super::avx2_packed::PREFETCH_BYTES;
 use super::packed::{GROUP_SCALE_BYTES, VECTOR_BYTES};
-use super::reference;
+use super::reference::{self, NORM_ROWS};
 use super::shapes::{
     block_bytes, Activations, Float, FloatMatmul, FloatRows, HeadScores, HeadSums, QuantMatmul,
     QuantRows, QueryScores, QuerySums, Strided,
@@ -547,8 +547,7 @@ const TRANSPOSED_CHUNKS: usize = 8;
 const QUERY_GROUP: usize = 4;
 
 /// `kt[c][j]` = element `16c + j` of each of the sixteen keys from
-/// `first` (`row_bytes` apart), key `r` in lane `r`: four stages of
-/// shuffles per 16 × 16 tile.
+/// `first` (`row_bytes` apart), key `r` in lane `r` ([`transpose_tile`]).
 ///
 /// # Safety
 /// The features are available; 16 keys of `16 · kt.len()` floats are
@@ -561,46 +560,60 @@ unsafe fn transpose_keys(
     row_bytes: usize,
 ) {
     for (c, tile) in kt.iter_mut().enumerate() {
-        let mut r = [_mm512_setzero_ps(); LANES];
-        for (i, v) in r.iter_mut().enumerate() {
-            // SAFETY: elements 16c .. 16c + 16 of key i are readable (the
-            // precondition).
-            *v = unsafe { _mm512_loadu_ps(first.add(i * row_bytes + c * LANES * 4).cast()) };
-        }
-        // Within each 128-bit lane: keys 2i and 2i + 1 interleaved, elements
-        // 0–1 (even t) and 2–3 (odd t).
-        let mut t = [_mm512_setzero_ps(); LANES];
-        for i in 0..LANES / 2 {
-            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-        }
-        // u[4i + k]: element k of each 128-bit lane, keys 4i .. 4i + 4.
-        let mut u = [_mm512_setzero_ps(); LANES];
-        for i in 0..LANES / 4 {
-            for h in 0..2 {
-                let (a, b) = (
-                    _mm512_castps_pd(t[4 * i + h]),
-                    _mm512_castps_pd(t[4 * i + h + 2]),
-                );
-                u[4 * i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-                u[4 * i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-            }
-        }
-        // Element 4L + k gathers 128-bit lane L of u[k], u[4 + k], u[8 + k],
-        // u[12 + k].
-        let mut out = [_mm512_setzero_ps(); LANES];
-        for k in 0..4 {
-            let low01 = _mm512_shuffle_f32x4::<0x44>(u[k], u[4 + k]);
-            let high01 = _mm512_shuffle_f32x4::<0x44>(u[8 + k], u[12 + k]);
-            let low23 = _mm512_shuffle_f32x4::<0xEE>(u[k], u[4 + k]);
-            let high23 = _mm512_shuffle_f32x4::<0xEE>(u[8 + k], u[12 + k]);
-            out[k] = _mm512_shuffle_f32x4::<0x88>(low01, high01);
-            out[4 + k] = _mm512_shuffle_f32x4::<0xDD>(low01, high01);
-            out[8 + k] = _mm512_shuffle_f32x4::<0x88>(low23, high23);
-            out[12 + k] = _mm512_shuffle_f32x4::<0xDD>(low23, high23);
-        }
-        tile.write(out);
+        // SAFETY: elements 16c .. 16c + 16 of each key are readable (the
+        // precondition).
+        tile.write(unsafe { transpose_tile(first.add(c * LANES * 4), row_bytes) });
     }
+}
+
+/// Vector `j` = element `j` of each of the sixteen rows of 16 floats from
+/// `first` (`row_bytes` apart), row `r` in lane `r`: four stages of
+/// shuffles.
+///
+/// # Safety
+/// The features are available; 16 floats are readable at each of `first
+/// + r · row_bytes`, `r` < 16.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn transpose_tile(first: *const u8, row_bytes: usize) -> [__m512; LANES] {
+    let mut r = [_mm512_setzero_ps(); LANES];
+    for (i, v) in r.iter_mut().enumerate() {
+        // SAFETY: row i's 16 floats are readable (the precondition).
+        *v = unsafe { _mm512_loadu_ps(first.add(i * row_bytes).cast()) };
+    }
+    // Within each 128-bit lane: rows 2i and 2i + 1 interleaved, elements
+    // 0–1 (even t) and 2–3 (odd t).
+    let mut t = [_mm512_setzero_ps(); LANES];
+    for i in 0..LANES / 2 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4i + k]: element k of each 128-bit lane, rows 4i .. 4i + 4.
+    let mut u = [_mm512_setzero_ps(); LANES];
+    for i in 0..LANES / 4 {
+        for h in 0..2 {
+            let (a, b) = (
+                _mm512_castps_pd(t[4 * i + h]),
+                _mm512_castps_pd(t[4 * i + h + 2]),
+            );
+            u[4 * i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+            u[4 * i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        }
+    }
+    // Element 4L + k gathers 128-bit lane L of u[k], u[4 + k], u[8 + k],
+    // u[12 + k].
+    let mut out = [_mm512_setzero_ps(); LANES];
+    for k in 0..4 {
+        let low01 = _mm512_shuffle_f32x4::<0x44>(u[k], u[4 + k]);
+        let high01 = _mm512_shuffle_f32x4::<0x44>(u[8 + k], u[12 + k]);
+        let low23 = _mm512_shuffle_f32x4::<0xEE>(u[k], u[4 + k]);
+        let high23 = _mm512_shuffle_f32x4::<0xEE>(u[8 + k], u[12 + k]);
+        out[k] = _mm512_shuffle_f32x4::<0x88>(low01, high01);
+        out[4 + k] = _mm512_shuffle_f32x4::<0xDD>(low01, high01);
+        out[8 + k] = _mm512_shuffle_f32x4::<0x88>(low23, high23);
+        out[12 + k] = _mm512_shuffle_f32x4::<0xDD>(low23, high23);
+    }
+    out
 }
 
 /// The scores of the group's queries against the sixteen transposed keys
@@ -1044,6 +1057,33 @@ fn silu_times16(g: __m512, u: __m512) -> __m512 {
     let e = exp16(minus_g);
     let silu = _mm512_mul_ps(g, _mm512_div_ps(one, _mm512_add_ps(one, e)));
     _mm512_mul_ps(silu, u)
+}
+
+/// [`reference::sum_of_squares_rows`], the same additions: each 16 × 16
+/// tile of the rows transposed ([`transpose_tile`]), so that element `i`
+/// of every row is one vector and the sixteen sums one accumulator.
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn sum_of_squares_rows(x: &[f32], dim: usize) -> [f32; NORM_ROWS] {
+    if !dim.is_multiple_of(LANES) {
+        return reference::sum_of_squares_rows(x, dim);
+    }
+    let x = &x[..NORM_ROWS * dim];
+    let mut sums = _mm512_setzero_ps();
+    for c in 0..dim / LANES {
+        // SAFETY: elements 16c .. 16c + 16 of each of the 16 rows, `dim`
+        // floats apart, are inside `x`.
+        let tile = unsafe { transpose_tile(x.as_ptr().add(c * LANES).cast(), dim * 4) };
+        for v in tile {
+            sums = _mm512_add_ps(sums, _mm512_mul_ps(v, v));
+        }
+    }
+    let mut out = [0.0f32; NORM_ROWS];
+    // SAFETY: `out` is 16 floats.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), sums) };
+    out
 }
 
 /// [`reference::all_finite`] sixteen lanes at a time.

@@ -71,6 +71,13 @@ pub fn exp_and_sum(x: &mut [f32], shift: f32) -> f32 {
     Path::active().exp_and_sum(x, shift)
 }
 
+/// RMSNorm's sums of squares of 16 rows; see
+/// [`Path::sum_of_squares_rows`].
+#[inline]
+pub fn sum_of_squares_rows(x: &[f32], dim: usize) -> Result<[f32; reference::NORM_ROWS], Error> {
+    Path::active().sum_of_squares_rows(x, dim)
+}
+
 /// SwiGLU's gate over the common length; see [`reference::silu_mul`].
 #[inline]
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {

@@ -14,7 +14,7 @@
 #![allow(unsafe_code)]
 
 use super::packed::PackedMatrix;
-use super::reference;
+use super::reference::{self, NORM_ROWS};
 use super::shapes::{
     Activations, FloatMatmul, FloatRows, HeadRun, HeadScores, HeadSums, QuantMatmul, QuantRows,
     QueryBlock, QueryScores, QuerySums, Strided,
@@ -399,6 +399,19 @@ impl Path {
             run_on!(self, add_weighted_queries(a));
         }
         Ok(())
+    }
+
+    /// RMSNorm's sums of squares of 16 rows of `dim` floats, each added in
+    /// order; see [`reference::sum_of_squares_rows`].
+    ///
+    /// Errors: [`Error::InvalidInput`] when `x` is not 16 rows of `dim`.
+    pub fn sum_of_squares_rows(self, x: &[f32], dim: usize) -> Result<[f32; NORM_ROWS], Error> {
+        if dim.checked_mul(NORM_ROWS) != Some(x.len()) {
+            return Err(Error::InvalidInput {
+                reason: "sum_of_squares_rows: x is not 16 rows of dim",
+            });
+        }
+        Ok(run_on!(self, sum_of_squares_rows(x, dim)))
     }
 
     /// Whether every element of `x` is finite.

@@ -185,6 +185,25 @@ pub fn exp_and_sum(x: &mut [f32], shift: f32) -> f32 {
     sum
 }
 
+/// Rows [`sum_of_squares_rows`] takes together.
+pub const NORM_ROWS: usize = 16;
+
+/// `Σ x[r·dim + i]²` over `i` in order, for each of the [`NORM_ROWS`] rows
+/// `r` of `x` (`[16 × dim]`): RMSNorm's sums, side by side so that no
+/// addition waits on the one before it (the sums stay in registers: the
+/// count of rows is a constant).
+pub fn sum_of_squares_rows(x: &[f32], dim: usize) -> [f32; NORM_ROWS] {
+    let mut sums = [0.0f32; NORM_ROWS];
+    let x = &x[..NORM_ROWS * dim];
+    for i in 0..dim {
+        for (r, s) in sums.iter_mut().enumerate() {
+            let v = x[r * dim + i];
+            *s += v * v;
+        }
+    }
+    sums
+}
+
 /// Whether every element of `x` is finite: a branch-free pass (it
 /// vectorizes, at the width of the features of the function it is inlined
 /// into).
