@@ -875,6 +875,46 @@ fn sums_of_squares_of_sixteen_rows_equal_reference_bit_for_bit() {
 }
 
 #[test]
+fn division_by_a_scalar_equals_element_by_element() {
+    let mut rng = Rng::new(19);
+    let specials = [
+        0.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        1e-40,
+        f32::MAX,
+    ];
+    for path in std::iter::once(REF).chain(accelerated_paths()) {
+        for len in (0..=40).chain([63, 64, 65, 200]) {
+            let mut x = values(&mut rng, len);
+            for (v, &s) in x.iter_mut().step_by(7).zip(specials.iter().cycle()) {
+                *v = s;
+            }
+            for d in [
+                3.0f32,
+                -0.1,
+                8.0f32.sqrt(),
+                1e-30,
+                0.0,
+                f32::INFINITY,
+                f32::NAN,
+            ] {
+                let mut got = x.clone();
+                path.divide(&mut got, d);
+                let want: Vec<f32> = x.iter().map(|v| v / d).collect();
+                assert_bits_eq(
+                    &got,
+                    &want,
+                    &format!("{} length {len} over {d}", path.name()),
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn finiteness_pass_finds_every_non_finite_value() {
     for path in std::iter::once(REF).chain(accelerated_paths()) {
         // Lengths around the vectors and the 64-float chunks of the pass;

@@ -160,9 +160,7 @@ pub fn softmax(x: &mut [f32]) {
         return;
     };
     let sum = kernels::exp_and_sum(x, maximum(x, first));
-    for v in x.iter_mut() {
-        *v /= sum;
-    }
+    kernels::divide(x, sum);
 }
 
 /// Lanes [`maximum`] compares side by side.
@@ -266,10 +264,7 @@ pub fn attend_head(
 /// `sqrt(head_dim)`, then softmaxed. Shared by [`attend_head`] and
 /// [`attend_heads`], which must give the same bits.
 fn scaled_softmax(scores: &mut [f32], head_dim: usize) {
-    let scale = libm::sqrtf(head_dim as f32);
-    for w in scores.iter_mut() {
-        *w /= scale;
-    }
+    kernels::divide(scores, libm::sqrtf(head_dim as f32));
     softmax(scores);
 }
 

@@ -595,6 +595,15 @@ pub unsafe fn sum_of_squares_rows(x: &[f32], dim: usize) -> [f32; NORM_ROWS] {
     reference::sum_of_squares_rows(x, dim)
 }
 
+/// [`reference::divide`] eight lanes at a time.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn divide(x: &mut [f32], d: f32) {
+    reference::divide(x, d)
+}
+
 /// [`reference::all_finite`] eight lanes at a time.
 ///
 /// # Safety

@@ -1086,6 +1086,15 @@ pub unsafe fn sum_of_squares_rows(x: &[f32], dim: usize) -> [f32; NORM_ROWS] {
     out
 }
 
+/// [`reference::divide`] sixteen lanes at a time.
+///
+/// # Safety
+/// The features are available.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn divide(x: &mut [f32], d: f32) {
+    reference::divide(x, d)
+}
+
 /// [`reference::all_finite`] sixteen lanes at a time.
 ///
 /// # Safety

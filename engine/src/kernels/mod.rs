@@ -71,6 +71,12 @@ pub fn exp_and_sum(x: &mut [f32], shift: f32) -> f32 {
     Path::active().exp_and_sum(x, shift)
 }
 
+/// `x[i] /= d` for every element; see [`reference::divide`].
+#[inline]
+pub fn divide(x: &mut [f32], d: f32) {
+    Path::active().divide(x, d)
+}
+
 /// RMSNorm's sums of squares of 16 rows; see
 /// [`Path::sum_of_squares_rows`].
 #[inline]

@@ -414,6 +414,11 @@ impl Path {
         Ok(run_on!(self, sum_of_squares_rows(x, dim)))
     }
 
+    /// `x[i] /= d` for every element; see [`reference::divide`].
+    pub fn divide(self, x: &mut [f32], d: f32) {
+        run_on!(self, divide(x, d))
+    }
+
     /// Whether every element of `x` is finite.
     pub fn all_finite(self, x: &[f32]) -> bool {
         run_on!(self, all_finite(x))

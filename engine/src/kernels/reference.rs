@@ -204,6 +204,16 @@ pub fn sum_of_squares_rows(x: &[f32], dim: usize) -> [f32; NORM_ROWS] {
     sums
 }
 
+/// `x[i] /= d` for every element (a division is exact to the last bit, so
+/// any vector width gives the same results; it vectorizes at the width of
+/// the features of the function it is inlined into).
+#[inline(always)]
+pub fn divide(x: &mut [f32], d: f32) {
+    for v in x {
+        *v /= d;
+    }
+}
+
 /// Whether every element of `x` is finite: a branch-free pass (it
 /// vectorizes, at the width of the features of the function it is inlined
 /// into).
