@@ -872,6 +872,11 @@ fn sums_of_squares_of_sixteen_rows_equal_reference_bit_for_bit() {
         assert!(path.sum_of_squares_rows(&x, 9).is_err());
         assert!(path.sum_of_squares_rows(&x, usize::MAX).is_err());
     }
+    // The reference itself, given fewer than sixteen rows, returns zeros
+    // (no panic).
+    let x = vec![1.0; 16 * 8];
+    assert_eq!(reference::sum_of_squares_rows(&x[1..], 8), [0.0; 16]);
+    assert_eq!(reference::sum_of_squares_rows(&x, usize::MAX), [0.0; 16]);
 }
 
 #[test]

@@ -191,10 +191,14 @@ pub const NORM_ROWS: usize = 16;
 /// `Σ x[r·dim + i]²` over `i` in order, for each of the [`NORM_ROWS`] rows
 /// `r` of `x` (`[16 × dim]`): RMSNorm's sums, side by side so that no
 /// addition waits on the one before it (the sums stay in registers: the
-/// count of rows is a constant).
+/// count of rows is a constant). All zeros when `x` holds fewer than 16
+/// rows ([`Path::sum_of_squares_rows`](super::Path::sum_of_squares_rows)
+/// refuses those).
 pub fn sum_of_squares_rows(x: &[f32], dim: usize) -> [f32; NORM_ROWS] {
     let mut sums = [0.0f32; NORM_ROWS];
-    let x = &x[..NORM_ROWS * dim];
+    let Some(x) = dim.checked_mul(NORM_ROWS).and_then(|n| x.get(..n)) else {
+        return sums;
+    };
     for i in 0..dim {
         for (r, s) in sums.iter_mut().enumerate() {
             let v = x[r * dim + i];
