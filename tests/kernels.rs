@@ -880,6 +880,37 @@ fn sums_of_squares_of_sixteen_rows_equal_reference_bit_for_bit() {
 }
 
 #[test]
+fn rope_and_residual_adds_equal_reference_bit_for_bit() {
+    let mut rng = Rng::new(23);
+    for path in accelerated_paths() {
+        for head_dim in [2, 6, 16, 48, 64, 66, 128] {
+            for heads in [1, 3, 12] {
+                let rotations = values(&mut rng, head_dim);
+                // A partial head past the last whole one stays as it is.
+                let v = values(&mut rng, heads * head_dim + 1);
+                let (mut got, mut want) = (v.clone(), v.clone());
+                path.rope(&mut got, &rotations);
+                reference::rope(&mut want, &rotations);
+                let what = format!("{} rope {heads} x {head_dim}", path.name());
+                assert_bits_eq(&got, &want, &what);
+                assert_eq!(got.last(), v.last(), "{what}: the partial head");
+            }
+        }
+        let mut v = values(&mut rng, 8);
+        let before = v.clone();
+        path.rope(&mut v, &[]); // no pair: nothing
+        assert_bits_eq(&v, &before, "rope without rotations");
+        for len in (0..=40).chain([63, 64, 65, 768]) {
+            let (x, y) = (values(&mut rng, len), values(&mut rng, len + 3));
+            let (mut got, mut want) = (x.clone(), x.clone());
+            path.add_assign(&mut got, &y);
+            reference::add_assign(&mut want, &y);
+            assert_bits_eq(&got, &want, &format!("{} add_assign {len}", path.name()));
+        }
+    }
+}
+
+#[test]
 fn division_by_a_scalar_equals_element_by_element() {
     let mut rng = Rng::new(19);
     let specials = [

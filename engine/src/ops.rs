@@ -132,14 +132,7 @@ pub fn rope(v: &mut [f32], rotations: &[f32]) {
         rotations.len() >= 2 && rotations.len().is_multiple_of(2),
         "rope: head_dim"
     );
-    for head in v.chunks_exact_mut(rotations.len()) {
-        for (pair, cos_sin) in head.chunks_exact_mut(2).zip(rotations.chunks_exact(2)) {
-            let (cos, sin) = (cos_sin[0], cos_sin[1]);
-            let (v0, v1) = (pair[0], pair[1]);
-            pair[0] = v0 * cos - v1 * sin;
-            pair[1] = v0 * sin + v1 * cos;
-        }
-    }
+    kernels::rope(v, rotations);
 }
 
 /// The cosine and sine of RoPE's angle for pair `pair` (elements `2·pair`
@@ -202,9 +195,7 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 /// `x += y` elementwise (the residual connections).
 pub fn add_assign(x: &mut [f32], y: &[f32]) {
     debug_assert_eq!(x.len(), y.len(), "add_assign: lengths");
-    for (a, &b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
+    kernels::add_assign(x, y);
 }
 
 /// How the attention heads are laid out.

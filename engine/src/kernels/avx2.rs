@@ -586,32 +586,13 @@ fn silu_times8(g: __m256, u: __m256) -> __m256 {
     _mm256_mul_ps(silu, u)
 }
 
-/// [`reference::sum_of_squares_rows`], compiled for AVX2.
-///
-/// # Safety
-/// AVX2, FMA and F16C are available.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn sum_of_squares_rows(x: &[f32], dim: usize) -> [f32; NORM_ROWS] {
-    reference::sum_of_squares_rows(x, dim)
-}
-
-/// [`reference::divide`] eight lanes at a time.
-///
-/// # Safety
-/// AVX2, FMA and F16C are available.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn divide(x: &mut [f32], d: f32) {
-    reference::divide(x, d)
-}
-
-/// [`reference::all_finite`] eight lanes at a time.
-///
-/// # Safety
-/// AVX2, FMA and F16C are available.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn all_finite(x: &[f32]) -> bool {
-    reference::all_finite(x)
-}
+reference_at_width!("avx2,fma,f16c":
+    fn sum_of_squares_rows(x: &[f32], dim: usize) -> [f32; NORM_ROWS];
+    fn divide(x: &mut [f32], d: f32);
+    fn all_finite(x: &[f32]) -> bool;
+    fn rope(v: &mut [f32], rotations: &[f32]);
+    fn add_assign(x: &mut [f32], y: &[f32]);
+);
 
 /// SwiGLU's gate over the common length, the reference's bits: eight
 /// elements at a time, then a masked vector.

@@ -1086,23 +1086,12 @@ pub unsafe fn sum_of_squares_rows(x: &[f32], dim: usize) -> [f32; NORM_ROWS] {
     out
 }
 
-/// [`reference::divide`] sixteen lanes at a time.
-///
-/// # Safety
-/// The features are available.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn divide(x: &mut [f32], d: f32) {
-    reference::divide(x, d)
-}
-
-/// [`reference::all_finite`] sixteen lanes at a time.
-///
-/// # Safety
-/// The features are available.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn all_finite(x: &[f32]) -> bool {
-    reference::all_finite(x)
-}
+reference_at_width!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni":
+    fn divide(x: &mut [f32], d: f32);
+    fn all_finite(x: &[f32]) -> bool;
+    fn rope(v: &mut [f32], rotations: &[f32]);
+    fn add_assign(x: &mut [f32], y: &[f32]);
+);
 
 /// SwiGLU's gate over the common length, the reference's bits: sixteen
 /// elements at a time, then a masked vector.

@@ -11,6 +11,24 @@
 //!
 //! The functions here run the active path ([`Path::active`]).
 
+/// Reference kernels whose bits do not depend on the vector width (each
+/// element's operations are its own, or a fixed order the compiler keeps),
+/// compiled inside a path's target features so that they vectorize at its
+/// width: `pub unsafe fn name(args) { reference::name(args) }`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! reference_at_width {
+    ($features:literal: $(fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {$(
+        #[doc = concat!("[`reference::", stringify!($name), "`], compiled for this path.")]
+        ///
+        /// # Safety
+        /// The path's features are available.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
+            reference::$name($($arg),*)
+        }
+    )*};
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -69,6 +87,18 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 #[inline]
 pub fn exp_and_sum(x: &mut [f32], shift: f32) -> f32 {
     Path::active().exp_and_sum(x, shift)
+}
+
+/// RoPE on every head of `v`; see [`reference::rope`].
+#[inline]
+pub fn rope(v: &mut [f32], rotations: &[f32]) {
+    Path::active().rope(v, rotations)
+}
+
+/// `x += y` over the common length; see [`reference::add_assign`].
+#[inline]
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    Path::active().add_assign(x, y)
 }
 
 /// `x[i] /= d` for every element; see [`reference::divide`].

@@ -414,6 +414,16 @@ impl Path {
         Ok(run_on!(self, sum_of_squares_rows(x, dim)))
     }
 
+    /// RoPE on every head of `v`; see [`reference::rope`].
+    pub fn rope(self, v: &mut [f32], rotations: &[f32]) {
+        run_on!(self, rope(v, rotations))
+    }
+
+    /// `x += y` over the common length; see [`reference::add_assign`].
+    pub fn add_assign(self, x: &mut [f32], y: &[f32]) {
+        run_on!(self, add_assign(x, y))
+    }
+
     /// `x[i] /= d` for every element; see [`reference::divide`].
     pub fn divide(self, x: &mut [f32], d: f32) {
         run_on!(self, divide(x, d))

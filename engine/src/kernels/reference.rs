@@ -218,6 +218,34 @@ pub fn divide(x: &mut [f32], d: f32) {
     }
 }
 
+/// Rotary position embedding, in place, on every head of `v` with one
+/// position's `rotations` (`[head_dim]`: each pair's cosine and sine, from
+/// [`crate::ops::rope_rotations`]): `(h[2i], h[2i+1])` becomes
+/// `(h[2i]·cos − h[2i+1]·sin, h[2i]·sin + h[2i+1]·cos)`. Nothing when
+/// `rotations` holds no pair.
+#[inline(always)]
+pub fn rope(v: &mut [f32], rotations: &[f32]) {
+    if rotations.len() < 2 {
+        return;
+    }
+    for head in v.chunks_exact_mut(rotations.len()) {
+        for (pair, cos_sin) in head.chunks_exact_mut(2).zip(rotations.chunks_exact(2)) {
+            let (cos, sin) = (cos_sin[0], cos_sin[1]);
+            let (v0, v1) = (pair[0], pair[1]);
+            pair[0] = v0 * cos - v1 * sin;
+            pair[1] = v0 * sin + v1 * cos;
+        }
+    }
+}
+
+/// `x[i] += y[i]` over the common length (the residual connections).
+#[inline(always)]
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
 /// Whether every element of `x` is finite: a branch-free pass (it
 /// vectorizes, at the width of the features of the function it is inlined
 /// into). `v − v` is 0 for every finite `v` and NaN for ±∞ and NaN, so the
