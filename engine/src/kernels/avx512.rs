@@ -1068,7 +1068,8 @@ fn silu_times16(g: __m512, u: __m512) -> __m512 {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn sum_of_squares_rows(x: &[f32], dim: usize) -> [f32; NORM_ROWS] {
     if !dim.is_multiple_of(LANES) {
-        return reference::sum_of_squares_rows(x, dim);
+        // SAFETY: AVX2, FMA and F16C are among the features.
+        return unsafe { avx2::sum_of_squares_rows(x, dim) };
     }
     let x = &x[..NORM_ROWS * dim];
     let mut sums = _mm512_setzero_ps();
