@@ -4,9 +4,10 @@
 //! 32000×768 (110M classifier), beside the GB/s of a plain streaming read
 //! of the same bytes (what the memory gives one core: the bound a kernel
 //! on a matrix from DRAM can reach). Then the prefill products, and the
-//! element-wise kernels (softmax's exponentials, SwiGLU's gate) in
-//! nanoseconds per element, and prefill attention's kernels for one layer
-//! of the 110M shape in microseconds.
+//! element-wise kernels (softmax's exponentials, SwiGLU's gate, quantizing
+//! activations, RMSNorm's sums of squares, RoPE) in nanoseconds per
+//! element, and prefill attention's kernels for one layer of the 110M shape
+//! in microseconds.
 //!
 //! Quantized rows are also measured packed (`kinglet::kernels::packed`, the
 //! layout the CLI repacks them into at load time) on each path that packs
@@ -266,6 +267,7 @@ fn elementwise_table(paths: &[Path]) {
             silu_line += &format!(" | {:>8.3}", t * 1e9 / n as f64);
         }
         println!("{exp_line}\n{silu_line}");
+        elementwise_passes(paths, &input, n);
     }
     // A draw at temperature 1 over a vocabulary: the temperature, softmax
     // (its maximum, exponentials and division) and the draw, on the
@@ -286,6 +288,41 @@ fn elementwise_table(paths: &[Path]) {
         kinglet::kernels::active_path(),
         t * 1e6
     );
+}
+
+/// The passes around the products, per path, in ns per element of `input`
+/// (`n` floats, a multiple of 64): quantizing activations (with its
+/// finiteness check), RMSNorm's sums of squares of the floats as sixteen
+/// rows, and RoPE with heads of 64.
+fn elementwise_passes(paths: &[Path], input: &[f32], n: usize) {
+    let mut blocks = vec![BlockQ8::ZERO; n / BLOCK_LEN];
+    let rotations: Vec<f32> = (0..64).map(|i| (i as f32 * 0.1).cos()).collect();
+    let mut buffer = input.to_vec();
+    let mut quant_line = format!("{:<12} {n:>7}", "quantize");
+    let mut norm_line = format!("{:<12} {n:>7}", "norm_sums");
+    let mut rope_line = format!("{:<12} {n:>7}", "rope");
+    for &path in paths {
+        let t = best_seconds(|| {
+            path.quantize_activations(black_box(input), &mut blocks)
+                .expect("finite input");
+            black_box(&blocks);
+        });
+        quant_line += &format!(" | {:>8.3}", t * 1e9 / n as f64);
+        let t = best_seconds(|| {
+            black_box(
+                path.sum_of_squares_rows(black_box(input), n / 16)
+                    .expect("16 rows"),
+            );
+        });
+        norm_line += &format!(" | {:>8.3}", t * 1e9 / n as f64);
+        let t = best_seconds(|| {
+            buffer.copy_from_slice(input);
+            path.rope(&mut buffer, &rotations);
+            black_box(&buffer);
+        });
+        rope_line += &format!(" | {:>8.3}", t * 1e9 / n as f64);
+    }
+    println!("{quant_line}\n{norm_line}\n{rope_line}");
 }
 
 /// Reads every byte once, front to back, as a vectorized sum of 64-bit
