@@ -883,7 +883,8 @@ fn round_half_away(p: __m512) -> __m512i {
 /// scales and inverse scales in one division each, then each block's 32
 /// levels in two vectors, narrowed to bytes with `vpmovsdb` (saturating,
 /// as the AVX2 path's packs; the levels are within −127..=127 anyway).
-/// The blocks past the last sixteen go zero-padded to sixteen.
+/// Eight or more blocks past the last sixteen go zero-padded to sixteen,
+/// fewer run the AVX2 kernel.
 ///
 /// # Safety
 /// The features are available.
@@ -897,7 +898,12 @@ pub unsafe fn quantize_activations(a: Activations<'_>) {
         unsafe { quantize_sixteen(x16, out16) };
     }
     let (x, dst) = (xs.remainder(), outs.into_remainder());
-    if !dst.is_empty() {
+    if dst.len() < PADDED_BLOCKS {
+        // SAFETY: AVX2, FMA and F16C are among this function's features;
+        // the blocks left and their 32 floats each (the `Activations`
+        // facts, sixteen blocks at a time).
+        unsafe { avx2::quantize_activations(Activations { x, dst }) }
+    } else {
         // The blocks left, zero-padded to sixteen (a block's levels and
         // scale depend on its own floats only).
         let mut padded = [0.0f32; QUANT_BLOCKS * BLOCK_LEN];
@@ -908,6 +914,12 @@ pub unsafe fn quantize_activations(a: Activations<'_>) {
         dst.copy_from_slice(&blocks[..dst.len()]);
     }
 }
+
+/// Blocks left past the last sixteen from which [`quantize_activations`]
+/// pads them to sixteen: a padded batch costs about what sixteen blocks
+/// do, about eight blocks of the AVX2 kernel (kernel bench, `quantize`
+/// rows).
+const PADDED_BLOCKS: usize = 8;
 
 /// [`quantize_activations`] for sixteen blocks.
 ///
