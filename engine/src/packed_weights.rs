@@ -64,8 +64,12 @@ pub struct PackedWeights<'a> {
     /// The packed matrices, in [`packed_matrices`] order.
     bytes: &'a [u8],
     /// Whether they are more than [`CACHED_BYTES`], so read from memory at
-    /// every token ([`PackedMatrix::streamed`]).
+    /// every token.
     streamed: bool,
+    /// Whether the products request their bytes ahead: when streamed, on a
+    /// CPU where that pays ([`Path::requests_ahead`],
+    /// [`PackedMatrix::streamed`]).
+    requests_ahead: bool,
 }
 
 /// Packed weights up to this size are taken to stay in the last-level
@@ -107,9 +111,11 @@ impl<'a> PackedWeights<'a> {
             pack_matrix(&w, dst)?;
             rest = tail;
         }
+        let streamed = buffer.len() > CACHED_BYTES;
         Ok(PackedWeights {
             source: model.as_bytes(),
-            streamed: buffer.len() > CACHED_BYTES,
+            streamed,
+            requests_ahead: streamed && Path::active().requests_ahead(),
             bytes: buffer,
         })
     }
@@ -125,8 +131,9 @@ impl<'a> PackedWeights<'a> {
     }
 
     /// Whether the packed matrices total more than 32 MiB, so that the
-    /// products take them as read from memory at every token and request
-    /// their bytes ahead ([`PackedMatrix::streamed`]).
+    /// products take them as read from memory at every token and, on a CPU
+    /// where that pays, request their bytes ahead
+    /// ([`PackedMatrix::streamed`]).
     pub fn is_streamed(&self) -> bool {
         self.streamed
     }
@@ -140,7 +147,7 @@ impl<'a> PackedWeights<'a> {
     pub(crate) fn matrices(&self) -> PackedCursor<'a> {
         PackedCursor {
             rest: self.bytes,
-            streamed: self.streamed,
+            requests_ahead: self.requests_ahead,
         }
     }
 }
@@ -149,7 +156,7 @@ impl<'a> PackedWeights<'a> {
 /// layer's copies ([`layer`](Self::layer)), then the classifier's.
 pub(crate) struct PackedCursor<'a> {
     rest: &'a [u8],
-    streamed: bool,
+    requests_ahead: bool,
 }
 
 /// The packed copies of one layer's projections (`None` for a float one).
@@ -175,7 +182,7 @@ impl<'a> PackedCursor<'a> {
         let bytes = self.rest.get(..packed_bytes(w))?;
         self.rest = &self.rest[bytes.len()..];
         PackedMatrix::from_packed_bytes(w.dtype, w.rows, w.cols, bytes)
-            .map(|m| m.streamed(self.streamed))
+            .map(|m| m.streamed(self.requests_ahead))
     }
 
     /// The packed copies of the next layer's projections, `w` its weights.

@@ -184,6 +184,16 @@ impl Path {
         self.usable() != Path::Portable
     }
 
+    /// Whether this path's packed products, on this CPU, should request a
+    /// streamed matrix's bytes ahead ([`PackedMatrix::streamed`]). They
+    /// should except on AVX-512 on an AMD family 19h CPU (Zen 4): there
+    /// the hardware prefetcher alone keeps the AVX-512 Q4_0 kernel near the
+    /// memory's rate, and the requests cost a 110M q4_0 decode 18–39% (on
+    /// Zen 5 they gain 14–22%; docs/PERFORMANCE.md, 2026-12-04).
+    pub fn requests_ahead(self) -> bool {
+        !(self.usable() == Path::Avx512 && amd_family() == Some(0x19))
+    }
+
     /// [`matvec_quantized`](Self::matvec_quantized) for a matrix in the
     /// packed layout: the same bits and errors as on the ggml matrix it was
     /// packed from.
@@ -492,6 +502,36 @@ fn has_feature(feature: &str) -> bool {
     }
 }
 
+/// The CPU's family if its vendor is AMD (CPUID leaves 0 and 1).
+#[cfg(target_arch = "x86_64")]
+fn amd_family() -> Option<u32> {
+    use core::arch::x86_64::__cpuid;
+    let vendor = __cpuid(0);
+    amd_family_of([vendor.ebx, vendor.edx, vendor.ecx], __cpuid(1).eax)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn amd_family() -> Option<u32> {
+    None
+}
+
+/// The family in CPUID leaf 1's `eax` (`signature`): the base family,
+/// plus the extended family when the base is 0xF, as AMD defines it;
+/// `None` unless `vendor` (leaf 0's `ebx`, `edx`, `ecx`) spells
+/// "AuthenticAMD".
+fn amd_family_of(vendor: [u32; 3], signature: u32) -> Option<u32> {
+    let mut name = [0u8; 12];
+    for (bytes, word) in name.chunks_exact_mut(4).zip(vendor) {
+        bytes.copy_from_slice(&word.to_le_bytes());
+    }
+    if &name != b"AuthenticAMD" {
+        return None;
+    }
+    let base = (signature >> 8) & 0xF;
+    let extended = (signature >> 20) & 0xFF;
+    Some(if base == 0xF { base + extended } else { base })
+}
+
 /// The fastest path this CPU or build supports.
 fn best_supported() -> Path {
     Path::ALL
@@ -543,4 +583,27 @@ fn active() -> Path {
 /// `"avx2"` or `"portable"`.
 pub fn active_path() -> &'static str {
     active().name()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::amd_family_of;
+
+    /// CPUID leaf 0's `ebx`, `edx`, `ecx` for a vendor name.
+    fn vendor(name: &[u8; 12]) -> [u32; 3] {
+        core::array::from_fn(|i| u32::from_le_bytes(name[4 * i..4 * i + 4].try_into().unwrap()))
+    }
+
+    #[test]
+    fn amd_family_reads_base_and_extended_family() {
+        let amd = vendor(b"AuthenticAMD");
+        // EPYC Zen 4 (family 25, model 17), Zen 5 (26, model 2), Zen 3
+        // (25, model 1), and a family below 0xF, which has no extension.
+        assert_eq!(amd_family_of(amd, 0x00A1_0F11), Some(0x19));
+        assert_eq!(amd_family_of(amd, 0x00B0_0F20), Some(0x1A));
+        assert_eq!(amd_family_of(amd, 0x00A0_0F11), Some(0x19));
+        assert_eq!(amd_family_of(amd, 0x0010_0610), Some(0x6));
+        // An Intel Xeon's signature (family 6) is not AMD's.
+        assert_eq!(amd_family_of(vendor(b"GenuineIntel"), 0x0008_06F8), None);
+    }
 }
