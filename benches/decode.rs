@@ -263,15 +263,17 @@ fn main() {
         "sessions for prefill chunks of {} positions (KINGLET_BENCH_CHUNK)",
         chunk()
     );
+    let path = kinglet::kernels::Path::active();
     println!(
-        "packed weights for q8_0/q4_0: {} (kernel path {}; KINGLET_BENCH_PACK=0 turns them off)",
-        if env_or("KINGLET_BENCH_PACK", 1) == 1 && kinglet::kernels::Path::active().packs_weights()
-        {
+        "packed weights for q8_0/q4_0: {} (kernel path {}; KINGLET_BENCH_PACK=0 turns them off); \
+         streamed ones requested ahead on this CPU: {} (Path::requests_ahead)",
+        if env_or("KINGLET_BENCH_PACK", 1) == 1 && path.packs_weights() {
             "yes"
         } else {
             "no"
         },
-        kinglet::kernels::active_path()
+        path.name(),
+        if path.requests_ahead() { "yes" } else { "no" }
     );
     println!(
         "{:<24} {:>6} {:>7} {:>9} {:>10} {:>9} {:>7} {:>13} {:>13} {:>9}",

@@ -439,11 +439,13 @@ fn main() {
 
     let mut r = Rounds::default();
     println!("{} rounds; load average before: {}", rounds, load_average());
-    let packs =
-        env_or("KINGLET_BENCH_PACK", 1) == 1 && kinglet::kernels::Path::active().packs_weights();
+    let path = kinglet::kernels::Path::active();
+    let packs = env_or("KINGLET_BENCH_PACK", 1) == 1 && path.packs_weights();
     println!(
-        "kinglet q8_0/q4_0 read packed weights: {} (KINGLET_BENCH_PACK=0 turns them off)",
-        if packs { "yes" } else { "no" }
+        "kinglet q8_0/q4_0 read packed weights: {} (KINGLET_BENCH_PACK=0 turns them off); \
+         streamed ones requested ahead on this CPU: {} (Path::requests_ahead)",
+        if packs { "yes" } else { "no" },
+        if path.requests_ahead() { "yes" } else { "no" }
     );
     for round in 0..rounds {
         for s in &shapes {
