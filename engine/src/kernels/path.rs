@@ -188,8 +188,8 @@ impl Path {
     /// streamed matrix's bytes ahead ([`PackedMatrix::streamed`]). They
     /// should except on AVX-512 on an AMD family 19h CPU (Zen 4): there
     /// the hardware prefetcher alone keeps the AVX-512 Q4_0 kernel near the
-    /// memory's rate, and the requests cost a 110M q4_0 decode 18–39% (on
-    /// Zen 5 they gain 14–22%; docs/PERFORMANCE.md, 2026-12-04).
+    /// memory's rate, and with the requests a 110M q4_0 decode ran 10–28%
+    /// slower (on Zen 5, 13–27% faster; docs/PERFORMANCE.md, 2026-12-04).
     pub fn requests_ahead(self) -> bool {
         !(self.usable() == Path::Avx512 && amd_family() == Some(0x19))
     }
