@@ -440,7 +440,7 @@ pub(crate) fn check_activations(
     if all_finite(x) {
         return Ok(());
     }
-    check_finite(Dtype::Q8_0, x)
+    first_non_finite(Dtype::Q8_0, x)
 }
 
 fn check_finite(dtype: Dtype, x: &[f32]) -> Result<(), Error> {
@@ -448,6 +448,11 @@ fn check_finite(dtype: Dtype, x: &[f32]) -> Result<(), Error> {
     if reference::all_finite(x) {
         return Ok(());
     }
+    first_non_finite(dtype, x)
+}
+
+/// The error naming `x`'s first NaN or infinity, once a pass found one.
+fn first_non_finite(dtype: Dtype, x: &[f32]) -> Result<(), Error> {
     match x.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
         Some(index) => Err(Error::Unrepresentable {
