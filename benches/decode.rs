@@ -10,8 +10,11 @@
 //! f32, q8_0, q4_0 (override with `KINGLET_BENCH_DTYPES=f32,f16,...`). Each
 //! decode figure is the median of 5 runs of `KINGLET_BENCH_STEPS` (default
 //! 128) greedy steps; each prefill figure the median of 5 prefills of a
-//! `KINGLET_BENCH_PROMPT`-token prompt (default 64). Both run on a rayon pool
-//! of each thread count in `KINGLET_BENCH_THREADS` (default `1,2`).
+//! `KINGLET_BENCH_PROMPT`-token prompt (default 64). Both run on a
+//! `kinglet_tools::threads::Threads` pool, as `kinglet generate` does, of
+//! each thread count in `KINGLET_BENCH_THREADS` (default `1,2`), handing
+//! out tasks of at least `KINGLET_BENCH_MIN_TASK_BYTES` (default
+//! `kinglet::parallel::MIN_TASK_BYTES`).
 //! `KINGLET_BENCH_MODELS=260k,15m,110m` picks the models (default: 260k and
 //! 15m, plus 110m with `KINGLET_BENCH_LARGE=1`). `KINGLET_BENCH_CHUNK`
 //! (1 to `PREFILL_CHUNK`, default `PREFILL_CHUNK`) sizes the sessions for
@@ -32,6 +35,7 @@
 
 use std::time::Instant;
 
+use kinglet::parallel::MIN_TASK_BYTES;
 use kinglet::session::PREFILL_CHUNK;
 use kinglet::{
     session_floats_for_chunk, Dtype, ModelFile, PackedWeights, Sampler, SamplerConfig, Session,
@@ -290,7 +294,10 @@ fn main() {
     );
     let pools: Vec<Threads> = thread_counts()
         .into_iter()
-        .map(|n| Threads::new(n).expect("thread pool"))
+        .map(|n| {
+            let pool = Threads::new(n).expect("thread pool");
+            pool.with_min_task_bytes(env_or("KINGLET_BENCH_MIN_TASK_BYTES", MIN_TASK_BYTES))
+        })
         .collect();
     for (name, model) in &models {
         for dtype in dtypes() {

@@ -3,6 +3,7 @@
 //! synthesizing and inspecting .klt files.
 
 pub mod bundled;
+pub mod chunk_workers;
 pub mod cmd;
 pub mod gguf;
 pub mod hf;

@@ -1,15 +1,17 @@
-//! The engine's parallel-for hook on a rayon thread pool.
+//! The engine's parallel-for hook: a rayon thread pool for the commands'
+//! own work, and spinning workers ([`ChunkWorkers`]) for a session's
+//! parallel calls.
 //!
-//! The engine decides the chunks; rayon only decides which thread runs each,
-//! so results are the same bits for any thread count. A session makes many
-//! short parallel calls per token (one per matrix and one for attention, per
-//! layer): run the whole generation inside [`Threads::install`] so those
-//! calls start from a pool thread, which is much cheaper than entering the
-//! pool from outside every time.
+//! The engine decides the chunks; the threads only decide which one runs
+//! each, so results are the same bits for any thread count. A session makes
+//! many short parallel calls per token (one per matrix and one for
+//! attention, per layer), too short for rayon's hand-off: the calling thread
+//! and `n − 1` workers that wait by spinning take their chunks.
 
 use anyhow::{Context, Result};
+
+use crate::chunk_workers::ChunkWorkers;
 use kinglet::parallel::{ChunkFn, Parallel};
-use rayon::prelude::*;
 
 /// Most threads either program starts (`--threads`): each needs a stack,
 /// and no CPU these programs run on has more cores.
@@ -27,9 +29,11 @@ pub fn thread_count(n: usize) -> Result<usize> {
 }
 
 /// A rayon pool of a fixed number of threads, usable as a session's
-/// [`Parallel`] hook.
+/// [`Parallel`] hook (whose calls run on the calling thread and the
+/// pool's count less one [`ChunkWorkers`]).
 pub struct Threads {
     pool: rayon::ThreadPool,
+    chunk_workers: ChunkWorkers,
     /// [`Parallel::min_task_bytes`].
     min_task_bytes: usize,
 }
@@ -42,8 +46,11 @@ impl Threads {
             .thread_name(|i| format!("kinglet-{i}"))
             .build()
             .context("cannot start the thread pool")?;
+        let chunk_workers = ChunkWorkers::new(pool.current_num_threads() - 1)
+            .context("cannot start the thread pool")?;
         Ok(Threads {
             pool,
+            chunk_workers,
             min_task_bytes: kinglet::parallel::MIN_TASK_BYTES,
         })
     }
@@ -84,19 +91,7 @@ impl Parallel for Threads {
     }
 
     fn for_each_chunk(&self, out: &mut [f32], chunk: usize, f: &ChunkFn<'_>) {
-        let chunk = chunk.max(1);
-        if out.len() <= chunk || self.count() == 1 {
-            // One chunk, or one thread: no hand-off is worth its cost.
-            for (i, part) in out.chunks_mut(chunk).enumerate() {
-                f(i * chunk, part);
-            }
-            return;
-        }
-        self.pool.install(|| {
-            out.par_chunks_mut(chunk)
-                .enumerate()
-                .for_each(|(i, part)| f(i * chunk, part));
-        });
+        self.chunk_workers.run(out, chunk, f);
     }
 }
 
