@@ -3,7 +3,8 @@
 //! 288×288 (wq), 768×2048 (w2 of 110M), 32000×288 (15M classifier) and
 //! 32000×768 (110M classifier), beside the GB/s of a plain streaming read
 //! of the same bytes (what the memory gives one core: the bound a kernel
-//! on a matrix from DRAM can reach). Then the prefill products, and the
+//! on a matrix from DRAM can reach). Then the prefill products (and, with
+//! AVX-512 VNNI, the ceiling `vpdpbusd` sets them), and the
 //! element-wise kernels (softmax's exponentials, SwiGLU's gate, quantizing
 //! activations, RMSNorm's sums of squares, RoPE) in nanoseconds per
 //! element, and prefill attention's kernels for one layer of the 110M shape
@@ -152,6 +153,8 @@ fn main() {
         }
     }
     matmul_table(&paths, &wanted);
+    #[cfg(target_arch = "x86_64")]
+    vnni_ceiling::print();
     elementwise_table(&paths);
     prefill_attention_table(&paths);
 }
@@ -417,6 +420,86 @@ fn matmul_table(paths: &[Path], wanted: &[String]) {
             }
             println!("{line}");
         }
+    }
+}
+
+/// What `vpdpbusd` allows the AVX-512 quantized prefill products on this
+/// CPU, in the prefill table's unit (a `vpdpbusd` is 64 multiply-adds, 128
+/// operations): independent `vpdpbusd` alone, and the reference's steps per
+/// block of 32 columns for sixteen rows and eight positions as the packed
+/// kernel runs them (per position: 8 chained `vpdpbusd`, a convert, two
+/// multiplies and an add, never fused), with everything in registers.
+#[cfg(target_arch = "x86_64")]
+mod vnni_ceiling {
+    #![allow(unsafe_code)]
+    use std::arch::x86_64::*;
+    use std::hint::black_box;
+
+    /// Blocks per timed call: long enough to hide the call.
+    const REPEATS: usize = 10_000;
+
+    pub fn print() {
+        if !is_x86_feature_detected!("avx512vnni") || !is_x86_feature_detected!("avx512bw") {
+            println!("vpdpbusd ceiling: skipped: CPU lacks avx512vnni");
+            return;
+        }
+        // SAFETY: the features were detected just above.
+        let alone = super::best_seconds(|| {
+            black_box(unsafe { alone(REPEATS) });
+        });
+        let steps = super::best_seconds(|| {
+            black_box(unsafe { with_steps(REPEATS) });
+        });
+        // 64 `vpdpbusd` a block either way, 128 operations each.
+        let gops = |t: f64| (REPEATS * 64 * 128) as f64 / t / 1e9;
+        println!(
+            "vpdpbusd ceiling (GOP/s, the table's unit, one core): alone {:.1}; with the reference's float steps {:.1}",
+            gops(alone),
+            gops(steps)
+        );
+    }
+
+    /// 64 independent-enough `vpdpbusd` per repeat (16 chains).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    fn alone(repeats: usize) -> __m512i {
+        let (w, x) = (
+            black_box(_mm512_set1_epi8(3)),
+            black_box(_mm512_set1_epi8(5)),
+        );
+        let mut acc = [_mm512_setzero_si512(); 16];
+        for _ in 0..repeats {
+            for _ in 0..4 {
+                for a in acc.iter_mut() {
+                    *a = _mm512_dpbusd_epi32(*a, w, x);
+                }
+            }
+        }
+        acc.into_iter()
+            .fold(_mm512_setzero_si512(), |s, a| _mm512_add_epi32(s, a))
+    }
+
+    /// One block of sixteen rows for eight positions per repeat, as the
+    /// packed prefill kernel computes it.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    fn with_steps(repeats: usize) -> __m512 {
+        let levels: [__m512i; 8] = core::array::from_fn(|k| black_box(_mm512_set1_epi8(k as i8)));
+        let words: [i32; 64] = black_box(core::array::from_fn(|i| i as i32));
+        let (dw, dx) = (black_box(_mm512_set1_ps(1.0001)), black_box([0.5f32; 8]));
+        let mut sums = [_mm512_setzero_ps(); 8];
+        for r in 0..repeats {
+            for (p, sum) in sums.iter_mut().enumerate() {
+                // Starting from the repeat's number, so that nothing is
+                // hoisted out of the loop (the offsets' role in the kernel).
+                let mut totals = _mm512_set1_epi32((r + p) as i32);
+                for (k, l) in levels.iter().enumerate() {
+                    totals = _mm512_dpbusd_epi32(totals, *l, _mm512_set1_epi32(words[8 * p + k]));
+                }
+                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(dx[p]));
+                *sum = _mm512_add_ps(*sum, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(totals)));
+            }
+        }
+        sums.into_iter()
+            .fold(_mm512_setzero_ps(), |s, a| _mm512_add_ps(s, a))
     }
 }
 
