@@ -8,7 +8,7 @@
 //! two-core Zen 4, two threads over one (`--bench decode`, four alternating
 //! runs each) were 0.88–1.14× with rayon and 1.20–1.32× with these workers
 //! on 15M q8_0, 1.12–1.21× and 1.22–1.68× on 110M q8_0 (docs/PERFORMANCE.md,
-//! 2026-12-04, evening). A worker spins for [`SPIN_BEFORE_PARK`] after its
+//! 2026-12-04, late night). A worker spins for [`SPIN_BEFORE_PARK`] after its
 //! last chunk, then parks until the next call, so an idle program does not
 //! keep a core busy.
 //!
