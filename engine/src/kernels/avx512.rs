@@ -57,6 +57,9 @@ const _: () = assert!(LANES == super::reference::LANES);
 /// Rows the float matvec walks together when the matrix is small enough to
 /// be in cache.
 const ROW_GROUP: usize = 4;
+/// Vectors of `x` (its first `16 · HELD_VECTORS` columns) that
+/// [`held_x_rows`] keeps in registers across a streamed f32 matrix's rows.
+const HELD_VECTORS: usize = 16;
 /// The f16 scale in front of each Q8_0 / Q4_0 block.
 const SCALE_BYTES: usize = 2;
 
@@ -120,7 +123,8 @@ pub unsafe fn matvec(a: FloatRows<'_>) {
 
 /// [`matvec`] for encoding `DT`: [`ROW_GROUP`] rows at a time, then one;
 /// or, for a matrix larger than [`STREAM_BYTES`], one row after another
-/// (one sequential stream: see `avx2.rs`), one 512-bit load a vector.
+/// (one sequential stream: see `avx2.rs`), one 512-bit load a vector (f32
+/// rows narrower than 32 vectors on Zen 4: [`held_x_rows`]).
 /// Holding `x` in registers across the rows and reading the rows in
 /// 256-bit halves gained 1–13% on Zen 4 but cost 20–30% of a 110M f32
 /// decode on Zen 5 (docs/PERFORMANCE.md, 2026-12-03). A matrix larger
@@ -136,6 +140,19 @@ pub unsafe fn matvec(a: FloatRows<'_>) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn float_rows<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
     let row_bytes = x.len() * element_bytes(DT);
+    let narrow = x.len() < 2 * HELD_VECTORS * LANES;
+    if DT == F32 && w.len() > STREAM_BYTES && narrow && super::path::amd_family_19h() {
+        // SAFETY: the features are available; `w` holds `out.len()` rows
+        // of `x.len()` f32 elements (this function's precondition).
+        unsafe {
+            if x.len() >= HELD_VECTORS * LANES {
+                held_x_rows::<true>(out, w, x)
+            } else {
+                held_x_rows::<false>(out, w, x)
+            }
+        };
+        return;
+    }
     if w.len() > STREAM_BYTES {
         let from_memory = w.len() > CACHED_BYTES;
         for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
@@ -165,6 +182,75 @@ unsafe fn float_rows<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
     {
         // SAFETY: `row` is one row of x.len() elements.
         *o = unsafe { dot_rows::<DT, 1>(row.as_ptr(), row_bytes, x) }[0];
+    }
+}
+
+/// Sixteen f32 from `p` as two masked 256-bit loads, in one `__m512`: the
+/// lanes of one 512-bit load. On Zen 4, streaming f32 rows from memory,
+/// 256-bit loads read faster than 512-bit ones (docs/PERFORMANCE.md,
+/// 2026-12-03 (evening)); on Zen 5 these masked loads ran at half the rate.
+///
+/// # Safety
+/// The features are available, and `p` points to 16 readable f32 (no
+/// alignment needed).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn load16_in_halves(p: *const f32) -> __m512 {
+    // SAFETY: each masked load reads only its eight unmasked lanes, both
+    // within the 16 readable floats; no alignment is needed.
+    unsafe { _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(0x00ff, p), 0xff00, p) }
+}
+
+/// [`float_rows`] of a streamed f32 matrix with narrow rows (fewer than 32
+/// vectors) on an AMD family 19h CPU (Zen 4): one row after another, each
+/// in the reference order, the first [`HELD_VECTORS`] vectors of `x` held
+/// in registers (most of such a row) and the rows read by
+/// [`load16_in_halves`]. On Zen 4, 15M f32 decode (rows of 288) ran 7–33%
+/// faster than with the one-load-a-vector and AVX2 kernels; 110M's rows
+/// of 768 and 2048 ran 0.5–7% slower, so they keep those
+/// (docs/PERFORMANCE.md, 2026-12-04 (late night)). `ALL`: `x` has at least
+/// [`HELD_VECTORS`] whole vectors, so every held step runs.
+///
+/// # Safety
+/// The features are available; `w.len() == out.len() · x.len() · 4`; with
+/// `ALL`, `x.len() ≥ 16 · HELD_VECTORS`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn held_x_rows<const ALL: bool>(out: &mut [f32], w: &[u8], x: &[f32]) {
+    let cols = x.len();
+    let whole = cols - cols % LANES;
+    let held = (whole / LANES).min(HELD_VECTORS);
+    let held_x: [__m512; HELD_VECTORS] = core::array::from_fn(|i| {
+        if ALL || i < held {
+            // SAFETY: 16·i + 16 <= 16·held <= whole <= cols (with `ALL`,
+            // held is HELD_VECTORS).
+            unsafe { _mm512_loadu_ps(x.as_ptr().add(i * LANES)) }
+        } else {
+            _mm512_setzero_ps()
+        }
+    });
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(cols * 4)) {
+        let p = row.as_ptr().cast::<f32>();
+        let mut acc = _mm512_setzero_ps();
+        // A fixed count: unrolled, and `held_x` stays in registers.
+        for (i, &xv) in held_x.iter().enumerate() {
+            if ALL || i < held {
+                // SAFETY: elements 16·i .. 16·i + 16 <= whole of the row.
+                let wv = unsafe { load16_in_halves(p.add(i * LANES)) };
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(wv, xv));
+            }
+        }
+        let mut c = held * LANES;
+        while c < whole {
+            // SAFETY: c + 16 <= whole <= cols: x[c..c + 16] and elements
+            // c..c + 16 of the row are in bounds.
+            unsafe {
+                let xv = _mm512_loadu_ps(x.as_ptr().add(c));
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(load16_in_halves(p.add(c)), xv));
+            }
+            c += LANES;
+        }
+        *o = tail_sum::<F32>(reduce_lanes(acc), &row[whole * 4..], &x[whole..]);
     }
 }
 

@@ -515,6 +515,22 @@ fn amd_family() -> Option<u32> {
     None
 }
 
+/// Whether this CPU is an AMD family 19h one (Zen 3, Zen 4), read once:
+/// CPUID is a VM exit, and the float kernels ask per matrix.
+pub(super) fn amd_family_19h() -> bool {
+    use core::sync::atomic::{AtomicU8, Ordering};
+    /// 0: not read yet; 1: no; 2: yes.
+    static KNOWN: AtomicU8 = AtomicU8::new(0);
+    match KNOWN.load(Ordering::Relaxed) {
+        0 => {
+            let yes = amd_family() == Some(0x19);
+            KNOWN.store(1 + u8::from(yes), Ordering::Relaxed);
+            yes
+        }
+        known => known == 2,
+    }
+}
+
 /// The family in CPUID leaf 1's `eax` (`signature`): the base family,
 /// plus the extended family when the base is 0xF, as AMD defines it;
 /// `None` unless `vendor` (leaf 0's `ebx`, `edx`, `ecx`) spells
