@@ -191,7 +191,7 @@ impl Path {
     /// memory's rate, and with the requests a 110M q4_0 decode ran 10–28%
     /// slower (on Zen 5, 13–27% faster; docs/PERFORMANCE.md, 2026-12-04).
     pub fn requests_ahead(self) -> bool {
-        !(self.usable() == Path::Avx512 && amd_family() == Some(0x19))
+        !(self.usable() == Path::Avx512 && amd_family_19h())
     }
 
     /// [`matvec_quantized`](Self::matvec_quantized) for a matrix in the
