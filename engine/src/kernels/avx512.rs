@@ -205,9 +205,10 @@ unsafe fn load16_in_halves(p: *const f32) -> __m512 {
 /// vectors) on an AMD family 19h CPU (Zen 4): one row after another, each
 /// in the reference order, the first [`HELD_VECTORS`] vectors of `x` held
 /// in registers (most of such a row) and the rows read by
-/// [`load16_in_halves`]. On Zen 4, 15M f32 decode (rows of 288) ran 7–33%
-/// faster than with the one-load-a-vector and AVX2 kernels; 110M's rows
-/// of 768 and 2048 ran 0.5–7% slower, so they keep those
+/// [`load16_in_halves`]. On Zen 4, 15M f32 decode (rows of 288) ran
+/// 12–19% faster than with the one-load-a-vector and AVX2 kernels (`cargo
+/// bench --bench decode`, three alternating pairs); in a measuring build
+/// 110M's rows of 768 and 2048 ran 0.5–7% slower, so they keep those
 /// (docs/PERFORMANCE.md, 2026-12-04 (late night)). `ALL`: `x` has at least
 /// [`HELD_VECTORS`] whole vectors, so every held step runs.
 ///
@@ -2211,6 +2212,61 @@ pub unsafe fn matmul_packed(a: QuantMatmul<'_>) {
             quant_matmul::<true, true>(a.out, a.w, a.x, n, blocks)
         } else {
             quant_matmul::<false, true>(a.out, a.w, a.x, n, blocks)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    /// `held_x_rows` runs only on Zen 4 by choice; any CPU with the
+    /// AVX-512 path checks its bits here, at widths below, at and past the
+    /// held part, with and without a tail.
+    #[test]
+    fn held_x_rows_give_the_references_bits() {
+        let features = [
+            std::is_x86_feature_detected!("avx2"),
+            std::is_x86_feature_detected!("fma"),
+            std::is_x86_feature_detected!("f16c"),
+            std::is_x86_feature_detected!("avx512f"),
+            std::is_x86_feature_detected!("avx512bw"),
+            std::is_x86_feature_detected!("avx512vl"),
+            std::is_x86_feature_detected!("avx512vnni"),
+        ];
+        if features.contains(&false) {
+            std::println!("skipped: CPU lacks the AVX-512 path's features");
+            return;
+        }
+        for cols in [7, 16, 250, 256, 259, 288, 500] {
+            let rows = 5;
+            let w: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let x: Vec<f32> = (0..cols)
+                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 3.0)
+                .collect();
+            let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let mut expected = std::vec![0.0f32; rows];
+            reference::matvec(FloatRows {
+                out: &mut expected,
+                w: &bytes,
+                x: &x,
+                dtype: Float::F32,
+            });
+            let mut out = std::vec![0.0f32; rows];
+            // SAFETY: the features were checked; `bytes` is rows × cols f32.
+            unsafe {
+                if cols >= HELD_VECTORS * LANES {
+                    held_x_rows::<true>(&mut out, &bytes, &x)
+                } else {
+                    held_x_rows::<false>(&mut out, &bytes, &x)
+                }
+            };
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&out), bits(&expected), "{cols} columns");
         }
     }
 }
