@@ -66,10 +66,6 @@ pub struct PackedWeights<'a> {
     /// Whether they are more than [`CACHED_BYTES`], so read from memory at
     /// every token.
     streamed: bool,
-    /// Whether the products request their bytes ahead: when streamed, on a
-    /// CPU where that pays ([`Path::requests_ahead`],
-    /// [`PackedMatrix::streamed`]).
-    requests_ahead: bool,
 }
 
 /// Packed weights up to this size are taken to stay in the last-level
@@ -111,11 +107,9 @@ impl<'a> PackedWeights<'a> {
             pack_matrix(&w, dst)?;
             rest = tail;
         }
-        let streamed = buffer.len() > CACHED_BYTES;
         Ok(PackedWeights {
             source: model.as_bytes(),
-            streamed,
-            requests_ahead: streamed && Path::active().requests_ahead(),
+            streamed: buffer.len() > CACHED_BYTES,
             bytes: buffer,
         })
     }
@@ -147,7 +141,9 @@ impl<'a> PackedWeights<'a> {
     pub(crate) fn matrices(&self) -> PackedCursor<'a> {
         PackedCursor {
             rest: self.bytes,
-            requests_ahead: self.requests_ahead,
+            // Streamed matrices request their bytes ahead on a CPU where
+            // that pays.
+            requests_ahead: self.streamed && Path::active().requests_ahead(),
         }
     }
 }
