@@ -109,8 +109,9 @@ fn float_matvec_equals_reference_bit_for_bit() {
 fn float_matvec_of_matrices_streamed_row_by_row_equals_reference() {
     // Over 64 KiB in every dtype: the paths stream such matrices one row
     // after another instead of in groups of rows. The widths put rows
-    // below, at and past the part of `x` a path keeps in registers (16
-    // vectors on AVX-512), with and without a tail.
+    // below, at and past the part of `x` a path keeps in registers (on
+    // Zen 4's AVX-512, 16 vectors of rows under 32 vectors, 24 of wider
+    // ones), with and without a tail.
     let mut rng = Rng::new(12);
     for cols in [1001, 288, 256, 259, 250, 7] {
         let rows = (1 << 16) / cols + 3;

@@ -57,9 +57,14 @@ const _: () = assert!(LANES == super::reference::LANES);
 /// Rows the float matvec walks together when the matrix is small enough to
 /// be in cache.
 const ROW_GROUP: usize = 4;
-/// Vectors of `x` (its first `16 · HELD_VECTORS` columns) that
-/// [`held_x_rows`] keeps in registers across a streamed f32 matrix's rows.
-const HELD_VECTORS: usize = 16;
+/// Vectors of `x` (its first `16 · HELD_IN_HALVES` columns) that
+/// [`held_x_rows`] keeps in registers when it reads rows in 256-bit halves
+/// (narrow rows: each half takes a register of its own).
+const HELD_IN_HALVES: usize = 16;
+/// Vectors of `x` that [`held_x_rows`] keeps in registers when it reads
+/// rows in whole vectors (rows of 32 vectors or more). On 110M's rows 20,
+/// 24 and 28 read alike (docs/PERFORMANCE.md, 2026-12-04 (midnight)).
+const HELD_WHOLE: usize = 24;
 /// The f16 scale in front of each Q8_0 / Q4_0 block.
 const SCALE_BYTES: usize = 2;
 
@@ -123,15 +128,15 @@ pub unsafe fn matvec(a: FloatRows<'_>) {
 
 /// [`matvec`] for encoding `DT`: [`ROW_GROUP`] rows at a time, then one;
 /// or, for a matrix larger than [`STREAM_BYTES`], one row after another
-/// (one sequential stream: see `avx2.rs`), one 512-bit load a vector (f32
-/// rows narrower than 32 vectors on Zen 4: [`held_x_rows`]).
-/// Holding `x` in registers across the rows and reading the rows in
-/// 256-bit halves gained 1–13% on Zen 4 but cost 20–30% of a 110M f32
-/// decode on Zen 5 (docs/PERFORMANCE.md, 2026-12-03). A matrix larger
-/// than the last-level cache ([`CACHED_BYTES`], a classifier) runs the
-/// AVX2 kernel's rows, two 256-bit chains: from memory they read 25–30%
-/// faster on Zen 5 (a 32000 × 768 f32 classifier 29–32 → 36–40 GB/s), in
-/// cache 5–10% slower.
+/// (one sequential stream: see `avx2.rs`), one 512-bit load a vector. On
+/// Zen 4 streamed f32 matrices, the classifier included, run
+/// [`held_x_rows`] instead. Holding `x` in registers across the rows and
+/// reading the rows in 256-bit halves cost 20–30% of a 110M f32 decode on
+/// Zen 5 (docs/PERFORMANCE.md, 2026-12-03). Elsewhere a matrix larger than
+/// the last-level cache ([`CACHED_BYTES`], a classifier) runs the AVX2
+/// kernel's rows, two 256-bit chains: from memory they read 25–30% faster
+/// on Zen 5 (a 32000 × 768 f32 classifier 29–32 → 36–40 GB/s), in cache
+/// 5–10% slower.
 ///
 /// # Safety
 /// The features are available; `x.len() ≥ 1` and
@@ -140,15 +145,16 @@ pub unsafe fn matvec(a: FloatRows<'_>) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn float_rows<const DT: u8>(out: &mut [f32], w: &[u8], x: &[f32]) {
     let row_bytes = x.len() * element_bytes(DT);
-    let narrow = x.len() < 2 * HELD_VECTORS * LANES;
-    if DT == F32 && w.len() > STREAM_BYTES && narrow && super::path::amd_family_19h() {
+    if DT == F32 && w.len() > STREAM_BYTES && super::path::amd_family_19h() {
+        let narrow = x.len() < 2 * HELD_IN_HALVES * LANES;
         // SAFETY: the features are available; `w` holds `out.len()` rows
-        // of `x.len()` f32 elements (this function's precondition).
+        // of `x.len()` f32 elements (this function's precondition); rows
+        // that are not narrow have 32 ≥ HELD_WHOLE whole vectors.
         unsafe {
-            if x.len() >= HELD_VECTORS * LANES {
-                held_x_rows::<true>(out, w, x)
-            } else {
-                held_x_rows::<false>(out, w, x)
+            match (narrow, x.len() >= HELD_IN_HALVES * LANES) {
+                (false, _) => held_x_rows::<HELD_WHOLE, false, true>(out, w, x),
+                (true, true) => held_x_rows::<HELD_IN_HALVES, true, true>(out, w, x),
+                (true, false) => held_x_rows::<HELD_IN_HALVES, true, false>(out, w, x),
             }
         };
         return;
@@ -201,30 +207,57 @@ unsafe fn load16_in_halves(p: *const f32) -> __m512 {
     unsafe { _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(0x00ff, p), 0xff00, p) }
 }
 
-/// [`float_rows`] of a streamed f32 matrix with narrow rows (fewer than 32
-/// vectors) on an AMD family 19h CPU (Zen 4): one row after another, each
-/// in the reference order, the first [`HELD_VECTORS`] vectors of `x` held
-/// in registers (most of such a row) and the rows read by
-/// [`load16_in_halves`]. On Zen 4, 15M f32 decode (rows of 288) ran
-/// 12–19% faster than with the one-load-a-vector and AVX2 kernels (`cargo
-/// bench --bench decode`, three alternating pairs); in a measuring build
-/// 110M's rows of 768 and 2048 ran 0.5–7% slower, so they keep those
-/// (docs/PERFORMANCE.md, 2026-12-04 (late night)). `ALL`: `x` has at least
-/// [`HELD_VECTORS`] whole vectors, so every held step runs.
+/// Sixteen f32 of a row from `p`: by [`load16_in_halves`] with `HALVES`,
+/// else one 512-bit load.
+///
+/// # Safety
+/// The features are available, and `p` points to 16 readable f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn row16<const HALVES: bool>(p: *const f32) -> __m512 {
+    // SAFETY: this function's contract.
+    unsafe {
+        if HALVES {
+            load16_in_halves(p)
+        } else {
+            _mm512_loadu_ps(p)
+        }
+    }
+}
+
+/// [`float_rows`] of a streamed f32 matrix on an AMD family 19h CPU (Zen
+/// 4): one row after another, each in the reference order, with the first
+/// `HELD` vectors of `x` held in registers. Rows are read by
+/// [`load16_in_halves`] with `HALVES` (rows narrower than 32 vectors, most
+/// of such a row held), else by one 512-bit load a vector folded into its
+/// multiply.
+///
+/// Measured on Zen 4 (docs/PERFORMANCE.md): 15M f32 decode (rows of 288)
+/// ran 12–19% faster with the halves than with one load of the row and
+/// one of `x` a vector (`cargo bench --bench decode`, three alternating
+/// pairs), but 110M's rows of 768 and 2048 ran 0.5–7% slower with them
+/// (2026-12-04 (late night)); whole vectors with 24 held streamed a 110M
+/// token's matrices 5–11% faster than one load of each a vector, and
+/// 110M f32 decode 5% faster (2026-12-04 (midnight)). `ALL`: `x` has at
+/// least `HELD` whole vectors, so every held step runs.
 ///
 /// # Safety
 /// The features are available; `w.len() == out.len() · x.len() · 4`; with
-/// `ALL`, `x.len() ≥ 16 · HELD_VECTORS`.
+/// `ALL`, `x.len() ≥ 16 · HELD`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn held_x_rows<const ALL: bool>(out: &mut [f32], w: &[u8], x: &[f32]) {
+unsafe fn held_x_rows<const HELD: usize, const HALVES: bool, const ALL: bool>(
+    out: &mut [f32],
+    w: &[u8],
+    x: &[f32],
+) {
     let cols = x.len();
     let whole = cols - cols % LANES;
-    let held = (whole / LANES).min(HELD_VECTORS);
-    let held_x: [__m512; HELD_VECTORS] = core::array::from_fn(|i| {
+    let held = (whole / LANES).min(HELD);
+    let held_x: [__m512; HELD] = core::array::from_fn(|i| {
         if ALL || i < held {
             // SAFETY: 16·i + 16 <= 16·held <= whole <= cols (with `ALL`,
-            // held is HELD_VECTORS).
+            // held is HELD).
             unsafe { _mm512_loadu_ps(x.as_ptr().add(i * LANES)) }
         } else {
             _mm512_setzero_ps()
@@ -237,19 +270,20 @@ unsafe fn held_x_rows<const ALL: bool>(out: &mut [f32], w: &[u8], x: &[f32]) {
         for (i, &xv) in held_x.iter().enumerate() {
             if ALL || i < held {
                 // SAFETY: elements 16·i .. 16·i + 16 <= whole of the row.
-                let wv = unsafe { load16_in_halves(p.add(i * LANES)) };
+                let wv = unsafe { row16::<HALVES>(p.add(i * LANES)) };
                 acc = _mm512_add_ps(acc, _mm512_mul_ps(wv, xv));
             }
         }
-        let mut c = held * LANES;
-        while c < whole {
+        for c in (held * LANES..whole).step_by(LANES) {
             // SAFETY: c + 16 <= whole <= cols: x[c..c + 16] and elements
             // c..c + 16 of the row are in bounds.
-            unsafe {
-                let xv = _mm512_loadu_ps(x.as_ptr().add(c));
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(load16_in_halves(p.add(c)), xv));
-            }
-            c += LANES;
+            let (wv, xv) = unsafe {
+                (
+                    row16::<HALVES>(p.add(c)),
+                    _mm512_loadu_ps(x.as_ptr().add(c)),
+                )
+            };
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(wv, xv));
         }
         *o = tail_sum::<F32>(reduce_lanes(acc), &row[whole * 4..], &x[whole..]);
     }
@@ -2223,8 +2257,8 @@ mod tests {
     use std::vec::Vec;
 
     /// `held_x_rows` runs only on Zen 4 by choice; any CPU with the
-    /// AVX-512 path checks its bits here, at widths below, at and past the
-    /// held part, with and without a tail.
+    /// AVX-512 path checks its bits here, both ways of reading rows, at
+    /// widths below, at and past the held part, with and without a tail.
     #[test]
     fn held_x_rows_give_the_references_bits() {
         let features = [
@@ -2240,7 +2274,7 @@ mod tests {
             std::println!("skipped: CPU lacks the AVX-512 path's features");
             return;
         }
-        for cols in [7, 16, 250, 256, 259, 288, 500] {
+        for cols in [7, 16, 250, 256, 259, 288, 384, 390, 500, 768, 2051] {
             let rows = 5;
             let w: Vec<f32> = (0..rows * cols)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
@@ -2256,17 +2290,29 @@ mod tests {
                 x: &x,
                 dtype: Float::F32,
             });
-            let mut out = std::vec![0.0f32; rows];
-            // SAFETY: the features were checked; `bytes` is rows × cols f32.
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            let mut halves = std::vec![0.0f32; rows];
+            let mut whole = std::vec![0.0f32; rows];
+            // SAFETY: the features were checked; `bytes` is rows × cols f32;
+            // `ALL` only where x has that many whole vectors.
             unsafe {
-                if cols >= HELD_VECTORS * LANES {
-                    held_x_rows::<true>(&mut out, &bytes, &x)
+                if cols >= HELD_IN_HALVES * LANES {
+                    held_x_rows::<HELD_IN_HALVES, true, true>(&mut halves, &bytes, &x)
                 } else {
-                    held_x_rows::<false>(&mut out, &bytes, &x)
+                    held_x_rows::<HELD_IN_HALVES, true, false>(&mut halves, &bytes, &x)
+                }
+                if cols >= HELD_WHOLE * LANES {
+                    held_x_rows::<HELD_WHOLE, false, true>(&mut whole, &bytes, &x)
+                } else {
+                    held_x_rows::<HELD_WHOLE, false, false>(&mut whole, &bytes, &x)
                 }
             };
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&out), bits(&expected), "{cols} columns");
+            assert_eq!(bits(&halves), bits(&expected), "halves, {cols} columns");
+            assert_eq!(
+                bits(&whole),
+                bits(&expected),
+                "whole vectors, {cols} columns"
+            );
         }
     }
 }
