@@ -237,8 +237,8 @@ unsafe fn row16<const HALVES: bool>(p: *const f32) -> __m512 {
 /// one of `x` a vector (`cargo bench --bench decode`, three alternating
 /// pairs), but 110M's rows of 768 and 2048 ran 0.5–7% slower with them
 /// (2026-12-04 (late night)); whole vectors with 24 held streamed a 110M
-/// token's matrices 5–11% faster than one load of each a vector, and
-/// 110M f32 decode 5% faster (2026-12-04 (midnight)). `ALL`: `x` has at
+/// token's matrices 5–13% faster than one load of each a vector, and
+/// 110M f32 decode about 5% faster (2026-12-04 (midnight)). `ALL`: `x` has at
 /// least `HELD` whole vectors, so every held step runs.
 ///
 /// # Safety
