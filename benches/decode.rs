@@ -130,10 +130,15 @@ impl Rates {
         }
     }
 
-    /// (median whole-run rate, rate of the median step).
+    /// (median whole-run rate, rate of the median step). Without a step
+    /// (a prompt shorter than one prefill chunk) the step rate is the
+    /// whole-run rate.
     fn medians(self) -> (f64, f64) {
-        let step = median(self.steps);
-        (median(self.whole), self.items_per_step / step)
+        let whole = median(self.whole);
+        if self.steps.is_empty() {
+            return (whole, whole);
+        }
+        (whole, self.items_per_step / median(self.steps))
     }
 }
 
