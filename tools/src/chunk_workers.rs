@@ -33,7 +33,8 @@ use kinglet::parallel::ChunkFn;
 /// rayon's 527 and 563.
 pub const SPIN_BEFORE_PARK: Duration = Duration::from_micros(100);
 
-/// Spins between two looks at the clock while a worker waits.
+/// Spins between two looks at the clock while a worker waits for a call,
+/// and between two yields while a call waits for a worker's chunk.
 const SPINS_PER_CLOCK_LOOK: u32 = 256;
 
 /// One call's work: `out` in chunks of `chunk` floats, each given to `f`.
