@@ -40,8 +40,9 @@ const HALF_BYTES: usize = VECTOR_BYTES / 2;
 /// less, 12–32 KB less again. The VNNI Q8_0 kernels reach the memory's rate
 /// without it and gained nothing, and the kernels lost 10–25% with it on a
 /// matrix in cache (docs/PERFORMANCE.md, 2026-12-04, later). On Zen 4 the
-/// AVX-512 Q4_0 kernel ran 10–28% slower with it, so that path does not
-/// request there ([`super::Path::requests_ahead`]).
+/// AVX-512 Q4_0 kernel ran 10–28% slower with it and the AVX2 Q8_0 one
+/// 20–25% slower (1–8 KB ahead), so no path requests on AMD family 19h
+/// ([`super::Path::requests_ahead`]).
 pub(super) const PREFETCH_BYTES: usize = 8 << 10;
 
 /// The eight 4-byte words of an activation block's levels, each broadcast

@@ -186,12 +186,14 @@ impl Path {
 
     /// Whether this path's packed products, on this CPU, should request a
     /// streamed matrix's bytes ahead ([`PackedMatrix::streamed`]). They
-    /// should except on AVX-512 on an AMD family 19h CPU (Zen 4): there
-    /// the hardware prefetcher alone keeps the AVX-512 Q4_0 kernel near the
-    /// memory's rate, and with the requests a 110M q4_0 decode ran 10–28%
-    /// slower (on Zen 5, 13–27% faster; docs/PERFORMANCE.md, 2026-12-04).
+    /// should except on an AMD family 19h CPU (Zen 3, Zen 4), whatever the
+    /// path: on Zen 4 the hardware prefetcher alone kept the kernels nearer
+    /// the memory's rate, and with the requests a 110M q4_0 decode ran
+    /// 10–28% slower on AVX-512, and the AVX2 Q8_0 products read 19.3–20.1
+    /// GB/s against 25.0–27.8 without (on Zen 5 the requests gained 13–27%;
+    /// docs/PERFORMANCE.md, 2026-12-04 and 2026-12-05).
     pub fn requests_ahead(self) -> bool {
-        !(self.usable() == Path::Avx512 && amd_family_19h())
+        !amd_family_19h()
     }
 
     /// [`matvec_quantized`](Self::matvec_quantized) for a matrix in the
