@@ -7,7 +7,8 @@
 //! Matrix products (split by output rows) and attention (split by heads) go
 //! through a [`Parallel`] hook, [`Sequential`](crate::parallel::Sequential)
 //! unless [`Session::with_parallel`] gives another, one task per thread
-//! (fewer when the work is small: [`Parallel::min_task_bytes`]);
+//! (fewer when the work is small: [`Parallel::min_task_bytes`]; a token's
+//! products of one input are one call, their bytes counted together);
 //! each output is computed the same way whatever the split, so the results
 //! are the same bits for any number of threads.
 //!
@@ -584,7 +585,7 @@ impl Scratch<'_> {
     /// errors cannot occur; they are passed on rather than unwrapped.
     fn project<const K: usize>(
         &mut self,
-        products: [Product<'_, '_>; K],
+        mut products: [Product<'_, '_>; K],
         x: &[f32],
         n: usize,
     ) -> Result<(), Error> {
@@ -609,10 +610,102 @@ impl Scratch<'_> {
         } else {
             &[]
         };
+        if n == 1 && matvecs_in_one_call(self.parallel, self.products, &mut products, x, xq)? {
+            return Ok(());
+        }
         for (out, w, packed) in products {
             multiply(self.parallel, self.products, out, w, packed, x, xq, n)?;
         }
         Ok(())
+    }
+}
+
+/// A product's kernel refused its shapes (checked when the model was
+/// opened, so not expected).
+const MISMATCHED_WEIGHTS: Error = Error::InvalidInput {
+    reason: "a weight matrix does not match its input",
+};
+
+/// One position through every product of one input (`K` ≥ 2) in a single
+/// parallel call, each task taking its share of every matrix's rows into
+/// its stretch of `scratch`, the shares copied into place after. The
+/// products count together toward [`Parallel::min_task_bytes`]: 15M q8_0's
+/// `wq`, `wk` and `wv` (88 KB each) ran on one thread one by one, and split
+/// together two threads decode it 23% faster (docs/PERFORMANCE.md,
+/// 2026-12-05). Returns whether it ran: not when one task would do, or
+/// `scratch` cannot hold the shares.
+fn matvecs_in_one_call<const K: usize>(
+    parallel: &dyn Parallel,
+    scratch: &mut [f32],
+    products: &mut [Product<'_, '_>; K],
+    x: &[f32],
+    xq: &[BlockQ8],
+) -> Result<bool, Error> {
+    let bytes = products
+        .iter()
+        .fold(0usize, |sum, (_, w, _)| sum.saturating_add(w.data.len()));
+    let tasks = task_count(bytes, parallel);
+    if K < 2 || tasks < 2 {
+        return Ok(false);
+    }
+    let shares: [usize; K] = core::array::from_fn(|k| rows_per_task(products[k].1.rows, tasks));
+    let stride: usize = shares.iter().sum();
+    let Some(scratch) = scratch.get_mut(..tasks * stride) else {
+        return Ok(false);
+    };
+    let heights: [usize; K] = core::array::from_fn(|k| products[k].1.rows);
+    // Task `t`'s rows of product `k`, and where they sit in its stretch.
+    let share = |t: usize, k: usize| {
+        let rows = heights[k];
+        let first = (t * shares[k]).min(rows);
+        let offset: usize = shares[..k].iter().sum();
+        (first..(first + shares[k]).min(rows), offset)
+    };
+    let failed = AtomicBool::new(false);
+    {
+        let products = &*products;
+        parallel.for_each_chunk(scratch, stride, &|first, stretch| {
+            for (k, (_, w, packed)) in products.iter().enumerate() {
+                let (rows, offset) = share(first / stride, k);
+                let part = &mut stretch[offset..offset + rows.len()];
+                if !rows.is_empty() && !matvec_rows(part, w, *packed, rows, x, xq) {
+                    failed.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    if failed.load(Ordering::Relaxed) {
+        return Err(MISMATCHED_WEIGHTS);
+    }
+    for (t, stretch) in scratch.chunks_exact(stride).enumerate() {
+        for (k, (out, _, _)) in products.iter_mut().enumerate() {
+            let (rows, offset) = share(t, k);
+            out[rows.clone()].copy_from_slice(&stretch[offset..offset + rows.len()]);
+        }
+    }
+    Ok(true)
+}
+
+/// `part = W[rows] x` for one position: the packed copy's rows when there
+/// is one, else the matrix's, quantized (`xq`) or float (`x`). False when
+/// the rows or shapes do not fit.
+fn matvec_rows(
+    part: &mut [f32],
+    w: &Matrix<'_>,
+    packed: Option<PackedMatrix<'_>>,
+    rows: core::ops::Range<usize>,
+    x: &[f32],
+    xq: &[BlockQ8],
+) -> bool {
+    match (packed, w.rows(rows.clone())) {
+        (Some(p), _) => p
+            .row_range(rows)
+            .is_some_and(|part_p| kernels::matvec_packed(part, &part_p, xq).is_ok()),
+        (None, Some(part_w)) if w.dtype.is_quantized() => {
+            kernels::matvec_quantized(part, &part_w, xq).is_ok()
+        }
+        (None, Some(part_w)) => kernels::matvec(part, &part_w, x).is_ok(),
+        (None, None) => false,
     }
 }
 
@@ -642,17 +735,7 @@ fn multiply(
     if n == 1 {
         parallel.for_each_chunk(out, rows_per_task, &|first, part| {
             let rows = first..first + part.len();
-            let ok = match (packed, w.rows(rows.clone())) {
-                (Some(p), _) => p
-                    .row_range(rows)
-                    .is_some_and(|part_p| kernels::matvec_packed(part, &part_p, xq).is_ok()),
-                (None, Some(part_w)) if quantized => {
-                    kernels::matvec_quantized(part, &part_w, xq).is_ok()
-                }
-                (None, Some(part_w)) => kernels::matvec(part, &part_w, x).is_ok(),
-                (None, None) => false,
-            };
-            if !ok {
+            if !matvec_rows(part, w, packed, rows, x, xq) {
                 failed.store(true, Ordering::Relaxed);
             }
         });
@@ -697,9 +780,7 @@ fn multiply(
         }
     }
     if failed.load(Ordering::Relaxed) {
-        return Err(Error::InvalidInput {
-            reason: "a weight matrix does not match its input",
-        });
+        return Err(MISMATCHED_WEIGHTS);
     }
     Ok(())
 }
