@@ -282,7 +282,11 @@ fn main() {
             "no"
         },
         path.name(),
-        if path.requests_ahead() { "yes" } else { "no" }
+        if kinglet::kernels::Path::requests_ahead() {
+            "yes"
+        } else {
+            "no"
+        }
     );
     println!(
         "{:<24} {:>6} {:>7} {:>9} {:>10} {:>9} {:>7} {:>13} {:>13} {:>9}",

@@ -445,7 +445,11 @@ fn main() {
         "kinglet q8_0/q4_0 read packed weights: {} (KINGLET_BENCH_PACK=0 turns them off); \
          streamed ones requested ahead on this CPU: {} (Path::requests_ahead)",
         if packs { "yes" } else { "no" },
-        if path.requests_ahead() { "yes" } else { "no" }
+        if kinglet::kernels::Path::requests_ahead() {
+            "yes"
+        } else {
+            "no"
+        }
     );
     for round in 0..rounds {
         for s in &shapes {

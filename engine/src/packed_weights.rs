@@ -143,7 +143,7 @@ impl<'a> PackedWeights<'a> {
             rest: self.bytes,
             // Streamed matrices request their bytes ahead on a CPU where
             // that pays.
-            requests_ahead: self.streamed && Path::active().requests_ahead(),
+            requests_ahead: self.streamed && Path::requests_ahead(),
         }
     }
 }
