@@ -630,9 +630,10 @@ const MISMATCHED_WEIGHTS: Error = Error::InvalidInput {
 /// parallel call, each task taking its share of every matrix's rows into
 /// its stretch of `scratch`, the shares copied into place after. The
 /// products count together toward [`Parallel::min_task_bytes`]: 15M q8_0's
-/// `wq`, `wk` and `wv` (88 KB each) ran on one thread one by one, and split
-/// together two threads decode it 23% faster (docs/PERFORMANCE.md,
-/// 2026-12-05). Returns whether it ran: not when one task would do, or
+/// `wq`, `wk` and `wv` (88 KB each) ran on one thread one by one; split
+/// together, two threads decode it at 5,139–5,299 tok/s against
+/// 3,884–4,384 (`cargo bench --bench decode`, six alternating pairs on
+/// Zen 4; docs/PERFORMANCE.md, 2026-12-05). Returns whether it ran: not when one task would do, or
 /// `scratch` cannot hold the shares.
 fn matvecs_in_one_call<const K: usize>(
     parallel: &dyn Parallel,
