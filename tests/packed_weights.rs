@@ -12,7 +12,6 @@ use kinglet::{
     packed_weights_bytes, session_floats, Config, Dtype, Error, ModelFile, PackedWeights, Parallel,
     Session,
 };
-use kinglet_tools::import::llama2c;
 use kinglet_tools::threads::Threads;
 
 /// Whether the active path packs; prints why not.
@@ -43,15 +42,6 @@ fn config(tied_classifier: bool) -> Config {
         norm_eps: 1e-5,
         tied_classifier,
     }
-}
-
-fn stories260k(dtype: Dtype) -> Option<Vec<u8>> {
-    let checkpoint = std::fs::read(common::data_file("stories260K.bin")?).unwrap();
-    let tokenizer = std::fs::read(common::data_file("tok512.bin")?).unwrap();
-    let model = llama2c::import(&checkpoint, &tokenizer).expect("stories260K imports");
-    let mut out = Vec::new();
-    model.write_klt(dtype, &mut out).expect("writes");
-    Some(out)
 }
 
 /// The bits of every logit of a 21-token prefill and 24 greedy steps, with
@@ -131,7 +121,7 @@ fn packed_weights_give_the_same_logits_on_stories260k() {
         return;
     }
     for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
-        let Some(file) = stories260k(dtype) else {
+        let Some(file) = common::stories260k(dtype) else {
             return;
         };
         assert_packing_changes_no_bit(&file, &format!("stories260K {dtype:?}"));

@@ -256,21 +256,7 @@ fn prefill_chunks_agree_on_every_kernel_path() {
     if std::env::var_os("KINGLET_KERNELS").is_some() {
         return; // a child of this test, or a run forcing one path
     }
-    for path in Path::ALL {
-        if let Some(feature) = path.missing_feature() {
-            println!("{}: skipped, CPU lacks {feature}", path.name());
-            continue;
-        }
-        let output =
-            common::run_test_on_path("every_prefill_chunk_gives_the_bits_of_token_by_token", path);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success() && stdout.contains("1 passed"),
-            "{}: {stdout}{stderr}",
-            path.name()
-        );
-    }
+    common::assert_passes_on_every_path("every_prefill_chunk_gives_the_bits_of_token_by_token");
 }
 
 #[test]

@@ -9,7 +9,6 @@ mod common;
 
 use kinglet::kernels::Path;
 use kinglet::{session_floats, tokenizer, Dtype, ModelFile, Session};
-use kinglet_tools::import::llama2c;
 
 /// FNV-1a of the logits' bits, pinned on AMD Zen 4 (x86-64) and checked on
 /// aarch64 (qemu) and every x86 kernel path.
@@ -23,15 +22,6 @@ const PINNED: [(Dtype, u64); 5] = [
 
 /// Greedy steps after the prompt whose logits are hashed too.
 const STEPS: usize = 24;
-
-fn stories260k(dtype: Dtype) -> Option<Vec<u8>> {
-    let checkpoint = std::fs::read(common::data_file("stories260K.bin")?).unwrap();
-    let tokenizer = std::fs::read(common::data_file("tok512.bin")?).unwrap();
-    let model = llama2c::import(&checkpoint, &tokenizer).expect("stories260K imports");
-    let mut out = Vec::new();
-    model.write_klt(dtype, &mut out).expect("writes");
-    Some(out)
-}
 
 fn fnv1a(mut hash: u64, values: &[f32]) -> u64 {
     for v in values {
@@ -69,7 +59,7 @@ fn logits_have_the_pinned_bits() {
     let path = Path::active().name();
     let mut wrong = Vec::new();
     for (dtype, want) in PINNED {
-        let Some(file) = stories260k(dtype) else {
+        let Some(file) = common::stories260k(dtype) else {
             return;
         };
         let got = logits_hash(&file);
@@ -86,18 +76,5 @@ fn every_kernel_path_gives_the_pinned_bits() {
     if std::env::var_os("KINGLET_KERNELS").is_some() {
         return; // a child of this test, or a run forcing one path
     }
-    for path in Path::ALL {
-        if let Some(feature) = path.missing_feature() {
-            println!("{}: skipped, CPU lacks {feature}", path.name());
-            continue;
-        }
-        let output = common::run_test_on_path("logits_have_the_pinned_bits", path);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success() && stdout.contains("1 passed"),
-            "{}: {stdout}{stderr}",
-            path.name()
-        );
-    }
+    common::assert_passes_on_every_path("logits_have_the_pinned_bits");
 }

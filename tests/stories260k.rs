@@ -6,7 +6,6 @@ mod common;
 
 use kinglet::generate::{Generator, Stop};
 use kinglet::{session_floats, tokenizer, Dtype, ModelFile, Sampler, SamplerConfig, Session};
-use kinglet_tools::import::llama2c;
 
 const REFERENCE_IDS: &str = include_str!("data/stories260K_greedy.ids");
 const REFERENCE_TEXT: &str = include_str!("data/stories260K_greedy.txt");
@@ -19,15 +18,6 @@ fn reference_ids(label: &str) -> Vec<u32> {
     line.split_whitespace()
         .map(|t| t.parse().expect("id"))
         .collect()
-}
-
-fn stories260k(dtype: Dtype) -> Option<Vec<u8>> {
-    let checkpoint = std::fs::read(common::data_file("stories260K.bin")?).unwrap();
-    let tokenizer = std::fs::read(common::data_file("tok512.bin")?).unwrap();
-    let model = llama2c::import(&checkpoint, &tokenizer).expect("stories260K imports");
-    let mut out = Vec::new();
-    model.write_klt(dtype, &mut out).expect("writes");
-    Some(out)
 }
 
 /// Greedy generation: (prompt ids, generated ids, text, stop).
@@ -54,7 +44,7 @@ fn greedy(file: &[u8], prompt: &str, n: u32) -> (Vec<u32>, Vec<u32>, String, Opt
 
 #[test]
 fn greedy_decoding_reproduces_llama2c_token_for_token() {
-    let Some(file) = stories260k(Dtype::F32) else {
+    let Some(file) = common::stories260k(Dtype::F32) else {
         return;
     };
     let (prompt, generated, text, stop) = greedy(&file, "Once upon a time", 300);
@@ -82,7 +72,7 @@ fn greedy_decoding_reproduces_llama2c_token_for_token() {
 #[test]
 fn half_precision_copies_start_the_same_story() {
     for dtype in [Dtype::F16, Dtype::BF16] {
-        let Some(file) = stories260k(dtype) else {
+        let Some(file) = common::stories260k(dtype) else {
             return;
         };
         let (_, _, text, _) = greedy(&file, "Once upon a time", 20);
@@ -95,7 +85,7 @@ fn half_precision_copies_start_the_same_story() {
 
 #[test]
 fn generation_stops_when_the_context_is_full() {
-    let Some(file) = stories260k(Dtype::F32) else {
+    let Some(file) = common::stories260k(Dtype::F32) else {
         return;
     };
     let model = ModelFile::new_checked(&file[..]).unwrap();

@@ -20,6 +20,38 @@ pub fn run_test_on_path(name: &str, path: kinglet::kernels::Path) -> std::proces
         .expect("run the test binary")
 }
 
+/// Runs test `name` of this test binary once on every kernel path the CPU
+/// has, each in a child process ([`run_test_on_path`]), and fails unless
+/// each passes; says which paths the CPU lacks.
+pub fn assert_passes_on_every_path(name: &str) {
+    for path in kinglet::kernels::Path::ALL {
+        if let Some(feature) = path.missing_feature() {
+            println!("{}: skipped, CPU lacks {feature}", path.name());
+            continue;
+        }
+        let output = run_test_on_path(name, path);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "{}: {stdout}{stderr}",
+            path.name()
+        );
+    }
+}
+
+/// llama2.c's stories260K with its tokenizer, imported and written as a
+/// `.klt` in `dtype`; `None` (the test skips) without the reference data.
+pub fn stories260k(dtype: Dtype) -> Option<Vec<u8>> {
+    let checkpoint = std::fs::read(data_file("stories260K.bin")?).unwrap();
+    let tokenizer = std::fs::read(data_file("tok512.bin")?).unwrap();
+    let model = kinglet_tools::import::llama2c::import(&checkpoint, &tokenizer)
+        .expect("stories260K imports");
+    let mut out = Vec::new();
+    model.write_klt(dtype, &mut out).expect("writes");
+    Some(out)
+}
+
 /// A tiny config with grouped KV heads and an untied classifier.
 pub fn tiny_config() -> Config {
     Config {
