@@ -536,6 +536,7 @@ pub(super) fn amd_family_19h() -> bool {
 /// plus the extended family when the base is 0xF, as AMD defines it;
 /// `None` unless `vendor` (leaf 0's `ebx`, `edx`, `ecx`) spells
 /// "AuthenticAMD".
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // no CPUID elsewhere
 fn amd_family_of(vendor: [u32; 3], signature: u32) -> Option<u32> {
     let mut name = [0u8; 12];
     for (bytes, word) in name.chunks_exact_mut(4).zip(vendor) {

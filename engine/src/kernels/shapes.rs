@@ -129,6 +129,7 @@ impl<'a> FloatMatmul<'a> {
         }))
     }
 
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the x86 kernels' only
     pub(super) fn rows(&self) -> usize {
         self.out.len() / self.n
     }
