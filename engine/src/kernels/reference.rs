@@ -67,6 +67,16 @@ pub fn reduce_lanes(l: [f32; LANES]) -> f32 {
     ((m[0] + m[4]) + (m[1] + m[5])) + ((m[2] + m[6]) + (m[3] + m[7]))
 }
 
+/// [`reduce_lanes`] kept out of line, for the loops of one dot product:
+/// inlined after one, it led LLVM to keep the loop's lanes in pairs that
+/// suit the tree, shuffling them at every step (SSE2: 8 shuffles per 16
+/// floats). Loops of several dot products vectorize well with it inlined
+/// and badly without.
+#[inline(never)]
+fn reduce_lanes_apart(l: [f32; LANES]) -> f32 {
+    reduce_lanes(l)
+}
+
 /// Dot product of two `f32` slices over their common length.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
@@ -80,7 +90,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             lanes[j] += ab[j] * bb[j];
         }
     }
-    let mut sum = reduce_lanes(lanes);
+    let mut sum = reduce_lanes_apart(lanes);
     for (&av, &bv) in a_tail.iter().zip(b_tail) {
         sum += av * bv;
     }
@@ -406,7 +416,11 @@ fn dot_group<E: Element, const G: usize>(row: &[u8], xs: [&[f32]; G]) -> [f32; G
         }
     }
     core::array::from_fn(|g| {
-        let mut sum = reduce_lanes(lanes[g]);
+        let mut sum = if G == 1 {
+            reduce_lanes_apart(lanes[g])
+        } else {
+            reduce_lanes(lanes[g])
+        };
         for (w, &xv) in row_tail.chunks_exact(E::BYTES).zip(x_blocks[g].remainder()) {
             sum += E::one(w) * xv;
         }
