@@ -322,15 +322,14 @@ impl Element for F32 {
     }
 }
 
-/// Decodes a stretch of 16-bit little-endian elements. Taken as a
-/// fixed-size array first: LLVM then loads it whole (from a slice it
-/// gathered the bytes one by one, and the loop did not vectorize).
+/// Decodes a stretch of 16-bit little-endian elements, taken as two-byte
+/// arrays: LLVM then loads the stretch whole (indexing bytes of the slice,
+/// it gathered them one by one, and the loop did not vectorize).
 #[inline(always)]
 fn half_stretch(b: &[u8], decode: impl Fn(u16) -> f32) -> [f32; LANES] {
-    let b: &[u8; 2 * LANES] = b[..2 * LANES].try_into().expect("a whole stretch");
     let mut out = [0.0f32; LANES];
-    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
-        *o = decode(u16::from_le_bytes([pair[0], pair[1]]));
+    for (o, &pair) in out.iter_mut().zip(b.as_chunks::<2>().0) {
+        *o = decode(u16::from_le_bytes(pair));
     }
     out
 }
@@ -594,9 +593,7 @@ fn q8_0_block_isum(w: &[u8], x: &[i8; BLOCK_LEN]) -> i32 {
 /// slower than Q8_0 on this path.
 #[inline(never)]
 fn q4_0_block_isum(w: &[u8], x: &[i8; BLOCK_LEN]) -> i32 {
-    let packed: &[u8; Q4_PACKED_BYTES] = w[SCALE_BYTES..SCALE_BYTES + Q4_PACKED_BYTES]
-        .try_into()
-        .expect("a whole block");
+    let packed = &w[SCALE_BYTES..SCALE_BYTES + Q4_PACKED_BYTES];
     let mut levels = [0i8; BLOCK_LEN];
     let (low, high) = levels.split_at_mut(Q4_PACKED_BYTES);
     for ((l, h), &byte) in low.iter_mut().zip(high).zip(packed) {
