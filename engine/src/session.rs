@@ -633,8 +633,8 @@ const MISMATCHED_WEIGHTS: Error = Error::InvalidInput {
 /// `wq`, `wk` and `wv` (88 KB each) ran on one thread one by one; split
 /// together, two threads decode it at 5,139–5,299 tok/s against
 /// 3,884–4,384 (`cargo bench --bench decode`, six alternating pairs on
-/// Zen 4; docs/PERFORMANCE.md, 2026-12-05). Returns whether it ran: not when one task would do, or
-/// `scratch` cannot hold the shares.
+/// Zen 4; docs/PERFORMANCE.md, 2026-12-05). Returns whether it ran: not
+/// when one task would do, or `scratch` cannot hold the shares.
 fn matvecs_in_one_call<const K: usize>(
     parallel: &dyn Parallel,
     scratch: &mut [f32],

@@ -186,10 +186,11 @@ impl Path {
 
     /// Whether the packed products, on this CPU, should request a streamed
     /// matrix's bytes ahead ([`PackedMatrix::streamed`]). They should except
-    /// on an AMD family 19h CPU (Zen 3, Zen 4), whatever the path: on Zen 4 the hardware prefetcher alone kept the kernels nearer
-    /// the memory's rate, and with the requests a 110M q4_0 decode ran
-    /// 10–28% slower on AVX-512, and the AVX2 Q8_0 products read 19.3–20.1
-    /// GB/s against 25.0–27.8 without (on Zen 5 the requests gained 13–27%;
+    /// on an AMD family 19h CPU (Zen 3, Zen 4), whatever the path: on Zen 4
+    /// the hardware prefetcher alone kept the kernels nearer the memory's
+    /// rate, and with the requests a 110M q4_0 decode ran 10–28% slower on
+    /// AVX-512, and the AVX2 Q8_0 products read 19.3–20.1 GB/s against
+    /// 25.0–27.8 without (on Zen 5 the requests gained 13–27%;
     /// docs/PERFORMANCE.md, 2026-12-04 and 2026-12-05).
     pub fn requests_ahead() -> bool {
         !amd_family_19h()
