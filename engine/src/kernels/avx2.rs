@@ -262,8 +262,92 @@ pub unsafe fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 /// add chains).
 const SCORE_KEYS: usize = 4;
 
-/// `scores[p] = dot(q, keys row p)`, the reference's bits, four keys at a
-/// time.
+/// Eight vectors transposed: lane `r` of result `j` is lane `j` of `rows[r]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn transpose8(rows: &[__m256; 8]) -> [__m256; 8] {
+    let (t0, t1) = (
+        _mm256_unpacklo_ps(rows[0], rows[1]),
+        _mm256_unpackhi_ps(rows[0], rows[1]),
+    );
+    let (t2, t3) = (
+        _mm256_unpacklo_ps(rows[2], rows[3]),
+        _mm256_unpackhi_ps(rows[2], rows[3]),
+    );
+    let (t4, t5) = (
+        _mm256_unpacklo_ps(rows[4], rows[5]),
+        _mm256_unpackhi_ps(rows[4], rows[5]),
+    );
+    let (t6, t7) = (
+        _mm256_unpacklo_ps(rows[6], rows[7]),
+        _mm256_unpackhi_ps(rows[6], rows[7]),
+    );
+    // `low[j]`: element j of rows 0–3 in its low 128 bits, element j + 4 in
+    // its high ones; `high[j]` the same of rows 4–7.
+    let low = [
+        _mm256_shuffle_ps::<0x44>(t0, t2),
+        _mm256_shuffle_ps::<0xee>(t0, t2),
+        _mm256_shuffle_ps::<0x44>(t1, t3),
+        _mm256_shuffle_ps::<0xee>(t1, t3),
+    ];
+    let high = [
+        _mm256_shuffle_ps::<0x44>(t4, t6),
+        _mm256_shuffle_ps::<0xee>(t4, t6),
+        _mm256_shuffle_ps::<0x44>(t5, t7),
+        _mm256_shuffle_ps::<0xee>(t5, t7),
+    ];
+    [
+        _mm256_permute2f128_ps::<0x20>(low[0], high[0]),
+        _mm256_permute2f128_ps::<0x20>(low[1], high[1]),
+        _mm256_permute2f128_ps::<0x20>(low[2], high[2]),
+        _mm256_permute2f128_ps::<0x20>(low[3], high[3]),
+        _mm256_permute2f128_ps::<0x31>(low[0], high[0]),
+        _mm256_permute2f128_ps::<0x31>(low[1], high[1]),
+        _mm256_permute2f128_ps::<0x31>(low[2], high[2]),
+        _mm256_permute2f128_ps::<0x31>(low[3], high[3]),
+    ]
+}
+
+/// The scores of `n ≤ 8` consecutive keys of a head narrower than the
+/// reference's sixteen lanes (`first` points at the first key, the keys
+/// `stride` floats apart), key `r` in lane `r`. The reference's `dot` is
+/// then only its tail, a product added at a time from zero: each lane does
+/// that for its key, the keys transposed eight columns at a time (as one
+/// dot product per key, the adds were a chain per key: stories260K's heads
+/// of 8 spent most of a long context's step there).
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `q.len() < 16`; `n ≤ 8` keys of
+/// `q.len()` floats are readable from `first`, `stride` floats apart.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn narrow_batch_scores(first: *const f32, stride: usize, q: &[f32], n: usize) -> __m256 {
+    let mut acc = _mm256_setzero_ps();
+    // Loops of a constant eight with a test inside, not of `n` or
+    // `qc.len()`: unrolled, the rows stay in registers.
+    for (c, qc) in q.chunks(WIDTH).enumerate() {
+        let in_head = first_lanes(qc.len());
+        let mut rows = [_mm256_setzero_ps(); WIDTH];
+        for (r, row) in rows.iter_mut().enumerate() {
+            if r < n {
+                // SAFETY: elements 8c .. 8c + qc.len() of key r < n (the
+                // precondition); the masked-off lanes are not read.
+                *row = unsafe { _mm256_maskload_ps(first.add(r * stride + c * WIDTH), in_head) };
+            }
+        }
+        let columns = transpose8(&rows);
+        for (j, column) in columns.into_iter().enumerate() {
+            if let Some(&qj) = qc.get(j) {
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(qj), column));
+            }
+        }
+    }
+    acc
+}
+
+/// `scores[p] = dot(q, keys row p)`, the reference's bits: for a head
+/// narrower than sixteen floats eight keys at a time, one a lane; else four
+/// keys at a time.
 ///
 /// # Safety
 /// AVX2, FMA and F16C are available.
@@ -273,6 +357,19 @@ pub unsafe fn attention_scores(scores: &mut [f32], q: &[f32], keys: Strided<'_>)
     let scores = &mut scores[..keys.rows];
     let base = keys.data.as_ptr().wrapping_add(keys.offset).cast::<u8>();
     let row_bytes = keys.stride * 4;
+    if keys.width < LANES {
+        for (b, batch) in scores.chunks_mut(WIDTH).enumerate() {
+            // SAFETY: key rows 8b .. 8b + batch.len() ≤ keys.rows each hold
+            // `width` floats from offset, `stride` apart (the `Strided`
+            // facts); the store writes `batch`'s lanes only.
+            unsafe {
+                let first = base.add(b * WIDTH * row_bytes).cast::<f32>();
+                let s = narrow_batch_scores(first, keys.stride, q, batch.len());
+                _mm256_maskstore_ps(batch.as_mut_ptr(), first_lanes(batch.len()), s);
+            }
+        }
+        return;
+    }
     let mut groups = scores.chunks_exact_mut(SCORE_KEYS);
     let mut first = 0;
     for group in &mut groups {

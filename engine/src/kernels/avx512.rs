@@ -451,12 +451,17 @@ unsafe fn batch_scores(first: *const u8, row_bytes: usize, q: &[f32]) -> __m512 
 
 /// `scores[p] = dot(q, keys row p)`, the reference's bits: sixteen keys at
 /// a time with their reductions interleaved when the head is a whole
-/// number of vectors, else four keys at a time.
+/// number of vectors, the AVX2 kernel's eight a lane when it is narrower
+/// than one, else four keys at a time.
 ///
 /// # Safety
 /// The features are available.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn attention_scores(scores: &mut [f32], q: &[f32], keys: Strided<'_>) {
+    if keys.width < LANES {
+        // SAFETY: the features include AVX2's.
+        return unsafe { super::avx2::attention_scores(scores, q, keys) };
+    }
     let q = &q[..keys.width];
     let scores = &mut scores[..keys.rows];
     let base = keys.data.as_ptr().wrapping_add(keys.offset).cast::<u8>();
