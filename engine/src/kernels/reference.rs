@@ -90,7 +90,13 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             lanes[j] += ab[j] * bb[j];
         }
     }
-    let mut sum = reduce_lanes_apart(lanes);
+    // Sixteen zero lanes add up to +0.0: a head narrower than the lanes
+    // (stories260K's 8) skips the call.
+    let mut sum = if n < LANES {
+        0.0
+    } else {
+        reduce_lanes_apart(lanes)
+    };
     for (&av, &bv) in a_tail.iter().zip(b_tail) {
         sum += av * bv;
     }
