@@ -505,7 +505,9 @@ pub(super) fn by_position_blocks(
     while first < run.positions {
         let n = HEAD_BLOCK.min(run.positions - first);
         for i in 0..run.heads {
-            if requests {
+            // The query heads of a group read one KV head's columns: asked
+            // for by the first of them only.
+            if requests && (i == 0 || (run.first_head + i).is_multiple_of(run.group)) {
                 prefetch_block(rows, i, first + n, HEAD_BLOCK);
             }
             head_block(i, first, n);
