@@ -10,8 +10,9 @@
 //! Filtering works on probability thresholds instead of llama2.c's sorted
 //! copy. The top-k threshold is the k-th largest probability; top-p keeps the
 //! most probable tokens until their mass exceeds `top_p` of what top-k kept.
-//! Both thresholds are found by bisection over the bit patterns of the
-//! (non-negative) probabilities, 31 passes over the slice at most.
+//! Both thresholds are bit patterns of the (non-negative) probabilities,
+//! found eight bits at a time from histograms: four passes over the slice
+//! each (top-p's masses added in `f64`).
 //! **Ties:** every token whose probability equals the threshold is kept, so
 //! top-k may keep more than k tokens when probabilities tie at the boundary,
 //! and top-p keeps the whole tied group that crosses `top_p`.
@@ -127,14 +128,12 @@ impl Sampler {
         }
         let mut threshold = 0u32; // bit pattern of the smallest kept probability
         if !keeps_all_k {
-            threshold = largest_bits_where(|b| count_at_least(logits, b) >= top_k);
+            // More than k − ½ tokens: at least k.
+            threshold = largest_threshold(logits, false, top_k as f64 - 0.5);
         }
         if self.config.top_p < 1.0 {
-            let kept_mass = mass_at_least(logits, threshold);
-            let target = self.config.top_p * kept_mass;
-            let floor = threshold;
-            threshold =
-                largest_bits_where(|b| mass_at_least(logits, b.max(floor)) > target).max(floor);
+            let target = self.config.top_p * mass_at_least(logits, threshold);
+            threshold = threshold.max(largest_threshold(logits, true, f64::from(target)));
         }
         let kept_mass = mass_at_least(logits, threshold);
         sample_from(logits, threshold, coin, kept_mass)
@@ -143,28 +142,39 @@ impl Sampler {
 
 /// Index of the first largest value (llama2.c's `sample_argmax`); 0 for an
 /// empty slice. NaNs are never chosen unless the first value is one.
+///
+/// Two passes: the largest value, sixteen lanes at a time, each lane
+/// keeping a value only for a larger one (so a NaN never replaces one),
+/// which vectorizes where one pass keeping the index did not (7 µs instead
+/// of 26 over 32,000 logits on AMD Zen 4); then the first index holding it
+/// (`==`, which also finds a `-0.0` maximum as `0.0`, as the scan did).
 pub fn argmax(values: &[f32]) -> u32 {
-    let mut best = 0;
-    let mut best_value = match values.first() {
-        Some(&v) => v,
-        None => return 0,
+    const LANES: usize = 16;
+    let Some(&first) = values.first() else {
+        return 0;
     };
-    for (i, &v) in values.iter().enumerate().skip(1) {
-        if v > best_value {
-            best = i;
-            best_value = v;
+    let mut lanes = [first; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            if v > *l {
+                *l = v;
+            }
         }
     }
-    best as u32
+    let mut best = first;
+    for &v in lanes.iter().chain(tail) {
+        if v > best {
+            best = v;
+        }
+    }
+    values.iter().position(|&v| v == best).unwrap_or(0) as u32
 }
 
-/// Number of probabilities whose bit pattern is ≥ `bits` (for non-negative
-/// floats the bit order is the value order).
-fn count_at_least(probs: &[f32], bits: u32) -> usize {
-    probs.iter().filter(|p| p.to_bits() >= bits).count()
-}
-
-/// Sum, in index order, of the probabilities whose bit pattern is ≥ `bits`.
+/// Total of the probabilities whose bit pattern is ≥ `bits` (for
+/// non-negative floats the bit order is the value order), added in index
+/// order.
 fn mass_at_least(probs: &[f32], bits: u32) -> f32 {
     let mut mass = 0.0f32;
     for &p in probs {
@@ -175,20 +185,60 @@ fn mass_at_least(probs: &[f32], bits: u32) -> f32 {
     mass
 }
 
-/// The largest bit pattern in `[0, +inf]` for which `holds` is true, given
-/// that `holds` is monotone (true up to some point, false after); 0 when it
-/// holds nowhere.
-fn largest_bits_where(mut holds: impl FnMut(u32) -> bool) -> u32 {
-    let (mut lo, mut hi) = (0u32, f32::INFINITY.to_bits());
-    while lo < hi {
-        let mid = lo + (hi - lo).div_ceil(2);
-        if holds(mid) {
-            lo = mid;
-        } else {
-            hi = mid - 1;
+/// Bits of a pattern [`largest_threshold`] fixes per pass.
+const DIGIT_BITS: u32 = 8;
+/// Histograms a pass fills in turn: with one, the adds of a run of
+/// probabilities sharing their digit (most of a flat distribution) were a
+/// chain through memory (top-p over 32,000 near-equal probabilities 304 µs,
+/// with two 178).
+const HISTOGRAMS: usize = 2;
+
+/// The largest bit pattern `b` in `[0, +inf]` such that the probabilities
+/// whose bit pattern is ≥ `b` total more than `needed`, counting each as 1
+/// or, `by_mass`, as its value; 0 when none does.
+///
+/// Four passes over the slice, each fixing the next eight bits of `b`: the
+/// weights of the probabilities that share the bits fixed so far go into a
+/// histogram of their next eight, which is then walked from the top down to
+/// the first digit where the total (with everything above) exceeds it. A
+/// bisection over the 31 bits took 31 passes (775 µs for top-p over 32,000
+/// tokens on AMD Zen 4).
+fn largest_threshold(probs: &[f32], by_mass: bool, needed: f64) -> u32 {
+    let mut prefix = 0u32;
+    // The weight of the patterns above the range still searched.
+    let mut above = 0.0f64;
+    for shift in [24, 16, 8, 0] {
+        let fixed = shift + DIGIT_BITS;
+        let mut histograms = [[0.0f64; 1 << DIGIT_BITS]; HISTOGRAMS];
+        for (i, &p) in probs.iter().enumerate() {
+            let bits = p.to_bits();
+            if bits.checked_shr(fixed) == prefix.checked_shr(fixed) {
+                let weight = if by_mass { f64::from(p) } else { 1.0 };
+                histograms[i % HISTOGRAMS][((bits >> shift) & 0xff) as usize] += weight;
+            }
+        }
+        let mut total = above;
+        let mut found = None;
+        for digit in (0..1usize << DIGIT_BITS).rev() {
+            let w: f64 = histograms.iter().map(|h| h[digit]).sum();
+            let with = total + w;
+            if with > needed {
+                found = Some(digit as u32);
+                break;
+            }
+            total = with;
+        }
+        match found {
+            Some(digit) => {
+                prefix |= digit << shift;
+                above = total;
+            }
+            // At the top: nowhere. Below it, only when the sums regrouped
+            // round below the pass above's: its digit's lowest pattern.
+            None => break,
         }
     }
-    lo
+    prefix.min(f32::INFINITY.to_bits())
 }
 
 /// Walks the kept probabilities (bit pattern ≥ `threshold`) in index order
@@ -366,6 +416,90 @@ mod tests {
         let counts = histogram(config(1.0, 4, 0.99, 15));
         for (i, &c) in counts.iter().enumerate() {
             assert_eq!(c > 0, [2, 5, 6, 7].contains(&i), "token {i}: {c}");
+        }
+    }
+
+    /// Probabilities with ties, zeros and a spread of exponents, from a
+    /// small xorshift.
+    fn random_probs(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let raw: Vec<f32> = (0..n)
+            .map(|_| match next() % 8 {
+                0 => 0.0,
+                1 => 0.25, // a tie
+                _ => (next() % 1_000_000) as f32 * 1e-6 / (1 + next() % 1000) as f32,
+            })
+            .collect();
+        let sum: f32 = raw.iter().sum();
+        raw.iter().map(|v| v / sum).collect()
+    }
+
+    /// The bisection over the 31 bits the histograms replaced: the largest
+    /// pattern in `[0, +inf]` where `holds`, 0 where nowhere.
+    fn bisected(holds: impl Fn(u32) -> bool) -> u32 {
+        let (mut lo, mut hi) = (0u32, f32::INFINITY.to_bits());
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if holds(mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    }
+
+    /// llama2.c's `sample_argmax`, the one pass [`argmax`] replaced.
+    fn scanned_argmax(values: &[f32]) -> u32 {
+        let mut best = 0;
+        for (i, &v) in values.iter().enumerate() {
+            if v > values[best] {
+                best = i;
+            }
+        }
+        best as u32
+    }
+
+    #[test]
+    fn argmax_is_the_one_pass_scan() {
+        let specials = [f32::NAN, 0.0, -0.0, 0.25, f32::INFINITY, f32::NEG_INFINITY];
+        for seed in 1..200u64 {
+            let n = (seed as usize * 13) % 90;
+            let mut v = random_probs(n.max(1), seed);
+            v.truncate(n);
+            // Sprinkle ties, zeros of both signs, infinities and NaNs.
+            for (i, x) in v.iter_mut().enumerate() {
+                if (i as u64 * 7 + seed).is_multiple_of(11) {
+                    *x = specials[(i + seed as usize) % specials.len()];
+                } else if seed.is_multiple_of(3) {
+                    *x = -*x;
+                }
+            }
+            assert_eq!(argmax(&v), scanned_argmax(&v), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn thresholds_are_the_bisections() {
+        for seed in 1..40u64 {
+            let probs = random_probs(1 + (seed as usize * 37) % 700, seed);
+            let at_least = |b: u32| probs.iter().filter(move |p| p.to_bits() >= b);
+            for k in [1, 2, 3, 10, probs.len(), probs.len() + 1] {
+                let want = bisected(|b| at_least(b).count() >= k);
+                let got = largest_threshold(&probs, false, k as f64 - 0.5);
+                assert_eq!(got, want, "seed {seed} k {k}");
+            }
+            for top_p in [1e-6, 0.1, 0.5, 0.9, 0.999] {
+                let want = bisected(|b| at_least(b).map(|&p| f64::from(p)).sum::<f64>() > top_p);
+                let got = largest_threshold(&probs, true, top_p);
+                assert_eq!(got, want, "seed {seed} top_p {top_p}");
+            }
         }
     }
 

@@ -457,8 +457,15 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             kernels::row_to_f32(&embedding, token as usize, x_row)?;
         }
 
-        // The packed copies, taken in the order they were packed.
-        let mut packed = self.packed.map(|p| p.matrices());
+        // The packed copies, taken in the order they were packed. Only a
+        // path with packed kernels has any (`PackedWeights::new` refuses
+        // the others): asking again lets a build whose path is fixed at
+        // compile time leave out what it never runs (176 bytes of the
+        // bare build's engine).
+        let mut packed = match self.packed {
+            Some(p) if kernels::Path::active().packs_weights() => Some(p.matrices()),
+            _ => None,
+        };
         for (layer, w) in model.layers().enumerate() {
             let p = packed
                 .as_mut()
