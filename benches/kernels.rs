@@ -272,25 +272,34 @@ fn elementwise_table(paths: &[Path]) {
         println!("{exp_line}\n{silu_line}");
         elementwise_passes(paths, &input, n);
     }
-    // A draw at temperature 1 over a vocabulary: the temperature, softmax
-    // (its maximum, exponentials and division) and the draw, on the
-    // active path.
+    // Draws over a vocabulary: greedy; at temperature 1 (the temperature,
+    // softmax: its maximum, exponentials and division, and the draw, on the
+    // active path); and with `kinglet generate`'s defaults (temperature 0.8,
+    // top-p 0.9), whose threshold search is the sampler's own code.
     let logits: Vec<f32> = rng.uniform_vec(32000).iter().map(|v| v * 8.0).collect();
-    let config = SamplerConfig {
-        temperature: 1.0,
-        ..SamplerConfig::default()
-    };
-    let mut sampler = Sampler::new(32000, config).expect("sampler");
-    let mut buffer = logits.clone();
-    let t = best_seconds(|| {
-        buffer.copy_from_slice(&logits);
-        black_box(sampler.sample(&mut buffer));
-    });
-    println!(
-        "sample at temperature 1, 32000 logits ({}): {:.1} us",
-        kinglet::kernels::active_path(),
-        t * 1e6
-    );
+    let draws = [
+        ("greedy", 0.0, 1.0),
+        ("temperature 1", 1.0, 1.0),
+        ("temperature 0.8, top-p 0.9", 0.8, 0.9),
+    ];
+    for (name, temperature, top_p) in draws {
+        let config = SamplerConfig {
+            temperature,
+            top_p,
+            ..SamplerConfig::default()
+        };
+        let mut sampler = Sampler::new(32000, config).expect("sampler");
+        let mut buffer = logits.clone();
+        let t = best_seconds(|| {
+            buffer.copy_from_slice(&logits);
+            black_box(sampler.sample(&mut buffer));
+        });
+        println!(
+            "sample, {name}, 32000 logits ({}): {:.1} us",
+            kinglet::kernels::active_path(),
+            t * 1e6
+        );
+    }
 }
 
 /// The passes around the products, per path, in ns per element of `input`
