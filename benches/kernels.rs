@@ -275,14 +275,23 @@ fn elementwise_table(paths: &[Path]) {
     // Draws over a vocabulary: greedy; at temperature 1 (the temperature,
     // softmax: its maximum, exponentials and division, and the draw, on the
     // active path); and with `kinglet generate`'s defaults (temperature 0.8,
-    // top-p 0.9), whose threshold search is the sampler's own code.
-    let logits: Vec<f32> = rng.uniform_vec(32000).iter().map(|v| v * 8.0).collect();
+    // top-p 0.9), whose threshold search is the sampler's own code, over
+    // spread logits and over near-equal ones (what a random-weight model
+    // gives: nearly every probability shares its exponent).
+    let spread: Vec<f32> = rng.uniform_vec(32000).iter().map(|v| v * 8.0).collect();
+    let flat: Vec<f32> = spread.iter().map(|v| v / 16.0).collect();
     let draws = [
-        ("greedy", 0.0, 1.0),
-        ("temperature 1", 1.0, 1.0),
-        ("temperature 0.8, top-p 0.9", 0.8, 0.9),
+        ("greedy", 0.0, 1.0, &spread),
+        ("temperature 1", 1.0, 1.0, &spread),
+        ("temperature 0.8, top-p 0.9", 0.8, 0.9, &spread),
+        (
+            "temperature 0.8, top-p 0.9, near-equal logits",
+            0.8,
+            0.9,
+            &flat,
+        ),
     ];
-    for (name, temperature, top_p) in draws {
+    for (name, temperature, top_p, logits) in draws {
         let config = SamplerConfig {
             temperature,
             top_p,
@@ -291,7 +300,7 @@ fn elementwise_table(paths: &[Path]) {
         let mut sampler = Sampler::new(32000, config).expect("sampler");
         let mut buffer = logits.clone();
         let t = best_seconds(|| {
-            buffer.copy_from_slice(&logits);
+            buffer.copy_from_slice(logits);
             black_box(sampler.sample(&mut buffer));
         });
         println!(

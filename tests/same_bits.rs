@@ -8,6 +8,7 @@
 mod common;
 
 use kinglet::kernels::Path;
+use kinglet::sampler::argmax;
 use kinglet::{session_floats, tokenizer, Dtype, ModelFile, Session};
 
 /// FNV-1a of the logits' bits, pinned on AMD Zen 4 (x86-64) and checked on
@@ -45,10 +46,8 @@ fn logits_hash(file: &[u8]) -> u64 {
     let mut logits = session.prefill(&ids).unwrap().to_vec();
     let mut hash = fnv1a(0xcbf2_9ce4_8422_2325, &logits);
     for _ in 0..STEPS {
-        let next = (0..logits.len())
-            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
-            .unwrap();
-        logits = session.forward(next as u32).unwrap().to_vec();
+        let next = argmax(&logits);
+        logits = session.forward(next).unwrap().to_vec();
         hash = fnv1a(hash, &logits);
     }
     hash

@@ -313,8 +313,8 @@ fn transpose8(rows: &[__m256; 8]) -> [__m256; 8] {
 /// `stride` floats apart), key `r` in lane `r`. The reference's `dot` is
 /// then only its tail, a product added at a time from zero: each lane does
 /// that for its key, the keys transposed eight columns at a time (as one
-/// dot product per key, the adds were a chain per key: stories260K's heads
-/// of 8 spent most of a long context's step there).
+/// dot product per key, the adds were a chain per key: a third of
+/// stories260K's decode, its heads being 8 floats).
 ///
 /// # Safety
 /// AVX2, FMA and F16C are available; `q.len() < 16`; `n ≤ 8` keys of
@@ -497,9 +497,9 @@ pub(super) fn by_position_blocks(
     // A head narrower than a cache line shares its lines with the next
     // heads, and does little with each row: asking for them head by head
     // cost more than it brought. Without the requests stories260K (heads
-    // of 8) decoded positions 128–255 at 14.1–14.6k tok/s against 10.0k
-    // (AVX2 path, Zen 4); heads of 16 (the bundled model) and 48 (15M) ran
-    // alike either way.
+    // of 8) decoded 256 steps at 24.9–25.4k tok/s against 21.8–21.9k (AVX2
+    // path, q4_0, Zen 4, `cargo bench --bench decode`); heads of 16 (the
+    // bundled model) and 48 (15M) ran alike either way.
     let requests = run.head_dim * 4 >= CACHE_LINE;
     let mut first = 0;
     while first < run.positions {
