@@ -157,6 +157,42 @@ fn main() {
     vnni_ceiling::print();
     elementwise_table(&paths);
     prefill_attention_table(&paths);
+    loading_table(&paths);
+}
+
+/// What opening a model costs besides reading it, in GB/s of the model's
+/// bytes: the CRC32C every section is checked with (`kinglet generate`
+/// verifies every tensor at load) over 1 MB on each path, and repacking a
+/// 768×2048 Q8_0 and Q4_0 matrix for the x86 kernels.
+fn loading_table(paths: &[Path]) {
+    println!("\nloading, GB/s");
+    let mut rng = Rng::new(4);
+    let bytes: Vec<u8> = (0..1 << 20).map(|_| rng.below(256) as u8).collect();
+    for &path in paths {
+        let t = best_seconds(|| {
+            black_box(path.crc32c_update(!0, black_box(&bytes)));
+        });
+        println!(
+            "crc32c, 1 MB ({}): {:.2}",
+            path.name(),
+            bytes.len() as f64 / t / 1e9
+        );
+    }
+    let (rows, cols) = (768, 2048);
+    let values = rng.uniform_vec(rows * cols);
+    for dtype in [Dtype::Q8_0, Dtype::Q4_0] {
+        let data = encode(dtype, rows, cols, &values);
+        let w = matrix(dtype, rows, cols, &data);
+        let mut buffer = vec![0u8; packed_bytes(&w)];
+        let t = best_seconds(|| {
+            black_box(pack(&w, &mut buffer));
+        });
+        println!(
+            "pack_matrix, {rows}x{cols} {}: {:.2}",
+            dtype.name(),
+            data.len() as f64 / t / 1e9
+        );
+    }
 }
 
 /// Prefill attention's kernels for one layer of the stories110M shape (12

@@ -186,6 +186,35 @@ fn dot_and_axpy_equal_reference_bit_for_bit() {
     }
 }
 
+#[test]
+fn crc32c_equals_reference_at_every_length_and_alignment() {
+    let mut rng = Rng::new(11);
+    let bytes: Vec<u8> = (0..4096 + 64).map(|_| rng.below(256) as u8).collect();
+    // The check value of "123456789" (RFC 3720's CRC32C), on every path.
+    for path in Path::ALL.into_iter().filter(|p| p.is_supported()) {
+        assert_eq!(
+            !path.crc32c_update(!0, b"123456789"),
+            0xE306_9283,
+            "{}",
+            path.name()
+        );
+    }
+    for path in accelerated_paths() {
+        for start in 0..9 {
+            for len in (0..70).chain([1000, 4095, 4096]) {
+                let part = &bytes[start..start + len];
+                let crc = rng.next_u64() as u32;
+                assert_eq!(
+                    path.crc32c_update(crc, part),
+                    reference::crc32c_update(crc, part),
+                    "{}: {len} bytes from {start}, remainder {crc:#x}",
+                    path.name()
+                );
+            }
+        }
+    }
+}
+
 /// Activation blocks for `x`, with the quantizer everybody uses.
 fn activations(x: &[f32]) -> Vec<BlockQ8> {
     let mut blocks = vec![BlockQ8::ZERO; x.len() / BLOCK_LEN];

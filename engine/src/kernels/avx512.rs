@@ -41,6 +41,8 @@ use super::avx2::{
     F32, STREAM_BYTES,
 };
 use super::avx2_packed::PREFETCH_BYTES;
+
+pub use super::avx2::crc32c_update;
 use super::packed::{GROUP_SCALE_BYTES, VECTOR_BYTES};
 use super::reference::{self, NORM_ROWS};
 use super::shapes::{

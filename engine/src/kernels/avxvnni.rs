@@ -14,8 +14,9 @@ use super::{avx2, avx2_packed};
 
 pub use super::avx2::{
     add_assign, add_weighted_heads, add_weighted_queries, all_finite, attention_scores,
-    attention_scores_heads, attention_scores_queries, axpy, divide, dot, exp_and_sum, matmul,
-    matvec, quantize_activations, rope, silu_mul, sum_of_squares_rows, weighted_sum,
+    attention_scores_heads, attention_scores_queries, axpy, crc32c_update, divide, dot,
+    exp_and_sum, matmul, matvec, quantize_activations, rope, silu_mul, sum_of_squares_rows,
+    weighted_sum,
 };
 
 /// The AVX2 path's `matvec_quantized`, with `vpdpbusd`.

@@ -70,6 +70,15 @@ pub fn row_to_f32(w: &Matrix<'_>, row: usize, out: &mut [f32]) -> Result<(), Err
     quant::dequantize_row(w.dtype, w.row(row), out)
 }
 
+/// CRC32C's running remainder after `bytes`; see
+/// [`reference::crc32c_update`]. A model file's sections are checked with
+/// it at load: on a Zen 4, `kinglet verify` of a 110M-shaped q8_0 file
+/// (117 MB) took 0.28–0.41 s with the table and 0.04 s with SSE 4.2.
+#[inline]
+pub fn crc32c_update(crc: u32, bytes: &[u8]) -> u32 {
+    Path::active().crc32c_update(crc, bytes)
+}
+
 /// Dot product over the common length. See [`reference::dot`].
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -32,7 +32,8 @@ pub enum Path {
     /// Plain Rust, the reference: available everywhere, vectorized by the
     /// compiler for whatever target features the build enables.
     Portable,
-    /// x86-64 with AVX2, FMA and F16C.
+    /// x86-64 with AVX2, FMA and F16C (and SSE 4.2, which every such CPU
+    /// has, for the checksum).
     Avx2,
     /// AVX2 with AVX-VNNI (for CPUs that have it without AVX-512): the
     /// Q8_0 / Q4_0 block products in 256-bit `vpdpbusd`.
@@ -441,6 +442,11 @@ impl Path {
         run_on!(self, divide(x, d))
     }
 
+    /// CRC32C's running remainder after `bytes`, the reference's value.
+    pub fn crc32c_update(self, crc: u32, bytes: &[u8]) -> u32 {
+        run_on!(self, crc32c_update(crc, bytes))
+    }
+
     /// Whether every element of `x` is finite.
     pub fn all_finite(self, x: &[f32]) -> bool {
         run_on!(self, all_finite(x))
@@ -459,10 +465,11 @@ impl Path {
 // Detection and choice
 // ---------------------------------------------------------------------------
 
-const AVX2: [&str; 3] = ["avx2", "fma", "f16c"];
-const AVX_VNNI: [&str; 4] = ["avx2", "fma", "f16c", "avxvnni"];
-const AVX512: [&str; 7] = [
+const AVX2: [&str; 4] = ["avx2", "fma", "f16c", "sse4.2"];
+const AVX_VNNI: [&str; 5] = ["avx2", "fma", "f16c", "sse4.2", "avxvnni"];
+const AVX512: [&str; 8] = [
     "avx2",
+    "sse4.2",
     "fma",
     "f16c",
     "avx512f",
@@ -479,6 +486,7 @@ fn has_feature(feature: &str) -> bool {
         "avx2" => std::is_x86_feature_detected!("avx2"),
         "fma" => std::is_x86_feature_detected!("fma"),
         "f16c" => std::is_x86_feature_detected!("f16c"),
+        "sse4.2" => std::is_x86_feature_detected!("sse4.2"),
         "avxvnni" => std::is_x86_feature_detected!("avxvnni"),
         "avx512f" => std::is_x86_feature_detected!("avx512f"),
         "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
@@ -495,6 +503,7 @@ fn has_feature(feature: &str) -> bool {
         b"avx2" => cfg!(all(target_arch = "x86_64", target_feature = "avx2")),
         b"fma" => cfg!(all(target_arch = "x86_64", target_feature = "fma")),
         b"f16c" => cfg!(all(target_arch = "x86_64", target_feature = "f16c")),
+        b"sse4.2" => cfg!(all(target_arch = "x86_64", target_feature = "sse4.2")),
         b"avxvnni" => cfg!(all(target_arch = "x86_64", target_feature = "avxvnni")),
         b"avx512f" => cfg!(all(target_arch = "x86_64", target_feature = "avx512f")),
         b"avx512bw" => cfg!(all(target_arch = "x86_64", target_feature = "avx512bw")),

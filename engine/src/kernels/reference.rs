@@ -772,6 +772,42 @@ pub fn quantize_activations(a: Activations<'_>) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Checksums
+// ---------------------------------------------------------------------------
+
+/// The reflected Castagnoli polynomial of CRC32C.
+const CRC32C_POLY: u32 = 0x82F6_3B78;
+
+/// CRC32C's remainder of each byte value: 1 KiB of flash and no RAM.
+const CRC32C_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ CRC32C_POLY
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+/// CRC32C's running remainder `crc` (before the final inversion) after
+/// `bytes`, a byte and a table lookup at a time.
+pub fn crc32c_update(crc: u32, bytes: &[u8]) -> u32 {
+    bytes.iter().fold(crc, |c, &b| {
+        CRC32C_TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
