@@ -174,20 +174,27 @@ pub fn pack_matrix<'d>(w: &Matrix<'_>, dst: &'d mut [u8]) -> Result<PackedMatrix
             reason: "packed matrix buffer of the wrong length",
         });
     }
-    let (bb, levels) = (block_bytes(w.dtype), level_bytes(w.dtype));
-    let q8 = w.dtype == Dtype::Q8_0;
+    let bb = block_bytes(w.dtype);
+    // Q8_0's levels flipped to unsigned, four at a time.
+    let flip = if w.dtype == Dtype::Q8_0 {
+        u32::from_ne_bytes([Q8_UNSIGNED; 4])
+    } else {
+        0
+    };
     let row_bytes = w.data.len() / w.rows.max(1);
     let group_bytes = GROUP_ROWS * row_bytes;
     let mut src_groups = w.data.chunks_exact(group_bytes.max(1));
     let mut dst_groups = dst.chunks_exact_mut(group_bytes.max(1));
     for (src, dst) in (&mut src_groups).zip(&mut dst_groups) {
         for (b, group_block) in dst.chunks_exact_mut(GROUP_ROWS * bb).enumerate() {
+            let (scales, vectors) = group_block.split_at_mut(GROUP_SCALE_BYTES);
             for (r, row) in src.chunks_exact(row_bytes).enumerate() {
-                let block = &row[b * bb..][..bb];
-                group_block[2 * r..2 * r + 2].copy_from_slice(&block[..SCALE_BYTES]);
-                for (i, &level) in block[SCALE_BYTES..].iter().enumerate().take(levels) {
-                    group_block[level_position(r, i)] =
-                        if q8 { level ^ Q8_UNSIGNED } else { level };
+                let (scale, levels) = row[b * bb..][..bb].split_at(SCALE_BYTES);
+                scales[2 * r..2 * r + 2].copy_from_slice(scale);
+                // Row r's word k (levels 4k .. 4k + 4) into vector k.
+                for (k, word) in levels.chunks_exact(4).enumerate() {
+                    let word = u32::from_ne_bytes([word[0], word[1], word[2], word[3]]) ^ flip;
+                    vectors[k * VECTOR_BYTES + 4 * r..][..4].copy_from_slice(&word.to_ne_bytes());
                 }
             }
         }
