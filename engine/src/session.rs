@@ -457,15 +457,8 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             kernels::row_to_f32(&embedding, token as usize, x_row)?;
         }
 
-        // The packed copies, taken in the order they were packed. Only a
-        // path with packed kernels has any (`PackedWeights::new` refuses
-        // the others): asking again lets a build whose path is fixed at
-        // compile time leave out what it never runs (176 bytes of the
-        // bare build's engine).
-        let mut packed = match self.packed {
-            Some(p) if kernels::Path::active().packs_weights() => Some(p.matrices()),
-            _ => None,
-        };
+        // The packed copies, taken in the order they were packed.
+        let mut packed = on_packing_path(self.packed).map(|p| p.matrices());
         for (layer, w) in model.layers().enumerate() {
             let p = packed
                 .as_mut()
@@ -694,6 +687,16 @@ fn matvecs_in_one_call<const K: usize>(
     Ok(true)
 }
 
+/// `packed` on a path with packed kernels, else `None`. Only such a path
+/// has packed weights (`PackedWeights::new` refuses the others), but asking
+/// where they are taken and where they are multiplied lets a build whose
+/// path is fixed at compile time leave out the packed code it never runs:
+/// 1,035 bytes of the bare build's engine (`cargo test --release --test
+/// bare`).
+fn on_packing_path<T>(packed: Option<T>) -> Option<T> {
+    packed.filter(|_| kernels::Path::active().packs_weights())
+}
+
 /// `part = W[rows] x` for one position: the packed copy's rows when there
 /// is one, else the matrix's, quantized (`xq`) or float (`x`). False when
 /// the rows or shapes do not fit.
@@ -705,7 +708,7 @@ fn matvec_rows(
     x: &[f32],
     xq: &[BlockQ8],
 ) -> bool {
-    match (packed, w.rows(rows.clone())) {
+    match (on_packing_path(packed), w.rows(rows.clone())) {
         (Some(p), _) => p
             .row_range(rows)
             .is_some_and(|part_p| kernels::matvec_packed(part, &part_p, xq).is_ok()),
@@ -737,6 +740,7 @@ fn multiply(
         return Ok(());
     }
     let quantized = w.dtype.is_quantized();
+    let packed = on_packing_path(packed);
     let tasks = task_count(w.data.len().saturating_mul(n), parallel);
     let rows_per_task = rows_per_task(rows, tasks);
     let failed = AtomicBool::new(false);
