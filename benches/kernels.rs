@@ -313,9 +313,15 @@ fn elementwise_table(paths: &[Path]) {
     // active path); and with `kinglet generate`'s defaults (temperature 0.8,
     // top-p 0.9), whose threshold search is the sampler's own code, over
     // spread logits and over near-equal ones (what a random-weight model
-    // gives: nearly every probability shares its exponent).
+    // gives: nearly every probability shares its exponent), and over peaked
+    // ones (one in a thousand far above the rest, as a trained model's).
     let spread: Vec<f32> = rng.uniform_vec(32000).iter().map(|v| v * 8.0).collect();
     let flat: Vec<f32> = spread.iter().map(|v| v / 16.0).collect();
+    let peaked: Vec<f32> = spread
+        .iter()
+        .enumerate()
+        .map(|(i, v)| if i % 1000 == 0 { v + 16.0 } else { *v })
+        .collect();
     let draws = [
         ("greedy", 0.0, 1.0, &spread),
         ("temperature 1", 1.0, 1.0, &spread),
@@ -325,6 +331,12 @@ fn elementwise_table(paths: &[Path]) {
             0.8,
             0.9,
             &flat,
+        ),
+        (
+            "temperature 0.8, top-p 0.9, peaked logits",
+            0.8,
+            0.9,
+            &peaked,
         ),
     ];
     for (name, temperature, top_p, logits) in draws {

@@ -129,11 +129,16 @@ impl Sampler {
         let mut threshold = 0u32; // bit pattern of the smallest kept probability
         if !keeps_all_k {
             // More than k − ½ tokens: at least k.
-            threshold = largest_threshold(logits, false, top_k as f64 - 0.5);
+            threshold = largest_threshold(logits, false, Needed::Weight(top_k as f64 - 0.5));
         }
         if self.config.top_p < 1.0 {
-            let target = self.config.top_p * mass_at_least(logits, threshold);
-            threshold = threshold.max(largest_threshold(logits, true, f64::from(target)));
+            let needed = if threshold == 0 {
+                Needed::ShareOfAll(self.config.top_p)
+            } else {
+                let kept = mass_at_least(logits, threshold);
+                Needed::Weight(f64::from(self.config.top_p * kept))
+            };
+            threshold = threshold.max(largest_threshold(logits, true, needed));
         }
         let kept_mass = mass_at_least(logits, threshold);
         sample_from(logits, threshold, coin, kept_mass)
@@ -178,14 +183,37 @@ pub fn argmax(values: &[f32]) -> u32 {
 /// order.
 fn mass_at_least(probs: &[f32], bits: u32) -> f32 {
     let mut mass = 0.0f32;
-    for &p in probs {
-        if p.to_bits() >= bits {
-            mass += p;
+    for (_, run) in kept_runs(probs, bits) {
+        for &p in run {
+            if p.to_bits() >= bits {
+                mass += p;
+            }
         }
     }
     mass
 }
 
+/// The runs of [`RUN`] probabilities (and the index of each one's first)
+/// holding a bit pattern that passes `test`: a sum over such patterns skips
+/// the others, sixteen with one vectorized test instead of sixteen
+/// branches (most runs of a trained model's distribution hold no kept
+/// token, and once a threshold search has fixed a few digits, none in its
+/// range).
+fn runs_where(probs: &[f32], test: impl Fn(u32) -> bool) -> impl Iterator<Item = (usize, &[f32])> {
+    probs
+        .chunks(RUN)
+        .enumerate()
+        .filter(move |(_, run)| run.iter().fold(false, |hit, p| hit | test(p.to_bits())))
+        .map(|(r, run)| (r * RUN, run))
+}
+
+/// [`runs_where`] a pattern is ≥ `threshold`.
+fn kept_runs(probs: &[f32], threshold: u32) -> impl Iterator<Item = (usize, &[f32])> {
+    runs_where(probs, move |bits| bits >= threshold)
+}
+
+/// Probabilities [`runs_where`] tests together.
+const RUN: usize = 16;
 /// Bits of a pattern [`largest_threshold`] fixes per pass.
 const DIGIT_BITS: u32 = 8;
 /// Histograms a pass fills in turn: with one, the adds of a run of
@@ -193,6 +221,18 @@ const DIGIT_BITS: u32 = 8;
 /// chain through memory (a top-p draw over 32,000 near-equal logits 203–205
 /// µs, with two 183; `cargo bench --bench kernels`).
 const HISTOGRAMS: usize = 2;
+
+/// What the probabilities a threshold keeps must total more than.
+#[derive(Clone, Copy, Debug)]
+enum Needed {
+    /// This count or mass.
+    Weight(f64),
+    /// This share of all the mass, as [`mass_at_least`]`(probs, 0)` adds
+    /// it (in f32, in index order): the first pass adds it up on its way,
+    /// its chain of dependent adds hidden behind the histogram's, where a
+    /// pass of its own was that chain alone.
+    ShareOfAll(f32),
+}
 
 /// The largest bit pattern `b` in `[0, +inf]` such that the probabilities
 /// whose bit pattern is ≥ `b` total more than `needed`, counting each as 1
@@ -203,22 +243,43 @@ const HISTOGRAMS: usize = 2;
 /// histogram of their next eight, which is then walked from the top down to
 /// the first digit where the total (with everything above) exceeds it. A
 /// bisection over the 31 bits took 31 passes: a draw with top-p 0.9 over
-/// 32,000 logits took 668–674 µs on AMD Zen 4, now 157 (`cargo bench
+/// 32,000 logits took 668–674 µs on AMD Zen 4, with four passes 157, and
+/// with [`runs_where`] and [`Needed::ShareOfAll`] 100 (`cargo bench
 /// --bench kernels`).
-fn largest_threshold(probs: &[f32], by_mass: bool, needed: f64) -> u32 {
+fn largest_threshold(probs: &[f32], by_mass: bool, needed: Needed) -> u32 {
     let mut prefix = 0u32;
     // The weight of the patterns above the range still searched.
     let mut above = 0.0f64;
+    // All the mass in f32, index order: the first pass's, which sees all.
+    let mut mass = 0.0f32;
     for shift in [24, 16, 8, 0] {
-        let fixed = shift + DIGIT_BITS;
         let mut histograms = [[0.0f64; 1 << DIGIT_BITS]; HISTOGRAMS];
-        for (i, &p) in probs.iter().enumerate() {
-            let bits = p.to_bits();
-            if bits.checked_shr(fixed) == prefix.checked_shr(fixed) {
-                let weight = if by_mass { f64::from(p) } else { 1.0 };
-                histograms[i % HISTOGRAMS][((bits >> shift) & 0xff) as usize] += weight;
+        let mut add = |i: usize, p: f32| {
+            let weight = if by_mass { f64::from(p) } else { 1.0 };
+            let digit = (p.to_bits() >> shift) & 0xff;
+            histograms[i % HISTOGRAMS][digit as usize] += weight;
+        };
+        if shift == 24 {
+            // Every pattern is in range (nothing is fixed yet).
+            for (i, &p) in probs.iter().enumerate() {
+                mass += p;
+                add(i, p);
+            }
+        } else {
+            let fixed = shift + DIGIT_BITS;
+            let in_range = |bits: u32| bits >> fixed == prefix >> fixed;
+            for (first, run) in runs_where(probs, in_range) {
+                for (i, &p) in (first..).zip(run) {
+                    if in_range(p.to_bits()) {
+                        add(i, p);
+                    }
+                }
             }
         }
+        let needed = match needed {
+            Needed::Weight(w) => w,
+            Needed::ShareOfAll(share) => f64::from(share * mass),
+        };
         let mut total = above;
         let mut found = None;
         for digit in (0..1usize << DIGIT_BITS).rev() {
@@ -251,13 +312,15 @@ fn sample_from(probs: &[f32], threshold: u32, coin: f32, kept_mass: f32) -> u32 
     let target = coin * kept_mass;
     let mut cdf = 0.0f32;
     let mut fallback = probs.len().saturating_sub(1);
-    for (i, &p) in probs.iter().enumerate() {
-        if p.to_bits() >= threshold && p > 0.0 {
-            cdf += p;
-            if target < cdf {
-                return i as u32;
+    for (first, run) in kept_runs(probs, threshold) {
+        for (i, &p) in (first..).zip(run) {
+            if p.to_bits() >= threshold && p > 0.0 {
+                cdf += p;
+                if target < cdf {
+                    return i as u32;
+                }
+                fallback = i;
             }
-            fallback = i;
         }
     }
     fallback as u32
@@ -469,6 +532,41 @@ mod tests {
     }
 
     #[test]
+    fn kept_sums_and_draws_are_the_plain_scans() {
+        for seed in 1..40u64 {
+            // Lengths around the runs of 16, thresholds that keep none to all.
+            let probs = random_probs(1 + (seed as usize * 29) % 300, seed);
+            let mut thresholds: Vec<u32> = probs.iter().map(|p| p.to_bits()).collect();
+            thresholds.extend([0, 1, f32::INFINITY.to_bits()]);
+            for &t in thresholds.iter().step_by(7) {
+                let kept = probs.iter().filter(|p| p.to_bits() >= t);
+                let scanned = kept.fold(0.0f32, |m, &p| m + p);
+                assert_eq!(mass_at_least(&probs, t).to_bits(), scanned.to_bits());
+                for coin in [0.0, 0.3, 0.999, 1.0] {
+                    let want = scanned_draw(&probs, t, coin, scanned);
+                    assert_eq!(sample_from(&probs, t, coin, scanned), want, "seed {seed}");
+                }
+            }
+        }
+    }
+
+    /// The draw as one scan of every probability.
+    fn scanned_draw(probs: &[f32], threshold: u32, coin: f32, kept_mass: f32) -> u32 {
+        let target = coin * kept_mass;
+        let (mut cdf, mut fallback) = (0.0f32, probs.len().saturating_sub(1));
+        for (i, &p) in probs.iter().enumerate() {
+            if p.to_bits() >= threshold && p > 0.0 {
+                cdf += p;
+                if target < cdf {
+                    return i as u32;
+                }
+                fallback = i;
+            }
+        }
+        fallback as u32
+    }
+
+    #[test]
     fn argmax_is_the_one_pass_scan() {
         let specials = [f32::NAN, 0.0, -0.0, 0.25, f32::INFINITY, f32::NEG_INFINITY];
         for seed in 1..200u64 {
@@ -494,13 +592,21 @@ mod tests {
             let at_least = |b: u32| probs.iter().filter(move |p| p.to_bits() >= b);
             for k in [1, 2, 3, 10, probs.len(), probs.len() + 1] {
                 let want = bisected(|b| at_least(b).count() >= k);
-                let got = largest_threshold(&probs, false, k as f64 - 0.5);
+                let got = largest_threshold(&probs, false, Needed::Weight(k as f64 - 0.5));
                 assert_eq!(got, want, "seed {seed} k {k}");
             }
             for top_p in [1e-6, 0.1, 0.5, 0.9, 0.999] {
                 let want = bisected(|b| at_least(b).map(|&p| f64::from(p)).sum::<f64>() > top_p);
-                let got = largest_threshold(&probs, true, top_p);
+                let got = largest_threshold(&probs, true, Needed::Weight(top_p));
                 assert_eq!(got, want, "seed {seed} top_p {top_p}");
+                // A share of all the mass: that share of the f32 total.
+                let share = top_p as f32;
+                let of_total = f64::from(share * mass_at_least(&probs, 0));
+                assert_eq!(
+                    largest_threshold(&probs, true, Needed::ShareOfAll(share)),
+                    largest_threshold(&probs, true, Needed::Weight(of_total)),
+                    "seed {seed} share {share}"
+                );
             }
         }
     }
