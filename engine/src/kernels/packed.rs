@@ -185,11 +185,17 @@ pub fn pack_matrix<'d>(w: &Matrix<'_>, dst: &'d mut [u8]) -> Result<PackedMatrix
     let group_bytes = GROUP_ROWS * row_bytes;
     let mut src_groups = w.data.chunks_exact(group_bytes.max(1));
     let mut dst_groups = dst.chunks_exact_mut(group_bytes.max(1));
+    // Row after row, so that the matrix is read in order (16 rows' blocks
+    // side by side were 16 streams 34 bytes a step: half the speed from
+    // memory); a group's packed bytes stay in cache until it is done.
     for (src, dst) in (&mut src_groups).zip(&mut dst_groups) {
-        for (b, group_block) in dst.chunks_exact_mut(GROUP_ROWS * bb).enumerate() {
-            let (scales, vectors) = group_block.split_at_mut(GROUP_SCALE_BYTES);
-            for (r, row) in src.chunks_exact(row_bytes).enumerate() {
-                let (scale, levels) = row[b * bb..][..bb].split_at(SCALE_BYTES);
+        for (r, row) in src.chunks_exact(row_bytes).enumerate() {
+            for (block, group_block) in row
+                .chunks_exact(bb)
+                .zip(dst.chunks_exact_mut(GROUP_ROWS * bb))
+            {
+                let (scales, vectors) = group_block.split_at_mut(GROUP_SCALE_BYTES);
+                let (scale, levels) = block.split_at(SCALE_BYTES);
                 scales[2 * r..2 * r + 2].copy_from_slice(scale);
                 // Row r's word k (levels 4k .. 4k + 4) into vector k.
                 for (k, word) in levels.chunks_exact(4).enumerate() {
