@@ -41,8 +41,6 @@ use super::avx2::{
     F32, STREAM_BYTES,
 };
 use super::avx2_packed::PREFETCH_BYTES;
-
-pub use super::avx2::crc32c_update;
 use super::packed::{GROUP_SCALE_BYTES, VECTOR_BYTES};
 use super::reference::{self, NORM_ROWS};
 use super::shapes::{
@@ -52,6 +50,8 @@ use super::shapes::{
 use crate::packed_weights::CACHED_BYTES;
 use crate::quant::BlockQ8;
 use crate::tensor::BLOCK_LEN;
+
+pub use super::avx2::crc32c_update;
 
 /// Floats in one `__m512`: the reference's lanes.
 const LANES: usize = 16;
