@@ -550,20 +550,19 @@ mod tests {
         }
     }
 
-    /// The draw as one scan of every probability.
+    /// The draw as one scan of the kept probabilities: the first whose
+    /// cumulative sum passes the target, else the last kept one.
     fn scanned_draw(probs: &[f32], threshold: u32, coin: f32, kept_mass: f32) -> u32 {
         let target = coin * kept_mass;
-        let (mut cdf, mut fallback) = (0.0f32, probs.len().saturating_sub(1));
-        for (i, &p) in probs.iter().enumerate() {
-            if p.to_bits() >= threshold && p > 0.0 {
-                cdf += p;
-                if target < cdf {
-                    return i as u32;
-                }
-                fallback = i;
-            }
-        }
-        fallback as u32
+        let kept =
+            || (0..probs.len()).filter(|&i| probs[i].to_bits() >= threshold && probs[i] > 0.0);
+        let mut cdf = 0.0f32;
+        let passing = kept().find(|&i| {
+            cdf += probs[i];
+            target < cdf
+        });
+        let chosen = passing.or_else(|| kept().next_back());
+        chosen.unwrap_or(probs.len().saturating_sub(1)) as u32
     }
 
     #[test]
