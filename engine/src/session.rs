@@ -689,9 +689,9 @@ fn matvecs_in_one_call<const K: usize>(
 
 /// `packed` on a path with packed kernels, else `None`. Only such a path
 /// has packed weights (`PackedWeights::new` refuses the others), but asking
-/// where they are taken and where they are multiplied lets a build whose
+/// where they are taken and where each product reads them lets a build whose
 /// path is fixed at compile time leave out the packed code it never runs:
-/// 1,035 bytes of the bare build's engine (`cargo test --release --test
+/// 2,307 bytes of the bare build's engine (`cargo test --release --test
 /// bare`).
 fn on_packing_path<T>(packed: Option<T>) -> Option<T> {
     packed.filter(|_| kernels::Path::active().packs_weights())
@@ -740,7 +740,6 @@ fn multiply(
         return Ok(());
     }
     let quantized = w.dtype.is_quantized();
-    let packed = on_packing_path(packed);
     let tasks = task_count(w.data.len().saturating_mul(n), parallel);
     let rows_per_task = rows_per_task(rows, tasks);
     let failed = AtomicBool::new(false);
@@ -756,7 +755,7 @@ fn multiply(
         // into `out` when one task has them all, else into `products`,
         // then each position's stretch of them copied into place.
         let product = |part: &mut [f32], rows: core::ops::Range<usize>| match (
-            packed,
+            on_packing_path(packed),
             w.rows(rows.clone()),
         ) {
             (Some(p), _) => p
