@@ -6,7 +6,8 @@
 //! products and attention heads are split over them (the text is the same
 //! for any count). Generation itself runs on a pool thread, so the
 //! session's many short parallel calls start inside the pool, and sends its
-//! text back to this thread, which writes it.
+//! text back to this thread, which writes it (gathered for at most a
+//! millisecond).
 //!
 //! On an x86 CPU with AVX2 the quantized matrices are repacked at load
 //! for faster kernels (`--no-pack` turns it off; see `crate::packing`).
@@ -14,7 +15,7 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use kinglet::format::TokenizerKind;
@@ -199,8 +200,8 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
         scope.spawn(move |_| {
             // Text goes to the writing thread until it hangs up (a write
             // failed), which stops generation.
-            let emit = |piece: &str| text_tx.send(piece.to_string()).is_ok();
-            *counts = Some(generate(
+            let mut text = TextSender::new(text_tx);
+            let result = generate(
                 model,
                 packed,
                 max_seq,
@@ -208,8 +209,10 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
                 sampler,
                 args.tokens,
                 threads,
-                emit,
-            ));
+                |piece| text.push(piece),
+            );
+            text.send();
+            *counts = Some(result);
         });
         for piece in text_rx {
             if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
@@ -239,6 +242,44 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
         rate(generated as f64, generation_seconds),
     );
     Ok(Status::Ok)
+}
+
+/// How long text may wait for the writing thread: sent a token at a time,
+/// waking that thread took a sixth of the bundled model's generation
+/// (docs/PERFORMANCE.md, 2026-12-05). A millisecond is no delay to a
+/// reader, and a model slower than a token a millisecond still sends each
+/// token as it comes.
+const SEND_EVERY: Duration = Duration::from_millis(1);
+
+/// The generation thread's end of the text channel: pieces gathered for up
+/// to [`SEND_EVERY`], then sent together.
+struct TextSender {
+    channel: mpsc::Sender<String>,
+    pending: String,
+    last_sent: Instant,
+}
+
+impl TextSender {
+    fn new(channel: mpsc::Sender<String>) -> Self {
+        TextSender {
+            channel,
+            pending: String::new(),
+            last_sent: Instant::now(),
+        }
+    }
+
+    /// Adds a piece, sending what waits once [`SEND_EVERY`] has passed;
+    /// false once the writing thread has hung up.
+    fn push(&mut self, piece: &str) -> bool {
+        self.pending.push_str(piece);
+        self.last_sent.elapsed() < SEND_EVERY || self.send()
+    }
+
+    /// Sends what waits; false once the writing thread has hung up.
+    fn send(&mut self) -> bool {
+        self.last_sent = Instant::now();
+        self.pending.is_empty() || self.channel.send(std::mem::take(&mut self.pending)).is_ok()
+    }
 }
 
 /// The prompt: `--prompt TEXT`, standard input for `--prompt -`, or the
@@ -313,7 +354,7 @@ fn generate<T: AsRef<[u8]>>(
     sampler: &mut Sampler,
     max_new_tokens: u32,
     threads: &Threads,
-    emit: impl Fn(&str) -> bool,
+    mut emit: impl FnMut(&str) -> bool,
 ) -> Result<Counts> {
     // Its size was checked against the budget; the allocator may still
     // refuse it.
@@ -372,4 +413,41 @@ fn generate<T: AsRef<[u8]>>(
         generation_seconds: prompt_done.elapsed().as_secs_f64(),
         generated,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the clock does between pieces, the writing thread gets
+    /// every piece once, in order, by the last send.
+    #[test]
+    fn sent_text_is_every_piece_in_order() {
+        let (tx, rx) = mpsc::channel();
+        let mut text = TextSender::new(tx);
+        let pieces: Vec<String> = (0..500).map(|i| format!("{i} ")).collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            if i % 100 == 0 {
+                std::thread::sleep(SEND_EVERY);
+            }
+            assert!(text.push(piece));
+        }
+        assert!(text.send());
+        drop(text);
+        let received: Vec<String> = rx.iter().collect();
+        assert!(received.len() >= 5, "a send after each pause");
+        assert_eq!(received.concat(), pieces.concat());
+    }
+
+    /// Once the writing thread hangs up, the next send says so (and
+    /// generation stops).
+    #[test]
+    fn a_hung_up_writer_stops_the_sender() {
+        let (tx, rx) = mpsc::channel();
+        let mut text = TextSender::new(tx);
+        drop(rx);
+        std::thread::sleep(SEND_EVERY);
+        assert!(!text.push("a"));
+        assert!(!text.push("b") || !text.send());
+    }
 }
