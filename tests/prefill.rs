@@ -3,7 +3,9 @@
 //! weight dtype, with grouped KV heads, for prompts shorter than, equal to
 //! and longer than a chunk, from position 0 and from a later position; and
 //! the same again for sessions sized for smaller chunks (1, 3), on every
-//! kernel path this CPU has, packed weights and 1 to 3 threads.
+//! kernel path this CPU has, packed weights and 1 to 3 threads; and the
+//! logits after every token of a prefill (`prefill_logits`) are those of
+//! each token decoded.
 
 mod common;
 
@@ -116,6 +118,43 @@ fn prefill_gives_forward_logits_and_cache_for_every_dtype() {
 }
 
 #[test]
+fn prefill_logits_refuses_bad_input_and_leaves_the_session_alone() {
+    let file = model_file(Dtype::Q8_0);
+    let model = ModelFile::new_checked(&file[..]).unwrap();
+    let max_seq = 20;
+    let mut buffer = vec![0.0f32; session_floats(model.config(), max_seq)];
+    let mut session = Session::new(&model, &mut buffer, max_seq).unwrap();
+    session.prefill(&tokens(3, 1)).unwrap();
+    let before = session.logits().to_vec();
+    let mut rows = vec![0.0f32; 4 * 300];
+    assert_eq!(
+        session.prefill_logits(&tokens(5, 2), &mut rows).err(),
+        Some(Error::BufferTooSmall {
+            needed: 5 * 300,
+            available: 4 * 300
+        })
+    );
+    assert_eq!(
+        session.prefill_logits(&[], &mut rows).err(),
+        Some(Error::EmptyPrompt)
+    );
+    assert_eq!(
+        session.prefill_logits(&[1, 300], &mut rows).err(),
+        Some(Error::TokenOutOfRange {
+            token: 300,
+            vocab_size: 300
+        })
+    );
+    let mut rows = vec![0.0f32; 18 * 300];
+    assert_eq!(
+        session.prefill_logits(&tokens(18, 2), &mut rows).err(),
+        Some(Error::SequenceFull { max_seq_len: 20 })
+    );
+    assert_eq!(session.pos(), 3);
+    assert_eq!(session.logits(), before.as_slice());
+}
+
+#[test]
 fn prefill_in_pieces_equals_one_prefill() {
     let file = model_file(Dtype::F32);
     let model = ModelFile::new_checked(&file[..]).unwrap();
@@ -201,6 +240,40 @@ fn chunked_logits(
     logits
 }
 
+/// As [`chunked_logits`], the logits after each token of `prompt` by one
+/// `prefill_logits` (after `start` decoded), then the session's logits,
+/// then those after each of `after` decoded.
+fn every_position_logits(
+    model: &ModelFile<&[u8]>,
+    chunk: usize,
+    packed: bool,
+    parallel: &dyn Parallel,
+    [start, prompt, after]: [&[u32]; 3],
+) -> Vec<Vec<f32>> {
+    let max_seq = model.config().max_seq_len;
+    let vocab = model.config().vocab_size as usize;
+    let mut buffer = vec![f32::NAN; session_floats_for_chunk(model.config(), max_seq, chunk)];
+    let mut packed_bytes = vec![0u8; packed_weights_bytes(model)];
+    let mut session = Session::with_chunk(model, &mut buffer, max_seq, chunk)
+        .unwrap()
+        .with_parallel(parallel);
+    if packed {
+        let weights = PackedWeights::new(model, &mut packed_bytes).expect("packs");
+        session = session.with_packed(weights).expect("same model");
+    }
+    for &t in start {
+        session.forward(t).unwrap();
+    }
+    let mut rows = vec![f32::NAN; prompt.len() * vocab];
+    session.prefill_logits(prompt, &mut rows).unwrap();
+    let mut logits: Vec<Vec<f32>> = rows.chunks_exact(vocab).map(<[f32]>::to_vec).collect();
+    logits.push(session.logits().to_vec());
+    for &t in after {
+        logits.push(session.forward(t).unwrap().to_vec());
+    }
+    logits
+}
+
 /// Run on the active kernel path; `prefill_chunks_agree_on_every_kernel_path`
 /// runs it again on each other path this CPU has.
 #[test]
@@ -231,6 +304,22 @@ fn every_prefill_chunk_gives_the_bits_of_token_by_token() {
                         // 0: after the prompt; then the tokens decoded after it.
                         agree(dtype, got, want)
                             .unwrap_or_else(|e| panic!("{label}, {how}, logits {i}: {e}"));
+                    }
+                    // Every position's logits, then the last one's again.
+                    let got = every_position_logits(
+                        &model,
+                        chunk,
+                        packed,
+                        parallel,
+                        [&start, &prompt, &after],
+                    );
+                    let last = start_len + prompt_len - 1;
+                    let want_every = want[start_len..=last].iter().chain(&want[last..]);
+                    assert_eq!(got.len(), prompt_len + 1 + after.len(), "{label}");
+                    for (i, (got, want)) in got.iter().zip(want_every).enumerate() {
+                        agree(dtype, got, want).unwrap_or_else(|e| {
+                            panic!("{label}, {how}, every position's logits, row {i}: {e}")
+                        });
                     }
                 };
                 run(false, &kinglet::Sequential, "sequential");

@@ -156,6 +156,21 @@ pub fn softmax(x: &mut [f32]) {
     kernels::divide(x, sum);
 }
 
+/// `ln Σ exp(x[i])`, the log of softmax's denominator: a position's
+/// cross-entropy is `log_sum_exp(logits) − logits[target]`. The maximum `m`
+/// is subtracted first; the exponentials and their sum come from
+/// [`kernels::exp_and_sum`], the same bits on every path, and `m + ln(sum)`
+/// is taken in f64. Overwrites `x` with `exp(x[i] − m)`; −∞ for an empty
+/// slice.
+pub fn log_sum_exp(x: &mut [f32]) -> f64 {
+    let Some(&first) = x.first() else {
+        return f64::NEG_INFINITY;
+    };
+    let max = maximum(x, first);
+    let sum = kernels::exp_and_sum(x, max);
+    max as f64 + libm::log(sum as f64)
+}
+
 /// Lanes [`maximum`] compares side by side.
 const MAX_LANES: usize = 16;
 
@@ -534,6 +549,24 @@ mod tests {
         assert_eq!(big, [0.5, 0.5, 0.0]);
         let mut empty: [f32; 0] = [];
         softmax(&mut empty);
+    }
+
+    #[test]
+    fn log_sum_exp_matches_f64_and_survives_large_inputs() {
+        let mut rng = Rng(5);
+        for n in [1, 15, 16, 17, 100, 32000] {
+            let x: Vec<f32> = rng.vec(n).iter().map(|v| v * 20.0).collect();
+            let max = x.iter().fold(f64::MIN, |m, &v| m.max(v as f64));
+            let want = max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+            let got = log_sum_exp(&mut x.clone());
+            assert!(
+                (got - want).abs() < 1e-6 * want.abs().max(1.0),
+                "{n}: {got} vs {want}"
+            );
+        }
+        let mut big = [1000.0f32, 1000.0, -1000.0];
+        assert_eq!(log_sum_exp(&mut big), 1000.0 + 2f64.ln());
+        assert_eq!(log_sum_exp(&mut []), f64::NEG_INFINITY);
     }
 
     #[test]

@@ -375,7 +375,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     /// returned.
     pub fn forward(&mut self, token: u32) -> Result<&[f32], Error> {
         self.check_tokens(&[token])?;
-        self.run_chunk(&[token], true)?;
+        self.run_chunk(&[token], Logits::Last)?;
         Ok(&*self.logits)
     }
 
@@ -395,12 +395,56 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
         let start = self.pos;
         let last = (tokens.len() - 1) / self.chunk;
         for (i, chunk) in tokens.chunks(self.chunk).enumerate() {
-            if let Err(e) = self.run_chunk(chunk, i == last) {
+            let logits = if i == last {
+                Logits::Last
+            } else {
+                Logits::None
+            };
+            if let Err(e) = self.run_chunk(chunk, logits) {
                 self.pos = start;
                 return Err(e);
             }
         }
         Ok(&*self.logits)
+    }
+
+    /// Runs `tokens` as [`prefill`](Self::prefill) does and writes the
+    /// logits after each one into `logits`: row `i` (`[vocab_size]`) is what
+    /// [`forward`](Self::forward) would return after `tokens[i]`, bit for
+    /// bit, with every weight row, the classifier's too, read once per
+    /// chunk (a model's loss on a text, say). `logits`: at least
+    /// `tokens.len() × vocab_size` floats; the session's own logits are
+    /// left as `prefill` leaves them. The classifier runs on one thread
+    /// when the session's buffers cannot hold its split (a chunk of more
+    /// than one position on more than one thread).
+    ///
+    /// Errors: [`Error::BufferTooSmall`] for too few `logits`, and as
+    /// `prefill`; the position is unchanged when one is returned, and
+    /// `logits` unspecified.
+    pub fn prefill_logits(&mut self, tokens: &[u32], logits: &mut [f32]) -> Result<(), Error> {
+        if tokens.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        let vocab = self.logits.len();
+        let needed = tokens.len().saturating_mul(vocab);
+        let Some(logits) = logits.get_mut(..needed) else {
+            return Err(Error::BufferTooSmall {
+                needed,
+                available: logits.len(),
+            });
+        };
+        self.check_tokens(tokens)?;
+        let start = self.pos;
+        let rows = logits.chunks_mut(self.chunk * vocab);
+        for (chunk, rows) in tokens.chunks(self.chunk).zip(rows) {
+            if let Err(e) = self.run_chunk(chunk, Logits::Every(rows)) {
+                self.pos = start;
+                return Err(e);
+            }
+        }
+        let last = &logits[needed - vocab..];
+        self.logits.copy_from_slice(last);
+        Ok(())
     }
 
     /// Whether every token is in the vocabulary and they all fit.
@@ -418,9 +462,9 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     }
 
     /// The forward pass of `tokens` (checked, 1 to [`chunk`](Self::chunk)
-    /// of them, fitting in the cache) at positions `pos..pos + n`; the logits
-    /// of the last one when `want_logits`. Advances `pos` on success.
-    fn run_chunk(&mut self, tokens: &[u32], want_logits: bool) -> Result<(), Error> {
+    /// of them, fitting in the cache) at positions `pos..pos + n`, and the
+    /// logits `wanted`. Advances `pos` on success.
+    fn run_chunk(&mut self, tokens: &[u32], wanted: Logits<'_>) -> Result<(), Error> {
         let config = *self.model.config();
         let model = self.model;
         let parallel = self.parallel;
@@ -515,22 +559,36 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
             ops::add_assign(x, xb2);
         }
 
-        if want_logits {
-            let last = &x[(n - 1) * dim..];
-            let normed = &mut xb[..dim];
-            ops::rmsnorm(normed, last, &model.final_norm(), eps);
+        // The positions whose logits are wanted, and where they go.
+        let (first, out) = match wanted {
+            Logits::None => (n, None),
+            Logits::Last => (n - 1, Some(&mut *self.logits)),
+            Logits::Every(rows) => (0, Some(rows)),
+        };
+        if let Some(out) = out {
+            let normed = &mut xb[first * dim..n * dim];
+            let wanted_rows = &x[first * dim..];
+            ops::rmsnorm_rows(normed, wanted_rows, &model.final_norm(), eps, dim);
             let classifier = model.classifier();
             let packed_classifier = packed.as_mut().and_then(|c| c.next(&classifier));
-            scratch.project([(self.logits, &classifier, packed_classifier)], normed, 1)?;
+            scratch.project([(out, &classifier, packed_classifier)], normed, n - first)?;
             // One check per token: NaN or inf weights (their checksums can
             // be valid) end here, and no sampler or loss should see them.
-            if !ops::all_finite(self.logits) {
+            if !ops::all_finite(out) {
                 return Err(Error::ActivationsOverflowed);
             }
         }
         self.pos += n as u32;
         Ok(())
     }
+}
+
+/// The logits a chunk's forward pass computes: none, the last position's
+/// (into the session's logits), or every position's (`[n × vocab_size]`).
+enum Logits<'o> {
+    None,
+    Last,
+    Every(&'o mut [f32]),
 }
 
 /// Tasks to cut work reading `bytes` into: one per thread, but none
@@ -740,7 +798,12 @@ fn multiply(
         return Ok(());
     }
     let quantized = w.dtype.is_quantized();
-    let tasks = task_count(w.data.len().saturating_mul(n), parallel);
+    let mut tasks = task_count(w.data.len().saturating_mul(n), parallel);
+    if n > 1 && products.len() < rows.saturating_mul(n) {
+        // Only `out` holds every position's rows (the classifier's logits
+        // of a chunk): one task writes them there.
+        tasks = 1;
+    }
     let rows_per_task = rows_per_task(rows, tasks);
     let failed = AtomicBool::new(false);
     if n == 1 {
