@@ -14,7 +14,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use kinglet::{session_floats, tokenizer, Error, ModelFile, PackedWeights, Session};
+use kinglet::{
+    ops, session::PREFILL_CHUNK, session_floats, tokenizer, Config, Error, ModelFile,
+    PackedWeights, Session,
+};
 use rayon::prelude::*;
 
 use super::{grouped, Status};
@@ -147,10 +150,14 @@ pub fn score_with<T: AsRef<[u8]> + Sync>(
     let losses: Vec<f64> = (0..windows.count)
         .into_par_iter()
         .map_init(
-            || vec![0.0f32; session_floats(model.config(), context as u32)],
-            |buffer, k| {
+            || {
+                let config = model.config();
+                let session = vec![0.0f32; session_floats(config, context as u32)];
+                (session, vec![0.0f32; logits_floats(config)])
+            },
+            |(buffer, logits), k| {
                 let window = &tokens[k * context..=(k + 1) * context];
-                window_loss(model, packed, buffer, window)
+                window_loss(model, packed, buffer, logits, window)
             },
         )
         .collect::<Result<_, _>>()?;
@@ -160,29 +167,39 @@ pub fn score_with<T: AsRef<[u8]> + Sync>(
     })
 }
 
+/// Floats of one chunk's logits, `[PREFILL_CHUNK × vocab_size]`: a
+/// window's positions go through the model a chunk at a time.
+fn logits_floats(config: &Config) -> usize {
+    PREFILL_CHUNK * config.vocab_size as usize
+}
+
 /// Summed negative log-likelihood of `window[1..]`, each predicted from the
-/// tokens before it, in a fresh session.
+/// tokens before it, in a fresh session, a chunk of positions at a time
+/// (`logits`: [`logits_floats`]).
 fn window_loss<T: AsRef<[u8]>>(
     model: &ModelFile<T>,
     packed: Option<PackedWeights<'_>>,
     buffer: &mut [f32],
+    logits: &mut [f32],
     window: &[u32],
 ) -> Result<f64, Error> {
     let mut session = Session::new(model, buffer, (window.len() - 1) as u32)?;
     if let Some(packed) = packed {
         session = session.with_packed(packed)?;
     }
+    let vocab = model.config().vocab_size as usize;
+    let (inputs, targets) = (&window[..window.len() - 1], &window[1..]);
     let mut sum = 0.0f64;
-    for pair in window.windows(2) {
-        let logits = session.forward(pair[0])?;
-        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z)) as f64;
-        let log_z = max
-            + logits
-                .iter()
-                .map(|&z| (z as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
-        sum += log_z - logits[pair[1] as usize] as f64;
+    for (inputs, targets) in inputs
+        .chunks(PREFILL_CHUNK)
+        .zip(targets.chunks(PREFILL_CHUNK))
+    {
+        let rows = &mut logits[..inputs.len() * vocab];
+        session.prefill_logits(inputs, rows)?;
+        for (row, &target) in rows.chunks_exact_mut(vocab).zip(targets) {
+            let z = row[target as usize];
+            sum += ops::log_sum_exp(row) - z as f64;
+        }
     }
     Ok(sum)
 }
@@ -235,7 +252,9 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
     }
     // One session per window scored at once.
     let sessions = rayon::current_num_threads().min(scored.len() / context);
-    let per_session = memory::session_bytes(model.config(), context as u32);
+    let logits_bytes = logits_floats(model.config()) as u64 * 4;
+    let per_session = memory::session_bytes(model.config(), context as u32)
+        .and_then(|b| b.checked_add(logits_bytes));
     budget.check(
         per_session.and_then(|b| b.checked_mul(sessions as u64)),
         &format!(
