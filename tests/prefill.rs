@@ -118,43 +118,6 @@ fn prefill_gives_forward_logits_and_cache_for_every_dtype() {
 }
 
 #[test]
-fn prefill_logits_refuses_bad_input_and_leaves_the_session_alone() {
-    let file = model_file(Dtype::Q8_0);
-    let model = ModelFile::new_checked(&file[..]).unwrap();
-    let max_seq = 20;
-    let mut buffer = vec![0.0f32; session_floats(model.config(), max_seq)];
-    let mut session = Session::new(&model, &mut buffer, max_seq).unwrap();
-    session.prefill(&tokens(3, 1)).unwrap();
-    let before = session.logits().to_vec();
-    let mut rows = vec![0.0f32; 4 * 300];
-    assert_eq!(
-        session.prefill_logits(&tokens(5, 2), &mut rows).err(),
-        Some(Error::BufferTooSmall {
-            needed: 5 * 300,
-            available: 4 * 300
-        })
-    );
-    assert_eq!(
-        session.prefill_logits(&[], &mut rows).err(),
-        Some(Error::EmptyPrompt)
-    );
-    assert_eq!(
-        session.prefill_logits(&[1, 300], &mut rows).err(),
-        Some(Error::TokenOutOfRange {
-            token: 300,
-            vocab_size: 300
-        })
-    );
-    let mut rows = vec![0.0f32; 18 * 300];
-    assert_eq!(
-        session.prefill_logits(&tokens(18, 2), &mut rows).err(),
-        Some(Error::SequenceFull { max_seq_len: 20 })
-    );
-    assert_eq!(session.pos(), 3);
-    assert_eq!(session.logits(), before.as_slice());
-}
-
-#[test]
 fn prefill_in_pieces_equals_one_prefill() {
     let file = model_file(Dtype::F32);
     let model = ModelFile::new_checked(&file[..]).unwrap();
@@ -175,7 +138,7 @@ fn prefill_in_pieces_equals_one_prefill() {
 }
 
 #[test]
-fn prefill_refuses_bad_prompts_and_leaves_the_session_alone() {
+fn prefill_and_prefill_logits_refuse_bad_prompts_and_leave_the_session_alone() {
     let file = model_file(Dtype::Q8_0);
     let model = ModelFile::new_checked(&file[..]).unwrap();
     let max_seq = 20;
@@ -195,6 +158,30 @@ fn prefill_refuses_bad_prompts_and_leaves_the_session_alone() {
         session.prefill(&tokens(18, 2)).err(),
         Some(Error::SequenceFull { max_seq_len: 20 })
     );
+    // `prefill_logits` refuses the same, and a buffer short of a row.
+    let mut rows = vec![0.0f32; 18 * 300];
+    assert_eq!(
+        session
+            .prefill_logits(&tokens(5, 2), &mut rows[..4 * 300])
+            .err(),
+        Some(Error::BufferTooSmall {
+            needed: 5 * 300,
+            available: 4 * 300
+        })
+    );
+    let refused = [&[][..], &[1, 300], &tokens(18, 2)];
+    let errors = refused.map(|prompt| session.prefill_logits(prompt, &mut rows).err());
+    assert_eq!(
+        errors,
+        [
+            Some(Error::EmptyPrompt),
+            Some(Error::TokenOutOfRange {
+                token: 300,
+                vocab_size: 300
+            }),
+            Some(Error::SequenceFull { max_seq_len: 20 })
+        ]
+    );
     assert_eq!(session.pos(), 3);
     assert_eq!(session.logits(), before.as_slice());
     // Exactly filling the context is fine; one more position is not.
@@ -209,12 +196,15 @@ fn prefill_refuses_bad_prompts_and_leaves_the_session_alone() {
 /// A session of `chunk` positions per prefill in a buffer of exactly its
 /// size (NaN, so a read before a write would show), packed when `packed`:
 /// the logits after `prompt` prefilled (after `start` decoded), then after
-/// each of `after` decoded.
+/// each of `after` decoded. With `every_position`, the prompt goes through
+/// `prefill_logits`, and the logits after each of its tokens come first,
+/// then the session's own.
 fn chunked_logits(
     model: &ModelFile<&[u8]>,
     chunk: usize,
     packed: bool,
     parallel: &dyn Parallel,
+    every_position: bool,
     [start, prompt, after]: [&[u32]; 3],
 ) -> Vec<Vec<f32>> {
     let max_seq = model.config().max_seq_len;
@@ -233,41 +223,16 @@ fn chunked_logits(
     for &t in start {
         session.forward(t).unwrap();
     }
-    let mut logits = vec![session.prefill(prompt).unwrap().to_vec()];
-    for &t in after {
-        logits.push(session.forward(t).unwrap().to_vec());
+    let mut logits = Vec::new();
+    if every_position {
+        let vocab = model.config().vocab_size as usize;
+        let mut rows = vec![f32::NAN; prompt.len() * vocab];
+        session.prefill_logits(prompt, &mut rows).unwrap();
+        logits.extend(rows.chunks_exact(vocab).map(<[f32]>::to_vec));
+        logits.push(session.logits().to_vec());
+    } else {
+        logits.push(session.prefill(prompt).unwrap().to_vec());
     }
-    logits
-}
-
-/// As [`chunked_logits`], the logits after each token of `prompt` by one
-/// `prefill_logits` (after `start` decoded), then the session's logits,
-/// then those after each of `after` decoded.
-fn every_position_logits(
-    model: &ModelFile<&[u8]>,
-    chunk: usize,
-    packed: bool,
-    parallel: &dyn Parallel,
-    [start, prompt, after]: [&[u32]; 3],
-) -> Vec<Vec<f32>> {
-    let max_seq = model.config().max_seq_len;
-    let vocab = model.config().vocab_size as usize;
-    let mut buffer = vec![f32::NAN; session_floats_for_chunk(model.config(), max_seq, chunk)];
-    let mut packed_bytes = vec![0u8; packed_weights_bytes(model)];
-    let mut session = Session::with_chunk(model, &mut buffer, max_seq, chunk)
-        .unwrap()
-        .with_parallel(parallel);
-    if packed {
-        let weights = PackedWeights::new(model, &mut packed_bytes).expect("packs");
-        session = session.with_packed(weights).expect("same model");
-    }
-    for &t in start {
-        session.forward(t).unwrap();
-    }
-    let mut rows = vec![f32::NAN; prompt.len() * vocab];
-    session.prefill_logits(prompt, &mut rows).unwrap();
-    let mut logits: Vec<Vec<f32>> = rows.chunks_exact(vocab).map(<[f32]>::to_vec).collect();
-    logits.push(session.logits().to_vec());
     for &t in after {
         logits.push(session.forward(t).unwrap().to_vec());
     }
@@ -294,8 +259,8 @@ fn every_prefill_chunk_gives_the_bits_of_token_by_token() {
                     path.name()
                 );
                 let run = |packed: bool, parallel: &dyn Parallel, how: &str| {
-                    let got =
-                        chunked_logits(&model, chunk, packed, parallel, [&start, &prompt, &after]);
+                    let inputs = [&start[..], &prompt, &after];
+                    let got = chunked_logits(&model, chunk, packed, parallel, false, inputs);
                     for (i, (got, want)) in got
                         .iter()
                         .zip(&want[start_len + prompt_len - 1..])
@@ -306,13 +271,7 @@ fn every_prefill_chunk_gives_the_bits_of_token_by_token() {
                             .unwrap_or_else(|e| panic!("{label}, {how}, logits {i}: {e}"));
                     }
                     // Every position's logits, then the last one's again.
-                    let got = every_position_logits(
-                        &model,
-                        chunk,
-                        packed,
-                        parallel,
-                        [&start, &prompt, &after],
-                    );
+                    let got = chunked_logits(&model, chunk, packed, parallel, true, inputs);
                     let last = start_len + prompt_len - 1;
                     let want_every = want[start_len..=last].iter().chain(&want[last..]);
                     assert_eq!(got.len(), prompt_len + 1 + after.len(), "{label}");
