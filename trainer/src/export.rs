@@ -4,6 +4,8 @@
 
 use crate::bail;
 use crate::checkpoint::Checkpoint;
+use crate::config::ModelConfig;
+use crate::data::CharTokenizer;
 use crate::error::{Result, TrainError};
 use crate::params::ParamLayout;
 use kinglet::tensor::BLOCK_LEN;
@@ -26,18 +28,7 @@ pub fn parse_dtype(s: &str) -> Result<Dtype> {
 /// `checkpoint` as the tools' in-memory model: canonical tensors, the
 /// character vocabulary, and the training facts as metadata.
 pub fn owned_model(checkpoint: &Checkpoint) -> OwnedModel {
-    let layout = ParamLayout::new(&checkpoint.model);
-    let tensors = layout
-        .slots
-        .iter()
-        .map(|s| OwnedTensor {
-            name: s.name.clone(),
-            shape: s.shape.iter().map(|&d| d as u32).collect(),
-            values: checkpoint.params[s.range()].to_vec(),
-        })
-        .collect();
-    // The very vocabulary trained with: its section is the file's.
-    let vocab = OwnedVocab::from_vocab(&checkpoint.tokenizer.vocab());
+    let mut model = parameters_model(&checkpoint.model, &checkpoint.params, &checkpoint.tokenizer);
     let mut metadata = vec![("training.steps".to_string(), checkpoint.step.to_string())];
     if let Some(v) = checkpoint.val_loss {
         metadata.push(("training.val_loss".to_string(), format!("{v:.6}")));
@@ -47,11 +38,33 @@ pub fn owned_model(checkpoint: &Checkpoint) -> OwnedModel {
         checkpoint.corpus_sha256.clone(),
     ));
     metadata.push(("source".to_string(), "kinglet-train".to_string()));
+    model.metadata = metadata;
+    model
+}
+
+/// The model `params` holds (laid out for `config`) as the tools' in-memory
+/// model: canonical tensors and the character vocabulary, no metadata.
+pub fn parameters_model(
+    config: &ModelConfig,
+    params: &[f32],
+    tokenizer: &CharTokenizer,
+) -> OwnedModel {
+    let layout = ParamLayout::new(config);
+    let tensors = layout
+        .slots
+        .iter()
+        .map(|s| OwnedTensor {
+            name: s.name.clone(),
+            shape: s.shape.iter().map(|&d| d as u32).collect(),
+            values: params[s.range()].to_vec(),
+        })
+        .collect();
     OwnedModel {
-        config: checkpoint.model.to_engine(),
-        vocab,
+        config: config.to_engine(),
+        // The very vocabulary trained with: its section is the file's.
+        vocab: OwnedVocab::from_vocab(&tokenizer.vocab()),
         tensors,
-        metadata,
+        metadata: Vec::new(),
     }
 }
 

@@ -305,11 +305,12 @@ fn train_and_save(
                 let ids = sample(
                     &trainer.layout,
                     &trainer.params,
+                    &trainer.tokenizer,
                     &prompt,
                     o.sample_len,
                     o.temperature,
                     &mut rng,
-                );
+                )?;
                 say(format!(
                     "sample: {}",
                     trainer.tokenizer.decode(&ids).replace('\n', "\n        ")
