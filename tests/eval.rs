@@ -67,3 +67,41 @@ fn score_is_the_mean_loss_of_whole_context_windows() {
     );
     assert!(lines[1].starts_with("loss: ") && lines[2].starts_with("perplexity: "));
 }
+
+/// Fewer windows than threads: the windows run one after another, each
+/// session's work split over every thread. The loss has the bits of one
+/// thread's, and a lone window's report says "window".
+#[test]
+fn few_windows_share_the_threads_and_keep_the_bits() {
+    let config = tiny_config();
+    let file = random_model(&config, 5, &[]);
+    let model = ModelFile::new_checked(&file[..]).unwrap();
+    let mut rng = Rng::new(8);
+    let tokens: Vec<u32> = (0..70).map(|_| (rng.next_u64() % 6) as u32).collect();
+    let on = |threads: usize, tokens: &[u32]| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| score(&model, tokens, 32).unwrap())
+    };
+    for n in [40, 70] {
+        let one = on(1, &tokens[..n]);
+        for threads in [2, 3] {
+            let shared = on(threads, &tokens[..n]);
+            assert_eq!(shared.windows, one.windows);
+            assert_eq!(
+                shared.loss.to_bits(),
+                one.loss.to_bits(),
+                "{n} tokens, {threads} threads"
+            );
+        }
+    }
+    let mut report = Vec::new();
+    on(3, &tokens[..40]).write_report(&mut report).unwrap();
+    let first = String::from_utf8(report).unwrap();
+    assert!(
+        first.starts_with("tokens: 32 scored in 1 window of 32, 7 left over"),
+        "{first}"
+    );
+}

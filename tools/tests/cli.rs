@@ -682,7 +682,7 @@ fn eval_scores_a_text_and_refuses_bad_input() {
         &["eval", "m.klt", "--text", "short.txt", "--context", "3"],
     );
     assert_ok(&o);
-    assert!(stdout(&o).contains(" windows of 3, "), "{}", stdout(&o));
+    assert!(stdout(&o).contains(" 1 window of 3, "), "{}", stdout(&o));
     for bad in ["0", "17"] {
         assert_error(
             &kinglet_in(

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use kinglet::{
     ops, session::PREFILL_CHUNK, session_floats, tokenizer, Config, Error, ModelFile,
-    PackedWeights, Session,
+    PackedWeights, Parallel, Sequential, Session,
 };
 use rayon::prelude::*;
 
@@ -24,6 +24,7 @@ use super::{grouped, Status};
 use crate::io::{open_model, read_file};
 use crate::memory::{self, Budget};
 use crate::packing;
+use crate::threads::Threads;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -108,9 +109,10 @@ impl Score {
         let w = &self.windows;
         writeln!(
             out,
-            "tokens: {} scored in {} windows of {}, {} left over",
+            "tokens: {} scored in {} window{} of {}, {} left over",
             grouped(w.scored() as u64),
             grouped(w.count as u64),
+            if w.count == 1 { "" } else { "s" },
             w.context,
             w.left_over
         )?;
@@ -139,7 +141,10 @@ pub fn score<T: AsRef<[u8]> + Sync>(
 }
 
 /// [`score`] with every session reading `packed` copies of the model's
-/// quantized matrices when given (the same bits).
+/// quantized matrices when given (the same bits). With fewer windows than
+/// threads, the windows run one after another instead, each session's
+/// products and attention heads split over every thread (the same bits
+/// again).
 pub fn score_with<T: AsRef<[u8]> + Sync>(
     model: &ModelFile<T>,
     packed: Option<PackedWeights<'_>>,
@@ -147,24 +152,45 @@ pub fn score_with<T: AsRef<[u8]> + Sync>(
     context: usize,
 ) -> Result<Score, Error> {
     let windows = Windows::new(tokens.len(), context);
-    let losses: Vec<f64> = (0..windows.count)
-        .into_par_iter()
-        .map_init(
-            || {
-                let config = model.config();
-                let session = vec![0.0f32; session_floats(config, context as u32)];
-                (session, vec![0.0f32; logits_floats(config)])
-            },
-            |(buffer, logits), k| {
-                let window = &tokens[k * context..=(k + 1) * context];
-                window_loss(model, packed, buffer, logits, window)
-            },
-        )
-        .collect::<Result<_, _>>()?;
+    let window = |k: usize| &tokens[k * context..=(k + 1) * context];
+    let buffers = || {
+        let config = model.config();
+        let session = vec![0.0f32; session_floats(config, context as u32)];
+        (session, vec![0.0f32; logits_floats(config)])
+    };
+    let threads = rayon::current_num_threads();
+    let shared = (sessions_at_once(windows.count) < threads)
+        .then(|| Threads::new(threads).ok())
+        .flatten();
+    let losses: Vec<f64> = match &shared {
+        Some(hook) => {
+            let (mut buffer, mut logits) = buffers();
+            (0..windows.count)
+                .map(|k| window_loss(model, packed, hook, &mut buffer, &mut logits, window(k)))
+                .collect::<Result<_, _>>()?
+        }
+        None => (0..windows.count)
+            .into_par_iter()
+            .map_init(buffers, |(buffer, logits), k| {
+                window_loss(model, packed, &Sequential, buffer, logits, window(k))
+            })
+            .collect::<Result<_, _>>()?,
+    };
     Ok(Score {
         loss: losses.iter().sum::<f64>() / windows.scored().max(1) as f64,
         windows,
     })
+}
+
+/// Sessions [`score_with`] runs at once for `windows` windows: one per
+/// thread, or one that every thread works on when there are fewer windows.
+fn sessions_at_once(windows: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    if windows >= threads {
+        threads
+    } else {
+        1
+    }
 }
 
 /// Floats of one chunk's logits, `[PREFILL_CHUNK × vocab_size]`: a
@@ -179,11 +205,13 @@ fn logits_floats(config: &Config) -> usize {
 fn window_loss<T: AsRef<[u8]>>(
     model: &ModelFile<T>,
     packed: Option<PackedWeights<'_>>,
+    parallel: &dyn Parallel,
     buffer: &mut [f32],
     logits: &mut [f32],
     window: &[u32],
 ) -> Result<f64, Error> {
-    let mut session = Session::new(model, buffer, (window.len() - 1) as u32)?;
+    let mut session =
+        Session::new(model, buffer, (window.len() - 1) as u32)?.with_parallel(parallel);
     if let Some(packed) = packed {
         session = session.with_packed(packed)?;
     }
@@ -250,8 +278,7 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
             scored.len()
         );
     }
-    // One session per window scored at once.
-    let sessions = rayon::current_num_threads().min(scored.len() / context);
+    let sessions = sessions_at_once(Windows::new(scored.len(), context).count);
     let logits_bytes = logits_floats(model.config()) as u64 * 4;
     let per_session = memory::session_bytes(model.config(), context as u32)
         .and_then(|b| b.checked_add(logits_bytes));
