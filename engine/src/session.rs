@@ -414,9 +414,9 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     /// bit, with every weight row, the classifier's too, read once per
     /// chunk (a model's loss on a text, say). `logits`: at least
     /// `tokens.len() × vocab_size` floats; the session's own logits are
-    /// left as `prefill` leaves them. The classifier runs on one thread
-    /// when the session's buffers cannot hold its split (a chunk of more
-    /// than one position on more than one thread).
+    /// left as `prefill` leaves them. Split over threads, the classifier's
+    /// tasks take the chunk's positions, each reading every row (the
+    /// session's buffers do not hold a split by rows).
     ///
     /// Errors: [`Error::BufferTooSmall`] for too few `logits`, and as
     /// `prefill`; the position is unchanged when one is returned, and
@@ -798,12 +798,11 @@ fn multiply(
         return Ok(());
     }
     let quantized = w.dtype.is_quantized();
-    let mut tasks = task_count(w.data.len().saturating_mul(n), parallel);
-    if n > 1 && products.len() < rows.saturating_mul(n) {
-        // Only `out` holds every position's rows (the classifier's logits
-        // of a chunk): one task writes them there.
-        tasks = 1;
-    }
+    let tasks = task_count(w.data.len().saturating_mul(n), parallel);
+    // Only `out` holds every position's rows of a matrix taller than the
+    // session's buffers (a chunk's logits): its tasks split the positions
+    // instead, each reading every row.
+    let split_positions = n > 1 && tasks > 1 && products.len() < rows.saturating_mul(n);
     let rows_per_task = rows_per_task(rows, tasks);
     let failed = AtomicBool::new(false);
     if n == 1 {
@@ -814,33 +813,46 @@ fn multiply(
             }
         });
     } else {
-        // Each task's rows for every position, `[n × task rows]`: straight
-        // into `out` when one task has them all, else into `products`,
-        // then each position's stretch of them copied into place.
-        let product = |part: &mut [f32], rows: core::ops::Range<usize>| match (
-            on_packing_path(packed),
-            w.rows(rows.clone()),
-        ) {
-            (Some(p), _) => p
-                .row_range(rows)
-                .is_some_and(|part_p| kernels::matmul_packed(part, &part_p, xq, n).is_ok()),
-            (None, Some(part_w)) if quantized => {
-                kernels::matmul_quantized(part, &part_w, xq, n).is_ok()
-            }
-            (None, Some(part_w)) => kernels::matmul(part, &part_w, x, n).is_ok(),
-            (None, None) => false,
-        };
-        if rows_per_task >= rows {
-            if !product(out, 0..rows) {
+        // Rows `rows` of positions `at`, `[at.len() × rows.len()]`.
+        let blocks = xq.len() / n;
+        let product =
+            |part: &mut [f32], rows: core::ops::Range<usize>, at: core::ops::Range<usize>| {
+                let m = at.len();
+                let xq = xq.get(at.start * blocks..at.end * blocks).unwrap_or(&[]);
+                let x = x.get(at.start * cols..at.end * cols).unwrap_or(&[]);
+                match (on_packing_path(packed), w.rows(rows.clone())) {
+                    (Some(p), _) => p
+                        .row_range(rows)
+                        .is_some_and(|part_p| kernels::matmul_packed(part, &part_p, xq, m).is_ok()),
+                    (None, Some(part_w)) if quantized => {
+                        kernels::matmul_quantized(part, &part_w, xq, m).is_ok()
+                    }
+                    (None, Some(part_w)) => kernels::matmul(part, &part_w, x, m).is_ok(),
+                    (None, None) => false,
+                }
+            };
+        if split_positions {
+            let positions_per_task = n.div_ceil(tasks);
+            parallel.for_each_chunk(out, positions_per_task * rows, &|first, part| {
+                let at = first / rows..(first + part.len()) / rows;
+                if !product(part, 0..rows, at) {
+                    failed.store(true, Ordering::Relaxed);
+                }
+            });
+        } else if rows_per_task >= rows {
+            if !product(out, 0..rows, 0..n) {
                 failed.store(true, Ordering::Relaxed);
             }
         } else {
+            // Each task's rows for every position, `[n × task rows]`, into
+            // `products`, then each position's stretch of them copied into
+            // place.
             let products = products.get_mut(..rows * n).ok_or(Error::InvalidInput {
                 reason: "matrix output taller than the session's buffers",
             })?;
             parallel.for_each_chunk(products, rows_per_task * n, &|first, part| {
                 let first_row = first / n;
-                if !product(part, first_row..first_row + part.len() / n) {
+                if !product(part, first_row..first_row + part.len() / n, 0..n) {
                     failed.store(true, Ordering::Relaxed);
                 }
             });
