@@ -633,7 +633,8 @@ impl Scratch<'_> {
     /// matrix-matrix kernels (each weight row read once for all of them),
     /// which write position-major `[n × rows]` as `out` is: straight into
     /// it on one thread, else each task into its part of `products`, then
-    /// copied into place.
+    /// copied into place (a matrix taller than `products` holds, the
+    /// classifier, splits the positions instead, straight into `out`).
     ///
     /// `packed`, when given, is `W` in the packed layout, and the products
     /// read it instead (the same bits); the thread split gives each task
