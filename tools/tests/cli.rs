@@ -653,6 +653,17 @@ fn eval_scores_a_text_and_refuses_bad_input() {
         1,
         "--tail",
     );
+    // Any thread count, the same report.
+    for j in ["1", "3"] {
+        let o = kinglet_in(&dir, &["eval", "m.klt", "--text", "t.txt", "-j", j]);
+        assert_ok(&o);
+        assert_eq!(stdout(&o), out, "-j {j}");
+    }
+    assert_error(
+        &kinglet_in(&dir, &["eval", "m.klt", "--text", "t.txt", "-j", "0"]),
+        1,
+        "--threads",
+    );
     // Windows of the model's 16 tokens; the first line counts them.
     let first = out.lines().next().unwrap();
     let counts: Vec<usize> = first

@@ -24,7 +24,7 @@ use super::{grouped, Status};
 use crate::io::{open_model, read_file};
 use crate::memory::{self, Budget};
 use crate::packing;
-use crate::threads::Threads;
+use crate::threads::{thread_count, Threads};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -60,6 +60,10 @@ pub struct Args {
     /// model's size, and never changes the output.
     #[arg(long)]
     pub no_pack: bool,
+    /// Threads to score on, 1 to 256 (default: one per core). The loss does
+    /// not depend on it.
+    #[arg(long, short = 'j')]
+    pub threads: Option<usize>,
 }
 
 /// How `len` tokens split into windows of `context`: each window predicts
@@ -237,6 +241,13 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
     if !(args.tail > 0.0 && args.tail <= 1.0) {
         bail!("--tail must be in (0, 1], got {}", args.tail);
     }
+    let threads = Threads::new(args.threads.map(thread_count).transpose()?.unwrap_or(0))?;
+    threads.install(|| score_text(&args))?.write_report(out)?;
+    Ok(Status::Ok)
+}
+
+/// [`run`]'s scoring, on the pool of `--threads` threads.
+fn score_text(args: &Args) -> Result<Score> {
     let model = open_model(&args.model)?;
     model
         .verify()
@@ -300,8 +311,7 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
         Some(buffer) => Some(PackedWeights::new(&model, buffer)?),
         None => None,
     };
-    score_with(&model, packed, scored, context)?.write_report(out)?;
-    Ok(Status::Ok)
+    Ok(score_with(&model, packed, scored, context)?)
 }
 
 #[cfg(test)]
