@@ -388,23 +388,7 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     /// Errors: [`Error::EmptyPrompt`] for no tokens, and as `forward`; the
     /// position is unchanged when one is returned.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], Error> {
-        if tokens.is_empty() {
-            return Err(Error::EmptyPrompt);
-        }
-        self.check_tokens(tokens)?;
-        let start = self.pos;
-        let last = (tokens.len() - 1) / self.chunk;
-        for (i, chunk) in tokens.chunks(self.chunk).enumerate() {
-            let logits = if i == last {
-                Logits::Last
-            } else {
-                Logits::None
-            };
-            if let Err(e) = self.run_chunk(chunk, logits) {
-                self.pos = start;
-                return Err(e);
-            }
-        }
+        self.run_chunks(tokens, None)?;
         Ok(&*self.logits)
     }
 
@@ -422,9 +406,6 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
     /// `prefill`; the position is unchanged when one is returned, and
     /// `logits` unspecified.
     pub fn prefill_logits(&mut self, tokens: &[u32], logits: &mut [f32]) -> Result<(), Error> {
-        if tokens.is_empty() {
-            return Err(Error::EmptyPrompt);
-        }
         let vocab = self.logits.len();
         let needed = tokens.len().saturating_mul(vocab);
         let Some(logits) = logits.get_mut(..needed) else {
@@ -433,17 +414,36 @@ impl<'a, T: AsRef<[u8]>> Session<'a, T> {
                 available: logits.len(),
             });
         };
+        self.run_chunks(tokens, Some(&mut *logits))?;
+        // `tokens` is not empty: `run_chunks` refuses that.
+        self.logits.copy_from_slice(&logits[needed - vocab..]);
+        Ok(())
+    }
+
+    /// `tokens` (checked here) a [`chunk`](Self::chunk) at a time from
+    /// [`pos`](Self::pos): the logits after every one into `rows`
+    /// (`[tokens.len() × vocab_size]`) when given, else the last one's into
+    /// the session's. The position is back where it was on an error.
+    fn run_chunks(&mut self, tokens: &[u32], rows: Option<&mut [f32]>) -> Result<(), Error> {
+        if tokens.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
         self.check_tokens(tokens)?;
-        let start = self.pos;
-        let rows = logits.chunks_mut(self.chunk * vocab);
-        for (chunk, rows) in tokens.chunks(self.chunk).zip(rows) {
-            if let Err(e) = self.run_chunk(chunk, Logits::Every(rows)) {
+        let (start, chunk) = (self.pos, self.chunk);
+        let last = (tokens.len() - 1) / chunk;
+        let mut rows = rows.map(|rows| rows.chunks_mut(chunk * self.logits.len()));
+        for (i, piece) in tokens.chunks(chunk).enumerate() {
+            let wanted = match rows.as_mut() {
+                // One chunk of rows per chunk of tokens, by the caller's size.
+                Some(rows) => Logits::Every(rows.next().unwrap_or_default()),
+                None if i == last => Logits::Last,
+                None => Logits::None,
+            };
+            if let Err(e) = self.run_chunk(piece, wanted) {
                 self.pos = start;
                 return Err(e);
             }
         }
-        let last = &logits[needed - vocab..];
-        self.logits.copy_from_slice(last);
         Ok(())
     }
 
