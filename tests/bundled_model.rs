@@ -8,6 +8,7 @@ mod common;
 use kinglet::ModelFile;
 use kinglet_tools::bundled;
 use kinglet_tools::cmd::eval::{score, tail_start};
+use kinglet_tools::threads::Threads;
 
 const README: &str = include_str!("../README.md");
 
@@ -58,9 +59,14 @@ fn bundled_model_verifies_and_matches_the_readme() {
     let text = std::fs::read_to_string(path).unwrap();
     let mut tokens = vec![0u32; kinglet::tokenizer::max_tokens(&text, false)];
     let n = kinglet::tokenizer::encode(&model.vocab(), &text, false, &mut tokens).unwrap();
-    let loss = score(&model, &tokens[tail_start(n, 0.1)..n], 64)
-        .unwrap()
-        .loss;
+    let loss = score(
+        &model,
+        &tokens[tail_start(n, 0.1)..n],
+        64,
+        &Threads::new(0).unwrap(),
+    )
+    .unwrap()
+    .loss;
     let stated: f64 = readme_fact("validation loss").parse().unwrap();
     assert!(
         (loss - stated).abs() < 5e-5,

@@ -5,6 +5,7 @@ mod common;
 use common::{random_model, tiny_config, Rng};
 use kinglet::{session_floats, ModelFile, Session};
 use kinglet_tools::cmd::eval::{score, Windows};
+use kinglet_tools::threads::Threads;
 
 #[test]
 fn score_is_the_mean_loss_of_whole_context_windows() {
@@ -13,11 +14,12 @@ fn score_is_the_mean_loss_of_whole_context_windows() {
     let model = ModelFile::new_checked(&file[..]).unwrap();
     let mut rng = Rng::new(3);
     let tokens: Vec<u32> = (0..100).map(|_| (rng.next_u64() % 6) as u32).collect();
+    let threads = Threads::new(0).unwrap();
 
     // 99 predictions: three windows of 32 and 3 left over, or nine of 11
     // and none left over.
     for (context, windows, left_over) in [(32, 3, 3), (11, 9, 0)] {
-        let s = score(&model, &tokens, context).unwrap();
+        let s = score(&model, &tokens, context, &threads).unwrap();
         assert_eq!(
             s.windows,
             Windows {
@@ -51,11 +53,11 @@ fn score_is_the_mean_loss_of_whole_context_windows() {
     }
 
     // Too few tokens for one window: nothing scored, no panic.
-    let s = score(&model, &tokens[..32], 32).unwrap();
+    let s = score(&model, &tokens[..32], 32, &threads).unwrap();
     assert_eq!((s.windows.count, s.windows.left_over), (0, 31));
 
     let mut report = Vec::new();
-    score(&model, &tokens, 32)
+    score(&model, &tokens, 32, &threads)
         .unwrap()
         .write_report(&mut report)
         .unwrap();
@@ -79,11 +81,7 @@ fn few_windows_share_the_threads_and_keep_the_bits() {
     let mut rng = Rng::new(8);
     let tokens: Vec<u32> = (0..70).map(|_| (rng.next_u64() % 6) as u32).collect();
     let on = |threads: usize, tokens: &[u32]| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| score(&model, tokens, 32).unwrap())
+        score(&model, tokens, 32, &Threads::new(threads).unwrap()).unwrap()
     };
     for n in [40, 70] {
         let one = on(1, &tokens[..n]);

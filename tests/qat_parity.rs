@@ -6,6 +6,7 @@ mod common;
 
 use kinglet::{Dtype, ModelFile};
 use kinglet_tools::cmd::eval::score;
+use kinglet_tools::threads::Threads;
 use kinglet_trainer::config::{preset, ModelConfig, TrainConfig};
 use kinglet_trainer::data::Corpus;
 use kinglet_trainer::eval::{whole_split_loss, whole_split_loss_qat};
@@ -55,8 +56,13 @@ fn train_and_compare(text: &[u8], dtype: Dtype) {
     let file = ModelFile::new_checked(&bytes[..]).expect("engine opens the export");
     assert_eq!(file.layer(0).unwrap().w2.dtype, dtype);
 
-    let engine =
-        score(&file, &corpus.val, file.config().max_seq_len as usize).expect("engine eval");
+    let engine = score(
+        &file,
+        &corpus.val,
+        file.config().max_seq_len as usize,
+        &Threads::new(0).unwrap(),
+    )
+    .expect("engine eval");
     let trainer = whole_split_loss_qat(&t.layout, &t.params, &corpus.val, 16, &qat).expect("eval");
     let float = whole_split_loss(&t.layout, &t.params, &corpus.val, 16);
     let gap = (engine.loss - trainer).abs();

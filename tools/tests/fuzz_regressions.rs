@@ -41,6 +41,7 @@ fn overflowing_activations_are_explained() {
     let model = kinglet::ModelFile::new_checked(bytes.as_slice()).unwrap();
     let context = model.config().max_seq_len as usize;
     let tokens = vec![0u32; 4 * context + 1];
-    let err = kinglet_tools::cmd::eval::score(&model, &tokens, context).unwrap_err();
+    let threads = kinglet_tools::threads::Threads::new(0).unwrap();
+    let err = kinglet_tools::cmd::eval::score(&model, &tokens, context, &threads).unwrap_err();
     assert_eq!(err, kinglet::Error::ActivationsOverflowed);
 }

@@ -135,25 +135,27 @@ pub fn tail_start(n: usize, fraction: f64) -> usize {
 
 /// Mean cross-entropy of `model` on `tokens` under the window protocol
 /// with windows of `context` tokens (at most the model's context length),
-/// windows run in parallel (each with its own session), summed in order.
+/// on `threads`: a window per thread, each with its own session, or, with
+/// fewer windows than threads, one window after another, its session's
+/// products and attention heads split over every thread (the same bits
+/// either way); summed in order.
 pub fn score<T: AsRef<[u8]> + Sync>(
     model: &ModelFile<T>,
     tokens: &[u32],
     context: usize,
+    threads: &Threads,
 ) -> Result<Score, Error> {
-    score_with(model, None, tokens, context)
+    score_with(model, None, tokens, context, threads)
 }
 
 /// [`score`] with every session reading `packed` copies of the model's
-/// quantized matrices when given (the same bits). With fewer windows than
-/// threads, the windows run one after another instead, each session's
-/// products and attention heads split over every thread (the same bits
-/// again).
+/// quantized matrices when given (the same bits).
 pub fn score_with<T: AsRef<[u8]> + Sync>(
     model: &ModelFile<T>,
     packed: Option<PackedWeights<'_>>,
     tokens: &[u32],
     context: usize,
+    threads: &Threads,
 ) -> Result<Score, Error> {
     let windows = Windows::new(tokens.len(), context);
     let window = |k: usize| &tokens[k * context..=(k + 1) * context];
@@ -162,23 +164,20 @@ pub fn score_with<T: AsRef<[u8]> + Sync>(
         let session = vec![0.0f32; session_floats(config, context as u32)];
         (session, vec![0.0f32; logits_floats(config)])
     };
-    let threads = rayon::current_num_threads();
-    let shared = (sessions_at_once(windows.count) < threads)
-        .then(|| Threads::new(threads).ok())
-        .flatten();
-    let losses: Vec<f64> = match &shared {
-        Some(hook) => {
-            let (mut buffer, mut logits) = buffers();
+    let losses: Vec<f64> = if sessions_at_once(windows.count, threads) == 1 {
+        let (mut buffer, mut logits) = buffers();
+        (0..windows.count)
+            .map(|k| window_loss(model, packed, threads, &mut buffer, &mut logits, window(k)))
+            .collect::<Result<_, _>>()?
+    } else {
+        threads.install(|| {
             (0..windows.count)
-                .map(|k| window_loss(model, packed, hook, &mut buffer, &mut logits, window(k)))
-                .collect::<Result<_, _>>()?
-        }
-        None => (0..windows.count)
-            .into_par_iter()
-            .map_init(buffers, |(buffer, logits), k| {
-                window_loss(model, packed, &Sequential, buffer, logits, window(k))
-            })
-            .collect::<Result<_, _>>()?,
+                .into_par_iter()
+                .map_init(buffers, |(buffer, logits), k| {
+                    window_loss(model, packed, &Sequential, buffer, logits, window(k))
+                })
+                .collect::<Result<_, _>>()
+        })?
     };
     Ok(Score {
         loss: losses.iter().sum::<f64>() / windows.scored().max(1) as f64,
@@ -186,12 +185,12 @@ pub fn score_with<T: AsRef<[u8]> + Sync>(
     })
 }
 
-/// Sessions [`score_with`] runs at once for `windows` windows: one per
-/// thread, or one that every thread works on when there are fewer windows.
-fn sessions_at_once(windows: usize) -> usize {
-    let threads = rayon::current_num_threads();
-    if windows >= threads {
-        threads
+/// Sessions [`score`] runs at once for `windows` windows on `threads`: one
+/// per thread, or one that every thread works on when there are fewer
+/// windows.
+fn sessions_at_once(windows: usize, threads: &Threads) -> usize {
+    if windows >= threads.count() {
+        threads.count()
     } else {
         1
     }
@@ -242,12 +241,15 @@ pub fn run(args: Args, out: &mut dyn Write) -> Result<Status> {
         bail!("--tail must be in (0, 1], got {}", args.tail);
     }
     let threads = Threads::new(args.threads.map(thread_count).transpose()?.unwrap_or(0))?;
-    threads.install(|| score_text(&args))?.write_report(out)?;
+    threads
+        .install(|| score_text(&args, &threads))?
+        .write_report(out)?;
     Ok(Status::Ok)
 }
 
-/// [`run`]'s scoring, on the pool of `--threads` threads.
-fn score_text(args: &Args) -> Result<Score> {
+/// [`run`]'s scoring, on the pool of `--threads` threads (its loading and
+/// packing too).
+fn score_text(args: &Args, threads: &Threads) -> Result<Score> {
     let model = open_model(&args.model)?;
     model
         .verify()
@@ -289,7 +291,7 @@ fn score_text(args: &Args) -> Result<Score> {
             scored.len()
         );
     }
-    let sessions = sessions_at_once(Windows::new(scored.len(), context).count);
+    let sessions = sessions_at_once(Windows::new(scored.len(), context).count, threads);
     let logits_bytes = logits_floats(model.config()) as u64 * 4;
     let per_session = memory::session_bytes(model.config(), context as u32)
         .and_then(|b| b.checked_add(logits_bytes));
@@ -311,7 +313,7 @@ fn score_text(args: &Args) -> Result<Score> {
         Some(buffer) => Some(PackedWeights::new(&model, buffer)?),
         None => None,
     };
-    Ok(score_with(&model, packed, scored, context)?)
+    Ok(score_with(&model, packed, scored, context, threads)?)
 }
 
 #[cfg(test)]
