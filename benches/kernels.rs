@@ -321,11 +321,15 @@ fn elementwise_table(paths: &[Path]) {
     // softmax: its maximum, exponentials and division, and the draw, on the
     // active path); and with `kinglet generate`'s defaults (temperature 0.8,
     // top-p 0.9), whose threshold search is the sampler's own code, over
-    // spread logits and over near-equal ones (what a random-weight model
-    // gives: nearly every probability shares its exponent), and over peaked
-    // ones (one in a thousand far above the rest, as a trained model's).
+    // spread logits (uniform, 16 wide), over near-equal ones (1 wide:
+    // nearly every probability shares its exponent), over normal ones of a
+    // 110M-shaped random-weight model's spread (standard deviation 0.55:
+    // top-p keeps most of the tokens), and over peaked ones (one in a
+    // thousand far above the rest, as a trained model's).
     let spread: Vec<f32> = rng.uniform_vec(32000).iter().map(|v| v * 8.0).collect();
     let flat: Vec<f32> = spread.iter().map(|v| v / 16.0).collect();
+    let mut random_model = vec![0.0f32; 32000];
+    rng.fill_normal(&mut random_model, 0.55);
     let peaked: Vec<f32> = spread
         .iter()
         .enumerate()
@@ -340,6 +344,12 @@ fn elementwise_table(paths: &[Path]) {
             0.8,
             0.9,
             &flat,
+        ),
+        (
+            "temperature 0.8, top-p 0.9, a random model's logits",
+            0.8,
+            0.9,
+            &random_model,
         ),
         (
             "temperature 0.8, top-p 0.9, peaked logits",
