@@ -831,7 +831,7 @@ pub unsafe fn quantize_activations(a: Activations<'_>) {
 /// # Safety
 /// AVX2 is available, and AVX-VNNI if `VNNI`.
 #[inline(always)]
-unsafe fn quad_products<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
+pub(super) unsafe fn quad_products<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
     // SAFETY: the caller's features.
     unsafe {
         if VNNI {

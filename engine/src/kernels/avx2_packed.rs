@@ -19,7 +19,7 @@
 use core::arch::x86_64::*;
 
 use super::avx2::{
-    block_offsets, block_products, prefetch, quant_matmul_with, quant_rows_with, shifted,
+    block_offsets, prefetch, quad_products, quant_matmul_with, quant_rows_with, shifted,
     shifted_levels, CHUNK_BLOCKS,
 };
 use super::packed::{GROUP_ROWS, GROUP_SCALE_BYTES, VECTOR_BYTES};
@@ -64,19 +64,26 @@ unsafe fn activation_words(xb: &BlockQ8) -> [__m256i; 8] {
     }
 }
 
+/// A half's levels as its products take them, vector `k` holding levels
+/// `4k .. 4k + 4` of each row.
+struct HalfLevels {
+    /// The products' unsigned operands: Q4_0's nibbles `q`; Q8_0's
+    /// `w + 128` as stored with AVX-VNNI, else `|w|`.
+    unsigned: [__m256i; 8],
+    /// Q8_0 without AVX-VNNI: the signed `w`, whose signs the activations
+    /// take (`avx2::block_products` in two steps, so that a product of several
+    /// positions takes `|w|` once). Unused otherwise.
+    signs: [__m256i; 8],
+}
+
 /// Half `h` (rows `8h .. 8h + 8`) of a group-block's levels (`levels`
-/// points past its scales), vector `k` holding levels `4k .. 4k + 4` of
-/// each row: Q4_0's nibbles `q`; Q8_0's `w + 128` as stored with AVX-VNNI,
-/// else the signed `w` (the sign bit flipped back), for `block_products`.
+/// points past its scales).
 ///
 /// # Safety
 /// AVX2 is available; the group-block's 4 (Q4_0) or 8 (Q8_0) vectors of
 /// levels follow `levels`.
 #[inline(always)]
-unsafe fn half_levels<const Q4: bool, const VNNI: bool>(
-    levels: *const u8,
-    h: usize,
-) -> [__m256i; 8] {
+unsafe fn half_levels<const Q4: bool, const VNNI: bool>(levels: *const u8, h: usize) -> HalfLevels {
     // Loops and a helper, not closures: a closure would not have the
     // kernel's features.
     // SAFETY: the caller's features and group-block.
@@ -97,7 +104,13 @@ unsafe fn half_levels<const Q4: bool, const VNNI: bool>(
                 *l = if VNNI { stored } else { shifted_levels(stored) };
             }
         }
-        v
+        let mut unsigned = v;
+        if !(Q4 || VNNI) {
+            for u in &mut unsigned {
+                *u = _mm256_sign_epi8(*u, *u);
+            }
+        }
+        HalfLevels { unsigned, signs: v }
     }
 }
 
@@ -118,16 +131,17 @@ unsafe fn half_vector(levels: *const u8, i: usize, h: usize) -> __m256i {
 ///
 /// Without AVX-VNNI, Q4_0's pairs of products (at most 2·15·127) are added
 /// as i16 over the whole block (8 · 3,810 < 2¹⁵) and widened once; Q8_0's
-/// go through `block_products`, exact for every byte.
+/// go through `avx2::block_products`' steps, exact for every byte.
 ///
 /// # Safety
 /// AVX2 is available, and AVX-VNNI if `VNNI`.
 #[inline(always)]
 unsafe fn half_totals<const Q4: bool, const VNNI: bool>(
-    levels: &[__m256i; 8],
+    half: &HalfLevels,
     words: &[__m256i; 8],
     minus_offset: i32,
 ) -> __m256i {
+    let levels = &half.unsigned;
     // SAFETY: the caller's features.
     unsafe {
         if VNNI {
@@ -147,11 +161,17 @@ unsafe fn half_totals<const Q4: bool, const VNNI: bool>(
             let totals = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
             _mm256_add_epi32(totals, _mm256_set1_epi32(minus_offset))
         } else {
-            let mut even = block_products(levels[0], words[0]);
-            let mut odd = block_products(levels[1], words[1]);
+            // `block_products(w, x)`, its `|w|` taken once per half.
+            let mut products = [_mm256_setzero_si256(); 8];
+            for (k, p) in products.iter_mut().enumerate() {
+                let signed = _mm256_sign_epi8(words[k], half.signs[k]);
+                *p = quad_products::<false>(levels[k], signed);
+            }
+            let mut even = products[0];
+            let mut odd = products[1];
             for k in (2..8).step_by(2) {
-                even = _mm256_add_epi32(even, block_products(levels[k], words[k]));
-                odd = _mm256_add_epi32(odd, block_products(levels[k + 1], words[k + 1]));
+                even = _mm256_add_epi32(even, products[k]);
+                odd = _mm256_add_epi32(odd, products[k + 1]);
             }
             _mm256_add_epi32(even, odd)
         }
