@@ -1214,10 +1214,13 @@ pub(super) unsafe fn quant_rows_with<const Q4: bool, const VNNI: bool>(
 // Matrix × several vectors (prefill)
 // ---------------------------------------------------------------------------
 
-/// Rows and positions of one tile of the float matmul: 2 × 3 × 2
-/// accumulators, plus the loads, fit the sixteen vector registers.
-const MATMUL_ROWS: usize = 2;
-const MATMUL_POSITIONS: usize = 3;
+/// Rows and positions of one tile of the float matmul: 3 × 2 × 2
+/// accumulators, one half's two activation vectors and a row's weights fit
+/// the sixteen vector registers (three positions of two rows, or both
+/// halves' activations at once, spilled accumulators to the stack and ran
+/// at half the speed: docs/PERFORMANCE.md, 2026-12-05, afternoon).
+const MATMUL_ROWS: usize = 3;
+const MATMUL_POSITIONS: usize = 2;
 
 /// `out[t·rows + r] = Σ_c w[r][c] · x[t·cols + c]` for float rows
 /// (position-major), each element the bits of [`matvec`] for row `r` and
@@ -1261,10 +1264,10 @@ unsafe fn float_matmul<const DT: u8>(a: FloatMatmul<'_>) {
             // are in range (the `FloatMatmul` facts).
             let tile: [[f32; MATMUL_POSITIONS]; MATMUL_ROWS] = unsafe {
                 match (group, positions) {
-                    (2, 3) => float_tile::<DT, 2, 3>(w, row_bytes, x, cols),
+                    (3, 2) => float_tile::<DT, 3, 2>(w, row_bytes, x, cols),
+                    (3, _) => float_tile::<DT, 3, 1>(w, row_bytes, x, cols),
                     (2, 2) => float_tile::<DT, 2, 2>(w, row_bytes, x, cols),
                     (2, _) => float_tile::<DT, 2, 1>(w, row_bytes, x, cols),
-                    (_, 3) => float_tile::<DT, 1, 3>(w, row_bytes, x, cols),
                     (_, 2) => float_tile::<DT, 1, 2>(w, row_bytes, x, cols),
                     _ => float_tile::<DT, 1, 1>(w, row_bytes, x, cols),
                 }
@@ -1298,36 +1301,40 @@ unsafe fn float_tile<const DT: u8, const R: usize, const P: usize>(
     let eb = element_bytes(DT);
     let whole = cols - cols % LANES;
     let x = &x[..P * cols];
-    let mut acc = [[[_mm256_setzero_ps(); 2]; P]; R];
+    // acc[h][r][p]: lanes 8h .. 8h + 8 of row r and position p. Each half
+    // is a step of its own, so that only its P activation vectors are
+    // held besides the accumulators.
+    let mut acc = [[[_mm256_setzero_ps(); P]; R]; 2];
     let mut c = 0;
     while c < whole {
-        // SAFETY: c + 16 <= whole <= cols: the loads stay inside the R rows
-        // and the P positions.
-        unsafe {
-            let xv: [[__m256; 2]; P] = core::array::from_fn(|p| {
-                let xp = x.as_ptr().add(p * cols + c);
-                [_mm256_loadu_ps(xp), _mm256_loadu_ps(xp.add(WIDTH))]
-            });
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let wp = w.add(r * row_bytes + c * eb);
-                let wv = [load8::<DT>(wp), load8::<DT>(wp.add(WIDTH * eb))];
-                for (a, xp) in acc_r.iter_mut().zip(&xv) {
-                    a[0] = _mm256_add_ps(a[0], _mm256_mul_ps(wv[0], xp[0]));
-                    a[1] = _mm256_add_ps(a[1], _mm256_mul_ps(wv[1], xp[1]));
+        for (h, acc_h) in acc.iter_mut().enumerate() {
+            let at = c + h * WIDTH;
+            // SAFETY: at + 8 <= whole <= cols: the loads stay inside the R
+            // rows and the P positions.
+            unsafe {
+                let mut xv = [_mm256_setzero_ps(); P];
+                for (p, v) in xv.iter_mut().enumerate() {
+                    *v = _mm256_loadu_ps(x.as_ptr().add(p * cols + at));
+                }
+                for (r, acc_r) in acc_h.iter_mut().enumerate() {
+                    let wv = load8::<DT>(w.add(r * row_bytes + at * eb));
+                    for (a, xp) in acc_r.iter_mut().zip(&xv) {
+                        *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, *xp));
+                    }
                 }
             }
         }
         c += LANES;
     }
     let mut sums = [[0.0f32; MATMUL_POSITIONS]; MATMUL_ROWS];
-    for (r, acc_r) in acc.iter().enumerate() {
+    for (r, sums_r) in sums.iter_mut().enumerate().take(R) {
         // SAFETY: row r's elements whole..cols are in bounds.
         let row_tail = unsafe {
             core::slice::from_raw_parts(w.add(r * row_bytes + whole * eb), (cols - whole) * eb)
         };
-        for (p, a) in acc_r.iter().enumerate() {
+        for (p, sum) in sums_r.iter_mut().enumerate().take(P) {
             let x_tail = &x[p * cols + whole..(p + 1) * cols];
-            sums[r][p] = tail_sum::<DT>(reduce_lanes(a[0], a[1]), row_tail, x_tail);
+            *sum = tail_sum::<DT>(reduce_lanes(acc[0][r][p], acc[1][r][p]), row_tail, x_tail);
         }
     }
     sums
