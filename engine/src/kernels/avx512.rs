@@ -1262,9 +1262,13 @@ pub unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
 // Matrix × several vectors (prefill), float
 // ---------------------------------------------------------------------------
 
-/// Rows and positions of one tile of the float matmul: 12 accumulators.
-const MATMUL_ROWS: usize = 4;
-const MATMUL_POSITIONS: usize = 3;
+/// Rows and positions of one tile of the float matmul: 24 accumulators,
+/// four activation vectors and a row's weights in the 32 registers. Four
+/// positions divide a prefill chunk of 16 (three left a one-position tile
+/// per chunk); 6 × 4 ran f32 at 81–106 GFLOP/s where 4 × 3 ran 83–90
+/// (docs/PERFORMANCE.md, 2026-12-05, afternoon).
+const MATMUL_ROWS: usize = 6;
+const MATMUL_POSITIONS: usize = 4;
 
 /// `out[t·rows + r] = Σ_c w[r][c] · x[t·cols + c]` for float rows
 /// (position-major), each element the bits of [`matvec`] for row `r` and
@@ -1311,9 +1315,11 @@ unsafe fn float_matmul<const DT: u8>(a: FloatMatmul<'_>) {
             // are in range (the `FloatMatmul` facts).
             let tile = unsafe {
                 match (group, positions) {
-                    (4, 3) => float_tile::<DT, 4, 3>(w, row_bytes, x, cols),
-                    (4, 2) => float_tile::<DT, 4, 2>(w, row_bytes, x, cols),
-                    (4, _) => float_tile::<DT, 4, 1>(w, row_bytes, x, cols),
+                    (6, 4) => float_tile::<DT, 6, 4>(w, row_bytes, x, cols),
+                    (6, 3) => float_tile::<DT, 6, 3>(w, row_bytes, x, cols),
+                    (6, 2) => float_tile::<DT, 6, 2>(w, row_bytes, x, cols),
+                    (6, _) => float_tile::<DT, 6, 1>(w, row_bytes, x, cols),
+                    (_, 4) => float_tile::<DT, 1, 4>(w, row_bytes, x, cols),
                     (_, 3) => float_tile::<DT, 1, 3>(w, row_bytes, x, cols),
                     (_, 2) => float_tile::<DT, 1, 2>(w, row_bytes, x, cols),
                     _ => float_tile::<DT, 1, 1>(w, row_bytes, x, cols),
