@@ -1216,9 +1216,9 @@ pub(super) unsafe fn quant_rows_with<const Q4: bool, const VNNI: bool>(
 
 /// Rows and positions of one tile of the float matmul: 3 × 2 × 2
 /// accumulators, one half's two activation vectors and a row's weights fit
-/// the sixteen vector registers (three positions of two rows, or both
-/// halves' activations at once, spilled accumulators to the stack and ran
-/// at half the speed: docs/PERFORMANCE.md, 2026-12-05, afternoon).
+/// the sixteen vector registers (a 2 × 3 tile that loaded both halves'
+/// activations at once kept accumulators on the stack and ran at half the
+/// speed: docs/PERFORMANCE.md, 2026-12-05, afternoon).
 const MATMUL_ROWS: usize = 3;
 const MATMUL_POSITIONS: usize = 2;
 
