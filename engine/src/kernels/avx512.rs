@@ -767,10 +767,13 @@ unsafe fn transposed_scores(
         Some((_, q)) => q.as_ptr(),
         None => q0.as_ptr(),
     });
+    // One call site, so that `lane_pair` is inlined: called from eight,
+    // it was not, and each call went through the stack and a `vzeroupper`.
     // SAFETY: each head holds the `kt.len()` vectors `lane_pair` reads.
-    let m = |j: usize| unsafe { lane_pair(kt, &q, j) };
-    let left = add_each(add_each(m(0), m(4)), add_each(m(1), m(5)));
-    let right = add_each(add_each(m(2), m(6)), add_each(m(3), m(7)));
+    let m: [[__m512; QUERY_GROUP]; LANES / 2] =
+        core::array::from_fn(|j| unsafe { lane_pair(kt, &q, j) });
+    let left = add_each(add_each(m[0], m[4]), add_each(m[1], m[5]));
+    let right = add_each(add_each(m[2], m[6]), add_each(m[3], m[7]));
     let sums = add_each(left, right);
     for (slot, v) in group.iter_mut().zip(sums) {
         if let Some((scores, _)) = slot {
