@@ -207,14 +207,15 @@ fn loading_table(paths: &[Path]) {
 /// Prefill attention's kernels for one layer of the stories110M shape (12
 /// heads of 64, a 128-token prompt in chunks of 16 queries), as
 /// `ops::attend_queries` calls them: per chunk, block of 16 cached positions
-/// and head, the scores of every query that sees the block, then the
-/// weighted sums. Microseconds per layer, per path (the softmax between
+/// and head, the scores of every query that sees the block; then per block
+/// of 32 and head, the weighted sums. Microseconds per layer, per path (the softmax between
 /// them, which does not depend on the path, left out).
 fn prefill_attention_table(paths: &[Path]) {
     const HEADS: usize = 12;
     const HEAD_DIM: usize = 64;
     const PROMPT: usize = 128;
     const CHUNK: usize = 16;
+    const SUM_BLOCK: usize = 32;
     let dim = HEADS * HEAD_DIM;
     let mut rng = Rng::new(4);
     let keys = rng.uniform_vec(PROMPT * dim);
@@ -227,36 +228,46 @@ fn prefill_attention_table(paths: &[Path]) {
         .collect();
     let mut scores = vec![0.0f32; CHUNK * HEADS * PROMPT];
     let mut out = vec![0.0f32; CHUNK * dim];
+    // The block of `rows` positions from `first` for head `h`, from the
+    // first query of the chunk at `start` that sees it: the block, and where
+    // that query's scores, head and the block's first cached row start.
+    let block = |start: usize, first: usize, rows: usize, h: usize| {
+        let t0 = first.saturating_sub(start);
+        let block = QueryBlock {
+            rows: rows.min(start + CHUNK - first),
+            row_floats: dim,
+            column: h * HEAD_DIM,
+            head_dim: HEAD_DIM,
+            queries: CHUNK - t0,
+            visible: start + 1 + t0 - first,
+            query_stride: dim,
+            score_stride: HEADS * PROMPT,
+        };
+        let at_scores = t0 * HEADS * PROMPT + h * PROMPT + first;
+        (block, at_scores, t0 * dim + h * HEAD_DIM, first * dim)
+    };
     let layer = |path: Path, scores: &mut [f32], out: &mut [f32]| {
         for start in (0..PROMPT).step_by(CHUNK) {
             let last = start + CHUNK; // positions the chunk's last query sees
             for first in (0..last).step_by(CHUNK) {
-                let t0 = first.saturating_sub(start); // the first query to see `first`
                 for h in 0..HEADS {
-                    let block = QueryBlock {
-                        rows: CHUNK.min(last - first),
-                        row_floats: dim,
-                        column: h * HEAD_DIM,
-                        head_dim: HEAD_DIM,
-                        queries: CHUNK - t0,
-                        visible: start + 1 + t0 - first,
-                        query_stride: dim,
-                        score_stride: HEADS * PROMPT,
-                    };
-                    let at_scores = t0 * HEADS * PROMPT + h * PROMPT + first;
-                    let at_head = t0 * dim + h * HEAD_DIM;
-                    let rows = first * dim..;
+                    let (block, at_scores, at_head, at_rows) = block(start, first, CHUNK, h);
                     path.attention_scores_queries(
                         &mut scores[at_scores..],
                         &q[at_head..],
-                        &keys[rows.clone()],
+                        &keys[at_rows..],
                         block,
                     )
                     .expect("scores");
+                }
+            }
+            for first in (0..last).step_by(SUM_BLOCK) {
+                for h in 0..HEADS {
+                    let (block, at_weights, at_out, at_rows) = block(start, first, SUM_BLOCK, h);
                     path.add_weighted_queries(
-                        &mut out[at_head..],
-                        &weights[at_scores..],
-                        &values[rows],
+                        &mut out[at_out..],
+                        &weights[at_weights..],
+                        &values[at_rows..],
                         block,
                     )
                     .expect("sums");

@@ -677,8 +677,9 @@ fn attention_query_block_kernels_equal_reference_and_one_query_bit_for_bit() {
     let mut rng = Rng::new(13);
     for path in accelerated_paths() {
         for width in [1, 7, 8, 16, 17, 48, 64, 80, 128, 144] {
-            // Blocks short of, at and past sixteen rows (the AVX-512 batch).
-            for rows in [1, 5, 15, 16, 17] {
+            // Blocks short of, at and past sixteen rows (the AVX-512 batch),
+            // and past the weighted sums' blocks of 32 in a prefill.
+            for rows in [1, 5, 15, 16, 17, 40] {
                 for (queries, visible) in [(1, 1), (3, 2), (16, 1), (5, 16), (20, 3)] {
                     let column = 3; // the KV head's columns start inside the row
                     let row_floats = width + 5;

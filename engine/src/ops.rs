@@ -306,18 +306,25 @@ pub fn attend_heads(
     kernels::weighted_sum_heads(out, scores, values, run)
 }
 
-/// Cached positions [`attend_queries`] takes for every query before the next
-/// ones: the run's keys (or values) of this many positions (at 12 heads of
-/// 64, 48 KiB) come from memory once for all the queries of a chunk, then
-/// one head's (4 KiB) from the L1 cache for each query.
+/// Cached positions [`attend_queries`] scores for every query before the
+/// next ones: the run's keys of this many positions (at 12 heads of 64, 48
+/// KiB) come from memory once for all the queries of a chunk, then one
+/// head's (4 KiB) from the L1 cache for each query.
 const QUERY_BLOCK: usize = 16;
+
+/// Cached positions [`attend_queries`] sums for every query before the next
+/// ones: longer than [`QUERY_BLOCK`], as a kernel keeps the outputs in
+/// registers across a block's positions (the AVX-512 one four queries' at a
+/// time), and short enough that one head's values of them (8 KiB at heads
+/// of 64, rows 3 KiB apart) stay in the L1 cache for all the queries.
+const SUM_BLOCK: usize = 32;
 
 /// [`attend_heads`] for `n` consecutive queries of a chunk, query `t` seeing
 /// the first `seen + t` cached positions, with the bits of attending them
 /// one by one: the scores a block of positions at a time, each head's
 /// block for every query that sees it in one kernel call, then each
-/// query's softmax per head, then the weighted sums, a block at a time
-/// again, each element adding the positions in order.
+/// query's softmax per head, then the weighted sums, a longer block at a
+/// time, each element adding the positions in order.
 ///
 /// - `out`: `[n × heads × head_dim]`, query after query;
 /// - `scores`: `[n × heads × score_stride]`, query `t`'s weights in its
@@ -351,14 +358,14 @@ pub fn attend_queries(
         return Err(misfit);
     }
     // Calls `f([at_scores, at_head], at_rows, block)` for every block of
-    // positions from `first` and head `i`, where `block` holds the queries
-    // that see it (from query `t0`), `at_scores` and `at_head` are where
-    // query `t0`'s head `i` starts in the scores (at position `first`) and
-    // in the queries or outputs (`query_stride` apart), and `at_rows` is
-    // where the block's first cached row starts.
+    // `block_rows` positions from `first` and head `i`, where `block` holds
+    // the queries that see it (from query `t0`), `at_scores` and `at_head`
+    // are where query `t0`'s head `i` starts in the scores (at position
+    // `first`) and in the queries or outputs (`query_stride` apart), and
+    // `at_rows` is where the block's first cached row starts.
     type BlockFn<'f> = dyn FnMut([usize; 2], usize, kernels::QueryBlock) -> Result<(), Error> + 'f;
-    let blocks = |query_stride: usize, f: &mut BlockFn<'_>| {
-        for first in (0..last).step_by(QUERY_BLOCK) {
+    let blocks = |query_stride: usize, block_rows: usize, f: &mut BlockFn<'_>| {
+        for first in (0..last).step_by(block_rows) {
             let t0 = (first + 1).saturating_sub(seen); // the first query to see `first`
             for i in 0..run.heads {
                 // Query head `first_head + i` reads KV head `/ group`.
@@ -368,7 +375,7 @@ pub fn attend_queries(
                     .and_then(|h| (h / run.group).checked_mul(run.head_dim))
                     .ok_or(misfit)?;
                 let block = kernels::QueryBlock {
-                    rows: QUERY_BLOCK.min(last - first),
+                    rows: block_rows.min(last - first),
                     row_floats: run.row_floats,
                     column,
                     head_dim: run.head_dim,
@@ -384,14 +391,15 @@ pub fn attend_queries(
         }
         Ok(())
     };
-    blocks(q_stride, &mut |[at_scores, at_q], at_keys, block| match (
+    let mut block_scores = |[at_scores, at_q]: [usize; 2], at_keys: usize, block| match (
         scores.get_mut(at_scores..),
         q.get(at_q..),
         keys.get(at_keys..),
     ) {
         (Some(s), Some(q), Some(k)) => kernels::attention_scores_queries(s, q, k, block),
         _ => Err(misfit),
-    })?;
+    };
+    blocks(q_stride, QUERY_BLOCK, &mut block_scores)?;
     for t in 0..n {
         for i in 0..run.heads {
             let at = t * per_query + i * run.score_stride;
@@ -402,14 +410,15 @@ pub fn attend_queries(
         }
     }
     out.fill(0.0);
-    blocks(width, &mut |[at_weights, at_out], at_values, block| match (
+    let mut block_sums = |[at_weights, at_out]: [usize; 2], at_values: usize, block| match (
         out.get_mut(at_out..),
         scores.get(at_weights..),
         values.get(at_values..),
     ) {
         (Some(o), Some(w), Some(v)) => kernels::add_weighted_queries(o, w, v, block),
         _ => Err(misfit),
-    })
+    };
+    blocks(width, SUM_BLOCK, &mut block_sums)
 }
 
 #[cfg(test)]
