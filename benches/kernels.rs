@@ -208,8 +208,8 @@ fn loading_table(paths: &[Path]) {
 /// heads of 64, a 128-token prompt in chunks of 16 queries), as
 /// `ops::attend_queries` calls them: per chunk, block of 16 cached positions
 /// and head, the scores of every query that sees the block; then per block
-/// of 32 and head, the weighted sums. Microseconds per layer, per path (the softmax between
-/// them, which does not depend on the path, left out).
+/// of 32 and head, the weighted sums. Microseconds per layer, per path (the
+/// softmax between them, which does not depend on the path, left out).
 fn prefill_attention_table(paths: &[Path]) {
     const HEADS: usize = 12;
     const HEAD_DIM: usize = 64;
