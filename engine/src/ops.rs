@@ -315,8 +315,9 @@ const QUERY_BLOCK: usize = 16;
 /// Cached positions [`attend_queries`] sums for every query before the next
 /// ones: longer than [`QUERY_BLOCK`], as a kernel keeps the outputs in
 /// registers across a block's positions (the AVX-512 one four queries' at a
-/// time), and short enough that one head's values of them (8 KiB at heads
-/// of 64, rows 3 KiB apart) stay in the L1 cache for all the queries.
+/// time), and short enough that one head's values of them stay in the L1
+/// cache for all the queries (stories110M: 8 KiB of heads of 64 in rows
+/// 3 KiB apart, which map to a quarter of the cache's sets).
 const SUM_BLOCK: usize = 32;
 
 /// [`attend_heads`] for `n` consecutive queries of a chunk, query `t` seeing
